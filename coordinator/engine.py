@@ -1,0 +1,326 @@
+"""The job engine: runs federated jobs through offer, harmonization, rounds and result writing.
+
+Each job runs on a worker thread and talks to the sites only through their sessions' outboxes
+and its own inbox. Every phase change is written to the store first, so the analyst sees
+progress and a failure always leaves the job FAILED with a reason that names the site.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import fedstat
+from fedstat.config import CoordinatorConfig
+from fedstat.data.variants import Harmonization, VariantTable, harmonize
+from fedstat.errors import FedstatError, InputError, JobFailed, PolicyRefused, ProtocolError, SiteUnavailable
+from fedstat.jobs import JobSpec, RoundPlan, plan_job
+from fedstat.privacy.base import RoundContext, get_mode
+from fedstat.protocol import KeysAssembler, chunk_from_pb, plan_chunks, spec_to_pb
+from fedstat.wire import site_pb2
+
+from .sessions import SiteRegistry, SiteSession
+from .store import CANCELLED, DONE, FAILED, RUNNING, Store
+
+log = logging.getLogger("fedstat.coordinator")
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class JobEngine:
+    """Accepts jobs, runs them on a bounded pool of worker threads, records everything."""
+
+    def __init__(self, config: CoordinatorConfig, store: Store, registry: SiteRegistry):
+        self.config, self.store, self.registry = config, store, registry
+        self._pool = ThreadPoolExecutor(max_workers=config.max_concurrent_jobs, thread_name_prefix="job")
+        self._cancel: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, spec: JobSpec, analyst: str) -> str:
+        spec = spec.validated()
+        job_id = self.store.create_job(analyst, spec.to_json())
+        self._start(job_id)
+        return job_id
+
+    def resume_unfinished(self) -> None:
+        """Jobs left QUEUED or RUNNING by a previous process are failed with a clear reason
+        (resuming mid-job arrives with the fault-tolerance work)."""
+        for job_id in self.store.unfinished_jobs():
+            self.store.finish_job(job_id, FAILED, error="the coordinator restarted while this job was running; submit it again")
+
+    def _start(self, job_id: str) -> None:
+        with self._lock:
+            self._cancel[job_id] = threading.Event()
+        self._pool.submit(self._run, job_id)
+
+    def cancel(self, job_id: str) -> None:
+        job = self.store.get_job(job_id)
+        if job.finished:
+            return
+        with self._lock:
+            ev = self._cancel.get(job_id)
+        if ev is not None:
+            ev.set()
+        if self.store.finish_job(job_id, CANCELLED, error="cancelled by the analyst"):
+            self.store.log(job_id, "cancelled by the analyst")
+            for s in job.sites:
+                session = self.registry.get(s.site)
+                if session is not None:
+                    session.send(site_pb2.CoordinatorMessage(cancel=site_pb2.CancelJob(job_id=job_id, reason="cancelled")))
+
+    def shutdown(self) -> None:
+        with self._lock:
+            events = list(self._cancel.values())
+        for ev in events:
+            ev.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, job_id: str) -> None:
+        with self._lock:
+            cancel = self._cancel[job_id]
+        inbox = self.registry.open_inbox(job_id)
+        runner = _JobRunner(self, job_id, inbox, cancel)
+        try:
+            runner.run()
+        except _Cancelled:
+            runner.notify_sites_cancel("cancelled")
+        except FedstatError as exc:
+            reason = str(exc)
+            log.warning("job %s failed: %s", job_id, reason)
+            if self.store.finish_job(job_id, FAILED, error=reason):
+                self.store.log(job_id, f"failed: {reason}")
+            runner.notify_sites_cancel(reason)
+        except Exception as exc:  # noqa: BLE001 - last resort: never leave a job RUNNING
+            log.exception("job %s: internal error", job_id)
+            reason = f"internal error in the coordinator ({type(exc).__name__}); see the coordinator log"
+            self.store.finish_job(job_id, FAILED, error=reason)
+            runner.notify_sites_cancel("coordinator internal error")
+        finally:
+            self.registry.close_inbox(job_id)
+            with self._lock:
+                self._cancel.pop(job_id, None)
+
+
+class _JobRunner:
+    """One job's run. Phases: offer → harmonize → rounds → write."""
+
+    def __init__(self, engine: JobEngine, job_id: str, inbox: queue.Queue, cancel: threading.Event):
+        self.engine, self.job_id, self.inbox, self.cancel = engine, job_id, inbox, cancel
+        self.store = engine.store
+        self.sites: dict[str, SiteSession] = {}
+        self.cohort: dict[str, int] = {}
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def log(self, line: str) -> None:
+        self.store.log(self.job_id, line)
+
+    def phase(self, phase: str, **fields: Any) -> None:
+        self.store.update_job(self.job_id, phase=phase, **fields)
+
+    def send(self, site: str, **kind: Any) -> None:
+        session = self.sites[site]
+        if session.closed.is_set():
+            raise SiteUnavailable(f"site {site} disconnected")
+        session.send(site_pb2.CoordinatorMessage(**kind))
+
+    def notify_sites_cancel(self, reason: str) -> None:
+        for name, session in self.sites.items():
+            if not session.closed.is_set():
+                session.send(site_pb2.CoordinatorMessage(cancel=site_pb2.CancelJob(job_id=self.job_id, reason=reason)))
+                self.store.set_site(self.job_id, name, state="CANCELLED")
+
+    def receive(self, deadline: float, what: str, pending: Callable[[], list[str]]) -> tuple[str, site_pb2.SiteMessage]:
+        """Next message for this job; raises on cancel, deadline, disconnect or a site error."""
+        while True:
+            if self.cancel.is_set():
+                raise _Cancelled()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SiteUnavailable(
+                    f"timed out waiting for {what} from site(s) {', '.join(pending())}"
+                )
+            try:
+                site, msg = self.inbox.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            if site not in self.sites:
+                continue
+            if msg is None:
+                if self.sites[site] is self.engine.registry.get(site):
+                    continue  # an older session of a site that is still connected
+                raise SiteUnavailable(f"site {site} disconnected during {what}")
+            if msg.WhichOneof("kind") == "error":
+                err = msg.error
+                self.store.set_site(self.job_id, site, state="FAILED", detail=err.message)
+                raise JobFailed(f"site {site}: {err.message}")
+            return site, msg
+
+    # --- phases -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        job = self.store.get_job(self.job_id)
+        spec = JobSpec.from_json(job.spec)
+        self.store.update_job(self.job_id, state=RUNNING, phase="offer")
+        self.log(f"job started by {job.analyst}: {' '.join('--' + a for a in spec.analyses)} privacy={spec.privacy}")
+        self.choose_sites(spec)
+        self.offer(spec, job.analyst)
+        harmonized = self.harmonize()
+        analysis = plan_job(spec)
+        sums = None
+        round_no = 0
+        while (plan := analysis.next_round(sums)) is not None:
+            round_no += 1
+            sums = self.run_round(spec, round_no, plan, len(harmonized.variants))
+        self.phase("write")
+        files = self.write_results(spec, analysis, harmonized.variants)
+        self.store.update_job(self.job_id, result_files=[f.name for f in files])
+        for name in self.sites:
+            self.store.set_site(self.job_id, name, state="DONE")
+        if self.store.finish_job(self.job_id, DONE):
+            self.log(f"done: {len(files)} result file(s)")
+
+    def choose_sites(self, spec: JobSpec) -> None:
+        connected = {s.name: s for s in self.engine.registry.connected()}
+        if spec.sites:
+            missing = [s for s in spec.sites if s not in connected]
+            if missing:
+                raise SiteUnavailable(
+                    f"site(s) {', '.join(missing)} not connected; connected: {', '.join(connected) or 'none'}"
+                )
+            self.sites = {s: connected[s] for s in spec.sites}
+        else:
+            self.sites = connected
+        if not self.sites:
+            raise SiteUnavailable("no site is connected to the coordinator")
+        for name in self.sites:
+            self.store.set_site(self.job_id, name, state="OFFERED")
+        self.log(f"sites: {', '.join(self.sites)}")
+
+    def offer(self, spec: JobSpec, analyst: str) -> None:
+        for name in self.sites:
+            self.send(name, offer=site_pb2.JobOffer(job_id=self.job_id, spec=spec_to_pb(spec), analyst=analyst))
+        waiting = set(self.sites)
+        deadline = time.monotonic() + self.engine.config.offer_timeout_s
+        while waiting:
+            site, msg = self.receive(deadline, "a decision on the job", lambda: sorted(waiting))
+            if msg.WhichOneof("kind") != "decision":
+                raise ProtocolError(f"site {site} sent {msg.WhichOneof('kind')} before deciding on the job")
+            d = msg.decision
+            if not d.accept:
+                self.store.set_site(self.job_id, site, state="REFUSED", detail=d.reason)
+                raise PolicyRefused(f"site {site} refused the job: {d.reason}")
+            self.cohort[site] = int(d.cohort_size)
+            self.store.set_site(self.job_id, site, state="ACCEPTED", cohort_size=int(d.cohort_size))
+            self.log(f"site {site} accepted: {d.cohort_size} participants, {d.n_variants} variants")
+            waiting.discard(site)
+
+    def harmonize(self) -> Harmonization:
+        self.phase("harmonize")
+        for name in self.sites:
+            self.send(name, keys_request=site_pb2.KeysRequest(job_id=self.job_id))
+        assemblers = {name: KeysAssembler() for name in self.sites}
+        waiting = set(self.sites)
+        deadline = time.monotonic() + self.engine.config.round_timeout_s
+        while waiting:
+            site, msg = self.receive(deadline, "variant keys", lambda: sorted(waiting))
+            if msg.WhichOneof("kind") != "keys":
+                raise ProtocolError(f"site {site} sent {msg.WhichOneof('kind')} during harmonization")
+            if assemblers[site].add(msg.keys):
+                waiting.discard(site)
+        tables: dict[str, VariantTable] = {name: a.table() for name, a in assemblers.items()}
+        for name, a in assemblers.items():
+            if a.multiallelic or a.non_snv:
+                self.log(f"site {name}: skipped {a.multiallelic} multiallelic and {a.non_snv} non-SNV variants")
+        try:
+            h = harmonize(tables)
+        except InputError as exc:
+            raise JobFailed(f"harmonization failed: {exc}") from exc
+        self.log(
+            f"harmonized {len(h.variants)} variants present at all {len(self.sites)} sites; "
+            f"{h.n_excluded} excluded (absent at some sites)"
+        )
+        for name in self.sites:
+            plan = h.plans[name]
+            if plan.n_flipped:
+                self.log(f"site {name}: {plan.n_flipped} variants have REF/ALT swapped; flipped at the site")
+            if h.n_duplicate[name]:
+                self.log(f"site {name}: {h.n_duplicate[name]} duplicated variants excluded")
+            for chunk in plan_chunks(self.job_id, plan):
+                self.send(name, plan=chunk)
+        return h
+
+    def run_round(self, spec: JobSpec, round_no: int, plan: RoundPlan, n_variants: int) -> dict[str, np.ndarray]:
+        participants = tuple(sorted(self.sites))
+        ctx = RoundContext(job_id=self.job_id, round=round_no, attempt=0, participants=participants)
+        aggregator = get_mode(spec.privacy).aggregator(ctx)
+        self.phase(f"round {round_no}", round=round_no)
+        self.log(f"round {round_no}: {plan.computation} over {n_variants} variants")
+        for name in participants:
+            self.store.set_site(self.job_id, name, state="RUNNING", blocks_done=0, blocks_total=0)
+            self.send(name, round=site_pb2.RoundRequest(
+                job_id=self.job_id, round=round_no, attempt=0, analysis=plan.computation,
+                params=dict(plan.params), participants=participants,
+            ))
+        waiting = set(participants)
+        deadline = time.monotonic() + self.engine.config.round_timeout_s
+        while waiting:
+            site, msg = self.receive(deadline, f"round {round_no} sums", lambda: sorted(waiting))
+            kind = msg.WhichOneof("kind")
+            if kind == "sums":
+                if msg.sums.round != round_no:
+                    continue
+                aggregator.add(site, chunk_from_pb(msg.sums.chunk))
+            elif kind == "progress":
+                p = msg.progress
+                if p.round != round_no:
+                    continue
+                self.store.set_site(self.job_id, site, blocks_done=int(p.blocks_done), blocks_total=int(p.blocks_total))
+                if p.finished:
+                    if not aggregator.complete(site):
+                        raise ProtocolError(f"site {site} finished round {round_no} without sending every sum")
+                    waiting.discard(site)
+            else:
+                raise ProtocolError(f"site {site} sent {kind} during round {round_no}")
+        return aggregator.result()
+
+    def write_results(self, spec: JobSpec, analysis: Any, variants: VariantTable) -> list[Path]:
+        final = self.engine.config.results_dir / self.job_id
+        staging = final.with_name(final.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        files = analysis.write(staging / spec.out_name, variants)
+        job = self.store.get_job(self.job_id)
+        provenance = {
+            "fedstat_version": fedstat.__version__,
+            "job_id": self.job_id,
+            "analyst": job.analyst,
+            "created_at": job.created_at,
+            "spec": spec.to_json(),
+            "privacy": {"mode": spec.privacy, "dp_budget_spent": None},
+            "sites": {name: {"participants": self.cohort.get(name, 0)} for name in sorted(self.sites)},
+            "participants_total": int(sum(self.cohort.values())),
+            "n_variants": len(variants),
+            "log": [line for line in self.store.get_job(self.job_id).log],
+            "files": [f.name for f in files],
+            "seeds": None,
+        }
+        prov = staging / f"{spec.out_name}.provenance.json"
+        prov.write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+        files.append(prov)
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+        return [final / f.name for f in files]

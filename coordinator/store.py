@@ -1,0 +1,251 @@
+"""The coordinator's state: one embedded SQLite database (WAL) for jobs, per-site status and logs.
+
+Every state change of a job is written here before it is acted on, so a restarted coordinator
+knows what was running. Job specs are stored as JSON (never pickle). Nothing here holds a
+participant-level value: only job specs, aggregate counts and progress.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedstat.errors import InputError
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED"
+FINISHED = (DONE, FAILED, CANCELLED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    analyst TEXT NOT NULL,
+    spec_json TEXT NOT NULL,
+    state TEXT NOT NULL,
+    phase TEXT NOT NULL DEFAULT '',
+    round INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT '',
+    result_files TEXT NOT NULL DEFAULT '[]',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS job_sites (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    site TEXT NOT NULL,
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    cohort_size INTEGER NOT NULL DEFAULT 0,
+    blocks_done INTEGER NOT NULL DEFAULT 0,
+    blocks_total INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, site)
+);
+CREATE TABLE IF NOT EXISTS job_log (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    ts TEXT NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_log_job ON job_log(job_id);
+CREATE TABLE IF NOT EXISTS sites (
+    name TEXT PRIMARY KEY,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+);
+"""
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def new_job_id() -> str:
+    """Sortable, unguessable job id, e.g. ``20261121-081502-3fa9c1``."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+@dataclass(frozen=True)
+class SiteRow:
+    site: str
+    state: str
+    detail: str
+    cohort_size: int
+    blocks_done: int
+    blocks_total: int
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    analyst: str
+    spec: dict[str, Any]
+    state: str
+    phase: str
+    round: int
+    error: str
+    result_files: tuple[str, ...]
+    created_at: str
+    updated_at: str
+    seq: int
+    sites: tuple[SiteRow, ...] = field(default=())
+    log: tuple[str, ...] = field(default=())
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+
+class Store:
+    """Thread-safe access to the coordinator database. One connection, serialised by a lock."""
+
+    def __init__(self, path: Path):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    def create_job(self, analyst: str, spec: dict[str, Any]) -> str:
+        job_id, ts = new_job_id(), now_iso()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO jobs (id, analyst, spec_json, state, phase, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+                (job_id, analyst, json.dumps(spec, sort_keys=True), QUEUED, ts, ts),
+            )
+        return job_id
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Set job columns (state, phase, round, error, result_files) and bump its sequence."""
+        allowed = {"state", "phase", "round", "error", "result_files"}
+        if not fields.keys() <= allowed:
+            raise ValueError(f"cannot update {sorted(fields.keys() - allowed)}")
+        if "result_files" in fields:
+            fields["result_files"] = json.dumps(list(fields["result_files"]))
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE jobs SET {sets}, updated_at = ?, seq = seq + 1 WHERE id = ?",  # noqa: S608 - keys checked above
+                (*fields.values(), now_iso(), job_id),
+            )
+
+    def finish_job(self, job_id: str, state: str, *, error: str = "") -> bool:
+        """Move an unfinished job to a final state; False when it had already finished."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state = ?, error = ?, phase = ?, updated_at = ?, seq = seq + 1 "
+                "WHERE id = ? AND state NOT IN (?, ?, ?)",
+                (state, error, state.lower(), now_iso(), job_id, *FINISHED),
+            )
+            return cur.rowcount == 1
+
+    def set_site(self, job_id: str, site: str, **fields: Any) -> None:
+        allowed = {"state", "detail", "cohort_size", "blocks_done", "blocks_total"}
+        if not fields.keys() <= allowed:
+            raise ValueError(f"cannot update {sorted(fields.keys() - allowed)}")
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO job_sites (job_id, site, state) VALUES (?, ?, ?) "
+                "ON CONFLICT(job_id, site) DO NOTHING",
+                (job_id, site, fields.get("state", "PENDING")),
+            )
+            if fields:
+                sets = ", ".join(f"{k} = ?" for k in fields)
+                db.execute(
+                    f"UPDATE job_sites SET {sets} WHERE job_id = ? AND site = ?",  # noqa: S608
+                    (*fields.values(), job_id, site),
+                )
+            db.execute("UPDATE jobs SET seq = seq + 1, updated_at = ? WHERE id = ?", (now_iso(), job_id))
+
+    def log(self, job_id: str, line: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO job_log (job_id, ts, line) VALUES (?, ?, ?)", (job_id, now_iso(), line))
+            db.execute("UPDATE jobs SET seq = seq + 1 WHERE id = ?", (job_id,))
+
+    def _row(self, r: tuple[Any, ...], *, detail: bool) -> JobRow:
+        job = JobRow(
+            id=r[0], analyst=r[1], spec=json.loads(r[2]), state=r[3], phase=r[4], round=r[5],
+            error=r[6], result_files=tuple(json.loads(r[7])), created_at=r[8], updated_at=r[9], seq=r[10],
+        )
+        if not detail:
+            return job
+        sites = tuple(
+            SiteRow(*s) for s in self._db.execute(
+                "SELECT site, state, detail, cohort_size, blocks_done, blocks_total FROM job_sites "
+                "WHERE job_id = ? ORDER BY site", (job.id,),
+            )
+        )
+        log = tuple(
+            f"{ts} {line}" for ts, line in self._db.execute(
+                "SELECT ts, line FROM job_log WHERE job_id = ? ORDER BY rowid", (job.id,)
+            )
+        )
+        return JobRow(**{**job.__dict__, "sites": sites, "log": log})
+
+    _COLS = "id, analyst, spec_json, state, phase, round, error, result_files, created_at, updated_at, seq"
+
+    def get_job(self, job_id: str) -> JobRow:
+        with self._lock:
+            r = self._db.execute(f"SELECT {self._COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if r is None:
+                raise InputError(f"no job with id {job_id!r}")
+            return self._row(r, detail=True)
+
+    def job_seq(self, job_id: str) -> int:
+        with self._lock:
+            r = self._db.execute("SELECT seq FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if r is None:
+            raise InputError(f"no job with id {job_id!r}")
+        return int(r[0])
+
+    def list_jobs(self, *, limit: int = 50, analyst: str | None = None) -> list[JobRow]:
+        where, args = ("WHERE analyst = ?", [analyst]) if analyst else ("", [])
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._COLS} FROM jobs {where} ORDER BY created_at DESC, id DESC LIMIT ?",  # noqa: S608
+                (*args, limit),
+            ).fetchall()
+            return [self._row(r, detail=True) for r in rows]
+
+    def unfinished_jobs(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT id FROM jobs WHERE state IN (?, ?) ORDER BY created_at", (QUEUED, RUNNING)
+            )]
+
+    # --- sites --------------------------------------------------------------------------
+
+    def site_seen(self, name: str) -> None:
+        ts = now_iso()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sites (name, first_seen, last_seen) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET last_seen = excluded.last_seen",
+                (name, ts, ts),
+            )

@@ -1,0 +1,326 @@
+"""The ``fedstat`` command. The only place errors become exit codes and one-line messages.
+
+Exit codes: 0 success, 1 a job failed or was refused, 2 bad usage or input, 3 cannot reach or
+authenticate to a peer, 4 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import fedstat
+from fedstat.errors import (
+    AuthError,
+    ConfigError,
+    FedstatError,
+    InputError,
+    JobFailed,
+    PolicyRefused,
+    SiteUnavailable,
+)
+
+EPILOG_SUBMIT = """\
+examples:
+  fedstat submit --profile W/analyst.toml --freq --geno-counts --hardy --missing --out results/run1
+  fedstat submit --profile W/analyst.toml --freq --sites AFR,EUR --no-wait
+
+Output files are named as plink2 names them: <out>.afreq, <out>.gcount, <out>.hardy, <out>.vmiss,
+plus <out>.provenance.json (fedstat version, job spec, sites and counts, privacy mode).
+"""
+
+
+def _add_profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", required=True, type=Path, metavar="TOML",
+                   help="analyst profile: coordinator address and your certificate (see README)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="fedstat",
+        description="Federated, privacy-preserving genomics statistics: plink2 results on data that never leaves its sites.",
+        epilog="Start with `fedstat demo`, or see README.md for operators' and analysts' guides.",
+    )
+    ap.add_argument("--version", action="version", version=f"fedstat {fedstat.__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log debug details (never participant data)")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # analyst
+    p = sub.add_parser("submit", help="submit a job and (by default) wait for its results",
+                       description="Submit a federated job. Flags follow plink2.", epilog=EPILOG_SUBMIT,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_profile(p)
+    g = p.add_argument_group("analyses (plink2 flags)")
+    g.add_argument("--freq", action="store_true", help="allele frequencies → <out>.afreq")
+    g.add_argument("--geno-counts", action="store_true", help="genotype counts → <out>.gcount")
+    g.add_argument("--hardy", action="store_true", help="exact Hardy–Weinberg test → <out>.hardy")
+    g.add_argument("--missing", action="store_true",
+                   help="variant missingness → <out>.vmiss (per-sample missingness stays at the sites)")
+    p.add_argument("--out", required=True, help="output prefix, e.g. results/run1 (as plink2's --out)")
+    p.add_argument("--pheno-name", default="", metavar="A,B", help="phenotype columns (checked at every site)")
+    p.add_argument("--covar-name", default="", metavar="A,B", help="covariate columns (checked at every site)")
+    p.add_argument("--privacy", default="none", help="privacy mode (default: none; this version ships none)")
+    p.add_argument("--sites", default="", metavar="A,B", help="sites to run on (default: every connected site)")
+    p.add_argument("--dataset", default="", help="dataset name at each site (default: each site's first)")
+    p.add_argument("--block-size", type=int, default=0, metavar="N", help="variants per block at the sites")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return immediately")
+
+    jobs = sub.add_parser("jobs", help="list, show, cancel jobs and fetch their results").add_subparsers(
+        dest="jobs_command", required=True, metavar="ACTION")
+    p = jobs.add_parser("list", help="your jobs, newest first")
+    _add_profile(p)
+    p.add_argument("--limit", type=int, default=20)
+    p = jobs.add_parser("show", help="one job: state, sites, log")
+    _add_profile(p)
+    p.add_argument("job_id")
+    p = jobs.add_parser("cancel", help="cancel a job at the coordinator and every site")
+    _add_profile(p)
+    p.add_argument("job_id")
+    p = jobs.add_parser("results", help="download a finished job's files")
+    _add_profile(p)
+    p.add_argument("job_id")
+    p.add_argument("--out", required=True, help="output prefix or directory: files go to its directory")
+    p = jobs.add_parser("sites", help="sites connected to the coordinator and their datasets")
+    _add_profile(p)
+
+    # operators
+    ca = sub.add_parser("ca", help="consortium certificate authority").add_subparsers(
+        dest="ca_command", required=True, metavar="ACTION")
+    p = ca.add_parser("init", help="create a CA (ca.pem, ca.key) in DIR")
+    p.add_argument("dir", type=Path)
+    p = ca.add_parser("issue", help="issue a certificate for a coordinator, site or analyst",
+                      epilog="example: fedstat ca issue ca/ --name AFR --role site --out certs/")
+    p.add_argument("ca_dir", type=Path)
+    p.add_argument("--name", required=True, help="the party's name (site name, analyst name)")
+    p.add_argument("--role", required=True, choices=("coordinator", "site", "analyst"))
+    p.add_argument("--host", action="append", default=[], help="DNS name or IP (coordinator; repeatable)")
+    p.add_argument("--out", required=True, type=Path, help="directory for NAME.pem and NAME.key")
+
+    p = sub.add_parser("coordinator", help="the coordinator daemon").add_subparsers(
+        dest="coordinator_command", required=True, metavar="ACTION")
+    s = p.add_parser("serve", help="run the coordinator (foreground; SIGTERM drains)")
+    s.add_argument("--config", required=True, type=Path)
+
+    p = sub.add_parser("site", help="the site agent daemon").add_subparsers(
+        dest="site_command", required=True, metavar="ACTION")
+    s = p.add_parser("serve", help="run the site agent (foreground; dials out to the coordinator)")
+    s.add_argument("--config", required=True, type=Path)
+    s = p.add_parser("check", help="open and validate the site's datasets, building caches")
+    s.add_argument("--config", required=True, type=Path)
+
+    # proof of concept on one machine
+    poc = sub.add_parser("poc", help="a whole consortium on this machine, for trying fedstat").add_subparsers(
+        dest="poc_command", required=True, metavar="ACTION")
+    p = poc.add_parser("prepare", help="make certificates and configs for a coordinator, sites and an analyst",
+                       epilog="example: fedstat poc prepare --workspace W --site AFR=data/afr --site EUR=data/eur")
+    p.add_argument("--workspace", required=True, type=Path)
+    p.add_argument("--site", action="append", required=True, metavar="NAME=DIR",
+                   help="a site and its data directory (genotypes.* + samples.tsv); repeat per site")
+    p.add_argument("--analyst", default="analyst", help="the analyst's name (default: analyst)")
+    p.add_argument("--port", type=int, default=0, help="coordinator port (default: a free one)")
+    p.add_argument("--skip-check", action="store_true", help="do not open the datasets now")
+    for name, helptext in (("start", "start the coordinator and every site agent in the background"),
+                           ("status", "each component: pid, address, health"),
+                           ("stop", "stop every component (SIGTERM, then SIGKILL after 15 s)")):
+        p = poc.add_parser(name, help=helptext)
+        p.add_argument("--workspace", required=True, type=Path)
+
+    p = sub.add_parser("demo", help="simulate a 3-site consortium and run a whole job end to end")
+    p.add_argument("--workspace", type=Path, default=Path("fedstat-demo"),
+                   help="where data, daemons and results go (default: ./fedstat-demo)")
+    p.add_argument("--samples", type=int, default=3000, help="participants in all (default 3000)")
+    p.add_argument("--variants", type=int, default=10000, help="variants (default 10000)")
+    p.add_argument("--seed", type=int, default=2026)
+    return ap
+
+
+def _split(s: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+def _progress_printer() -> object:
+    last = {"line": ""}
+    is_tty = sys.stderr.isatty()
+
+    def show(status: object) -> None:
+        sites = []
+        for s in status.sites:  # type: ignore[attr-defined]
+            blocks = f" {s.blocks_done}/{s.blocks_total}" if s.blocks_total else ""
+            sites.append(f"{s.site}:{s.state.lower()}{blocks}")
+        line = f"[{status.job_id}] {status.state.lower()} {status.phase}  " + " ".join(sites)  # type: ignore[attr-defined]
+        if line != last["line"]:
+            if is_tty:
+                sys.stderr.write("\r\033[K" + line)
+            else:
+                sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+            last["line"] = line
+
+    return show
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from fedstat.client import Client  # noqa: PLC0415
+    from fedstat.jobs import JobSpec  # noqa: PLC0415
+
+    analyses = tuple(a for a, on in (("freq", args.freq), ("geno-counts", args.geno_counts),
+                                     ("hardy", args.hardy), ("missing", args.missing)) if on)
+    out = Path(args.out)
+    spec = JobSpec(
+        analyses=analyses, pheno_names=_split(args.pheno_name), covar_names=_split(args.covar_name),
+        privacy=args.privacy, sites=_split(args.sites), out_name=out.name, block_size=args.block_size,
+        dataset=args.dataset,
+    ).validated()
+    with Client.from_profile(args.profile) as c:
+        job = c.submit(spec)
+        if args.no_wait:
+            print(job.job_id)
+            return 0
+        print(f"submitted job {job.job_id}", file=sys.stderr)
+        started = time.monotonic()
+        try:
+            final = c.wait(job.job_id, progress=_progress_printer())  # type: ignore[arg-type]
+        finally:
+            if sys.stderr.isatty():
+                sys.stderr.write("\n")
+        files = c.fetch_results(final.job_id, out.parent)
+    print(f"job {final.job_id} done in {time.monotonic() - started:.1f} s; "
+          f"{sum(s.cohort_size for s in final.sites)} participants at {len(final.sites)} sites")
+    for f in files:
+        print(f"  {f}")
+    return 0
+
+
+def _print_job(job: object, *, detail: bool) -> None:
+    j = job
+    print(f"{j.job_id}  {j.state:<9} {j.created_at}  {' '.join('--' + a for a in j.spec.analyses)}"  # type: ignore[attr-defined]
+          + (f"  error: {j.error}" if j.error and not detail else ""))  # type: ignore[attr-defined]
+    if detail:
+        print(f"  phase: {j.phase}   privacy: {j.spec.privacy}   analyst: {j.analyst}")  # type: ignore[attr-defined]
+        if j.error:  # type: ignore[attr-defined]
+            print(f"  error: {j.error}")  # type: ignore[attr-defined]
+        for s in j.sites:  # type: ignore[attr-defined]
+            print(f"  site {s.site:<10} {s.state:<9} participants={s.cohort_size} blocks={s.blocks_done}/{s.blocks_total}"
+                  + (f"  {s.detail}" if s.detail else ""))
+        for line in j.log:  # type: ignore[attr-defined]
+            print(f"  | {line}")
+        for f in j.result_files:  # type: ignore[attr-defined]
+            print(f"  file: {f}")
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from fedstat.client import Client  # noqa: PLC0415
+
+    with Client.from_profile(args.profile) as c:
+        if args.jobs_command == "list":
+            jobs = c.list(args.limit)
+            if not jobs:
+                print("no jobs yet")
+            for j in jobs:
+                _print_job(j, detail=False)
+        elif args.jobs_command == "show":
+            _print_job(c.get(args.job_id), detail=True)
+        elif args.jobs_command == "cancel":
+            j = c.cancel(args.job_id)
+            print(f"{j.job_id} {j.state}")
+        elif args.jobs_command == "results":
+            out = Path(args.out)
+            directory = out if out.is_dir() or args.out.endswith("/") else out.parent
+            for f in c.fetch_results(args.job_id, directory):
+                print(f)
+        elif args.jobs_command == "sites":
+            sites = c.sites()
+            if not sites:
+                print("no site is connected")
+            for s in sites:
+                ds = ", ".join(f"{d.name} ({d.format}, {d.n_variants} variants)" if d.ok else f"{d.name} (BROKEN: {d.problem})"
+                               for d in s.datasets)
+                print(f"{s.site:<10} since {s.connected_since}  fedstat {s.agent_version}  {ds}")
+    return 0
+
+
+def cmd_ca(args: argparse.Namespace) -> int:
+    from fedstat import pki  # noqa: PLC0415
+
+    if args.ca_command == "init":
+        cert, key = pki.init_ca(args.dir)
+        print(f"CA certificate: {cert}\nCA key (keep it offline): {key}")
+    else:
+        cert, key = pki.issue(args.ca_dir, args.out, name=args.name, role=args.role, hosts=tuple(args.host))
+        print(f"certificate: {cert}\nkey: {key}")
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from fedstat.config import load_coordinator_config, load_site_config  # noqa: PLC0415
+
+    if args.command == "coordinator":
+        from coordinator.server import serve  # noqa: PLC0415
+
+        serve(load_coordinator_config(args.config))
+        return 0
+    if args.site_command == "check":
+        from site_agent.agent import SiteAgent  # noqa: PLC0415
+
+        agent = SiteAgent(load_site_config(args.config))
+        agent.load_datasets()
+        for name, d in agent.datasets.items():
+            print(f"dataset {name}: OK, {d.genotypes.format}, {d.n_samples} samples, {d.genotypes.n_variants} variants")
+        for name, problem in agent.problems.items():
+            print(f"dataset {name}: BROKEN: {problem}")
+        return 2 if agent.problems else 0
+    from site_agent.agent import serve as site_serve  # noqa: PLC0415
+
+    site_serve(load_site_config(args.config))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command not in ("coordinator", "site"):
+        logging.getLogger().setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
+    try:
+        if args.command == "submit":
+            return cmd_submit(args)
+        if args.command == "jobs":
+            return cmd_jobs(args)
+        if args.command == "ca":
+            return cmd_ca(args)
+        if args.command in ("coordinator", "site"):
+            return cmd_daemon(args)
+        if args.command == "poc":
+            from fedstat.cli import poc  # noqa: PLC0415
+
+            return poc.run(args)
+        if args.command == "demo":
+            from fedstat.cli import demo  # noqa: PLC0415
+
+            return demo.run(args)
+    except KeyboardInterrupt:
+        print("fedstat: interrupted", file=sys.stderr)
+        return 130
+    except (JobFailed, PolicyRefused) as exc:
+        print(f"fedstat: {exc}", file=sys.stderr)
+        return 1
+    except (InputError, ConfigError) as exc:
+        print(f"fedstat: error: {exc}", file=sys.stderr)
+        return 2
+    except (SiteUnavailable, AuthError) as exc:
+        print(f"fedstat: {exc}", file=sys.stderr)
+        return 3
+    except FedstatError as exc:
+        print(f"fedstat: {exc}", file=sys.stderr)
+        return 4
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

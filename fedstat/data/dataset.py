@@ -1,0 +1,88 @@
+"""A site's dataset: one genotype source plus its sample table, checked against each other.
+
+A dataset directory holds exactly one of ``genotypes.bed/.bim/.fam``, ``genotypes.pgen/.pvar/
+.psam``, ``genotypes.vcf.gz`` / ``genotypes.vcf`` / ``genotypes.bcf``, and ``samples.tsv``. Every
+sample of the table must be in the genotypes and vice versa; otherwise opening fails with an
+error naming the file and the first offending line (never a participant's values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedstat.data.genotypes import GenotypeSource, open_genotypes
+from fedstat.data.samples import SampleTable, read_sample_table
+from fedstat.errors import SampleTableError
+
+SAMPLES_FILE = "samples.tsv"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An opened dataset.
+
+    Attributes
+    ----------
+    name : the dataset's name in the site config
+    directory : where its files are
+    genotypes : the genotype source (variants, blocks)
+    samples : the sample table
+    genotype_index : [array, shape: (n_table_rows,), dtype int64] for each row of the sample
+        table, the column of that sample in the genotype files
+    """
+
+    name: str
+    directory: Path
+    genotypes: GenotypeSource
+    samples: SampleTable
+    genotype_index: np.ndarray
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.samples.iid)
+
+    def close(self) -> None:
+        self.genotypes.close()
+
+
+def _keys(fid: tuple[str, ...] | None, iid: tuple[str, ...], use_fid: bool) -> list[str]:
+    if use_fid and fid is not None:
+        return [f"{f}\t{i}" for f, i in zip(fid, iid, strict=True)]
+    return list(iid)
+
+
+def open_dataset(name: str, directory: Path, *, cache_dir: Path, threads: int = 1) -> Dataset:
+    """Open and cross-check a dataset directory; raises InputError subclasses naming the problem."""
+    directory = Path(directory)
+    genotypes = open_genotypes(directory, cache_dir=cache_dir, threads=threads)
+    try:
+        table_path = directory / SAMPLES_FILE
+        if not table_path.is_file():
+            raise SampleTableError(f"{table_path}: sample table not found (expected {SAMPLES_FILE} next to the genotypes)")
+        table = read_sample_table(table_path)
+        geno_ids = genotypes.samples
+        use_fid = table.fid is not None and geno_ids.fid is not None
+        gkeys = _keys(geno_ids.fid, geno_ids.iid, use_fid)
+        tkeys = _keys(table.fid, table.iid, use_fid)
+        gpos = {k: i for i, k in enumerate(gkeys)}
+        missing_rows = [row for row, k in enumerate(tkeys) if k not in gpos]
+        if missing_rows:
+            raise SampleTableError(
+                f"{table_path}: {len(missing_rows)} sample(s) are not in {genotypes.path.name} "
+                f"(first on line {missing_rows[0] + 2}); every sample in the table needs genotypes"
+            )
+        tset = set(tkeys)
+        extra = [i for i, k in enumerate(gkeys) if k not in tset]
+        if extra:
+            raise SampleTableError(
+                f"{genotypes.path.name}: {len(extra)} genotyped sample(s) are missing from {table_path} "
+                f"(first is genotype sample #{extra[0] + 1}); add them to the table (with NA values) or remove them"
+            )
+        index = np.fromiter((gpos[k] for k in tkeys), dtype=np.int64, count=len(tkeys))
+    except BaseException:
+        genotypes.close()
+        raise
+    return Dataset(name=name, directory=directory, genotypes=genotypes, samples=table, genotype_index=index)

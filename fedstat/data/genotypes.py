@@ -1,0 +1,685 @@
+"""Genotype sources: PLINK1 (.bed), PLINK2 (.pgen) and VCF/BCF, read in variant blocks.
+
+Every source is read through :class:`GenotypeSource`, which yields ALT allele counts (0, 1, 2;
+-9 missing) as int8 blocks of bounded size. PLINK files are read with pgenlib directly; a VCF or
+BCF is first converted once to a cached ``.pgen`` (:mod:`fedstat.data.vcf_cache`) and then read
+the same way, so no job ever parses text genotypes.
+
+Allele convention (plink2): in a ``.bim``, column 5 (A1) is ALT and column 6 (A2) is REF;
+pgenlib returns counts of allele 1 (ALT) for both ``.bed`` and ``.pgen``.
+
+Multiallelic ``.pvar`` rows (ALT containing a comma) are not exposed: :attr:`variants` holds
+biallelic rows only and :attr:`GenotypeSource.multiallelic_skipped` counts the rest; variant
+indices given to :meth:`GenotypeSource.read_blocks` refer to rows of :attr:`variants`.
+
+References
+----------
+plink2 file formats: https://www.cog-genomics.org/plink/2.0/formats
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from fedstat.data.variants import VariantTable
+from fedstat.data.vcf_cache import ensure_vcf_cache
+from fedstat.errors import GenotypeFileError, InputError
+
+#: File names a site directory may hold its genotypes under (exactly one of them).
+SOURCE_NAMES = (
+    "genotypes.bed",
+    "genotypes.pgen",
+    "genotypes.vcf.gz",
+    "genotypes.vcf",
+    "genotypes.bcf",
+)
+
+#: Default directory, next to a VCF, for its binary cache when no ``cache_dir`` is given.
+DEFAULT_CACHE_DIRNAME = ".fedstat-cache"
+
+_BED_MAGIC = bytes((0x6C, 0x1B, 0x01))
+_PVAR_REQUIRED = ("#CHROM", "POS", "ID", "REF", "ALT")
+
+
+@dataclass(frozen=True)
+class SampleIds:
+    """Sample identifiers of a genotype source, in file order.
+
+    Attributes
+    ----------
+    fid : family IDs, or ``None`` when the source has none (``#IID``-only .psam, VCF)
+    iid : individual IDs (VCF: the header's sample names)
+    """
+
+    fid: tuple[str, ...] | None
+    iid: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.iid)
+
+
+@dataclass(frozen=True)
+class _VariantRows:
+    """A parsed .bim / .pvar: exposed (biallelic) variants and where they sit in the file."""
+
+    variants: VariantTable
+    file_rows: np.ndarray  # [shape: (n_variants,), dtype uint32] row in the .bed/.pgen
+    n_file_rows: int
+    multiallelic_skipped: int
+    allele_idx_offsets: np.ndarray | None  # [shape: (n_file_rows + 1,), uintp] if multiallelic
+
+
+# ---------------------------------------------------------------------------------------------
+# text companions: .bim / .pvar / .fam / .psam
+
+
+def _open_text(path: Path, what: str) -> list[str]:
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            return fh.read().splitlines()
+    except FileNotFoundError as exc:
+        raise GenotypeFileError(f"missing companion file {path} ({what})") from exc
+    except OSError as exc:
+        raise GenotypeFileError(f"{path}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise GenotypeFileError(f"{path}: not UTF-8 text") from exc
+
+
+def _parse_pos(token: str, path: Path, lineno: int) -> int:
+    try:
+        pos = int(token)
+    except ValueError:
+        raise GenotypeFileError(f"{path}: line {lineno}: position is not an integer") from None
+    if pos < 0:
+        raise GenotypeFileError(f"{path}: line {lineno}: negative position")
+    return pos
+
+
+def _variant_rows(
+    path: Path,
+    lineno_fields: list[tuple[int, list[str]]],
+    cols: tuple[int, int, int, int, int],
+) -> _VariantRows:
+    """Build the exposed table from split lines; ``cols`` = (chrom, pos, id, ref, alt)."""
+    c_chrom, c_pos, c_id, c_ref, c_alt = cols
+    chroms: dict[str, str] = {}  # share one str object per chromosome name
+    chrom: list[str] = []
+    pos: list[int] = []
+    ids: list[str] = []
+    ref: list[str] = []
+    alt: list[str] = []
+    rows: list[int] = []
+    allele_ct = np.empty(len(lineno_fields), dtype=np.uintp)
+    for row, (lineno, f) in enumerate(lineno_fields):
+        a = f[c_alt]
+        n_alt = a.count(",") + 1
+        allele_ct[row] = n_alt + 1
+        p = _parse_pos(f[c_pos], path, lineno)
+        if n_alt > 1:
+            continue
+        c = f[c_chrom]
+        chrom.append(chroms.setdefault(c, c))
+        pos.append(p)
+        ids.append(f[c_id])
+        ref.append(sys.intern(f[c_ref]) if len(f[c_ref]) == 1 else f[c_ref])
+        alt.append(sys.intern(a) if len(a) == 1 else a)
+        rows.append(row)
+    n_file = len(lineno_fields)
+    n_multi = n_file - len(rows)
+    offsets = None
+    if n_multi:
+        offsets = np.zeros(n_file + 1, dtype=np.uintp)
+        np.cumsum(allele_ct, out=offsets[1:])
+    return _VariantRows(
+        variants=VariantTable.from_lists(chrom, pos, ids, ref, alt),
+        file_rows=np.asarray(rows, dtype=np.uint32),
+        n_file_rows=n_file,
+        multiallelic_skipped=n_multi,
+        allele_idx_offsets=offsets,
+    )
+
+
+def _read_bim(path: Path) -> _VariantRows:
+    """.bim: CHROM ID CM POS A1(=ALT) A2(=REF), whitespace-separated, no header."""
+    lines = _open_text(path, "variant table of a .bed")
+    parsed: list[tuple[int, list[str]]] = []
+    for i, line in enumerate(lines):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 6:
+            raise GenotypeFileError(f"{path}: line {i + 1}: {len(fields)} columns, expected 6")
+        parsed.append((i + 1, fields))
+    return _variant_rows(path, parsed, (0, 3, 1, 5, 4))
+
+
+def _read_pvar(path: Path) -> _VariantRows:
+    """.pvar with a ``#CHROM`` header (columns by name), or header-less in .bim order."""
+    lines = _open_text(path, "variant table of a .pgen")
+    i = 0
+    while i < len(lines) and (lines[i].startswith("##") or not lines[i].strip()):
+        i += 1
+    cols: tuple[int, int, int, int, int] | None = None
+    n_cols = 0
+    if i < len(lines) and lines[i].startswith("#CHROM"):
+        header = lines[i].split()
+        missing = [name for name in _PVAR_REQUIRED if name not in header]
+        if missing:
+            raise GenotypeFileError(
+                f"{path}: line {i + 1}: header lacks column(s) {', '.join(missing)}"
+            )
+        c = [header.index(name) for name in _PVAR_REQUIRED]
+        cols = (c[0], c[1], c[2], c[3], c[4])
+        n_cols = len(header)
+        i += 1
+    parsed: list[tuple[int, list[str]]] = []
+    for j in range(i, len(lines)):
+        fields = lines[j].split()
+        if not fields:
+            continue
+        if cols is None:  # header-less: .bim order, CM optional
+            if len(fields) not in (5, 6):
+                raise GenotypeFileError(
+                    f"{path}: line {j + 1}: {len(fields)} columns, expected 5 or 6 "
+                    "(header-less .pvar in .bim order)"
+                )
+            n_cols = len(fields)
+            cols = (0, 3, 1, 5, 4) if n_cols == 6 else (0, 2, 1, 4, 3)
+        if len(fields) != n_cols:
+            raise GenotypeFileError(
+                f"{path}: line {j + 1}: {len(fields)} columns, expected {n_cols}"
+            )
+        parsed.append((j + 1, fields))
+    if cols is None:
+        cols = (0, 1, 2, 3, 4)
+    return _variant_rows(path, parsed, cols)
+
+
+def _check_unique(path: Path, keys: list[tuple[str, str]], linenos: list[int]) -> None:
+    first: dict[tuple[str, str], int] = {}
+    for key, lineno in zip(keys, linenos, strict=True):
+        if key in first:
+            raise GenotypeFileError(
+                f"{path}: line {lineno}: duplicate sample ID (first seen on line {first[key]})"
+            )
+        first[key] = lineno
+
+
+def _read_fam(path: Path) -> SampleIds:
+    """.fam: FID IID PAT MAT SEX PHENO, whitespace-separated, no header."""
+    lines = _open_text(path, "sample table of a .bed")
+    fid: list[str] = []
+    iid: list[str] = []
+    linenos: list[int] = []
+    for i, line in enumerate(lines):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 6:
+            raise GenotypeFileError(f"{path}: line {i + 1}: {len(fields)} columns, expected 6")
+        fid.append(fields[0])
+        iid.append(fields[1])
+        linenos.append(i + 1)
+    _check_unique(path, list(zip(fid, iid, strict=True)), linenos)
+    return SampleIds(fid=tuple(fid), iid=tuple(iid))
+
+
+def _read_psam(path: Path) -> SampleIds:
+    """.psam with a ``#FID IID …`` / ``#IID …`` header, or header-less in .fam order."""
+    lines = _open_text(path, "sample table of a .pgen")
+    i = 0
+    while i < len(lines) and (lines[i].startswith("##") or not lines[i].strip()):
+        i += 1
+    if i < len(lines) and lines[i].startswith("#"):
+        header = lines[i].split()
+        header[0] = header[0][1:]
+        if header[:2] == ["FID", "IID"]:
+            c_fid: int | None = 0
+            c_iid = 1
+        elif header[:1] == ["IID"]:
+            c_fid, c_iid = None, 0
+        else:
+            raise GenotypeFileError(
+                f"{path}: line {i + 1}: header must start with '#FID IID' or '#IID'"
+            )
+        n_cols = len(header)
+        i += 1
+    else:  # header-less .psam is a .fam
+        c_fid, c_iid, n_cols = 0, 1, 6
+    fid: list[str] = []
+    iid: list[str] = []
+    linenos: list[int] = []
+    for j in range(i, len(lines)):
+        fields = lines[j].split()
+        if not fields:
+            continue
+        if len(fields) != n_cols:
+            raise GenotypeFileError(
+                f"{path}: line {j + 1}: {len(fields)} columns, expected {n_cols}"
+            )
+        fid.append(fields[c_fid] if c_fid is not None else "")
+        iid.append(fields[c_iid])
+        linenos.append(j + 1)
+    _check_unique(path, list(zip(fid, iid, strict=True)), linenos)
+    return SampleIds(fid=tuple(fid) if c_fid is not None else None, iid=tuple(iid))
+
+
+# ---------------------------------------------------------------------------------------------
+# the source
+
+
+def _pgenlib_message(exc: RuntimeError) -> str:
+    msg = exc.args[0] if exc.args else exc
+    if isinstance(msg, bytes):
+        msg = msg.decode("utf-8", "replace")
+    return " ".join(str(msg).split())
+
+
+class GenotypeSource:
+    """An opened genotype file set, read in variant blocks.
+
+    Create with :func:`open_genotypes`. Usable as a context manager.
+
+    Attributes
+    ----------
+    format : ``"bed"``, ``"pgen"``, ``"vcf"`` or ``"bcf"``
+    path : the file the user pointed at (e.g. ``genotypes.bed``, ``genotypes.vcf.gz``)
+    samples : sample IDs from the .fam / .psam / VCF header
+    variants : the exposed (biallelic) variants, in file order
+    multiallelic_skipped : file rows not exposed because they have more than one ALT allele
+    non_snv_skipped : VCF/BCF only: biallelic records skipped as not SNVs (0 for PLINK input)
+    genotype_path : the file actually read (the cached ``.pgen`` for VCF/BCF)
+
+    Notes
+    -----
+    Each :meth:`read_blocks` call owns a pgenlib reader, closed when its iterator finishes
+    or is closed. One iterator must not be shared between threads; separate calls may run
+    in separate threads.
+    """
+
+    def __init__(
+        self,
+        *,
+        format: str,  # noqa: A002 - the documented attribute name
+        path: Path,
+        genotype_path: Path,
+        samples: SampleIds,
+        rows: _VariantRows,
+        non_snv_skipped: int = 0,
+    ) -> None:
+        self.format = format
+        self.path = path
+        self.genotype_path = genotype_path
+        self.samples = samples
+        self.variants = rows.variants
+        self.multiallelic_skipped = rows.multiallelic_skipped
+        self.non_snv_skipped = non_snv_skipped
+        self._rows = rows
+        self._closed = False
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.samples)
+
+    @property
+    def n_variants(self) -> int:
+        return len(self.variants)
+
+    def __repr__(self) -> str:
+        return (
+            f"GenotypeSource(format={self.format!r}, path={str(self.path)!r}, "
+            f"n_samples={self.n_samples}, n_variants={self.n_variants})"
+        )
+
+    def _reader(self, sample_subset: np.ndarray | None = None) -> Any:
+        import pgenlib
+
+        kwargs: dict[str, Any] = {
+            "raw_sample_ct": self.n_samples,
+            "variant_ct": self._rows.n_file_rows,
+        }
+        if sample_subset is not None:
+            kwargs["sample_subset"] = sample_subset
+        if self._rows.allele_idx_offsets is not None:
+            kwargs["allele_idx_offsets"] = self._rows.allele_idx_offsets
+        try:
+            return pgenlib.PgenReader(os.fsencode(self.genotype_path), **kwargs)
+        except RuntimeError as exc:
+            raise GenotypeFileError(
+                f"{self.genotype_path}: cannot open ({_pgenlib_message(exc)})"
+            ) from exc
+
+    def _check_readable(self) -> None:
+        """Open the file and decode its last variant, which catches most truncation early."""
+        if self._rows.n_file_rows == 0:
+            return
+        reader = self._reader()
+        try:
+            last = self._rows.n_file_rows - 1
+            buf = np.empty((1, self.n_samples), dtype=np.int8)
+            reader.read_range(last, last + 1, buf)
+        except RuntimeError as exc:
+            raise GenotypeFileError(
+                f"{self.genotype_path}: truncated or corrupt ({_pgenlib_message(exc)})"
+            ) from exc
+        finally:
+            reader.close()
+
+    def read_blocks(
+        self,
+        variant_index: np.ndarray,
+        *,
+        flip: np.ndarray | None = None,
+        sample_index: np.ndarray | None = None,
+        block_size: int = 4096,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Read the requested variants in consecutive blocks.
+
+        Parameters
+        ----------
+        variant_index : [array, shape: (n_requested,), integer] rows of :attr:`variants` to
+            read, in the order wanted (any order, repeats allowed)
+        flip : [array, shape: (n_requested,), bool], optional; where true the genotype is
+            returned as ``2 - g`` (REF and ALT exchanged); missing stays -9
+        sample_index : [array, shape: (n_selected,), integer], optional; sample columns to
+            return, in the order wanted (default: all samples in file order)
+        block_size : maximum number of variants per block
+
+        Yields
+        ------
+        offset : int
+            position of the block's first row within ``variant_index``
+        block : [array, shape: (n_in_block, n_selected), dtype int8]
+            ALT allele counts 0/1/2, -9 missing; a fresh array per block, ``n_in_block <=
+            block_size``
+
+        Raises
+        ------
+        InputError
+            (at call time) if an index is out of range or the arrays' shapes disagree.
+        GenotypeFileError
+            (while iterating) if the file turns out to be truncated or corrupt.
+
+        Notes
+        -----
+        Memory is bounded by ``block_size * n_selected`` bytes, not by the number of variants.
+        pgenlib needs an increasing sample subset; an unsorted ``sample_index`` is read sorted
+        and its columns reordered with one numpy take per block.
+        """
+        if self._closed:
+            raise ValueError(f"{self!r} is closed")
+        if block_size < 1:
+            raise InputError(f"block_size must be positive, got {block_size}")
+        vidx = np.asarray(variant_index)
+        if vidx.ndim != 1 or not (vidx.size == 0 or np.issubdtype(vidx.dtype, np.integer)):
+            raise InputError("variant_index must be a 1-d integer array")
+        if vidx.size and (vidx.min() < 0 or vidx.max() >= self.n_variants):
+            raise InputError(
+                f"variant_index out of range for {self.path} ({self.n_variants} variants)"
+            )
+        file_rows = self._rows.file_rows[vidx.astype(np.int64)]
+        flips = None
+        if flip is not None:
+            flips = np.asarray(flip, dtype=bool)
+            if flips.shape != vidx.shape:
+                raise InputError(
+                    f"flip has shape {flips.shape}, variant_index has shape {vidx.shape}"
+                )
+        subset = order = None
+        n_cols = self.n_samples
+        if sample_index is not None:
+            sidx = np.asarray(sample_index)
+            if sidx.ndim != 1 or not (sidx.size == 0 or np.issubdtype(sidx.dtype, np.integer)):
+                raise InputError("sample_index must be a 1-d integer array")
+            if sidx.size and (sidx.min() < 0 or sidx.max() >= self.n_samples):
+                raise InputError(
+                    f"sample_index out of range for {self.path} ({self.n_samples} samples)"
+                )
+            n_cols = sidx.size
+            subset, inverse = np.unique(sidx, return_inverse=True)
+            subset = subset.astype(np.uint32)
+            if subset.size != sidx.size or not np.array_equal(subset, sidx):
+                order = inverse.reshape(-1)  # column j of the result = subset column order[j]
+        return self._blocks(file_rows, flips, subset, order, n_cols, block_size)
+
+    def _blocks(
+        self,
+        file_rows: np.ndarray,
+        flips: np.ndarray | None,
+        subset: np.ndarray | None,
+        order: np.ndarray | None,
+        n_cols: int,
+        block_size: int,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        n = file_rows.size
+        if n == 0:
+            return
+        if n_cols == 0:  # an empty cohort: nothing to read, shapes still consistent
+            for start in range(0, n, block_size):
+                yield start, np.empty((min(n, start + block_size) - start, 0), dtype=np.int8)
+            return
+        full = subset is not None and subset.size == self.n_samples
+        reader = self._reader(None if subset is None or full else subset)
+        n_read = self.n_samples if subset is None else subset.size
+        try:
+            for start in range(0, n, block_size):
+                stop = min(n, start + block_size)
+                rows = file_rows[start:stop]
+                wide = rows.astype(np.int64)
+                block = np.empty((stop - start, n_read), dtype=np.int8)
+                try:
+                    if wide[-1] - wide[0] == wide.size - 1 and bool((np.diff(wide) == 1).all()):
+                        # one run of consecutive file rows: the faster range read
+                        reader.read_range(int(wide[0]), int(wide[-1]) + 1, block)
+                    else:
+                        reader.read_list(np.ascontiguousarray(rows, dtype=np.uint32), block)
+                except RuntimeError as exc:
+                    raise GenotypeFileError(
+                        f"{self.genotype_path}: truncated or corrupt, reading file rows "
+                        f"{int(rows.min()) + 1}..{int(rows.max()) + 1} "
+                        f"({_pgenlib_message(exc)})"
+                    ) from exc
+                if order is not None:
+                    block = block[:, order]
+                if flips is not None:
+                    f = flips[start:stop]
+                    if f.any():
+                        sub = block[f]
+                        # g -> 2 - g on flipped rows, missing (-9) unchanged
+                        block[f] = np.where(sub >= 0, 2 - sub, sub)
+                assert block.shape == (stop - start, n_cols)
+                yield start, block
+        finally:
+            reader.close()
+
+    def close(self) -> None:
+        """Mark the source closed; later :meth:`read_blocks` calls raise ValueError."""
+        self._closed = True
+
+    def __enter__(self) -> GenotypeSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# opening
+
+
+def find_genotype_source(directory: str | Path) -> Path:
+    """The one genotype file in a site directory.
+
+    Parameters
+    ----------
+    directory : a site data directory holding exactly one of :data:`SOURCE_NAMES`
+
+    Raises
+    ------
+    GenotypeFileError
+        If the directory holds none of them, or more than one.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise GenotypeFileError(f"{directory}: not a directory")
+    found = [directory / name for name in SOURCE_NAMES if (directory / name).is_file()]
+    if not found:
+        raise GenotypeFileError(
+            f"{directory}: no genotype file (expected one of {', '.join(SOURCE_NAMES)})"
+        )
+    if len(found) > 1:
+        raise GenotypeFileError(
+            f"{directory}: more than one genotype file ({', '.join(p.name for p in found)}); "
+            "keep exactly one"
+        )
+    return found[0]
+
+
+def _format_of(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".bed"):
+        return "bed"
+    if name.endswith(".pgen"):
+        return "pgen"
+    if name.endswith((".vcf", ".vcf.gz", ".vcf.bgz")):
+        return "vcf"
+    if name.endswith(".bcf"):
+        return "bcf"
+    raise GenotypeFileError(
+        f"{path}: unknown genotype format (expected .bed, .pgen, .vcf, .vcf.gz or .bcf)"
+    )
+
+
+def _companion(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name[: -len(path.suffix)] + suffix)
+
+
+def _check_bed(path: Path, n_variants: int, n_samples: int, bim: Path, fam: Path) -> None:
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            magic = fh.read(3)
+    except OSError as exc:
+        raise GenotypeFileError(f"{path}: cannot read ({exc.strerror})") from exc
+    if magic[:2] != _BED_MAGIC[:2]:
+        raise GenotypeFileError(f"{path}: not a PLINK .bed file (wrong magic bytes)")
+    if magic != _BED_MAGIC:
+        raise GenotypeFileError(
+            f"{path}: sample-major PLINK .bed is not supported (convert with plink --make-bed)"
+        )
+    expected = 3 + n_variants * (-(-n_samples // 4))
+    if size != expected:
+        raise GenotypeFileError(
+            f"{path}: {size} bytes, but {bim.name} ({n_variants} variants) and {fam.name} "
+            f"({n_samples} samples) need {expected}"
+        )
+
+
+def _check_pgen_header(path: Path, n_variants: int, n_samples: int, pvar: Path, psam: Path) -> None:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(11)
+    except OSError as exc:
+        raise GenotypeFileError(f"{path}: cannot read ({exc.strerror})") from exc
+    if head[:2] != _BED_MAGIC[:2]:
+        raise GenotypeFileError(f"{path}: not a .pgen file (wrong magic bytes)")
+    if len(head) == 11 and head[2] in (0x10, 0x11):
+        file_variants, file_samples = struct.unpack("<II", head[3:11])
+        if file_variants != n_variants:
+            raise GenotypeFileError(
+                f"{path}: holds {file_variants} variants, {pvar.name} lists {n_variants}"
+            )
+        if file_samples != n_samples:
+            raise GenotypeFileError(
+                f"{path}: holds {file_samples} samples, {psam.name} lists {n_samples}"
+            )
+
+
+def open_genotypes(
+    directory_or_file: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    threads: int = 1,
+) -> GenotypeSource:
+    """Open a site's genotypes.
+
+    Parameters
+    ----------
+    directory_or_file : a site directory (see :func:`find_genotype_source`) or a ``.bed``,
+        ``.pgen``, ``.vcf``, ``.vcf.gz`` or ``.bcf`` file; companions (``.bim/.fam``,
+        ``.pvar/.psam``) must sit next to it under the same stem
+    cache_dir : VCF/BCF only: where the binary cache lives (default: a
+        ``.fedstat-cache`` directory next to the VCF)
+    threads : VCF/BCF only: htslib threads used when the cache is (re)built
+
+    Returns
+    -------
+    GenotypeSource
+
+    Raises
+    ------
+    GenotypeFileError
+        If a file is missing, malformed or inconsistent with its companions (naming the file
+        and line), or the genotype file is truncated or corrupt.
+    """
+    target = Path(directory_or_file)
+    path = find_genotype_source(target) if target.is_dir() else target
+    fmt = _format_of(path)
+    if not path.is_file():
+        raise GenotypeFileError(f"{path}: no such genotype file")
+
+    if fmt == "bed":
+        bim, fam = _companion(path, ".bim"), _companion(path, ".fam")
+        rows = _read_bim(bim)
+        samples = _read_fam(fam)
+        _check_bed(path, rows.n_file_rows, len(samples), bim, fam)
+        source = GenotypeSource(
+            format=fmt, path=path, genotype_path=path, samples=samples, rows=rows
+        )
+    elif fmt == "pgen":
+        pvar, psam = _companion(path, ".pvar"), _companion(path, ".psam")
+        rows = _read_pvar(pvar)
+        samples = _read_psam(psam)
+        _check_pgen_header(path, rows.n_file_rows, len(samples), pvar, psam)
+        source = GenotypeSource(
+            format=fmt, path=path, genotype_path=path, samples=samples, rows=rows
+        )
+    else:
+        cdir = Path(cache_dir) if cache_dir is not None else path.parent / DEFAULT_CACHE_DIRNAME
+        info = ensure_vcf_cache(path, cdir, threads=threads)
+        rows = _read_pvar(info.pvar)
+        samples = _read_psam(info.psam)
+        _check_pgen_header(info.pgen, rows.n_file_rows, len(samples), info.pvar, info.psam)
+        rows = _VariantRows(
+            variants=rows.variants,
+            file_rows=rows.file_rows,
+            n_file_rows=rows.n_file_rows,
+            multiallelic_skipped=info.multiallelic_skipped,
+            allele_idx_offsets=None,
+        )
+        source = GenotypeSource(
+            format=fmt,
+            path=path,
+            genotype_path=info.pgen,
+            samples=samples,
+            rows=rows,
+            non_snv_skipped=info.non_snv_skipped,
+        )
+    if len(samples) == 0:
+        raise GenotypeFileError(f"{path}: no samples")
+    source._check_readable()
+    return source

@@ -1,0 +1,278 @@
+"""The site's phenotype / covariate table (``samples.tsv``).
+
+The table follows plink2's ``--pheno`` / ``--covar`` format: one header line naming the
+columns, then one line per sample::
+
+    #FID    IID     AGE     BMI     T2D     consent
+    f1      s1      54      27.1    2       DUO:0000042
+    f1      s2      NA      31.0    1       DUO:0000006
+
+* The header starts with ``#FID IID`` or ``#IID`` (the ``#`` may be omitted).
+* Fields are separated by tabs when the header line contains a tab (then an empty field is a
+  missing value), otherwise by runs of whitespace.
+* ``NA``, ``nan``, ``-9`` and the empty field are missing values.
+* Every column other than FID / IID holds numbers (parsed to float64, NaN for missing), except
+  a column named ``consent`` (any case), which is kept as text.
+
+Errors name the file and the 1-based line, never a participant's value or sample ID.
+
+References
+----------
+plink2 file formats, "Phenotype/covariate file" (``--pheno``, ``--covar``):
+https://www.cog-genomics.org/plink/2.0/input#pheno
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+
+from fedstat.errors import InputError, SampleTableError
+
+#: Tokens read as a missing value (plink2's defaults plus the empty field).
+MISSING_TOKENS = frozenset({"", "NA", "na", "nan", "NaN", "NAN", "-9"})
+
+#: Columns kept as text rather than parsed as numbers (compared case-insensitively).
+TEXT_COLUMNS = frozenset({"consent"})
+
+
+@dataclass(frozen=True, eq=False)
+class SampleTable:
+    """A parsed ``samples.tsv``.
+
+    Attributes
+    ----------
+    path : the file the table was read from
+    fid : family IDs, one per sample, or ``None`` when the table has no FID column
+    iid : individual IDs, one per sample, in file order
+    numeric : column name -> [array, shape: (n_samples,), dtype float64], NaN where missing;
+        read-only arrays, in header order
+    text : column name -> one string per sample (``""`` where missing); e.g. ``consent``
+
+    Notes
+    -----
+    Binary (case/control) traits use plink2's coding: 1 = control, 2 = case, and 0 is an
+    alternative missing value. :meth:`column` returns the values as written (0 stays 0, so a
+    0/1-coded covariate is untouched); :meth:`case_control` applies the binary coding.
+    """
+
+    path: Path
+    fid: tuple[str, ...] | None
+    iid: tuple[str, ...]
+    numeric: Mapping[str, np.ndarray]
+    text: Mapping[str, tuple[str, ...]]
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.iid)
+
+    def __len__(self) -> int:
+        return len(self.iid)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Names of the numeric phenotype / covariate columns, in header order."""
+        return tuple(self.numeric)
+
+    def column(self, name: str) -> np.ndarray:
+        """The numeric column ``name``.
+
+        Returns
+        -------
+        [array, shape: (n_samples,), dtype float64], NaN where missing (read-only).
+
+        Raises
+        ------
+        InputError
+            If the table has no numeric column of that name.
+        """
+        try:
+            return self.numeric[name]
+        except KeyError:
+            known = ", ".join(self.numeric) or "(none)"
+            raise InputError(
+                f"unknown phenotype/covariate {name!r} in {self.path}; columns are: {known}"
+            ) from None
+
+    def is_binary(self, name: str) -> bool:
+        """Whether column ``name`` is a case/control trait in plink2's coding.
+
+        True when every non-missing value is 1 (control) or 2 (case), or when every
+        non-missing value is in {0, 1, 2} and at least one is 1 or 2 (0 then means missing,
+        as in plink2). A column with no 1 or 2 (e.g. all missing, or all 0) is not binary.
+        """
+        values = self.column(name)
+        present = values[~np.isnan(values)]
+        if not np.isin(present, (0.0, 1.0, 2.0)).all():
+            return False
+        return bool(np.isin(present, (1.0, 2.0)).any())
+
+    def case_control(self, name: str) -> np.ndarray:
+        """Binary column ``name`` recoded as 0 = control, 1 = case, NaN = missing.
+
+        Returns
+        -------
+        [array, shape: (n_samples,), dtype float64]; plink2's 1 -> 0.0, 2 -> 1.0, and 0 or
+        missing -> NaN.
+
+        Raises
+        ------
+        InputError
+            If the column is unknown or not binary (see :meth:`is_binary`).
+        """
+        if not self.is_binary(name):
+            raise InputError(
+                f"phenotype {name!r} in {self.path} is not case/control "
+                "(expected values 1 = control, 2 = case, 0 or NA = missing)"
+            )
+        values = self.column(name)
+        out = np.full(values.shape, np.nan, dtype=np.float64)
+        out[values == 1.0] = 0.0
+        out[values == 2.0] = 1.0
+        return out
+
+
+def _split(line: str, tabbed: bool) -> list[str]:
+    if tabbed:
+        return [field.strip() for field in line.split("\t")]
+    return line.split()
+
+
+def _parse_number(token: str) -> float | None:
+    """The value of ``token`` as float64 (NaN when missing), or None when not a number."""
+    if token in MISSING_TOKENS:
+        return math.nan
+    try:
+        value = float(token)
+    except ValueError:
+        return None
+    if math.isnan(value):
+        return math.nan
+    if math.isinf(value):
+        return None
+    return math.nan if value == -9.0 else value
+
+
+def read_sample_table(path: str | Path) -> SampleTable:
+    """Read a plink2-style phenotype / covariate table.
+
+    Parameters
+    ----------
+    path : the ``samples.tsv`` file (format in the module docstring)
+
+    Returns
+    -------
+    SampleTable
+        IDs in file order; numeric columns as float64 arrays of shape (n_samples,) with NaN
+        for missing values; the ``consent`` column (if any) as text.
+
+    Raises
+    ------
+    SampleTableError
+        One line naming the file and 1-based line number: unreadable or empty file, missing
+        header, no IID column, duplicate column name, wrong field count, a value that is not a
+        number in a numeric column, or a duplicate sample ID (FID+IID when FID is present).
+    """
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise SampleTableError(f"{path}: cannot read sample table ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise SampleTableError(f"{path}: sample table is not UTF-8 text") from exc
+
+    header_at = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if header_at is None:
+        raise SampleTableError(f"{path}: sample table is empty")
+    header_line = lines[header_at]
+    tabbed = "\t" in header_line
+    header = _split(header_line, tabbed)
+    header_lineno = header_at + 1
+    first = header[0]
+    has_hash = first.startswith("#")
+    if has_hash:
+        header[0] = first[1:]
+    names_upper = [h.upper() for h in header]
+    if names_upper[:2] == ["FID", "IID"]:
+        id_cols = 2
+    elif names_upper[:1] == ["IID"]:
+        id_cols = 1
+    elif "IID" in names_upper:
+        raise SampleTableError(
+            f"{path}: line {header_lineno}: header must start with '#FID IID' or '#IID'"
+        )
+    elif has_hash or "FID" in names_upper:
+        raise SampleTableError(f"{path}: line {header_lineno}: header has no IID column")
+    else:
+        raise SampleTableError(
+            f"{path}: line {header_lineno}: missing header (expected '#FID IID ...' or '#IID ...')"
+        )
+    data_names = header[id_cols:]
+    seen_names: set[str] = set()
+    for name in data_names:
+        if not name:
+            raise SampleTableError(f"{path}: line {header_lineno}: empty column name in header")
+        if name in seen_names or name.upper() in ("FID", "IID"):
+            raise SampleTableError(f"{path}: line {header_lineno}: duplicate column {name!r}")
+        seen_names.add(name)
+    is_text = [name.lower() in TEXT_COLUMNS for name in data_names]
+    n_fields = len(header)
+
+    fids: list[str] = []
+    iids: list[str] = []
+    rows: list[list[str]] = []
+    row_linenos: list[int] = []
+    first_seen: dict[tuple[str, str], int] = {}
+    for i in range(header_at + 1, len(lines)):
+        line = lines[i]
+        lineno = i + 1
+        if not line.strip():
+            continue
+        fields = _split(line, tabbed)
+        if len(fields) != n_fields:
+            raise SampleTableError(
+                f"{path}: line {lineno}: {len(fields)} fields, header has {n_fields}"
+            )
+        fid = fields[0] if id_cols == 2 else ""
+        iid = fields[id_cols - 1]
+        if not iid or (id_cols == 2 and not fid):
+            raise SampleTableError(f"{path}: line {lineno}: empty sample ID")
+        key = (fid, iid)
+        if key in first_seen:
+            raise SampleTableError(
+                f"{path}: line {lineno}: duplicate sample ID (first seen on line {first_seen[key]})"
+            )
+        first_seen[key] = lineno
+        fids.append(fid)
+        iids.append(iid)
+        rows.append(fields[id_cols:])
+        row_linenos.append(lineno)
+
+    numeric: dict[str, np.ndarray] = {}
+    text: dict[str, tuple[str, ...]] = {}
+    for j, name in enumerate(data_names):
+        if is_text[j]:
+            text[name] = tuple("" if row[j] in MISSING_TOKENS else row[j] for row in rows)
+            continue
+        values = np.empty(len(rows), dtype=np.float64)
+        for k, row in enumerate(rows):
+            value = _parse_number(row[j])
+            if value is None:
+                raise SampleTableError(f"{path}: line {row_linenos[k]} column {name}: not a number")
+            values[k] = value
+        values.flags.writeable = False
+        numeric[name] = values
+
+    return SampleTable(
+        path=path,
+        fid=tuple(fids) if id_cols == 2 else None,
+        iid=tuple(iids),
+        numeric=MappingProxyType(numeric),
+        text=MappingProxyType(text),
+    )

@@ -1,0 +1,406 @@
+"""A binary cache of a VCF / BCF, so that jobs never parse text genotypes.
+
+A site's VCF is parsed once into plink2 files (``.pgen/.pvar/.psam``) in a cache directory;
+every later job reads the ``.pgen`` with pgenlib, about 50x faster than re-parsing. The cache
+is keyed by the VCF's absolute path and invalidated by a fingerprint (size, mtime and a hash of
+the first and last MiB), so editing or replacing the VCF triggers a rebuild.
+
+What is kept: biallelic SNVs only (REF and ALT each one of A, C, G, T; stored upper-case).
+Multiallelic records and everything else (indels, symbolic alleles, ``ALT = .``) are skipped
+and counted.
+
+How calls become ALT allele counts (0, 1, 2; -9 missing):
+
+* diploid calls count the ALT alleles (phase is ignored);
+* haploid calls (e.g. chrX / chrY / MT in males: ``0`` or ``1``) are treated as homozygous,
+  so ``0`` -> 0 and ``1`` -> 2, as plink2's VCF import does for haploid GT;
+* a call with any missing allele (``./.``, ``.``, and half-calls such as ``0/.``) is missing,
+  as with plink2's ``--vcf-half-call missing``;
+* a record without a GT field is missing for every sample.
+
+The cache is written under temporary names and renamed into place, fingerprint last, so a
+crash or a full disk never leaves a half-written cache that looks valid.
+
+References
+----------
+plink2 ``--vcf`` import: https://www.cog-genomics.org/plink/2.0/input#vcf
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedstat.errors import GenotypeFileError
+
+#: Bump when the cache layout or the genotype conversion changes; old caches are rebuilt.
+CACHE_FORMAT_VERSION = 1
+
+_HASH_SPAN = 1 << 20  # bytes hashed at each end of the source file
+_SNV_BASES = frozenset("ACGT")
+_MAX_BLOCK_BYTES = 1 << 26  # bound on one in-memory genotype block while converting
+_BED_MAGIC = bytes((0x6C, 0x1B, 0x01))
+
+# ALT count (int8, masked with & 3 so that -9 -> 3) -> PLINK1 .bed code with A1 = ALT:
+# 0 (hom REF) -> 3, 1 (het) -> 2, 2 (hom ALT) -> 0, -9 (missing) -> 1.
+_BED_CODE = np.array([3, 2, 0, 1], dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """A ready VCF cache.
+
+    Attributes
+    ----------
+    source : the VCF / BCF the cache was built from (absolute path)
+    pgen, pvar, psam : the cached plink2 files
+    fingerprint : the JSON file recording what the cache was built from
+    n_samples, n_variants : dimensions of the cached genotype matrix (biallelic SNVs only)
+    multiallelic_skipped : VCF records with more than one ALT allele, not cached
+    non_snv_skipped : biallelic records that are not SNVs (indels, symbolic, ``ALT = .``)
+    rebuilt : true when this call parsed the VCF, false when an existing cache was reused
+    """
+
+    source: Path
+    pgen: Path
+    pvar: Path
+    psam: Path
+    fingerprint: Path
+    n_samples: int
+    n_variants: int
+    multiallelic_skipped: int
+    non_snv_skipped: int
+    rebuilt: bool
+
+
+def source_fingerprint(path: Path) -> dict[str, Any]:
+    """Size, mtime and a SHA-256 of the first and last MiB of ``path``."""
+    try:
+        st = path.stat()
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            digest.update(fh.read(_HASH_SPAN))
+            if st.st_size > 2 * _HASH_SPAN:
+                fh.seek(st.st_size - _HASH_SPAN)
+            digest.update(fh.read(_HASH_SPAN))
+    except OSError as exc:
+        raise GenotypeFileError(f"{path}: cannot read VCF ({exc.strerror})") from exc
+    return {
+        "source": str(path),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "head_tail_sha256": digest.hexdigest(),
+    }
+
+
+def _cache_stem(source: Path) -> str:
+    name = source.name
+    for suffix in (".vcf.gz", ".vcf.bgz", ".vcf", ".bcf"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    key = hashlib.sha256(os.fsencode(source)).hexdigest()[:16]
+    return f"{name}-{key}"
+
+
+def _cache_paths(cache_dir: Path, stem: str) -> dict[str, Path]:
+    return {ext: cache_dir / f"{stem}.{ext}" for ext in ("pgen", "pvar", "psam", "json")}
+
+
+def _load_valid(paths: dict[str, Path], fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored fingerprint record if the cache is complete and matches, else None."""
+    try:
+        record = json.loads(paths["json"].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format_version") != CACHE_FORMAT_VERSION:
+        return None
+    if any(record.get(k) != v for k, v in fingerprint.items()):
+        return None
+    sizes = record.get("file_sizes", {})
+    for ext in ("pgen", "pvar", "psam"):
+        try:
+            if paths[ext].stat().st_size != sizes.get(ext):
+                return None
+        except OSError:
+            return None
+    return record
+
+
+def ensure_vcf_cache(vcf_path: str | Path, cache_dir: str | Path, *, threads: int = 1) -> CacheInfo:
+    """Build, or reuse, the binary cache of a VCF / BCF.
+
+    Parameters
+    ----------
+    vcf_path : a ``.vcf``, ``.vcf.gz`` (gzip or bgzip) or ``.bcf`` file
+    cache_dir : directory for the cache (created if needed); several VCFs may share one
+    threads : htslib decompression threads used while parsing
+
+    Returns
+    -------
+    CacheInfo
+        ``rebuilt`` is false when a cache whose fingerprint matches the VCF already existed.
+
+    Raises
+    ------
+    GenotypeFileError
+        If the VCF cannot be read, is malformed (naming the record number and the last good
+        position), has no samples, duplicate or whitespace-containing sample names, ploidy
+        above 2, or no biallelic SNV; or if the cache cannot be written.
+
+    Notes
+    -----
+    The VCF is parsed once and streamed: genotypes go, one bounded block at a time, to a
+    temporary PLINK1 ``.bed`` (the variant count is not known until the end, and pgenlib's
+    ``PgenWriter`` needs it up front), which is then converted block by block to ``.pgen``.
+    Peak memory is one block (at most 64 MiB of int8 genotypes), not the whole matrix.
+    """
+    source = Path(vcf_path).absolute()
+    cache_dir = Path(cache_dir)
+    fingerprint = source_fingerprint(source)
+    stem = _cache_stem(source)
+    paths = _cache_paths(cache_dir, stem)
+    record = _load_valid(paths, fingerprint)
+    rebuilt = False
+    if record is None:
+        record = _build(source, cache_dir, stem, paths, fingerprint, threads=threads)
+        rebuilt = True
+    return CacheInfo(
+        source=source,
+        pgen=paths["pgen"],
+        pvar=paths["pvar"],
+        psam=paths["psam"],
+        fingerprint=paths["json"],
+        n_samples=int(record["n_samples"]),
+        n_variants=int(record["n_variants"]),
+        multiallelic_skipped=int(record["multiallelic_skipped"]),
+        non_snv_skipped=int(record["non_snv_skipped"]),
+        rebuilt=rebuilt,
+    )
+
+
+def pack_bed(geno: np.ndarray) -> np.ndarray:
+    """Encode ALT allele counts as PLINK1 ``.bed`` rows (A1 = ALT).
+
+    Parameters
+    ----------
+    geno : [array, shape: (n_variants, n_samples), dtype int8] ALT counts 0/1/2, -9 missing
+
+    Returns
+    -------
+    [array, shape: (n_variants, ceil(n_samples / 4)), dtype uint8] two bits per genotype,
+    first sample in the lowest bits; codes 0 = hom A1, 1 = missing, 2 = het, 3 = hom A2.
+    """
+    n_var, n_samp = geno.shape
+    width = -(-n_samp // 4)
+    codes = np.zeros((n_var, width * 4), dtype=np.uint8)
+    codes[:, :n_samp] = _BED_CODE[geno & 3]
+    codes = codes.reshape(n_var, width, 4)
+    # one byte = c0 | c1 << 2 | c2 << 4 | c3 << 6
+    return codes[..., 0] | (codes[..., 1] << 2) | (codes[..., 2] << 4) | (codes[..., 3] << 6)
+
+
+def _alt_counts(gt: np.ndarray, out: np.ndarray) -> bool:
+    """Fill ``out`` with ALT counts from cyvcf2's ``genotype.array()``.
+
+    Parameters
+    ----------
+    gt : [array, shape: (n_samples, ploidy + 1), dtype int16] allele indices, -1 missing,
+        -2 vector end (a haploid call in a diploid record); last column is the phase flag
+    out : [array, shape: (n_samples,), dtype int8] written in place
+
+    Returns
+    -------
+    False when an allele index above 1 occurs (malformed biallelic record), else True.
+    """
+    ploidy = gt.shape[1] - 1
+    if ploidy == 0:
+        out[:] = -9
+        return True
+    a0 = gt[:, 0]
+    if ploidy == 1:
+        a1 = a0  # haploid: homozygous
+        missing = a0 < 0
+    else:
+        second = gt[:, 1]
+        a1 = np.where(second == -2, a0, second)  # haploid sample in a diploid record
+        missing = (a0 < 0) | (a1 < 0)
+    if (a0 > 1).any() or (a1 > 1).any():
+        return False
+    out[:] = (a0 == 1).astype(np.int8) + (a1 == 1).astype(np.int8)
+    out[missing] = -9
+    return True
+
+
+def _records(vcf: Any, source: Path) -> Iterator[tuple[int, Any]]:
+    """Yield (1-based record number, record), translating htslib failures."""
+    it = iter(vcf)
+    n = 0
+    last = "the header"
+    while True:
+        try:
+            rec = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:  # cyvcf2 raises bare Exception for htslib parse errors
+            raise GenotypeFileError(
+                f"{source}: malformed or truncated VCF at record {n + 1} (after {last})"
+            ) from exc
+        n += 1
+        last = f"{rec.CHROM}:{rec.POS}"
+        yield n, rec
+
+
+def _build(
+    source: Path,
+    cache_dir: Path,
+    stem: str,
+    paths: dict[str, Path],
+    fingerprint: dict[str, Any],
+    *,
+    threads: int,
+) -> dict[str, Any]:
+    import cyvcf2
+    import pgenlib
+
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GenotypeFileError(
+            f"cannot create VCF cache directory {cache_dir} ({exc.strerror})"
+        ) from exc
+    tmp = {
+        ext: cache_dir / f".{stem}.tmp-{secrets.token_hex(6)}.{ext}"
+        for ext in ("bed", "pgen", "pvar", "psam", "json")
+    }
+    try:
+        try:
+            vcf = cyvcf2.VCF(str(source), gts012=True, threads=max(1, threads))
+        except Exception as exc:  # cyvcf2: OSError, or bare Exception for a bad header
+            raise GenotypeFileError(
+                f"{source}: not a readable VCF/BCF file (or its header is malformed)"
+            ) from exc
+        try:
+            samples = list(vcf.samples)
+            n_samples = len(samples)
+            if n_samples == 0:
+                raise GenotypeFileError(f"{source}: VCF has no samples")
+            first_col: dict[str, int] = {}
+            for j, name in enumerate(samples):
+                if not name or any(ch.isspace() for ch in name):
+                    raise GenotypeFileError(
+                        f"{source}: VCF sample in column {j + 10} has an empty name or one "
+                        "containing whitespace"
+                    )
+                if name in first_col:
+                    raise GenotypeFileError(
+                        f"{source}: VCF sample in column {j + 10} duplicates the sample in "
+                        f"column {first_col[name] + 10}"
+                    )
+                first_col[name] = j
+            tmp["psam"].write_text("#IID\n" + "".join(f"{s}\n" for s in samples), encoding="utf-8")
+
+            block_rows = max(1, min(4096, _MAX_BLOCK_BYTES // n_samples))
+            block = np.empty((block_rows, n_samples), dtype=np.int8)
+            n_kept = n_multi = n_non_snv = 0
+            filled = 0
+            with tmp["bed"].open("wb") as bed, tmp["pvar"].open("w", encoding="utf-8") as pvar:
+                bed.write(_BED_MAGIC)
+                pvar.write("#CHROM\tPOS\tID\tREF\tALT\n")
+                pvar_lines: list[str] = []
+                for n, rec in _records(vcf, source):
+                    alts = rec.ALT
+                    if len(alts) > 1:
+                        n_multi += 1
+                        continue
+                    ref = rec.REF.upper()
+                    alt = alts[0].upper() if alts else "."
+                    if ref not in _SNV_BASES or alt not in _SNV_BASES:
+                        n_non_snv += 1
+                        continue
+                    where = f"record {n} ({rec.CHROM}:{rec.POS})"
+                    if "GT" in (rec.FORMAT or ()):
+                        try:
+                            gt = rec.genotype.array()
+                        except Exception as exc:  # cyvcf2 raises bare Exception
+                            raise GenotypeFileError(f"{source}: {where}: cannot decode GT") from exc
+                        if gt.shape[1] > 3:
+                            raise GenotypeFileError(
+                                f"{source}: {where}: ploidy above 2 is not supported"
+                            )
+                        if not _alt_counts(gt, block[filled]):
+                            raise GenotypeFileError(
+                                f"{source}: {where}: GT allele index above 1 in a biallelic record"
+                            )
+                    else:
+                        block[filled] = -9
+                    pvar_lines.append(f"{rec.CHROM}\t{rec.POS}\t{rec.ID or '.'}\t{ref}\t{alt}\n")
+                    filled += 1
+                    n_kept += 1
+                    if filled == block_rows:
+                        bed.write(pack_bed(block).tobytes())
+                        pvar.write("".join(pvar_lines))
+                        pvar_lines.clear()
+                        filled = 0
+                if filled:
+                    bed.write(pack_bed(block[:filled]).tobytes())
+                    pvar.write("".join(pvar_lines))
+        finally:
+            vcf.close()
+        if n_kept == 0:
+            raise GenotypeFileError(
+                f"{source}: no biallelic SNV to cache ({n_multi} multiallelic and "
+                f"{n_non_snv} other records skipped)"
+            )
+
+        # .bed -> .pgen, one bounded block at a time
+        try:
+            reader = pgenlib.PgenReader(
+                os.fsencode(tmp["bed"]), raw_sample_ct=n_samples, variant_ct=n_kept
+            )
+            writer = pgenlib.PgenWriter(
+                os.fsencode(tmp["pgen"]), n_samples, variant_ct=n_kept, nonref_flags=False
+            )
+            for start in range(0, n_kept, block_rows):
+                stop = min(n_kept, start + block_rows)
+                buf = block[: stop - start]
+                reader.read_range(start, stop, buf)
+                writer.append_biallelic_batch(buf)
+            writer.close()
+            reader.close()
+        except RuntimeError as exc:
+            raise GenotypeFileError(f"cannot write VCF cache {tmp['pgen']} ({exc})") from exc
+
+        record = dict(fingerprint)
+        record.update(
+            format_version=CACHE_FORMAT_VERSION,
+            n_samples=n_samples,
+            n_variants=n_kept,
+            multiallelic_skipped=n_multi,
+            non_snv_skipped=n_non_snv,
+            file_sizes={ext: tmp[ext].stat().st_size for ext in ("pgen", "pvar", "psam")},
+        )
+        tmp["json"].write_text(json.dumps(record, indent=1), encoding="utf-8")
+        # the fingerprint goes first and comes back last: a cache without it is never used
+        with contextlib.suppress(FileNotFoundError):
+            paths["json"].unlink()
+        for ext in ("pgen", "pvar", "psam", "json"):
+            os.replace(tmp[ext], paths[ext])
+        return record
+    except OSError as exc:
+        raise GenotypeFileError(
+            f"cannot write VCF cache in {cache_dir} ({exc.strerror or exc})"
+        ) from exc
+    finally:
+        for p in tmp.values():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()

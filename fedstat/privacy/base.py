@@ -1,0 +1,156 @@
+"""The secure-sum seam: how a site's named sum arrays are protected and how totals are recovered.
+
+A privacy mode knows sums, never statistics. Site side, a :class:`Protector` turns a block of a
+named array into :class:`ProtectedChunk` objects; coordinator side, an :class:`Aggregator`
+accepts every site's chunks (in any order, any interleaving) and returns only the totals.
+
+Every chunk names its array, its offset in the full array and the full length, so a round's
+arrays can be produced block by block at the site and combined incrementally at the
+coordinator. Chunks stay well under gRPC's 4 MiB message limit (:data:`MAX_CHUNK_BYTES`).
+Modes that work in a ring (secure aggregation) encode floats as fixed point with
+:mod:`fedstat.privacy.encoding`; the per-round :class:`RoundContext` carries what they need to
+derive fresh keys (job, round, attempt, participants).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedstat.errors import PrivacyError, ProtocolError
+
+#: Largest payload of one chunk: 1 MiB, a quarter of gRPC's default 4 MiB message limit.
+MAX_CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What a privacy mode may depend on: who takes part in which round of which job."""
+
+    job_id: str
+    round: int
+    attempt: int
+    participants: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProtectedChunk:
+    """One protected slice of a named sum array, as it travels on the wire.
+
+    Attributes
+    ----------
+    name : array name, e.g. ``"hom_ref"``
+    offset : index of the first element within the full array
+    length : number of elements in this chunk
+    total_length : length of the full array
+    encoding : how ``data`` is encoded (``"i64"``, ``"f64"``, ``"ring64"``, ...)
+    data : the encoded elements, little-endian
+    """
+
+    name: str
+    offset: int
+    length: int
+    total_length: int
+    encoding: str
+    data: bytes
+
+
+class Protector(abc.ABC):
+    """Site side: protects slices of the site's sum arrays before they leave the site."""
+
+    def __init__(self, ctx: RoundContext, site: str):
+        self.ctx, self.site = ctx, site
+
+    @abc.abstractmethod
+    def protect(self, name: str, offset: int, total_length: int, values: np.ndarray) -> Iterator[ProtectedChunk]:
+        """Yield chunks covering ``values`` (elements ``offset .. offset+len(values)``)."""
+
+
+class Aggregator(abc.ABC):
+    """Coordinator side: combines every participant's chunks into the totals only."""
+
+    def __init__(self, ctx: RoundContext):
+        self.ctx = ctx
+        self._covered: dict[tuple[str, str], int] = {}
+        self._lengths: dict[str, int] = {}
+
+    def add(self, site: str, chunk: ProtectedChunk) -> None:
+        """Accept one chunk from ``site`` (a participant of this round)."""
+        if site not in self.ctx.participants:
+            raise ProtocolError(f"site {site} is not a participant of round {self.ctx.round}")
+        known = self._lengths.setdefault(chunk.name, chunk.total_length)
+        if known != chunk.total_length or chunk.offset + chunk.length > chunk.total_length:
+            raise ProtocolError(
+                f"site {site}: chunk of {chunk.name!r} at {chunk.offset}+{chunk.length} does not fit "
+                f"an array of length {known}"
+            )
+        key = (site, chunk.name)
+        self._covered[key] = self._covered.get(key, 0) + chunk.length
+        if self._covered[key] > chunk.total_length:
+            raise ProtocolError(f"site {site} sent more than {chunk.total_length} elements of {chunk.name!r}")
+        self._accumulate(site, chunk)
+
+    def complete(self, site: str) -> bool:
+        """Whether ``site`` has sent every element of every array seen so far."""
+        return all(self._covered.get((site, n), 0) == length for n, length in self._lengths.items())
+
+    def result(self) -> dict[str, np.ndarray]:
+        """The totals over all participants; raises if any participant is incomplete."""
+        missing = [s for s in self.ctx.participants if not self.complete(s)]
+        if missing:
+            raise ProtocolError(f"round {self.ctx.round} is incomplete: no full sums from {', '.join(missing)}")
+        return self._totals()
+
+    @abc.abstractmethod
+    def _accumulate(self, site: str, chunk: ProtectedChunk) -> None: ...
+
+    @abc.abstractmethod
+    def _totals(self) -> dict[str, np.ndarray]: ...
+
+
+class PrivacyMode(abc.ABC):
+    """A way to move sums from sites to the coordinator. Subclasses register in MODES."""
+
+    name: str
+
+    @abc.abstractmethod
+    def protector(self, ctx: RoundContext, site: str) -> Protector: ...
+
+    @abc.abstractmethod
+    def aggregator(self, ctx: RoundContext) -> Aggregator: ...
+
+
+def split_chunks(values: np.ndarray, max_bytes: int = MAX_CHUNK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (relative offset, slice) pieces of a 1-D array, each at most ``max_bytes``."""
+    per = max(1, max_bytes // max(1, values.dtype.itemsize))
+    for start in range(0, len(values), per):
+        yield start, values[start:start + per]
+
+
+_MODES: dict[str, PrivacyMode] = {}
+
+
+def register(mode: PrivacyMode) -> PrivacyMode:
+    _MODES[mode.name] = mode
+    return mode
+
+
+def get_mode(name: str) -> PrivacyMode:
+    """The privacy mode called ``name``; PrivacyError listing the known ones otherwise."""
+    import fedstat.privacy.none  # noqa: F401, PLC0415 - registers itself
+
+    try:
+        return _MODES[name]
+    except KeyError:
+        raise PrivacyError(
+            f"unknown privacy mode {name!r}; available: {', '.join(sorted(_MODES))}"
+        ) from None
+
+
+def available_modes() -> Sequence[str]:
+    import fedstat.privacy.none  # noqa: F401, PLC0415
+
+    return sorted(_MODES)

@@ -1,0 +1,130 @@
+"""Conversions between fedstat's dataclasses and the wire messages (``fedstat.wire``).
+
+The daemons and the analyst client use these; the numeric core never sees protobuf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from fedstat.data.variants import SitePlan, VariantTable
+from fedstat.jobs import JobSpec
+from fedstat.privacy.base import ProtectedChunk
+from fedstat.wire import common_pb2, site_pb2
+
+#: Variants per key or plan chunk: ~40 bytes a variant keeps a chunk near 1 MiB at most.
+VARIANTS_PER_CHUNK = 25_000
+
+
+def spec_to_pb(spec: JobSpec) -> common_pb2.JobSpec:
+    return common_pb2.JobSpec(
+        analyses=spec.analyses, pheno_names=spec.pheno_names, covar_names=spec.covar_names,
+        privacy=spec.privacy, purpose=spec.purpose, sites=spec.sites, out_name=spec.out_name,
+        block_size=spec.block_size, dataset=spec.dataset, options=dict(spec.options),
+    )
+
+
+def spec_from_pb(pb: common_pb2.JobSpec) -> JobSpec:
+    return JobSpec(
+        analyses=tuple(pb.analyses), pheno_names=tuple(pb.pheno_names), covar_names=tuple(pb.covar_names),
+        privacy=pb.privacy or "none", purpose=pb.purpose, sites=tuple(pb.sites),
+        out_name=pb.out_name or "fedstat", block_size=pb.block_size, dataset=pb.dataset,
+        options=dict(pb.options),
+    )
+
+
+def chunk_to_pb(c: ProtectedChunk) -> common_pb2.SumsChunk:
+    return common_pb2.SumsChunk(
+        name=c.name, offset=c.offset, length=c.length, total_length=c.total_length,
+        encoding=c.encoding, data=c.data,
+    )
+
+
+def chunk_from_pb(pb: common_pb2.SumsChunk) -> ProtectedChunk:
+    return ProtectedChunk(
+        name=pb.name, offset=pb.offset, length=pb.length, total_length=pb.total_length,
+        encoding=pb.encoding, data=pb.data,
+    )
+
+
+def keys_chunks(job_id: str, vt: VariantTable, *, multiallelic: int, non_snv: int) -> Iterator[site_pb2.KeysChunk]:
+    """Split a site's variant table into KeysChunk messages (always at least one)."""
+    n = len(vt)
+    for start in range(0, max(n, 1), VARIANTS_PER_CHUNK):
+        sl = slice(start, min(n, start + VARIANTS_PER_CHUNK))
+        yield site_pb2.KeysChunk(
+            job_id=job_id, offset=start, total=n,
+            keys=common_pb2.VariantKeys(
+                chrom=[str(x) for x in vt.chrom[sl]], pos=[int(x) for x in vt.pos[sl]],
+                id=[str(x) for x in vt.id[sl]], ref=[str(x) for x in vt.ref[sl]],
+                alt=[str(x) for x in vt.alt[sl]],
+            ),
+            multiallelic_skipped=multiallelic if start == 0 else 0,
+            non_snv_skipped=non_snv if start == 0 else 0,
+        )
+
+
+def plan_chunks(job_id: str, plan: SitePlan) -> Iterator[site_pb2.VariantPlanChunk]:
+    n = len(plan.local_index)
+    for start in range(0, max(n, 1), VARIANTS_PER_CHUNK):
+        stop = min(n, start + VARIANTS_PER_CHUNK)
+        yield site_pb2.VariantPlanChunk(
+            job_id=job_id, offset=start, total=n,
+            local_index=plan.local_index[start:stop].astype("<i8").tobytes(),
+            flip=plan.flip[start:stop].astype(np.uint8).tobytes(),
+        )
+
+
+class KeysAssembler:
+    """Collects one site's KeysChunk messages into a VariantTable."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.parts: dict[int, common_pb2.VariantKeys] = {}
+        self.received = 0
+        self.multiallelic = 0
+        self.non_snv = 0
+
+    def add(self, c: site_pb2.KeysChunk) -> bool:
+        """Add a chunk; True when the table is complete."""
+        self.total = c.total
+        self.parts[c.offset] = c.keys
+        self.received += len(c.keys.pos)
+        self.multiallelic += c.multiallelic_skipped
+        self.non_snv += c.non_snv_skipped
+        return self.received >= self.total
+
+    def table(self) -> VariantTable:
+        cols: dict[str, list] = {k: [] for k in ("chrom", "pos", "id", "ref", "alt")}
+        for off in sorted(self.parts):
+            for k in cols:
+                cols[k].extend(getattr(self.parts[off], k))
+        return VariantTable.from_lists(**cols)
+
+
+class PlanAssembler:
+    """Collects VariantPlanChunk messages into a SitePlan at the site."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.index: np.ndarray | None = None
+        self.flip: np.ndarray | None = None
+        self.received = 0
+
+    def add(self, c: site_pb2.VariantPlanChunk) -> bool:
+        if self.index is None:
+            self.total = c.total
+            self.index = np.zeros(c.total, dtype=np.int64)
+            self.flip = np.zeros(c.total, dtype=bool)
+        assert self.flip is not None
+        idx = np.frombuffer(c.local_index, dtype="<i8")
+        self.index[c.offset:c.offset + len(idx)] = idx
+        self.flip[c.offset:c.offset + len(idx)] = np.frombuffer(c.flip, dtype=np.uint8).astype(bool)
+        self.received += len(idx)
+        return self.received >= (self.total or 0)
+
+    def plan(self) -> SitePlan:
+        assert self.index is not None and self.flip is not None
+        return SitePlan(local_index=self.index, flip=self.flip)

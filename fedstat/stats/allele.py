@@ -1,0 +1,216 @@
+"""Allele statistics: ``--freq``, ``--geno-counts``, ``--hardy``, ``--missing`` (variant report).
+
+All four reports follow from four per-variant sums over participants: the numbers of
+homozygous-REF, heterozygous, homozygous-ALT and missing genotypes. A site computes them
+on its own samples (:func:`local_sums`); the coordinator adds the sites' sums and derives
+every reported quantity from the totals (:func:`finish`), then writes plink2-format tables
+(:func:`write_reports`). The totals, and so the reports, equal plink2's on the pooled
+samples, whatever the split of samples across sites.
+
+References
+----------
+plink2 2.00a3.5 ``--freq``, ``--geno-counts``, ``--hardy``, ``--missing`` on autosomal
+biallelic variants; see :mod:`fedstat.formats.plink2` for the column layouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedstat.data.variants import VariantTable
+from fedstat.errors import InputError
+from fedstat.formats import plink2 as fmt
+from fedstat.stats.hwe import hwe_exact_p
+
+__all__ = [
+    "ANALYSES",
+    "EXTENSIONS",
+    "SUM_NAMES",
+    "AlleleStats",
+    "finish",
+    "local_sums",
+    "write_reports",
+]
+
+SUM_NAMES = ("hom_ref", "het", "hom_alt", "missing")
+ANALYSES = ("freq", "geno-counts", "hardy", "missing")  # plink2 flag names without '--'
+EXTENSIONS = {"freq": "afreq", "geno-counts": "gcount", "hardy": "hardy", "missing": "vmiss"}
+_WRITERS = {
+    "freq": fmt.write_afreq,
+    "geno-counts": fmt.write_gcount,
+    "hardy": fmt.write_hardy,
+    "missing": fmt.write_vmiss,
+}
+
+
+def local_sums(block: np.ndarray) -> dict[str, np.ndarray]:
+    """One site's genotype counts for a block of variants.
+
+    Parameters
+    ----------
+    block : [array, shape: (n_variants, n_samples), dtype int8] ALT allele count 0/1/2,
+        -9 for a missing call (any negative value counts as missing).
+
+    Returns
+    -------
+    dict
+        For each name in :data:`SUM_NAMES`, [array, shape: (n_variants,), dtype int64].
+
+    Raises
+    ------
+    InputError
+        If ``block`` is not 2-d or holds a value above 2.
+    """
+    block = np.asarray(block)
+    if block.ndim != 2:
+        raise InputError(f"local_sums needs a 2-d (variants x samples) block, got {block.ndim}-d")
+    n_samples = block.shape[1]
+    if block.size and int(block.max()) > 2:
+        raise InputError("local_sums: genotype block holds an ALT allele count above 2")
+    hom_ref = np.count_nonzero(block == 0, axis=1).astype(np.int64)
+    het = np.count_nonzero(block == 1, axis=1).astype(np.int64)
+    hom_alt = np.count_nonzero(block == 2, axis=1).astype(np.int64)
+    missing = n_samples - hom_ref - het - hom_alt  # everything else is a missing call
+    assert hom_ref.shape == (block.shape[0],)
+    return {"hom_ref": hom_ref, "het": het, "hom_alt": hom_alt, "missing": missing}
+
+
+@dataclass(frozen=True)
+class AlleleStats:
+    """Global allele statistics. Every field is [array, shape: (n_variants,)].
+
+    Attributes
+    ----------
+    hom_ref, het, hom_alt, missing : int64 genotype counts (plink2 HOM_REF_CT,
+        HET_REF_ALT_CTS, TWO_ALT_GENO_CTS, MISSING_CT)
+    obs_ct : int64 allele observations, ``2 (hom_ref + het + hom_alt)`` (.afreq OBS_CT)
+    alt_freq : float64 ALT allele frequency ``(het + 2 hom_alt) / obs_ct``; NaN when
+        ``obs_ct == 0`` (.afreq ALT_FREQS)
+    hwe_p : float64 exact Hardy–Weinberg p-value (.hardy P); 1 when no genotype is observed
+    het_obs_frac : float64 observed heterozygote share ``het / (hom_ref + het + hom_alt)``;
+        NaN when no genotype is observed (.hardy O(HET_A1))
+    het_exp_frac : float64 heterozygote share expected under HWE, ``2 p (1 - p)`` with p the
+        REF frequency; 0 when no genotype is observed (.hardy E(HET_A1))
+    f_miss : float64 share of missing calls among all samples (.vmiss F_MISS); NaN when
+        there are no samples
+    """
+
+    hom_ref: np.ndarray
+    het: np.ndarray
+    hom_alt: np.ndarray
+    missing: np.ndarray
+    obs_ct: np.ndarray
+    alt_freq: np.ndarray
+    hwe_p: np.ndarray
+    het_obs_frac: np.ndarray
+    het_exp_frac: np.ndarray
+    f_miss: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.hom_ref.shape[0])
+
+    @property
+    def n_samples(self) -> np.ndarray:
+        """[array, shape: (n_variants,), dtype int64] all samples, missing calls included."""
+        return self.hom_ref + self.het + self.hom_alt + self.missing
+
+
+def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
+    """Turn global (summed over sites) genotype counts into the reported statistics.
+
+    Parameters
+    ----------
+    sums : for each name in :data:`SUM_NAMES`, [array, shape: (n_variants,)] of
+        non-negative integers (any integer or integral float dtype).
+
+    Returns
+    -------
+    AlleleStats
+
+    Raises
+    ------
+    InputError
+        If a sum is missing, the arrays differ in shape, or a count is negative or not whole.
+    """
+    missing_names = [name for name in SUM_NAMES if name not in sums]
+    if missing_names:
+        raise InputError(f"allele statistics need the sums {SUM_NAMES}; missing {missing_names}")
+    counts = {}
+    shape = None
+    for name in SUM_NAMES:
+        raw = np.asarray(sums[name])
+        if raw.ndim != 1:
+            raise InputError(f"sum {name!r} must be 1-d, got shape {raw.shape}")
+        if shape is None:
+            shape = raw.shape
+        elif raw.shape != shape:
+            raise InputError(f"sum {name!r} has shape {raw.shape}, expected {shape}")
+        arr = raw.astype(np.int64)
+        if raw.dtype.kind == "f" and not np.array_equal(arr, raw):
+            raise InputError(f"sum {name!r} holds a non-integral count")
+        if arr.size and int(arr.min()) < 0:
+            raise InputError(f"sum {name!r} holds a negative count")
+        counts[name] = arr
+    hom_ref, het, hom_alt, missing = (counts[n] for n in SUM_NAMES)
+
+    n_obs = hom_ref + het + hom_alt  # genotyped samples
+    obs_ct = 2 * n_obs  # allele observations
+    n_all = n_obs + missing
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # ALT frequency = ALT alleles / allele observations; 0/0 -> NaN as in plink2
+        alt_freq = (het + 2 * hom_alt).astype(np.float64) / obs_ct
+        het_obs = het.astype(np.float64) / n_obs
+        ref_freq = (2 * hom_ref + het).astype(np.float64) / obs_ct
+        f_miss = missing.astype(np.float64) / n_all
+    het_exp = np.where(n_obs > 0, 2.0 * ref_freq * (1.0 - ref_freq), 0.0)
+    hwe_p = hwe_exact_p(hom_ref, het, hom_alt)
+    return AlleleStats(
+        hom_ref=hom_ref, het=het, hom_alt=hom_alt, missing=missing, obs_ct=obs_ct,
+        alt_freq=alt_freq, hwe_p=hwe_p, het_obs_frac=het_obs, het_exp_frac=het_exp,
+        f_miss=f_miss,
+    )
+
+
+def write_reports(
+    out_prefix: str | Path,
+    variants: VariantTable,
+    stats: AlleleStats,
+    analyses: Iterable[str],
+) -> list[Path]:
+    """Write the plink2 tables for the requested analyses.
+
+    Parameters
+    ----------
+    out_prefix : path prefix; ``<out_prefix>.afreq`` etc. are written (atomically).
+    variants : the harmonized variants, one row per entry of ``stats``.
+    stats : from :func:`finish`.
+    analyses : any of :data:`ANALYSES` (``freq`` -> .afreq, ``geno-counts`` -> .gcount,
+        ``hardy`` -> .hardy, ``missing`` -> .vmiss); a leading ``--`` is accepted.
+
+    Returns
+    -------
+    list of Path
+        The files written, in the order requested (duplicates written once).
+
+    Raises
+    ------
+    InputError
+        If an analysis is unknown or ``variants`` and ``stats`` differ in length.
+    """
+    wanted: list[str] = []
+    for name in analyses:
+        key = name[2:] if name.startswith("--") else name
+        if key not in _WRITERS:
+            raise InputError(f"unknown allele analysis {name!r}; expected one of {ANALYSES}")
+        if key not in wanted:
+            wanted.append(key)
+    if len(variants) != len(stats):
+        raise InputError(
+            f"write_reports: {len(variants)} variants but statistics for {len(stats)}"
+        )
+    prefix = str(out_prefix)
+    return [_WRITERS[key](Path(f"{prefix}.{EXTENSIONS[key]}"), variants, stats) for key in wanted]

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Build the checked-in conformance fixture ``tests/data/consortium/``.
+
+Simulates a small three-site consortium with a fixed seed (AFR as PLINK 1 bed, EUR as pgen
+with REF/ALT swaps and missing calls, EAS as VCF), then runs plink2 on the pooled samples::
+
+    plink2 --pfile pooled/genotypes --freq --geno-counts --hardy --missing \\
+        --out expected/pooled
+
+and keeps ``expected/pooled.{afreq,gcount,hardy,vmiss}`` (the ``.smiss`` per-sample report
+and the ``.log``, which holds host names and times, are dropped).
+
+Usage::
+
+    python scripts/make_fixtures.py            # (re)write tests/data/consortium
+    python scripts/make_fixtures.py --check    # regenerate in a temp dir, exit 1 on any diff
+
+``--check`` compares every file byte for byte, except ``.gz`` files (compared after
+decompression, since zlib builds may differ) and ``.pgen`` files (compared by decoded
+genotypes when their bytes differ, since pgenlib versions may encode differently).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO / "tests" / "data" / "consortium"
+
+# The fixture's parameters: change them and re-run this script, then commit the result.
+PARAMS = {
+    "seed": 20240917,
+    "n_variants": 1500,
+    "sites": {"AFR": 160, "EAS": 140, "EUR": 180},
+    "formats": {"AFR": "bed", "EAS": "vcf", "EUR": "pgen"},
+    "swap_fraction": {"EUR": 0.10},
+    "missing_rate": {"EUR": 0.02},
+    "fst": 0.05,
+    "monomorphic_fraction": 0.004,
+    "rare_fraction": 0.05,
+    "hwe_outlier_fraction": 0.004,
+    "all_missing_fraction": 0.001,
+}
+PLINK2_FLAGS = ("--freq", "--geno-counts", "--hardy", "--missing")
+KEEP_EXTENSIONS = ("afreq", "gcount", "hardy", "vmiss")
+
+
+def build(out_dir: Path, plink2: str) -> None:
+    """Simulate into ``out_dir`` and run plink2 on the pooled data."""
+    from fedstat.simulate import simulate_consortium
+
+    for sub in (*PARAMS["sites"], "pooled", "expected"):
+        shutil.rmtree(out_dir / sub, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    simulate_consortium(
+        out_dir,
+        sites=PARAMS["sites"],
+        n_variants=PARAMS["n_variants"],
+        seed=PARAMS["seed"],
+        formats=PARAMS["formats"],
+        swap_fraction=PARAMS["swap_fraction"],
+        missing_rate=PARAMS["missing_rate"],
+        fst=PARAMS["fst"],
+        monomorphic_fraction=PARAMS["monomorphic_fraction"],
+        rare_fraction=PARAMS["rare_fraction"],
+        hwe_outlier_fraction=PARAMS["hwe_outlier_fraction"],
+        all_missing_fraction=PARAMS["all_missing_fraction"],
+    )
+    (out_dir / "consortium.json").write_text(json.dumps(PARAMS, indent=2, sort_keys=True) + "\n")
+    expected = out_dir / "expected"
+    expected.mkdir()
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [
+            plink2, "--pfile", str(out_dir / "pooled" / "genotypes"), *PLINK2_FLAGS,
+            "--threads", "1", "--out", str(Path(tmp) / "pooled"),
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"plink2 failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        for ext in KEEP_EXTENSIONS:
+            shutil.copyfile(Path(tmp) / f"pooled.{ext}", expected / f"pooled.{ext}")
+
+
+def _pgen_genotypes(path: Path):
+    import numpy as np
+    import pgenlib
+
+    reader = pgenlib.PgenReader(str(path).encode())
+    try:
+        n_var, n_samples = reader.get_variant_ct(), reader.get_raw_sample_ct()
+        buf = np.empty((n_var, n_samples), dtype=np.int8)
+        if n_var:
+            reader.read_range(0, n_var, buf)
+        return buf
+    finally:
+        reader.close()
+
+
+def _same(a: Path, b: Path) -> bool:
+    if a.read_bytes() == b.read_bytes():
+        return True
+    if a.suffix == ".gz":
+        return gzip.decompress(a.read_bytes()) == gzip.decompress(b.read_bytes())
+    if a.suffix == ".pgen":
+        import numpy as np
+
+        return bool(np.array_equal(_pgen_genotypes(a), _pgen_genotypes(b)))
+    return False
+
+
+def compare(checked_in: Path, fresh: Path) -> list[str]:
+    """Relative paths that differ, are missing from ``checked_in`` or are extra there."""
+    def files(root: Path) -> set[str]:
+        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+    old, new = files(checked_in), files(fresh)
+    problems = [f"missing: {rel}" for rel in sorted(new - old)]
+    problems += [f"extra: {rel}" for rel in sorted(old - new)]
+    problems += [
+        f"differs: {rel}" for rel in sorted(old & new) if not _same(checked_in / rel, fresh / rel)
+    ]
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="regenerate into a temporary directory and fail on any difference")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"fixture directory (default {DEFAULT_OUT.relative_to(REPO)})")
+    parser.add_argument("--plink2", default="plink2", help="plink2 executable (2.00a3.5)")
+    args = parser.parse_args(argv)
+
+    if not args.check:
+        build(args.out, args.plink2)
+        total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
+        print(f"wrote {args.out} ({total / 1e6:.2f} MB)")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp) / "consortium"
+        build(fresh, args.plink2)
+        problems = compare(args.out, fresh)
+    if problems:
+        print(f"fixture {args.out} is out of date; re-run scripts/make_fixtures.py:")
+        for line in problems:
+            print(f"  {line}")
+        return 1
+    print(f"fixture {args.out} is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

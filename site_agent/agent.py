@@ -1,0 +1,287 @@
+"""The site agent daemon: dials out to the coordinator, decides on jobs, computes protected sums.
+
+The agent opens its datasets once at start (building the binary cache of a VCF/BCF the first
+time), then holds one bidirectional stream to the coordinator, reconnecting with exponential
+backoff. Each job runs on its own worker thread, in message order; a cancel stops it at the next
+block. Only aggregate counts and protected per-variant sums ever leave the site.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+import fedstat
+from fedstat.config import SiteConfig
+from fedstat.data.dataset import Dataset, open_dataset
+from fedstat.data.variants import SitePlan
+from fedstat.errors import FedstatError, InputError, PolicyRefused, ProtocolError
+from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec
+from fedstat.net import secure_channel
+from fedstat.pki import identity_from_pem
+from fedstat.privacy.base import RoundContext, get_mode
+from fedstat.protocol import PlanAssembler, chunk_to_pb, keys_chunks, spec_from_pb
+from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
+
+from .policy import decide
+
+log = logging.getLogger("fedstat.site")
+
+BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
+
+
+@dataclass
+class _Job:
+    job_id: str
+    spec: JobSpec
+    dataset: Dataset
+    cohort: np.ndarray  # genotype columns of the participants taking part, sorted
+    inbox: queue.Queue = field(default_factory=queue.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    plan: SitePlan | None = None
+    plan_parts: PlanAssembler = field(default_factory=PlanAssembler)
+
+
+class SiteAgent:
+    """One site's agent. ``run()`` blocks until ``stop()``."""
+
+    def __init__(self, config: SiteConfig):
+        self.config = config
+        self.name = identity_from_pem(config.tls.load()[1]).name
+        self.datasets: dict[str, Dataset] = {}
+        self.problems: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._jobs: dict[str, _Job] = {}
+        self._outbox: queue.Queue[site_pb2.SiteMessage | None] | None = None
+        self._call: grpc.Future | None = None
+        self.connected = threading.Event()
+
+    # --- datasets -------------------------------------------------------------------------
+
+    def load_datasets(self) -> None:
+        """Open every configured dataset; a broken one is recorded and reported, not fatal."""
+        for ds in self.config.datasets:
+            try:
+                self.datasets[ds.name] = open_dataset(
+                    ds.name, ds.path, cache_dir=self.config.cache_dir / ds.name, threads=self.config.threads)
+                d = self.datasets[ds.name]
+                log.info("dataset %s: %s, %d samples, %d variants", ds.name, d.genotypes.format,
+                         d.n_samples, d.genotypes.n_variants)
+            except FedstatError as exc:
+                self.problems[ds.name] = str(exc)
+                log.error("dataset %s cannot be used: %s", ds.name, exc)
+
+    def _hello(self) -> site_pb2.SiteMessage:
+        infos = []
+        for ds in self.config.datasets:
+            d = self.datasets.get(ds.name)
+            if d is None:
+                infos.append(common_pb2.DatasetInfo(name=ds.name, ok=False, problem=self.problems.get(ds.name, "")))
+            else:
+                infos.append(common_pb2.DatasetInfo(
+                    name=ds.name, format=d.genotypes.format, n_variants=d.genotypes.n_variants, ok=True))
+        return site_pb2.SiteMessage(hello=site_pb2.Hello(agent_version=fedstat.__version__, datasets=infos))
+
+    # --- connection -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.load_datasets()
+        backoff = BACKOFF_START_S
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self._session()
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                log.warning("connection to %s lost (%s): %s", self.config.coordinator,
+                            code.name if code else "?", exc.details() if hasattr(exc, "details") else exc)
+            finally:
+                self.connected.clear()
+                self._abort_jobs("connection to the coordinator lost")
+            if self._stop.is_set():
+                break
+            if time.monotonic() - started > 60:
+                backoff = BACKOFF_START_S
+            delay = backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
+            log.info("reconnecting in %.1f s", delay)
+            self._stop.wait(delay)
+            backoff = min(BACKOFF_MAX_S, backoff * 2)
+
+    def _session(self) -> None:
+        channel = secure_channel(self.config.coordinator, self.config.tls)
+        outbox: queue.Queue[site_pb2.SiteMessage | None] = queue.Queue(maxsize=256)
+        outbox.put(self._hello())
+        self._outbox = outbox
+        try:
+            call = site_pb2_grpc.SiteGatewayStub(channel).Connect(iter(outbox.get, None))
+            self._call = call
+            for msg in call:
+                self._dispatch(msg)
+        finally:
+            self._outbox = None
+            try:
+                outbox.put_nowait(None)
+            except queue.Full:
+                pass
+            channel.close()
+
+    def send(self, msg: site_pb2.SiteMessage) -> None:
+        outbox = self._outbox
+        if outbox is None:
+            raise ProtocolError("not connected to the coordinator")
+        while True:
+            try:
+                outbox.put(msg, timeout=1.0)
+                return
+            except queue.Full:
+                if self._outbox is not outbox:
+                    raise ProtocolError("connection to the coordinator lost") from None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._abort_jobs("the site agent is shutting down")
+        if self._call is not None:
+            self._call.cancel()
+        for d in self.datasets.values():
+            d.close()
+
+    def _abort_jobs(self, reason: str) -> None:
+        for job in list(self._jobs.values()):
+            job.cancelled.set()
+            job.inbox.put(None)
+        if self._jobs:
+            log.info("stopped %d job(s): %s", len(self._jobs), reason)
+        self._jobs.clear()
+
+    # --- messages -------------------------------------------------------------------------
+
+    def _dispatch(self, msg: site_pb2.CoordinatorMessage) -> None:
+        kind = msg.WhichOneof("kind")
+        if kind == "welcome":
+            self.connected.set()
+            log.info("connected to coordinator %s as %s", self.config.coordinator, msg.welcome.site_name)
+        elif kind == "offer":
+            self._offer(msg.offer)
+        elif kind == "cancel":
+            job = self._jobs.pop(msg.cancel.job_id, None)
+            if job is not None:
+                job.cancelled.set()
+                job.inbox.put(None)
+                log.info("job %s cancelled by the coordinator: %s", job.job_id, msg.cancel.reason)
+        elif kind in ("keys_request", "plan", "round"):
+            job = self._jobs.get(getattr(msg, kind).job_id)
+            if job is not None:
+                job.inbox.put(msg)
+        else:
+            log.warning("ignoring unknown message %r from the coordinator", kind)
+
+    def _offer(self, offer: site_pb2.JobOffer) -> None:
+        spec = spec_from_pb(offer.spec)
+        try:
+            try:
+                ds_name = self.config.dataset(spec.dataset).name
+            except FedstatError as exc:
+                raise PolicyRefused(str(exc)) from exc
+            dataset = self.datasets.get(ds_name)
+            if dataset is None:
+                raise InputError(f"dataset {ds_name} cannot be used: {self.problems.get(ds_name, 'not loaded')}")
+            cohort = decide(spec, self.config.policy, dataset)
+        except FedstatError as exc:
+            log.info("refused job %s from %s: %s", offer.job_id, offer.analyst, exc)
+            self.send(site_pb2.SiteMessage(decision=site_pb2.JobDecision(
+                job_id=offer.job_id, accept=False, reason=str(exc))))
+            return
+        job = _Job(job_id=offer.job_id, spec=spec, dataset=dataset, cohort=cohort)
+        self._jobs[job.job_id] = job
+        threading.Thread(target=self._job_worker, args=(job,), name=f"job-{job.job_id}", daemon=True).start()
+        log.info("accepted job %s from %s: %s (%d participants)", job.job_id, offer.analyst,
+                 ", ".join(spec.analyses), len(cohort))
+        self.send(site_pb2.SiteMessage(decision=site_pb2.JobDecision(
+            job_id=job.job_id, accept=True, cohort_size=len(cohort), n_variants=dataset.genotypes.n_variants)))
+
+    def _job_worker(self, job: _Job) -> None:
+        try:
+            while not job.cancelled.is_set():
+                msg = job.inbox.get()
+                if msg is None:
+                    return
+                kind = msg.WhichOneof("kind")
+                if kind == "keys_request":
+                    g = job.dataset.genotypes
+                    for chunk in keys_chunks(job.job_id, g.variants, multiallelic=g.multiallelic_skipped,
+                                             non_snv=getattr(g, "non_snv_skipped", 0)):
+                        self.send(site_pb2.SiteMessage(keys=chunk))
+                elif kind == "plan":
+                    if job.plan_parts.add(msg.plan):
+                        job.plan = job.plan_parts.plan()
+                        if job.plan.local_index.size and (
+                                job.plan.local_index.min() < 0 or job.plan.local_index.max() >= job.dataset.genotypes.n_variants):
+                            raise ProtocolError("the coordinator's variant plan names variants this site does not have")
+                elif kind == "round":
+                    self._round(job, msg.round)
+        except FedstatError as exc:
+            log.error("job %s failed at this site: %s", job.job_id, exc)
+            self._report_error(job.job_id, exc)
+        except Exception as exc:  # noqa: BLE001 - report, never leave the coordinator waiting
+            log.exception("job %s: internal error at this site", job.job_id)
+            self._report_error(job.job_id, FedstatError(f"internal error at the site ({type(exc).__name__}); see the site log"))
+
+    def _report_error(self, job_id: str, exc: FedstatError) -> None:
+        try:
+            self.send(site_pb2.SiteMessage(error=site_pb2.SiteError(
+                job_id=job_id, kind=type(exc).__name__, message=str(exc))))
+        except ProtocolError:
+            pass
+
+    def _round(self, job: _Job, req: site_pb2.RoundRequest) -> None:
+        if job.plan is None:
+            raise ProtocolError(f"round {req.round} requested before the variant plan arrived")
+        compute = LOCAL_COMPUTATIONS.get(req.analysis)
+        if compute is None:
+            raise ProtocolError(f"unknown local computation {req.analysis!r}; this agent is fedstat {fedstat.__version__}")
+        if self.name not in req.participants:
+            raise ProtocolError("this site is not listed among the round's participants")
+        ctx = RoundContext(job_id=job.job_id, round=req.round, attempt=req.attempt, participants=tuple(req.participants))
+        protector = get_mode(job.spec.privacy).protector(ctx, self.name)
+        plan = job.plan
+        n = len(plan.local_index)
+        block_size = job.spec.block_size or self.config.block_size
+        n_blocks = (n + block_size - 1) // block_size
+        blocks = job.dataset.genotypes.read_blocks(
+            plan.local_index, flip=plan.flip, sample_index=job.cohort, block_size=block_size)
+        for done, (offset, block) in enumerate(_checked(blocks, block_size), start=1):
+            if job.cancelled.is_set():
+                return
+            for name, values in compute(block).items():
+                for chunk in protector.protect(name, offset, n, values):
+                    self.send(site_pb2.SiteMessage(sums=site_pb2.SumsMessage(
+                        job_id=job.job_id, round=req.round, attempt=req.attempt, chunk=chunk_to_pb(chunk))))
+            self.send(site_pb2.SiteMessage(progress=site_pb2.RoundProgress(
+                job_id=job.job_id, round=req.round, attempt=req.attempt, blocks_done=done,
+                blocks_total=n_blocks, finished=False)))
+        self.send(site_pb2.SiteMessage(progress=site_pb2.RoundProgress(
+            job_id=job.job_id, round=req.round, attempt=req.attempt, blocks_done=n_blocks,
+            blocks_total=n_blocks, finished=True)))
+
+
+def _checked(blocks: Iterator[tuple[int, np.ndarray]], block_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    for offset, block in blocks:
+        assert block.shape[0] <= block_size
+        yield offset, block
+
+
+def serve(config: SiteConfig) -> None:
+    """Run the agent until SIGTERM or SIGINT."""
+    agent = SiteAgent(config)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.stop())
+    agent.run()
