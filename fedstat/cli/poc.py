@@ -30,6 +30,7 @@ from fedstat.errors import ConfigError, FedstatError, InputError, SiteUnavailabl
 
 COORDINATOR = "coordinator"
 START_TIMEOUT_S = 180.0
+_CHILDREN: list[subprocess.Popen] = []
 
 
 def _free_port() -> int:
@@ -149,11 +150,12 @@ def _pid(workspace: Path, component: str) -> int | None:
 def _spawn(workspace: Path, component: str, args: list[str]) -> int:
     (workspace / "run").mkdir(exist_ok=True)
     (workspace / "logs").mkdir(exist_ok=True)
-    log = (workspace / "logs" / f"{component}.log").open("ab")
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "fedstat.cli.main", *args],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )
+    with (workspace / "logs" / f"{component}.log").open("ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "fedstat.cli.main", *args],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    _CHILDREN.append(proc)  # a daemon outlives this command; keep the handle so it is not reaped as garbage
     (workspace / "run" / f"{component}.pid").write_text(f"{proc.pid}\n")
     return proc.pid
 

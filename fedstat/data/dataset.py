@@ -72,7 +72,7 @@ def open_dataset(name: str, directory: Path, *, cache_dir: Path, threads: int = 
         if missing_rows:
             raise SampleTableError(
                 f"{table_path}: {len(missing_rows)} sample(s) are not in {genotypes.path.name} "
-                f"(first on line {missing_rows[0] + 2}); every sample in the table needs genotypes"
+                f"(first on line {table.lines[missing_rows[0]]}); every sample in the table needs genotypes"
             )
         tset = set(tkeys)
         extra = [i for i, k in enumerate(gkeys) if k not in tset]

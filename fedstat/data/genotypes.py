@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import struct
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,8 +129,8 @@ def _variant_rows(
         chrom.append(chroms.setdefault(c, c))
         pos.append(p)
         ids.append(f[c_id])
-        ref.append(sys.intern(f[c_ref]) if len(f[c_ref]) == 1 else f[c_ref])
-        alt.append(sys.intern(a) if len(a) == 1 else a)
+        ref.append(f[c_ref])
+        alt.append(a)
         rows.append(row)
     n_file = len(lineno_fields)
     n_multi = n_file - len(rows)

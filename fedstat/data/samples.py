@@ -53,6 +53,7 @@ class SampleTable:
     numeric : column name -> [array, shape: (n_samples,), dtype float64], NaN where missing;
         read-only arrays, in header order
     text : column name -> one string per sample (``""`` where missing); e.g. ``consent``
+    lines : 1-based line number of each sample's row in the file (for error messages)
 
     Notes
     -----
@@ -66,6 +67,7 @@ class SampleTable:
     iid: tuple[str, ...]
     numeric: Mapping[str, np.ndarray]
     text: Mapping[str, tuple[str, ...]]
+    lines: tuple[int, ...] = ()
 
     @property
     def n_samples(self) -> int:
@@ -275,4 +277,5 @@ def read_sample_table(path: str | Path) -> SampleTable:
         iid=tuple(iids),
         numeric=MappingProxyType(numeric),
         text=MappingProxyType(text),
+        lines=tuple(row_linenos),
     )

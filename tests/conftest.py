@@ -1,0 +1,56 @@
+"""Shared fixtures: per-session PKI (never committed), in-process coordinator on port 0."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fedstat import pki
+from fedstat.config import AnalystProfile, CoordinatorConfig
+from fedstat.pki import TlsFiles
+
+FIXTURE = Path(__file__).parent / "data" / "consortium"
+
+
+@dataclass(frozen=True)
+class Pki:
+    root: Path
+    ca: Path
+
+    def tls(self, name: str) -> TlsFiles:
+        return TlsFiles(ca=self.ca / "ca.pem", cert=self.root / f"{name}.pem", key=self.root / f"{name}.key")
+
+
+@pytest.fixture(scope="session")
+def session_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    root = tmp_path_factory.mktemp("pki")
+    pki.init_ca(root / "ca")
+    pki.issue(root / "ca", root, name="coordinator", role="coordinator", hosts=("localhost", "127.0.0.1"))
+    for site in ("AFR", "EUR", "EAS"):
+        pki.issue(root / "ca", root, name=site, role="site")
+    pki.issue(root / "ca", root, name="alice", role="analyst")
+    pki.issue(root / "ca", root, name="bob", role="analyst")
+    # a second, unrelated CA and a certificate it issued
+    pki.init_ca(root / "rogue-ca")
+    pki.issue(root / "rogue-ca", root / "rogue", name="alice", role="analyst")
+    return Pki(root=root, ca=root / "ca")
+
+
+@pytest.fixture()
+def coordinator(session_pki: Pki, tmp_path: Path) -> Iterator[tuple[object, int]]:
+    """A coordinator served in-process on a free port: yields ``(coordinator, port)``."""
+    from coordinator.server import running_coordinator
+
+    cfg = CoordinatorConfig(
+        path=tmp_path / "coordinator.toml", listen="127.0.0.1:0", state_dir=tmp_path / "state",
+        tls=session_pki.tls("coordinator"), offer_timeout_s=20, round_timeout_s=60,
+    )
+    with running_coordinator(cfg) as coord:
+        yield coord, coord.port
+
+
+def analyst_profile(session_pki: Pki, port: int, name: str = "alice") -> AnalystProfile:
+    return AnalystProfile(path=Path("analyst.toml"), coordinator=f"localhost:{port}", tls=session_pki.tls(name))

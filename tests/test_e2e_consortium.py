@@ -1,0 +1,160 @@
+"""End to end: coordinator and three site agents as real processes over mutual TLS on loopback.
+
+The consortium is the checked-in fixture (AFR PLINK1 .bed, EUR PLINK2 .pgen with REF/ALT swaps
+and missing calls, EAS VCF); its plink2 outputs on the pooled data were made by
+scripts/make_fixtures.py. Results must be byte-identical to them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedstat.cli import poc
+from fedstat.cli.main import main as cli
+from fedstat.client import Client
+from tests.conftest import FIXTURE
+
+SITES = ("AFR", "EAS", "EUR")
+EXPECTED = FIXTURE / "expected"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    ws = tmp_path_factory.mktemp("poc") / "W"
+    assert cli(["poc", "prepare", "--workspace", str(ws),
+                *[a for s in SITES for a in ("--site", f"{s}={FIXTURE / s}")]]) == 0
+    assert cli(["poc", "start", "--workspace", str(ws)]) == 0
+    try:
+        yield ws
+    finally:
+        poc.stop(ws)
+
+
+def _table(path: Path) -> tuple[list[str], list[list[str]]]:
+    lines = path.read_text().splitlines()
+    return lines[0].split("\t"), [line.split("\t") for line in lines[1:]]
+
+
+def _within_printed_precision(ours: str, theirs: str) -> bool:
+    """plink2 prints 6 significant digits: agree to half a unit in the last printed digit."""
+    a, b = float(ours if ours != "NA" else "nan"), float(theirs if theirs != "NA" else "nan")
+    if not (np.isfinite(a) and np.isfinite(b)):  # plink2 prints nan for an all-missing variant
+        return ours == theirs
+    if b == 0:
+        return a == 0
+    return abs(a - b) <= 0.5 * 10 ** (np.floor(np.log10(abs(b))) - 5) * (1 + 1e-9)
+
+
+def test_submit__allele_statistics_equal_plink2_on_pooled_data(workspace: Path, tmp_path: Path, capsys):
+    out = tmp_path / "results" / "run1"
+    rc = cli(["submit", "--profile", str(workspace / "analyst.toml"), "--freq", "--geno-counts", "--hardy",
+              "--missing", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    for ext in ("afreq", "gcount", "hardy", "vmiss"):
+        ours_h, ours = _table(out.with_suffix("." + ext))
+        theirs_h, theirs = _table(EXPECTED / f"pooled.{ext}")
+        assert ours_h == theirs_h
+        assert len(ours) == len(theirs) == 1500
+        for col, name in enumerate(theirs_h):
+            a, b = [r[col] for r in ours], [r[col] for r in theirs]
+            if name.endswith("_CT") or name.endswith("_CTS") or name in ("#CHROM", "ID", "REF", "ALT", "A1", "AX"):
+                assert a == b, f"{ext} {name} differs"
+            else:  # frequencies, expected heterozygosity, HWE P, F_MISS
+                bad = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if not _within_printed_precision(x, y)]
+                assert bad == [], f"{ext} {name} beyond printed precision at rows {bad[:5]}"
+        # and in fact byte-identical to plink2's file
+        assert out.with_suffix("." + ext).read_bytes() == (EXPECTED / f"pooled.{ext}").read_bytes()
+    prov = json.loads(out.with_name("run1.provenance.json").read_text())
+    assert prov["participants_total"] == 160 + 140 + 180
+    assert {s: v["participants"] for s, v in prov["sites"].items()} == {"AFR": 160, "EAS": 140, "EUR": 180}
+    assert prov["privacy"]["mode"] == "none"
+    log = "\n".join(prov["log"])
+    assert "site EUR: " in log and "REF/ALT swapped; flipped at the site" in log
+    assert "0 excluded" in log
+
+
+def test_jobs_results__refetches_identical_files(workspace: Path, tmp_path: Path, capsys):
+    profile = str(workspace / "analyst.toml")
+    assert cli(["submit", "--profile", profile, "--freq", "--out", str(tmp_path / "a" / "f"), "--no-wait"]) == 0
+    job_id = capsys.readouterr().out.strip()
+    with Client.from_profile(profile) as c:
+        done = c.wait(job_id)
+    assert list(done.result_files) == ["f.afreq", "f.provenance.json"]
+    assert cli(["jobs", "results", "--profile", profile, job_id, "--out", str(tmp_path / "b" / "f")]) == 0
+    assert (tmp_path / "b" / "f.afreq").read_bytes() == (EXPECTED / "pooled.afreq").read_bytes()
+    assert cli(["jobs", "list", "--profile", profile]) == 0
+    assert job_id in capsys.readouterr().out
+    assert cli(["jobs", "show", "--profile", profile, job_id]) == 0
+    shown = capsys.readouterr().out
+    assert "site EUR" in shown and "participants=180" in shown
+
+
+def test_submit__subset_of_sites_counts_only_their_participants(workspace: Path, tmp_path: Path):
+    out = tmp_path / "two"
+    assert cli(["submit", "--profile", str(workspace / "analyst.toml"), "--missing", "--sites", "AFR,EAS",
+                "--out", str(out)]) == 0
+    _, rows = _table(out.with_suffix(".vmiss"))
+    assert {int(r[3]) for r in rows} == {300}  # OBS_CT = samples at AFR and EAS (no missing calls there)
+
+
+def test_submit__unknown_phenotype_fails_naming_site_and_column(workspace: Path, tmp_path: Path, capsys):
+    rc = cli(["submit", "--profile", str(workspace / "analyst.toml"), "--freq", "--pheno-name", "NOPE",
+              "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "refused the job: unknown phenotype 'NOPE'" in err and "columns are:" in err
+    assert "Traceback" not in err
+    assert not list(tmp_path.glob("x*"))
+
+
+def test_submit__unknown_site_fails_with_connected_list(workspace: Path, tmp_path: Path, capsys):
+    rc = cli(["submit", "--profile", str(workspace / "analyst.toml"), "--freq", "--sites", "AFR,MARS",
+              "--out", str(tmp_path / "x")])
+    assert rc == 1
+    assert "site(s) MARS not connected; connected: AFR, EAS, EUR" in capsys.readouterr().err
+
+
+def test_poc_status__every_component_healthy(workspace: Path, capsys):
+    assert cli(["poc", "status", "--workspace", str(workspace)]) == 0
+    out = capsys.readouterr().out
+    assert "SERVING" in out and out.count("CONNECTED") == 3
+
+
+def test_vcf_cache__built_once_at_registration(workspace: Path):
+    caches = list((workspace / "sites" / "EAS" / "state" / "cache").rglob("*.pgen"))
+    assert len(caches) == 1
+    assert not list((workspace / "sites" / "AFR" / "state").rglob("*.pgen"))  # PLINK needs no cache
+
+
+def test_broken_dataset__job_fails_naming_site_file_and_line(tmp_path: Path, capsys):
+    data = tmp_path / "data"
+    for s in ("AFR", "EUR"):
+        shutil.copytree(FIXTURE / s, data / s)
+    lines = (data / "EUR" / "samples.tsv").read_text().splitlines()
+    lines[6] = lines[6] + "\textra"
+    (data / "EUR" / "samples.tsv").write_text("\n".join(lines) + "\n")
+    ws = tmp_path / "W"
+    rc = cli(["poc", "prepare", "--workspace", str(ws), "--site", f"AFR={data / 'AFR'}", "--site", f"EUR={data / 'EUR'}"])
+    assert rc == 2
+    assert "site EUR" in capsys.readouterr().err
+    shutil.rmtree(ws)
+    assert cli(["poc", "prepare", "--workspace", str(ws), "--skip-check", "--site", f"AFR={data / 'AFR'}",
+                "--site", f"EUR={data / 'EUR'}"]) == 0
+    assert cli(["poc", "start", "--workspace", str(ws)]) == 0
+    try:
+        rc = cli(["submit", "--profile", str(ws / "analyst.toml"), "--freq", "--out", str(tmp_path / "r")])
+        err = capsys.readouterr().err
+        assert rc == 1
+        assert "site EUR refused the job: dataset main cannot be used:" in err
+        assert "samples.tsv: line 7:" in err
+        with Client.from_profile(ws / "analyst.toml") as c:
+            (job,) = c.list()
+            assert job.state == "FAILED" and "site EUR" in job.error
+    finally:
+        poc.stop(ws)
