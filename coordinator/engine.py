@@ -95,6 +95,9 @@ class JobEngine:
         try:
             runner.run()
         except _Cancelled:
+            # by the analyst (already CANCELLED) or by a coordinator shutdown (still RUNNING)
+            if self.store.finish_job(job_id, FAILED, error="the coordinator shut down while this job ran; submit it again"):
+                self.store.log(job_id, "failed: coordinator shut down")
             runner.notify_sites_cancel("cancelled")
         except FedstatError as exc:
             reason = str(exc)
@@ -121,6 +124,7 @@ class _JobRunner:
         self.store = engine.store
         self.sites: dict[str, SiteSession] = {}
         self.cohort: dict[str, int] = {}
+        self.settled: set[str] = set()  # sites that refused or failed: keep their state
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -138,9 +142,11 @@ class _JobRunner:
 
     def notify_sites_cancel(self, reason: str) -> None:
         for name, session in self.sites.items():
+            if name in self.settled:
+                continue
             if not session.closed.is_set():
                 session.send(site_pb2.CoordinatorMessage(cancel=site_pb2.CancelJob(job_id=self.job_id, reason=reason)))
-                self.store.set_site(self.job_id, name, state="CANCELLED")
+            self.store.set_site(self.job_id, name, state="CANCELLED")
 
     def receive(self, deadline: float, what: str, pending: Callable[[], list[str]]) -> tuple[str, site_pb2.SiteMessage]:
         """Next message for this job; raises on cancel, deadline, disconnect or a site error."""
@@ -161,9 +167,12 @@ class _JobRunner:
             if msg is None:
                 if self.sites[site] is self.engine.registry.get(site):
                     continue  # an older session of a site that is still connected
+                self.settled.add(site)
+                self.store.set_site(self.job_id, site, state="FAILED", detail="disconnected")
                 raise SiteUnavailable(f"site {site} disconnected during {what}")
             if msg.WhichOneof("kind") == "error":
                 err = msg.error
+                self.settled.add(site)
                 self.store.set_site(self.job_id, site, state="FAILED", detail=err.message)
                 raise JobFailed(f"site {site}: {err.message}")
             return site, msg
@@ -220,6 +229,7 @@ class _JobRunner:
                 raise ProtocolError(f"site {site} sent {msg.WhichOneof('kind')} before deciding on the job")
             d = msg.decision
             if not d.accept:
+                self.settled.add(site)
                 self.store.set_site(self.job_id, site, state="REFUSED", detail=d.reason)
                 raise PolicyRefused(f"site {site} refused the job: {d.reason}")
             self.cohort[site] = int(d.cohort_size)

@@ -149,14 +149,16 @@ def simulate_consortium(
     rng = np.random.default_rng(ss_global)
 
     variants, anc, kind = _simulate_variants(
-        rng, n_variants, monomorphic_fraction, rare_fraction, hwe_outlier_fraction,
+        rng,
+        n_variants,
+        monomorphic_fraction,
+        rare_fraction,
+        hwe_outlier_fraction,
         all_missing_fraction,
     )
     n_causal = min(n_causal, int((kind == 0).sum()))
     causal_pool = np.flatnonzero(kind == 0)
-    causal_index = np.sort(rng.permutation(causal_pool)[:n_causal]) if n_causal else np.zeros(
-        0, dtype=np.int64
-    )
+    causal_index = np.sort(rng.permutation(causal_pool)[:n_causal]) if n_causal else np.zeros(0, dtype=np.int64)
     causal_beta = ndtri(rng.random(n_causal)) if n_causal else np.zeros(0)
 
     genos: dict[str, np.ndarray] = {}
@@ -179,8 +181,7 @@ def simulate_consortium(
         _write_samples_tsv(site_dir / "samples.tsv", ids, table)
         local_variants = variants.flipped(swap)
         local_g = np.where(swap[:, None] & (g >= 0), 2 - g, g).astype(np.int8)
-        _write_genotypes(site_dir / "genotypes", formats[name], local_variants, local_g, ids,
-                         table["SEX"])
+        _write_genotypes(site_dir / "genotypes", formats[name], local_variants, local_g, ids, table["SEX"])
         genos[name] = g
         site_freq[name] = freq
         swapped[name] = swap
@@ -195,9 +196,7 @@ def simulate_consortium(
         lines = (out / name / "samples.tsv").read_text().splitlines()[1:]
         rows.extend(lines)
         sexes.extend(int(line.split("\t")[5]) for line in lines)
-    (pooled_dir / "samples.tsv").write_text(
-        "#FID\tIID\tQT\tCC\tAGE\tSEX\n" + "".join(r + "\n" for r in rows)
-    )
+    (pooled_dir / "samples.tsv").write_text("#FID\tIID\tQT\tCC\tAGE\tSEX\n" + "".join(r + "\n" for r in rows))
     _write_pgen(pooled_dir / "genotypes", variants, all_g, all_ids, np.asarray(sexes))
 
     return ConsortiumTruth(
@@ -219,7 +218,14 @@ def simulate_consortium(
 # ---------------------------------------------------------------------------------------------
 
 
-def _validate(sites, n_variants, formats, swap_fraction, missing_rate, fst) -> None:
+def _validate(
+    sites: Mapping[str, int],
+    n_variants: int,
+    formats: Mapping[str, str],
+    swap_fraction: Mapping[str, float],
+    missing_rate: Mapping[str, float],
+    fst: float,
+) -> None:
     if not sites:
         raise InputError("simulate_consortium needs at least one site")
     if n_variants < 1:
@@ -229,9 +235,7 @@ def _validate(sites, n_variants, formats, swap_fraction, missing_rate, fst) -> N
             raise InputError(f"simulate_consortium: site {name!r} needs at least one sample")
         fmt = formats.get(name)
         if fmt not in FORMATS:
-            raise InputError(
-                f"simulate_consortium: site {name!r} needs a format in {FORMATS}, got {fmt!r}"
-            )
+            raise InputError(f"simulate_consortium: site {name!r} needs a format in {FORMATS}, got {fmt!r}")
     for label, rates in (("swap_fraction", swap_fraction), ("missing_rate", missing_rate)):
         for name, rate in rates.items():
             if name not in sites:
@@ -242,7 +246,14 @@ def _validate(sites, n_variants, formats, swap_fraction, missing_rate, fst) -> N
         raise InputError(f"simulate_consortium: fst must lie in (0, 1), got {fst}")
 
 
-def _simulate_variants(rng, n_variants, mono_frac, rare_frac, outlier_frac, missing_frac):
+def _simulate_variants(
+    rng: np.random.Generator,
+    n_variants: int,
+    mono_frac: float,
+    rare_frac: float,
+    outlier_frac: float,
+    missing_frac: float,
+) -> tuple[VariantTable, np.ndarray, np.ndarray]:
     """Canonical variants and their ancestral ALT frequency.
 
     ``kind``: 0 common, 1 rare, 2 monomorphic, 3 no-het outlier, 4 excess-het outlier,
@@ -256,14 +267,17 @@ def _simulate_variants(rng, n_variants, mono_frac, rare_frac, outlier_frac, miss
     pos = np.empty(n_variants, dtype=np.int64)
     start = 0
     for ct in per_chrom:
-        pos[start:start + ct] = np.cumsum(gaps[start:start + ct]) + 10000
+        pos[start : start + ct] = np.cumsum(gaps[start : start + ct]) + 10000
         start += ct
     ref_i = np.floor(rng.random(n_variants) * 4).astype(np.int64)
     alt_i = (ref_i + 1 + np.floor(rng.random(n_variants) * 3).astype(np.int64)) % 4
     ids = np.asarray([f"rs{100000 + i}" for i in range(n_variants)], dtype=object)
     variants = VariantTable(
-        chrom=np.asarray([str(c) for c in chrom], dtype=object), pos=pos, id=ids,
-        ref=_BASES[ref_i].copy(), alt=_BASES[alt_i].copy(),
+        chrom=np.asarray([str(c) for c in chrom], dtype=object),
+        pos=pos,
+        id=ids,
+        ref=_BASES[ref_i].copy(),
+        alt=_BASES[alt_i].copy(),
     )
 
     anc = 0.05 + 0.45 * rng.random(n_variants)
@@ -280,10 +294,10 @@ def _simulate_variants(rng, n_variants, mono_frac, rare_frac, outlier_frac, miss
         raise InputError("simulate_consortium: the special variant fractions add up to > 1")
     cut = np.cumsum([n_mono, n_rare, n_out // 2, n_out // 2, n_miss])
     kind[order[: cut[0]]] = 2
-    kind[order[cut[0]: cut[1]]] = 1
-    kind[order[cut[1]: cut[2]]] = 3
-    kind[order[cut[2]: cut[3]]] = 4
-    kind[order[cut[3]: cut[4]]] = 5
+    kind[order[cut[0] : cut[1]]] = 1
+    kind[order[cut[1] : cut[2]]] = 3
+    kind[order[cut[2] : cut[3]]] = 4
+    kind[order[cut[3] : cut[4]]] = 5
     rare_p = 0.001 + 0.019 * rng.random(n_variants)
     anc = np.where(kind == 1, rare_p, anc)
     anc = np.where(kind == 2, 0.0, anc)
@@ -292,7 +306,7 @@ def _simulate_variants(rng, n_variants, mono_frac, rare_frac, outlier_frac, miss
     return variants, anc, kind
 
 
-def _balding_nichols(rng, anc, kind, fst):
+def _balding_nichols(rng: np.random.Generator, anc: np.ndarray, kind: np.ndarray, fst: float) -> np.ndarray:
     """Site ALT frequency: Beta(p(1-F)/F, (1-p)(1-F)/F) by inverse CDF of a uniform."""
     u = rng.random(anc.shape[0])
     freq = anc.copy()
@@ -307,7 +321,7 @@ def _balding_nichols(rng, anc, kind, fst):
     return freq
 
 
-def _draw_genotypes(rng, freq, kind, n_samples):
+def _draw_genotypes(rng: np.random.Generator, freq: np.ndarray, kind: np.ndarray, n_samples: int) -> np.ndarray:
     """ALT allele counts, [array, shape: (n_variants, n_samples), dtype int8]."""
     n_var = freq.shape[0]
     g = np.empty((n_var, n_samples), dtype=np.int8)
@@ -328,14 +342,21 @@ def _draw_genotypes(rng, freq, kind, n_samples):
     return g
 
 
-def _apply_missing(rng, g, rate):
+def _apply_missing(rng: np.random.Generator, g: np.ndarray, rate: float) -> None:
     for start in range(0, g.shape[0], _CHUNK):
         stop = min(g.shape[0], start + _CHUNK)
         u = rng.random((stop - start, g.shape[1]))
         g[start:stop][u < rate] = -9
 
 
-def _sample_table(rng, g, causal_index, causal_beta, h2, na_rate):
+def _sample_table(
+    rng: np.random.Generator,
+    g: np.ndarray,
+    causal_index: np.ndarray,
+    causal_beta: np.ndarray,
+    h2: float,
+    na_rate: float,
+) -> dict[str, np.ndarray]:
     """Phenotypes and covariates for one site's samples (numpy arrays, NaN = missing)."""
     n = g.shape[1]
     sex = np.where(rng.random(n) < 0.5, 1, 2)
@@ -360,7 +381,7 @@ def _sample_table(rng, g, causal_index, causal_beta, h2, na_rate):
     return {"QT": qt, "CC": cc, "AGE": age, "SEX": sex}
 
 
-def _write_samples_tsv(path, ids, table):
+def _write_samples_tsv(path: Path, ids: tuple[str, ...], table: dict[str, np.ndarray]) -> None:
     lines = ["#FID\tIID\tQT\tCC\tAGE\tSEX\n"]
     for i, iid in enumerate(ids):
         qt = table["QT"][i]
@@ -371,7 +392,14 @@ def _write_samples_tsv(path, ids, table):
     Path(path).write_text("".join(lines))
 
 
-def _write_genotypes(prefix, fmt, variants, g, ids, sex):
+def _write_genotypes(
+    prefix: Path,
+    fmt: str,
+    variants: VariantTable,
+    g: np.ndarray,
+    ids: tuple[str, ...],
+    sex: np.ndarray,
+) -> None:
     if fmt == "pgen":
         _write_pgen(prefix, variants, g, ids, sex)
     elif fmt == "bed":
@@ -380,14 +408,18 @@ def _write_genotypes(prefix, fmt, variants, g, ids, sex):
         _write_vcf(prefix, variants, g, ids)
 
 
-def _write_pgen(prefix, variants, g, ids, sex):
+def _write_pgen(
+    prefix: Path,
+    variants: VariantTable,
+    g: np.ndarray,
+    ids: tuple[str, ...],
+    sex: np.ndarray,
+) -> None:
     import pgenlib
 
     prefix = Path(prefix)
     n_var, n_samples = g.shape
-    writer = pgenlib.PgenWriter(
-        str(prefix.with_suffix(".pgen")).encode(), n_samples, n_var, nonref_flags=False
-    )
+    writer = pgenlib.PgenWriter(str(prefix.with_suffix(".pgen")).encode(), n_samples, n_var, nonref_flags=False)
     try:
         for row in g:
             writer.append_biallelic(np.ascontiguousarray(row, dtype=np.int8))
@@ -396,8 +428,9 @@ def _write_pgen(prefix, variants, g, ids, sex):
     pvar = ["#CHROM\tPOS\tID\tREF\tALT\n"]
     pvar.extend(
         f"{c}\t{p}\t{i}\t{r}\t{a}\n"
-        for c, p, i, r, a in zip(variants.chrom, variants.pos.tolist(), variants.id,
-                                 variants.ref, variants.alt, strict=True)
+        for c, p, i, r, a in zip(
+            variants.chrom, variants.pos.tolist(), variants.id, variants.ref, variants.alt, strict=True
+        )
     )
     prefix.with_suffix(".pvar").write_text("".join(pvar))
     psam = ["#FID\tIID\tSEX\n"]
@@ -405,7 +438,13 @@ def _write_pgen(prefix, variants, g, ids, sex):
     prefix.with_suffix(".psam").write_text("".join(psam))
 
 
-def _write_bed(prefix, variants, g, ids, sex):
+def _write_bed(
+    prefix: Path,
+    variants: VariantTable,
+    g: np.ndarray,
+    ids: tuple[str, ...],
+    sex: np.ndarray,
+) -> None:
     """PLINK 1 binary, SNP-major. bim column 5 = A1 = ALT, column 6 = A2 = REF.
 
     2-bit codes (low bits first): 00 hom A1 (2 ALT), 01 missing, 10 het, 11 hom A2 (0 ALT).
@@ -423,15 +462,16 @@ def _write_bed(prefix, variants, g, ids, sex):
         fh.write(np.ascontiguousarray(by, dtype=np.uint8).tobytes())
     bim = (
         f"{c}\t{i}\t0\t{p}\t{a}\t{r}\n"
-        for c, p, i, r, a in zip(variants.chrom, variants.pos.tolist(), variants.id,
-                                 variants.ref, variants.alt, strict=True)
+        for c, p, i, r, a in zip(
+            variants.chrom, variants.pos.tolist(), variants.id, variants.ref, variants.alt, strict=True
+        )
     )
     prefix.with_suffix(".bim").write_text("".join(bim))
     fam = (f"{i}\t{i}\t0\t0\t{s}\t-9\n" for i, s in zip(ids, np.asarray(sex).tolist(), strict=True))
     prefix.with_suffix(".fam").write_text("".join(fam))
 
 
-def _write_vcf(prefix, variants, g, ids):
+def _write_vcf(prefix: Path, variants: VariantTable, g: np.ndarray, ids: tuple[str, ...]) -> None:
     """VCF 4.2 through gzip (fixed mtime and no file name, so the bytes are reproducible)."""
     path = Path(str(prefix) + ".vcf.gz")
     gt = np.array(["0/0", "0/1", "1/1", "./."], dtype=object)
@@ -440,12 +480,9 @@ def _write_vcf(prefix, variants, g, ids):
         "##source=fedstat.simulate\n",
         *(f"##contig=<ID={c}>\n" for c in dict.fromkeys(variants.chrom.tolist())),
         '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n',
-        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT" + "".join(f"\t{i}" for i in ids)
-        + "\n",
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT" + "".join(f"\t{i}" for i in ids) + "\n",
     ]
-    with open(path, "wb") as raw, gzip.GzipFile(
-        filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6
-    ) as fh:
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as fh:
         fh.write("".join(header).encode())
         idx = np.where(g < 0, 3, g).astype(np.int64)
         for v in range(g.shape[0]):

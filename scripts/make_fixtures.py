@@ -78,8 +78,14 @@ def build(out_dir: Path, plink2: str) -> None:
     expected.mkdir()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
-            plink2, "--pfile", str(out_dir / "pooled" / "genotypes"), *PLINK2_FLAGS,
-            "--threads", "1", "--out", str(Path(tmp) / "pooled"),
+            plink2,
+            "--pfile",
+            str(out_dir / "pooled" / "genotypes"),
+            *PLINK2_FLAGS,
+            "--threads",
+            "1",
+            "--out",
+            str(Path(tmp) / "pooled"),
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -117,24 +123,25 @@ def _same(a: Path, b: Path) -> bool:
 
 def compare(checked_in: Path, fresh: Path) -> list[str]:
     """Relative paths that differ, are missing from ``checked_in`` or are extra there."""
+
     def files(root: Path) -> set[str]:
         return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
     old, new = files(checked_in), files(fresh)
     problems = [f"missing: {rel}" for rel in sorted(new - old)]
     problems += [f"extra: {rel}" for rel in sorted(old - new)]
-    problems += [
-        f"differs: {rel}" for rel in sorted(old & new) if not _same(checked_in / rel, fresh / rel)
-    ]
+    problems += [f"differs: {rel}" for rel in sorted(old & new) if not _same(checked_in / rel, fresh / rel)]
     return problems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="regenerate into a temporary directory and fail on any difference")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"fixture directory (default {DEFAULT_OUT.relative_to(REPO)})")
+    parser.add_argument(
+        "--check", action="store_true", help="regenerate into a temporary directory and fail on any difference"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"fixture directory (default {DEFAULT_OUT.relative_to(REPO)})"
+    )
     parser.add_argument("--plink2", default="plink2", help="plink2 executable (2.00a3.5)")
     args = parser.parse_args(argv)
 

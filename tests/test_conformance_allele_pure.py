@@ -31,8 +31,9 @@ def _read_pooled() -> tuple[np.ndarray, VariantTable, list[str]]:
         reader.read_range(0, n_var, geno)
     finally:
         reader.close()
-    rows = [line.split("\t") for line in prefix.with_suffix(".pvar").read_text().splitlines()
-            if not line.startswith("#")]
+    rows = [
+        line.split("\t") for line in prefix.with_suffix(".pvar").read_text().splitlines() if not line.startswith("#")
+    ]
     variants = VariantTable.from_lists(*([r[i] for r in rows] for i in range(5)))
     iids = [line.split("\t")[1] for line in prefix.with_suffix(".psam").read_text().splitlines()[1:]]
     return geno, variants, iids
@@ -69,8 +70,18 @@ def test_write_reports__byte_identical_to_plink2_on_fixture(tmp_path, site_stats
 
 def test_finish__counts_identical_to_plink2_gcount(site_stats):
     rows = _table(EXPECTED / "pooled.gcount")
-    assert rows[0] == ["#CHROM", "ID", "REF", "ALT", "HOM_REF_CT", "HET_REF_ALT_CTS",
-                       "TWO_ALT_GENO_CTS", "HAP_REF_CT", "HAP_ALT_CTS", "MISSING_CT"]
+    assert rows[0] == [
+        "#CHROM",
+        "ID",
+        "REF",
+        "ALT",
+        "HOM_REF_CT",
+        "HET_REF_ALT_CTS",
+        "TWO_ALT_GENO_CTS",
+        "HAP_REF_CT",
+        "HAP_ALT_CTS",
+        "MISSING_CT",
+    ]
     counts = np.array([[int(x) for x in r[4:]] for r in rows[1:]])
     np.testing.assert_array_equal(site_stats.hom_ref, counts[:, 0])
     np.testing.assert_array_equal(site_stats.het, counts[:, 1])
@@ -91,8 +102,7 @@ def test_finish__alt_freq_within_plink2_precision(site_stats):
     obs = np.array([2 * (int(r[4]) + int(r[5]) + int(r[6])) for r in gcount], dtype=np.float64)
     with np.errstate(invalid="ignore"):
         from_counts = alt / obs
-    np.testing.assert_allclose(site_stats.alt_freq, from_counts, rtol=0, atol=1e-12,
-                               equal_nan=True)
+    np.testing.assert_allclose(site_stats.alt_freq, from_counts, rtol=0, atol=1e-12, equal_nan=True)
     assert np.isnan(site_stats.alt_freq).sum() == 2  # the fixture's never-called variants
 
 
@@ -100,10 +110,8 @@ def test_finish__hwe_and_missingness_within_plink2_precision(site_stats):
     hardy = _table(EXPECTED / "pooled.hardy")[1:]
     vmiss = _table(EXPECTED / "pooled.vmiss")[1:]
     np.testing.assert_allclose(site_stats.hwe_p, [float(r[9]) for r in hardy], rtol=5e-6, atol=0)
-    np.testing.assert_allclose(site_stats.het_obs_frac, [float(r[7]) for r in hardy],
-                               rtol=5e-6, atol=0, equal_nan=True)
-    np.testing.assert_allclose(site_stats.het_exp_frac, [float(r[8]) for r in hardy],
-                               rtol=5e-6, atol=0)
+    np.testing.assert_allclose(site_stats.het_obs_frac, [float(r[7]) for r in hardy], rtol=5e-6, atol=0, equal_nan=True)
+    np.testing.assert_allclose(site_stats.het_exp_frac, [float(r[8]) for r in hardy], rtol=5e-6, atol=0)
     np.testing.assert_allclose(site_stats.f_miss, [float(r[4]) for r in vmiss], rtol=5e-6, atol=0)
     np.testing.assert_array_equal(site_stats.n_samples, [int(r[3]) for r in vmiss])
 
@@ -113,22 +121,33 @@ N_SAMPLES = GENO.shape[1]
 
 
 def _assert_same(a: AlleleStats, b: AlleleStats) -> None:
-    for field in ("hom_ref", "het", "hom_alt", "missing", "obs_ct", "alt_freq", "hwe_p",
-                  "het_obs_frac", "het_exp_frac", "f_miss"):
+    for field in (
+        "hom_ref",
+        "het",
+        "hom_alt",
+        "missing",
+        "obs_ct",
+        "alt_freq",
+        "hwe_p",
+        "het_obs_frac",
+        "het_exp_frac",
+        "f_miss",
+    ):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     n_sites=st.integers(1, 5),
     data=st.data(),
 )
 def test_local_sums__any_split_of_samples_gives_the_pooled_answer(n_sites, data):
-    labels = np.array(data.draw(
-        st.lists(st.integers(0, n_sites - 1), min_size=N_SAMPLES, max_size=N_SAMPLES),
-        label="site of each sample",
-    ))
+    labels = np.array(
+        data.draw(
+            st.lists(st.integers(0, n_sites - 1), min_size=N_SAMPLES, max_size=N_SAMPLES),
+            label="site of each sample",
+        )
+    )
     order = data.draw(st.permutations(range(n_sites)), label="site order")
     shuffle = data.draw(st.booleans(), label="shuffle samples within sites")
     parts = []
@@ -143,5 +162,5 @@ def test_local_sums__any_split_of_samples_gives_the_pooled_answer(n_sites, data)
 def test_local_sums__all_samples_at_one_site_and_empty_sites():
     empty = GENO[:, :0]
     _assert_same(_federated([empty, GENO, empty]), POOLED)
-    one_each = [GENO[:, i:i + 1] for i in range(N_SAMPLES)]
+    one_each = [GENO[:, i : i + 1] for i in range(N_SAMPLES)]
     _assert_same(_federated(one_each), POOLED)

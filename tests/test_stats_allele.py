@@ -42,12 +42,14 @@ def test_local_sums__rejects_bad_blocks():
 
 
 def test_finish__hand_worked_values():
-    stats = finish({
-        "hom_ref": np.array([3, 0, 0]),
-        "het": np.array([2, 0, 0]),
-        "hom_alt": np.array([1, 0, 5]),
-        "missing": np.array([1, 4, 0]),
-    })
+    stats = finish(
+        {
+            "hom_ref": np.array([3, 0, 0]),
+            "het": np.array([2, 0, 0]),
+            "hom_alt": np.array([1, 0, 5]),
+            "missing": np.array([1, 4, 0]),
+        }
+    )
     assert isinstance(stats, AlleleStats)
     np.testing.assert_array_equal(stats.obs_ct, [12, 0, 10])
     np.testing.assert_allclose(stats.alt_freq, [4 / 12, np.nan, 1.0])
@@ -89,13 +91,13 @@ def test_finish__sum_of_site_sums_equals_pooled():
 
 
 def _variants(n: int) -> VariantTable:
-    return VariantTable.from_lists(["2"] * n, list(range(10, 10 + n)),
-                                   [f"rs{i}" for i in range(n)], ["C"] * n, ["T"] * n)
+    return VariantTable.from_lists(
+        ["2"] * n, list(range(10, 10 + n)), [f"rs{i}" for i in range(n)], ["C"] * n, ["T"] * n
+    )
 
 
 def test_write_reports__writes_requested_files_in_order(tmp_path):
-    stats = finish({"hom_ref": np.array([5]), "het": np.array([3]), "hom_alt": np.array([1]),
-                    "missing": np.array([1])})
+    stats = finish({"hom_ref": np.array([5]), "het": np.array([3]), "hom_alt": np.array([1]), "missing": np.array([1])})
     paths = write_reports(tmp_path / "out", _variants(1), stats, ["--hardy", "freq", "hardy"])
     assert [p.name for p in paths] == ["out.hardy", "out.afreq"]
     assert (tmp_path / "out.afreq").read_text().splitlines()[1] == "2\trs0\tC\tT\t0.277778\t18"

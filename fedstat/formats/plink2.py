@@ -55,11 +55,27 @@ __all__ = [
 
 AFREQ_HEADER = ("#CHROM", "ID", "REF", "ALT", "ALT_FREQS", "OBS_CT")
 GCOUNT_HEADER = (
-    "#CHROM", "ID", "REF", "ALT", "HOM_REF_CT", "HET_REF_ALT_CTS", "TWO_ALT_GENO_CTS",
-    "HAP_REF_CT", "HAP_ALT_CTS", "MISSING_CT",
+    "#CHROM",
+    "ID",
+    "REF",
+    "ALT",
+    "HOM_REF_CT",
+    "HET_REF_ALT_CTS",
+    "TWO_ALT_GENO_CTS",
+    "HAP_REF_CT",
+    "HAP_ALT_CTS",
+    "MISSING_CT",
 )
 HARDY_HEADER = (
-    "#CHROM", "ID", "A1", "AX", "HOM_A1_CT", "HET_A1_CT", "TWO_AX_CT", "O(HET_A1)", "E(HET_A1)",
+    "#CHROM",
+    "ID",
+    "A1",
+    "AX",
+    "HOM_A1_CT",
+    "HET_A1_CT",
+    "TWO_AX_CT",
+    "O(HET_A1)",
+    "E(HET_A1)",
     "P",
 )
 VMISS_HEADER = ("#CHROM", "ID", "MISSING_CT", "OBS_CT", "F_MISS")
@@ -313,15 +329,12 @@ def _table_lines(header: tuple[str, ...], columns: list[list[str]]) -> Iterable[
     rows = ["\t".join(row) for row in zip(*columns, strict=True)]
     block = 8192
     for start in range(0, len(rows), block):
-        yield "\n".join(rows[start:start + block]) + "\n"
+        yield "\n".join(rows[start : start + block]) + "\n"
 
 
 def _check_rows(variants: VariantTable, stats: AlleleStats, what: str) -> None:
     if len(variants) != len(stats.hom_ref):
-        raise ValueError(
-            f"{what}: variant table has {len(variants)} rows but the statistics have "
-            f"{len(stats.hom_ref)}"
-        )
+        raise ValueError(f"{what}: variant table has {len(variants)} rows but the statistics have {len(stats.hom_ref)}")
 
 
 def _strs(values: np.ndarray) -> list[str]:
@@ -335,8 +348,12 @@ def write_afreq(path: str | Path, variants: VariantTable, stats: AlleleStats) ->
     """
     _check_rows(variants, stats, "write_afreq")
     cols = [
-        _strs(variants.chrom), _strs(variants.id), _strs(variants.ref), _strs(variants.alt),
-        format_g_array(stats.alt_freq), _int_strings(stats.obs_ct),
+        _strs(variants.chrom),
+        _strs(variants.id),
+        _strs(variants.ref),
+        _strs(variants.alt),
+        format_g_array(stats.alt_freq),
+        _int_strings(stats.obs_ct),
     ]
     return atomic_write_text(path, _table_lines(AFREQ_HEADER, cols))
 
@@ -346,9 +363,16 @@ def write_gcount(path: str | Path, variants: VariantTable, stats: AlleleStats) -
     _check_rows(variants, stats, "write_gcount")
     zeros = ["0"] * len(variants)
     cols = [
-        _strs(variants.chrom), _strs(variants.id), _strs(variants.ref), _strs(variants.alt),
-        _int_strings(stats.hom_ref), _int_strings(stats.het), _int_strings(stats.hom_alt),
-        zeros, zeros, _int_strings(stats.missing),
+        _strs(variants.chrom),
+        _strs(variants.id),
+        _strs(variants.ref),
+        _strs(variants.alt),
+        _int_strings(stats.hom_ref),
+        _int_strings(stats.het),
+        _int_strings(stats.hom_alt),
+        zeros,
+        zeros,
+        _int_strings(stats.missing),
     ]
     return atomic_write_text(path, _table_lines(GCOUNT_HEADER, cols))
 
@@ -357,9 +381,15 @@ def write_hardy(path: str | Path, variants: VariantTable, stats: AlleleStats) ->
     """Write a plink2 ``.hardy`` table (``--hardy``), A1 = REF, AX = ALT."""
     _check_rows(variants, stats, "write_hardy")
     cols = [
-        _strs(variants.chrom), _strs(variants.id), _strs(variants.ref), _strs(variants.alt),
-        _int_strings(stats.hom_ref), _int_strings(stats.het), _int_strings(stats.hom_alt),
-        format_g_array(stats.het_obs_frac), format_g_array(stats.het_exp_frac),
+        _strs(variants.chrom),
+        _strs(variants.id),
+        _strs(variants.ref),
+        _strs(variants.alt),
+        _int_strings(stats.hom_ref),
+        _int_strings(stats.het),
+        _int_strings(stats.hom_alt),
+        format_g_array(stats.het_obs_frac),
+        format_g_array(stats.het_exp_frac),
         format_g_array(stats.hwe_p),
     ]
     return atomic_write_text(path, _table_lines(HARDY_HEADER, cols))
@@ -370,7 +400,10 @@ def write_vmiss(path: str | Path, variants: VariantTable, stats: AlleleStats) ->
     _check_rows(variants, stats, "write_vmiss")
     total = stats.hom_ref + stats.het + stats.hom_alt + stats.missing
     cols = [
-        _strs(variants.chrom), _strs(variants.id), _int_strings(stats.missing),
-        _int_strings(total), format_g_array(stats.f_miss),
+        _strs(variants.chrom),
+        _strs(variants.id),
+        _int_strings(stats.missing),
+        _int_strings(total),
+        format_g_array(stats.f_miss),
     ]
     return atomic_write_text(path, _table_lines(VMISS_HEADER, cols))

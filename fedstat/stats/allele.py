@@ -169,8 +169,15 @@ def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
     het_exp = np.where(n_obs > 0, 2.0 * ref_freq * (1.0 - ref_freq), 0.0)
     hwe_p = hwe_exact_p(hom_ref, het, hom_alt)
     return AlleleStats(
-        hom_ref=hom_ref, het=het, hom_alt=hom_alt, missing=missing, obs_ct=obs_ct,
-        alt_freq=alt_freq, hwe_p=hwe_p, het_obs_frac=het_obs, het_exp_frac=het_exp,
+        hom_ref=hom_ref,
+        het=het,
+        hom_alt=hom_alt,
+        missing=missing,
+        obs_ct=obs_ct,
+        alt_freq=alt_freq,
+        hwe_p=hwe_p,
+        het_obs_frac=het_obs,
+        het_exp_frac=het_exp,
         f_miss=f_miss,
     )
 
@@ -209,8 +216,6 @@ def write_reports(
         if key not in wanted:
             wanted.append(key)
     if len(variants) != len(stats):
-        raise InputError(
-            f"write_reports: {len(variants)} variants but statistics for {len(stats)}"
-        )
+        raise InputError(f"write_reports: {len(variants)} variants but statistics for {len(stats)}")
     prefix = str(out_prefix)
     return [_WRITERS[key](Path(f"{prefix}.{EXTENSIONS[key]}"), variants, stats) for key in wanted]

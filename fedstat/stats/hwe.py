@@ -68,8 +68,7 @@ def hwe_exact_p(hom1: np.ndarray, het: np.ndarray, hom2: np.ndarray) -> np.ndarr
     hom2 = np.asarray(hom2, dtype=np.int64)
     if not (hom1.shape == het.shape == hom2.shape) or het.ndim != 1:
         raise ValueError(
-            f"hwe_exact_p needs three 1-d arrays of one shape, got {hom1.shape}, {het.shape}, "
-            f"{hom2.shape}"
+            f"hwe_exact_p needs three 1-d arrays of one shape, got {hom1.shape}, {het.shape}, {hom2.shape}"
         )
     if het.size and min(int(hom1.min()), int(het.min()), int(hom2.min())) < 0:
         raise ValueError("hwe_exact_p: genotype counts must be non-negative")
@@ -90,7 +89,9 @@ def hwe_exact_p(hom1: np.ndarray, het: np.ndarray, hom2: np.ndarray) -> np.ndarr
     return p
 
 
-def _step_ratio(h: np.ndarray, r: np.ndarray, c: np.ndarray, towards_fewer_hets: bool) -> tuple:
+def _step_ratio(
+    h: np.ndarray, r: np.ndarray, c: np.ndarray, towards_fewer_hets: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Advance (h, r, c) one configuration and return the probability ratio, plink2's way."""
     if towards_fewer_hets:
         r = r + 1

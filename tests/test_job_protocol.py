@@ -1,0 +1,151 @@
+"""The job protocol against hand-driven site streams over real mTLS: misbehaving and vanishing sites."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import grpc
+import numpy as np
+
+from fedstat.client import Client
+from fedstat.jobs import JobSpec
+from fedstat.net import secure_channel
+from fedstat.privacy.base import RoundContext, get_mode
+from fedstat.protocol import chunk_to_pb, keys_chunks
+from fedstat.data.variants import VariantTable
+from fedstat.wire import site_pb2, site_pb2_grpc
+from tests.conftest import analyst_profile
+
+VARIANTS = VariantTable.from_lists(["1", "1", "2"], [10, 20, 5], ["a", "b", "c"], ["A", "C", "G"], ["G", "T", "A"])
+
+
+class FakeSite:
+    """A site driven by the test: real stream, scripted behaviour."""
+
+    def __init__(self, session_pki, port: int, name: str, *, vanish_in_round: bool = False, refuse: str = ""):
+        self.name, self.vanish_in_round, self.refuse = name, vanish_in_round, refuse
+        self.outbox: queue.Queue = queue.Queue()
+        self.outbox.put(site_pb2.SiteMessage(hello=site_pb2.Hello(agent_version="fake")))
+        self.channel = secure_channel(f"localhost:{port}", session_pki.tls(name))
+        self.call = site_pb2_grpc.SiteGatewayStub(self.channel).Connect(iter(self.outbox.get, None))
+        self.seen: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for msg in self.call:
+                kind = msg.WhichOneof("kind")
+                self.seen.append(kind)
+                if kind == "offer":
+                    d = site_pb2.JobDecision(job_id=msg.offer.job_id, accept=not self.refuse, reason=self.refuse,
+                                             cohort_size=50, n_variants=3)
+                    self.outbox.put(site_pb2.SiteMessage(decision=d))
+                elif kind == "keys_request":
+                    for c in keys_chunks(msg.keys_request.job_id, VARIANTS, multiallelic=0, non_snv=0):
+                        self.outbox.put(site_pb2.SiteMessage(keys=c))
+                elif kind == "round":
+                    r = msg.round
+                    if self.vanish_in_round:
+                        self.call.cancel()
+                        return
+                    ctx = RoundContext(r.job_id, r.round, r.attempt, tuple(r.participants))
+                    sums = {"hom_ref": np.array([10, 20, 30]), "het": np.array([30, 20, 10]),
+                            "hom_alt": np.array([10, 10, 10]), "missing": np.array([0, 0, 0])}
+                    for name, arr in sums.items():
+                        for c in get_mode("none").protector(ctx, self.name).protect(name, 0, 3, arr):
+                            self.outbox.put(site_pb2.SiteMessage(sums=site_pb2.SumsMessage(
+                                job_id=r.job_id, round=r.round, attempt=r.attempt, chunk=chunk_to_pb(c))))
+                    self.outbox.put(site_pb2.SiteMessage(progress=site_pb2.RoundProgress(
+                        job_id=r.job_id, round=r.round, blocks_done=1, blocks_total=1, finished=True)))
+        except Exception:  # noqa: BLE001 - the stream ends when the test cancels it
+            pass
+
+    def close(self) -> None:
+        self.outbox.put(None)
+        self.call.cancel()
+        self.channel.close()
+
+
+def _wait_connected(coord, names, timeout=10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while {s.name for s in coord.registry.connected()} != set(names):
+        assert time.monotonic() < deadline, "fake sites did not connect"
+        time.sleep(0.02)
+
+
+def test_job__completes_with_scripted_sites_and_sums_are_totals(session_pki, coordinator, tmp_path):
+    coord, port = coordinator
+    sites = [FakeSite(session_pki, port, n) for n in ("AFR", "EUR")]
+    try:
+        _wait_connected(coord, ["AFR", "EUR"])
+        with Client(analyst_profile(session_pki, port)) as c:
+            job = c.wait(c.submit(JobSpec(analyses=("geno-counts",), out_name="g")).job_id)
+            files = c.fetch_results(job.job_id, tmp_path)
+        rows = [line.split("\t") for line in (tmp_path / "g.gcount").read_text().splitlines()[1:]]
+        assert [r[4:7] for r in rows] == [["20", "60", "20"], ["40", "40", "20"], ["60", "20", "20"]]
+        assert {f.name for f in files} == {"g.gcount", "g.provenance.json"}
+    finally:
+        for s in sites:
+            s.close()
+
+
+def test_job__site_vanishing_mid_round_fails_job_naming_the_site(session_pki, coordinator):
+    coord, port = coordinator
+    sites = [FakeSite(session_pki, port, "AFR"), FakeSite(session_pki, port, "EUR", vanish_in_round=True)]
+    try:
+        _wait_connected(coord, ["AFR", "EUR"])
+        with Client(analyst_profile(session_pki, port)) as c:
+            job = c.wait(c.submit(JobSpec(analyses=("freq",), out_name="f")).job_id, raise_on_failure=False)
+        assert job.state == "FAILED"
+        assert job.error == "site EUR disconnected during round 1 sums"
+        assert not (coord.config.results_dir / job.job_id).exists()
+        assert "cancel" in sites[0].seen  # the remaining site is told to stop
+    finally:
+        for s in sites:
+            s.close()
+
+
+def test_job__refusal_reason_reaches_the_analyst(session_pki, coordinator):
+    coord, port = coordinator
+    sites = [FakeSite(session_pki, port, "AFR"), FakeSite(session_pki, port, "EAS", refuse="privacy mode 'none' is not accepted here")]
+    try:
+        _wait_connected(coord, ["AFR", "EAS"])
+        with Client(analyst_profile(session_pki, port)) as c:
+            job = c.wait(c.submit(JobSpec(analyses=("freq",), out_name="f")).job_id, raise_on_failure=False)
+        assert job.state == "FAILED"
+        assert job.error == "site EAS refused the job: privacy mode 'none' is not accepted here"
+        assert {s.site: s.state for s in job.sites} == {"AFR": "CANCELLED", "EAS": "REFUSED"}
+    finally:
+        for s in sites:
+            s.close()
+
+
+def test_job__cancel_stops_a_job_waiting_on_sites(session_pki, coordinator):
+    coord, port = coordinator
+
+    class Silent(FakeSite):
+        def _run(self) -> None:  # never answers the offer
+            try:
+                for msg in self.call:
+                    self.seen.append(msg.WhichOneof("kind"))
+            except grpc.RpcError:
+                pass  # the test closes the stream
+
+    site = Silent(session_pki, port, "AFR")
+    try:
+        _wait_connected(coord, ["AFR"])
+        with Client(analyst_profile(session_pki, port)) as c:
+            job_id = c.submit(JobSpec(analyses=("freq",), out_name="f")).job_id
+            time.sleep(0.3)
+            assert c.cancel(job_id).state == "CANCELLED"
+            done = c.wait(job_id, raise_on_failure=False)
+        assert done.state == "CANCELLED"
+        deadline = time.monotonic() + 5
+        while "cancel" not in site.seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert site.seen[:2] == ["welcome", "offer"] and "cancel" in site.seen
+    finally:
+        site.close()
