@@ -83,8 +83,9 @@ class _Reader:
             return default
         value = self.table[key]
         if isinstance(value, bool) and typ is int or not isinstance(value, typ):
-            name = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
-            raise ConfigError(f"{self.where(key)} must be a {name}, got {type(value).__name__}")
+            names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
+            name = names.get(typ, "a number") if isinstance(typ, type) else "a number"
+            raise ConfigError(f"{self.where(key)} must be {name}, got {type(value).__name__}")
         return value
 
     def positive_int(self, key: str, default: int) -> int:
