@@ -58,7 +58,9 @@ class JobEngine:
         """Jobs left QUEUED or RUNNING by a previous process are failed with a clear reason
         (resuming mid-job arrives with the fault-tolerance work)."""
         for job_id in self.store.unfinished_jobs():
-            self.store.finish_job(job_id, FAILED, error="the coordinator restarted while this job was running; submit it again")
+            self.store.finish_job(
+                job_id, FAILED, error="the coordinator restarted while this job was running; submit it again"
+            )
 
     def _start(self, job_id: str) -> None:
         with self._lock:
@@ -78,7 +80,9 @@ class JobEngine:
             for s in job.sites:
                 session = self.registry.get(s.site)
                 if session is not None:
-                    session.send(site_pb2.CoordinatorMessage(cancel=site_pb2.CancelJob(job_id=job_id, reason="cancelled")))
+                    session.send(
+                        site_pb2.CoordinatorMessage(cancel=site_pb2.CancelJob(job_id=job_id, reason="cancelled"))
+                    )
 
     def shutdown(self) -> None:
         with self._lock:
@@ -96,7 +100,9 @@ class JobEngine:
             runner.run()
         except _Cancelled:
             # by the analyst (already CANCELLED) or by a coordinator shutdown (still RUNNING)
-            if self.store.finish_job(job_id, FAILED, error="the coordinator shut down while this job ran; submit it again"):
+            if self.store.finish_job(
+                job_id, FAILED, error="the coordinator shut down while this job ran; submit it again"
+            ):
                 self.store.log(job_id, "failed: coordinator shut down")
             runner.notify_sites_cancel("cancelled")
         except FedstatError as exc:
@@ -155,9 +161,7 @@ class _JobRunner:
                 raise _Cancelled()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise SiteUnavailable(
-                    f"timed out waiting for {what} from site(s) {', '.join(pending())}"
-                )
+                raise SiteUnavailable(f"timed out waiting for {what} from site(s) {', '.join(pending())}")
             try:
                 site, msg = self.inbox.get(timeout=min(remaining, 0.5))
             except queue.Empty:
@@ -280,10 +284,17 @@ class _JobRunner:
         self.log(f"round {round_no}: {plan.computation} over {n_variants} variants")
         for name in participants:
             self.store.set_site(self.job_id, name, state="RUNNING", blocks_done=0, blocks_total=0)
-            self.send(name, round=site_pb2.RoundRequest(
-                job_id=self.job_id, round=round_no, attempt=0, analysis=plan.computation,
-                params=dict(plan.params), participants=participants,
-            ))
+            self.send(
+                name,
+                round=site_pb2.RoundRequest(
+                    job_id=self.job_id,
+                    round=round_no,
+                    attempt=0,
+                    analysis=plan.computation,
+                    params=dict(plan.params),
+                    participants=participants,
+                ),
+            )
         waiting = set(participants)
         deadline = time.monotonic() + self.engine.config.round_timeout_s
         while waiting:

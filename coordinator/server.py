@@ -63,19 +63,24 @@ class RoleInterceptor(grpc.ServerInterceptor):
                         f"certificate role {ident.role!r} may not call {method}; it needs role {role!r}",
                     )
                 return behavior(request, context)
+
             return wrapped
 
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                guard(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
+                guard(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+            )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                guard(handler.unary_stream), handler.request_deserializer, handler.response_serializer)
+                guard(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+            )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                guard(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
+                guard(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+            )
         return grpc.stream_unary_rpc_method_handler(
-            guard(handler.stream_unary), handler.request_deserializer, handler.response_serializer)
+            guard(handler.stream_unary), handler.request_deserializer, handler.response_serializer
+        )
 
 
 def _abort(context: grpc.ServicerContext, exc: FedstatError) -> None:
@@ -86,12 +91,28 @@ def job_to_pb(job: JobRow) -> analyst_pb2.JobStatus:
     from fedstat.jobs import JobSpec  # noqa: PLC0415
 
     return analyst_pb2.JobStatus(
-        job_id=job.id, state=job.state, analyst=job.analyst, spec=spec_to_pb(JobSpec.from_json(job.spec)),
-        created_at=job.created_at, updated_at=job.updated_at, phase=job.phase, round=job.round,
-        error=job.error, log=list(job.log), result_files=list(job.result_files),
-        sites=[analyst_pb2.SiteStatus(
-            site=s.site, state=s.state, detail=s.detail, cohort_size=s.cohort_size,
-            blocks_done=s.blocks_done, blocks_total=s.blocks_total) for s in job.sites],
+        job_id=job.id,
+        state=job.state,
+        analyst=job.analyst,
+        spec=spec_to_pb(JobSpec.from_json(job.spec)),
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        phase=job.phase,
+        round=job.round,
+        error=job.error,
+        log=list(job.log),
+        result_files=list(job.result_files),
+        sites=[
+            analyst_pb2.SiteStatus(
+                site=s.site,
+                state=s.state,
+                detail=s.detail,
+                cohort_size=s.cohort_size,
+                blocks_done=s.blocks_done,
+                blocks_total=s.blocks_total,
+            )
+            for s in job.sites
+        ],
     )
 
 
@@ -123,7 +144,9 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
     def GetJob(self, request: analyst_pb2.GetJobRequest, context: grpc.ServicerContext) -> analyst_pb2.JobStatus:  # noqa: N802
         return job_to_pb(self._own_job(request.job_id, context))
 
-    def ListJobs(self, request: analyst_pb2.ListJobsRequest, context: grpc.ServicerContext) -> analyst_pb2.ListJobsResponse:  # noqa: N802
+    def ListJobs(
+        self, request: analyst_pb2.ListJobsRequest, context: grpc.ServicerContext
+    ) -> analyst_pb2.ListJobsResponse:  # noqa: N802
         ident = peer_identity(context)
         assert ident is not None
         jobs = self.store.list_jobs(limit=request.limit or 50, analyst=ident.name)
@@ -134,7 +157,9 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
         self.engine.cancel(request.job_id)
         return job_to_pb(self.store.get_job(request.job_id))
 
-    def WatchJob(self, request: analyst_pb2.GetJobRequest, context: grpc.ServicerContext) -> Iterator[analyst_pb2.JobStatus]:  # noqa: N802
+    def WatchJob(
+        self, request: analyst_pb2.GetJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[analyst_pb2.JobStatus]:  # noqa: N802
         job = self._own_job(request.job_id, context)
         last_seq = -1
         while context.is_active():
@@ -147,15 +172,21 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
                     return
             time.sleep(0.2)
 
-    def FetchResults(self, request: analyst_pb2.GetJobRequest, context: grpc.ServicerContext) -> Iterator[analyst_pb2.ResultChunk]:  # noqa: N802
+    def FetchResults(
+        self, request: analyst_pb2.GetJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[analyst_pb2.ResultChunk]:  # noqa: N802
         job = self._own_job(request.job_id, context)
         if job.state != "DONE":
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job {job.id} is {job.state}; results exist only for DONE jobs")
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, f"job {job.id} is {job.state}; results exist only for DONE jobs"
+            )
         directory = self.results_dir / job.id
         for name in job.result_files:
             path = directory / name
             if not path.is_file():
-                context.abort(grpc.StatusCode.DATA_LOSS, f"result file {name} of job {job.id} is missing on the coordinator")
+                context.abort(
+                    grpc.StatusCode.DATA_LOSS, f"result file {name} of job {job.id} is missing on the coordinator"
+                )
             with path.open("rb") as f:
                 offset = 0
                 while True:
@@ -166,19 +197,26 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
                     if last:
                         break
 
-    def ListSites(self, request: analyst_pb2.ListSitesRequest, context: grpc.ServicerContext) -> analyst_pb2.ListSitesResponse:  # noqa: N802
-        return analyst_pb2.ListSitesResponse(sites=[
-            analyst_pb2.ConnectedSite(site=s.name, connected_since=s.since, datasets=s.datasets,
-                                      agent_version=s.hello.agent_version)
-            for s in self.registry.connected()
-        ])
+    def ListSites(
+        self, request: analyst_pb2.ListSitesRequest, context: grpc.ServicerContext
+    ) -> analyst_pb2.ListSitesResponse:  # noqa: N802
+        return analyst_pb2.ListSitesResponse(
+            sites=[
+                analyst_pb2.ConnectedSite(
+                    site=s.name, connected_since=s.since, datasets=s.datasets, agent_version=s.hello.agent_version
+                )
+                for s in self.registry.connected()
+            ]
+        )
 
 
 class SiteGatewayService(site_pb2_grpc.SiteGatewayServicer):
     def __init__(self, registry: SiteRegistry, store: Store):
         self.registry, self.store = registry, store
 
-    def Connect(self, request_iterator: Iterator[site_pb2.SiteMessage], context: grpc.ServicerContext) -> Iterator[site_pb2.CoordinatorMessage]:  # noqa: N802
+    def Connect(
+        self, request_iterator: Iterator[site_pb2.SiteMessage], context: grpc.ServicerContext
+    ) -> Iterator[site_pb2.CoordinatorMessage]:  # noqa: N802
         ident = peer_identity(context)
         assert ident is not None
         try:
@@ -202,7 +240,8 @@ class SiteGatewayService(site_pb2_grpc.SiteGatewayServicer):
         threading.Thread(target=pump, name=f"site-{ident.name}", daemon=True).start()
         context.add_callback(lambda: self.registry.detach(session))
         yield site_pb2.CoordinatorMessage(
-            welcome=site_pb2.Welcome(coordinator_version=fedstat.__version__, site_name=ident.name))
+            welcome=site_pb2.Welcome(coordinator_version=fedstat.__version__, site_name=ident.name)
+        )
         while True:
             msg = session.outbox.get()
             if msg is None:
@@ -223,10 +262,12 @@ class Coordinator:
         # Site streams each hold a thread for their lifetime; leave room for analysts' calls.
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="rpc"),
-            interceptors=[RoleInterceptor()], options=SERVER_OPTIONS,
+            interceptors=[RoleInterceptor()],
+            options=SERVER_OPTIONS,
         )
         analyst_pb2_grpc.add_AnalystServicer_to_server(
-            AnalystService(self.engine, self.store, self.registry, config.results_dir), self.server)
+            AnalystService(self.engine, self.store, self.registry, config.results_dir), self.server
+        )
         site_pb2_grpc.add_SiteGatewayServicer_to_server(SiteGatewayService(self.registry, self.store), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

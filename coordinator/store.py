@@ -62,12 +62,12 @@ CREATE TABLE IF NOT EXISTS sites (
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def new_job_id() -> str:
     """Sortable, unguessable job id, e.g. ``20261121-081502-3fa9c1``."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,7 @@ class Store:
             raise ValueError(f"cannot update {sorted(fields.keys() - allowed)}")
         with self._tx() as db:
             db.execute(
-                "INSERT INTO job_sites (job_id, site, state) VALUES (?, ?, ?) "
-                "ON CONFLICT(job_id, site) DO NOTHING",
+                "INSERT INTO job_sites (job_id, site, state) VALUES (?, ?, ?) ON CONFLICT(job_id, site) DO NOTHING",
                 (job_id, site, fields.get("state", "PENDING")),
             )
             if fields:
@@ -190,21 +189,31 @@ class Store:
 
     def _row(self, r: tuple[Any, ...], *, detail: bool) -> JobRow:
         job = JobRow(
-            id=r[0], analyst=r[1], spec=json.loads(r[2]), state=r[3], phase=r[4], round=r[5],
-            error=r[6], result_files=tuple(json.loads(r[7])), created_at=r[8], updated_at=r[9], seq=r[10],
+            id=r[0],
+            analyst=r[1],
+            spec=json.loads(r[2]),
+            state=r[3],
+            phase=r[4],
+            round=r[5],
+            error=r[6],
+            result_files=tuple(json.loads(r[7])),
+            created_at=r[8],
+            updated_at=r[9],
+            seq=r[10],
         )
         if not detail:
             return job
         sites = tuple(
-            SiteRow(*s) for s in self._db.execute(
+            SiteRow(*s)
+            for s in self._db.execute(
                 "SELECT site, state, detail, cohort_size, blocks_done, blocks_total FROM job_sites "
-                "WHERE job_id = ? ORDER BY site", (job.id,),
+                "WHERE job_id = ? ORDER BY site",
+                (job.id,),
             )
         )
         log = tuple(
-            f"{ts} {line}" for ts, line in self._db.execute(
-                "SELECT ts, line FROM job_log WHERE job_id = ? ORDER BY rowid", (job.id,)
-            )
+            f"{ts} {line}"
+            for ts, line in self._db.execute("SELECT ts, line FROM job_log WHERE job_id = ? ORDER BY rowid", (job.id,))
         )
         return JobRow(**{**job.__dict__, "sites": sites, "log": log})
 
@@ -235,9 +244,12 @@ class Store:
 
     def unfinished_jobs(self) -> list[str]:
         with self._lock:
-            return [r[0] for r in self._db.execute(
-                "SELECT id FROM jobs WHERE state IN (?, ?) ORDER BY created_at", (QUEUED, RUNNING)
-            )]
+            return [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT id FROM jobs WHERE state IN (?, ?) ORDER BY created_at", (QUEUED, RUNNING)
+                )
+            ]
 
     # --- sites --------------------------------------------------------------------------
 

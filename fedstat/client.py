@@ -1,11 +1,11 @@
 """The analyst's Python API: submit jobs, follow them, fetch results as files or DataFrames.
 
-    >>> from fedstat.client import Client
-    >>> from fedstat.jobs import JobSpec
-    >>> with Client.from_profile("W/analyst.toml") as c:
-    ...     job = c.submit(JobSpec(analyses=("freq", "hardy"), out_name="run1"))
-    ...     job = c.wait(job.job_id, progress=print)
-    ...     files = c.fetch_results(job.job_id, "results")
+>>> from fedstat.client import Client
+>>> from fedstat.jobs import JobSpec
+>>> with Client.from_profile("W/analyst.toml") as c:
+...     job = c.submit(JobSpec(analyses=("freq", "hardy"), out_name="run1"))
+...     job = c.wait(job.job_id, progress=print)
+...     files = c.fetch_results(job.job_id, "results")
 """
 
 from __future__ import annotations
@@ -77,8 +77,9 @@ class Client:
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, address=self.profile.coordinator) from exc
 
-    def wait(self, job_id: str, *, progress: Callable[[JobStatus], None] | None = None,
-             raise_on_failure: bool = True) -> JobStatus:
+    def wait(
+        self, job_id: str, *, progress: Callable[[JobStatus], None] | None = None, raise_on_failure: bool = True
+    ) -> JobStatus:
         """Block until the job finishes; raises JobFailed with the reason if it did not succeed."""
         status = None
         for status in self.watch(job_id):

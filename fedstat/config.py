@@ -213,8 +213,7 @@ class SiteConfig:
             if d.name == name:
                 return d
         raise ConfigError(
-            f"{self.path}: no dataset named {name!r}; this site serves: "
-            + ", ".join(d.name for d in self.datasets)
+            f"{self.path}: no dataset named {name!r}; this site serves: " + ", ".join(d.name for d in self.datasets)
         )
 
 

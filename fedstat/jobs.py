@@ -69,9 +69,7 @@ class JobSpec:
             )
         unknown = [a for a in self.analyses if a not in KNOWN_ANALYSES]
         if unknown:
-            raise InputError(
-                f"unknown analysis {', '.join(unknown)}; this version runs: {', '.join(KNOWN_ANALYSES)}"
-            )
+            raise InputError(f"unknown analysis {', '.join(unknown)}; this version runs: {', '.join(KNOWN_ANALYSES)}")
         get_mode(self.privacy)
         if not _NAME_RE.match(self.out_name):
             raise InputError(f"output name {self.out_name!r} must be a plain file name prefix (letters, digits, _ . -)")
@@ -106,6 +104,7 @@ LOCAL_COMPUTATIONS: Mapping[str, Callable[[np.ndarray], dict[str, np.ndarray]]] 
 
 
 # --- coordinator side ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RoundPlan:

@@ -20,32 +20,53 @@ VARIANTS_PER_CHUNK = 25_000
 
 def spec_to_pb(spec: JobSpec) -> common_pb2.JobSpec:
     return common_pb2.JobSpec(
-        analyses=spec.analyses, pheno_names=spec.pheno_names, covar_names=spec.covar_names,
-        privacy=spec.privacy, purpose=spec.purpose, sites=spec.sites, out_name=spec.out_name,
-        block_size=spec.block_size, dataset=spec.dataset, options=dict(spec.options),
+        analyses=spec.analyses,
+        pheno_names=spec.pheno_names,
+        covar_names=spec.covar_names,
+        privacy=spec.privacy,
+        purpose=spec.purpose,
+        sites=spec.sites,
+        out_name=spec.out_name,
+        block_size=spec.block_size,
+        dataset=spec.dataset,
+        options=dict(spec.options),
     )
 
 
 def spec_from_pb(pb: common_pb2.JobSpec) -> JobSpec:
     return JobSpec(
-        analyses=tuple(pb.analyses), pheno_names=tuple(pb.pheno_names), covar_names=tuple(pb.covar_names),
-        privacy=pb.privacy or "none", purpose=pb.purpose, sites=tuple(pb.sites),
-        out_name=pb.out_name or "fedstat", block_size=pb.block_size, dataset=pb.dataset,
+        analyses=tuple(pb.analyses),
+        pheno_names=tuple(pb.pheno_names),
+        covar_names=tuple(pb.covar_names),
+        privacy=pb.privacy or "none",
+        purpose=pb.purpose,
+        sites=tuple(pb.sites),
+        out_name=pb.out_name or "fedstat",
+        block_size=pb.block_size,
+        dataset=pb.dataset,
         options=dict(pb.options),
     )
 
 
 def chunk_to_pb(c: ProtectedChunk) -> common_pb2.SumsChunk:
     return common_pb2.SumsChunk(
-        name=c.name, offset=c.offset, length=c.length, total_length=c.total_length,
-        encoding=c.encoding, data=c.data,
+        name=c.name,
+        offset=c.offset,
+        length=c.length,
+        total_length=c.total_length,
+        encoding=c.encoding,
+        data=c.data,
     )
 
 
 def chunk_from_pb(pb: common_pb2.SumsChunk) -> ProtectedChunk:
     return ProtectedChunk(
-        name=pb.name, offset=pb.offset, length=pb.length, total_length=pb.total_length,
-        encoding=pb.encoding, data=pb.data,
+        name=pb.name,
+        offset=pb.offset,
+        length=pb.length,
+        total_length=pb.total_length,
+        encoding=pb.encoding,
+        data=pb.data,
     )
 
 
@@ -55,10 +76,14 @@ def keys_chunks(job_id: str, vt: VariantTable, *, multiallelic: int, non_snv: in
     for start in range(0, max(n, 1), VARIANTS_PER_CHUNK):
         sl = slice(start, min(n, start + VARIANTS_PER_CHUNK))
         yield site_pb2.KeysChunk(
-            job_id=job_id, offset=start, total=n,
+            job_id=job_id,
+            offset=start,
+            total=n,
             keys=common_pb2.VariantKeys(
-                chrom=[str(x) for x in vt.chrom[sl]], pos=[int(x) for x in vt.pos[sl]],
-                id=[str(x) for x in vt.id[sl]], ref=[str(x) for x in vt.ref[sl]],
+                chrom=[str(x) for x in vt.chrom[sl]],
+                pos=[int(x) for x in vt.pos[sl]],
+                id=[str(x) for x in vt.id[sl]],
+                ref=[str(x) for x in vt.ref[sl]],
                 alt=[str(x) for x in vt.alt[sl]],
             ),
             multiallelic_skipped=multiallelic if start == 0 else 0,
@@ -71,7 +96,9 @@ def plan_chunks(job_id: str, plan: SitePlan) -> Iterator[site_pb2.VariantPlanChu
     for start in range(0, max(n, 1), VARIANTS_PER_CHUNK):
         stop = min(n, start + VARIANTS_PER_CHUNK)
         yield site_pb2.VariantPlanChunk(
-            job_id=job_id, offset=start, total=n,
+            job_id=job_id,
+            offset=start,
+            total=n,
             local_index=plan.local_index[start:stop].astype("<i8").tobytes(),
             flip=plan.flip[start:stop].astype(np.uint8).tobytes(),
         )
@@ -120,8 +147,8 @@ class PlanAssembler:
             self.flip = np.zeros(c.total, dtype=bool)
         assert self.flip is not None
         idx = np.frombuffer(c.local_index, dtype="<i8")
-        self.index[c.offset:c.offset + len(idx)] = idx
-        self.flip[c.offset:c.offset + len(idx)] = np.frombuffer(c.flip, dtype=np.uint8).astype(bool)
+        self.index[c.offset : c.offset + len(idx)] = idx
+        self.flip[c.offset : c.offset + len(idx)] = np.frombuffer(c.flip, dtype=np.uint8).astype(bool)
         self.received += len(idx)
         return self.received >= (self.total or 0)
 

@@ -14,7 +14,6 @@ import filecmp
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,10 +32,17 @@ def generate(dest: Path) -> None:
     out = dest / "_out"
     out.mkdir(parents=True)
     files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
-    rc = protoc.main([
-        "grpc_tools.protoc", f"-I{PROTOS}", f"--python_out={out}", f"--grpc_python_out={out}",
-        f"--mypy_out={out}", f"--mypy_grpc_out={out}", *files,
-    ])
+    rc = protoc.main(
+        [
+            "grpc_tools.protoc",
+            f"-I{PROTOS}",
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            f"--mypy_out={out}",
+            f"--mypy_grpc_out={out}",
+            *files,
+        ]
+    )
     if rc != 0:
         raise SystemExit(f"protoc failed with exit code {rc}")
     # Flatten fedstat/v1/*.py into fedstat/wire/ and make the imports package-relative.
@@ -60,8 +66,13 @@ def main() -> int:
         generate(fresh)
         if args.check:
             names = sorted({p.name for p in fresh.iterdir()} | {p.name for p in WIRE.glob("*.py*")})
-            stale = [n for n in names if not (WIRE / n).exists() or not (fresh / n).exists()
-                     or not filecmp.cmp(WIRE / n, fresh / n, shallow=False)]
+            stale = [
+                n
+                for n in names
+                if not (WIRE / n).exists()
+                or not (fresh / n).exists()
+                or not filecmp.cmp(WIRE / n, fresh / n, shallow=False)
+            ]
             if stale:
                 print("fedstat/wire/ is stale; run python scripts/gen_protos.py. Differs: " + ", ".join(stale))
                 return 1

@@ -72,10 +72,16 @@ class SiteAgent:
         for ds in self.config.datasets:
             try:
                 self.datasets[ds.name] = open_dataset(
-                    ds.name, ds.path, cache_dir=self.config.cache_dir / ds.name, threads=self.config.threads)
+                    ds.name, ds.path, cache_dir=self.config.cache_dir / ds.name, threads=self.config.threads
+                )
                 d = self.datasets[ds.name]
-                log.info("dataset %s: %s, %d samples, %d variants", ds.name, d.genotypes.format,
-                         d.n_samples, d.genotypes.n_variants)
+                log.info(
+                    "dataset %s: %s, %d samples, %d variants",
+                    ds.name,
+                    d.genotypes.format,
+                    d.n_samples,
+                    d.genotypes.n_variants,
+                )
             except FedstatError as exc:
                 self.problems[ds.name] = str(exc)
                 log.error("dataset %s cannot be used: %s", ds.name, exc)
@@ -87,8 +93,11 @@ class SiteAgent:
             if d is None:
                 infos.append(common_pb2.DatasetInfo(name=ds.name, ok=False, problem=self.problems.get(ds.name, "")))
             else:
-                infos.append(common_pb2.DatasetInfo(
-                    name=ds.name, format=d.genotypes.format, n_variants=d.genotypes.n_variants, ok=True))
+                infos.append(
+                    common_pb2.DatasetInfo(
+                        name=ds.name, format=d.genotypes.format, n_variants=d.genotypes.n_variants, ok=True
+                    )
+                )
         return site_pb2.SiteMessage(hello=site_pb2.Hello(agent_version=fedstat.__version__, datasets=infos))
 
     # --- connection -----------------------------------------------------------------------
@@ -102,8 +111,12 @@ class SiteAgent:
                 self._session()
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
-                log.warning("connection to %s lost (%s): %s", self.config.coordinator,
-                            code.name if code else "?", exc.details() if hasattr(exc, "details") else exc)
+                log.warning(
+                    "connection to %s lost (%s): %s",
+                    self.config.coordinator,
+                    code.name if code else "?",
+                    exc.details() if hasattr(exc, "details") else exc,
+                )
             finally:
                 self.connected.clear()
                 self._abort_jobs("connection to the coordinator lost")
@@ -197,16 +210,27 @@ class SiteAgent:
             cohort = decide(spec, self.config.policy, dataset)
         except FedstatError as exc:
             log.info("refused job %s from %s: %s", offer.job_id, offer.analyst, exc)
-            self.send(site_pb2.SiteMessage(decision=site_pb2.JobDecision(
-                job_id=offer.job_id, accept=False, reason=str(exc))))
+            self.send(
+                site_pb2.SiteMessage(decision=site_pb2.JobDecision(job_id=offer.job_id, accept=False, reason=str(exc)))
+            )
             return
         job = _Job(job_id=offer.job_id, spec=spec, dataset=dataset, cohort=cohort)
         self._jobs[job.job_id] = job
         threading.Thread(target=self._job_worker, args=(job,), name=f"job-{job.job_id}", daemon=True).start()
-        log.info("accepted job %s from %s: %s (%d participants)", job.job_id, offer.analyst,
-                 ", ".join(spec.analyses), len(cohort))
-        self.send(site_pb2.SiteMessage(decision=site_pb2.JobDecision(
-            job_id=job.job_id, accept=True, cohort_size=len(cohort), n_variants=dataset.genotypes.n_variants)))
+        log.info(
+            "accepted job %s from %s: %s (%d participants)",
+            job.job_id,
+            offer.analyst,
+            ", ".join(spec.analyses),
+            len(cohort),
+        )
+        self.send(
+            site_pb2.SiteMessage(
+                decision=site_pb2.JobDecision(
+                    job_id=job.job_id, accept=True, cohort_size=len(cohort), n_variants=dataset.genotypes.n_variants
+                )
+            )
+        )
 
     def _job_worker(self, job: _Job) -> None:
         try:
@@ -217,14 +241,20 @@ class SiteAgent:
                 kind = msg.WhichOneof("kind")
                 if kind == "keys_request":
                     g = job.dataset.genotypes
-                    for chunk in keys_chunks(job.job_id, g.variants, multiallelic=g.multiallelic_skipped,
-                                             non_snv=getattr(g, "non_snv_skipped", 0)):
+                    for chunk in keys_chunks(
+                        job.job_id,
+                        g.variants,
+                        multiallelic=g.multiallelic_skipped,
+                        non_snv=getattr(g, "non_snv_skipped", 0),
+                    ):
                         self.send(site_pb2.SiteMessage(keys=chunk))
                 elif kind == "plan":
                     if job.plan_parts.add(msg.plan):
                         job.plan = job.plan_parts.plan()
                         if job.plan.local_index.size and (
-                                job.plan.local_index.min() < 0 or job.plan.local_index.max() >= job.dataset.genotypes.n_variants):
+                            job.plan.local_index.min() < 0
+                            or job.plan.local_index.max() >= job.dataset.genotypes.n_variants
+                        ):
                             raise ProtocolError("the coordinator's variant plan names variants this site does not have")
                 elif kind == "round":
                     self._round(job, msg.round)
@@ -233,12 +263,15 @@ class SiteAgent:
             self._report_error(job.job_id, exc)
         except Exception as exc:  # noqa: BLE001 - report, never leave the coordinator waiting
             log.exception("job %s: internal error at this site", job.job_id)
-            self._report_error(job.job_id, FedstatError(f"internal error at the site ({type(exc).__name__}); see the site log"))
+            self._report_error(
+                job.job_id, FedstatError(f"internal error at the site ({type(exc).__name__}); see the site log")
+            )
 
     def _report_error(self, job_id: str, exc: FedstatError) -> None:
         try:
-            self.send(site_pb2.SiteMessage(error=site_pb2.SiteError(
-                job_id=job_id, kind=type(exc).__name__, message=str(exc))))
+            self.send(
+                site_pb2.SiteMessage(error=site_pb2.SiteError(job_id=job_id, kind=type(exc).__name__, message=str(exc)))
+            )
         except ProtocolError:
             pass
 
@@ -247,30 +280,58 @@ class SiteAgent:
             raise ProtocolError(f"round {req.round} requested before the variant plan arrived")
         compute = LOCAL_COMPUTATIONS.get(req.analysis)
         if compute is None:
-            raise ProtocolError(f"unknown local computation {req.analysis!r}; this agent is fedstat {fedstat.__version__}")
+            raise ProtocolError(
+                f"unknown local computation {req.analysis!r}; this agent is fedstat {fedstat.__version__}"
+            )
         if self.name not in req.participants:
             raise ProtocolError("this site is not listed among the round's participants")
-        ctx = RoundContext(job_id=job.job_id, round=req.round, attempt=req.attempt, participants=tuple(req.participants))
+        ctx = RoundContext(
+            job_id=job.job_id, round=req.round, attempt=req.attempt, participants=tuple(req.participants)
+        )
         protector = get_mode(job.spec.privacy).protector(ctx, self.name)
         plan = job.plan
         n = len(plan.local_index)
         block_size = job.spec.block_size or self.config.block_size
         n_blocks = (n + block_size - 1) // block_size
         blocks = job.dataset.genotypes.read_blocks(
-            plan.local_index, flip=plan.flip, sample_index=job.cohort, block_size=block_size)
+            plan.local_index, flip=plan.flip, sample_index=job.cohort, block_size=block_size
+        )
         for done, (offset, block) in enumerate(_checked(blocks, block_size), start=1):
             if job.cancelled.is_set():
                 return
             for name, values in compute(block).items():
                 for chunk in protector.protect(name, offset, n, values):
-                    self.send(site_pb2.SiteMessage(sums=site_pb2.SumsMessage(
-                        job_id=job.job_id, round=req.round, attempt=req.attempt, chunk=chunk_to_pb(chunk))))
-            self.send(site_pb2.SiteMessage(progress=site_pb2.RoundProgress(
-                job_id=job.job_id, round=req.round, attempt=req.attempt, blocks_done=done,
-                blocks_total=n_blocks, finished=False)))
-        self.send(site_pb2.SiteMessage(progress=site_pb2.RoundProgress(
-            job_id=job.job_id, round=req.round, attempt=req.attempt, blocks_done=n_blocks,
-            blocks_total=n_blocks, finished=True)))
+                    self.send(
+                        site_pb2.SiteMessage(
+                            sums=site_pb2.SumsMessage(
+                                job_id=job.job_id, round=req.round, attempt=req.attempt, chunk=chunk_to_pb(chunk)
+                            )
+                        )
+                    )
+            self.send(
+                site_pb2.SiteMessage(
+                    progress=site_pb2.RoundProgress(
+                        job_id=job.job_id,
+                        round=req.round,
+                        attempt=req.attempt,
+                        blocks_done=done,
+                        blocks_total=n_blocks,
+                        finished=False,
+                    )
+                )
+            )
+        self.send(
+            site_pb2.SiteMessage(
+                progress=site_pb2.RoundProgress(
+                    job_id=job.job_id,
+                    round=req.round,
+                    attempt=req.attempt,
+                    blocks_done=n_blocks,
+                    blocks_total=n_blocks,
+                    finished=True,
+                )
+            )
+        )
 
 
 def _checked(blocks: Iterator[tuple[int, np.ndarray]], block_size: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -45,7 +45,5 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset) -> np.ndarray:
             )
     cohort = np.sort(dataset.genotype_index)
     if len(cohort) < policy.min_cohort:
-        raise PolicyRefused(
-            f"cohort of {len(cohort)} is below this site's minimum of {policy.min_cohort} participants"
-        )
+        raise PolicyRefused(f"cohort of {len(cohort)} is below this site's minimum of {policy.min_cohort} participants")
     return cohort

@@ -45,8 +45,12 @@ def coordinator(session_pki: Pki, tmp_path: Path) -> Iterator[tuple[object, int]
     from coordinator.server import running_coordinator
 
     cfg = CoordinatorConfig(
-        path=tmp_path / "coordinator.toml", listen="127.0.0.1:0", state_dir=tmp_path / "state",
-        tls=session_pki.tls("coordinator"), offer_timeout_s=20, round_timeout_s=60,
+        path=tmp_path / "coordinator.toml",
+        listen="127.0.0.1:0",
+        state_dir=tmp_path / "state",
+        tls=session_pki.tls("coordinator"),
+        offer_timeout_s=20,
+        round_timeout_s=60,
     )
     with running_coordinator(cfg) as coord:
         yield coord, coord.port

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from fedstat import pki
 from fedstat.cli.main import build_parser, main
 from fedstat.config import load_analyst_profile, load_coordinator_config, load_site_config
 from fedstat.errors import ConfigError, InputError
-from fedstat import pki
 
 
 def test_help__submit_lists_plink2_flags_and_examples(capsys):
@@ -45,7 +45,8 @@ def test_main__unreachable_coordinator_exit_3(session_pki, tmp_path, capsys):
         port = s.getsockname()[1]
     tls = session_pki.tls("alice")
     (tmp_path / "p.toml").write_text(
-        f'[analyst]\ncoordinator = "localhost:{port}"\n[tls]\nca = "{tls.ca}"\ncert = "{tls.cert}"\nkey = "{tls.key}"\n')
+        f'[analyst]\ncoordinator = "localhost:{port}"\n[tls]\nca = "{tls.ca}"\ncert = "{tls.cert}"\nkey = "{tls.key}"\n'
+    )
     rc = main(["jobs", "list", "--profile", str(tmp_path / "p.toml")])
     err = capsys.readouterr().err
     assert rc == 3
@@ -55,8 +56,13 @@ def test_main__unreachable_coordinator_exit_3(session_pki, tmp_path, capsys):
 
 def test_console_script__user_error_prints_no_traceback(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "fedstat.cli.main", "poc", "start", "--workspace", str(tmp_path)],
-                          capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedstat.cli.main", "poc", "start", "--workspace", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "is not a prepared workspace" in proc.stderr
@@ -92,8 +98,12 @@ TLS = '[tls]\nca = "ca.pem"\ncert = "c.pem"\nkey = "c.key"\n'
 
 
 def test_config__site_config_resolves_paths_and_defaults(tmp_path):
-    cfg = load_site_config(_write(tmp_path / "site.toml",
-        '[site]\ncoordinator = "localhost:7443"\n' + TLS + '[[datasets]]\nname = "main"\npath = "data"\n'))
+    cfg = load_site_config(
+        _write(
+            tmp_path / "site.toml",
+            '[site]\ncoordinator = "localhost:7443"\n' + TLS + '[[datasets]]\nname = "main"\npath = "data"\n',
+        )
+    )
     assert cfg.datasets[0].path == tmp_path / "data"
     assert cfg.tls.ca == tmp_path / "ca.pem"
     assert cfg.block_size == 4096 and cfg.policy.allowed_privacy == ("none",)
@@ -102,16 +112,32 @@ def test_config__site_config_resolves_paths_and_defaults(tmp_path):
         cfg.dataset("other")
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('[site]\ncoordinator = "localhost"\n' + TLS + '[[datasets]]\nname="m"\npath="d"\n', "site.coordinator must be host:port"),
-    ('[site]\ncoordinator = "h:1"\nblock_size = 0\n' + TLS + '[[datasets]]\nname="m"\npath="d"\n', "site.block_size must be positive"),
-    ('[site]\ncoordinator = "h:1"\nblok_size = 5\n' + TLS + '[[datasets]]\nname="m"\npath="d"\n', "unknown key(s) in [site]: blok_size"),
-    ('[site]\ncoordinator = "h:1"\n' + TLS, "at least one [[datasets]]"),
-    ('[site]\ncoordinator = "h:1"\n[[datasets]]\nname="m"\npath="d"\n', "section [tls] is required"),
-    ('[site]\ncoordinator = "h:1"\n' + TLS + '[[datasets]]\nname="m"\npath="d"\n[policy]\nallowed_analyses=["glm"]\n',
-     "unknown analysis 'glm'"),
-    ('[site\n', "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[site]\ncoordinator = "localhost"\n' + TLS + '[[datasets]]\nname="m"\npath="d"\n',
+            "site.coordinator must be host:port",
+        ),
+        (
+            '[site]\ncoordinator = "h:1"\nblock_size = 0\n' + TLS + '[[datasets]]\nname="m"\npath="d"\n',
+            "site.block_size must be positive",
+        ),
+        (
+            '[site]\ncoordinator = "h:1"\nblok_size = 5\n' + TLS + '[[datasets]]\nname="m"\npath="d"\n',
+            "unknown key(s) in [site]: blok_size",
+        ),
+        ('[site]\ncoordinator = "h:1"\n' + TLS, "at least one [[datasets]]"),
+        ('[site]\ncoordinator = "h:1"\n[[datasets]]\nname="m"\npath="d"\n', "section [tls] is required"),
+        (
+            '[site]\ncoordinator = "h:1"\n'
+            + TLS
+            + '[[datasets]]\nname="m"\npath="d"\n[policy]\nallowed_analyses=["glm"]\n',
+            "unknown analysis 'glm'",
+        ),
+        ("[site\n", "not valid TOML"),
+    ],
+)
 def test_config__site_errors_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:
         load_site_config(_write(tmp_path / "site.toml", text))
@@ -122,7 +148,9 @@ def test_config__coordinator_and_analyst(tmp_path):
     c = load_coordinator_config(_write(tmp_path / "c.toml", '[coordinator]\nlisten = "0.0.0.0:7443"\n' + TLS))
     assert c.db_path == tmp_path / "state" / "coordinator.sqlite" and c.offer_timeout_s == 60.0
     with pytest.raises(ConfigError, match="coordinator.offer_timeout_s must be a number, got str"):
-        load_coordinator_config(_write(tmp_path / "c.toml", '[coordinator]\nlisten = "h:1"\noffer_timeout_s = "x"\n' + TLS))
+        load_coordinator_config(
+            _write(tmp_path / "c.toml", '[coordinator]\nlisten = "h:1"\noffer_timeout_s = "x"\n' + TLS)
+        )
     a = load_analyst_profile(_write(tmp_path / "a.toml", '[analyst]\ncoordinator = "h:1"\n' + TLS))
     assert a.coordinator == "h:1"
 
@@ -130,9 +158,24 @@ def test_config__coordinator_and_analyst(tmp_path):
 def test_demo__runs_end_to_end_on_a_small_consortium(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, "-m", "fedstat.cli.main", "demo", "--workspace", str(tmp_path / "demo"),
-         "--samples", "300", "--variants", "400"],
-        capture_output=True, text=True, env=env, check=False, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "fedstat.cli.main",
+            "demo",
+            "--workspace",
+            str(tmp_path / "demo"),
+            "--samples",
+            "300",
+            "--variants",
+            "400",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for ext in ("afreq", "gcount", "hardy", "vmiss", "provenance.json"):
         assert (tmp_path / "demo" / "results" / f"run1.{ext}").is_file()

@@ -71,15 +71,11 @@ def write_bed(directory: Path, g: np.ndarray, v: dict[str, list] | None = None) 
             for c, p, i, r, a in zip(v["chrom"], v["pos"], v["id"], v["ref"], v["alt"], strict=True)
         )
     )
-    stem.with_suffix(".fam").write_text(
-        "".join(f"fam{j % 3} ind{j} 0 0 {1 + j % 2} -9\n" for j in range(g.shape[1]))
-    )
+    stem.with_suffix(".fam").write_text("".join(f"fam{j % 3} ind{j} 0 0 {1 + j % 2} -9\n" for j in range(g.shape[1])))
     return stem.with_suffix(".bed")
 
 
-def write_pgen(
-    directory: Path, g: np.ndarray, v: dict[str, list] | None = None, *, header: str = "full"
-) -> Path:
+def write_pgen(directory: Path, g: np.ndarray, v: dict[str, list] | None = None, *, header: str = "full") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     v = v or _variants(g.shape[0])
     stem = directory / "genotypes"
@@ -100,9 +96,7 @@ def write_pgen(
     else:  # bim order without CM
         text = "".join(f"{c}\t{i}\t{p}\t{a}\t{r}\n" for c, p, i, r, a in rows)
     stem.with_suffix(".pvar").write_text(text)
-    stem.with_suffix(".psam").write_text(
-        "#IID\tSEX\n" + "".join(f"ind{j}\tNA\n" for j in range(g.shape[1]))
-    )
+    stem.with_suffix(".psam").write_text("#IID\tSEX\n" + "".join(f"ind{j}\tNA\n" for j in range(g.shape[1])))
     return stem.with_suffix(".pgen")
 
 
@@ -121,8 +115,7 @@ def _vcf_text(g: np.ndarray, v: dict[str, list] | None = None) -> str:
     for k, row in enumerate(g):
         calls = "\t".join(gt[int(x)] for x in row)
         lines.append(
-            f"{v['chrom'][k]}\t{v['pos'][k]}\t{v['id'][k]}\t{v['ref'][k]}\t{v['alt'][k]}"
-            f"\t.\tPASS\t.\tGT\t{calls}"
+            f"{v['chrom'][k]}\t{v['pos'][k]}\t{v['id'][k]}\t{v['ref'][k]}\t{v['alt'][k]}\t.\tPASS\t.\tGT\t{calls}"
         )
     return "\n".join(lines) + "\n"
 
@@ -229,10 +222,7 @@ def test_open_genotypes__all_three_formats_agree_on_blocks(tmp_path):
     index = rng.permutation(40)[:30]
     flip = rng.random(30) < 0.5
     samples = np.array([8, 0, 3, 5])
-    results = [
-        read_all(s, variant_index=index, flip=flip, sample_index=samples, block_size=7)
-        for s in sources
-    ]
+    results = [read_all(s, variant_index=index, flip=flip, sample_index=samples, block_size=7) for s in sources]
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
 
@@ -273,9 +263,7 @@ def test_read_blocks__sorted_and_repeated_sample_subsets(pgen_source):
 
 def test_read_blocks__empty_sample_subset_yields_zero_column_blocks(pgen_source):
     src, _ = pgen_source
-    blocks = list(
-        src.read_blocks(np.arange(N_VAR), sample_index=np.array([], dtype=np.int64), block_size=10)
-    )
+    blocks = list(src.read_blocks(np.arange(N_VAR), sample_index=np.array([], dtype=np.int64), block_size=10))
     assert [(off, b.shape) for off, b in blocks] == [(0, (10, 0)), (10, (10, 0)), (20, (3, 0))]
 
 
@@ -355,8 +343,7 @@ def test_open_genotypes__multiallelic_pvar_rows_are_skipped(tmp_path):
         writer.append_alleles(np.array(row, dtype=np.int32))
     writer.close()
     stem.with_suffix(".pvar").write_text(
-        "#CHROM\tPOS\tID\tREF\tALT\n1\t10\ta\tA\tG\n1\t20\tb\tC\tT\n1\t30\tc\tG\tA,T\n"
-        "1\t40\td\tT\tC\n"
+        "#CHROM\tPOS\tID\tREF\tALT\n1\t10\ta\tA\tG\n1\t20\tb\tC\tT\n1\t30\tc\tG\tA,T\n1\t40\td\tT\tC\n"
     )
     stem.with_suffix(".psam").write_text("#FID\tIID\nf\ts1\nf\ts2\nf\ts3\nf\ts4\n")
     with open_genotypes(tmp_path) as src:

@@ -75,9 +75,7 @@ def test_column__unknown_name_lists_columns(tmp_path):
     table = read_sample_table(path)
     with pytest.raises(InputError) as info:
         table.column("HEIGHT")
-    assert str(info.value) == (
-        f"unknown phenotype/covariate 'HEIGHT' in {path}; columns are: AGE, BMI"
-    )
+    assert str(info.value) == (f"unknown phenotype/covariate 'HEIGHT' in {path}; columns are: AGE, BMI")
 
 
 @pytest.mark.parametrize(

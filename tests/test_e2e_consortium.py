@@ -27,8 +27,10 @@ EXPECTED = FIXTURE / "expected"
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     ws = tmp_path_factory.mktemp("poc") / "W"
-    assert cli(["poc", "prepare", "--workspace", str(ws),
-                *[a for s in SITES for a in ("--site", f"{s}={FIXTURE / s}")]]) == 0
+    assert (
+        cli(["poc", "prepare", "--workspace", str(ws), *[a for s in SITES for a in ("--site", f"{s}={FIXTURE / s}")]])
+        == 0
+    )
     assert cli(["poc", "start", "--workspace", str(ws)]) == 0
     try:
         yield ws
@@ -53,8 +55,19 @@ def _within_printed_precision(ours: str, theirs: str) -> bool:
 
 def test_submit__allele_statistics_equal_plink2_on_pooled_data(workspace: Path, tmp_path: Path, capsys):
     out = tmp_path / "results" / "run1"
-    rc = cli(["submit", "--profile", str(workspace / "analyst.toml"), "--freq", "--geno-counts", "--hardy",
-              "--missing", "--out", str(out)])
+    rc = cli(
+        [
+            "submit",
+            "--profile",
+            str(workspace / "analyst.toml"),
+            "--freq",
+            "--geno-counts",
+            "--hardy",
+            "--missing",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     for ext in ("afreq", "gcount", "hardy", "vmiss"):
         ours_h, ours = _table(out.with_suffix("." + ext))
@@ -97,15 +110,38 @@ def test_jobs_results__refetches_identical_files(workspace: Path, tmp_path: Path
 
 def test_submit__subset_of_sites_counts_only_their_participants(workspace: Path, tmp_path: Path):
     out = tmp_path / "two"
-    assert cli(["submit", "--profile", str(workspace / "analyst.toml"), "--missing", "--sites", "AFR,EAS",
-                "--out", str(out)]) == 0
+    assert (
+        cli(
+            [
+                "submit",
+                "--profile",
+                str(workspace / "analyst.toml"),
+                "--missing",
+                "--sites",
+                "AFR,EAS",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     _, rows = _table(out.with_suffix(".vmiss"))
     assert {int(r[3]) for r in rows} == {300}  # OBS_CT = samples at AFR and EAS (no missing calls there)
 
 
 def test_submit__unknown_phenotype_fails_naming_site_and_column(workspace: Path, tmp_path: Path, capsys):
-    rc = cli(["submit", "--profile", str(workspace / "analyst.toml"), "--freq", "--pheno-name", "NOPE",
-              "--out", str(tmp_path / "x")])
+    rc = cli(
+        [
+            "submit",
+            "--profile",
+            str(workspace / "analyst.toml"),
+            "--freq",
+            "--pheno-name",
+            "NOPE",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     assert "refused the job: unknown phenotype 'NOPE'" in err and "columns are:" in err
@@ -114,8 +150,18 @@ def test_submit__unknown_phenotype_fails_naming_site_and_column(workspace: Path,
 
 
 def test_submit__unknown_site_fails_with_connected_list(workspace: Path, tmp_path: Path, capsys):
-    rc = cli(["submit", "--profile", str(workspace / "analyst.toml"), "--freq", "--sites", "AFR,MARS",
-              "--out", str(tmp_path / "x")])
+    rc = cli(
+        [
+            "submit",
+            "--profile",
+            str(workspace / "analyst.toml"),
+            "--freq",
+            "--sites",
+            "AFR,MARS",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     assert rc == 1
     assert "site(s) MARS not connected; connected: AFR, EAS, EUR" in capsys.readouterr().err
 
@@ -140,12 +186,28 @@ def test_broken_dataset__job_fails_naming_site_file_and_line(tmp_path: Path, cap
     lines[6] = lines[6] + "\textra"
     (data / "EUR" / "samples.tsv").write_text("\n".join(lines) + "\n")
     ws = tmp_path / "W"
-    rc = cli(["poc", "prepare", "--workspace", str(ws), "--site", f"AFR={data / 'AFR'}", "--site", f"EUR={data / 'EUR'}"])
+    rc = cli(
+        ["poc", "prepare", "--workspace", str(ws), "--site", f"AFR={data / 'AFR'}", "--site", f"EUR={data / 'EUR'}"]
+    )
     assert rc == 2
     assert "site EUR" in capsys.readouterr().err
     shutil.rmtree(ws)
-    assert cli(["poc", "prepare", "--workspace", str(ws), "--skip-check", "--site", f"AFR={data / 'AFR'}",
-                "--site", f"EUR={data / 'EUR'}"]) == 0
+    assert (
+        cli(
+            [
+                "poc",
+                "prepare",
+                "--workspace",
+                str(ws),
+                "--skip-check",
+                "--site",
+                f"AFR={data / 'AFR'}",
+                "--site",
+                f"EUR={data / 'EUR'}",
+            ]
+        )
+        == 0
+    )
     assert cli(["poc", "start", "--workspace", str(ws)]) == 0
     try:
         rc = cli(["submit", "--profile", str(ws / "analyst.toml"), "--freq", "--out", str(tmp_path / "r")])

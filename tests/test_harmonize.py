@@ -46,8 +46,12 @@ def test_harmonize__absent_variants_are_excluded_and_counted():
 
 
 def test_harmonize__different_alleles_at_same_position_are_different_variants():
-    h = harmonize({"A": vt([("1", 10, "a", "A", "G"), ("1", 11, "z", "A", "C")]),
-                   "B": vt([("1", 10, "a", "A", "T"), ("1", 11, "z", "A", "C")])})
+    h = harmonize(
+        {
+            "A": vt([("1", 10, "a", "A", "G"), ("1", 11, "z", "A", "C")]),
+            "B": vt([("1", 10, "a", "A", "T"), ("1", 11, "z", "A", "C")]),
+        }
+    )
     assert list(h.variants.pos) == [11]
     assert h.n_excluded == 2
 

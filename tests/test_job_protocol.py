@@ -10,11 +10,11 @@ import grpc
 import numpy as np
 
 from fedstat.client import Client
+from fedstat.data.variants import VariantTable
 from fedstat.jobs import JobSpec
 from fedstat.net import secure_channel
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.protocol import chunk_to_pb, keys_chunks
-from fedstat.data.variants import VariantTable
 from fedstat.wire import site_pb2, site_pb2_grpc
 from tests.conftest import analyst_profile
 
@@ -40,8 +40,13 @@ class FakeSite:
                 kind = msg.WhichOneof("kind")
                 self.seen.append(kind)
                 if kind == "offer":
-                    d = site_pb2.JobDecision(job_id=msg.offer.job_id, accept=not self.refuse, reason=self.refuse,
-                                             cohort_size=50, n_variants=3)
+                    d = site_pb2.JobDecision(
+                        job_id=msg.offer.job_id,
+                        accept=not self.refuse,
+                        reason=self.refuse,
+                        cohort_size=50,
+                        n_variants=3,
+                    )
                     self.outbox.put(site_pb2.SiteMessage(decision=d))
                 elif kind == "keys_request":
                     for c in keys_chunks(msg.keys_request.job_id, VARIANTS, multiallelic=0, non_snv=0):
@@ -52,14 +57,28 @@ class FakeSite:
                         self.call.cancel()
                         return
                     ctx = RoundContext(r.job_id, r.round, r.attempt, tuple(r.participants))
-                    sums = {"hom_ref": np.array([10, 20, 30]), "het": np.array([30, 20, 10]),
-                            "hom_alt": np.array([10, 10, 10]), "missing": np.array([0, 0, 0])}
+                    sums = {
+                        "hom_ref": np.array([10, 20, 30]),
+                        "het": np.array([30, 20, 10]),
+                        "hom_alt": np.array([10, 10, 10]),
+                        "missing": np.array([0, 0, 0]),
+                    }
                     for name, arr in sums.items():
                         for c in get_mode("none").protector(ctx, self.name).protect(name, 0, 3, arr):
-                            self.outbox.put(site_pb2.SiteMessage(sums=site_pb2.SumsMessage(
-                                job_id=r.job_id, round=r.round, attempt=r.attempt, chunk=chunk_to_pb(c))))
-                    self.outbox.put(site_pb2.SiteMessage(progress=site_pb2.RoundProgress(
-                        job_id=r.job_id, round=r.round, blocks_done=1, blocks_total=1, finished=True)))
+                            self.outbox.put(
+                                site_pb2.SiteMessage(
+                                    sums=site_pb2.SumsMessage(
+                                        job_id=r.job_id, round=r.round, attempt=r.attempt, chunk=chunk_to_pb(c)
+                                    )
+                                )
+                            )
+                    self.outbox.put(
+                        site_pb2.SiteMessage(
+                            progress=site_pb2.RoundProgress(
+                                job_id=r.job_id, round=r.round, blocks_done=1, blocks_total=1, finished=True
+                            )
+                        )
+                    )
         except Exception:  # noqa: BLE001 - the stream ends when the test cancels it
             pass
 
@@ -110,7 +129,10 @@ def test_job__site_vanishing_mid_round_fails_job_naming_the_site(session_pki, co
 
 def test_job__refusal_reason_reaches_the_analyst(session_pki, coordinator):
     coord, port = coordinator
-    sites = [FakeSite(session_pki, port, "AFR"), FakeSite(session_pki, port, "EAS", refuse="privacy mode 'none' is not accepted here")]
+    sites = [
+        FakeSite(session_pki, port, "AFR"),
+        FakeSite(session_pki, port, "EAS", refuse="privacy mode 'none' is not accepted here"),
+    ]
     try:
         _wait_connected(coord, ["AFR", "EAS"])
         with Client(analyst_profile(session_pki, port)) as c:

@@ -23,7 +23,9 @@ def test_layering__numeric_core_never_imports_grpc_or_wire():
                 elif isinstance(node, ast.ImportFrom) and node.module:
                     names = [node.module]
                 for n in names:
-                    if n.split(".")[0] in ("grpc", "grpc_health", "coordinator", "site_agent") or n.startswith("fedstat.wire"):
+                    if n.split(".")[0] in ("grpc", "grpc_health", "coordinator", "site_agent") or n.startswith(
+                        "fedstat.wire"
+                    ):
                         offenders.append(f"{path.relative_to(ROOT)} imports {n}")
     assert offenders == []
 
@@ -41,8 +43,12 @@ def test_layering__only_cli_imports_the_daemons():
 
 
 def test_wire__generated_code_is_up_to_date():
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--check"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -58,6 +64,16 @@ def test_wire__no_message_has_a_per_participant_field():
                 fields.append(f"{msg.name}.{f.name}")
     bad = [f for f in fields if any(word in f.lower() for word in forbidden)]
     assert bad == []
-    bytes_fields = [f"{m.name}.{f.name}" for mod in (analyst_pb2, common_pb2, site_pb2)
-                    for m in mod.DESCRIPTOR.message_types_by_name.values() for f in m.fields if f.type == f.TYPE_BYTES]
-    assert sorted(bytes_fields) == ["ResultChunk.data", "SumsChunk.data", "VariantPlanChunk.flip", "VariantPlanChunk.local_index"]
+    bytes_fields = [
+        f"{m.name}.{f.name}"
+        for mod in (analyst_pb2, common_pb2, site_pb2)
+        for m in mod.DESCRIPTOR.message_types_by_name.values()
+        for f in m.fields
+        if f.type == f.TYPE_BYTES
+    ]
+    assert sorted(bytes_fields) == [
+        "ResultChunk.data",
+        "SumsChunk.data",
+        "VariantPlanChunk.flip",
+        "VariantPlanChunk.local_index",
+    ]

@@ -36,8 +36,11 @@ def test_coordinator__refuses_client_without_certificate(session_pki, coordinato
 
 def test_coordinator__refuses_certificate_from_another_ca(session_pki, coordinator):
     _, port = coordinator
-    rogue = TlsFiles(ca=session_pki.ca / "ca.pem", cert=session_pki.root / "rogue" / "alice.pem",
-                     key=session_pki.root / "rogue" / "alice.key")
+    rogue = TlsFiles(
+        ca=session_pki.ca / "ca.pem",
+        cert=session_pki.root / "rogue" / "alice.pem",
+        key=session_pki.root / "rogue" / "alice.key",
+    )
     from fedstat.config import AnalystProfile
 
     profile = AnalystProfile(path=session_pki.root / "x.toml", coordinator=f"localhost:{port}", tls=rogue)
@@ -115,6 +118,8 @@ def test_error_from_rpc__permission_denied_is_auth_error(session_pki, coordinato
     _, port = coordinator
     from fedstat.config import AnalystProfile
 
-    profile = AnalystProfile(path=session_pki.root / "x.toml", coordinator=f"localhost:{port}", tls=session_pki.tls("AFR"))
+    profile = AnalystProfile(
+        path=session_pki.root / "x.toml", coordinator=f"localhost:{port}", tls=session_pki.tls("AFR")
+    )
     with Client(profile) as c, pytest.raises(AuthError, match="may not call"):
         c.list()

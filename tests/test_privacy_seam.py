@@ -15,7 +15,7 @@ CTX = RoundContext(job_id="j", round=1, attempt=0, participants=("A", "B", "C"))
 def _send(mode, site, name, arr, block=7):
     out = []
     for off in range(0, len(arr), block):
-        out.extend(mode.protector(CTX, site).protect(name, off, len(arr), arr[off:off + block]))
+        out.extend(mode.protector(CTX, site).protect(name, off, len(arr), arr[off : off + block]))
     return out
 
 

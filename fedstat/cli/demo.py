@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from pathlib import Path
 
 from fedstat.cli import poc
 from fedstat.errors import InputError
@@ -40,8 +39,13 @@ def run(args: argparse.Namespace) -> int:
     sizes = {"AFR": per_site, "EUR": per_site + args.samples % 3, "EAS": per_site}
     _say(f"simulating {args.samples} participants x {args.variants} variants at 3 sites with population structure")
     truth = simulate_consortium(
-        ws / "data", sites=sizes, n_variants=args.variants, seed=args.seed, formats=FORMATS,
-        swap_fraction={"EUR": 0.05}, missing_rate={"EUR": 0.01, "AFR": 0.002},
+        ws / "data",
+        sites=sizes,
+        n_variants=args.variants,
+        seed=args.seed,
+        formats=FORMATS,
+        swap_fraction={"EUR": 0.05},
+        missing_rate={"EUR": 0.01, "AFR": 0.002},
     )
     for s in SITES:
         print(f"  {s}: {sizes[s]} participants, {FORMATS[s]} files in {truth.site_dir(s)}")
@@ -51,10 +55,15 @@ def run(args: argparse.Namespace) -> int:
     profile = str(workspace / "analyst.toml")
     out = str(ws / "results" / "run1")
     steps: list[tuple[str, list[str]]] = [
-        ("prepare: consortium CA, certificates, configs", ["poc", "prepare", "--workspace", str(workspace), *site_args]),
+        (
+            "prepare: consortium CA, certificates, configs",
+            ["poc", "prepare", "--workspace", str(workspace), *site_args],
+        ),
         ("start: coordinator + 3 site agents as daemons (mutual TLS)", ["poc", "start", "--workspace", str(workspace)]),
-        ("submit: --freq --geno-counts --hardy --missing",
-         ["submit", "--profile", profile, "--freq", "--geno-counts", "--hardy", "--missing", "--out", out]),
+        (
+            "submit: --freq --geno-counts --hardy --missing",
+            ["submit", "--profile", profile, "--freq", "--geno-counts", "--hardy", "--missing", "--out", out],
+        ),
         ("jobs list", ["jobs", "list", "--profile", profile]),
     ]
     try:
@@ -83,5 +92,7 @@ def run(args: argparse.Namespace) -> int:
         for _, line in zip(range(4), f, strict=False):
             print("  " + line.rstrip())
     print(f"\ndemo finished in {time.monotonic() - t0:.1f} s. Results: {ws / 'results'}/")
-    print(f"The consortium workspace stays in {workspace}: `fedstat poc start --workspace {workspace}` to run it again.")
+    print(
+        f"The consortium workspace stays in {workspace}: `fedstat poc start --workspace {workspace}` to run it again."
+    )
     return 0

@@ -35,8 +35,13 @@ plus <out>.provenance.json (fedstat version, job spec, sites and counts, privacy
 
 
 def _add_profile(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", required=True, type=Path, metavar="TOML",
-                   help="analyst profile: coordinator address and your certificate (see README)")
+    p.add_argument(
+        "--profile",
+        required=True,
+        type=Path,
+        metavar="TOML",
+        help="analyst profile: coordinator address and your certificate (see README)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,16 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # analyst
-    p = sub.add_parser("submit", help="submit a job and (by default) wait for its results",
-                       description="Submit a federated job. Flags follow plink2.", epilog=EPILOG_SUBMIT,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "submit",
+        help="submit a job and (by default) wait for its results",
+        description="Submit a federated job. Flags follow plink2.",
+        epilog=EPILOG_SUBMIT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_profile(p)
     g = p.add_argument_group("analyses (plink2 flags)")
     g.add_argument("--freq", action="store_true", help="allele frequencies → <out>.afreq")
     g.add_argument("--geno-counts", action="store_true", help="genotype counts → <out>.gcount")
     g.add_argument("--hardy", action="store_true", help="exact Hardy–Weinberg test → <out>.hardy")
-    g.add_argument("--missing", action="store_true",
-                   help="variant missingness → <out>.vmiss (per-sample missingness stays at the sites)")
+    g.add_argument(
+        "--missing",
+        action="store_true",
+        help="variant missingness → <out>.vmiss (per-sample missingness stays at the sites)",
+    )
     p.add_argument("--out", required=True, help="output prefix, e.g. results/run1 (as plink2's --out)")
     p.add_argument("--pheno-name", default="", metavar="A,B", help="phenotype columns (checked at every site)")
     p.add_argument("--covar-name", default="", metavar="A,B", help="covariate columns (checked at every site)")
@@ -70,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="print the job id and return immediately")
 
     jobs = sub.add_parser("jobs", help="list, show, cancel jobs and fetch their results").add_subparsers(
-        dest="jobs_command", required=True, metavar="ACTION")
+        dest="jobs_command", required=True, metavar="ACTION"
+    )
     p = jobs.add_parser("list", help="your jobs, newest first")
     _add_profile(p)
     p.add_argument("--limit", type=int, default=20)
@@ -89,11 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     # operators
     ca = sub.add_parser("ca", help="consortium certificate authority").add_subparsers(
-        dest="ca_command", required=True, metavar="ACTION")
+        dest="ca_command", required=True, metavar="ACTION"
+    )
     p = ca.add_parser("init", help="create a CA (ca.pem, ca.key) in DIR")
     p.add_argument("dir", type=Path)
-    p = ca.add_parser("issue", help="issue a certificate for a coordinator, site or analyst",
-                      epilog="example: fedstat ca issue ca/ --name AFR --role site --out certs/")
+    p = ca.add_parser(
+        "issue",
+        help="issue a certificate for a coordinator, site or analyst",
+        epilog="example: fedstat ca issue ca/ --name AFR --role site --out certs/",
+    )
     p.add_argument("ca_dir", type=Path)
     p.add_argument("--name", required=True, help="the party's name (site name, analyst name)")
     p.add_argument("--role", required=True, choices=("coordinator", "site", "analyst"))
@@ -101,12 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="directory for NAME.pem and NAME.key")
 
     p = sub.add_parser("coordinator", help="the coordinator daemon").add_subparsers(
-        dest="coordinator_command", required=True, metavar="ACTION")
+        dest="coordinator_command", required=True, metavar="ACTION"
+    )
     s = p.add_parser("serve", help="run the coordinator (foreground; SIGTERM drains)")
     s.add_argument("--config", required=True, type=Path)
 
     p = sub.add_parser("site", help="the site agent daemon").add_subparsers(
-        dest="site_command", required=True, metavar="ACTION")
+        dest="site_command", required=True, metavar="ACTION"
+    )
     s = p.add_parser("serve", help="run the site agent (foreground; dials out to the coordinator)")
     s.add_argument("--config", required=True, type=Path)
     s = p.add_parser("check", help="open and validate the site's datasets, building caches")
@@ -114,24 +133,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     # proof of concept on one machine
     poc = sub.add_parser("poc", help="a whole consortium on this machine, for trying fedstat").add_subparsers(
-        dest="poc_command", required=True, metavar="ACTION")
-    p = poc.add_parser("prepare", help="make certificates and configs for a coordinator, sites and an analyst",
-                       epilog="example: fedstat poc prepare --workspace W --site AFR=data/afr --site EUR=data/eur")
+        dest="poc_command", required=True, metavar="ACTION"
+    )
+    p = poc.add_parser(
+        "prepare",
+        help="make certificates and configs for a coordinator, sites and an analyst",
+        epilog="example: fedstat poc prepare --workspace W --site AFR=data/afr --site EUR=data/eur",
+    )
     p.add_argument("--workspace", required=True, type=Path)
-    p.add_argument("--site", action="append", required=True, metavar="NAME=DIR",
-                   help="a site and its data directory (genotypes.* + samples.tsv); repeat per site")
+    p.add_argument(
+        "--site",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="a site and its data directory (genotypes.* + samples.tsv); repeat per site",
+    )
     p.add_argument("--analyst", default="analyst", help="the analyst's name (default: analyst)")
     p.add_argument("--port", type=int, default=0, help="coordinator port (default: a free one)")
     p.add_argument("--skip-check", action="store_true", help="do not open the datasets now")
-    for name, helptext in (("start", "start the coordinator and every site agent in the background"),
-                           ("status", "each component: pid, address, health"),
-                           ("stop", "stop every component (SIGTERM, then SIGKILL after 15 s)")):
+    for name, helptext in (
+        ("start", "start the coordinator and every site agent in the background"),
+        ("status", "each component: pid, address, health"),
+        ("stop", "stop every component (SIGTERM, then SIGKILL after 15 s)"),
+    ):
         p = poc.add_parser(name, help=helptext)
         p.add_argument("--workspace", required=True, type=Path)
 
     p = sub.add_parser("demo", help="simulate a 3-site consortium and run a whole job end to end")
-    p.add_argument("--workspace", type=Path, default=Path("fedstat-demo"),
-                   help="where data, daemons and results go (default: ./fedstat-demo)")
+    p.add_argument(
+        "--workspace",
+        type=Path,
+        default=Path("fedstat-demo"),
+        help="where data, daemons and results go (default: ./fedstat-demo)",
+    )
     p.add_argument("--samples", type=int, default=3000, help="participants in all (default 3000)")
     p.add_argument("--variants", type=int, default=10000, help="variants (default 10000)")
     p.add_argument("--seed", type=int, default=2026)
@@ -167,12 +201,25 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from fedstat.client import Client  # noqa: PLC0415
     from fedstat.jobs import JobSpec  # noqa: PLC0415
 
-    analyses = tuple(a for a, on in (("freq", args.freq), ("geno-counts", args.geno_counts),
-                                     ("hardy", args.hardy), ("missing", args.missing)) if on)
+    analyses = tuple(
+        a
+        for a, on in (
+            ("freq", args.freq),
+            ("geno-counts", args.geno_counts),
+            ("hardy", args.hardy),
+            ("missing", args.missing),
+        )
+        if on
+    )
     out = Path(args.out)
     spec = JobSpec(
-        analyses=analyses, pheno_names=_split(args.pheno_name), covar_names=_split(args.covar_name),
-        privacy=args.privacy, sites=_split(args.sites), out_name=out.name, block_size=args.block_size,
+        analyses=analyses,
+        pheno_names=_split(args.pheno_name),
+        covar_names=_split(args.covar_name),
+        privacy=args.privacy,
+        sites=_split(args.sites),
+        out_name=out.name,
+        block_size=args.block_size,
         dataset=args.dataset,
     ).validated()
     with Client.from_profile(args.profile) as c:
@@ -188,8 +235,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
             if sys.stderr.isatty():
                 sys.stderr.write("\n")
         files = c.fetch_results(final.job_id, out.parent)
-    print(f"job {final.job_id} done in {time.monotonic() - started:.1f} s; "
-          f"{sum(s.cohort_size for s in final.sites)} participants at {len(final.sites)} sites")
+    print(
+        f"job {final.job_id} done in {time.monotonic() - started:.1f} s; "
+        f"{sum(s.cohort_size for s in final.sites)} participants at {len(final.sites)} sites"
+    )
     for f in files:
         print(f"  {f}")
     return 0
@@ -197,15 +246,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def _print_job(job: object, *, detail: bool) -> None:
     j = job
-    print(f"{j.job_id}  {j.state:<9} {j.created_at}  {' '.join('--' + a for a in j.spec.analyses)}"  # type: ignore[attr-defined]
-          + (f"  error: {j.error}" if j.error and not detail else ""))  # type: ignore[attr-defined]
+    print(
+        f"{j.job_id}  {j.state:<9} {j.created_at}  {' '.join('--' + a for a in j.spec.analyses)}"  # type: ignore[attr-defined]
+        + (f"  error: {j.error}" if j.error and not detail else "")
+    )  # type: ignore[attr-defined]
     if detail:
         print(f"  phase: {j.phase}   privacy: {j.spec.privacy}   analyst: {j.analyst}")  # type: ignore[attr-defined]
         if j.error:  # type: ignore[attr-defined]
             print(f"  error: {j.error}")  # type: ignore[attr-defined]
         for s in j.sites:  # type: ignore[attr-defined]
-            print(f"  site {s.site:<10} {s.state:<9} participants={s.cohort_size} blocks={s.blocks_done}/{s.blocks_total}"
-                  + (f"  {s.detail}" if s.detail else ""))
+            print(
+                f"  site {s.site:<10} {s.state:<9} participants={s.cohort_size} blocks={s.blocks_done}/{s.blocks_total}"
+                + (f"  {s.detail}" if s.detail else "")
+            )
         for line in j.log:  # type: ignore[attr-defined]
             print(f"  | {line}")
         for f in j.result_files:  # type: ignore[attr-defined]
@@ -237,8 +290,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             if not sites:
                 print("no site is connected")
             for s in sites:
-                ds = ", ".join(f"{d.name} ({d.format}, {d.n_variants} variants)" if d.ok else f"{d.name} (BROKEN: {d.problem})"
-                               for d in s.datasets)
+                ds = ", ".join(
+                    f"{d.name} ({d.format}, {d.n_variants} variants)" if d.ok else f"{d.name} (BROKEN: {d.problem})"
+                    for d in s.datasets
+                )
                 print(f"{s.site:<10} since {s.connected_since}  fedstat {s.agent_version}  {ds}")
     return 0
 

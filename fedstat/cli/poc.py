@@ -43,8 +43,9 @@ def _toml_str(p: Path | str) -> str:
     return json.dumps(str(p))  # a JSON string literal is a valid TOML basic string
 
 
-def prepare(workspace: Path, sites: dict[str, Path], *, analyst: str = "analyst", port: int = 0,
-            check: bool = True) -> Path:
+def prepare(
+    workspace: Path, sites: dict[str, Path], *, analyst: str = "analyst", port: int = 0, check: bool = True
+) -> Path:
     """Create certificates and configs for a coordinator, the sites and one analyst."""
     from fedstat.data.genotypes import find_genotype_source  # noqa: PLC0415
 
@@ -103,9 +104,12 @@ def prepare(workspace: Path, sites: dict[str, Path], *, analyst: str = "analyst"
         f"cert = {_toml_str('analyst/' + analyst + '.pem')}\n"
         f"key = {_toml_str('analyst/' + analyst + '.key')}\n"
     )
-    (workspace / "poc.json").write_text(json.dumps(
-        {"address": address, "sites": {n: str(d.resolve()) for n, d in sites.items()}, "analyst": analyst},
-        indent=2) + "\n")
+    (workspace / "poc.json").write_text(
+        json.dumps(
+            {"address": address, "sites": {n: str(d.resolve()) for n, d in sites.items()}, "analyst": analyst}, indent=2
+        )
+        + "\n"
+    )
     if check:
         from fedstat.config import load_site_config  # noqa: PLC0415
         from site_agent.agent import SiteAgent  # noqa: PLC0415
@@ -114,8 +118,7 @@ def prepare(workspace: Path, sites: dict[str, Path], *, analyst: str = "analyst"
             agent = SiteAgent(load_site_config(workspace / "sites" / name / "site.toml"))
             agent.load_datasets()
             for ds in agent.datasets.values():
-                print(f"site {name}: {ds.genotypes.format}, {ds.n_samples} samples, "
-                      f"{ds.genotypes.n_variants} variants")
+                print(f"site {name}: {ds.genotypes.format}, {ds.n_samples} samples, {ds.genotypes.n_variants} variants")
                 ds.close()
             for problem in agent.problems.values():
                 raise InputError(f"site {name}: {problem}")
@@ -126,7 +129,9 @@ def _load(workspace: Path) -> dict:
     try:
         return json.loads((workspace / "poc.json").read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{workspace} is not a prepared workspace: run `fedstat poc prepare --workspace {workspace} ...`") from None
+        raise ConfigError(
+            f"{workspace} is not a prepared workspace: run `fedstat poc prepare --workspace {workspace} ...`"
+        ) from None
 
 
 def _pid(workspace: Path, component: str) -> int | None:
@@ -153,7 +158,10 @@ def _spawn(workspace: Path, component: str, args: list[str]) -> int:
     with (workspace / "logs" / f"{component}.log").open("ab") as log:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "fedstat.cli.main", *args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     _CHILDREN.append(proc)  # a daemon outlives this command; keep the handle so it is not reaped as garbage
     (workspace / "run" / f"{component}.pid").write_text(f"{proc.pid}\n")
@@ -200,13 +208,19 @@ def start(workspace: Path) -> None:
     running = [c for c in components if _pid(workspace, c)]
     if running:
         raise InputError(f"already running: {', '.join(running)}; `fedstat poc stop --workspace {workspace}` first")
-    _spawn(workspace, COORDINATOR, ["coordinator", "serve", "--config", str(workspace / COORDINATOR / "coordinator.toml")])
+    _spawn(
+        workspace, COORDINATOR, ["coordinator", "serve", "--config", str(workspace / COORDINATOR / "coordinator.toml")]
+    )
     deadline = time.monotonic() + START_TIMEOUT_S
     while _health(workspace, timeout=1.0) != "SERVING":
         if not _pid(workspace, COORDINATOR):
-            raise SiteUnavailable(f"the coordinator exited at start; its log says:\n    {_tail(workspace / 'logs' / 'coordinator.log')}")
+            raise SiteUnavailable(
+                f"the coordinator exited at start; its log says:\n    {_tail(workspace / 'logs' / 'coordinator.log')}"
+            )
         if time.monotonic() > deadline:
-            raise SiteUnavailable("the coordinator did not become healthy in time; see " + str(workspace / "logs" / "coordinator.log"))
+            raise SiteUnavailable(
+                "the coordinator did not become healthy in time; see " + str(workspace / "logs" / "coordinator.log")
+            )
         time.sleep(0.2)
     print(f"coordinator serving at {meta['address']} (pid {_pid(workspace, COORDINATOR)})")
     for name in meta["sites"]:
@@ -216,9 +230,13 @@ def start(workspace: Path) -> None:
         pending -= set(_connected_sites(workspace))
         for name in list(pending):
             if not _pid(workspace, name):
-                raise SiteUnavailable(f"site {name} exited at start; its log says:\n    {_tail(workspace / 'logs' / f'{name}.log')}")
+                raise SiteUnavailable(
+                    f"site {name} exited at start; its log says:\n    {_tail(workspace / 'logs' / f'{name}.log')}"
+                )
         if time.monotonic() > deadline:
-            raise SiteUnavailable(f"site(s) {', '.join(sorted(pending))} did not connect in time; see {workspace / 'logs'}")
+            raise SiteUnavailable(
+                f"site(s) {', '.join(sorted(pending))} did not connect in time; see {workspace / 'logs'}"
+            )
         if pending:
             time.sleep(0.3)
     for name in meta["sites"]:

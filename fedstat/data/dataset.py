@@ -61,7 +61,9 @@ def open_dataset(name: str, directory: Path, *, cache_dir: Path, threads: int = 
     try:
         table_path = directory / SAMPLES_FILE
         if not table_path.is_file():
-            raise SampleTableError(f"{table_path}: sample table not found (expected {SAMPLES_FILE} next to the genotypes)")
+            raise SampleTableError(
+                f"{table_path}: sample table not found (expected {SAMPLES_FILE} next to the genotypes)"
+            )
         table = read_sample_table(table_path)
         geno_ids = genotypes.samples
         use_fid = table.fid is not None and geno_ids.fid is not None

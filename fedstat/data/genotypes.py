@@ -173,9 +173,7 @@ def _read_pvar(path: Path) -> _VariantRows:
         header = lines[i].split()
         missing = [name for name in _PVAR_REQUIRED if name not in header]
         if missing:
-            raise GenotypeFileError(
-                f"{path}: line {i + 1}: header lacks column(s) {', '.join(missing)}"
-            )
+            raise GenotypeFileError(f"{path}: line {i + 1}: header lacks column(s) {', '.join(missing)}")
         c = [header.index(name) for name in _PVAR_REQUIRED]
         cols = (c[0], c[1], c[2], c[3], c[4])
         n_cols = len(header)
@@ -188,15 +186,12 @@ def _read_pvar(path: Path) -> _VariantRows:
         if cols is None:  # header-less: .bim order, CM optional
             if len(fields) not in (5, 6):
                 raise GenotypeFileError(
-                    f"{path}: line {j + 1}: {len(fields)} columns, expected 5 or 6 "
-                    "(header-less .pvar in .bim order)"
+                    f"{path}: line {j + 1}: {len(fields)} columns, expected 5 or 6 (header-less .pvar in .bim order)"
                 )
             n_cols = len(fields)
             cols = (0, 3, 1, 5, 4) if n_cols == 6 else (0, 2, 1, 4, 3)
         if len(fields) != n_cols:
-            raise GenotypeFileError(
-                f"{path}: line {j + 1}: {len(fields)} columns, expected {n_cols}"
-            )
+            raise GenotypeFileError(f"{path}: line {j + 1}: {len(fields)} columns, expected {n_cols}")
         parsed.append((j + 1, fields))
     if cols is None:
         cols = (0, 1, 2, 3, 4)
@@ -207,9 +202,7 @@ def _check_unique(path: Path, keys: list[tuple[str, str]], linenos: list[int]) -
     first: dict[tuple[str, str], int] = {}
     for key, lineno in zip(keys, linenos, strict=True):
         if key in first:
-            raise GenotypeFileError(
-                f"{path}: line {lineno}: duplicate sample ID (first seen on line {first[key]})"
-            )
+            raise GenotypeFileError(f"{path}: line {lineno}: duplicate sample ID (first seen on line {first[key]})")
         first[key] = lineno
 
 
@@ -247,9 +240,7 @@ def _read_psam(path: Path) -> SampleIds:
         elif header[:1] == ["IID"]:
             c_fid, c_iid = None, 0
         else:
-            raise GenotypeFileError(
-                f"{path}: line {i + 1}: header must start with '#FID IID' or '#IID'"
-            )
+            raise GenotypeFileError(f"{path}: line {i + 1}: header must start with '#FID IID' or '#IID'")
         n_cols = len(header)
         i += 1
     else:  # header-less .psam is a .fam
@@ -262,9 +253,7 @@ def _read_psam(path: Path) -> SampleIds:
         if not fields:
             continue
         if len(fields) != n_cols:
-            raise GenotypeFileError(
-                f"{path}: line {j + 1}: {len(fields)} columns, expected {n_cols}"
-            )
+            raise GenotypeFileError(f"{path}: line {j + 1}: {len(fields)} columns, expected {n_cols}")
         fid.append(fields[c_fid] if c_fid is not None else "")
         iid.append(fields[c_iid])
         linenos.append(j + 1)
@@ -353,9 +342,7 @@ class GenotypeSource:
         try:
             return pgenlib.PgenReader(os.fsencode(self.genotype_path), **kwargs)
         except RuntimeError as exc:
-            raise GenotypeFileError(
-                f"{self.genotype_path}: cannot open ({_pgenlib_message(exc)})"
-            ) from exc
+            raise GenotypeFileError(f"{self.genotype_path}: cannot open ({_pgenlib_message(exc)})") from exc
 
     def _check_readable(self) -> None:
         """Open the file and decode its last variant, which catches most truncation early."""
@@ -367,9 +354,7 @@ class GenotypeSource:
             buf = np.empty((1, self.n_samples), dtype=np.int8)
             reader.read_range(last, last + 1, buf)
         except RuntimeError as exc:
-            raise GenotypeFileError(
-                f"{self.genotype_path}: truncated or corrupt ({_pgenlib_message(exc)})"
-            ) from exc
+            raise GenotypeFileError(f"{self.genotype_path}: truncated or corrupt ({_pgenlib_message(exc)})") from exc
         finally:
             reader.close()
 
@@ -422,17 +407,13 @@ class GenotypeSource:
         if vidx.ndim != 1 or not (vidx.size == 0 or np.issubdtype(vidx.dtype, np.integer)):
             raise InputError("variant_index must be a 1-d integer array")
         if vidx.size and (vidx.min() < 0 or vidx.max() >= self.n_variants):
-            raise InputError(
-                f"variant_index out of range for {self.path} ({self.n_variants} variants)"
-            )
+            raise InputError(f"variant_index out of range for {self.path} ({self.n_variants} variants)")
         file_rows = self._rows.file_rows[vidx.astype(np.int64)]
         flips = None
         if flip is not None:
             flips = np.asarray(flip, dtype=bool)
             if flips.shape != vidx.shape:
-                raise InputError(
-                    f"flip has shape {flips.shape}, variant_index has shape {vidx.shape}"
-                )
+                raise InputError(f"flip has shape {flips.shape}, variant_index has shape {vidx.shape}")
         subset = order = None
         n_cols = self.n_samples
         if sample_index is not None:
@@ -440,9 +421,7 @@ class GenotypeSource:
             if sidx.ndim != 1 or not (sidx.size == 0 or np.issubdtype(sidx.dtype, np.integer)):
                 raise InputError("sample_index must be a 1-d integer array")
             if sidx.size and (sidx.min() < 0 or sidx.max() >= self.n_samples):
-                raise InputError(
-                    f"sample_index out of range for {self.path} ({self.n_samples} samples)"
-                )
+                raise InputError(f"sample_index out of range for {self.path} ({self.n_samples} samples)")
             n_cols = sidx.size
             subset, inverse = np.unique(sidx, return_inverse=True)
             subset = subset.astype(np.uint32)
@@ -537,13 +516,10 @@ def find_genotype_source(directory: str | Path) -> Path:
         raise GenotypeFileError(f"{directory}: not a directory")
     found = [directory / name for name in SOURCE_NAMES if (directory / name).is_file()]
     if not found:
-        raise GenotypeFileError(
-            f"{directory}: no genotype file (expected one of {', '.join(SOURCE_NAMES)})"
-        )
+        raise GenotypeFileError(f"{directory}: no genotype file (expected one of {', '.join(SOURCE_NAMES)})")
     if len(found) > 1:
         raise GenotypeFileError(
-            f"{directory}: more than one genotype file ({', '.join(p.name for p in found)}); "
-            "keep exactly one"
+            f"{directory}: more than one genotype file ({', '.join(p.name for p in found)}); keep exactly one"
         )
     return found[0]
 
@@ -558,9 +534,7 @@ def _format_of(path: Path) -> str:
         return "vcf"
     if name.endswith(".bcf"):
         return "bcf"
-    raise GenotypeFileError(
-        f"{path}: unknown genotype format (expected .bed, .pgen, .vcf, .vcf.gz or .bcf)"
-    )
+    raise GenotypeFileError(f"{path}: unknown genotype format (expected .bed, .pgen, .vcf, .vcf.gz or .bcf)")
 
 
 def _companion(path: Path, suffix: str) -> Path:
@@ -577,9 +551,7 @@ def _check_bed(path: Path, n_variants: int, n_samples: int, bim: Path, fam: Path
     if magic[:2] != _BED_MAGIC[:2]:
         raise GenotypeFileError(f"{path}: not a PLINK .bed file (wrong magic bytes)")
     if magic != _BED_MAGIC:
-        raise GenotypeFileError(
-            f"{path}: sample-major PLINK .bed is not supported (convert with plink --make-bed)"
-        )
+        raise GenotypeFileError(f"{path}: sample-major PLINK .bed is not supported (convert with plink --make-bed)")
     expected = 3 + n_variants * (-(-n_samples // 4))
     if size != expected:
         raise GenotypeFileError(
@@ -599,13 +571,9 @@ def _check_pgen_header(path: Path, n_variants: int, n_samples: int, pvar: Path, 
     if len(head) == 11 and head[2] in (0x10, 0x11):
         file_variants, file_samples = struct.unpack("<II", head[3:11])
         if file_variants != n_variants:
-            raise GenotypeFileError(
-                f"{path}: holds {file_variants} variants, {pvar.name} lists {n_variants}"
-            )
+            raise GenotypeFileError(f"{path}: holds {file_variants} variants, {pvar.name} lists {n_variants}")
         if file_samples != n_samples:
-            raise GenotypeFileError(
-                f"{path}: holds {file_samples} samples, {psam.name} lists {n_samples}"
-            )
+            raise GenotypeFileError(f"{path}: holds {file_samples} samples, {psam.name} lists {n_samples}")
 
 
 def open_genotypes(
@@ -646,17 +614,13 @@ def open_genotypes(
         rows = _read_bim(bim)
         samples = _read_fam(fam)
         _check_bed(path, rows.n_file_rows, len(samples), bim, fam)
-        source = GenotypeSource(
-            format=fmt, path=path, genotype_path=path, samples=samples, rows=rows
-        )
+        source = GenotypeSource(format=fmt, path=path, genotype_path=path, samples=samples, rows=rows)
     elif fmt == "pgen":
         pvar, psam = _companion(path, ".pvar"), _companion(path, ".psam")
         rows = _read_pvar(pvar)
         samples = _read_psam(psam)
         _check_pgen_header(path, rows.n_file_rows, len(samples), pvar, psam)
-        source = GenotypeSource(
-            format=fmt, path=path, genotype_path=path, samples=samples, rows=rows
-        )
+        source = GenotypeSource(format=fmt, path=path, genotype_path=path, samples=samples, rows=rows)
     else:
         cdir = Path(cache_dir) if cache_dir is not None else path.parent / DEFAULT_CACHE_DIRNAME
         info = ensure_vcf_cache(path, cdir, threads=threads)

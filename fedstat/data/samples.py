@@ -97,9 +97,7 @@ class SampleTable:
             return self.numeric[name]
         except KeyError:
             known = ", ".join(self.numeric) or "(none)"
-            raise InputError(
-                f"unknown phenotype/covariate {name!r} in {self.path}; columns are: {known}"
-            ) from None
+            raise InputError(f"unknown phenotype/covariate {name!r} in {self.path}; columns are: {known}") from None
 
     def is_binary(self, name: str) -> bool:
         """Whether column ``name`` is a case/control trait in plink2's coding.
@@ -206,15 +204,11 @@ def read_sample_table(path: str | Path) -> SampleTable:
     elif names_upper[:1] == ["IID"]:
         id_cols = 1
     elif "IID" in names_upper:
-        raise SampleTableError(
-            f"{path}: line {header_lineno}: header must start with '#FID IID' or '#IID'"
-        )
+        raise SampleTableError(f"{path}: line {header_lineno}: header must start with '#FID IID' or '#IID'")
     elif has_hash or "FID" in names_upper:
         raise SampleTableError(f"{path}: line {header_lineno}: header has no IID column")
     else:
-        raise SampleTableError(
-            f"{path}: line {header_lineno}: missing header (expected '#FID IID ...' or '#IID ...')"
-        )
+        raise SampleTableError(f"{path}: line {header_lineno}: missing header (expected '#FID IID ...' or '#IID ...')")
     data_names = header[id_cols:]
     seen_names: set[str] = set()
     for name in data_names:
@@ -238,18 +232,14 @@ def read_sample_table(path: str | Path) -> SampleTable:
             continue
         fields = _split(line, tabbed)
         if len(fields) != n_fields:
-            raise SampleTableError(
-                f"{path}: line {lineno}: {len(fields)} fields, header has {n_fields}"
-            )
+            raise SampleTableError(f"{path}: line {lineno}: {len(fields)} fields, header has {n_fields}")
         fid = fields[0] if id_cols == 2 else ""
         iid = fields[id_cols - 1]
         if not iid or (id_cols == 2 and not fid):
             raise SampleTableError(f"{path}: line {lineno}: empty sample ID")
         key = (fid, iid)
         if key in first_seen:
-            raise SampleTableError(
-                f"{path}: line {lineno}: duplicate sample ID (first seen on line {first_seen[key]})"
-            )
+            raise SampleTableError(f"{path}: line {lineno}: duplicate sample ID (first seen on line {first_seen[key]})")
         first_seen[key] = lineno
         fids.append(fid)
         iids.append(iid)

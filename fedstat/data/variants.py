@@ -51,16 +51,22 @@ class VariantTable:
     def take(self, idx: np.ndarray) -> VariantTable:
         """Rows ``idx`` (any integer index array) as a new table."""
         return VariantTable(
-            chrom=self.chrom[idx], pos=self.pos[idx], id=self.id[idx],
-            ref=self.ref[idx], alt=self.alt[idx],
+            chrom=self.chrom[idx],
+            pos=self.pos[idx],
+            id=self.id[idx],
+            ref=self.ref[idx],
+            alt=self.alt[idx],
         )
 
     def flipped(self, flip: np.ndarray) -> VariantTable:
         """The same variants with REF and ALT exchanged where ``flip`` is true."""
         flip = np.asarray(flip, dtype=bool)
         return VariantTable(
-            chrom=self.chrom, pos=self.pos, id=self.id,
-            ref=np.where(flip, self.alt, self.ref), alt=np.where(flip, self.ref, self.alt),
+            chrom=self.chrom,
+            pos=self.pos,
+            id=self.id,
+            ref=np.where(flip, self.alt, self.ref),
+            alt=np.where(flip, self.ref, self.alt),
         )
 
     @classmethod

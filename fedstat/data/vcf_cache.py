@@ -252,9 +252,7 @@ def _records(vcf: Any, source: Path) -> Iterator[tuple[int, Any]]:
         except StopIteration:
             return
         except Exception as exc:  # cyvcf2 raises bare Exception for htslib parse errors
-            raise GenotypeFileError(
-                f"{source}: malformed or truncated VCF at record {n + 1} (after {last})"
-            ) from exc
+            raise GenotypeFileError(f"{source}: malformed or truncated VCF at record {n + 1} (after {last})") from exc
         n += 1
         last = f"{rec.CHROM}:{rec.POS}"
         yield n, rec
@@ -275,20 +273,15 @@ def _build(
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise GenotypeFileError(
-            f"cannot create VCF cache directory {cache_dir} ({exc.strerror})"
-        ) from exc
+        raise GenotypeFileError(f"cannot create VCF cache directory {cache_dir} ({exc.strerror})") from exc
     tmp = {
-        ext: cache_dir / f".{stem}.tmp-{secrets.token_hex(6)}.{ext}"
-        for ext in ("bed", "pgen", "pvar", "psam", "json")
+        ext: cache_dir / f".{stem}.tmp-{secrets.token_hex(6)}.{ext}" for ext in ("bed", "pgen", "pvar", "psam", "json")
     }
     try:
         try:
             vcf = cyvcf2.VCF(str(source), gts012=True, threads=max(1, threads))
         except Exception as exc:  # cyvcf2: OSError, or bare Exception for a bad header
-            raise GenotypeFileError(
-                f"{source}: not a readable VCF/BCF file (or its header is malformed)"
-            ) from exc
+            raise GenotypeFileError(f"{source}: not a readable VCF/BCF file (or its header is malformed)") from exc
         try:
             samples = list(vcf.samples)
             n_samples = len(samples)
@@ -298,8 +291,7 @@ def _build(
             for j, name in enumerate(samples):
                 if not name or any(ch.isspace() for ch in name):
                     raise GenotypeFileError(
-                        f"{source}: VCF sample in column {j + 10} has an empty name or one "
-                        "containing whitespace"
+                        f"{source}: VCF sample in column {j + 10} has an empty name or one containing whitespace"
                     )
                 if name in first_col:
                     raise GenotypeFileError(
@@ -334,13 +326,9 @@ def _build(
                         except Exception as exc:  # cyvcf2 raises bare Exception
                             raise GenotypeFileError(f"{source}: {where}: cannot decode GT") from exc
                         if gt.shape[1] > 3:
-                            raise GenotypeFileError(
-                                f"{source}: {where}: ploidy above 2 is not supported"
-                            )
+                            raise GenotypeFileError(f"{source}: {where}: ploidy above 2 is not supported")
                         if not _alt_counts(gt, block[filled]):
-                            raise GenotypeFileError(
-                                f"{source}: {where}: GT allele index above 1 in a biallelic record"
-                            )
+                            raise GenotypeFileError(f"{source}: {where}: GT allele index above 1 in a biallelic record")
                     else:
                         block[filled] = -9
                     pvar_lines.append(f"{rec.CHROM}\t{rec.POS}\t{rec.ID or '.'}\t{ref}\t{alt}\n")
@@ -358,18 +346,13 @@ def _build(
             vcf.close()
         if n_kept == 0:
             raise GenotypeFileError(
-                f"{source}: no biallelic SNV to cache ({n_multi} multiallelic and "
-                f"{n_non_snv} other records skipped)"
+                f"{source}: no biallelic SNV to cache ({n_multi} multiallelic and {n_non_snv} other records skipped)"
             )
 
         # .bed -> .pgen, one bounded block at a time
         try:
-            reader = pgenlib.PgenReader(
-                os.fsencode(tmp["bed"]), raw_sample_ct=n_samples, variant_ct=n_kept
-            )
-            writer = pgenlib.PgenWriter(
-                os.fsencode(tmp["pgen"]), n_samples, variant_ct=n_kept, nonref_flags=False
-            )
+            reader = pgenlib.PgenReader(os.fsencode(tmp["bed"]), raw_sample_ct=n_samples, variant_ct=n_kept)
+            writer = pgenlib.PgenWriter(os.fsencode(tmp["pgen"]), n_samples, variant_ct=n_kept, nonref_flags=False)
             for start in range(0, n_kept, block_rows):
                 stop = min(n_kept, start + block_rows)
                 buf = block[: stop - start]
@@ -397,9 +380,7 @@ def _build(
             os.replace(tmp[ext], paths[ext])
         return record
     except OSError as exc:
-        raise GenotypeFileError(
-            f"cannot write VCF cache in {cache_dir} ({exc.strerror or exc})"
-        ) from exc
+        raise GenotypeFileError(f"cannot write VCF cache in {cache_dir} ({exc.strerror or exc})") from exc
     finally:
         for p in tmp.values():
             with contextlib.suppress(FileNotFoundError):

@@ -127,7 +127,7 @@ def split_chunks(values: np.ndarray, max_bytes: int = MAX_CHUNK_BYTES) -> Iterat
     """Yield (relative offset, slice) pieces of a 1-D array, each at most ``max_bytes``."""
     per = max(1, max_bytes // max(1, values.dtype.itemsize))
     for start in range(0, len(values), per):
-        yield start, values[start:start + per]
+        yield start, values[start : start + per]
 
 
 _MODES: dict[str, PrivacyMode] = {}
@@ -145,9 +145,7 @@ def get_mode(name: str) -> PrivacyMode:
     try:
         return _MODES[name]
     except KeyError:
-        raise PrivacyError(
-            f"unknown privacy mode {name!r}; available: {', '.join(sorted(_MODES))}"
-        ) from None
+        raise PrivacyError(f"unknown privacy mode {name!r}; available: {', '.join(sorted(_MODES))}") from None
 
 
 def available_modes() -> Sequence[str]:

@@ -16,7 +16,9 @@ from fedstat.errors import PrivacyError
 DEFAULT_FRAC_BITS = 24
 
 
-def encode_fixed(values: np.ndarray, *, frac_bits: int = DEFAULT_FRAC_BITS, max_abs_total: float | None = None) -> np.ndarray:
+def encode_fixed(
+    values: np.ndarray, *, frac_bits: int = DEFAULT_FRAC_BITS, max_abs_total: float | None = None
+) -> np.ndarray:
     """Encode float or integer values into uint64 ring elements.
 
     Parameters

@@ -32,8 +32,12 @@ class _PlainProtector(Protector):
             enc, arr = "f64", values.astype("<f8", copy=False)
         for rel, piece in split_chunks(arr):
             yield ProtectedChunk(
-                name=name, offset=offset + rel, length=len(piece), total_length=total_length,
-                encoding=enc, data=piece.tobytes(),
+                name=name,
+                offset=offset + rel,
+                length=len(piece),
+                total_length=total_length,
+                encoding=enc,
+                data=piece.tobytes(),
             )
 
 
@@ -47,14 +51,16 @@ class _PlainAggregator(Aggregator):
         if dtype is None:
             raise ProtocolError(f"site {site}: encoding {chunk.encoding!r} is not valid in privacy mode none")
         if len(chunk.data) != chunk.length * dtype.itemsize:
-            raise ProtocolError(f"site {site}: chunk of {chunk.name!r} has {len(chunk.data)} bytes for {chunk.length} elements")
+            raise ProtocolError(
+                f"site {site}: chunk of {chunk.name!r} has {len(chunk.data)} bytes for {chunk.length} elements"
+            )
         values = np.frombuffer(chunk.data, dtype=dtype)
         total = self._sums.get(chunk.name)
         if total is None:
             total = self._sums[chunk.name] = np.zeros(chunk.total_length, dtype=dtype.newbyteorder("="))
         elif total.dtype.kind != dtype.kind:
             raise ProtocolError(f"site {site}: array {chunk.name!r} mixes encodings")
-        total[chunk.offset:chunk.offset + chunk.length] += values
+        total[chunk.offset : chunk.offset + chunk.length] += values
 
     def _totals(self) -> dict[str, np.ndarray]:
         return dict(self._sums)
