@@ -26,7 +26,7 @@ from fedstat.data.variants import Harmonization, VariantTable, harmonize
 from fedstat.errors import FedstatError, InputError, JobFailed, PolicyRefused, ProtocolError, SiteUnavailable
 from fedstat.jobs import JobSpec, RoundPlan, plan_job
 from fedstat.privacy.base import RoundContext, get_mode
-from fedstat.protocol import KeysAssembler, chunk_from_pb, plan_chunks, spec_to_pb
+from fedstat.protocol import KeysAssembler, chunk_from_pb, plan_chunks, round_data_messages, spec_to_pb
 from fedstat.wire import site_pb2
 
 from .sessions import SiteRegistry, SiteSession
@@ -197,6 +197,8 @@ class _JobRunner:
         while (plan := analysis.next_round(sums)) is not None:
             round_no += 1
             sums = self.run_round(spec, round_no, plan, len(harmonized.variants))
+        for line in analysis.log_lines():
+            self.log(line)
         self.phase("write")
         files = self.write_results(spec, analysis, harmonized.variants)
         self.store.update_job(self.job_id, result_files=[f.name for f in files])
@@ -280,21 +282,22 @@ class _JobRunner:
         participants = tuple(sorted(self.sites))
         ctx = RoundContext(job_id=self.job_id, round=round_no, attempt=0, participants=participants)
         aggregator = get_mode(spec.privacy).aggregator(ctx)
+        arrays = dict(plan.arrays)
+        if plan.variants is not None:
+            arrays["variants"] = np.asarray(plan.variants, dtype=np.int64)
+            n_variants = len(plan.variants)
         self.phase(f"round {round_no}", round=round_no)
         self.log(f"round {round_no}: {plan.computation} over {n_variants} variants")
+        request = site_pb2.RoundRequest(
+            job_id=self.job_id, round=round_no, attempt=0, analysis=plan.computation, params=dict(plan.params),
+            participants=participants, arrays=sorted(arrays), subset=plan.variants is not None,
+        )
+        data = list(round_data_messages(self.job_id, round_no, 0, arrays))
         for name in participants:
             self.store.set_site(self.job_id, name, state="RUNNING", blocks_done=0, blocks_total=0)
-            self.send(
-                name,
-                round=site_pb2.RoundRequest(
-                    job_id=self.job_id,
-                    round=round_no,
-                    attempt=0,
-                    analysis=plan.computation,
-                    params=dict(plan.params),
-                    participants=participants,
-                ),
-            )
+            for msg in data:
+                self.send(name, round_data=msg)
+            self.send(name, round=request)
         waiting = set(participants)
         deadline = time.monotonic() + self.engine.config.round_timeout_s
         while waiting:
@@ -308,7 +311,9 @@ class _JobRunner:
                 p = msg.progress
                 if p.round != round_no:
                     continue
-                self.store.set_site(self.job_id, site, blocks_done=int(p.blocks_done), blocks_total=int(p.blocks_total))
+                self.store.set_site(
+                    self.job_id, site, blocks_done=int(p.blocks_done), blocks_total=int(p.blocks_total)
+                )
                 if p.finished:
                     if not aggregator.complete(site):
                         raise ProtocolError(f"site {site} finished round {round_no} without sending every sum")

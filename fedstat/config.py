@@ -58,9 +58,9 @@ from pathlib import Path
 from typing import Any
 
 from fedstat.errors import ConfigError
+from fedstat.jobs import KNOWN_ANALYSES as ALL_ANALYSES
 from fedstat.pki import TlsFiles
 
-ALL_ANALYSES = ("freq", "geno-counts", "hardy", "missing")
 PRIVACY_MODES = ("none",)
 
 

@@ -7,27 +7,28 @@ the global sums into the next round or the final result files.
 
 This module holds the registry on both sides:
 
-- :data:`LOCAL_COMPUTATIONS` (site side): name → function(block) → {name: sums per variant}
-- :func:`plan_job` (coordinator side): spec → :class:`JobAnalysis` that proposes rounds and
-  writes results.
+- :data:`LOCAL_COMPUTATIONS` (site side): name → :class:`~fedstat.stats.base.LocalComputation`
+- :func:`plan_job` (coordinator side): spec → :class:`~fedstat.stats.base.JobAnalysis` that
+  proposes rounds and writes results.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.stats import allele
+from fedstat.stats.base import Cohort, JobAnalysis, LocalComputation, RoundInput, RoundPlan
 
-#: Analyses this version runs, as plink2 flag names without dashes.
-KNOWN_ANALYSES = allele.ANALYSES
+#: Analyses this version runs, as plink2 (or PLINK 1.9: assoc, model) flag names without dashes.
+KNOWN_ANALYSES: tuple[str, ...] = (*allele.ANALYSES, "glm", "assoc", "model")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
 
@@ -94,34 +95,48 @@ class JobSpec:
         return cls(**{k: (tuple(v) if k in tuples else v) for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+# --- names ---------------------------------------------------------------------------------
+
+_RANGE_RE = re.compile(r"^([A-Za-z_.]*?)(\d+)-\1(\d+)$")
+
+
+def expand_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Expand plink2-style ranges: ``("AGE", "PC1-PC3")`` -> ``("AGE", "PC1", "PC2", "PC3")``."""
+    out: list[str] = []
+    for name in names:
+        m = _RANGE_RE.match(name)
+        if m:
+            prefix, lo, hi = m.group(1), int(m.group(2)), int(m.group(3))
+            if hi < lo:
+                raise InputError(f"column range {name!r} runs backwards")
+            out.extend(f"{prefix}{i}" for i in range(lo, hi + 1))
+        else:
+            out.append(name)
+    if len(set(out)) != len(out):
+        raise InputError(f"a column is named twice in {', '.join(names)}")
+    return tuple(out)
+
+
 # --- site side -----------------------------------------------------------------------------
 
-#: Local computations a site can run: name -> function(block) -> {sum name: per-variant sums}.
-#: ``block`` is int8 ``(n_variants_in_block, n_cohort)``: ALT counts 0/1/2, -9 missing.
-LOCAL_COMPUTATIONS: Mapping[str, Callable[[np.ndarray], dict[str, np.ndarray]]] = {
-    "allele_counts": allele.local_sums,
+
+class _AlleleCounts:
+    """Site side of --freq/--geno-counts/--hardy/--missing: four genotype counts per variant."""
+
+    def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        return {}
+
+    def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
+        return allele.local_sums(block)
+
+
+#: Local computations a site can run, by name (the RoundPlan's ``computation``).
+LOCAL_COMPUTATIONS: Mapping[str, LocalComputation] = {
+    "allele_counts": _AlleleCounts(),
 }
 
 
 # --- coordinator side ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RoundPlan:
-    """One round: which local computation the sites run, with which parameters."""
-
-    computation: str
-    params: Mapping[str, str] = field(default_factory=dict)
-
-
-class JobAnalysis(Protocol):
-    """Coordinator-side state machine of a job's analyses."""
-
-    def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
-        """Given the previous round's global sums (None at the start), the next round or None."""
-
-    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
-        """Write the result files; returns their paths."""
 
 
 class AlleleAnalysis:
@@ -141,7 +156,37 @@ class AlleleAnalysis:
         assert self.stats is not None, "write() before the counts round finished"
         return [Path(p) for p in allele.write_reports(out_prefix, variants, self.stats, self.analyses)]
 
+    def log_lines(self) -> list[str]:
+        return []
+
+
+class CompositeAnalysis:
+    """Runs several analyses one after another; their rounds follow each other."""
+
+    def __init__(self, parts: list[JobAnalysis]):
+        if not parts:
+            raise InputError("no analysis to run")
+        self.parts = parts
+        self._i = 0
+
+    def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
+        plan = self.parts[self._i].next_round(sums)
+        while plan is None and self._i + 1 < len(self.parts):
+            self._i += 1
+            plan = self.parts[self._i].next_round(None)
+        return plan
+
+    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
+        return [f for part in self.parts for f in part.write(out_prefix, variants)]
+
+    def log_lines(self) -> list[str]:
+        return [line for part in self.parts for line in part.log_lines()]
+
 
 def plan_job(spec: JobSpec) -> JobAnalysis:
     """The coordinator-side analysis for a validated spec."""
-    return AlleleAnalysis(spec.analyses)
+    parts: list[JobAnalysis] = []
+    allele_flags = tuple(a for a in spec.analyses if a in allele.ANALYSES)
+    if allele_flags:
+        parts.append(AlleleAnalysis(allele_flags))
+    return CompositeAnalysis(parts)

@@ -56,6 +56,7 @@ def chunk_to_pb(c: ProtectedChunk) -> common_pb2.SumsChunk:
         total_length=c.total_length,
         encoding=c.encoding,
         data=c.data,
+        shape=c.shape,
     )
 
 
@@ -67,6 +68,7 @@ def chunk_from_pb(pb: common_pb2.SumsChunk) -> ProtectedChunk:
         total_length=pb.total_length,
         encoding=pb.encoding,
         data=pb.data,
+        shape=tuple(pb.shape),
     )
 
 
@@ -155,3 +157,50 @@ class PlanAssembler:
     def plan(self) -> SitePlan:
         assert self.index is not None and self.flip is not None
         return SitePlan(local_index=self.index, flip=self.flip)
+
+
+def round_data_messages(job_id: str, round_no: int, attempt: int, arrays: dict[str, np.ndarray]) -> Iterator[site_pb2.RoundData]:
+    """Chunk the coordinator's global arrays for a round (public to the sites: no protection)."""
+    from fedstat.privacy.base import split_chunks  # noqa: PLC0415
+
+    for name, arr in arrays.items():
+        arr = np.asarray(arr)
+        enc, dtype = ("i64", "<i8") if np.issubdtype(arr.dtype, np.integer) else ("f64", "<f8")
+        flat = np.ascontiguousarray(arr, dtype=dtype).reshape(-1)
+        pieces = list(split_chunks(flat)) or [(0, flat)]
+        for rel, piece in pieces:
+            yield site_pb2.RoundData(
+                job_id=job_id, round=round_no, attempt=attempt,
+                chunk=common_pb2.SumsChunk(name=name, offset=rel, length=len(piece), total_length=flat.size,
+                                           encoding=enc, data=piece.tobytes(), shape=arr.shape),
+            )
+
+
+class RoundDataAssembler:
+    """Collects RoundData chunks at a site into full arrays."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+        self.received: dict[str, int] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+
+    def add(self, c: common_pb2.SumsChunk) -> None:
+        dtype = {"i64": np.dtype("<i8"), "f64": np.dtype("<f8")}.get(c.encoding)
+        if dtype is None:
+            raise ValueError(f"round array {c.name!r} has unknown encoding {c.encoding!r}")
+        flat = self.arrays.get(c.name)
+        if flat is None:
+            flat = self.arrays[c.name] = np.zeros(c.total_length, dtype=dtype.newbyteorder("="))
+            self.received[c.name] = 0
+        values = np.frombuffer(c.data, dtype=dtype)
+        if c.offset + len(values) > flat.size:
+            raise ValueError(f"round array {c.name!r}: chunk beyond its length")
+        flat[c.offset:c.offset + len(values)] = values
+        self.received[c.name] += len(values)
+        self._shapes[c.name] = tuple(c.shape) or (c.total_length,)
+
+    def complete(self, names: list[str]) -> bool:
+        return all(n in self.arrays and self.received[n] == self.arrays[n].size for n in names)
+
+    def result(self) -> dict[str, np.ndarray]:
+        return {n: a.reshape(self._shapes[n]) for n, a in self.arrays.items()}

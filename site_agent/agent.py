@@ -29,7 +29,8 @@ from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec
 from fedstat.net import secure_channel
 from fedstat.pki import identity_from_pem
 from fedstat.privacy.base import RoundContext, get_mode
-from fedstat.protocol import PlanAssembler, chunk_to_pb, keys_chunks, spec_from_pb
+from fedstat.protocol import PlanAssembler, RoundDataAssembler, chunk_to_pb, keys_chunks, spec_from_pb
+from fedstat.stats.base import Cohort, RoundInput
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
 from .policy import decide
@@ -44,11 +45,24 @@ class _Job:
     job_id: str
     spec: JobSpec
     dataset: Dataset
-    cohort: np.ndarray  # genotype columns of the participants taking part, sorted
+    members: np.ndarray  # genotype columns of the participants taking part, sorted
+    cohort: Cohort  # their phenotype/covariate columns, in the same order
     inbox: queue.Queue = field(default_factory=queue.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     plan: SitePlan | None = None
     plan_parts: PlanAssembler = field(default_factory=PlanAssembler)
+    round_data: dict[tuple[int, int], RoundDataAssembler] = field(default_factory=dict)
+
+
+def build_cohort(spec: JobSpec, dataset: Dataset, members: np.ndarray) -> Cohort:
+    """The job's phenotype and covariate columns for ``members`` (sorted genotype columns)."""
+    row_of_column = np.empty(dataset.genotypes.n_samples, dtype=np.int64)
+    row_of_column[dataset.genotype_index] = np.arange(len(dataset.genotype_index))
+    rows = row_of_column[members]
+    names = dict.fromkeys((*spec.pheno_names, *spec.covar_names))
+    columns = {n: np.asarray(dataset.samples.numeric[n], dtype=np.float64)[rows] for n in names}
+    binary = {n: dataset.samples.is_binary(n) for n in names}
+    return Cohort(n=len(members), columns=columns, binary=binary)
 
 
 class SiteAgent:
@@ -190,7 +204,7 @@ class SiteAgent:
                 job.cancelled.set()
                 job.inbox.put(None)
                 log.info("job %s cancelled by the coordinator: %s", job.job_id, msg.cancel.reason)
-        elif kind in ("keys_request", "plan", "round"):
+        elif kind in ("keys_request", "plan", "round", "round_data"):
             job = self._jobs.get(getattr(msg, kind).job_id)
             if job is not None:
                 job.inbox.put(msg)
@@ -207,14 +221,15 @@ class SiteAgent:
             dataset = self.datasets.get(ds_name)
             if dataset is None:
                 raise InputError(f"dataset {ds_name} cannot be used: {self.problems.get(ds_name, 'not loaded')}")
-            cohort = decide(spec, self.config.policy, dataset)
+            members = decide(spec, self.config.policy, dataset)
+            cohort = build_cohort(spec, dataset, members)
         except FedstatError as exc:
             log.info("refused job %s from %s: %s", offer.job_id, offer.analyst, exc)
             self.send(
                 site_pb2.SiteMessage(decision=site_pb2.JobDecision(job_id=offer.job_id, accept=False, reason=str(exc)))
             )
             return
-        job = _Job(job_id=offer.job_id, spec=spec, dataset=dataset, cohort=cohort)
+        job = _Job(job_id=offer.job_id, spec=spec, dataset=dataset, members=members, cohort=cohort)
         self._jobs[job.job_id] = job
         threading.Thread(target=self._job_worker, args=(job,), name=f"job-{job.job_id}", daemon=True).start()
         log.info(
@@ -222,12 +237,12 @@ class SiteAgent:
             job.job_id,
             offer.analyst,
             ", ".join(spec.analyses),
-            len(cohort),
+            len(members),
         )
         self.send(
             site_pb2.SiteMessage(
                 decision=site_pb2.JobDecision(
-                    job_id=job.job_id, accept=True, cohort_size=len(cohort), n_variants=dataset.genotypes.n_variants
+                    job_id=job.job_id, accept=True, cohort_size=len(members), n_variants=dataset.genotypes.n_variants
                 )
             )
         )
@@ -256,6 +271,9 @@ class SiteAgent:
                             or job.plan.local_index.max() >= job.dataset.genotypes.n_variants
                         ):
                             raise ProtocolError("the coordinator's variant plan names variants this site does not have")
+                elif kind == "round_data":
+                    d = msg.round_data
+                    job.round_data.setdefault((d.round, d.attempt), RoundDataAssembler()).add(d.chunk)
                 elif kind == "round":
                     self._round(job, msg.round)
         except FedstatError as exc:
@@ -285,53 +303,51 @@ class SiteAgent:
             )
         if self.name not in req.participants:
             raise ProtocolError("this site is not listed among the round's participants")
+        received = job.round_data.pop((req.round, req.attempt), RoundDataAssembler())
+        if not received.complete(list(req.arrays)):
+            raise ProtocolError(f"round {req.round}: the coordinator's round arrays arrived incomplete")
+        arrays = received.result()
+        plan = job.plan
+        n_global = len(plan.local_index)
+        variants = arrays.pop("variants") if req.subset else np.arange(n_global, dtype=np.int64)
+        if variants.size and (variants.min() < 0 or variants.max() >= n_global):
+            raise ProtocolError(f"round {req.round}: variant subset outside the harmonized list")
+        inp = RoundInput(params=dict(req.params), arrays=arrays, variants=variants)
         ctx = RoundContext(
             job_id=job.job_id, round=req.round, attempt=req.attempt, participants=tuple(req.participants)
         )
         protector = get_mode(job.spec.privacy).protector(ctx, self.name)
-        plan = job.plan
-        n = len(plan.local_index)
+
+        def send_array(name: str, offset: int, total: int, values: np.ndarray, shape: tuple[int, ...]) -> None:
+            for chunk in protector.protect(name, offset, total, values, shape):
+                self.send(site_pb2.SiteMessage(sums=site_pb2.SumsMessage(
+                    job_id=job.job_id, round=req.round, attempt=req.attempt, chunk=chunk_to_pb(chunk))))
+
+        for name, values in compute.cohort_sums(job.cohort, inp).items():
+            values = np.asarray(values)
+            send_array(name, 0, values.size, values.reshape(-1), values.shape)
+        n = len(variants)
         block_size = job.spec.block_size or self.config.block_size
         n_blocks = (n + block_size - 1) // block_size
         blocks = job.dataset.genotypes.read_blocks(
-            plan.local_index, flip=plan.flip, sample_index=job.cohort, block_size=block_size
+            plan.local_index[variants], flip=plan.flip[variants], sample_index=job.members, block_size=block_size
         )
         for done, (offset, block) in enumerate(_checked(blocks, block_size), start=1):
             if job.cancelled.is_set():
                 return
-            for name, values in compute(block).items():
-                for chunk in protector.protect(name, offset, n, values):
-                    self.send(
-                        site_pb2.SiteMessage(
-                            sums=site_pb2.SumsMessage(
-                                job_id=job.job_id, round=req.round, attempt=req.attempt, chunk=chunk_to_pb(chunk)
-                            )
-                        )
-                    )
-            self.send(
-                site_pb2.SiteMessage(
-                    progress=site_pb2.RoundProgress(
-                        job_id=job.job_id,
-                        round=req.round,
-                        attempt=req.attempt,
-                        blocks_done=done,
-                        blocks_total=n_blocks,
-                        finished=False,
-                    )
-                )
-            )
-        self.send(
-            site_pb2.SiteMessage(
-                progress=site_pb2.RoundProgress(
-                    job_id=job.job_id,
-                    round=req.round,
-                    attempt=req.attempt,
-                    blocks_done=n_blocks,
-                    blocks_total=n_blocks,
-                    finished=True,
-                )
-            )
-        )
+            rows = slice(offset, offset + block.shape[0])
+            for name, values in compute.block_sums(block, job.cohort, inp, rows).items():
+                values = np.asarray(values)
+                assert values.shape[0] == block.shape[0], f"{req.analysis}: {name} is not per variant"
+                per_row = int(np.prod(values.shape[1:], dtype=np.int64))
+                send_array(name, offset * per_row, n * per_row, values.reshape(-1), (n, *values.shape[1:]))
+            self._progress(job, req, done, n_blocks, finished=False)
+        self._progress(job, req, n_blocks, n_blocks, finished=True)
+
+    def _progress(self, job: _Job, req: site_pb2.RoundRequest, done: int, total: int, *, finished: bool) -> None:
+        self.send(site_pb2.SiteMessage(progress=site_pb2.RoundProgress(
+            job_id=job.job_id, round=req.round, attempt=req.attempt, blocks_done=done, blocks_total=total,
+            finished=finished)))
 
 
 def _checked(blocks: Iterator[tuple[int, np.ndarray]], block_size: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -35,7 +35,7 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset) -> np.ndarray:
         raise PolicyRefused(
             f"privacy mode {spec.privacy!r} is not accepted here (accepted: {', '.join(policy.allowed_privacy)})"
         )
-    columns = set(dataset.samples.numeric) | set(dataset.samples.text)
+    columns = set(dataset.samples.numeric)  # text columns (consent) are never phenotypes
     for kind, names in (("phenotype", spec.pheno_names), ("covariate", spec.covar_names)):
         unknown = [n for n in names if n not in columns]
         if unknown:

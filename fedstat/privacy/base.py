@@ -48,6 +48,7 @@ class ProtectedChunk:
     total_length : length of the full array
     encoding : how ``data`` is encoded (``"i64"``, ``"f64"``, ``"ring64"``, ...)
     data : the encoded elements, little-endian
+    shape : shape of the full array (row-major; its product is ``total_length``); empty for 1-D
     """
 
     name: str
@@ -56,6 +57,7 @@ class ProtectedChunk:
     total_length: int
     encoding: str
     data: bytes
+    shape: tuple[int, ...] = ()
 
 
 class Protector(abc.ABC):
@@ -65,8 +67,11 @@ class Protector(abc.ABC):
         self.ctx, self.site = ctx, site
 
     @abc.abstractmethod
-    def protect(self, name: str, offset: int, total_length: int, values: np.ndarray) -> Iterator[ProtectedChunk]:
-        """Yield chunks covering ``values`` (elements ``offset .. offset+len(values)``)."""
+    def protect(
+        self, name: str, offset: int, total_length: int, values: np.ndarray, shape: tuple[int, ...] = ()
+    ) -> Iterator[ProtectedChunk]:
+        """Yield chunks covering the flat ``values`` (elements ``offset .. offset+len(values)`` of
+        an array of ``total_length`` elements whose full shape is ``shape``)."""
 
 
 class Aggregator(abc.ABC):
@@ -76,12 +81,16 @@ class Aggregator(abc.ABC):
         self.ctx = ctx
         self._covered: dict[tuple[str, str], int] = {}
         self._lengths: dict[str, int] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
 
     def add(self, site: str, chunk: ProtectedChunk) -> None:
         """Accept one chunk from ``site`` (a participant of this round)."""
         if site not in self.ctx.participants:
             raise ProtocolError(f"site {site} is not a participant of round {self.ctx.round}")
         known = self._lengths.setdefault(chunk.name, chunk.total_length)
+        shape = self._shapes.setdefault(chunk.name, tuple(chunk.shape) or (chunk.total_length,))
+        if shape != (tuple(chunk.shape) or (chunk.total_length,)) or int(np.prod(shape)) != known:
+            raise ProtocolError(f"site {site}: array {chunk.name!r} has inconsistent shape {tuple(chunk.shape)}")
         if known != chunk.total_length or chunk.offset + chunk.length > chunk.total_length:
             raise ProtocolError(
                 f"site {site}: chunk of {chunk.name!r} at {chunk.offset}+{chunk.length} does not fit "
@@ -102,13 +111,14 @@ class Aggregator(abc.ABC):
         missing = [s for s in self.ctx.participants if not self.complete(s)]
         if missing:
             raise ProtocolError(f"round {self.ctx.round} is incomplete: no full sums from {', '.join(missing)}")
-        return self._totals()
+        return {name: total.reshape(self._shapes[name]) for name, total in self._totals().items()}
 
     @abc.abstractmethod
     def _accumulate(self, site: str, chunk: ProtectedChunk) -> None: ...
 
     @abc.abstractmethod
-    def _totals(self) -> dict[str, np.ndarray]: ...
+    def _totals(self) -> dict[str, np.ndarray]:
+        """Flat totals per array name (reshaped by :meth:`result`)."""
 
 
 class PrivacyMode(abc.ABC):

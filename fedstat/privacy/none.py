@@ -25,7 +25,9 @@ _DTYPES = {"i64": np.dtype("<i8"), "f64": np.dtype("<f8")}
 
 
 class _PlainProtector(Protector):
-    def protect(self, name: str, offset: int, total_length: int, values: np.ndarray) -> Iterator[ProtectedChunk]:
+    def protect(
+        self, name: str, offset: int, total_length: int, values: np.ndarray, shape: tuple[int, ...] = ()
+    ) -> Iterator[ProtectedChunk]:
         if np.issubdtype(values.dtype, np.integer):
             enc, arr = "i64", values.astype("<i8", copy=False)
         else:
@@ -38,6 +40,7 @@ class _PlainProtector(Protector):
                 total_length=total_length,
                 encoding=enc,
                 data=piece.tobytes(),
+                shape=shape,
             )
 
 

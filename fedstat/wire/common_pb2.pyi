@@ -159,6 +159,7 @@ class SumsChunk(_message.Message):
     TOTAL_LENGTH_FIELD_NUMBER: _builtins.int
     ENCODING_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    SHAPE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """array name, e.g. "hom_ref" """
     offset: _builtins.int
@@ -171,6 +172,12 @@ class SumsChunk(_message.Message):
     """"i64" | "f64" | "ring64" | "paillier" ... (set by the privacy mode)"""
     data: _builtins.bytes
     """little-endian packed elements in that encoding"""
+    @_builtins.property
+    def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Shape of the full array (row-major); empty = one-dimensional of total_length. Per-variant
+        arrays have the round's variant count first, e.g. a Hessian per variant is (V, K, K).
+        """
+
     def __init__(
         self,
         *,
@@ -180,10 +187,11 @@ class SumsChunk(_message.Message):
         total_length: _builtins.int = ...,
         encoding: _builtins.str = ...,
         data: _builtins.bytes = ...,
+        shape: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "encoding", b"encoding", "length", b"length", "name", b"name", "offset", b"offset", "total_length", b"total_length"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "encoding", b"encoding", "length", b"length", "name", b"name", "offset", b"offset", "shape", b"shape", "total_length", b"total_length"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedstat.wire import common_pb2 as fedstat_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x65\x64stat/v1/site.proto\x12\nfedstat.v1\x1a\x17\x66\x65\x64stat/v1/common.proto\"I\n\x05Hello\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x17.fedstat.v1.DatasetInfo\"9\n\x07Welcome\x12\x1b\n\x13\x63oordinator_version\x18\x01 \x01(\t\x12\x11\n\tsite_name\x18\x02 \x01(\t\"N\n\x08JobOffer\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.fedstat.v1.JobSpec\x12\x0f\n\x07\x61nalyst\x18\x03 \x01(\t\"\x1d\n\x0bKeysRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"d\n\x10VariantPlanChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\x13\n\x0blocal_index\x18\x04 \x01(\x0c\x12\x0c\n\x04\x66lip\x18\x05 \x01(\x0c\"\xcb\x01\n\x0cRoundRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x10\n\x08\x61nalysis\x18\x04 \x01(\t\x12\x34\n\x06params\x18\x05 \x03(\x0b\x32$.fedstat.v1.RoundRequest.ParamsEntry\x12\x14\n\x0cparticipants\x18\x06 \x03(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"+\n\tCancelJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x9e\x02\n\x12\x43oordinatorMessage\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.fedstat.v1.WelcomeH\x00\x12%\n\x05offer\x18\x02 \x01(\x0b\x32\x14.fedstat.v1.JobOfferH\x00\x12/\n\x0ckeys_request\x18\x03 \x01(\x0b\x32\x17.fedstat.v1.KeysRequestH\x00\x12,\n\x04plan\x18\x04 \x01(\x0b\x32\x1c.fedstat.v1.VariantPlanChunkH\x00\x12)\n\x05round\x18\x05 \x01(\x0b\x32\x18.fedstat.v1.RoundRequestH\x00\x12\'\n\x06\x63\x61ncel\x18\x06 \x01(\x0b\x32\x15.fedstat.v1.CancelJobH\x00\x42\x06\n\x04kind\"f\n\x0bJobDecision\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0b\x63ohort_size\x18\x04 \x01(\x04\x12\x12\n\nn_variants\x18\x05 \x01(\x04\"\x98\x01\n\tKeysChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12%\n\x04keys\x18\x04 \x01(\x0b\x32\x17.fedstat.v1.VariantKeys\x12\x1c\n\x14multiallelic_skipped\x18\x05 \x01(\x04\x12\x17\n\x0fnon_snv_skipped\x18\x06 \x01(\x04\"c\n\x0bSumsMessage\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12$\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x15.fedstat.v1.SumsChunk\"|\n\rRoundProgress\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x13\n\x0b\x62locks_done\x18\x04 \x01(\x04\x12\x14\n\x0c\x62locks_total\x18\x05 \x01(\x04\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\":\n\tSiteError\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x8d\x02\n\x0bSiteMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.fedstat.v1.HelloH\x00\x12+\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x17.fedstat.v1.JobDecisionH\x00\x12%\n\x04keys\x18\x03 \x01(\x0b\x32\x15.fedstat.v1.KeysChunkH\x00\x12\'\n\x04sums\x18\x04 \x01(\x0b\x32\x17.fedstat.v1.SumsMessageH\x00\x12-\n\x08progress\x18\x05 \x01(\x0b\x32\x19.fedstat.v1.RoundProgressH\x00\x12&\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x15.fedstat.v1.SiteErrorH\x00\x42\x06\n\x04kind2U\n\x0bSiteGateway\x12\x46\n\x07\x43onnect\x12\x17.fedstat.v1.SiteMessage\x1a\x1e.fedstat.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x65\x64stat/v1/site.proto\x12\nfedstat.v1\x1a\x17\x66\x65\x64stat/v1/common.proto\"I\n\x05Hello\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x17.fedstat.v1.DatasetInfo\"9\n\x07Welcome\x12\x1b\n\x13\x63oordinator_version\x18\x01 \x01(\t\x12\x11\n\tsite_name\x18\x02 \x01(\t\"N\n\x08JobOffer\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.fedstat.v1.JobSpec\x12\x0f\n\x07\x61nalyst\x18\x03 \x01(\t\"\x1d\n\x0bKeysRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"d\n\x10VariantPlanChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\x13\n\x0blocal_index\x18\x04 \x01(\x0c\x12\x0c\n\x04\x66lip\x18\x05 \x01(\x0c\"a\n\tRoundData\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12$\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x15.fedstat.v1.SumsChunk\"\xeb\x01\n\x0cRoundRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x10\n\x08\x61nalysis\x18\x04 \x01(\t\x12\x34\n\x06params\x18\x05 \x03(\x0b\x32$.fedstat.v1.RoundRequest.ParamsEntry\x12\x14\n\x0cparticipants\x18\x06 \x03(\t\x12\x0e\n\x06\x61rrays\x18\x07 \x03(\t\x12\x0e\n\x06subset\x18\x08 \x01(\x08\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"+\n\tCancelJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xcb\x02\n\x12\x43oordinatorMessage\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.fedstat.v1.WelcomeH\x00\x12%\n\x05offer\x18\x02 \x01(\x0b\x32\x14.fedstat.v1.JobOfferH\x00\x12/\n\x0ckeys_request\x18\x03 \x01(\x0b\x32\x17.fedstat.v1.KeysRequestH\x00\x12,\n\x04plan\x18\x04 \x01(\x0b\x32\x1c.fedstat.v1.VariantPlanChunkH\x00\x12)\n\x05round\x18\x05 \x01(\x0b\x32\x18.fedstat.v1.RoundRequestH\x00\x12\'\n\x06\x63\x61ncel\x18\x06 \x01(\x0b\x32\x15.fedstat.v1.CancelJobH\x00\x12+\n\nround_data\x18\x07 \x01(\x0b\x32\x15.fedstat.v1.RoundDataH\x00\x42\x06\n\x04kind\"f\n\x0bJobDecision\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0b\x63ohort_size\x18\x04 \x01(\x04\x12\x12\n\nn_variants\x18\x05 \x01(\x04\"\x98\x01\n\tKeysChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12%\n\x04keys\x18\x04 \x01(\x0b\x32\x17.fedstat.v1.VariantKeys\x12\x1c\n\x14multiallelic_skipped\x18\x05 \x01(\x04\x12\x17\n\x0fnon_snv_skipped\x18\x06 \x01(\x04\"c\n\x0bSumsMessage\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12$\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x15.fedstat.v1.SumsChunk\"|\n\rRoundProgress\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x13\n\x0b\x62locks_done\x18\x04 \x01(\x04\x12\x14\n\x0c\x62locks_total\x18\x05 \x01(\x04\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\":\n\tSiteError\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x8d\x02\n\x0bSiteMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.fedstat.v1.HelloH\x00\x12+\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x17.fedstat.v1.JobDecisionH\x00\x12%\n\x04keys\x18\x03 \x01(\x0b\x32\x15.fedstat.v1.KeysChunkH\x00\x12\'\n\x04sums\x18\x04 \x01(\x0b\x32\x17.fedstat.v1.SumsMessageH\x00\x12-\n\x08progress\x18\x05 \x01(\x0b\x32\x19.fedstat.v1.RoundProgressH\x00\x12&\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x15.fedstat.v1.SiteErrorH\x00\x42\x06\n\x04kind2U\n\x0bSiteGateway\x12\x46\n\x07\x43onnect\x12\x17.fedstat.v1.SiteMessage\x1a\x1e.fedstat.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,26 +44,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_KEYSREQUEST']._serialized_end=305
   _globals['_VARIANTPLANCHUNK']._serialized_start=307
   _globals['_VARIANTPLANCHUNK']._serialized_end=407
-  _globals['_ROUNDREQUEST']._serialized_start=410
-  _globals['_ROUNDREQUEST']._serialized_end=613
-  _globals['_ROUNDREQUEST_PARAMSENTRY']._serialized_start=568
-  _globals['_ROUNDREQUEST_PARAMSENTRY']._serialized_end=613
-  _globals['_CANCELJOB']._serialized_start=615
-  _globals['_CANCELJOB']._serialized_end=658
-  _globals['_COORDINATORMESSAGE']._serialized_start=661
-  _globals['_COORDINATORMESSAGE']._serialized_end=947
-  _globals['_JOBDECISION']._serialized_start=949
-  _globals['_JOBDECISION']._serialized_end=1051
-  _globals['_KEYSCHUNK']._serialized_start=1054
-  _globals['_KEYSCHUNK']._serialized_end=1206
-  _globals['_SUMSMESSAGE']._serialized_start=1208
-  _globals['_SUMSMESSAGE']._serialized_end=1307
-  _globals['_ROUNDPROGRESS']._serialized_start=1309
-  _globals['_ROUNDPROGRESS']._serialized_end=1433
-  _globals['_SITEERROR']._serialized_start=1435
-  _globals['_SITEERROR']._serialized_end=1493
-  _globals['_SITEMESSAGE']._serialized_start=1496
-  _globals['_SITEMESSAGE']._serialized_end=1765
-  _globals['_SITEGATEWAY']._serialized_start=1767
-  _globals['_SITEGATEWAY']._serialized_end=1852
+  _globals['_ROUNDDATA']._serialized_start=409
+  _globals['_ROUNDDATA']._serialized_end=506
+  _globals['_ROUNDREQUEST']._serialized_start=509
+  _globals['_ROUNDREQUEST']._serialized_end=744
+  _globals['_ROUNDREQUEST_PARAMSENTRY']._serialized_start=699
+  _globals['_ROUNDREQUEST_PARAMSENTRY']._serialized_end=744
+  _globals['_CANCELJOB']._serialized_start=746
+  _globals['_CANCELJOB']._serialized_end=789
+  _globals['_COORDINATORMESSAGE']._serialized_start=792
+  _globals['_COORDINATORMESSAGE']._serialized_end=1123
+  _globals['_JOBDECISION']._serialized_start=1125
+  _globals['_JOBDECISION']._serialized_end=1227
+  _globals['_KEYSCHUNK']._serialized_start=1230
+  _globals['_KEYSCHUNK']._serialized_end=1382
+  _globals['_SUMSMESSAGE']._serialized_start=1384
+  _globals['_SUMSMESSAGE']._serialized_end=1483
+  _globals['_ROUNDPROGRESS']._serialized_start=1485
+  _globals['_ROUNDPROGRESS']._serialized_end=1609
+  _globals['_SITEERROR']._serialized_start=1611
+  _globals['_SITEERROR']._serialized_end=1669
+  _globals['_SITEMESSAGE']._serialized_start=1672
+  _globals['_SITEMESSAGE']._serialized_end=1941
+  _globals['_SITEGATEWAY']._serialized_start=1943
+  _globals['_SITEGATEWAY']._serialized_end=2028
 # @@protoc_insertion_point(module_scope)

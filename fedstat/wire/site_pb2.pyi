@@ -156,6 +156,41 @@ class VariantPlanChunk(_message.Message):
 Global___VariantPlanChunk: _TypeAlias = VariantPlanChunk  # noqa: Y015
 
 @_typing.final
+class RoundData(_message.Message):
+    """A chunk of a global array the coordinator sends for a round (per-variant coefficients, the
+    round's variant subset, ...): aggregate quantities only. Sent before the RoundRequest.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    round: _builtins.int
+    attempt: _builtins.int
+    @_builtins.property
+    def chunk(self) -> _common_pb2.SumsChunk:
+        """encoding "f64" or "i64", never protected: it is public to all sites"""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        round: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        chunk: _common_pb2.SumsChunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "chunk", b"chunk", "job_id", b"job_id", "round", b"round"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoundData: _TypeAlias = RoundData  # noqa: Y015
+
+@_typing.final
 class RoundRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -185,16 +220,24 @@ class RoundRequest(_message.Message):
     ANALYSIS_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
     PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    ARRAYS_FIELD_NUMBER: _builtins.int
+    SUBSET_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     attempt: _builtins.int
     analysis: _builtins.str
     """which local computation, e.g. "allele_counts" """
+    subset: _builtins.bool
+    """true: the array "variants" lists the round's variants"""
     @_builtins.property
     def params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """sites taking part in this round (privacy modes need peers)"""
+
+    @_builtins.property
+    def arrays(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """names of the RoundData arrays sent for this round"""
 
     def __init__(
         self,
@@ -205,10 +248,12 @@ class RoundRequest(_message.Message):
         analysis: _builtins.str = ...,
         params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         participants: _abc.Iterable[_builtins.str] | None = ...,
+        arrays: _abc.Iterable[_builtins.str] | None = ...,
+        subset: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis", b"analysis", "attempt", b"attempt", "job_id", b"job_id", "params", b"params", "participants", b"participants", "round", b"round"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis", b"analysis", "arrays", b"arrays", "attempt", b"attempt", "job_id", b"job_id", "params", b"params", "participants", b"participants", "round", b"round", "subset", b"subset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -246,6 +291,7 @@ class CoordinatorMessage(_message.Message):
     PLAN_FIELD_NUMBER: _builtins.int
     ROUND_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
+    ROUND_DATA_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -258,6 +304,8 @@ class CoordinatorMessage(_message.Message):
     def round(self) -> Global___RoundRequest: ...
     @_builtins.property
     def cancel(self) -> Global___CancelJob: ...
+    @_builtins.property
+    def round_data(self) -> Global___RoundData: ...
     def __init__(
         self,
         *,
@@ -267,12 +315,13 @@ class CoordinatorMessage(_message.Message):
         plan: Global___VariantPlanChunk | None = ...,
         round: Global___RoundRequest | None = ...,
         cancel: Global___CancelJob | None = ...,
+        round_data: Global___RoundData | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "keys_request", b"keys_request", "kind", b"kind", "offer", b"offer", "plan", b"plan", "round", b"round", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "keys_request", b"keys_request", "kind", b"kind", "offer", b"offer", "plan", b"plan", "round", b"round", "round_data", b"round_data", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "keys_request", b"keys_request", "kind", b"kind", "offer", b"offer", "plan", b"plan", "round", b"round", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "keys_request", b"keys_request", "kind", b"kind", "offer", b"offer", "plan", b"plan", "round", b"round", "round_data", b"round_data", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "offer", "keys_request", "plan", "round", "cancel"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "offer", "keys_request", "plan", "round", "cancel", "round_data"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
