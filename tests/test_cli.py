@@ -132,8 +132,8 @@ def test_config__site_config_resolves_paths_and_defaults(tmp_path):
         (
             '[site]\ncoordinator = "h:1"\n'
             + TLS
-            + '[[datasets]]\nname="m"\npath="d"\n[policy]\nallowed_analyses=["glm"]\n',
-            "unknown analysis 'glm'",
+            + '[[datasets]]\nname="m"\npath="d"\n[policy]\nallowed_analyses=["glmm"]\n',
+            "unknown analysis 'glmm'",
         ),
         ("[site\n", "not valid TOML"),
     ],
