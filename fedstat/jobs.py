@@ -29,6 +29,9 @@ from fedstat.stats.base import Cohort, JobAnalysis, LocalComputation, RoundInput
 
 #: Analyses this version runs, as plink2 (or PLINK 1.9: assoc, model) flag names without dashes.
 KNOWN_ANALYSES: tuple[str, ...] = (*allele.ANALYSES, "glm", "assoc", "model")
+#: --glm modifiers as plink2 spells them, plus fedstat's ``show-covar`` (covariate rows are
+#: hidden by default, as with plink2's ``hide-covar``).
+GLM_MODIFIERS = frozenset({"hide-covar", "show-covar", "firth", "no-firth", "firth-fallback", "allow-no-covars"})
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
 
@@ -77,12 +80,30 @@ class JobSpec:
         for col in (*self.pheno_names, *self.covar_names):
             if not _NAME_RE.match(col):
                 raise InputError(f"invalid column name {col!r}")
+        pheno, covar = expand_names(self.pheno_names), expand_names(self.covar_names)
+        both = set(pheno) & set(covar)
+        if both:
+            raise InputError(f"{', '.join(sorted(both))} named as both phenotype and covariate")
+        modifiers = tuple(m for m in self.options.get("glm", "").split(",") if m)
+        unknown_mods = [m for m in modifiers if m not in GLM_MODIFIERS]
+        if unknown_mods:
+            raise InputError(
+                f"unknown --glm modifier {', '.join(unknown_mods)}; known: {', '.join(sorted(GLM_MODIFIERS))}"
+            )
+        if "firth" in modifiers and "no-firth" in modifiers:
+            raise InputError("--glm firth and no-firth exclude each other")
+        if any(a in self.analyses for a in ("glm", "assoc", "model")) and not pheno:
+            raise InputError("--glm, --assoc and --model need --pheno-name (the phenotype column(s) to test)")
+        if ("assoc" in self.analyses or "model" in self.analyses) and len(pheno) != 1:
+            raise InputError("--assoc and --model test one case/control phenotype: give exactly one --pheno-name")
+        if covar and "glm" not in self.analyses:
+            raise InputError("--covar-name is used by --glm only")
         if len(set(self.sites)) != len(self.sites):
             raise InputError("a site is listed twice in --sites")
         if self.block_size < 0:
             raise InputError("block size must be positive")
         ordered = tuple(a for a in KNOWN_ANALYSES if a in self.analyses)
-        return replace(self, analyses=ordered)
+        return replace(self, analyses=ordered, pheno_names=pheno, covar_names=covar)
 
     def to_json(self) -> dict[str, Any]:
         d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}

@@ -27,10 +27,14 @@ from fedstat.errors import (
 EPILOG_SUBMIT = """\
 examples:
   fedstat submit --profile W/analyst.toml --freq --geno-counts --hardy --missing --out results/run1
+  fedstat submit --profile W/analyst.toml --glm --pheno-name QT,CC --covar-name AGE,SEX,PC1-PC10 --out results/gwas
+  fedstat submit --profile W/analyst.toml --assoc --model --pheno-name CC --out results/cc
   fedstat submit --profile W/analyst.toml --freq --sites AFR,EUR --no-wait
 
 Output files are named as plink2 names them: <out>.afreq, <out>.gcount, <out>.hardy, <out>.vmiss,
-plus <out>.provenance.json (fedstat version, job spec, sites and counts, privacy mode).
+<out>.<PHENO>.glm.linear / .glm.logistic.hybrid, <out>.assoc, <out>.model; --glm adds
+<out>.<PHENO>.ssf.tsv.gz (GWAS-SSF) with -meta.yaml, Manhattan and QQ plots and <out>.report.html;
+every job writes <out>.provenance.json (fedstat version, job spec, sites and counts, privacy mode).
 """
 
 
@@ -72,9 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="variant missingness → <out>.vmiss (per-sample missingness stays at the sites)",
     )
+    g.add_argument(
+        "--glm", nargs="*", metavar="MODIFIER", default=None,
+        help="association: linear (quantitative) or logistic with firth-fallback (1/2 case/control) regression "
+        "per variant → <out>.<PHENO>.glm.linear / .glm.logistic.hybrid, plus GWAS-SSF, plots and an HTML "
+        "report. Modifiers as plink2: firth, no-firth; covariate rows are hidden unless show-covar",
+    )
+    g.add_argument("--assoc", action="store_true", help="allelic chi-square test (PLINK 1.9) → <out>.assoc")
+    g.add_argument("--model", action="store_true", help="genotypic tests incl. Cochran-Armitage TREND (PLINK 1.9) → <out>.model")
     p.add_argument("--out", required=True, help="output prefix, e.g. results/run1 (as plink2's --out)")
-    p.add_argument("--pheno-name", default="", metavar="A,B", help="phenotype columns (checked at every site)")
-    p.add_argument("--covar-name", default="", metavar="A,B", help="covariate columns (checked at every site)")
+    p.add_argument("--pheno-name", default="", metavar="A,B", help="phenotype columns of the sites' samples.tsv")
+    p.add_argument(
+        "--covar-name", default="", metavar="A,B", help="covariate columns for --glm; ranges like PC1-PC10 allowed"
+    )
     p.add_argument("--privacy", default="none", help="privacy mode (default: none; this version ships none)")
     p.add_argument("--sites", default="", metavar="A,B", help="sites to run on (default: every connected site)")
     p.add_argument("--dataset", default="", help="dataset name at each site (default: each site's first)")
@@ -201,16 +215,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from fedstat.client import Client  # noqa: PLC0415
     from fedstat.jobs import JobSpec  # noqa: PLC0415
 
-    analyses = tuple(
-        a
-        for a, on in (
-            ("freq", args.freq),
-            ("geno-counts", args.geno_counts),
-            ("hardy", args.hardy),
-            ("missing", args.missing),
-        )
-        if on
+    flags = (
+        ("freq", args.freq), ("geno-counts", args.geno_counts), ("hardy", args.hardy), ("missing", args.missing),
+        ("glm", args.glm is not None), ("assoc", args.assoc), ("model", args.model),
     )
+    analyses = tuple(a for a, on in flags if on)
+    options = {"glm": ",".join(args.glm)} if args.glm else {}
     out = Path(args.out)
     spec = JobSpec(
         analyses=analyses,
@@ -221,6 +231,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         out_name=out.name,
         block_size=args.block_size,
         dataset=args.dataset,
+        options=options,
     ).validated()
     with Client.from_profile(args.profile) as c:
         job = c.submit(spec)

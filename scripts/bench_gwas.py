@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Benchmark: federated GWAS with fedstat against plink2 on the pooled data, in one run.
+
+Simulates a three-site consortium (or reuses one from --data), runs ``plink2 --glm`` on the
+pooled data, then runs the same analysis federated: a coordinator and three site agents as
+real daemons over mutual TLS on loopback, in the default privacy mode, submitted through the
+``fedstat`` CLI. Prints wall time (submit -> files written), peak memory of every process and
+the ratios, and checks that the results agree.
+
+    python scripts/bench_gwas.py --samples 15000 --variants 90000            # linear (QT)
+    python scripts/bench_gwas.py --samples 15000 --variants 90000 --pheno CC # logistic
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SITES = ("AFR", "EAS", "EUR")
+
+
+def _vmhwm_kib(pid: int) -> int:
+    """Peak resident set size of a running process (VmHWM), in KiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class PeakSampler(threading.Thread):
+    """Polls a process tree's summed RSS (plink2 is one process; this also catches children)."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _vmhwm_kib(self.pid))
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self.join()
+        return self.peak
+
+
+def simulate(data: Path, samples: int, variants: int, seed: int) -> None:
+    from fedstat.simulate import simulate_consortium
+
+    per = samples // 3
+    sizes = {"AFR": per, "EAS": per, "EUR": samples - 2 * per}
+    t0 = time.monotonic()
+    simulate_consortium(
+        data, sites=sizes, n_variants=variants, seed=seed, formats={"AFR": "bed", "EAS": "pgen", "EUR": "pgen"},
+        swap_fraction={"EUR": 0.05}, missing_rate={"EUR": 0.01, "AFR": 0.002}, n_causal=50,
+    )
+    print(f"simulated {samples} samples x {variants} variants in {time.monotonic() - t0:.0f} s", flush=True)
+
+
+def run_plink2(data: Path, out: Path, pheno: str, covars: str, threads: int) -> tuple[float, int]:
+    pooled = data / "pooled"
+    cmd = ["plink2", "--pfile", str(pooled / "genotypes"), "--pheno", str(pooled / "samples.tsv"),
+           "--pheno-name", pheno, "--covar", str(pooled / "samples.tsv"), "--covar-name", covars,
+           "--glm", "hide-covar", "--threads", str(threads), "--out", str(out / "plink2")]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sampler = PeakSampler(proc.pid)
+    sampler.start()
+    _, err = proc.communicate()
+    wall = time.monotonic() - t0
+    peak = sampler.stop()
+    if proc.returncode != 0:
+        raise SystemExit(f"plink2 failed: {err.decode()[-2000:]}")
+    return wall, peak
+
+
+def run_fedstat(data: Path, work: Path, pheno: str, covars: str) -> tuple[float, dict[str, int], Path]:
+    from fedstat.cli import poc
+
+    ws = work / "consortium"
+    shutil.rmtree(ws, ignore_errors=True)
+    fedstat = [sys.executable, "-m", "fedstat.cli.main"]
+    subprocess.run([*fedstat, "poc", "prepare", "--workspace", str(ws),
+                    *[a for s in SITES for a in ("--site", f"{s}={data / s}")]], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*fedstat, "poc", "start", "--workspace", str(ws)], check=True, stdout=subprocess.DEVNULL)
+    try:
+        out = work / "fedstat" / "gwas"
+        t0 = time.monotonic()
+        subprocess.run([*fedstat, "submit", "--profile", str(ws / "analyst.toml"), "--glm", "--pheno-name", pheno,
+                        "--covar-name", covars, "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+        wall = time.monotonic() - t0
+        peaks = {c: _vmhwm_kib(int((ws / "run" / f"{c}.pid").read_text())) for c in ("coordinator", *SITES)}
+    finally:
+        poc.stop(ws)
+    return wall, peaks, out
+
+
+def compare(plink_file: Path, ours_file: Path) -> str:
+    import pandas as pd
+
+    a = pd.read_csv(plink_file, sep="\t", na_values=["NA", "nan"])
+    b = pd.read_csv(ours_file, sep="\t", na_values=["NA", "nan"])
+    assert len(a) == len(b), f"{len(a)} plink2 rows vs {len(b)} fedstat rows"
+    same_cols = [c for c in ("OBS_CT", "A1", "ERRCODE", "FIRTH?") if c in a]
+    mismatched = {c: int((a[c].astype(str) != b[c].astype(str)).sum()) for c in same_cols}
+    ok = a["P"].notna() & b["P"].notna() & (a["P"] > 0) & (b["P"] > 0)
+    dlogp = np.abs(np.log10(a.loc[ok, "P"]) - np.log10(b.loc[ok, "P"])).max()
+    effect = "BETA" if "BETA" in a else "OR"
+    se = "SE" if "SE" in a else "LOG(OR)_SE"
+    ea, eb = (a[effect], b[effect]) if effect == "BETA" else (np.log(a[effect]), np.log(b[effect]))
+    dbeta = (np.abs(ea - eb) / a[se]).max()
+    return f"max |dlog10 P| = {dlogp:.2e}, max |dBETA|/SE = {dbeta:.2e}, mismatched {mismatched}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=15000)
+    ap.add_argument("--variants", type=int, default=90000)
+    ap.add_argument("--pheno", default="QT", help="QT (linear) or CC (logistic)")
+    ap.add_argument("--covars", default="AGE,SEX")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/fedstat-bench"))
+    ap.add_argument("--data", type=Path, help="reuse a simulated consortium")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="plink2 --threads (default: all cores)")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = args.data or args.work / f"data-{args.samples}x{args.variants}"
+    if not (data / "pooled" / "genotypes.pgen").exists():
+        simulate(data, args.samples, args.variants, args.seed)
+    t_plink, m_plink = run_plink2(data, args.work, args.pheno, args.covars, args.threads)
+    t_fed, peaks, out = run_fedstat(data, args.work, args.pheno, args.covars)
+    ext = "glm.linear" if args.pheno == "QT" else "glm.logistic.hybrid"
+    agreement = compare(args.work / f"plink2.{args.pheno}.{ext}", out.parent / f"gwas.{args.pheno}.{ext}")
+    print()
+    print(f"GWAS {args.pheno} ({'linear' if args.pheno == 'QT' else 'logistic'}), covariates {args.covars}: "
+          f"{args.samples} samples x {args.variants} variants, 3 sites, {os.cpu_count()} cores")
+    print(f"{'':<28}{'wall s':>10}{'peak MiB':>12}")
+    print(f"{'plink2 (pooled, ' + str(args.threads) + ' threads)':<28}{t_plink:>10.1f}{m_plink / 1024:>12.0f}")
+    print(f"{'fedstat (federated, mTLS)':<28}{t_fed:>10.1f}{max(peaks.values()) / 1024:>12.0f}")
+    for comp, kib in peaks.items():
+        print(f"{'  ' + comp:<28}{'':>10}{kib / 1024:>12.0f}")
+    print(f"speed-up fedstat vs plink2: {t_plink / t_fed:.2f}x")
+    print(f"agreement: {agreement}")
+    print(json.dumps({"plink2_s": t_plink, "fedstat_s": t_fed, "speedup": t_plink / t_fed,
+                      "plink2_peak_kib": m_plink, "fedstat_peak_kib": peaks,
+                      "self_peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
