@@ -10,18 +10,24 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import grpc
 
 from fedstat.config import AnalystProfile, load_analyst_profile
-from fedstat.errors import JobFailed, ProtocolError
+from fedstat.errors import InputError, JobFailed, ProtocolError
 from fedstat.jobs import JobSpec
 from fedstat.net import error_from_rpc, secure_channel
 from fedstat.protocol import spec_to_pb
 from fedstat.wire import analyst_pb2, analyst_pb2_grpc
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 JobStatus = analyst_pb2.JobStatus
 
@@ -123,8 +129,49 @@ class Client:
                 (out_dir / (current + ".part")).unlink(missing_ok=True)  # type: ignore[operator]
         return written
 
-    def read_table(self, path: str | Path):  # type: ignore[no-untyped-def]
-        """A plink2-format result table as a pandas DataFrame (pandas needed)."""
-        import pandas as pd  # noqa: PLC0415 - optional dependency
+    def run(self, spec: JobSpec, out_dir: str | Path, *, progress: Callable[[JobStatus], None] | None = None) -> Results:
+        """Submit, wait (calling ``progress`` on every change), fetch the files: the notebook one-liner.
 
-        return pd.read_csv(path, sep="\t", na_values=["NA"])
+        >>> res = client.run(JobSpec(analyses=("glm",), pheno_names=("QT",), covar_names=("AGE",), out_name="g"), "out")
+        >>> res.table("QT.glm.linear").nsmallest(5, "P")
+        """
+        status = self.wait(self.submit(spec.validated()).job_id, progress=progress)
+        return Results(status=status, files=self.fetch_results(status.job_id, out_dir))
+
+
+@dataclass(frozen=True)
+class Results:
+    """A finished job's files, with its tables as pandas DataFrames."""
+
+    status: JobStatus
+    files: list[Path]
+
+    @property
+    def job_id(self) -> str:
+        return self.status.job_id
+
+    def file(self, suffix: str) -> Path:
+        """The result file whose name ends with ``suffix`` (e.g. ``"afreq"``, ``"QT.glm.linear"``)."""
+        matches = [f for f in self.files if f.name.endswith("." + suffix.lstrip("."))]
+        if len(matches) != 1:
+            names = ", ".join(f.name for f in self.files)
+            raise InputError(f"{len(matches)} result files end with {suffix!r}; files: {names}")
+        return matches[0]
+
+    def table(self, suffix: str) -> pd.DataFrame:
+        """A plink2- or PLINK 1.9-format table as a DataFrame (``NA``/``nan`` as missing)."""
+        return read_table(self.file(suffix))
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a result table: plink2's tab-separated files, PLINK 1.9's space-aligned ones, GWAS-SSF."""
+    import pandas as pd  # noqa: PLC0415 - only analysts need it
+
+    path = Path(path)
+    with (gzip.open(path, "rt") if path.suffix == ".gz" else path.open()) as f:
+        header = f.readline()
+    if "\t" in header:
+        df = pd.read_csv(path, sep="\t", na_values=["NA", "nan", "#NA"], keep_default_na=True)
+    else:
+        df = pd.read_csv(path, sep=r"\s+", na_values=["NA", "nan"])
+    return df.rename(columns={"#CHROM": "CHROM"})
