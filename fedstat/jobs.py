@@ -24,7 +24,7 @@ import numpy as np
 
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
-from fedstat.stats import allele
+from fedstat.stats import allele, assoc
 from fedstat.stats.base import Cohort, JobAnalysis, LocalComputation, RoundInput, RoundPlan
 
 #: Analyses this version runs, as plink2 (or PLINK 1.9: assoc, model) flag names without dashes.
@@ -154,6 +154,7 @@ class _AlleleCounts:
 #: Local computations a site can run, by name (the RoundPlan's ``computation``).
 LOCAL_COMPUTATIONS: Mapping[str, LocalComputation] = {
     "allele_counts": _AlleleCounts(),
+    **assoc.LOCAL_COMPUTATIONS,
 }
 
 
@@ -210,4 +211,6 @@ def plan_job(spec: JobSpec) -> JobAnalysis:
     allele_flags = tuple(a for a in spec.analyses if a in allele.ANALYSES)
     if allele_flags:
         parts.append(AlleleAnalysis(allele_flags))
+    if "assoc" in spec.analyses or "model" in spec.analyses:
+        parts.append(assoc.plan_assoc(spec.pheno_names[0], assoc="assoc" in spec.analyses, model="model" in spec.analyses))
     return CompositeAnalysis(parts)

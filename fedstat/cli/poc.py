@@ -27,6 +27,7 @@ import grpc
 
 from fedstat import pki
 from fedstat.errors import ConfigError, FedstatError, InputError, SiteUnavailable
+from fedstat.jobs import KNOWN_ANALYSES
 
 COORDINATOR = "coordinator"
 START_TIMEOUT_S = 180.0
@@ -91,7 +92,7 @@ def prepare(
             'name = "main"\n'
             f"path = {_toml_str(data.resolve())}\n\n"
             "[policy]\n"
-            'allowed_analyses = ["freq", "geno-counts", "hardy", "missing"]\n'
+            f"allowed_analyses = {json.dumps(list(KNOWN_ANALYSES))}\n"
             'allowed_privacy = ["none"]\n'
             "min_cohort = 1\n"
         )

@@ -1,0 +1,777 @@
+"""Case/control association tests: PLINK 1.9 ``--assoc`` and ``--model``.
+
+Every statistic PLINK 1.9 prints for a case/control phenotype follows from the genotype counts
+of cases and controls at each variant (hom-ALT, het, hom-REF), plus the genotype counts over
+all samples, which decide the allele PLINK 1.9 calls A1 (the minor allele of the pooled data).
+A site counts them for its own participants (:class:`AssocCounts`, registered as
+``"assoc_counts"`` in :data:`LOCAL_COMPUTATIONS`); the coordinator adds the sites' counts and
+derives the tests in one round (:func:`plan_assoc`, :func:`finish`), then writes PLINK 1.9's
+fixed-width ``.assoc`` and ``.model`` tables byte for byte (:func:`write_assoc`,
+:func:`write_model`).
+
+Tests, with A1 the minor allele (see :func:`finish`):
+
+- ``.assoc`` — allelic 2x2 Pearson chi-square (no continuity correction), case/control A1
+  frequencies ``F_A``/``F_U``, odds ratio of A1.
+- ``.model`` — ``GENO`` (2x3 genotypic chi-square, 2 df), ``TREND`` (Cochran-Armitage, 1 df),
+  ``ALLELIC`` (as ``.assoc``), ``DOM`` (A1 dominant, 2x2), ``REC`` (A1 recessive, 2x2).
+  ``GENO``, ``DOM`` and ``REC`` are NA unless every genotype cell holds at least ``cell``
+  (PLINK's ``--cell``, default 5) observations.
+
+Only autosomal variants are tested: PLINK 1.9 treats X/Y/MT genotypes of males as haploid,
+which the site-side 0/1/2 ALT counts do not encode; other variants are left out of both
+tables and counted in :meth:`AssocAnalysis.log_lines`. Every sample is treated as a founder
+(fedstat has no pedigrees) and sex is not required (PLINK's ``--allow-no-sex``).
+
+References
+----------
+PLINK v1.90b6.26: ``model_assoc()`` in ``plink_assoc.c`` (table layout, A1/A2 counts, NA
+rules), ``chi22_eval``/``chi22_evalx``/``chi23_evalx``/``ca_trend_evalx`` in
+``plink_stats.c`` (the statistics, evaluated here in the same floating-point order),
+``dtoa_g_wxp4`` in ``plink_common.c`` (4 significant digits with banker's rounding of
+near-ties), ``calc_plink_maxsnp`` (SNP column width), ``calc_marker_reverse_bin`` (A1 =
+minor allele; A1 stays the ``.bim`` A1 = ALT when the REF frequency is exactly 0.5 or no
+genotype is observed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import special
+
+from fedstat.data.variants import VariantTable
+from fedstat.errors import InputError
+from fedstat.formats.plink2 import atomic_write_text
+from fedstat.stats.base import Cohort, LocalComputation, RoundInput, RoundPlan
+
+__all__ = [
+    "ASSOC_HEADER_FIELDS",
+    "COMPUTATION",
+    "LOCAL_COMPUTATIONS",
+    "MODEL_TESTS",
+    "SUM_NAMES",
+    "AssocAnalysis",
+    "AssocCounts",
+    "AssocStats",
+    "finish",
+    "format_wxp4",
+    "plan_assoc",
+    "write_assoc",
+    "write_model",
+]
+
+#: name of the site-side computation in :data:`LOCAL_COMPUTATIONS`
+COMPUTATION = "assoc_counts"
+_GROUPS = ("case", "ctrl", "all")
+_GENOS = ("hom_ref", "het", "hom_alt")
+#: per-variant sums a site returns: genotype counts of cases, controls and all samples
+SUM_NAMES = tuple(f"{g}_{k}" for g in _GROUPS for k in _GENOS)
+#: cohort-level sums a site returns
+COHORT_SUM_NAMES = ("n_case", "n_ctrl", "n_missing_pheno")
+ASSOC_HEADER_FIELDS = ("CHR", "SNP", "BP", "A1", "F_A", "F_U", "A2", "CHISQ", "P", "OR")
+MODEL_TESTS = ("GENO", "TREND", "ALLELIC", "DOM", "REC")
+_AUTOSOMES = {str(i) for i in range(1, 23)}
+_SMALL_EPSILON = 2.0**-44  # PLINK 1.9 SMALL_EPSILON
+
+
+# ---------------------------------------------------------------------------------------------
+# site side
+# ---------------------------------------------------------------------------------------------
+
+
+def _case_control_masks(cohort: Cohort, pheno: str) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (cases, controls) over the cohort for a 1/2-coded phenotype."""
+    if pheno not in cohort.columns:
+        raise InputError(f"assoc: phenotype {pheno!r} is not among the cohort's columns")
+    values = np.asarray(cohort.columns[pheno], dtype=np.float64)
+    if values.shape != (cohort.n,):
+        raise InputError(f"assoc: phenotype {pheno!r} has shape {values.shape}, expected ({cohort.n},)")
+    present = values[~np.isnan(values)]
+    if not np.isin(present, (0.0, 1.0, 2.0, -9.0)).all():
+        raise InputError(
+            f"assoc: phenotype {pheno!r} is not case/control (expected 1 = control, 2 = case, 0/-9/NA = missing)"
+        )
+    return values == 2.0, values == 1.0
+
+
+class AssocCounts:
+    """Site side of ``--assoc``/``--model``: genotype counts of cases, controls and everyone.
+
+    Round parameter ``pheno`` names the case/control column of the cohort (1 = control,
+    2 = case, 0 / -9 / NaN = missing: such samples count only in the ``all_*`` sums, which
+    decide the minor allele as PLINK 1.9 does, over all samples).
+    """
+
+    name = COMPUTATION
+
+    def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        """Numbers of cases, controls and samples missing the phenotype, each shape (1,)."""
+        case, ctrl = _case_control_masks(cohort, _pheno_param(inp))
+        n_case, n_ctrl = int(case.sum()), int(ctrl.sum())
+        return {
+            "n_case": np.array([n_case], dtype=np.int64),
+            "n_ctrl": np.array([n_ctrl], dtype=np.int64),
+            "n_missing_pheno": np.array([cohort.n - n_case - n_ctrl], dtype=np.int64),
+        }
+
+    def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
+        """Genotype counts per group for one block.
+
+        Parameters
+        ----------
+        block : [array, shape: (b, cohort.n), dtype int8] ALT counts 0/1/2, negative = missing
+
+        Returns
+        -------
+        dict
+            For each name in :data:`SUM_NAMES` (``case_hom_ref`` … ``all_hom_alt``),
+            [array, shape: (b,), dtype int64]; missing genotypes are not counted.
+        """
+        block = np.asarray(block)
+        if block.ndim != 2 or block.shape[1] != cohort.n:
+            raise InputError(f"assoc: genotype block has shape {block.shape}, expected (variants, {cohort.n})")
+        if block.size and int(block.max()) > 2:
+            raise InputError("assoc: genotype block holds an ALT allele count above 2")
+        case, ctrl = _case_control_masks(cohort, _pheno_param(inp))
+        other = ~(case | ctrl)
+        # one column gather puts cases, controls, the rest side by side; then count on slices
+        order = np.concatenate([np.flatnonzero(case), np.flatnonzero(ctrl), np.flatnonzero(other)])
+        bounds = np.cumsum([0, int(case.sum()), int(ctrl.sum()), int(other.sum())])
+        grouped = block[:, order]
+        counts: dict[str, list[np.ndarray]] = {k: [] for k in _GENOS}
+        for i in range(3):
+            part = grouped[:, bounds[i] : bounds[i + 1]]
+            for g, key in enumerate(_GENOS):
+                counts[key].append(np.count_nonzero(part == g, axis=1).astype(np.int64))
+        out: dict[str, np.ndarray] = {}
+        for key in _GENOS:
+            case_ct, ctrl_ct, other_ct = counts[key]
+            out[f"case_{key}"] = case_ct
+            out[f"ctrl_{key}"] = ctrl_ct
+            out[f"all_{key}"] = case_ct + ctrl_ct + other_ct
+        assert all(v.shape == (block.shape[0],) for v in out.values())
+        return out
+
+
+def _pheno_param(inp: RoundInput) -> str:
+    try:
+        return inp.params["pheno"]
+    except KeyError:
+        raise InputError("assoc_counts round is missing its 'pheno' parameter") from None
+
+
+#: Local computations of this module, by name.
+LOCAL_COMPUTATIONS: dict[str, LocalComputation] = {COMPUTATION: AssocCounts()}
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics (coordinator side)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AssocStats:
+    """Per-variant case/control statistics. Every field is [array, shape: (n_variants,)].
+
+    Counts are oriented to PLINK 1.9's A1 (the minor allele over all samples); float fields
+    are NaN where PLINK 1.9 prints ``NA``.
+
+    Attributes
+    ----------
+    tested : bool, autosomal variants (the others are left out of the tables)
+    a1_is_alt : bool, A1 is the ALT allele (else A1 is REF)
+    case_a1a1, case_a1a2, case_a2a2, ctrl_a1a1, ctrl_a1a2, ctrl_a2a2 : int64 genotype counts
+    f_a, f_u : A1 frequency among cases / controls (.assoc F_A, F_U)
+    chisq, p : allelic chi-square and p-value (.assoc CHISQ, P; .model ALLELIC)
+    odds_ratio : odds ratio of A1, cases vs controls (.assoc OR)
+    trend_chisq, trend_p : Cochran-Armitage trend test (.model TREND)
+    allelic_chisq, allelic_p : allelic test as .model ALLELIC prints it (NA, not 0, when
+        cases or controls have no genotype)
+    geno_chisq, geno_p : genotypic test (.model GENO); geno_df int64 (0 where NA)
+    dom_chisq, dom_p, rec_chisq, rec_p : dominant / recessive A1 tests (.model DOM, REC)
+    """
+
+    tested: np.ndarray
+    a1_is_alt: np.ndarray
+    case_a1a1: np.ndarray
+    case_a1a2: np.ndarray
+    case_a2a2: np.ndarray
+    ctrl_a1a1: np.ndarray
+    ctrl_a1a2: np.ndarray
+    ctrl_a2a2: np.ndarray
+    f_a: np.ndarray
+    f_u: np.ndarray
+    chisq: np.ndarray
+    p: np.ndarray
+    odds_ratio: np.ndarray
+    trend_chisq: np.ndarray
+    trend_p: np.ndarray
+    allelic_chisq: np.ndarray
+    allelic_p: np.ndarray
+    geno_chisq: np.ndarray
+    geno_df: np.ndarray
+    geno_p: np.ndarray
+    dom_chisq: np.ndarray
+    dom_p: np.ndarray
+    rec_chisq: np.ndarray
+    rec_p: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.tested.shape[0])
+
+    def alleles(self, variants: VariantTable) -> tuple[np.ndarray, np.ndarray]:
+        """(A1, A2) allele strings, [array, shape: (n_variants,), dtype object] each."""
+        a1 = np.where(self.a1_is_alt, variants.alt, variants.ref)
+        a2 = np.where(self.a1_is_alt, variants.ref, variants.alt)
+        return a1, a2
+
+
+def _chiprob(chisq: np.ndarray, df: np.ndarray | float) -> np.ndarray:
+    """Upper-tail chi-square p-value; NaN where the statistic is NaN (PLINK's -9)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isnan(chisq), np.nan, special.chdtrc(df, np.where(np.isnan(chisq), 0.0, chisq)))
+
+
+def _chi22x(m11: np.ndarray, row1: np.ndarray, col1: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """PLINK ``chi22_evalx``: 2x2 Pearson chi-square; NaN when a margin is zero."""
+    numer = (row1 * col1).astype(np.float64)  # row1 * col1 in exact integers, then double
+    denom = numer * ((total - row1) * (total - col1)).astype(np.float64)
+    tot = total.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dyy = m11.astype(np.float64) * tot - numer  # total * (m11 - expected m11)
+        out = (dyy * dyy * tot) / denom
+    return np.where(denom != 0, out, np.nan)
+
+
+def _chi23x(m: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """PLINK ``chi23_evalx`` on rows (m11, m12, m13) and (m21, m22, m23): (chisq, df)."""
+    m11, m12, m13, m21, m22, m23 = m
+    row1 = m11 + m12 + m13
+    row2 = m21 + m22 + m23
+    col1, col2, col3 = m11 + m21, m12 + m22, m13 + m23
+    total = row1 + row2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tot_recip = 1.0 / total.astype(np.float64)
+        chisq = np.zeros(total.shape, dtype=np.float64)
+        for row, cells in ((row1, (m11, m12, m13)), (row2, (m21, m22, m23))):
+            dxx = row * tot_recip
+            for cell, col in zip(cells, (col1, col2, col3), strict=True):
+                expect = dxx * col.astype(np.float64)
+                delta = cell - expect
+                chisq = chisq + delta * delta / expect
+    chisq = np.where(chisq < _SMALL_EPSILON * _SMALL_EPSILON, 0.0, chisq)
+    df = np.full(total.shape, 2, dtype=np.int64)
+    # a lone empty column: 2x2 test on the remaining ones (1 df)
+    two_by_two = np.where(col1 == 0, _chi22x(m12, row1, col2, total), _chi22x(m11, row1, col1, total))
+    reduced = (col1 == 0) | (col2 == 0) | (col3 == 0)
+    chisq = np.where(reduced, two_by_two, chisq)
+    df = np.where(reduced, np.where(np.isnan(two_by_two), 0, 1), df)
+    empty_row = (row1 == 0) | (row2 == 0)
+    chisq = np.where(empty_row, np.nan, chisq)
+    df = np.where(empty_row, 0, df)
+    return chisq, df
+
+
+def _trend(
+    case_dom: np.ndarray, case_ct: np.ndarray, het: np.ndarray, homdom: np.ndarray, total: np.ndarray
+) -> np.ndarray:
+    """PLINK ``ca_trend_evalx``: Cochran-Armitage trend chi-square; NaN when degenerate."""
+    dom_ct = (het + 2 * homdom).astype(np.float64)
+    totald = total.astype(np.float64)
+    case_ctd = case_ct.astype(np.float64)
+    cat = case_dom.astype(np.float64) * totald - dom_ct * case_ctd
+    dxx = totald * (het + 4 * homdom).astype(np.float64) - dom_ct * dom_ct
+    ok = dxx != 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dxx = dxx * (case_ctd * (totald - case_ctd))
+        out = cat * cat * totald / dxx
+    return np.where(ok, out, np.nan)
+
+
+def _counts(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    missing = [n for n in SUM_NAMES if n not in sums]
+    if missing:
+        raise InputError(f"assoc needs the sums {SUM_NAMES}; missing {missing}")
+    out: dict[str, np.ndarray] = {}
+    shape = None
+    for name in SUM_NAMES:
+        raw = np.asarray(sums[name])
+        if raw.ndim != 1:
+            raise InputError(f"assoc sum {name!r} must be 1-d, got shape {raw.shape}")
+        if shape is None:
+            shape = raw.shape
+        elif raw.shape != shape:
+            raise InputError(f"assoc sum {name!r} has shape {raw.shape}, expected {shape}")
+        arr = np.rint(raw).astype(np.int64) if raw.dtype.kind == "f" else raw.astype(np.int64)
+        if raw.dtype.kind == "f" and not np.array_equal(arr, raw):
+            raise InputError(f"assoc sum {name!r} holds a non-integral count")
+        if arr.size and int(arr.min()) < 0:
+            raise InputError(f"assoc sum {name!r} holds a negative count")
+        out[name] = arr
+    return out
+
+
+def finish(sums: Mapping[str, np.ndarray], chrom: np.ndarray | None = None, *, cell: int = 5) -> AssocStats:
+    """PLINK 1.9 ``--assoc``/``--model`` statistics from global genotype counts.
+
+    Parameters
+    ----------
+    sums : for each name in :data:`SUM_NAMES`, [array, shape: (n_variants,)] counts summed
+        over sites (ALT-oriented: ``hom_alt`` = two ALT alleles).
+    chrom : [array, shape: (n_variants,)] chromosome codes; variants not on chromosomes 1-22
+        are marked untested. None = all tested.
+    cell : minimum count in every genotype cell for GENO/DOM/REC (PLINK's ``--cell``).
+
+    Returns
+    -------
+    AssocStats
+
+    Notes
+    -----
+    A1 is REF when the REF frequency over all samples with a genotype is below 0.5, else
+    ALT (PLINK 1.9 reads the ``.bim`` A1 = ALT and swaps when the A2 frequency < 0.5; ties
+    and unobserved variants keep ALT).
+    """
+    c = _counts(sums)
+    n = c["all_hom_ref"].shape[0]
+    # PLINK 1.9: A2 (= REF) frequency < 0.5 swaps, so A1 = REF; in exact integers
+    ref_alleles = 2 * c["all_hom_ref"] + c["all_het"]
+    all_alleles = 2 * (c["all_hom_ref"] + c["all_het"] + c["all_hom_alt"])
+    a1_is_alt = ~(2 * ref_alleles < all_alleles)
+    # genotype counts by A1 dosage, PLINK's names: uoo/unn/umm = case hom A1/het/hom A2,
+    # ukk/ujj/uii = control hom A1/het/hom A2
+    uoo = np.where(a1_is_alt, c["case_hom_alt"], c["case_hom_ref"])
+    unn = c["case_het"]
+    umm = np.where(a1_is_alt, c["case_hom_ref"], c["case_hom_alt"])
+    ukk = np.where(a1_is_alt, c["ctrl_hom_alt"], c["ctrl_hom_ref"])
+    ujj = c["ctrl_het"]
+    uii = np.where(a1_is_alt, c["ctrl_hom_ref"], c["ctrl_hom_alt"])
+    tested = np.ones(n, dtype=bool) if chrom is None else np.isin(_plink1_chrom_codes(chrom), list(_AUTOSOMES))
+
+    # --assoc: allele counts, A1 (da1, du1) and A2 (da2, du2) in cases (a) and controls (u)
+    case_a1, case_a2 = 2 * uoo + unn, 2 * umm + unn
+    ctrl_a1, ctrl_a2 = 2 * ukk + ujj, 2 * uii + ujj
+    da1, da2 = case_a1.astype(np.float64), case_a2.astype(np.float64)
+    du1, du2 = ctrl_a1.astype(np.float64), ctrl_a2.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f_a = np.where(case_a1 + case_a2 > 0, da1 / (da1 + da2), np.nan)
+        f_u = np.where(ctrl_a1 + ctrl_a2 > 0, du1 / (du1 + du2), np.nan)
+        odds = (da1 * du2) / (du1 * da2)
+    odds = np.where(du1 * da2 == 0.0, np.nan, odds)
+    # chi22_eval: 0 (not NA) when a margin is empty; NA only when A1 or A2 is absent
+    both_alleles = ((case_a1 + ctrl_a1) > 0) & ((case_a2 + ctrl_a2) > 0)
+    chisq = _chi22x(case_a2, case_a2 + case_a1, ctrl_a2 + case_a2, case_a1 + case_a2 + ctrl_a1 + ctrl_a2)
+    chisq = np.where(np.isnan(chisq), 0.0, chisq)
+    chisq = np.where(both_alleles, chisq, np.nan)
+    p = _chiprob(chisq, 1.0)
+
+    # --model
+    total = uoo + unn + umm + ukk + ujj + uii
+    trend_chisq = _trend(umm * 2 + unn, umm + unn + uoo, ujj + unn, uii + umm, total)
+    trend_p = _chiprob(trend_chisq, 1.0)
+    allelic = _chi22x(2 * uoo + unn, 2 * (uoo + unn + umm), 2 * (uoo + ukk) + unn + ujj, 2 * total)
+    allelic_p = _chiprob(allelic, 1.0)
+    invalid = (uoo < cell) | (unn < cell) | (umm < cell) | (ukk < cell) | (ujj < cell) | (uii < cell)
+    geno_chisq, geno_df = _chi23x([uii, ujj, ukk, umm, unn, uoo])
+    geno_chisq = np.where(invalid, np.nan, geno_chisq)
+    geno_df = np.where(invalid | np.isnan(geno_chisq), 0, geno_df)
+    geno_p = _chiprob(geno_chisq, np.maximum(geno_df, 1).astype(np.float64))
+    dom_chisq = np.where(invalid, np.nan, _chi22x(uoo + unn, uoo + unn + umm, uoo + unn + ukk + ujj, total))
+    rec_chisq = np.where(invalid, np.nan, _chi22x(uoo, uoo + unn + umm, uoo + ukk, total))
+    # ALLELIC (.model) and CHISQ (.assoc) agree except for PLINK's different NA rules
+    assert allelic.shape == chisq.shape == (n,)
+    return AssocStats(
+        tested=tested,
+        a1_is_alt=a1_is_alt,
+        case_a1a1=uoo,
+        case_a1a2=unn,
+        case_a2a2=umm,
+        ctrl_a1a1=ukk,
+        ctrl_a1a2=ujj,
+        ctrl_a2a2=uii,
+        f_a=f_a,
+        f_u=f_u,
+        chisq=chisq,
+        p=p,
+        odds_ratio=odds,
+        trend_chisq=trend_chisq,
+        trend_p=trend_p,
+        allelic_chisq=allelic,
+        allelic_p=allelic_p,
+        geno_chisq=geno_chisq,
+        geno_df=geno_df,
+        geno_p=geno_p,
+        dom_chisq=dom_chisq,
+        dom_p=_chiprob(dom_chisq, 1.0),
+        rec_chisq=rec_chisq,
+        rec_p=_chiprob(rec_chisq, 1.0),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# PLINK 1.9 number formatting: dtoa_g_wxp4 (4 significant digits, right-aligned)
+# ---------------------------------------------------------------------------------------------
+
+_BR10 = (0.49999999995, 0.50000000005)  # banker_round10
+
+
+def _bround(x: float) -> int:
+    """PLINK ``double_bround`` with banker_round10 (x >= 0)."""
+    r = int(x)
+    return r + int((x - r) + _BR10[r & 1])
+
+
+def _qr(x: float, scale: int) -> tuple[int, int]:
+    v = _bround(x * scale)
+    return divmod(v, scale)
+
+
+def _mant_1p3(x: float) -> str:
+    """``double_bround3`` + ``qrtoa_1p3``: x in [1, 10) -> ``d[.ddd]``."""
+    q, r = _qr(x, 1000)
+    return f"{q}.{f'{r:03d}'.rstrip('0')}" if r else str(q)
+
+
+def _so4(x: float) -> str:
+    """PLINK ``dtoa_so4``: 4 significant digits for 0.99995 <= x < 9999.5."""
+    if x < 99.994999999999:
+        if x < 9.9994999999999:
+            return _mant_1p3(x)
+        q, r = _qr(x, 100)
+        return f"{q:02d}.{f'{r:02d}'.rstrip('0')}" if r else f"{q:02d}"
+    if x < 999.94999999999:
+        q, r = _qr(x, 10)
+        return f"{q}.{r}" if r else str(q)
+    return f"{_bround(x):04d}"
+
+
+def _g4(x: float) -> str:
+    """The digits ``dtoa_g_wxp4`` writes for a finite nonzero x (before padding)."""
+    sign = ""
+    if x < 0:
+        sign, x = "-", -x
+    xp10 = 0
+    if x < 9.9994999999999e-5:
+        if x < 9.9994999999999e-16:
+            if x < 9.9994999999999e-128:
+                if x < 9.9994999999999e-256:
+                    x *= 1.0e256
+                    xp10 |= 256
+                else:
+                    x *= 1.0e128
+                    xp10 |= 128
+            if x < 9.9994999999999e-64:
+                x *= 1.0e64
+                xp10 |= 64
+            if x < 9.9994999999999e-32:
+                x *= 1.0e32
+                xp10 |= 32
+            if x < 9.9994999999999e-16:
+                x *= 1.0e16
+                xp10 |= 16
+        if x < 9.9994999999999e-8:
+            x *= 100000000.0
+            xp10 |= 8
+        if x < 9.9994999999999e-4:
+            x *= 10000.0
+            xp10 |= 4
+        if x < 9.9994999999999e-2:
+            x *= 100.0
+            xp10 |= 2
+        if x < 9.9994999999999e-1:
+            x *= 10.0
+            xp10 += 1
+        return f"{sign}{_mant_1p3(x)}e-{xp10:02d}"
+    if x >= 9999.4999999999:
+        if x >= 9.9994999999999e15:
+            if x >= 9.9994999999999e127:
+                if x >= 9.9994999999999e255:
+                    x *= 1.0e-256
+                    xp10 |= 256
+                else:
+                    x *= 1.0e-128
+                    xp10 |= 128
+            if x >= 9.9994999999999e63:
+                x *= 1.0e-64
+                xp10 |= 64
+            if x >= 9.9994999999999e31:
+                x *= 1.0e-32
+                xp10 |= 32
+            if x >= 9.9994999999999e15:
+                x *= 1.0e-16
+                xp10 |= 16
+        if x >= 9.9994999999999e7:
+            x *= 1.0e-8
+            xp10 |= 8
+        if x >= 9.9994999999999e3:
+            x *= 1.0e-4
+            xp10 |= 4
+        if x >= 9.9994999999999e1:
+            x *= 1.0e-2
+            xp10 |= 2
+        if x >= 9.9994999999999e0:
+            x *= 1.0e-1
+            xp10 += 1
+        return f"{sign}{_mant_1p3(x)}e+{xp10:02d}"
+    if x >= 0.99994999999999:
+        return sign + _so4(x)
+    lead = ""
+    if x < 9.9994999999999e-3:
+        x *= 100.0
+        lead = "00"
+    if x < 9.9994999999999e-2:
+        x *= 10.0
+        lead += "0"
+    return f"{sign}0.{lead}{f'{_bround(x * 10000.0):04d}'.rstrip('0')}"
+
+
+def format_wxp4(x: float, width: int) -> str:
+    """A number as PLINK 1.9 ``dtoa_g_wxp4`` prints it: 4 significant digits, right-aligned.
+
+    Parameters
+    ----------
+    x : the value
+    width : minimum field width (longer results are not cut)
+
+    Returns
+    -------
+    str
+        E.g. ``format_wxp4(0.13581, 12) == '      0.1358'``, ``'   1.234e-05'``, ``'0'``
+        right-aligned for zero, ``nan`` and `` inf`` spelled as PLINK spells them.
+    """
+    x = float(x)
+    if x != x:
+        return "nan".rjust(width)
+    if x == 0.0:
+        return "0".rjust(width)
+    if x in (np.inf, -np.inf):
+        return (" inf" if x > 0 else "-inf").rjust(width)
+    return _g4(x).rjust(width)
+
+
+class _Fmt:
+    """Memoised :func:`format_wxp4` for one width, NaN -> ``NA``."""
+
+    def __init__(self, width: int):
+        self.width = width
+        self.cache: dict[float, str] = {}
+        self.na = "NA".rjust(width)
+
+    def __call__(self, x: float) -> str:
+        if x != x:
+            return self.na
+        s = self.cache.get(x)
+        if s is None:
+            s = self.cache[x] = format_wxp4(x, self.width)
+        return s
+
+
+# ---------------------------------------------------------------------------------------------
+# writers
+# ---------------------------------------------------------------------------------------------
+
+
+def _plink1_chrom_codes(chrom: Iterable[object]) -> np.ndarray:
+    """Chromosome codes as PLINK 1.9 prints them by default: 'chr' dropped, X=23 … MT=26."""
+    named = {"X": "23", "Y": "24", "XY": "25", "MT": "26", "M": "26"}
+    out = []
+    for c in chrom:
+        s = str(c)
+        if s[:3].lower() == "chr":
+            s = s[3:]
+        out.append(named.get(s.upper(), s.lstrip("0") or "0") if not s.isdigit() else str(int(s)))
+    return np.asarray(out, dtype=object)
+
+
+def _plink_maxsnp(ids: Iterable[str]) -> int:
+    """PLINK 1.9 ``calc_plink_maxsnp``: the SNP column width (grows to len + 2, in file order)."""
+    width = 4
+    for length in {len(s): None for s in ids}:  # first occurrences, in order
+        if length > width:
+            width = length + 2
+    return width
+
+
+def _check(variants: VariantTable, stats: AssocStats) -> None:
+    if len(variants) != len(stats):
+        raise InputError(f"assoc: {len(variants)} variants but statistics for {len(stats)}")
+
+
+def _prefixes(variants: VariantTable, stats: AssocStats) -> tuple[list[int], list[str], np.ndarray, np.ndarray, int]:
+    rows = np.flatnonzero(stats.tested).tolist()
+    chrom = _plink1_chrom_codes(variants.chrom)
+    a1, a2 = stats.alleles(variants)
+    width = _plink_maxsnp(str(s) for s in variants.id)
+    return rows, [str(c).rjust(4) for c in chrom], a1, a2, width
+
+
+def write_assoc(path: str | Path, variants: VariantTable, stats: AssocStats) -> Path:
+    """Write PLINK 1.9's ``.assoc`` table (fixed width, trailing space, as PLINK writes it).
+
+    Parameters
+    ----------
+    path : destination (written atomically)
+    variants : the harmonized variants, one row per entry of ``stats``
+    stats : from :func:`finish`
+
+    Returns
+    -------
+    Path
+    """
+    _check(variants, stats)
+    rows, chrom, a1, a2, width = _prefixes(variants, stats)
+    f8, f12 = _Fmt(8), _Fmt(12)
+    ids = variants.id
+
+    def lines() -> Iterable[str]:
+        yield (
+            f" CHR {'SNP'.rjust(width)}         BP   A1      F_A      F_U   A2 "
+            "       CHISQ            P           OR \n"
+        )
+        for i in rows:
+            yield (
+                f"{chrom[i]} {str(ids[i]).rjust(width)} {str(int(variants.pos[i])).rjust(10)} "
+                f"{str(a1[i]).rjust(4)} {f8(stats.f_a[i])} {f8(stats.f_u[i])} {str(a2[i]).rjust(4)} "
+                f"{f12(stats.chisq[i])} {f12(stats.p[i])} {f12(stats.odds_ratio[i])} \n"
+            )
+
+    return atomic_write_text(path, lines())
+
+
+def write_model(path: str | Path, variants: VariantTable, stats: AssocStats) -> Path:
+    """Write PLINK 1.9's ``.model`` table: rows GENO, TREND, ALLELIC, DOM, REC per variant.
+
+    Parameters
+    ----------
+    path : destination (written atomically)
+    variants : the harmonized variants, one row per entry of ``stats``
+    stats : from :func:`finish`
+
+    Returns
+    -------
+    Path
+    """
+    _check(variants, stats)
+    rows, chrom, a1, a2, width = _prefixes(variants, stats)
+    f12 = _Fmt(12)
+    ids = variants.id
+    allelic, allelic_p = stats.allelic_chisq, stats.allelic_p
+    na_tail = "          NA   NA           NA\n"
+
+    def tail(chisq: float, df: int, p: float) -> str:
+        if chisq != chisq:
+            return na_tail
+        return f"{f12(chisq)}    {df} {f12(p)}\n"
+
+    def cell(*counts: int) -> str:
+        return "/".join(str(int(c)) for c in counts).rjust(14)
+
+    def lines() -> Iterable[str]:
+        yield (
+            f" CHR {'SNP'.rjust(width)}   A1   A2     TEST            AFF          UNAFF "
+            "       CHISQ   DF            P\n"
+        )
+        for i in rows:
+            head = f"{chrom[i]} {str(ids[i]).rjust(width)} {str(a1[i]).rjust(4)} {str(a2[i]).rjust(4)}  "
+            o, n, m = int(stats.case_a1a1[i]), int(stats.case_a1a2[i]), int(stats.case_a2a2[i])
+            k, j, u = int(stats.ctrl_a1a1[i]), int(stats.ctrl_a1a2[i]), int(stats.ctrl_a2a2[i])
+            yield f"{head}   GENO {cell(o, n, m)} {cell(k, j, u)} " + tail(
+                stats.geno_chisq[i], int(stats.geno_df[i]), stats.geno_p[i]
+            )
+            yield f"{head}  TREND {cell(2 * o + n, 2 * m + n)} {cell(2 * k + j, 2 * u + j)} " + tail(
+                stats.trend_chisq[i], 1, stats.trend_p[i]
+            )
+            yield f"{head}ALLELIC {cell(2 * o + n, 2 * m + n)} {cell(2 * k + j, 2 * u + j)} " + tail(
+                allelic[i], 1, allelic_p[i]
+            )
+            yield f"{head}    DOM {cell(o + n, m)} {cell(k + j, u)} " + tail(stats.dom_chisq[i], 1, stats.dom_p[i])
+            yield f"{head}    REC {cell(o, n + m)} {cell(k, j + u)} " + tail(stats.rec_chisq[i], 1, stats.rec_p[i])
+
+    return atomic_write_text(path, lines())
+
+
+# ---------------------------------------------------------------------------------------------
+# the job analysis
+# ---------------------------------------------------------------------------------------------
+
+
+class AssocAnalysis:
+    """Coordinator side of ``--assoc``/``--model`` for one case/control phenotype: one round.
+
+    Files written by :meth:`write`: ``<out>.<PHENO>.assoc`` and/or ``<out>.<PHENO>.model``.
+    """
+
+    def __init__(self, pheno: str, *, model: bool, assoc: bool, cell: int = 5):
+        if not (model or assoc):
+            raise InputError("plan_assoc: ask for --assoc, --model or both")
+        if cell < 0:
+            raise InputError(f"--cell must be non-negative, got {cell}")
+        self.pheno = pheno
+        self.model = model
+        self.assoc = assoc
+        self.cell = cell
+        self.sums: dict[str, np.ndarray] | None = None
+        self.stats: AssocStats | None = None
+
+    def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
+        if sums is None:
+            return RoundPlan(COMPUTATION, params={"pheno": self.pheno})
+        self.sums = {k: np.asarray(v) for k, v in sums.items()}
+        return None
+
+    def result(self, variants: VariantTable) -> AssocStats:
+        """The per-variant statistics (after the round), for reports."""
+        if self.sums is None:
+            raise InputError("assoc: no sums yet; run the round first")
+        if self.stats is None:
+            self.stats = finish(self.sums, variants.chrom, cell=self.cell)
+        return self.stats
+
+    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
+        stats = self.result(variants)
+        prefix = str(out_prefix)  # PLINK 1.9 names them <out>.assoc / <out>.model (one phenotype per job)
+        written = []
+        if self.assoc:
+            written.append(write_assoc(Path(f"{prefix}.assoc"), variants, stats))
+        if self.model:
+            written.append(write_model(Path(f"{prefix}.model"), variants, stats))
+        return written
+
+    def log_lines(self) -> list[str]:
+        if self.sums is None:
+            return []
+        lines = []
+        if all(k in self.sums for k in COHORT_SUM_NAMES):
+            n_case, n_ctrl, n_miss = (int(np.asarray(self.sums[k]).sum()) for k in COHORT_SUM_NAMES)
+            lines.append(
+                f"assoc {self.pheno}: {n_case} cases and {n_ctrl} controls; "
+                f"{n_miss} samples missing the phenotype excluded"
+            )
+        if self.stats is not None:
+            skipped = int((~self.stats.tested).sum())
+            if skipped:
+                lines.append(f"assoc {self.pheno}: {skipped} non-autosomal variants not tested")
+        return lines
+
+
+def plan_assoc(pheno: str, *, model: bool, assoc: bool, cell: int = 5) -> AssocAnalysis:
+    """The coordinator side of ``--assoc`` and/or ``--model`` for case/control ``pheno``.
+
+    Parameters
+    ----------
+    pheno : case/control column (1 = control, 2 = case)
+    model : write ``<out>.<pheno>.model``
+    assoc : write ``<out>.<pheno>.assoc``
+    cell : PLINK's ``--cell`` (minimum genotype cell count for GENO/DOM/REC), default 5
+
+    Returns
+    -------
+    AssocAnalysis
+        A :class:`~fedstat.stats.base.JobAnalysis`: one round of :data:`COMPUTATION`, then the
+        tables; :meth:`AssocAnalysis.result` gives the per-variant statistics for reports.
+    """
+    return AssocAnalysis(pheno, model=model, assoc=assoc, cell=cell)
