@@ -27,6 +27,7 @@ from fedstat.errors import FedstatError, InputError, JobFailed, PolicyRefused, P
 from fedstat.jobs import JobSpec, RoundPlan, plan_job
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.protocol import KeysAssembler, chunk_from_pb, plan_chunks, round_data_messages, spec_to_pb
+from fedstat.report.gwas import JobContext
 from fedstat.wire import site_pb2
 
 from .sessions import SiteRegistry, SiteSession
@@ -191,7 +192,18 @@ class _JobRunner:
         self.choose_sites(spec)
         self.offer(spec, job.analyst)
         harmonized = self.harmonize()
-        analysis = plan_job(spec)
+        analysis = plan_job(
+            spec,
+            JobContext(
+                job_id=self.job_id,
+                created_at=job.created_at,
+                analyst=job.analyst,
+                privacy=spec.privacy,
+                sites=tuple((s, self.cohort.get(s, 0)) for s in sorted(self.sites)),
+                spec=spec.to_json(),
+                genome_assembly=spec.options.get("genome_assembly", "NR"),
+            ),
+        )
         sums = None
         round_no = 0
         while (plan := analysis.next_round(sums)) is not None:
@@ -289,8 +301,14 @@ class _JobRunner:
         self.phase(f"round {round_no}", round=round_no)
         self.log(f"round {round_no}: {plan.computation} over {n_variants} variants")
         request = site_pb2.RoundRequest(
-            job_id=self.job_id, round=round_no, attempt=0, analysis=plan.computation, params=dict(plan.params),
-            participants=participants, arrays=sorted(arrays), subset=plan.variants is not None,
+            job_id=self.job_id,
+            round=round_no,
+            attempt=0,
+            analysis=plan.computation,
+            params=dict(plan.params),
+            participants=participants,
+            arrays=sorted(arrays),
+            subset=plan.variants is not None,
         )
         data = list(round_data_messages(self.job_id, round_no, 0, arrays))
         for name in participants:
@@ -311,9 +329,7 @@ class _JobRunner:
                 p = msg.progress
                 if p.round != round_no:
                     continue
-                self.store.set_site(
-                    self.job_id, site, blocks_done=int(p.blocks_done), blocks_total=int(p.blocks_total)
-                )
+                self.store.set_site(self.job_id, site, blocks_done=int(p.blocks_done), blocks_total=int(p.blocks_total))
                 if p.finished:
                     if not aggregator.complete(site):
                         raise ProtocolError(f"site {site} finished round {round_no} without sending every sum")

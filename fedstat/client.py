@@ -129,7 +129,9 @@ class Client:
                 (out_dir / (current + ".part")).unlink(missing_ok=True)  # type: ignore[operator]
         return written
 
-    def run(self, spec: JobSpec, out_dir: str | Path, *, progress: Callable[[JobStatus], None] | None = None) -> Results:
+    def run(
+        self, spec: JobSpec, out_dir: str | Path, *, progress: Callable[[JobStatus], None] | None = None
+    ) -> Results:
         """Submit, wait (calling ``progress`` on every change), fetch the files: the notebook one-liner.
 
         >>> res = client.run(JobSpec(analyses=("glm",), pheno_names=("QT",), covar_names=("AGE",), out_name="g"), "out")
@@ -168,7 +170,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     import pandas as pd  # noqa: PLC0415 - only analysts need it
 
     path = Path(path)
-    with (gzip.open(path, "rt") if path.suffix == ".gz" else path.open()) as f:
+    with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as f:
         header = f.readline()
     if "\t" in header:
         df = pd.read_csv(path, sep="\t", na_values=["NA", "nan", "#NA"], keep_default_na=True)

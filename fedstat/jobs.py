@@ -24,7 +24,8 @@ import numpy as np
 
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
-from fedstat.stats import allele, assoc
+from fedstat.report.gwas import JobContext, assoc_section, glm_outputs, write_report
+from fedstat.stats import allele, assoc, glm
 from fedstat.stats.base import Cohort, JobAnalysis, LocalComputation, RoundInput, RoundPlan
 
 #: Analyses this version runs, as plink2 (or PLINK 1.9: assoc, model) flag names without dashes.
@@ -155,6 +156,7 @@ class _AlleleCounts:
 LOCAL_COMPUTATIONS: Mapping[str, LocalComputation] = {
     "allele_counts": _AlleleCounts(),
     **assoc.LOCAL_COMPUTATIONS,
+    **glm.LOCAL_COMPUTATIONS,
 }
 
 
@@ -205,12 +207,68 @@ class CompositeAnalysis:
         return [line for part in self.parts for line in part.log_lines()]
 
 
-def plan_job(spec: JobSpec) -> JobAnalysis:
-    """The coordinator-side analysis for a validated spec."""
+class GwasOutputs:
+    """No rounds of its own: after --glm / --assoc finish, writes GWAS-SSF, plots and the HTML report."""
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        glm_job: glm.GlmJob | None,
+        assoc_job: assoc.AssocAnalysis | None,
+        pheno: str,
+        notes: list[str],
+    ):
+        self.ctx, self.glm_job, self.assoc_job, self.pheno, self.notes = ctx, glm_job, assoc_job, pheno, notes
+
+    def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
+        return None
+
+    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
+        files: list[Path] = []
+        sections = []
+        if self.glm_job is not None:
+            notes = self.glm_job.log_lines()
+            for res in self.glm_job.results.values():
+                written, section = glm_outputs(out_prefix, variants, res, self.ctx, notes)
+                files += written
+                sections.append(section)
+        if self.assoc_job is not None:
+            names = [
+                f"{out_prefix.name}.{ext}"
+                for ext, on in (("assoc", self.assoc_job.assoc), ("model", self.assoc_job.model))
+                if on
+            ]
+            written, section = assoc_section(out_prefix, variants, self.pheno, self.assoc_job.result(variants), names)
+            files += written
+            sections.append(section)
+        files.append(write_report(out_prefix, self.ctx, sections, self.notes))
+        return files
+
+    def log_lines(self) -> list[str]:
+        return []
+
+
+def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
+    """The coordinator-side analysis for a validated spec (``ctx``: facts for the HTML report)."""
+    ctx = ctx or JobContext(spec=spec.to_json())
     parts: list[JobAnalysis] = []
     allele_flags = tuple(a for a in spec.analyses if a in allele.ANALYSES)
     if allele_flags:
         parts.append(AlleleAnalysis(allele_flags))
+    glm_job = assoc_job = None
+    if "glm" in spec.analyses:
+        mods = {m for m in spec.options.get("glm", "").split(",") if m}
+        if "show-covar" in mods:
+            mods.discard("show-covar")
+        else:
+            mods.add("hide-covar")  # fedstat's default: covariate rows hidden
+        glm_job = glm.plan_glm(spec.pheno_names, spec.covar_names, frozenset(mods))
+        parts.append(glm_job)
     if "assoc" in spec.analyses or "model" in spec.analyses:
-        parts.append(assoc.plan_assoc(spec.pheno_names[0], assoc="assoc" in spec.analyses, model="model" in spec.analyses))
+        assoc_job = assoc.plan_assoc(
+            spec.pheno_names[0], assoc="assoc" in spec.analyses, model="model" in spec.analyses
+        )
+        parts.append(assoc_job)
+    if glm_job is not None or assoc_job is not None:
+        parts.append(GwasOutputs(ctx, glm_job, assoc_job, spec.pheno_names[0], []))
     return CompositeAnalysis(parts)

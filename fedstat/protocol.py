@@ -159,7 +159,9 @@ class PlanAssembler:
         return SitePlan(local_index=self.index, flip=self.flip)
 
 
-def round_data_messages(job_id: str, round_no: int, attempt: int, arrays: dict[str, np.ndarray]) -> Iterator[site_pb2.RoundData]:
+def round_data_messages(
+    job_id: str, round_no: int, attempt: int, arrays: dict[str, np.ndarray]
+) -> Iterator[site_pb2.RoundData]:
     """Chunk the coordinator's global arrays for a round (public to the sites: no protection)."""
     from fedstat.privacy.base import split_chunks  # noqa: PLC0415
 
@@ -170,9 +172,18 @@ def round_data_messages(job_id: str, round_no: int, attempt: int, arrays: dict[s
         pieces = list(split_chunks(flat)) or [(0, flat)]
         for rel, piece in pieces:
             yield site_pb2.RoundData(
-                job_id=job_id, round=round_no, attempt=attempt,
-                chunk=common_pb2.SumsChunk(name=name, offset=rel, length=len(piece), total_length=flat.size,
-                                           encoding=enc, data=piece.tobytes(), shape=arr.shape),
+                job_id=job_id,
+                round=round_no,
+                attempt=attempt,
+                chunk=common_pb2.SumsChunk(
+                    name=name,
+                    offset=rel,
+                    length=len(piece),
+                    total_length=flat.size,
+                    encoding=enc,
+                    data=piece.tobytes(),
+                    shape=arr.shape,
+                ),
             )
 
 
@@ -195,7 +206,7 @@ class RoundDataAssembler:
         values = np.frombuffer(c.data, dtype=dtype)
         if c.offset + len(values) > flat.size:
             raise ValueError(f"round array {c.name!r}: chunk beyond its length")
-        flat[c.offset:c.offset + len(values)] = values
+        flat[c.offset : c.offset + len(values)] = values
         self.received[c.name] += len(values)
         self._shapes[c.name] = tuple(c.shape) or (c.total_length,)
 

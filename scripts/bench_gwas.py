@@ -66,17 +66,39 @@ def simulate(data: Path, samples: int, variants: int, seed: int) -> None:
     sizes = {"AFR": per, "EAS": per, "EUR": samples - 2 * per}
     t0 = time.monotonic()
     simulate_consortium(
-        data, sites=sizes, n_variants=variants, seed=seed, formats={"AFR": "bed", "EAS": "pgen", "EUR": "pgen"},
-        swap_fraction={"EUR": 0.05}, missing_rate={"EUR": 0.01, "AFR": 0.002}, n_causal=50,
+        data,
+        sites=sizes,
+        n_variants=variants,
+        seed=seed,
+        formats={"AFR": "bed", "EAS": "pgen", "EUR": "pgen"},
+        swap_fraction={"EUR": 0.05},
+        missing_rate={"EUR": 0.01, "AFR": 0.002},
+        n_causal=50,
     )
     print(f"simulated {samples} samples x {variants} variants in {time.monotonic() - t0:.0f} s", flush=True)
 
 
 def run_plink2(data: Path, out: Path, pheno: str, covars: str, threads: int) -> tuple[float, int]:
     pooled = data / "pooled"
-    cmd = ["plink2", "--pfile", str(pooled / "genotypes"), "--pheno", str(pooled / "samples.tsv"),
-           "--pheno-name", pheno, "--covar", str(pooled / "samples.tsv"), "--covar-name", covars,
-           "--glm", "hide-covar", "--threads", str(threads), "--out", str(out / "plink2")]
+    cmd = [
+        "plink2",
+        "--pfile",
+        str(pooled / "genotypes"),
+        "--pheno",
+        str(pooled / "samples.tsv"),
+        "--pheno-name",
+        pheno,
+        "--covar",
+        str(pooled / "samples.tsv"),
+        "--covar-name",
+        covars,
+        "--glm",
+        "hide-covar",
+        "--threads",
+        str(threads),
+        "--out",
+        str(out / "plink2"),
+    ]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     sampler = PeakSampler(proc.pid)
@@ -95,14 +117,39 @@ def run_fedstat(data: Path, work: Path, pheno: str, covars: str) -> tuple[float,
     ws = work / "consortium"
     shutil.rmtree(ws, ignore_errors=True)
     fedstat = [sys.executable, "-m", "fedstat.cli.main"]
-    subprocess.run([*fedstat, "poc", "prepare", "--workspace", str(ws),
-                    *[a for s in SITES for a in ("--site", f"{s}={data / s}")]], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            *fedstat,
+            "poc",
+            "prepare",
+            "--workspace",
+            str(ws),
+            *[a for s in SITES for a in ("--site", f"{s}={data / s}")],
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     subprocess.run([*fedstat, "poc", "start", "--workspace", str(ws)], check=True, stdout=subprocess.DEVNULL)
     try:
         out = work / "fedstat" / "gwas"
         t0 = time.monotonic()
-        subprocess.run([*fedstat, "submit", "--profile", str(ws / "analyst.toml"), "--glm", "--pheno-name", pheno,
-                        "--covar-name", covars, "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                *fedstat,
+                "submit",
+                "--profile",
+                str(ws / "analyst.toml"),
+                "--glm",
+                "--pheno-name",
+                pheno,
+                "--covar-name",
+                covars,
+                "--out",
+                str(out),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         wall = time.monotonic() - t0
         peaks = {c: _vmhwm_kib(int((ws / "run" / f"{c}.pid").read_text())) for c in ("coordinator", *SITES)}
     finally:
@@ -147,8 +194,10 @@ def main() -> int:
     ext = "glm.linear" if args.pheno == "QT" else "glm.logistic.hybrid"
     agreement = compare(args.work / f"plink2.{args.pheno}.{ext}", out.parent / f"gwas.{args.pheno}.{ext}")
     print()
-    print(f"GWAS {args.pheno} ({'linear' if args.pheno == 'QT' else 'logistic'}), covariates {args.covars}: "
-          f"{args.samples} samples x {args.variants} variants, 3 sites, {os.cpu_count()} cores")
+    print(
+        f"GWAS {args.pheno} ({'linear' if args.pheno == 'QT' else 'logistic'}), covariates {args.covars}: "
+        f"{args.samples} samples x {args.variants} variants, 3 sites, {os.cpu_count()} cores"
+    )
     print(f"{'':<28}{'wall s':>10}{'peak MiB':>12}")
     print(f"{'plink2 (pooled, ' + str(args.threads) + ' threads)':<28}{t_plink:>10.1f}{m_plink / 1024:>12.0f}")
     print(f"{'fedstat (federated, mTLS)':<28}{t_fed:>10.1f}{max(peaks.values()) / 1024:>12.0f}")
@@ -156,9 +205,18 @@ def main() -> int:
         print(f"{'  ' + comp:<28}{'':>10}{kib / 1024:>12.0f}")
     print(f"speed-up fedstat vs plink2: {t_plink / t_fed:.2f}x")
     print(f"agreement: {agreement}")
-    print(json.dumps({"plink2_s": t_plink, "fedstat_s": t_fed, "speedup": t_plink / t_fed,
-                      "plink2_peak_kib": m_plink, "fedstat_peak_kib": peaks,
-                      "self_peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    print(
+        json.dumps(
+            {
+                "plink2_s": t_plink,
+                "fedstat_s": t_fed,
+                "speedup": t_plink / t_fed,
+                "plink2_peak_kib": m_plink,
+                "fedstat_peak_kib": peaks,
+                "self_peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            }
+        )
+    )
     return 0
 
 

@@ -47,9 +47,9 @@ COVARS = "AGE,SEX,BATCH,PC1-PC2"
 
 #: (output prefix, plink2 --glm modifiers); each run uses phenotypes QT and CC.
 GLM_RUNS = (
-    ("pooled", ("hide-covar",)),            # fedstat's default: firth-fallback, covariate rows hidden
-    ("covar", ()),                          # covariate rows shown
-    ("firth", ("firth", "hide-covar")),     # Firth for every logistic test
+    ("pooled", ("hide-covar",)),  # fedstat's default: firth-fallback, covariate rows hidden
+    ("covar", ()),  # covariate rows shown
+    ("firth", ("firth", "hide-covar")),  # Firth for every logistic test
     ("nofirth", ("no-firth", "hide-covar")),
 )
 
@@ -101,33 +101,101 @@ def build(out_dir: Path, plink2: str, plink19: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     p = PARAMS
     simulate_consortium(
-        out_dir, sites=p["sites"], n_variants=p["n_variants"], seed=p["seed"], formats=p["formats"],
-        swap_fraction=p["swap_fraction"], missing_rate=p["missing_rate"], fst=p["fst"],
-        monomorphic_fraction=p["monomorphic_fraction"], rare_fraction=p["rare_fraction"],
-        n_causal=p["n_causal"], heritability=p["heritability"],
+        out_dir,
+        sites=p["sites"],
+        n_variants=p["n_variants"],
+        seed=p["seed"],
+        formats=p["formats"],
+        swap_fraction=p["swap_fraction"],
+        missing_rate=p["missing_rate"],
+        fst=p["fst"],
+        monomorphic_fraction=p["monomorphic_fraction"],
+        rare_fraction=p["rare_fraction"],
+        n_causal=p["n_causal"],
+        heritability=p["heritability"],
     )
     planted = _edit_tables(out_dir, sorted(p["sites"]))
     (out_dir / "consortium.json").write_text(
-        json.dumps({**p, "covariates": COVARS, "planted": planted}, indent=2, sort_keys=True) + "\n")
+        json.dumps({**p, "covariates": COVARS, "planted": planted}, indent=2, sort_keys=True) + "\n"
+    )
     expected = out_dir / "expected"
     expected.mkdir()
     pooled = out_dir / "pooled"
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         for prefix, modifiers in GLM_RUNS:
-            _run([plink2, "--pfile", str(pooled / "genotypes"), "--pheno", str(pooled / "samples.tsv"),
-                  "--pheno-name", "QT,CC", "--covar", str(pooled / "samples.tsv"), "--covar-name", COVARS,
-                  "--glm", *modifiers, "--threads", "1", "--out", str(t / prefix)])
-        _run([plink2, "--pfile", str(pooled / "genotypes"), "--pheno", str(pooled / "samples.tsv"),
-              "--pheno-name", "QT,CC", "--glm", "allow-no-covars", "--threads", "1", "--out", str(t / "nocovar")])
+            _run(
+                [
+                    plink2,
+                    "--pfile",
+                    str(pooled / "genotypes"),
+                    "--pheno",
+                    str(pooled / "samples.tsv"),
+                    "--pheno-name",
+                    "QT,CC",
+                    "--covar",
+                    str(pooled / "samples.tsv"),
+                    "--covar-name",
+                    COVARS,
+                    "--glm",
+                    *modifiers,
+                    "--threads",
+                    "1",
+                    "--out",
+                    str(t / prefix),
+                ]
+            )
+        _run(
+            [
+                plink2,
+                "--pfile",
+                str(pooled / "genotypes"),
+                "--pheno",
+                str(pooled / "samples.tsv"),
+                "--pheno-name",
+                "QT,CC",
+                "--glm",
+                "allow-no-covars",
+                "--threads",
+                "1",
+                "--out",
+                str(t / "nocovar"),
+            ]
+        )
         # PLINK 1.9 --assoc / --model on the same data (it wants a .bed and a header without '#')
         _run([plink2, "--pfile", str(pooled / "genotypes"), "--make-bed", "--out", str(t / "bed")])
         text = (pooled / "samples.tsv").read_text()
         (t / "pheno.txt").write_text(text[1:] if text.startswith("#") else text)
-        _run([plink19, "--bfile", str(t / "bed"), "--pheno", str(t / "pheno.txt"), "--pheno-name", "CC",
-              "--assoc", "--allow-no-sex", "--out", str(t / "pooled")])
-        _run([plink19, "--bfile", str(t / "bed"), "--pheno", str(t / "pheno.txt"), "--pheno-name", "CC",
-              "--model", "--allow-no-sex", "--out", str(t / "pooled")])
+        _run(
+            [
+                plink19,
+                "--bfile",
+                str(t / "bed"),
+                "--pheno",
+                str(t / "pheno.txt"),
+                "--pheno-name",
+                "CC",
+                "--assoc",
+                "--allow-no-sex",
+                "--out",
+                str(t / "pooled"),
+            ]
+        )
+        _run(
+            [
+                plink19,
+                "--bfile",
+                str(t / "bed"),
+                "--pheno",
+                str(t / "pheno.txt"),
+                "--pheno-name",
+                "CC",
+                "--model",
+                "--allow-no-sex",
+                "--out",
+                str(t / "pooled"),
+            ]
+        )
         keep = sorted(f for f in t.iterdir() if ".glm." in f.name or f.suffix in (".assoc", ".model"))
         for f in keep:
             shutil.copyfile(f, expected / f.name)

@@ -320,8 +320,13 @@ class SiteAgent:
 
         def send_array(name: str, offset: int, total: int, values: np.ndarray, shape: tuple[int, ...]) -> None:
             for chunk in protector.protect(name, offset, total, values, shape):
-                self.send(site_pb2.SiteMessage(sums=site_pb2.SumsMessage(
-                    job_id=job.job_id, round=req.round, attempt=req.attempt, chunk=chunk_to_pb(chunk))))
+                self.send(
+                    site_pb2.SiteMessage(
+                        sums=site_pb2.SumsMessage(
+                            job_id=job.job_id, round=req.round, attempt=req.attempt, chunk=chunk_to_pb(chunk)
+                        )
+                    )
+                )
 
         for name, values in compute.cohort_sums(job.cohort, inp).items():
             values = np.asarray(values)
@@ -345,9 +350,18 @@ class SiteAgent:
         self._progress(job, req, n_blocks, n_blocks, finished=True)
 
     def _progress(self, job: _Job, req: site_pb2.RoundRequest, done: int, total: int, *, finished: bool) -> None:
-        self.send(site_pb2.SiteMessage(progress=site_pb2.RoundProgress(
-            job_id=job.job_id, round=req.round, attempt=req.attempt, blocks_done=done, blocks_total=total,
-            finished=finished)))
+        self.send(
+            site_pb2.SiteMessage(
+                progress=site_pb2.RoundProgress(
+                    job_id=job.job_id,
+                    round=req.round,
+                    attempt=req.attempt,
+                    blocks_done=done,
+                    blocks_total=total,
+                    finished=finished,
+                )
+            )
+        )
 
 
 def _checked(blocks: Iterator[tuple[int, np.ndarray]], block_size: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedstat.cli import poc
@@ -23,7 +24,9 @@ SITES = ("AFR", "EAS", "EUR")
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     ws = tmp_path_factory.mktemp("gwas") / "W"
-    assert cli(["poc", "prepare", "--workspace", str(ws), *[a for s in SITES for a in ("--site", f"{s}={GWAS / s}")]]) == 0
+    assert (
+        cli(["poc", "prepare", "--workspace", str(ws), *[a for s in SITES for a in ("--site", f"{s}={GWAS / s}")]]) == 0
+    )
     assert cli(["poc", "start", "--workspace", str(ws)]) == 0
     try:
         yield ws
@@ -33,16 +36,98 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def test_assoc_model__byte_identical_to_plink19_on_pooled_data(workspace: Path, tmp_path: Path, capsys):
     out = tmp_path / "cc"
-    rc = cli(["submit", "--profile", str(workspace / "analyst.toml"), "--assoc", "--model", "--pheno-name", "CC",
-              "--out", str(out)])
+    rc = cli(
+        [
+            "submit",
+            "--profile",
+            str(workspace / "analyst.toml"),
+            "--assoc",
+            "--model",
+            "--pheno-name",
+            "CC",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "cc.assoc").read_bytes() == (EXPECTED / "pooled.assoc").read_bytes()
     assert (tmp_path / "cc.model").read_bytes() == (EXPECTED / "pooled.model").read_bytes()
 
 
 def test_assoc__quantitative_phenotype_is_refused_with_reason(workspace: Path, tmp_path: Path, capsys):
-    rc = cli(["submit", "--profile", str(workspace / "analyst.toml"), "--assoc", "--pheno-name", "QT",
-              "--out", str(tmp_path / "q")])
+    rc = cli(
+        [
+            "submit",
+            "--profile",
+            str(workspace / "analyst.toml"),
+            "--assoc",
+            "--pheno-name",
+            "QT",
+            "--out",
+            str(tmp_path / "q"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     assert "QT" in err and "case/control" in err
+
+
+def _rows(path: Path) -> list[list[str]]:
+    return [line.split("\t") for line in path.read_text().splitlines()]
+
+
+def test_glm__linear_and_logistic_match_plink2_on_pooled_data(workspace: Path, tmp_path: Path, capsys):
+    out = tmp_path / "gwas"
+    rc = cli(
+        [
+            "submit",
+            "--profile",
+            str(workspace / "analyst.toml"),
+            "--glm",
+            "--pheno-name",
+            "QT,CC",
+            "--covar-name",
+            "AGE,SEX,BATCH,PC1-PC2",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    lin = tmp_path / "gwas.QT.glm.linear"
+    assert lin.read_bytes().splitlines()[0] == (EXPECTED / "pooled.QT.glm.linear").read_bytes().splitlines()[0]
+    for ours_path, theirs_path, keys in (
+        (
+            lin,
+            EXPECTED / "pooled.QT.glm.linear",
+            ("#CHROM", "POS", "ID", "REF", "ALT", "A1", "TEST", "OBS_CT", "ERRCODE"),
+        ),
+        (
+            tmp_path / "gwas.CC.glm.logistic.hybrid",
+            EXPECTED / "pooled.CC.glm.logistic.hybrid",
+            ("#CHROM", "POS", "ID", "REF", "ALT", "A1", "FIRTH?", "TEST", "OBS_CT", "ERRCODE"),
+        ),
+    ):
+        ours, theirs = _rows(ours_path), _rows(theirs_path)
+        header = theirs[0]
+        assert ours[0] == header and len(ours) == len(theirs) == 801
+        for k in keys:
+            c = header.index(k)
+            assert [r[c] for r in ours] == [r[c] for r in theirs], f"{ours_path.name}: {k} differs"
+        p = header.index("P")
+        for a, b in zip(ours[1:], theirs[1:], strict=True):
+            if b[p] != "NA":
+                assert abs(np.log10(float(a[p])) - np.log10(float(b[p]))) <= 1e-4 or a[p] == b[p]
+    # outputs beyond plink2's tables
+    for name in (
+        "gwas.QT.ssf.tsv.gz",
+        "gwas.QT.ssf.tsv.gz-meta.yaml",
+        "gwas.CC.ssf.tsv.gz",
+        "gwas.QT.manhattan.png",
+        "gwas.CC.qq.png",
+        "gwas.report.html",
+        "gwas.provenance.json",
+    ):
+        assert (tmp_path / name).is_file(), name
+    report = (tmp_path / "gwas.report.html").read_text()
+    assert "QT — linear regression" in report and "CC — logistic regression, Firth fallback" in report
+    assert "Excluding constant covariate" in report and "https://" not in report

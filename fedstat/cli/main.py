@@ -77,13 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="variant missingness → <out>.vmiss (per-sample missingness stays at the sites)",
     )
     g.add_argument(
-        "--glm", nargs="*", metavar="MODIFIER", default=None,
+        "--glm",
+        nargs="*",
+        metavar="MODIFIER",
+        default=None,
         help="association: linear (quantitative) or logistic with firth-fallback (1/2 case/control) regression "
         "per variant → <out>.<PHENO>.glm.linear / .glm.logistic.hybrid, plus GWAS-SSF, plots and an HTML "
         "report. Modifiers as plink2: firth, no-firth; covariate rows are hidden unless show-covar",
     )
     g.add_argument("--assoc", action="store_true", help="allelic chi-square test (PLINK 1.9) → <out>.assoc")
-    g.add_argument("--model", action="store_true", help="genotypic tests incl. Cochran-Armitage TREND (PLINK 1.9) → <out>.model")
+    g.add_argument(
+        "--model", action="store_true", help="genotypic tests incl. Cochran-Armitage TREND (PLINK 1.9) → <out>.model"
+    )
     p.add_argument("--out", required=True, help="output prefix, e.g. results/run1 (as plink2's --out)")
     p.add_argument("--pheno-name", default="", metavar="A,B", help="phenotype columns of the sites' samples.tsv")
     p.add_argument(
@@ -216,8 +221,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from fedstat.jobs import JobSpec  # noqa: PLC0415
 
     flags = (
-        ("freq", args.freq), ("geno-counts", args.geno_counts), ("hardy", args.hardy), ("missing", args.missing),
-        ("glm", args.glm is not None), ("assoc", args.assoc), ("model", args.model),
+        ("freq", args.freq),
+        ("geno-counts", args.geno_counts),
+        ("hardy", args.hardy),
+        ("missing", args.missing),
+        ("glm", args.glm is not None),
+        ("assoc", args.assoc),
+        ("model", args.model),
     )
     analyses = tuple(a for a, on in flags if on)
     options = {"glm": ",".join(args.glm)} if args.glm else {}

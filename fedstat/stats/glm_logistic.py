@@ -1,0 +1,494 @@
+"""Federated logistic / Firth ``--glm``: Newton rounds over all unfinished variants at once.
+
+Each ``glm_logistic`` round evaluates, at coefficients the coordinator sends per variant (ALT
+coding, ``arrays["coef"]``), sums over the samples with a genotype — with ``x = [1, g, c]``,
+``p = expit(xᵀβ)``, ``v = p(1 − p)``:
+
+- the Fisher information ``Σ v x xᵀ`` and the score ``Σ (y − p) x``, as packed pieces
+  (``v @ (c⊗c)``, ``(v g) @ c``, ``Σ v g²``, …: matmuls over the block);
+- for variants flagged Firth (``arrays["firth"]``) also the log-likelihood and the third-moment
+  tensor ``Σ v (½ − p) x⊗x⊗x``; with the *global* information ``I`` the coordinator forms the
+  hat diagonal's contribution ``Σ_i h_i (½ − p_i) x_i = Σ_kl (I⁻¹)_kl T_jkl`` itself, so one
+  round serves one Firth evaluation (log det ``I`` is global too).
+
+The first round (β = 0, where ``v = ¼``) also yields ``XᵀX``, the genotype counts, OBS_CT and
+the case/control A1 dosages, so the design checks and plink2's separation test (zero or all A1
+dosage in cases or controls → Firth, or ``SEPARATION`` with no-firth) need no extra round.
+
+The coordinator replays plink2's iteration rules in plink2's own parametrisation (A1 coding,
+raw covariates, start at 0): logistic — step ``H⁻¹ U``, stop when ``Σ|Δβ| < 1e-4``, divergence
+tests after iteration 3 and 6, UNFINISHED after 15 iterations, SE from the last Hessian;
+Firth — logistf-style steps capped at 5, up to 5 half-steps, ``max|Δβ| <= 1e-4``,
+``max|U*| < 1e-4``, ``|Δ penalized loglik| <= 1e-4``, 25 iterations, SE from ``I⁻¹`` at the
+estimate. A logistic failure falls back to Firth from 0 (firth-fallback).
+
+References
+----------
+plink2 2.00a3.5 ``LogisticRegression``, ``FirthRegression``, ``GlmLogisticThread``
+(``plink2_glm_logistic.cc``); Heinze & Schemper (2002), logistf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from scipy import special, stats
+
+from fedstat.stats.base import Cohort, RoundInput, RoundPlan
+from fedstat.stats.glm import (
+    ERR_FIRTH,
+    ERR_INVALID,
+    ERR_LOGISTIC,
+    ERR_NONE,
+    ERR_SEPARATION,
+    GlmResult,
+    PhenoSpec,
+    assemble,
+    corr_vif_check,
+    covariate_check,
+    decode_specs,
+    empty_result,
+    encode_specs,
+    errcode_strings,
+    flip_matrix,
+    pair_products,
+    pre_checks,
+    safe_inv,
+    site_design,
+    triple_products,
+    valid_parameters,
+)
+
+__all__ = ["LogisticFit", "LogisticSums"]
+
+_LN2 = float(np.log(2.0))
+_DONE, _LOGISTIC, _FIRTH = 0, 1, 2
+_CHUNK = 64  # rows per inner step of a site's block
+# plink2 FirthRegression convergence constants (logistf's, kept as plink2 uses them)
+FIRTH_XCONV = 1e-4  # max |Δβ|
+FIRTH_GCONV = 1e-4  # max |U*|
+FIRTH_LCONV = 1e-4  # |Δ penalized log-likelihood|
+FIRTH_MAX_ITER = 25
+
+
+class LogisticSums:
+    """Site side of ``glm_logistic``: information, score (and Firth pieces) at given β."""
+
+    def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        (spec,) = decode_specs(inp)
+        d = site_design(cohort, spec)
+        return {
+            "lg.xtx": d.c.T @ d.c,
+            "lg.n": np.array([d.idx.size], dtype=np.int64),
+            "lg.ncase": np.array([int(np.rint(d.y.sum()))], dtype=np.int64),
+        }
+
+    def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
+        (spec,) = decode_specs(inp)
+        d = site_design(cohort, spec)
+        block = np.asarray(block)
+        b = block.shape[0]
+        q = d.c.shape[1]
+        coef = np.asarray(inp.arrays["coef"], dtype=np.float64)[rows]
+        is_firth = np.asarray(inp.arrays["firth"])[rows] > 0
+        assert coef.shape == (b, q + 1)
+        n_q2, n_q3 = q * (q + 1) // 2, (q * (q + 1) * (q + 2)) // 6
+        out = {
+            "lg.hc": np.zeros((b, n_q2)),
+            "lg.hg": np.zeros((b, q)),
+            "lg.hgg": np.zeros(b),
+            "lg.sc": np.zeros((b, q)),
+            "lg.sg": np.zeros(b),
+            "lg.ll": np.zeros(b),
+            "lg.t3": np.zeros((b, n_q3)),
+            "lg.t2": np.zeros((b, n_q2)),
+            "lg.t1": np.zeros((b, q)),
+            "lg.t0": np.zeros(b),
+        }
+        c2 = pair_products(d.c)
+        c3 = triple_products(d.c) if is_firth.any() else None
+        cpos = np.array([0, *range(2, q + 1)])
+        gm = d.take(block)
+        # chunks of rows keep the (rows, samples) temporaries in cache
+        for lo in range(0, b, _CHUNK):
+            sl = slice(lo, min(lo + _CHUNK, b))
+            self._chunk(gm[sl], d, coef[sl], is_firth[sl], cpos, c2, c3, {k: v[sl] for k, v in out.items()})
+        return out
+
+    @staticmethod
+    def _chunk(gm, d, coef, is_firth, cpos, c2, c3, out) -> None:
+        nm = (gm >= 0).astype(np.float64)  # 1 where the genotype is present
+        g = np.maximum(gm, 0).astype(np.float64)
+        eta = coef[:, cpos] @ d.c.T  # η = β_c c + β_g g, (b, m)
+        tmp = np.multiply(g, coef[:, 1:2])
+        eta += tmp
+        p = special.expit(eta)
+        v = np.multiply(p, p, out=tmp)
+        np.subtract(p, v, out=v)  # v = p (1 − p)
+        v *= nm
+        r = np.subtract(d.y[None, :], p)
+        r *= nm
+        vg = np.multiply(v, g)
+        out["lg.hc"][...] = v @ c2  # Σ v c_i c_j
+        out["lg.hg"][...] = vg @ d.c  # Σ v g c
+        out["lg.hgg"][...] = np.einsum("ij,ij->i", vg, g)  # Σ v g²
+        out["lg.sc"][...] = r @ d.c  # Σ (y − p) c
+        out["lg.sg"][...] = np.einsum("ij,ij->i", r, g)  # Σ (y − p) g
+        f = np.flatnonzero(is_firth)
+        if f.size:
+            ef, pf, gf = eta[f], p[f], g[f]
+            # log-likelihood Σ y η − log(1 + e^η), over samples with a genotype
+            out["lg.ll"][f] = ((d.y[None, :] * ef - np.logaddexp(0.0, ef)) * nm[f]).sum(axis=1)
+            u = v[f] * (0.5 - pf)  # weights of Σ v (½ − p) x⊗x⊗x, split by powers of g
+            ug = u * gf
+            ugg = ug * gf
+            out["lg.t3"][f] = u @ c3
+            out["lg.t2"][f] = ug @ c2
+            out["lg.t1"][f] = ugg @ d.c
+            out["lg.t0"][f] = np.einsum("ij,ij->i", ugg, gf)
+
+
+class LogisticFit:
+    """Coordinator side for one case/control phenotype: a state machine over rounds."""
+
+    def __init__(self, job, spec: PhenoSpec):
+        self.job = job
+        self.spec = spec
+        self.n_var = job._n_var
+        self.mode = job.firth_mode
+        self.flip = job._a1_is_ref
+        self.n_pred = len(spec.covars) + 2
+        self.round_vars = np.arange(self.n_var)
+        self.first = True
+        self.skipped = False
+        v, p = self.n_var, self.n_pred
+        self.state = np.full(v, _LOGISTIC)
+        self.coef = np.zeros((v, p))
+        self.k = np.zeros(v, dtype=np.int64)
+        self.min_delta = np.full(v, 1e9)
+        self.err = np.zeros(v, dtype=np.int64)
+        self.sep_allele = np.zeros(v, dtype=np.int64)
+        self.firth_used = np.zeros(v, dtype=bool)
+        self.unfinished = np.zeros(v, dtype=bool)
+        self.beta = np.full((v, p), np.nan)
+        self.var = np.full((v, p), np.nan)
+        self.n_v = np.zeros(v)
+        self.sum_g = np.zeros(v)
+        # Firth state (plink2 FirthRegression locals, one per variant)
+        self.f_phase = np.zeros(v, dtype=np.int64)  # 0: initial evaluation, 1: half-step loop
+        self.f_iter = np.zeros(v, dtype=np.int64)
+        self.f_hs = np.ones(v, dtype=np.int64)
+        self.f_maxhs = np.full(v, 5, dtype=np.int64)
+        self.f_bail = np.zeros(v, dtype=bool)
+        self.f_conv = np.zeros(v, dtype=bool)
+        self.f_last = np.zeros(v, dtype=bool)
+        self.f_dcoef = np.zeros((v, p))
+        self.f_dmax = np.zeros(v)
+        self.f_gmax = np.zeros(v)
+        self.f_ll = np.zeros(v)
+        self.f_old = np.zeros(v)
+        self.f_thresh = np.zeros(v)
+        self.n = 0
+        self.n_case = 0
+
+    # -- rounds -----------------------------------------------------------------------------
+
+    def first_plan(self) -> RoundPlan:
+        firth = np.full(self.n_var, 1.0 if self.mode == "firth" else 0.0)
+        return RoundPlan(
+            "glm_logistic",
+            params={"spec": encode_specs([self.spec])},
+            arrays={"coef": np.zeros((self.n_var, self.n_pred)), "firth": firth},
+        )
+
+    def _plan(self) -> RoundPlan | None:
+        active = np.flatnonzero(self.state != _DONE)
+        if active.size == 0:
+            return None
+        coef = self.coef[active].copy()
+        fl = self.flip[active]
+        coef[fl] = coef[fl] @ flip_matrix(self.n_pred)  # β_ALT = Tᵀ β_A1
+        self.round_vars = active
+        return RoundPlan(
+            "glm_logistic",
+            params={"spec": encode_specs([self.spec])},
+            arrays={"coef": coef, "firth": (self.state[active] == _FIRTH).astype(np.float64)},
+            variants=active.astype(np.int64),
+        )
+
+    def _unpack(self, sums: Mapping[str, np.ndarray], n_pred: int, firth: bool) -> dict[str, np.ndarray]:
+        rv = self.round_vars
+        nr = rv.size
+        get = {
+            k: np.asarray(sums[f"lg.{k}"], dtype=np.float64).reshape(nr, -1) for k in ("hc", "hg", "hgg", "sc", "sg")
+        }
+        h = assemble([get["hc"], get["hg"], get["hgg"]], n_pred, 2)
+        u = assemble([get["sc"], get["sg"]], n_pred, 1)
+        out = {"h": h, "u": u}
+        if firth:
+            f = {
+                k: np.asarray(sums[f"lg.{k}"], dtype=np.float64).reshape(nr, -1) for k in ("ll", "t3", "t2", "t1", "t0")
+            }
+            out["t"] = assemble([f["t3"], f["t2"], f["t1"], f["t0"]], n_pred, 3)
+            out["ll"] = f["ll"][:, 0]
+        return out
+
+    def _to_a1(self, ev: dict[str, np.ndarray], keep: np.ndarray) -> None:
+        """Restrict to predictors ``keep`` and map the round's sums to A1 coding, in place."""
+        ev["h"] = ev["h"][:, keep][:, :, keep]
+        ev["u"] = ev["u"][:, keep]
+        if "t" in ev:
+            ev["t"] = ev["t"][:, keep][:, :, keep][:, :, :, keep]
+        fl = self.flip[self.round_vars]
+        if fl.any():
+            t = flip_matrix(keep.size)
+            ev["h"][fl] = t @ ev["h"][fl] @ t.T
+            ev["u"][fl] = ev["u"][fl] @ t.T
+            if "t" in ev:
+                ev["t"][fl] = np.einsum("ai,bj,ck,vijk->vabc", t, t, t, ev["t"][fl])
+
+    def step(self, sums: Mapping[str, np.ndarray]) -> RoundPlan | None:
+        if self.first:
+            self.first = False
+            return self._first_step(sums)
+        ev = self._unpack(sums, self.n_pred, bool((self.state[self.round_vars] == _FIRTH).any()))
+        self._to_a1(ev, np.arange(self.n_pred))
+        self._advance(ev)
+        return self._plan()
+
+    def _first_step(self, sums: Mapping[str, np.ndarray]) -> RoundPlan | None:
+        spec, job = self.spec, self.job
+        q0 = len(spec.covars) + 1
+        xtx = np.asarray(sums["lg.xtx"], dtype=np.float64).reshape(q0, q0)
+        self.n = n = int(np.asarray(sums["lg.n"]).reshape(-1)[0])
+        self.n_case = n_case = int(np.asarray(sums["lg.ncase"]).reshape(-1)[0])
+        ev = self._unpack(sums, q0 + 1, self.mode == "firth")
+        if n_case == 0 or n_case == n:
+            job.skip(spec.name, "it is constant (all cases or all controls)")
+            self.skipped = True
+            return None
+        keep = job.drop_constant_in_mask(spec, xtx, float(n))
+        ck = np.array([0] + [j + 1 for j in keep])
+        if covariate_check(xtx[np.ix_(ck, ck)], float(n)):
+            job.skip(spec.name, "the covariates fail the correlation / VIF check")
+            self.skipped = True
+            return None
+        pk = np.array([0, 1, *(j + 2 for j in keep)])
+        if len(keep) != len(spec.covars):
+            self.spec = PhenoSpec(
+                spec.name,
+                spec.binary,
+                tuple(spec.covars[j] for j in keep),
+                spec.mask_covars,
+                spec.covar_binary,
+            )
+            self.n_pred = pk.size
+            self.coef = self.coef[:, : pk.size].copy()
+            self.beta, self.var = self.beta[:, : pk.size].copy(), self.var[:, : pk.size].copy()
+            self.f_dcoef = self.f_dcoef[:, : pk.size].copy()
+        if n <= self.n_pred:
+            job.skip(spec.name, "# samples <= # predictor columns")
+            self.skipped = True
+            return None
+        # at β = 0, v = ¼ exactly: XᵀX, counts and case sums come out of the same round (ALT coding)
+        xtx_v = ev["h"][:, pk][:, :, pk] / 0.25
+        self.n_v = n_v = xtx_v[:, 0, 0]
+        self.sum_g = sum_g = xtx_v[:, 0, 1]
+        sum_gg = xtx_v[:, 1, 1]
+        case_v = ev["u"][:, 0] + 0.5 * n_v
+        sum_gy = ev["u"][:, 1] + 0.5 * sum_g
+        err = pre_checks(n_v, self.n_pred, sum_g, sum_gg)
+        todo = np.flatnonzero(err == ERR_NONE)
+        err[todo] = corr_vif_check(xtx_v[todo], n_v[todo])
+        ok = err == ERR_NONE
+        ref_tot, ref_case = 2.0 * n_v - sum_g, 2.0 * case_v - sum_gy
+        sep_ref = (ref_case == 0.0) | (ref_case == ref_tot)
+        sep_alt = (sum_gy == 0.0) | (sum_gy == sum_g)
+        sep = ok & (sep_ref | sep_alt)
+        self.sep_allele = np.where(sep_ref, 0, 1)
+        self.err = err
+        self.state[~ok] = _DONE
+        self._to_a1(ev, pk)
+        if self.mode == "firth":
+            self.state[ok] = _FIRTH
+        elif self.mode == "fallback":
+            self.state[sep] = _FIRTH
+            self.firth_used[sep] = True
+        else:
+            self.state[sep] = _DONE
+            self.err[sep] = ERR_SEPARATION
+        if self.mode == "firth":
+            self._advance(ev)
+        else:
+            # separated variants still need a Firth evaluation at 0 (next round, with extras)
+            logistic = self.state == _LOGISTIC
+            self._logistic(np.flatnonzero(logistic), ev["h"][logistic], ev["u"][logistic])
+        return self._plan()
+
+    # -- the two algorithms, vectorised over variants ----------------------------------------
+
+    def _advance(self, ev: dict[str, np.ndarray]) -> None:
+        rv = self.round_vars
+        st = self.state[rv]
+        lg = st == _LOGISTIC
+        if lg.any():
+            self._logistic(rv[lg], ev["h"][lg], ev["u"][lg])
+        fi = st == _FIRTH
+        if fi.any():
+            self._firth(rv[fi], ev["h"][fi], ev["u"][fi], ev["ll"][fi], ev["t"][fi])
+
+    def _finish(self, idx: np.ndarray, beta: np.ndarray, cov: np.ndarray) -> None:
+        valid = valid_parameters(cov)
+        self.err[idx[~valid]] = ERR_INVALID
+        good = idx[valid]
+        self.beta[good] = beta[valid]
+        self.var[good] = np.diagonal(cov[valid], axis1=1, axis2=2)
+        self.state[idx] = _DONE
+
+    def _logistic(self, idx: np.ndarray, h: np.ndarray, u: np.ndarray) -> None:
+        """One plink2 LogisticRegression iteration at each variant's current β."""
+        if idx.size == 0:
+            return
+        inv = safe_inv(h)
+        step = np.einsum("vij,vj->vi", inv, u)  # Newton: β += H⁻¹ Σ x (y − p)
+        coef = self.coef[idx] + step
+        delta = np.abs(step).sum(axis=1)
+        k = self.k[idx]
+        min_delta = np.minimum(self.min_delta[idx], delta)
+        self.min_delta[idx] = min_delta
+        fail = ~np.isfinite(delta)
+        late = (k > 3) & ~fail
+        fail |= late & (((delta > 20.0) & (delta > 2.0 * min_delta)) | ((k > 6) & (np.abs(1.0 - delta) < 1e-3)))
+        capped = (k > 13) & ~fail
+        big = np.abs(coef).max(axis=1)
+        fail |= capped & (big > 8e3)
+        unfinished = capped & ~fail
+        conv = ~fail & ~capped & (delta < 1e-4)
+        fail |= conv & (big > 6e4)
+        conv &= ~fail
+        done = unfinished | conv
+        self.coef[idx] = coef
+        self.k[idx] = k + 1
+        self.unfinished[idx[unfinished]] = True
+        if done.any():
+            self._finish(idx[done], coef[done], inv[done])
+        if fail.any():
+            f = idx[fail]
+            if self.mode == "fallback":
+                self.state[f] = _FIRTH
+                self.firth_used[f] = True
+                self.coef[f] = 0.0
+                self.f_phase[f] = 0
+            else:
+                self.err[f] = ERR_LOGISTIC
+                self.state[f] = _DONE
+
+    def _firth(self, idx: np.ndarray, info: np.ndarray, score: np.ndarray, ll: np.ndarray, t: np.ndarray) -> None:
+        """Process one evaluation of plink2's FirthRegression at each variant's current β."""
+        w = np.linalg.eigvalsh(info)
+        pd = (w[:, 0] > 0) & np.isfinite(w).all(axis=1)
+        if (~pd).any():
+            bad = idx[~pd]
+            self.err[bad] = ERR_FIRTH
+            self.state[bad] = _DONE
+            idx, info, score, ll, t = idx[pd], info[pd], score[pd], ll[pd], t[pd]
+        if idx.size == 0:
+            return
+        inv = np.linalg.inv(info)
+        llp = ll + 0.5 * np.linalg.slogdet(info)[1]  # penalized log-likelihood
+        ustar = score + np.einsum("vjkl,vkl->vj", t, inv)  # Σ (y − p + h (½ − p)) x
+        phase1 = self.f_phase[idx] == 1
+        self.f_ll[idx] = llp
+        iterate = ~phase1
+        # half-step loop of the current iteration
+        if phase1.any():
+            j = idx[phase1]
+            lj, old, thresh = llp[phase1], self.f_old[j], self.f_thresh[j]
+            hs, maxhs = self.f_hs[j], self.f_maxhs[j]
+            brk = hs > maxhs
+            above = ~brk & (lj >= thresh)
+            brk |= above & (lj >= old)
+            maxhs = np.where(above & ~brk, hs, maxhs)
+            bail = ~brk & ~above & (hs == maxhs)
+            bail &= (self.f_dmax[j] < 0.001) & (self.f_gmax[j] < 0.05) & (lj >= old - FIRTH_LCONV)
+            hs = np.where(bail, hs - 1, hs)
+            maxhs = np.where(bail, maxhs - 1, maxhs)
+            self.f_bail[j[bail]] = True
+            cont = ~brk
+            c = j[cont]
+            self.coef[c] -= self.f_dcoef[c] * np.exp2(-hs[cont].astype(np.float64))[:, None]
+            self.f_hs[j] = np.where(cont, hs + 1, hs)
+            self.f_maxhs[j] = maxhs
+            e = j[brk]
+            change = lj[brk] - old[brk]
+            last = (np.abs(change) <= FIRTH_LCONV) & (self.f_conv[e] | self.f_bail[e])
+            capped = ~last & (self.f_iter[e] == FIRTH_MAX_ITER - 1)
+            self.unfinished[e[capped]] = True
+            self.f_last[e] = last | capped
+            self.f_iter[e] += 1
+            iterate[np.flatnonzero(phase1)[brk]] = True
+        it = np.flatnonzero(iterate)
+        if it.size == 0:
+            return
+        j = idx[it]
+        last = self.f_last[j]
+        if last.any():
+            self._finish(j[last], self.coef[j[last]], inv[it[last]])
+        go = ~last
+        j, it = j[go], it[go]
+        if j.size == 0:
+            return
+        us = ustar[it]
+        gmax = np.abs(us).max(axis=1)
+        d = np.einsum("vij,vj->vi", inv[it], us)  # Δβ = I⁻¹ U*
+        dmax = np.abs(d).max(axis=1)
+        scale = dmax > 5.0
+        d[scale] *= (5.0 / dmax[scale])[:, None]
+        dmax[scale] = 5.0
+        self.coef[j] += d
+        conv = (dmax <= FIRTH_XCONV) & (gmax < FIRTH_GCONV)
+        self.f_dcoef[j] = d
+        self.f_dmax[j], self.f_gmax[j], self.f_conv[j] = dmax, gmax, conv
+        self.f_old[j] = llp[it]
+        self.f_thresh[j] = llp[it] - np.where(conv, 0.999999 * FIRTH_LCONV, 0.0)
+        self.f_maxhs[j] = 5
+        self.f_hs[j] = 1
+        self.f_phase[j] = 1
+
+    # -- result -----------------------------------------------------------------------------
+
+    def result(self) -> GlmResult | None:
+        if self.skipped:
+            return None
+        job, spec = self.job, self.spec
+        tests = job.tests_for(spec.covars)
+        method = {"fallback": "logistic-firth-hybrid", "no-firth": "logistic", "firth": "firth"}[self.mode]
+        res = empty_result(
+            spec.name,
+            is_binary=True,
+            method=method,
+            covariates=spec.covars,
+            tests=tests,
+            n_var=self.n_var,
+            a1_is_ref=self.flip,
+        )
+        ok = (self.err == ERR_NONE) & np.isfinite(self.beta[:, 1])
+        rep = slice(1, 1 + len(tests))
+        beta = self.beta[ok][:, rep]
+        se = np.sqrt(self.var[ok][:, rep])
+        z = beta / se
+        res["beta"][ok] = beta
+        res["se"][ok] = se
+        res["stat"][ok] = z
+        res["log_p"][ok] = _LN2 + stats.norm.logsf(np.abs(z))
+        codes = errcode_strings(self.err, self.sep_allele)
+        codes[ok & self.unfinished] = "UNFINISHED"
+        codes[ok & ~self.unfinished] = "."
+        res["errcode"] = codes
+        res["firth"] = self.firth_used if self.mode == "fallback" else np.full(self.n_var, self.mode == "firth")
+        res["obs_ct"] = np.rint(self.n_v).astype(np.int64)
+        a1_ct = np.where(self.flip, 2.0 * self.n_v - self.sum_g, self.sum_g)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            res["a1_freq"] = a1_ct / (2.0 * self.n_v)
+        return GlmResult(n_samples=self.n, n_cases=self.n_case, n_controls=self.n - self.n_case, **res)
