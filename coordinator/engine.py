@@ -206,13 +206,23 @@ class _JobRunner:
         )
         sums = None
         round_no = 0
-        while (plan := analysis.next_round(sums)) is not None:
+        while True:
+            t0 = time.monotonic()
+            plan = analysis.next_round(sums)
+            if round_no:
+                self.log(f"round {round_no} combined and analysed in {time.monotonic() - t0:.2f} s")
+            if plan is None:
+                break
             round_no += 1
+            t0 = time.monotonic()
             sums = self.run_round(spec, round_no, plan, len(harmonized.variants))
+            self.log(f"round {round_no} sums received from all sites in {time.monotonic() - t0:.2f} s")
         for line in analysis.log_lines():
             self.log(line)
         self.phase("write")
+        t0 = time.monotonic()
         files = self.write_results(spec, analysis, harmonized.variants)
+        self.log(f"results written in {time.monotonic() - t0:.2f} s")
         self.store.update_job(self.job_id, result_files=[f.name for f in files])
         for name in self.sites:
             self.store.set_site(self.job_id, name, state="DONE")
@@ -257,6 +267,7 @@ class _JobRunner:
 
     def harmonize(self) -> Harmonization:
         self.phase("harmonize")
+        t0 = time.monotonic()
         for name in self.sites:
             self.send(name, keys_request=site_pb2.KeysRequest(job_id=self.job_id))
         assemblers = {name: KeysAssembler() for name in self.sites}
@@ -278,7 +289,7 @@ class _JobRunner:
             raise JobFailed(f"harmonization failed: {exc}") from exc
         self.log(
             f"harmonized {len(h.variants)} variants present at all {len(self.sites)} sites; "
-            f"{h.n_excluded} excluded (absent at some sites)"
+            f"{h.n_excluded} excluded (absent at some sites) in {time.monotonic() - t0:.2f} s"
         )
         for name in self.sites:
             plan = h.plans[name]

@@ -249,6 +249,11 @@ class SiteGatewayService(site_pb2_grpc.SiteGatewayServicer):
             yield msg
 
 
+def _warm_up() -> None:
+    from matplotlib import figure  # noqa: F401, PLC0415
+    from matplotlib.backends import backend_agg  # noqa: F401, PLC0415 - what fedstat.report.plots uses
+
+
 class Coordinator:
     """A running coordinator: server, store, registry and engine."""
 
@@ -276,6 +281,9 @@ class Coordinator:
             raise FedstatError(f"cannot listen on {address or config.listen}")
 
     def start(self) -> None:
+        # Import the plotting stack now, off the request path, so the first GWAS job does not pay
+        # matplotlib's import time while the analyst waits.
+        threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
         self.engine.resume_unfinished()
         self.server.start()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -20,7 +20,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -39,24 +38,6 @@ def _vmhwm_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
-
-
-class PeakSampler(threading.Thread):
-    """Polls a process tree's summed RSS (plink2 is one process; this also catches children)."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        self.pid, self.peak, self._stop = pid, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _vmhwm_kib(self.pid))
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self.join()
-        return self.peak
 
 
 def simulate(data: Path, samples: int, variants: int, seed: int) -> None:
@@ -100,15 +81,13 @@ def run_plink2(data: Path, out: Path, pheno: str, covars: str, threads: int) -> 
         str(out / "plink2"),
     ]
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    sampler = PeakSampler(proc.pid)
-    sampler.start()
-    _, err = proc.communicate()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)  # ru_maxrss: the child's peak resident set, KiB
     wall = time.monotonic() - t0
-    peak = sampler.stop()
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"plink2 failed: {err.decode()[-2000:]}")
-    return wall, peak
+        raise SystemExit(f"plink2 failed with exit code {proc.returncode}; see {out / 'plink2.log'}")
+    return wall, int(usage.ru_maxrss)
 
 
 def run_fedstat(data: Path, work: Path, pheno: str, covars: str) -> tuple[float, dict[str, int], Path]:
@@ -116,7 +95,7 @@ def run_fedstat(data: Path, work: Path, pheno: str, covars: str) -> tuple[float,
 
     ws = work / "consortium"
     shutil.rmtree(ws, ignore_errors=True)
-    fedstat = [sys.executable, "-m", "fedstat.cli.main"]
+    fedstat = [sys.executable, "-P", "-m", "fedstat.cli.main"]
     subprocess.run(
         [
             *fedstat,
@@ -131,7 +110,7 @@ def run_fedstat(data: Path, work: Path, pheno: str, covars: str) -> tuple[float,
     )
     subprocess.run([*fedstat, "poc", "start", "--workspace", str(ws)], check=True, stdout=subprocess.DEVNULL)
     try:
-        out = work / "fedstat" / "gwas"
+        out = work / "fedstat-out" / "gwas"
         t0 = time.monotonic()
         subprocess.run(
             [

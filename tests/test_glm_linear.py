@@ -62,7 +62,8 @@ def _run(geno, cols, site_of, n_sites, mods=frozenset({"hide-covar"}), pheno=("Y
 
 
 def test_glm_linear__matches_statsmodels():
-    sm = pytest.importorskip("statsmodels.api")
+    import statsmodels.api as sm
+
     geno, cols = _random_data(1)
     n = geno.shape[1]
     site_of = np.arange(n) % 2
@@ -113,3 +114,13 @@ def test_glm_linear__constant_phenotype_is_skipped():
     job = _run(geno, cols, np.zeros(60, dtype=int), 1)
     assert "Y" not in job.results
     assert any("constant quantitative phenotype 'Y'" in line for line in job.log_lines())
+
+
+def test_glm_linear__a1_is_non_major_allele_and_ties_keep_ref_major():
+    """plink2's ComputeMajAlleles: major = ALT iff REF frequency < 0.5, so a tie gives A1 = ALT."""
+    geno, cols = _random_data(3, n=200, v=6, miss=0.0)
+    geno[1] = np.tile([0, 2], 100)  # ALT frequency exactly 0.5
+    geno[2] = np.tile([0, 2, 1, 1, 0], 40)  # ALT frequency 0.4: A1 = ALT
+    geno[4] = np.tile([2, 2, 1, 1, 0], 40)  # ALT frequency 0.6: A1 = REF
+    res = _run(geno, cols, np.arange(200) % 3, 3).results["Y"]
+    assert res.a1_is_ref[1:5].tolist() == [False, False, res.a1_is_ref[3], True]

@@ -158,7 +158,7 @@ def _spawn(workspace: Path, component: str, args: list[str]) -> int:
     (workspace / "logs").mkdir(exist_ok=True)
     with (workspace / "logs" / f"{component}.log").open("ab") as log:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "fedstat.cli.main", *args],
+            [sys.executable, "-P", "-m", "fedstat.cli.main", *args],  # -P: the cwd never shadows fedstat
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

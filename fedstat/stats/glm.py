@@ -698,7 +698,8 @@ class GlmJob:
         alt = np.asarray(sums["describe.alt_ct"], dtype=np.int64)
         nobs = np.asarray(sums["describe.nobs"], dtype=np.int64)
         self._n_var = int(alt.shape[0])
-        # plink2: major = ALT iff REF frequency < 0.5, i.e. 2 nobs - alt < alt; A1 = non-major
+        # plink2 ComputeMajAlleles: major = ALT iff REF frequency < 0.5 (an exact tie keeps REF
+        # major), frequencies over all samples; A1 = the non-major allele
         self._a1_is_ref = alt > nobs
         covars = []
         for name in self.covar_names:

@@ -39,7 +39,6 @@ from fedstat.stats.glm import (
     empty_result,
     errcode_strings,
     flip_matrix,
-    genotypes_float,
     pair_products,
     pre_checks,
     safe_inv,
@@ -50,13 +49,14 @@ from fedstat.stats.glm import (
 __all__ = ["LinearSums", "finish_linear"]
 
 _LN2 = float(np.log(2.0))
-_CHUNK = 512  # variant rows per float64 step
+_CHUNK = 256  # variant rows per float64 step (a few MB: stays in cache, big enough for BLAS)
 
 
 class LinearSums:
     """Site side of ``glm_linear`` (every quantitative phenotype of the job in one round)."""
 
     _z_cache: dict[int, tuple[Design, np.ndarray]] = {}
+    _wide_cache: dict[int, tuple[Design, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -78,33 +78,62 @@ class LinearSums:
         self._z_cache[id(d)] = (d, z)
         return z
 
+    def _wide(self, d: Design, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Over the whole cohort: [c, y] with zero rows for samples outside the regression, the
+        regression indicator, and each cohort column's row in the design (-1 if excluded)."""
+        hit = self._wide_cache.get(id(d))
+        if hit is not None and hit[0] is d:
+            return hit[1]
+        q = d.c.shape[1]
+        wide = np.zeros((n, q + 1))
+        wide[d.idx, :q] = d.c
+        wide[d.idx, q] = d.y
+        pos = np.full(n, -1, dtype=np.int64)
+        pos[d.idx] = np.arange(d.idx.size)
+        inreg = pos >= 0
+        if len(self._wide_cache) > 8:
+            self._wide_cache.clear()
+        self._wide_cache[id(d)] = (d, (wide, inreg, pos))
+        return wide, inreg, pos
+
     def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
         block = np.asarray(block)
         b = block.shape[0]
         out: dict[str, np.ndarray] = {}
+        # the (variant, sample) pairs with a missing call, looked for only in rows that have one
+        with_missing = np.flatnonzero(block.min(axis=1, initial=0) < 0) if block.size else np.zeros(0, np.int64)
+        if with_missing.size:
+            rr, miss_c = np.nonzero(block[with_missing] < 0)
+            miss_r = with_missing[rr]
+        else:
+            miss_r = miss_c = np.zeros(0, dtype=np.int64)
         for k, spec in enumerate(decode_specs(inp)):
             d = site_design(cohort, spec)
             q = d.c.shape[1]
             n_z = q * (q + 1) // 2 + q + 1
-            gm = d.take(block)
-            cy = np.column_stack([d.c, d.y]) if d.idx.size else np.zeros((0, q + 1))
+            wide, inreg, pos = self._wide(d, cohort.n)
             a = np.empty((b, q + 1))
             gg = np.empty(b)
-            for lo in range(0, b, _CHUNK):  # bounded float64 temporaries
-                sl = slice(lo, min(lo + _CHUNK, b))
-                _, g = genotypes_float(gm[sl])
-                a[sl] = g @ cy  # Σ g [c, y]
-                gg[sl] = np.einsum("ij,ij->i", g, g)  # Σ g²
+            for lo in range(0, b, _CHUNK):  # cache-sized float64 steps; missing calls count as −9 here
+                g = block[lo : lo + _CHUNK].astype(np.float64)
+                a[lo : lo + _CHUNK] = g @ wide  # Σ g [c, y] over the regression
+                gg[lo : lo + _CHUNK] = (g * g) @ inreg if not d.full else np.einsum("ij,ij->i", g, g)
+            keep = inreg[miss_c]
+            r, c = miss_r[keep], pos[miss_c[keep]]
+            mct = np.bincount(r, minlength=b).astype(np.int64)
+            if r.size:
+                ind = scipy.sparse.csr_matrix((np.ones(r.size), (r, c)), shape=(b, d.idx.size))
+                mz = np.asarray(ind @ self._z(d))  # Σ_missing [c⊗c, c y, y²]
+                m_cy = np.asarray(ind @ np.column_stack([d.c, d.y]))  # Σ_missing [c, y]
+                a += 9.0 * m_cy  # undo the −9 codes: missing calls contribute 0
+                gg -= 81.0 * mct
+            else:
+                mz = np.zeros((b, n_z))
             out[f"lin{k}.gc"] = a[:, :q]
             out[f"lin{k}.gy"] = a[:, q]
             out[f"lin{k}.gg"] = gg
-            r, c = np.nonzero(gm < 0)
-            if r.size:
-                ind = scipy.sparse.csr_matrix((np.ones(r.size), (r, c)), shape=gm.shape)
-                out[f"lin{k}.mz"] = np.asarray(ind @ self._z(d))  # Σ_missing [c⊗c, c y, y²]
-            else:
-                out[f"lin{k}.mz"] = np.zeros((b, n_z))
-            out[f"lin{k}.mct"] = np.bincount(r, minlength=b).astype(np.int64)
+            out[f"lin{k}.mz"] = mz
+            out[f"lin{k}.mct"] = mct
         return out
 
 
