@@ -196,8 +196,12 @@ def _split(s: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in s.split(",") if x.strip())
 
 
+#: Without a terminal (logs, CI), progress is printed on every phase change and at most this often.
+PROGRESS_LOG_INTERVAL_S = 5.0
+
+
 def _progress_printer() -> object:
-    last = {"line": ""}
+    last = {"line": "", "phase": "", "at": 0.0}
     is_tty = sys.stderr.isatty()
 
     def show(status: object) -> None:
@@ -205,14 +209,20 @@ def _progress_printer() -> object:
         for s in status.sites:  # type: ignore[attr-defined]
             blocks = f" {s.blocks_done}/{s.blocks_total}" if s.blocks_total else ""
             sites.append(f"{s.site}:{s.state.lower()}{blocks}")
-        line = f"[{status.job_id}] {status.state.lower()} {status.phase}  " + " ".join(sites)  # type: ignore[attr-defined]
-        if line != last["line"]:
-            if is_tty:
-                sys.stderr.write("\r\033[K" + line)
-            else:
-                sys.stderr.write(line + "\n")
-            sys.stderr.flush()
-            last["line"] = line
+        phase = f"{status.state.lower()} {status.phase}"  # type: ignore[attr-defined]
+        line = f"[{status.job_id}] {phase}  " + " ".join(sites)  # type: ignore[attr-defined]
+        if line == last["line"]:
+            return
+        now = time.monotonic()
+        if is_tty:
+            sys.stderr.write("\r\033[K" + line)
+        elif phase != last["phase"] or now - last["at"] >= PROGRESS_LOG_INTERVAL_S:
+            sys.stderr.write(line + "\n")
+            last["phase"], last["at"] = phase, now
+        else:
+            return
+        sys.stderr.flush()
+        last["line"] = line
 
     return show
 
