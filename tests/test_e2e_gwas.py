@@ -88,6 +88,8 @@ def test_glm__linear_and_logistic_match_plink2_on_pooled_data(workspace: Path, t
             "QT,CC",
             "--covar-name",
             "AGE,SEX,BATCH,PC1-PC2",
+            "--genome-assembly",
+            "GRCh38",
             "--out",
             str(out),
         ]
@@ -128,6 +130,8 @@ def test_glm__linear_and_logistic_match_plink2_on_pooled_data(workspace: Path, t
         "gwas.provenance.json",
     ):
         assert (tmp_path / name).is_file(), name
+    meta = (tmp_path / "gwas.CC.ssf.tsv.gz-meta.yaml").read_text()
+    assert "genome_assembly: GRCh38" in meta and "case_count:" in meta
     report = (tmp_path / "gwas.report.html").read_text()
     assert "QT — linear regression" in report and "CC — logistic regression, Firth fallback" in report
     assert "Excluding constant covariate" in report and "https://" not in report

@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", action="store_true", help="genotypic tests incl. Cochran-Armitage TREND (PLINK 1.9) → <out>.model"
     )
     p.add_argument("--out", required=True, help="output prefix, e.g. results/run1 (as plink2's --out)")
+    p.add_argument(
+        "--genome-assembly",
+        default="NR",
+        metavar="BUILD",
+        help="genome build of the sites' positions for the GWAS-SSF metadata, e.g. GRCh38 (default NR: not reported)",
+    )
     p.add_argument("--pheno-name", default="", metavar="A,B", help="phenotype columns of the sites' samples.tsv")
     p.add_argument(
         "--covar-name", default="", metavar="A,B", help="covariate columns for --glm; ranges like PC1-PC10 allowed"
@@ -242,6 +248,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     )
     analyses = tuple(a for a, on in flags if on)
     options = {"glm": ",".join(args.glm)} if args.glm else {}
+    if args.genome_assembly != "NR":
+        options["genome_assembly"] = args.genome_assembly
     out = Path(args.out)
     spec = JobSpec(
         analyses=analyses,
