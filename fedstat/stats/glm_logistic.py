@@ -42,6 +42,7 @@ from fedstat.stats.glm import (
     ERR_LOGISTIC,
     ERR_NONE,
     ERR_SEPARATION,
+    Design,
     GlmResult,
     PhenoSpec,
     assemble,
@@ -106,47 +107,88 @@ class LogisticSums:
             "lg.t1": np.zeros((b, q)),
             "lg.t0": np.zeros(b),
         }
-        c2 = pair_products(d.c)
-        c3 = triple_products(d.c) if is_firth.any() else None
+        wide = _wide_design(d, cohort.n)
+        c3 = wide.c3() if is_firth.any() else None
         cpos = np.array([0, *range(2, q + 1)])
-        gm = d.take(block)
         # chunks of rows keep the (rows, samples) temporaries in cache
         for lo in range(0, b, _CHUNK):
             sl = slice(lo, min(lo + _CHUNK, b))
-            self._chunk(gm[sl], d, coef[sl], is_firth[sl], cpos, c2, c3, {k: v[sl] for k, v in out.items()})
+            self._chunk(block[sl], wide, coef[sl], is_firth[sl], cpos, c3, {k: v[sl] for k, v in out.items()})
         return out
 
     @staticmethod
-    def _chunk(gm, d, coef, is_firth, cpos, c2, c3, out) -> None:
-        nm = (gm >= 0).astype(np.float64)  # 1 where the genotype is present
-        g = np.maximum(gm, 0).astype(np.float64)
-        eta = coef[:, cpos] @ d.c.T  # η = β_c c + β_g g, (b, m)
+    def _chunk(gm, w, coef, is_firth, cpos, c3, out) -> None:
+        """Fisher information and score pieces for rows ``gm`` over the whole cohort; samples outside
+        the regression carry zero weight (no column gather), missing calls too."""
+        missing = gm.min(initial=0) < 0
+        g = (np.maximum(gm, 0) if missing else gm).astype(np.float64)
+        eta = coef[:, cpos] @ w.c.T  # η = β_c c + β_g g, (b, n)
         tmp = np.multiply(g, coef[:, 1:2])
         eta += tmp
         p = special.expit(eta)
         v = np.multiply(p, p, out=tmp)
         np.subtract(p, v, out=v)  # v = p (1 − p)
-        v *= nm
-        r = np.subtract(d.y[None, :], p)
-        r *= nm
+        r = np.subtract(w.y[None, :], p)
+        if missing:
+            keep = (gm >= 0) & w.inreg[None, :]
+            v *= keep
+            r *= keep
+        elif not w.full:
+            v *= w.inreg
+            r *= w.inreg
         vg = np.multiply(v, g)
-        out["lg.hc"][...] = v @ c2  # Σ v c_i c_j
-        out["lg.hg"][...] = vg @ d.c  # Σ v g c
+        out["lg.hc"][...] = v @ w.c2  # Σ v c_i c_j
+        out["lg.hg"][...] = vg @ w.c  # Σ v g c
         out["lg.hgg"][...] = np.einsum("ij,ij->i", vg, g)  # Σ v g²
-        out["lg.sc"][...] = r @ d.c  # Σ (y − p) c
+        out["lg.sc"][...] = r @ w.c  # Σ (y − p) c
         out["lg.sg"][...] = np.einsum("ij,ij->i", r, g)  # Σ (y − p) g
         f = np.flatnonzero(is_firth)
         if f.size:
             ef, pf, gf = eta[f], p[f], g[f]
-            # log-likelihood Σ y η − log(1 + e^η), over samples with a genotype
-            out["lg.ll"][f] = ((d.y[None, :] * ef - np.logaddexp(0.0, ef)) * nm[f]).sum(axis=1)
+            wt = ((gm[f] >= 0) & w.inreg[None, :]).astype(np.float64)
+            # log-likelihood Σ y η − log(1 + e^η), over regression samples with a genotype
+            out["lg.ll"][f] = ((w.y[None, :] * ef - np.logaddexp(0.0, ef)) * wt).sum(axis=1)
             u = v[f] * (0.5 - pf)  # weights of Σ v (½ − p) x⊗x⊗x, split by powers of g
             ug = u * gf
             ugg = ug * gf
             out["lg.t3"][f] = u @ c3
-            out["lg.t2"][f] = ug @ c2
-            out["lg.t1"][f] = ugg @ d.c
+            out["lg.t2"][f] = ug @ w.c2
+            out["lg.t1"][f] = ugg @ w.c
             out["lg.t0"][f] = np.einsum("ij,ij->i", ugg, gf)
+
+
+class _Wide:
+    """A design spread over the whole cohort: rows outside the regression are zero (y too)."""
+
+    def __init__(self, d: Design, n: int):
+        self.full = d.full
+        self.inreg = np.zeros(n, dtype=bool)
+        self.inreg[d.idx] = True
+        self.c = np.zeros((n, d.c.shape[1]))
+        self.c[d.idx] = d.c
+        self.y = np.zeros(n)
+        self.y[d.idx] = d.y
+        self.c2 = pair_products(self.c)
+        self._c3: np.ndarray | None = None
+
+    def c3(self) -> np.ndarray:
+        if self._c3 is None:
+            self._c3 = triple_products(self.c)
+        return self._c3
+
+
+_WIDE_CACHE: dict[int, tuple[Design, _Wide]] = {}
+
+
+def _wide_design(d: Design, n: int) -> _Wide:
+    hit = _WIDE_CACHE.get(id(d))
+    if hit is not None and hit[0] is d:
+        return hit[1]
+    if len(_WIDE_CACHE) > 8:
+        _WIDE_CACHE.clear()
+    wide = _Wide(d, n)
+    _WIDE_CACHE[id(d)] = (d, wide)
+    return wide
 
 
 class LogisticFit:
