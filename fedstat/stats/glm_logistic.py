@@ -101,12 +101,19 @@ class LogisticSums:
             "lg.hgg": np.zeros(b),
             "lg.sc": np.zeros((b, q)),
             "lg.sg": np.zeros(b),
-            "lg.ll": np.zeros(b),
-            "lg.t3": np.zeros((b, n_q3)),
-            "lg.t2": np.zeros((b, n_q2)),
-            "lg.t1": np.zeros((b, q)),
-            "lg.t0": np.zeros(b),
         }
+        # Firth pieces only in rounds with a Firth variant: the flags are a global round array, so
+        # every block at every site sends the same set of arrays
+        if (np.asarray(inp.arrays["firth"]) > 0).any():
+            out.update(
+                {
+                    "lg.ll": np.zeros(b),
+                    "lg.t3": np.zeros((b, n_q3)),
+                    "lg.t2": np.zeros((b, n_q2)),
+                    "lg.t1": np.zeros((b, q)),
+                    "lg.t0": np.zeros(b),
+                }
+            )
         wide = _wide_design(d, cohort.n)
         c3 = wide.c3() if is_firth.any() else None
         cpos = np.array([0, *range(2, q + 1)])
@@ -125,9 +132,12 @@ class LogisticSums:
         eta = coef[:, cpos] @ w.c.T  # η = β_c c + β_g g, (b, n)
         tmp = np.multiply(g, coef[:, 1:2])
         eta += tmp
-        p = special.expit(eta)
-        v = np.multiply(p, p, out=tmp)
-        np.subtract(p, v, out=v)  # v = p (1 − p)
+        # p = expit(η) = ½ + ½ tanh(η/2) and v = p (1 − p) = ¼ (1 − tanh²): one tanh, no exp
+        t = np.tanh(np.multiply(eta, 0.5, out=tmp), out=tmp)
+        p = 0.5 + 0.5 * t
+        v = np.multiply(t, t, out=t)
+        np.subtract(1.0, v, out=v)
+        v *= 0.25
         r = np.subtract(w.y[None, :], p)
         if missing:
             keep = (gm >= 0) & w.inreg[None, :]
