@@ -145,21 +145,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plink2", default="plink2", help="plink2 executable (2.00a3.5)")
     args = parser.parse_args(argv)
 
-    if not args.check:
-        build(args.out, args.plink2)
-        total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
-        print(f"wrote {args.out} ({total / 1e6:.2f} MB)")
+    return build_or_check(args.out, lambda out: build(out, args.plink2), check=args.check, script=Path(__file__).name)
+
+
+def build_or_check(out: Path, build_fn, *, check: bool, script: str) -> int:  # type: ignore[no-untyped-def]
+    """Build a fixture into ``out``, or (``check``) rebuild it in a temp dir and report differences."""
+    if not check:
+        build_fn(out)
+        total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        print(f"wrote {out} ({total / 1e6:.2f} MB)")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = Path(tmp) / "consortium"
-        build(fresh, args.plink2)
-        problems = compare(args.out, fresh)
+        fresh = Path(tmp) / out.name
+        build_fn(fresh)
+        problems = compare(out, fresh)
     if problems:
-        print(f"fixture {args.out} is out of date; re-run scripts/make_fixtures.py:")
+        print(f"fixture {out} is out of date; re-run scripts/{script}:")
         for line in problems:
             print(f"  {line}")
         return 1
-    print(f"fixture {args.out} is up to date")
+    print(f"fixture {out} is up to date")
     return 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_fixtures import _pgen_genotypes, compare  # noqa: E402
+from make_fixtures import _pgen_genotypes, build_or_check  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "tests" / "data" / "gwas"
@@ -213,22 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plink2", default="plink2")
     ap.add_argument("--plink1.9", dest="plink19", default="plink1.9")
     args = ap.parse_args(argv)
-    if not args.check:
-        build(args.out, args.plink2, args.plink19)
-        total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
-        print(f"wrote {args.out} ({total / 1e6:.2f} MB)")
-        return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = Path(tmp) / "gwas"
-        build(fresh, args.plink2, args.plink19)
-        problems = compare(args.out, fresh)
-    if problems:
-        print(f"fixture {args.out} is out of date; re-run scripts/make_gwas_fixture.py:")
-        for line in problems:
-            print(f"  {line}")
-        return 1
-    print(f"fixture {args.out} is up to date")
-    return 0
+    return build_or_check(
+        args.out, lambda out: build(out, args.plink2, args.plink19), check=args.check, script=Path(__file__).name
+    )
 
 
 if __name__ == "__main__":
