@@ -6,13 +6,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedstat import pki
 from fedstat.config import AnalystProfile, CoordinatorConfig
+from fedstat.data.genotypes import open_genotypes
+from fedstat.data.variants import VariantTable
 from fedstat.pki import TlsFiles
 
 FIXTURE = Path(__file__).parent / "data" / "consortium"
+
+
+def read_pooled(fixture: Path) -> tuple[np.ndarray, VariantTable, tuple[str, ...]]:
+    """A fixture's pooled dataset through fedstat's own reader: (genotypes (V, N) int8 ALT counts with
+    -9 missing, variants, sample IIDs in file order)."""
+    with open_genotypes(fixture / "pooled") as source:
+        n = source.n_variants
+        (_, geno), *rest = source.read_blocks(np.arange(n), block_size=max(n, 1))
+        assert not rest
+        return np.ascontiguousarray(geno), source.variants, source.samples.iid
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from fedstat.data.samples import SampleTable, read_sample_table
 from fedstat.data.variants import VariantTable
 from fedstat.stats.base import Cohort, RoundInput
 from fedstat.stats.glm import LOCAL_COMPUTATIONS, GlmJob
+from tests.conftest import read_pooled
 
 GWAS = Path(__file__).parent / "data" / "gwas"
 POOLED = GWAS / "pooled"
@@ -44,16 +45,7 @@ _POOLED: Pooled | None = None
 def load_pooled() -> Pooled:
     global _POOLED
     if _POOLED is None:
-        import pgenlib
-
-        pgen = POOLED / "genotypes.pgen"
-        reader = pgenlib.PgenReader(bytes(str(pgen), "utf8"))
-        n_var, n_samp = reader.get_variant_ct(), reader.get_raw_sample_ct()
-        geno = np.empty((n_var, n_samp), dtype=np.int8)
-        reader.read_range(0, n_var, geno)
-        reader.close()
-        rows = [line.split("\t") for line in (POOLED / "genotypes.pvar").read_text().splitlines()[1:]]
-        variants = VariantTable.from_lists(*(list(col) for col in zip(*[r[:5] for r in rows], strict=True)))
+        geno, variants, _ = read_pooled(POOLED.parent)
         table = read_sample_table(POOLED / "samples.tsv")
         _POOLED = Pooled(geno=geno, table=table, variants=variants)
     return _POOLED

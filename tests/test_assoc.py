@@ -1,6 +1,6 @@
 """Federated ``--assoc``/``--model`` equal PLINK 1.9 on the pooled GWAS fixture, for any split.
 
-The pooled genotypes are read with pgenlib, split into the fixture's sites (IID prefix), each
+The pooled genotypes are read with fedstat's reader (tests.conftest.read_pooled), split into the fixture's sites (IID prefix), each
 site computes its counts, the counts are added, and the tables written by fedstat are compared
 byte for byte with PLINK 1.9's output in ``tests/data/gwas/expected/`` (built by
 ``scripts/make_gwas_fixture.py``). The fixture's pooled orientation equals the harmonized one.
@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pgenlib
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,31 +19,20 @@ from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.stats import assoc
 from fedstat.stats.base import Cohort, RoundInput
+from tests.conftest import read_pooled
 
 FIXTURE = Path(__file__).parent / "data" / "gwas"
 EXPECTED = FIXTURE / "expected"
 
 
 def _read_pooled() -> tuple[np.ndarray, VariantTable, np.ndarray, np.ndarray]:
-    prefix = FIXTURE / "pooled" / "genotypes"
-    reader = pgenlib.PgenReader(str(prefix.with_suffix(".pgen")).encode())
-    try:
-        n_var, n_samples = reader.get_variant_ct(), reader.get_raw_sample_ct()
-        geno = np.empty((n_var, n_samples), dtype=np.int8)
-        reader.read_range(0, n_var, geno)
-    finally:
-        reader.close()
-    rows = [
-        line.split("\t") for line in prefix.with_suffix(".pvar").read_text().splitlines() if not line.startswith("#")
-    ]
-    variants = VariantTable.from_lists(*([r[i] for r in rows] for i in range(5)))
+    geno, variants, psam_iids = read_pooled(FIXTURE)
     header, *lines = (FIXTURE / "pooled" / "samples.tsv").read_text().splitlines()
     col = header.split("\t").index("CC")
     fields = [line.split("\t") for line in lines]
     cc = np.array([np.nan if f[col] == "NA" else float(f[col]) for f in fields])
     site = np.array([f[1].split("_")[0] for f in fields])
-    psam_iids = [line.split("\t")[1] for line in prefix.with_suffix(".psam").read_text().splitlines()[1:]]
-    assert psam_iids == [f[1] for f in fields]
+    assert list(psam_iids) == [f[1] for f in fields]
     return geno, variants, cc, site
 
 

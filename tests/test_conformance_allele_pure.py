@@ -1,6 +1,6 @@
 """Federated allele statistics equal plink2 on the pooled fixture, for any split of samples.
 
-Reads the fixture's pooled genotypes directly with pgenlib, splits the samples into their
+Reads the fixture's pooled genotypes with fedstat's reader (tests.conftest.read_pooled), splits the samples into their
 sites, computes each site's sums, adds them and compares with plink2 2.00a3.5's output in
 ``tests/data/consortium/expected/`` (built by ``scripts/make_fixtures.py``).
 """
@@ -10,36 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pgenlib
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedstat.data.variants import VariantTable
 from fedstat.stats.allele import ANALYSES, SUM_NAMES, AlleleStats, finish, local_sums, write_reports
+from tests.conftest import read_pooled
 
 FIXTURE = Path(__file__).parent / "data" / "consortium"
 EXPECTED = FIXTURE / "expected"
 
 
-def _read_pooled() -> tuple[np.ndarray, VariantTable, list[str]]:
-    prefix = FIXTURE / "pooled" / "genotypes"
-    reader = pgenlib.PgenReader(str(prefix.with_suffix(".pgen")).encode())
-    try:
-        n_var, n_samples = reader.get_variant_ct(), reader.get_raw_sample_ct()
-        geno = np.empty((n_var, n_samples), dtype=np.int8)
-        reader.read_range(0, n_var, geno)
-    finally:
-        reader.close()
-    rows = [
-        line.split("\t") for line in prefix.with_suffix(".pvar").read_text().splitlines() if not line.startswith("#")
-    ]
-    variants = VariantTable.from_lists(*([r[i] for r in rows] for i in range(5)))
-    iids = [line.split("\t")[1] for line in prefix.with_suffix(".psam").read_text().splitlines()[1:]]
-    return geno, variants, iids
-
-
-GENO, VARIANTS, IIDS = _read_pooled()
+GENO, VARIANTS, IIDS = read_pooled(FIXTURE)
 SITE_OF_SAMPLE = np.array([iid.split("_")[0] for iid in IIDS])
 
 
