@@ -210,15 +210,8 @@ class CompositeAnalysis:
 class GwasOutputs:
     """No rounds of its own: after --glm / --assoc finish, writes GWAS-SSF, plots and the HTML report."""
 
-    def __init__(
-        self,
-        ctx: JobContext,
-        glm_job: glm.GlmJob | None,
-        assoc_job: assoc.AssocAnalysis | None,
-        pheno: str,
-        notes: list[str],
-    ):
-        self.ctx, self.glm_job, self.assoc_job, self.pheno, self.notes = ctx, glm_job, assoc_job, pheno, notes
+    def __init__(self, ctx: JobContext, glm_job: glm.GlmJob | None, assoc_job: assoc.AssocAnalysis | None, pheno: str):
+        self.ctx, self.glm_job, self.assoc_job, self.pheno = ctx, glm_job, assoc_job, pheno
 
     def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
         return None
@@ -241,7 +234,7 @@ class GwasOutputs:
             written, section = assoc_section(out_prefix, variants, self.pheno, self.assoc_job.result(variants), names)
             files += written
             sections.append(section)
-        files.append(write_report(out_prefix, self.ctx, sections, self.notes))
+        files.append(write_report(out_prefix, self.ctx, sections, []))
         return files
 
     def log_lines(self) -> list[str]:
@@ -270,5 +263,5 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
         )
         parts.append(assoc_job)
     if glm_job is not None or assoc_job is not None:
-        parts.append(GwasOutputs(ctx, glm_job, assoc_job, spec.pheno_names[0], []))
+        parts.append(GwasOutputs(ctx, glm_job, assoc_job, spec.pheno_names[0]))
     return CompositeAnalysis(parts)

@@ -123,20 +123,19 @@ def build(out_dir: Path, plink2: str, plink19: str) -> None:
     pooled = out_dir / "pooled"
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        for prefix, modifiers in GLM_RUNS:
+
+        def glm(prefix: str, covar_flags: list[str], modifiers: tuple[str, ...]) -> None:
+            pheno = str(pooled / "samples.tsv")
             _run(
                 [
                     plink2,
                     "--pfile",
                     str(pooled / "genotypes"),
                     "--pheno",
-                    str(pooled / "samples.tsv"),
+                    pheno,
                     "--pheno-name",
                     "QT,CC",
-                    "--covar",
-                    str(pooled / "samples.tsv"),
-                    "--covar-name",
-                    COVARS,
+                    *covar_flags,
                     "--glm",
                     *modifiers,
                     "--threads",
@@ -145,23 +144,10 @@ def build(out_dir: Path, plink2: str, plink19: str) -> None:
                     str(t / prefix),
                 ]
             )
-        _run(
-            [
-                plink2,
-                "--pfile",
-                str(pooled / "genotypes"),
-                "--pheno",
-                str(pooled / "samples.tsv"),
-                "--pheno-name",
-                "QT,CC",
-                "--glm",
-                "allow-no-covars",
-                "--threads",
-                "1",
-                "--out",
-                str(t / "nocovar"),
-            ]
-        )
+
+        for prefix, modifiers in GLM_RUNS:
+            glm(prefix, ["--covar", str(pooled / "samples.tsv"), "--covar-name", COVARS], modifiers)
+        glm("nocovar", [], ("allow-no-covars",))
         # PLINK 1.9 --assoc / --model on the same data (it wants a .bed and a header without '#')
         _run([plink2, "--pfile", str(pooled / "genotypes"), "--make-bed", "--out", str(t / "bed")])
         text = (pooled / "samples.tsv").read_text()

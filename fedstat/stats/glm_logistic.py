@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
 
 from fedstat.stats.base import Cohort, RoundInput, RoundPlan
 from fedstat.stats.glm import (
