@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from fedstat.stats.base import Cohort, RoundInput, RoundPlan
 from fedstat.stats.glm import (
@@ -125,46 +125,101 @@ class LogisticSums:
 
     @staticmethod
     def _chunk(gm, w, coef, is_firth, cpos, c3, out) -> None:
-        """Fisher information and score pieces for rows ``gm`` over the whole cohort; samples outside
-        the regression carry zero weight (no column gather), missing calls too."""
-        missing = gm.min(initial=0) < 0
-        g = (np.maximum(gm, 0) if missing else gm).astype(np.float64)
-        eta = coef[:, cpos] @ w.c.T  # η = β_c c + β_g g, (b, n)
-        tmp = np.multiply(g, coef[:, 1:2])
-        eta += tmp
-        # p = expit(η) = ½ + ½ tanh(η/2) and v = p (1 − p) = ¼ (1 − tanh²): one tanh, no exp
-        t = np.tanh(np.multiply(eta, 0.5, out=tmp), out=tmp)
-        p = 0.5 + 0.5 * t
-        v = np.multiply(t, t, out=t)
-        np.subtract(1.0, v, out=v)
-        v *= 0.25
-        r = np.subtract(w.y[None, :], p)
-        if missing:
-            keep = (gm >= 0) & w.inreg[None, :]
-            v *= keep
-            r *= keep
-        elif not w.full:
-            v *= w.inreg
-            r *= w.inreg
-        vg = np.multiply(v, g)
-        out["lg.hc"][...] = v @ w.c2  # Σ v c_i c_j
-        out["lg.hg"][...] = vg @ w.c  # Σ v g c
-        out["lg.hgg"][...] = np.einsum("ij,ij->i", vg, g)  # Σ v g²
-        out["lg.sc"][...] = r @ w.c  # Σ (y − p) c
-        out["lg.sg"][...] = np.einsum("ij,ij->i", r, g)  # Σ (y − p) g
+        """Fisher information and score pieces for rows ``gm`` over the whole cohort.
+
+        Samples outside the regression have zero covariate rows (intercept included) and a zeroed
+        genotype, so they add nothing; a missing call is set to g = 0 and its v and y − p entries are
+        zeroed through its flat index (sparse, no dense mask).
+        """
+        b, n = gm.shape
+        g = gm.astype(np.float64)
+        flat = gm.reshape(-1)
+        miss = np.flatnonzero(flat < 0) if flat.min(initial=0) < 0 else None
+        if miss is not None:
+            g.reshape(-1)[miss] = 0.0
+        if w.out_cols.size:
+            g[:, w.out_cols] = 0.0
+        if not coef.any():
+            _chunk_at_zero(g, w, miss, out)
+        else:
+            _chunk_at(g, w, coef, cpos, miss, out)
         f = np.flatnonzero(is_firth)
-        if f.size:
-            ef, pf, gf = eta[f], p[f], g[f]
-            wt = ((gm[f] >= 0) & w.inreg[None, :]).astype(np.float64)
-            # log-likelihood Σ y η − log(1 + e^η), over regression samples with a genotype
-            out["lg.ll"][f] = ((w.y[None, :] * ef - np.logaddexp(0.0, ef)) * wt).sum(axis=1)
-            u = v[f] * (0.5 - pf)  # weights of Σ v (½ − p) x⊗x⊗x, split by powers of g
-            ug = u * gf
-            ugg = ug * gf
-            out["lg.t3"][f] = u @ c3
-            out["lg.t2"][f] = ug @ w.c2
-            out["lg.t1"][f] = ugg @ w.c
-            out["lg.t0"][f] = np.einsum("ij,ij->i", ugg, gf)
+        if f.size:  # Firth's convergence test is on |U*| < 1e-4 itself: its rows are redone in float64
+            firth = _firth_pieces(gm[f], g[f], coef[f], w, cpos, c3)
+            for k, val in firth.items():
+                out[k][f] = val
+
+
+def _chunk_at(g, w, coef, cpos, miss, out) -> None:
+    """The pieces at each row's β (logistic Newton steps)."""
+    b, n = g.shape
+    eta = coef[:, cpos] @ w.c.T  # η = β_c c + β_g g, (b, n)
+    tmp = np.multiply(g, coef[:, 1:2])
+    eta += tmp
+    # t = tanh(η/2) in float32, the one transcendental per element (p = ½ + ½t and
+    # v = p(1 − p) = ¼(1 − t²)); every product and sum below is float64. A Newton step is
+    # H⁻¹U, so p's float32 rounding (≤ 3e-8) moves β by ~1e-8 SE, far inside plink2's own
+    # float32 evaluation and the 1e-4 convergence test.
+    t = np.multiply(eta, 0.5, out=np.empty((b, n), dtype=np.float32), casting="same_kind")
+    np.tanh(t, out=t)
+    r = np.multiply(t, -0.5, out=eta)  # y − p = (y − ½) − ½t
+    r += w.y_centered
+    v = np.multiply(np.multiply(t, t, out=t), -0.25, out=tmp)
+    v += 0.25
+    if miss is not None:
+        v.reshape(-1)[miss] = 0.0
+        r.reshape(-1)[miss] = 0.0
+    out["lg.sc"][...] = r @ w.c  # Σ (y − p) c
+    out["lg.sg"][...] = np.vecdot(r, g)  # Σ (y − p) g
+    out["lg.hc"][...] = v @ w.c2  # Σ v c_i c_j
+    vg = np.multiply(v, g, out=r)
+    out["lg.hg"][...] = vg @ w.c  # Σ v g c
+    out["lg.hgg"][...] = np.vecdot(vg, g)  # Σ v g²
+
+
+def _chunk_at_zero(g, w, miss, out) -> None:
+    """The pieces at β = 0, where p = ½ and v = ¼ for every sample with a call: products with the
+    cohort's column sums, minus the missing calls' share (sparse)."""
+    b, n = g.shape
+    a = g @ w.cy  # Σ g [c, y − ½]
+    out["lg.hg"][...] = 0.25 * a[:, :-1]
+    out["lg.sg"][...] = a[:, -1]
+    out["lg.hgg"][...] = 0.25 * np.vecdot(g, g)
+    hc = np.broadcast_to(w.c2_sum, (b, w.c2_sum.size)).copy()
+    sc = np.broadcast_to(w.cy_sum, (b, w.cy_sum.size)).copy()
+    if miss is not None:
+        rows, cols = np.divmod(miss, n)
+        np.subtract.at(hc, rows, w.c2[cols])
+        np.subtract.at(sc, rows, w.c[cols] * w.y_centered[cols, None])
+    out["lg.hc"][...] = 0.25 * hc
+    out["lg.sc"][...] = sc
+
+
+def _firth_pieces(gm, g, coef, w, cpos, c3) -> dict[str, np.ndarray]:
+    """Every piece of the Firth rows in float64: information, score, log-likelihood and the
+    third-moment tensor."""
+    eta = coef[:, cpos] @ w.c.T + g * coef[:, 1:2]
+    keep = ((gm >= 0) & w.inreg[None, :]).astype(np.float64)
+    p = special.expit(eta)
+    v = p * (1.0 - p) * keep
+    r = (w.y[None, :] - p) * keep
+    vg = v * g
+    u = v * (0.5 - p)  # weights of Σ v (½ − p) x⊗x⊗x, split by powers of g
+    ug = u * g
+    ugg = ug * g
+    return {
+        "lg.hc": v @ w.c2,
+        "lg.hg": vg @ w.c,
+        "lg.hgg": np.vecdot(vg, g),
+        "lg.sc": r @ w.c,
+        "lg.sg": np.vecdot(r, g),
+        # log-likelihood Σ y η − log(1 + e^η), over regression samples with a genotype
+        "lg.ll": ((w.y[None, :] * eta - np.logaddexp(0.0, eta)) * keep).sum(axis=1),
+        "lg.t3": u @ c3,
+        "lg.t2": ug @ w.c2,
+        "lg.t1": ugg @ w.c,
+        "lg.t0": np.vecdot(ugg, g),
+    }
 
 
 class _Wide:
@@ -178,7 +233,12 @@ class _Wide:
         self.c[d.idx] = d.c
         self.y = np.zeros(n)
         self.y[d.idx] = d.y
+        self.out_cols = np.flatnonzero(~self.inreg)
+        self.y_centered = np.where(self.inreg, self.y - 0.5, 0.0)
         self.c2 = pair_products(self.c)
+        self.cy = np.column_stack([self.c, self.y_centered])
+        self.c2_sum = self.c2.sum(axis=0)
+        self.cy_sum = self.c.T @ self.y_centered  # Σ c (y − ½)
         self._c3: np.ndarray | None = None
 
     def c3(self) -> np.ndarray:
