@@ -23,7 +23,15 @@ import numpy as np
 import fedstat
 from fedstat.config import CoordinatorConfig
 from fedstat.data.variants import Harmonization, VariantTable, harmonize
-from fedstat.errors import FedstatError, InputError, JobFailed, PolicyRefused, ProtocolError, SiteUnavailable
+from fedstat.errors import (
+    FedstatError,
+    InputError,
+    JobFailed,
+    PolicyRefused,
+    ProtocolError,
+    SiteDropped,
+    SiteUnavailable,
+)
 from fedstat.jobs import JobSpec, RoundPlan, plan_job
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.protocol import KeysAssembler, chunk_from_pb, plan_chunks, round_data_messages, spec_to_pb
@@ -132,6 +140,8 @@ class _JobRunner:
         self.sites: dict[str, SiteSession] = {}
         self.cohort: dict[str, int] = {}
         self.settled: set[str] = set()  # sites that refused or failed: keep their state
+        self.round_no = 0
+        self.attempt = 0  # bumped when the analysis restarts without a dropped site
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -174,7 +184,7 @@ class _JobRunner:
                     continue  # an older session of a site that is still connected
                 self.settled.add(site)
                 self.store.set_site(self.job_id, site, state="FAILED", detail="disconnected")
-                raise SiteUnavailable(f"site {site} disconnected during {what}")
+                raise SiteDropped(site, f"site {site} disconnected during {what}")
             if msg.WhichOneof("kind") == "error":
                 err = msg.error
                 self.settled.add(site)
@@ -192,31 +202,19 @@ class _JobRunner:
         self.choose_sites(spec)
         self.offer(spec, job.analyst)
         harmonized = self.harmonize()
-        analysis = plan_job(
-            spec,
-            JobContext(
-                job_id=self.job_id,
-                created_at=job.created_at,
-                analyst=job.analyst,
-                privacy=spec.privacy,
-                sites=tuple((s, self.cohort.get(s, 0)) for s in sorted(self.sites)),
-                spec=spec.to_json(),
-                genome_assembly=spec.options.get("genome_assembly", "NR"),
-            ),
-        )
-        sums = None
-        round_no = 0
+        mode = get_mode(spec.privacy)
+        if mode.protects_site_sums and len(self.sites) < self.engine.config.min_sites:
+            raise PolicyRefused(
+                f"privacy mode {spec.privacy} releases sums over at least {self.engine.config.min_sites} sites "
+                f"(min_sites); this job has {len(self.sites)}: {', '.join(sorted(self.sites))}"
+            )
         while True:
-            t0 = time.monotonic()
-            plan = analysis.next_round(sums)
-            if round_no:
-                self.log(f"round {round_no} combined and analysed in {time.monotonic() - t0:.2f} s")
-            if plan is None:
+            analysis = plan_job(spec, self.job_context(spec, job))
+            try:
+                self.run_rounds(spec, analysis, len(harmonized.variants))
                 break
-            round_no += 1
-            t0 = time.monotonic()
-            sums = self.run_round(spec, round_no, plan, len(harmonized.variants))
-            self.log(f"round {round_no} sums received from all sites in {time.monotonic() - t0:.2f} s")
+            except SiteDropped as exc:
+                self.drop_site(spec, exc)
         for line in analysis.log_lines():
             self.log(line)
         self.phase("write")
@@ -228,6 +226,51 @@ class _JobRunner:
             self.store.set_site(self.job_id, name, state="DONE")
         if self.store.finish_job(self.job_id, DONE):
             self.log(f"done: {len(files)} result file(s)")
+
+    def job_context(self, spec: JobSpec, job: Any) -> JobContext:
+        return JobContext(
+            job_id=self.job_id,
+            created_at=job.created_at,
+            analyst=job.analyst,
+            privacy=spec.privacy,
+            sites=tuple((s, self.cohort.get(s, 0)) for s in sorted(self.sites)),
+            spec=spec.to_json(),
+            genome_assembly=spec.options.get("genome_assembly", "NR"),
+        )
+
+    def run_rounds(self, spec: JobSpec, analysis: Any, n_variants: int) -> None:
+        sums = None
+        first = self.round_no + 1
+        while True:
+            t0 = time.monotonic()
+            plan = analysis.next_round(sums)
+            if self.round_no >= first:
+                self.log(f"round {self.round_no} combined and analysed in {time.monotonic() - t0:.2f} s")
+            if plan is None:
+                return
+            self.round_no += 1
+            t0 = time.monotonic()
+            sums = self.run_round(spec, self.round_no, plan, n_variants)
+            self.log(f"round {self.round_no} sums received from all sites in {time.monotonic() - t0:.2f} s")
+
+    def drop_site(self, spec: JobSpec, exc: SiteDropped) -> None:
+        """Go on without a site that disconnected mid-round: every round restarts (fresh keys) over
+        the remaining sites, as long as the consortium's minimum still holds."""
+        site = exc.site
+        self.settled.add(site)
+        self.store.set_site(self.job_id, site, state="FAILED", detail="disconnected")
+        remaining = sorted(s for s in self.sites if s != site)
+        minimum = self.engine.config.min_sites  # the consortium's floor for going on without a site
+        if spec.sites or len(remaining) < minimum:
+            why = "the job names its sites" if spec.sites else f"{len(remaining)} would remain, min_sites is {minimum}"
+            raise SiteUnavailable(f"site {site} disconnected during round {self.round_no} ({why})") from None
+        del self.sites[site]
+        self.cohort.pop(site, None)
+        self.attempt += 1
+        self.log(
+            f"site {site} disconnected during round {self.round_no}; restarting the analysis without it over "
+            f"{', '.join(remaining)} (attempt {self.attempt}, fresh keys)"
+        )
 
     def choose_sites(self, spec: JobSpec) -> None:
         connected = {s.name: s for s in self.engine.registry.connected()}
@@ -303,25 +346,29 @@ class _JobRunner:
 
     def run_round(self, spec: JobSpec, round_no: int, plan: RoundPlan, n_variants: int) -> dict[str, np.ndarray]:
         participants = tuple(sorted(self.sites))
-        ctx = RoundContext(job_id=self.job_id, round=round_no, attempt=0, participants=participants)
-        aggregator = get_mode(spec.privacy).aggregator(ctx)
+        attempt = self.attempt
+        ctx = RoundContext(job_id=self.job_id, round=round_no, attempt=attempt, participants=participants)
+        mode = get_mode(spec.privacy)
+        aggregator = mode.aggregator(ctx)
         arrays = dict(plan.arrays)
         if plan.variants is not None:
             arrays["variants"] = np.asarray(plan.variants, dtype=np.int64)
             n_variants = len(plan.variants)
         self.phase(f"round {round_no}", round=round_no)
         self.log(f"round {round_no}: {plan.computation} over {n_variants} variants")
+        peer_keys = self.exchange_round_keys(ctx) if mode.needs_round_keys else []
         request = site_pb2.RoundRequest(
             job_id=self.job_id,
             round=round_no,
-            attempt=0,
+            attempt=attempt,
             analysis=plan.computation,
             params=dict(plan.params),
             participants=participants,
             arrays=sorted(arrays),
             subset=plan.variants is not None,
+            peer_keys=peer_keys,
         )
-        data = list(round_data_messages(self.job_id, round_no, 0, arrays))
+        data = list(round_data_messages(self.job_id, round_no, attempt, arrays))
         for name in participants:
             self.store.set_site(self.job_id, name, state="RUNNING", blocks_done=0, blocks_total=0)
             for msg in data:
@@ -333,21 +380,49 @@ class _JobRunner:
             site, msg = self.receive(deadline, f"round {round_no} sums", lambda: sorted(waiting))
             kind = msg.WhichOneof("kind")
             if kind == "sums":
-                if msg.sums.round != round_no:
+                if (msg.sums.round, msg.sums.attempt) != (round_no, attempt):
                     continue
                 aggregator.add(site, chunk_from_pb(msg.sums.chunk))
             elif kind == "progress":
                 p = msg.progress
-                if p.round != round_no:
+                if (p.round, p.attempt) != (round_no, attempt):
                     continue
                 self.store.set_site(self.job_id, site, blocks_done=int(p.blocks_done), blocks_total=int(p.blocks_total))
                 if p.finished:
                     if not aggregator.complete(site):
                         raise ProtocolError(f"site {site} finished round {round_no} without sending every sum")
                     waiting.discard(site)
+            elif kind == "round_key":
+                continue  # a late key of an earlier attempt
             else:
                 raise ProtocolError(f"site {site} sent {kind} during round {round_no}")
         return aggregator.result()
+
+    def exchange_round_keys(self, ctx: RoundContext) -> list[site_pb2.RoundKey]:
+        """Collect every participant's signed ephemeral key for this round attempt. The coordinator
+        only relays them: each site verifies the others' signatures against the consortium CA."""
+        request = site_pb2.RoundKeyRequest(
+            job_id=self.job_id, round=ctx.round, attempt=ctx.attempt, participants=ctx.participants
+        )
+        for name in ctx.participants:
+            self.send(name, key_request=request)
+        keys: dict[str, site_pb2.RoundKey] = {}
+        deadline = time.monotonic() + self.engine.config.offer_timeout_s
+        while len(keys) < len(ctx.participants):
+            site, msg = self.receive(
+                deadline, f"round {ctx.round} keys", lambda: sorted(set(ctx.participants) - set(keys))
+            )
+            if msg.WhichOneof("kind") != "round_key":
+                raise ProtocolError(
+                    f"site {site} sent {msg.WhichOneof('kind')} during the round {ctx.round} key exchange"
+                )
+            k = msg.round_key
+            if (k.round, k.attempt) != (ctx.round, ctx.attempt):
+                continue
+            if k.site != site:
+                raise ProtocolError(f"site {site} sent a round key in the name of {k.site!r}")
+            keys[site] = k
+        return [keys[s] for s in ctx.participants]
 
     def write_results(self, spec: JobSpec, analysis: Any, variants: VariantTable) -> list[Path]:
         final = self.engine.config.results_dir / self.job_id

@@ -11,6 +11,7 @@ coordinator.toml::
     offer_timeout_s = 60             # how long sites have to accept or refuse a job
     round_timeout_s = 3600           # deadline for one round at every site
     max_concurrent_jobs = 2
+    min_sites = 3                    # secagg/paillier: never release a sum over fewer sites (>= 2)
 
     [tls]
     ca = "ca.pem"
@@ -36,8 +37,9 @@ site.toml::
 
     [policy]
     allowed_analyses = ["freq", "geno-counts", "hardy", "missing"]
-    allowed_privacy = ["none"]
+    allowed_privacy = ["secagg"]      # modes this site accepts (none, secagg)
     min_cohort = 10                  # refuse jobs whose cohort is smaller
+    min_sites = 2                    # refuse a secure-aggregation round with fewer participants
 
 analyst.toml (a "profile")::
 
@@ -61,7 +63,7 @@ from fedstat.errors import ConfigError
 from fedstat.jobs import KNOWN_ANALYSES as ALL_ANALYSES
 from fedstat.pki import TlsFiles
 
-PRIVACY_MODES = ("none",)
+PRIVACY_MODES = ("none", "secagg")
 
 
 class _Reader:
@@ -152,6 +154,7 @@ class CoordinatorConfig:
     offer_timeout_s: float = 60.0
     round_timeout_s: float = 3600.0
     max_concurrent_jobs: int = 2
+    min_sites: int = 3
 
     @property
     def db_path(self) -> Path:
@@ -166,7 +169,10 @@ def load_coordinator_config(path: Path) -> CoordinatorConfig:
     path = Path(path).resolve()
     doc = _load(path)
     r = _Reader(path, "coordinator", doc.get("coordinator") or _missing(path, "coordinator"))
-    r.check_unknown({"listen", "state_dir", "offer_timeout_s", "round_timeout_s", "max_concurrent_jobs"})
+    r.check_unknown({"listen", "state_dir", "offer_timeout_s", "round_timeout_s", "max_concurrent_jobs", "min_sites"})
+    min_sites = r.positive_int("min_sites", 3)
+    if min_sites < 2:
+        raise ConfigError(f"{r.where('min_sites')} must be at least 2: a sum over one site is that site's sums")
     return CoordinatorConfig(
         path=path,
         listen=_address(r, "listen"),
@@ -175,6 +181,7 @@ def load_coordinator_config(path: Path) -> CoordinatorConfig:
         offer_timeout_s=float(r.get("offer_timeout_s", (int, float), 60.0)),
         round_timeout_s=float(r.get("round_timeout_s", (int, float), 3600.0)),
         max_concurrent_jobs=r.positive_int("max_concurrent_jobs", 2),
+        min_sites=min_sites,
     )
 
 
@@ -189,6 +196,7 @@ class SitePolicy:
     allowed_analyses: tuple[str, ...] = ALL_ANALYSES
     allowed_privacy: tuple[str, ...] = PRIVACY_MODES
     min_cohort: int = 1
+    min_sites: int = 2
 
 
 @dataclass(frozen=True)
@@ -234,11 +242,12 @@ def load_site_config(path: Path) -> SiteConfig:
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: dataset names must be unique, got {', '.join(names)}")
     pr = _Reader(path, "policy", doc.get("policy", {}))
-    pr.check_unknown({"allowed_analyses", "allowed_privacy", "min_cohort"})
+    pr.check_unknown({"allowed_analyses", "allowed_privacy", "min_cohort", "min_sites"})
     policy = SitePolicy(
         allowed_analyses=pr.str_list("allowed_analyses", ALL_ANALYSES),
         allowed_privacy=pr.str_list("allowed_privacy", PRIVACY_MODES),
         min_cohort=pr.positive_int("min_cohort", 1),
+        min_sites=max(2, pr.positive_int("min_sites", 2)),
     )
     for a in policy.allowed_analyses:
         if a not in ALL_ANALYSES:

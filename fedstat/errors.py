@@ -11,6 +11,7 @@
     ├── PrivacyError                     a privacy mode could not protect or combine sums
     ├── ProtocolError                    a peer broke the job protocol (bad message, bad order)
     ├── SiteUnavailable                  a site disconnected or timed out
+    │   └── SiteDropped                  its connection closed mid-job (names the site)
     ├── JobFailed                        a job ended FAILED; carries the reason
     └── AuthError                        missing / untrusted certificate, wrong role
 
@@ -55,6 +56,14 @@ class ProtocolError(FedstatError):
 
 class SiteUnavailable(FedstatError):
     """A site disconnected, or did not answer before a deadline."""
+
+
+class SiteDropped(SiteUnavailable):
+    """A site's connection closed while a job was waiting on it (``site`` names it)."""
+
+    def __init__(self, site: str, message: str):
+        super().__init__(message)
+        self.site = site
 
 
 class JobFailed(FedstatError):

@@ -56,7 +56,7 @@ class JobSpec:
     analyses: tuple[str, ...]
     pheno_names: tuple[str, ...] = ()
     covar_names: tuple[str, ...] = ()
-    privacy: str = "none"
+    privacy: str = "secagg"
     purpose: str = ""
     sites: tuple[str, ...] = ()
     out_name: str = "fedstat"

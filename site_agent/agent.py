@@ -29,6 +29,7 @@ from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec
 from fedstat.net import secure_channel
 from fedstat.pki import identity_from_pem
 from fedstat.privacy.base import RoundContext, get_mode
+from fedstat.privacy.secagg import RoundKeyPair, SignedRoundKey, verify_round_keys
 from fedstat.protocol import PlanAssembler, RoundDataAssembler, chunk_to_pb, keys_chunks, spec_from_pb
 from fedstat.stats.base import Cohort, RoundInput
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
@@ -52,6 +53,7 @@ class _Job:
     plan: SitePlan | None = None
     plan_parts: PlanAssembler = field(default_factory=PlanAssembler)
     round_data: dict[tuple[int, int], RoundDataAssembler] = field(default_factory=dict)
+    round_keys: dict[tuple[int, int], tuple[RoundKeyPair, SignedRoundKey]] = field(default_factory=dict)
 
 
 def build_cohort(spec: JobSpec, dataset: Dataset, members: np.ndarray) -> Cohort:
@@ -70,7 +72,8 @@ class SiteAgent:
 
     def __init__(self, config: SiteConfig):
         self.config = config
-        self.name = identity_from_pem(config.tls.load()[1]).name
+        self._ca_pem, self._cert_pem, self._key_pem = config.tls.load()
+        self.name = identity_from_pem(self._cert_pem).name
         self.datasets: dict[str, Dataset] = {}
         self.problems: dict[str, str] = {}
         self._stop = threading.Event()
@@ -204,7 +207,7 @@ class SiteAgent:
                 job.cancelled.set()
                 job.inbox.put(None)
                 log.info("job %s cancelled by the coordinator: %s", job.job_id, msg.cancel.reason)
-        elif kind in ("keys_request", "plan", "round", "round_data"):
+        elif kind in ("keys_request", "plan", "round", "round_data", "key_request"):
             job = self._jobs.get(getattr(msg, kind).job_id)
             if job is not None:
                 job.inbox.put(msg)
@@ -274,6 +277,8 @@ class SiteAgent:
                 elif kind == "round_data":
                     d = msg.round_data
                     job.round_data.setdefault((d.round, d.attempt), RoundDataAssembler()).add(d.chunk)
+                elif kind == "key_request":
+                    self._round_key(job, msg.key_request)
                 elif kind == "round":
                     self._round(job, msg.round)
         except FedstatError as exc:
@@ -292,6 +297,46 @@ class SiteAgent:
             )
         except ProtocolError:
             pass
+
+    def _round_key(self, job: _Job, req: site_pb2.RoundKeyRequest) -> None:
+        """A fresh signed X25519 key for one round attempt (secure aggregation)."""
+        participants = tuple(req.participants)
+        if self.name not in participants:
+            raise ProtocolError("the key request does not list this site among the round's participants")
+        if len(set(participants)) < self.config.policy.min_sites:
+            raise PolicyRefused(
+                f"secure aggregation over {len(set(participants))} site(s) is below this site's minimum of "
+                f"{self.config.policy.min_sites} (policy min_sites)"
+            )
+        ctx = RoundContext(job_id=job.job_id, round=req.round, attempt=req.attempt, participants=participants)
+        pair = RoundKeyPair()
+        signed = pair.signed(ctx, self.name, signing_key_pem=self._key_pem, certificate_pem=self._cert_pem)
+        job.round_keys = {k: v for k, v in job.round_keys.items() if k[0] >= req.round}  # forget old rounds
+        job.round_keys[(req.round, req.attempt)] = (pair, signed)
+        self.send(
+            site_pb2.SiteMessage(
+                round_key=site_pb2.RoundKey(
+                    job_id=job.job_id,
+                    round=req.round,
+                    attempt=req.attempt,
+                    site=self.name,
+                    public_key=signed.public_key,
+                    signature=signed.signature,
+                    certificate=signed.certificate,
+                )
+            )
+        )
+
+    def _verified_keys(self, job: _Job, req: site_pb2.RoundRequest, ctx: RoundContext) -> tuple[RoundKeyPair, dict]:
+        mine = job.round_keys.pop((req.round, req.attempt), None)
+        if mine is None:
+            raise ProtocolError(f"round {req.round} (attempt {req.attempt}) requested without a key exchange")
+        pair, signed = mine
+        keys = [
+            SignedRoundKey(site=k.site, public_key=k.public_key, signature=k.signature, certificate=k.certificate)
+            for k in req.peer_keys
+        ]
+        return pair, verify_round_keys(ctx, keys, ca_pem=self._ca_pem, own=signed)
 
     def _round(self, job: _Job, req: site_pb2.RoundRequest) -> None:
         if job.plan is None:
@@ -316,7 +361,9 @@ class SiteAgent:
         ctx = RoundContext(
             job_id=job.job_id, round=req.round, attempt=req.attempt, participants=tuple(req.participants)
         )
-        protector = get_mode(job.spec.privacy).protector(ctx, self.name)
+        mode = get_mode(job.spec.privacy)
+        keys = self._verified_keys(job, req, ctx) if mode.needs_round_keys else None
+        protector = mode.protector(ctx, self.name, keys)
 
         def send_array(name: str, offset: int, total: int, values: np.ndarray, shape: tuple[int, ...]) -> None:
             for chunk in protector.protect(name, offset, total, values, shape):

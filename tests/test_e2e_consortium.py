@@ -86,7 +86,7 @@ def test_submit__allele_statistics_equal_plink2_on_pooled_data(workspace: Path, 
     prov = json.loads(out.with_name("run1.provenance.json").read_text())
     assert prov["participants_total"] == 160 + 140 + 180
     assert {s: v["participants"] for s, v in prov["sites"].items()} == {"AFR": 160, "EAS": 140, "EUR": 180}
-    assert prov["privacy"]["mode"] == "none"
+    assert prov["privacy"]["mode"] == "secagg"  # the default: exact integer sums through the masked ring
     log = "\n".join(prov["log"])
     assert "site EUR: " in log and "REF/ALT swapped; flipped at the site" in log
     assert "0 excluded" in log
@@ -110,23 +110,19 @@ def test_jobs_results__refetches_identical_files(workspace: Path, tmp_path: Path
 
 def test_submit__subset_of_sites_counts_only_their_participants(workspace: Path, tmp_path: Path):
     out = tmp_path / "two"
-    assert (
-        cli(
-            [
-                "submit",
-                "--profile",
-                str(workspace / "analyst.toml"),
-                "--missing",
-                "--sites",
-                "AFR,EAS",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    profile = str(workspace / "analyst.toml")
+    args = ["submit", "--profile", profile, "--missing", "--sites", "AFR,EAS", "--privacy", "none", "--out", str(out)]
+    assert cli(args) == 0
     _, rows = _table(out.with_suffix(".vmiss"))
     assert {int(r[3]) for r in rows} == {300}  # OBS_CT = samples at AFR and EAS (no missing calls there)
+
+
+def test_submit__secagg_over_fewer_than_min_sites_is_refused(workspace: Path, tmp_path: Path, capsys):
+    profile = str(workspace / "analyst.toml")
+    rc = cli(["submit", "--profile", profile, "--missing", "--sites", "AFR,EAS", "--out", str(tmp_path / "two")])
+    assert rc == 1
+    assert "releases sums over at least 3 sites (min_sites); this job has 2: AFR, EAS" in capsys.readouterr().err
+    assert not list(tmp_path.glob("two*"))
 
 
 def test_submit__unknown_phenotype_fails_naming_site_and_column(workspace: Path, tmp_path: Path, capsys):

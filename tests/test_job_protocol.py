@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import queue
 import threading
 import time
@@ -10,6 +12,7 @@ import grpc
 import numpy as np
 
 from fedstat.client import Client
+from fedstat.config import CoordinatorConfig
 from fedstat.data.variants import VariantTable
 from fedstat.jobs import JobSpec
 from fedstat.net import secure_channel
@@ -17,6 +20,18 @@ from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.protocol import chunk_to_pb, keys_chunks
 from fedstat.wire import site_pb2, site_pb2_grpc
 from tests.conftest import analyst_profile
+
+
+def _config(session_pki, tmp_path) -> CoordinatorConfig:
+    return CoordinatorConfig(
+        path=tmp_path / "coordinator.toml",
+        listen="127.0.0.1:0",
+        state_dir=tmp_path / "state",
+        tls=session_pki.tls("coordinator"),
+        offer_timeout_s=20,
+        round_timeout_s=60,
+    )
+
 
 VARIANTS = VariantTable.from_lists(["1", "1", "2"], [10, 20, 5], ["a", "b", "c"], ["A", "C", "G"], ["G", "T", "A"])
 
@@ -75,7 +90,12 @@ class FakeSite:
                     self.outbox.put(
                         site_pb2.SiteMessage(
                             progress=site_pb2.RoundProgress(
-                                job_id=r.job_id, round=r.round, blocks_done=1, blocks_total=1, finished=True
+                                job_id=r.job_id,
+                                round=r.round,
+                                attempt=r.attempt,
+                                blocks_done=1,
+                                blocks_total=1,
+                                finished=True,
                             )
                         )
                     )
@@ -101,7 +121,7 @@ def test_job__completes_with_scripted_sites_and_sums_are_totals(session_pki, coo
     try:
         _wait_connected(coord, ["AFR", "EUR"])
         with Client(analyst_profile(session_pki, port)) as c:
-            job = c.wait(c.submit(JobSpec(analyses=("geno-counts",), out_name="g")).job_id)
+            job = c.wait(c.submit(JobSpec(analyses=("geno-counts",), out_name="g", privacy="none")).job_id)
             files = c.fetch_results(job.job_id, tmp_path)
         rows = [line.split("\t") for line in (tmp_path / "g.gcount").read_text().splitlines()[1:]]
         assert [r[4:7] for r in rows] == [["20", "60", "20"], ["40", "40", "20"], ["60", "20", "20"]]
@@ -117,14 +137,39 @@ def test_job__site_vanishing_mid_round_fails_job_naming_the_site(session_pki, co
     try:
         _wait_connected(coord, ["AFR", "EUR"])
         with Client(analyst_profile(session_pki, port)) as c:
-            job = c.wait(c.submit(JobSpec(analyses=("freq",), out_name="f")).job_id, raise_on_failure=False)
+            job = c.wait(
+                c.submit(JobSpec(analyses=("freq",), out_name="f", privacy="none")).job_id, raise_on_failure=False
+            )
         assert job.state == "FAILED"
-        assert job.error == "site EUR disconnected during round 1 sums"
+        assert job.error == "site EUR disconnected during round 1 (1 would remain, min_sites is 3)"
         assert not (coord.config.results_dir / job.job_id).exists()
         assert "cancel" in sites[0].seen  # the remaining site is told to stop
     finally:
         for s in sites:
             s.close()
+
+
+def test_job__site_vanishing_mid_round_restarts_without_it_above_min_sites(session_pki, tmp_path):
+    from coordinator.server import running_coordinator
+
+    cfg = dataclasses.replace(_config(session_pki, tmp_path), min_sites=2)
+    with running_coordinator(cfg) as coord:
+        sites = [FakeSite(session_pki, coord.port, n) for n in ("AFR", "EAS")]
+        sites.append(FakeSite(session_pki, coord.port, "EUR", vanish_in_round=True))
+        try:
+            _wait_connected(coord, ["AFR", "EAS", "EUR"])
+            with Client(analyst_profile(session_pki, coord.port)) as c:
+                job = c.wait(c.submit(JobSpec(analyses=("geno-counts",), out_name="g", privacy="none")).job_id)
+                c.fetch_results(job.job_id, tmp_path / "out")
+                log = "\n".join(c.get(job.job_id).log)
+        finally:
+            for s in sites:
+                s.close()
+    rows = [line.split("\t") for line in (tmp_path / "out" / "g.gcount").read_text().splitlines()[1:]]
+    assert [r[4:7] for r in rows] == [["20", "60", "20"], ["40", "40", "20"], ["60", "20", "20"]]  # AFR + EAS
+    assert "site EUR disconnected during round 1; restarting the analysis without it over AFR, EAS (attempt 1" in log
+    prov = json.loads((tmp_path / "out" / "g.provenance.json").read_text())
+    assert sorted(prov["sites"]) == ["AFR", "EAS"]
 
 
 def test_job__refusal_reason_reaches_the_analyst(session_pki, coordinator):
@@ -136,7 +181,9 @@ def test_job__refusal_reason_reaches_the_analyst(session_pki, coordinator):
     try:
         _wait_connected(coord, ["AFR", "EAS"])
         with Client(analyst_profile(session_pki, port)) as c:
-            job = c.wait(c.submit(JobSpec(analyses=("freq",), out_name="f")).job_id, raise_on_failure=False)
+            job = c.wait(
+                c.submit(JobSpec(analyses=("freq",), out_name="f", privacy="none")).job_id, raise_on_failure=False
+            )
         assert job.state == "FAILED"
         assert job.error == "site EAS refused the job: privacy mode 'none' is not accepted here"
         assert {s.site: s.state for s in job.sites} == {"AFR": "CANCELLED", "EAS": "REFUSED"}
@@ -160,7 +207,7 @@ def test_job__cancel_stops_a_job_waiting_on_sites(session_pki, coordinator):
     try:
         _wait_connected(coord, ["AFR"])
         with Client(analyst_profile(session_pki, port)) as c:
-            job_id = c.submit(JobSpec(analyses=("freq",), out_name="f")).job_id
+            job_id = c.submit(JobSpec(analyses=("freq",), out_name="f", privacy="none")).job_id
             time.sleep(0.3)
             assert c.cancel(job_id).state == "CANCELLED"
             done = c.wait(job_id, raise_on_failure=False)

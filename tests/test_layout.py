@@ -73,6 +73,9 @@ def test_wire__no_message_has_a_per_participant_field():
     ]
     assert sorted(bytes_fields) == [
         "ResultChunk.data",
+        "RoundKey.certificate",  # key material of the secure-aggregation exchange
+        "RoundKey.public_key",
+        "RoundKey.signature",
         "SumsChunk.data",
         "VariantPlanChunk.flip",
         "VariantPlanChunk.local_index",

@@ -101,7 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--covar-name", default="", metavar="A,B", help="covariate columns for --glm; ranges like PC1-PC10 allowed"
     )
-    p.add_argument("--privacy", default="none", help="privacy mode (default: none; this version ships none)")
+    p.add_argument(
+        "--privacy",
+        default="secagg",
+        help="how sums leave the sites: secagg (default; pairwise masks, the coordinator sees only totals) "
+        "or none (plaintext sums inside mutual TLS, if every site allows it)",
+    )
     p.add_argument("--sites", default="", metavar="A,B", help="sites to run on (default: every connected site)")
     p.add_argument("--dataset", default="", help="dataset name at each site (default: each site's first)")
     p.add_argument("--block-size", type=int, default=0, metavar="N", help="variants per block at the sites")

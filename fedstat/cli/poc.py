@@ -93,7 +93,7 @@ def prepare(
             f"path = {_toml_str(data.resolve())}\n\n"
             "[policy]\n"
             f"allowed_analyses = {json.dumps(list(KNOWN_ANALYSES))}\n"
-            'allowed_privacy = ["none"]\n'
+            'allowed_privacy = ["secagg", "none"]\n'
             "min_cohort = 1\n"
         )
     pki.issue(ca, workspace / "analyst", name=analyst, role="analyst")

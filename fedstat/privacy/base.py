@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -125,9 +126,15 @@ class PrivacyMode(abc.ABC):
     """A way to move sums from sites to the coordinator. Subclasses register in MODES."""
 
     name: str
+    #: whether each round attempt starts with a signed key exchange among its participants;
+    #: the site then passes ``keys`` (its key pair and the verified peer keys) to :meth:`protector`
+    needs_round_keys: bool = False
+    #: whether the coordinator never sees one site's sums (then a round needs the consortium's
+    #: ``min_sites`` participants, and never fewer than two)
+    protects_site_sums: bool = False
 
     @abc.abstractmethod
-    def protector(self, ctx: RoundContext, site: str) -> Protector: ...
+    def protector(self, ctx: RoundContext, site: str, keys: Any = None) -> Protector: ...
 
     @abc.abstractmethod
     def aggregator(self, ctx: RoundContext) -> Aggregator: ...
@@ -151,6 +158,7 @@ def register(mode: PrivacyMode) -> PrivacyMode:
 def get_mode(name: str) -> PrivacyMode:
     """The privacy mode called ``name``; PrivacyError listing the known ones otherwise."""
     import fedstat.privacy.none  # noqa: F401, PLC0415 - registers itself
+    import fedstat.privacy.secagg  # noqa: F401, PLC0415
 
     try:
         return _MODES[name]
@@ -160,5 +168,6 @@ def get_mode(name: str) -> PrivacyMode:
 
 def available_modes() -> Sequence[str]:
     import fedstat.privacy.none  # noqa: F401, PLC0415
+    import fedstat.privacy.secagg  # noqa: F401, PLC0415
 
     return sorted(_MODES)

@@ -222,6 +222,7 @@ class RoundRequest(_message.Message):
     PARTICIPANTS_FIELD_NUMBER: _builtins.int
     ARRAYS_FIELD_NUMBER: _builtins.int
     SUBSET_FIELD_NUMBER: _builtins.int
+    PEER_KEYS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     attempt: _builtins.int
@@ -239,6 +240,10 @@ class RoundRequest(_message.Message):
     def arrays(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """names of the RoundData arrays sent for this round"""
 
+    @_builtins.property
+    def peer_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoundKey]:
+        """secagg: every participant's signed round key, as received"""
+
     def __init__(
         self,
         *,
@@ -250,14 +255,48 @@ class RoundRequest(_message.Message):
         participants: _abc.Iterable[_builtins.str] | None = ...,
         arrays: _abc.Iterable[_builtins.str] | None = ...,
         subset: _builtins.bool = ...,
+        peer_keys: _abc.Iterable[Global___RoundKey] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis", b"analysis", "arrays", b"arrays", "attempt", b"attempt", "job_id", b"job_id", "params", b"params", "participants", b"participants", "round", b"round", "subset", b"subset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis", b"analysis", "arrays", b"arrays", "attempt", b"attempt", "job_id", b"job_id", "params", b"params", "participants", b"participants", "peer_keys", b"peer_keys", "round", b"round", "subset", b"subset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RoundRequest: _TypeAlias = RoundRequest  # noqa: Y015
+
+@_typing.final
+class RoundKeyRequest(_message.Message):
+    """Secure aggregation: ask each participant of a round (attempt) for a fresh ephemeral key,
+    signed with its certificate key over the job, round, attempt and participant list.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    round: _builtins.int
+    attempt: _builtins.int
+    @_builtins.property
+    def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        round: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        participants: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job_id", b"job_id", "participants", b"participants", "round", b"round"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoundKeyRequest: _TypeAlias = RoundKeyRequest  # noqa: Y015
 
 @_typing.final
 class CancelJob(_message.Message):
@@ -292,6 +331,7 @@ class CoordinatorMessage(_message.Message):
     ROUND_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
     ROUND_DATA_FIELD_NUMBER: _builtins.int
+    KEY_REQUEST_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -306,6 +346,8 @@ class CoordinatorMessage(_message.Message):
     def cancel(self) -> Global___CancelJob: ...
     @_builtins.property
     def round_data(self) -> Global___RoundData: ...
+    @_builtins.property
+    def key_request(self) -> Global___RoundKeyRequest: ...
     def __init__(
         self,
         *,
@@ -316,12 +358,13 @@ class CoordinatorMessage(_message.Message):
         round: Global___RoundRequest | None = ...,
         cancel: Global___CancelJob | None = ...,
         round_data: Global___RoundData | None = ...,
+        key_request: Global___RoundKeyRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "keys_request", b"keys_request", "kind", b"kind", "offer", b"offer", "plan", b"plan", "round", b"round", "round_data", b"round_data", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "key_request", b"key_request", "keys_request", b"keys_request", "kind", b"kind", "offer", b"offer", "plan", b"plan", "round", b"round", "round_data", b"round_data", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "keys_request", b"keys_request", "kind", b"kind", "offer", b"offer", "plan", b"plan", "round", b"round", "round_data", b"round_data", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "key_request", b"key_request", "keys_request", b"keys_request", "kind", b"kind", "offer", b"offer", "plan", b"plan", "round", b"round", "round_data", b"round_data", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "offer", "keys_request", "plan", "round", "cancel", "round_data"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "offer", "keys_request", "plan", "round", "cancel", "round_data", "key_request"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -463,6 +506,51 @@ class RoundProgress(_message.Message):
 Global___RoundProgress: _TypeAlias = RoundProgress  # noqa: Y015
 
 @_typing.final
+class RoundKey(_message.Message):
+    """A site's ephemeral X25519 public key for one round attempt. The signature (ECDSA with the
+    site's certificate key) covers the job, round, attempt, site, participants and key, so a
+    coordinator that substitutes or replays a key is detected by every peer.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    round: _builtins.int
+    attempt: _builtins.int
+    site: _builtins.str
+    public_key: _builtins.bytes
+    """32 bytes, X25519"""
+    signature: _builtins.bytes
+    """DER ECDSA-SHA256"""
+    certificate: _builtins.bytes
+    """the site's PEM certificate, verified by peers against the CA"""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        round: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        site: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        certificate: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "certificate", b"certificate", "job_id", b"job_id", "public_key", b"public_key", "round", b"round", "signature", b"signature", "site", b"site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoundKey: _TypeAlias = RoundKey  # noqa: Y015
+
+@_typing.final
 class SiteError(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -499,6 +587,7 @@ class SiteMessage(_message.Message):
     SUMS_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    ROUND_KEY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -511,6 +600,8 @@ class SiteMessage(_message.Message):
     def progress(self) -> Global___RoundProgress: ...
     @_builtins.property
     def error(self) -> Global___SiteError: ...
+    @_builtins.property
+    def round_key(self) -> Global___RoundKey: ...
     def __init__(
         self,
         *,
@@ -520,12 +611,13 @@ class SiteMessage(_message.Message):
         sums: Global___SumsMessage | None = ...,
         progress: Global___RoundProgress | None = ...,
         error: Global___SiteError | None = ...,
+        round_key: Global___RoundKey | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "error", b"error", "hello", b"hello", "keys", b"keys", "kind", b"kind", "progress", b"progress", "sums", b"sums"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "error", b"error", "hello", b"hello", "keys", b"keys", "kind", b"kind", "progress", b"progress", "round_key", b"round_key", "sums", b"sums"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "error", b"error", "hello", b"hello", "keys", b"keys", "kind", b"kind", "progress", b"progress", "sums", b"sums"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "error", b"error", "hello", b"hello", "keys", b"keys", "kind", b"kind", "progress", b"progress", "round_key", b"round_key", "sums", b"sums"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "decision", "keys", "sums", "progress", "error"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "decision", "keys", "sums", "progress", "error", "round_key"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
