@@ -198,7 +198,10 @@ class _JobRunner:
         job = self.store.get_job(self.job_id)
         spec = JobSpec.from_json(job.spec)
         self.store.update_job(self.job_id, state=RUNNING, phase="offer")
-        self.log(f"job started by {job.analyst}: {' '.join('--' + a for a in spec.analyses)} privacy={spec.privacy}")
+        self.log(
+            f"job started by {job.analyst}: {' '.join('--' + a for a in spec.analyses)} privacy={spec.privacy} "
+            f"purpose={spec.purpose or 'GRU'}"
+        )
         self.choose_sites(spec)
         self.offer(spec, job.analyst)
         harmonized = self.harmonize()
@@ -305,7 +308,8 @@ class _JobRunner:
                 raise PolicyRefused(f"site {site} refused the job: {d.reason}")
             self.cohort[site] = int(d.cohort_size)
             self.store.set_site(self.job_id, site, state="ACCEPTED", cohort_size=int(d.cohort_size))
-            self.log(f"site {site} accepted: {d.cohort_size} participants, {d.n_variants} variants")
+            consent = f", {d.consent_excluded} excluded by consent" if d.consent_excluded else ""
+            self.log(f"site {site} accepted: {d.cohort_size} participants{consent}, {d.n_variants} variants")
             waiting.discard(site)
 
     def harmonize(self) -> Harmonization:

@@ -189,6 +189,7 @@ def load_coordinator_config(path: Path) -> CoordinatorConfig:
 class DatasetConfig:
     name: str
     path: Path
+    consent_default: str = ""  # DUO code for participants with an empty consent cell (e.g. "HMB;NPU")
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,8 @@ class SitePolicy:
     allowed_privacy: tuple[str, ...] = PRIVACY_MODES
     min_cohort: int = 1
     min_sites: int = 2
+    consent_cleared: tuple[str, ...] = ()  # DUO modifiers (IRB, COL, ...) the site has cleared for every job
+    disease_ontology: Path | None = None  # OBO file (e.g. mondo.obo) for DS:<disease> ancestry
 
 
 @dataclass(frozen=True)
@@ -236,18 +239,30 @@ def load_site_config(path: Path) -> SiteConfig:
     datasets = []
     for i, raw in enumerate(raw_datasets):
         dr = _Reader(path, f"datasets[{i}]", raw)
-        dr.check_unknown({"name", "path"})
-        datasets.append(DatasetConfig(name=dr.get("name", str), path=dr.path_("path")))
+        dr.check_unknown({"name", "path", "consent_default"})
+        default = dr.get("consent_default", str, "")
+        if default:
+            from fedstat.privacy.consent import parse_consent  # noqa: PLC0415
+
+            try:
+                parse_consent(default)
+            except ValueError as exc:
+                raise ConfigError(f"{dr.where('consent_default')}: {exc}") from None
+        datasets.append(DatasetConfig(name=dr.get("name", str), path=dr.path_("path"), consent_default=default))
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: dataset names must be unique, got {', '.join(names)}")
     pr = _Reader(path, "policy", doc.get("policy", {}))
-    pr.check_unknown({"allowed_analyses", "allowed_privacy", "min_cohort", "min_sites"})
+    pr.check_unknown(
+        {"allowed_analyses", "allowed_privacy", "min_cohort", "min_sites", "consent_cleared", "disease_ontology"}
+    )
     policy = SitePolicy(
         allowed_analyses=pr.str_list("allowed_analyses", ALL_ANALYSES),
         allowed_privacy=pr.str_list("allowed_privacy", PRIVACY_MODES),
         min_cohort=pr.positive_int("min_cohort", 1),
         min_sites=max(2, pr.positive_int("min_sites", 2)),
+        consent_cleared=pr.str_list("consent_cleared", ()),
+        disease_ontology=pr.path_("disease_ontology", "") if "disease_ontology" in pr.table else None,
     )
     for a in policy.allowed_analyses:
         if a not in ALL_ANALYSES:

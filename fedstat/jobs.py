@@ -76,6 +76,12 @@ class JobSpec:
         if unknown:
             raise InputError(f"unknown analysis {', '.join(unknown)}; this version runs: {', '.join(KNOWN_ANALYSES)}")
         get_mode(self.privacy)
+        if self.purpose:
+            from fedstat.privacy.consent import parse_purpose  # noqa: PLC0415
+
+            purpose = str(parse_purpose(self.purpose))  # canonical text; InputError naming the bad code
+        else:
+            purpose = ""
         if not _NAME_RE.match(self.out_name):
             raise InputError(f"output name {self.out_name!r} must be a plain file name prefix (letters, digits, _ . -)")
         for col in (*self.pheno_names, *self.covar_names):
@@ -104,7 +110,7 @@ class JobSpec:
         if self.block_size < 0:
             raise InputError("block size must be positive")
         ordered = tuple(a for a in KNOWN_ANALYSES if a in self.analyses)
-        return replace(self, analyses=ordered, pheno_names=pheno, covar_names=covar)
+        return replace(self, analyses=ordered, pheno_names=pheno, covar_names=covar, purpose=purpose)
 
     def to_json(self) -> dict[str, Any]:
         d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}

@@ -29,12 +29,13 @@ from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec
 from fedstat.net import secure_channel
 from fedstat.pki import identity_from_pem
 from fedstat.privacy.base import RoundContext, get_mode
+from fedstat.privacy.consent import DiseaseOntology, load_obo
 from fedstat.privacy.secagg import RoundKeyPair, SignedRoundKey, verify_round_keys
 from fedstat.protocol import PlanAssembler, RoundDataAssembler, chunk_to_pb, keys_chunks, spec_from_pb
 from fedstat.stats.base import Cohort, RoundInput
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
-from .policy import decide
+from .policy import ConsentSetup, decide
 
 log = logging.getLogger("fedstat.site")
 
@@ -77,6 +78,7 @@ class SiteAgent:
         self.datasets: dict[str, Dataset] = {}
         self.problems: dict[str, str] = {}
         self._stop = threading.Event()
+        self._ontology: DiseaseOntology | None = None
         self._jobs: dict[str, _Job] = {}
         self._outbox: queue.Queue[site_pb2.SiteMessage | None] | None = None
         self._call: grpc.Future | None = None
@@ -86,6 +88,9 @@ class SiteAgent:
 
     def load_datasets(self) -> None:
         """Open every configured dataset; a broken one is recorded and reported, not fatal."""
+        if self.config.policy.disease_ontology is not None:
+            self._ontology = load_obo(self.config.policy.disease_ontology)
+            log.info("disease ontology %s: %d terms", self.config.policy.disease_ontology, len(self._ontology))
         for ds in self.config.datasets:
             try:
                 self.datasets[ds.name] = open_dataset(
@@ -224,7 +229,15 @@ class SiteAgent:
             dataset = self.datasets.get(ds_name)
             if dataset is None:
                 raise InputError(f"dataset {ds_name} cannot be used: {self.problems.get(ds_name, 'not loaded')}")
-            members = decide(spec, self.config.policy, dataset)
+            ds_config = self.config.dataset(ds_name)
+            consent = ConsentSetup(
+                registry_path=self.config.state_dir / "consent" / f"{ds_name}.withdrawals.sqlite",
+                default=ds_config.consent_default,
+                ontology=self._ontology,
+                cleared=self.config.policy.consent_cleared,
+            )
+            decision = decide(spec, self.config.policy, dataset, consent)
+            members = decision.members
             cohort = build_cohort(spec, dataset, members)
         except FedstatError as exc:
             log.info("refused job %s from %s: %s", offer.job_id, offer.analyst, exc)
@@ -235,17 +248,24 @@ class SiteAgent:
         job = _Job(job_id=offer.job_id, spec=spec, dataset=dataset, members=members, cohort=cohort)
         self._jobs[job.job_id] = job
         threading.Thread(target=self._job_worker, args=(job,), name=f"job-{job.job_id}", daemon=True).start()
+        excluded = decision.consent.n_excluded if decision.consent is not None else 0
         log.info(
-            "accepted job %s from %s: %s (%d participants)",
+            "accepted job %s from %s: %s (%d participants, %d excluded by consent for purpose %s)",
             job.job_id,
             offer.analyst,
             ", ".join(spec.analyses),
             len(members),
+            excluded,
+            spec.purpose or "GRU",
         )
         self.send(
             site_pb2.SiteMessage(
                 decision=site_pb2.JobDecision(
-                    job_id=job.job_id, accept=True, cohort_size=len(members), n_variants=dataset.genotypes.n_variants
+                    job_id=job.job_id,
+                    accept=True,
+                    cohort_size=len(members),
+                    n_variants=dataset.genotypes.n_variants,
+                    consent_excluded=excluded,
                 )
             )
         )

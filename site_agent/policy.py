@@ -1,11 +1,20 @@
-"""A site's decision on a job offer: allowed analysis, privacy mode, columns, cohort size.
+"""A site's decision on a job offer: allowed analysis, privacy mode, columns, consent, cohort size.
 
 Returns the cohort (which genotyped samples take part) or raises
 :class:`~fedstat.errors.PolicyRefused` / :class:`~fedstat.errors.InputError` with the reason
 the analyst will see. Reasons name settings and column names, never participants.
+
+Consent: when the sample table has a ``consent`` column or the dataset declares
+``consent_default``, only participants whose DUO consent matches the job's ``--purpose`` take
+part (:mod:`fedstat.privacy.consent`; a job that declares no purpose is general research use,
+GRU). A participant once marked WITHDRAWN is recorded in the site's withdrawal registry and never
+included again. Without any consent information every participant of the table takes part.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -13,10 +22,35 @@ from fedstat.config import SitePolicy
 from fedstat.data.dataset import Dataset
 from fedstat.errors import InputError, PolicyRefused
 from fedstat.jobs import JobSpec
+from fedstat.privacy.consent import (
+    ConsentSummary,
+    DiseaseOntology,
+    WithdrawalRegistry,
+    parse_purpose,
+    select_participants,
+)
 
 
-def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset) -> np.ndarray:
-    """The sorted genotype columns of the participants in the job's cohort.
+@dataclass(frozen=True)
+class ConsentSetup:
+    """What the site's consent step needs: the dataset's default code, the registry, the ontology."""
+
+    registry_path: Path
+    default: str = ""
+    ontology: DiseaseOntology | None = None
+    cleared: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An accepted job's cohort: sorted genotype columns, and the consent counts (no IDs)."""
+
+    members: np.ndarray
+    consent: ConsentSummary | None
+
+
+def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: ConsentSetup | None = None) -> Decision:
+    """The participants in the job's cohort (sorted genotype columns) and the consent counts.
 
     Raises
     ------
@@ -43,7 +77,24 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset) -> np.ndarray:
                 f"unknown {kind} {', '.join(repr(n) for n in unknown)} in {dataset.samples.path.name} of dataset "
                 f"{dataset.name}; its columns are: {', '.join(sorted(columns)) or '(none)'}"
             )
-    cohort = np.sort(dataset.genotype_index)
+    summary = None
+    rows = np.arange(dataset.n_samples)
+    cells = dataset.samples.text.get("consent")
+    if consent is not None and (cells is not None or consent.default):
+        selection = select_participants(
+            dataset.samples.iid,
+            cells if cells is not None else ("",) * dataset.n_samples,
+            purpose=parse_purpose(spec.purpose or "GRU"),
+            registry=WithdrawalRegistry(consent.registry_path),
+            default=consent.default or None,
+            ontology=consent.ontology,
+            cleared=consent.cleared,
+            lines=dataset.samples.lines or None,
+            source=dataset.samples.path,
+        )
+        rows = np.flatnonzero(selection.mask)
+        summary = selection.summary
+    cohort = np.sort(dataset.genotype_index[rows])
     if len(cohort) < policy.min_cohort:
         raise PolicyRefused(f"cohort of {len(cohort)} is below this site's minimum of {policy.min_cohort} participants")
-    return cohort
+    return Decision(members=cohort, consent=summary)

@@ -136,5 +136,5 @@ def test_secagg__coordinator_substituting_a_key_is_detected_and_the_job_aborted(
     with Client(analyst_profile(session_pki, port)) as c:
         job = c.wait(c.submit(JobSpec(analyses=("freq",), out_name="f")).job_id, raise_on_failure=False)
     assert job.state == "FAILED"
-    assert "site EAS's round key signature does not verify" in job.error
-    assert "key substitution detected" in job.error
+    # EAS finds its own key altered, AFR and EUR find EAS's signature broken: whoever reports first
+    assert "key substitution detected" in job.error and "EAS" in job.error

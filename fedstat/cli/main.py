@@ -107,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="how sums leave the sites: secagg (default; pairwise masks, the coordinator sees only totals) "
         "or none (plaintext sums inside mutual TLS, if every site allows it)",
     )
+    p.add_argument(
+        "--purpose",
+        default="GRU",
+        metavar="DUO",
+        help="purpose of use as a DUO code: GRU (general research, default), HMB (health/medical), "
+        "DS:MONDO:0005148 (that disease), POA (population origins/ancestry); add ,MDS for methods "
+        "development and ,COMMERCIAL for commercial use. Each site includes only participants whose "
+        "consent matches.",
+    )
     p.add_argument("--sites", default="", metavar="A,B", help="sites to run on (default: every connected site)")
     p.add_argument("--dataset", default="", help="dataset name at each site (default: each site's first)")
     p.add_argument("--block-size", type=int, default=0, metavar="N", help="variants per block at the sites")
@@ -261,6 +270,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         pheno_names=_split(args.pheno_name),
         covar_names=_split(args.covar_name),
         privacy=args.privacy,
+        purpose=args.purpose,
         sites=_split(args.sites),
         out_name=out.name,
         block_size=args.block_size,

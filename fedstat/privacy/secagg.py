@@ -142,7 +142,9 @@ def verify_round_keys(
         )
     mine = by_site.get(own.site)
     if mine is None or mine.public_key != own.public_key:
-        raise PrivacyError("secure aggregation: this site's own round key was substituted; aborting the job")
+        raise PrivacyError(
+            "secure aggregation: this site's own round key came back altered; key substitution detected, aborting the job"
+        )
     peers: dict[str, bytes] = {}
     for site, k in by_site.items():
         if site == own.site:

@@ -381,6 +381,7 @@ class JobDecision(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     COHORT_SIZE_FIELD_NUMBER: _builtins.int
     N_VARIANTS_FIELD_NUMBER: _builtins.int
+    CONSENT_EXCLUDED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     accept: _builtins.bool
     reason: _builtins.str
@@ -388,6 +389,8 @@ class JobDecision(_message.Message):
     cohort_size: _builtins.int
     """participants taking part (aggregate count)"""
     n_variants: _builtins.int
+    consent_excluded: _builtins.int
+    """participants left out because their consent does not match (count)"""
     def __init__(
         self,
         *,
@@ -396,10 +399,11 @@ class JobDecision(_message.Message):
         reason: _builtins.str = ...,
         cohort_size: _builtins.int = ...,
         n_variants: _builtins.int = ...,
+        consent_excluded: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "cohort_size", b"cohort_size", "job_id", b"job_id", "n_variants", b"n_variants", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "cohort_size", b"cohort_size", "consent_excluded", b"consent_excluded", "job_id", b"job_id", "n_variants", b"n_variants", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
