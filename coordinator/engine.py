@@ -310,6 +310,8 @@ class _JobRunner:
             self.store.set_site(self.job_id, site, state="ACCEPTED", cohort_size=int(d.cohort_size))
             consent = f", {d.consent_excluded} excluded by consent" if d.consent_excluded else ""
             self.log(f"site {site} accepted: {d.cohort_size} participants{consent}, {d.n_variants} variants")
+            if d.dp_budget:
+                self.log(f"site {site} differential privacy budget: {d.dp_budget}")
             waiting.discard(site)
 
     def harmonize(self) -> Harmonization:
@@ -400,7 +402,10 @@ class _JobRunner:
                 continue  # a late key of an earlier attempt
             else:
                 raise ProtocolError(f"site {site} sent {kind} during round {round_no}")
-        return aggregator.result()
+        totals = aggregator.result()
+        if mode.adds_noise:  # noisy counts below zero carry no information: clip (post-processing)
+            totals = {k: np.maximum(v, 0) if v.dtype.kind == "i" else v for k, v in totals.items()}
+        return totals
 
     def exchange_round_keys(self, ctx: RoundContext) -> list[site_pb2.RoundKey]:
         """Collect every participant's signed ephemeral key for this round attempt. The coordinator
@@ -441,7 +446,14 @@ class _JobRunner:
             "analyst": job.analyst,
             "created_at": job.created_at,
             "spec": spec.to_json(),
-            "privacy": {"mode": spec.privacy, "dp_budget_spent": None},
+            "privacy": {
+                "mode": spec.privacy,
+                "dp_budget_spent": (
+                    {"epsilon": float(spec.options["dp_epsilon"]), "delta": float(spec.options["dp_delta"])}
+                    if get_mode(spec.privacy).adds_noise
+                    else None
+                ),
+            },
             "sites": {name: {"participants": self.cohort.get(name, 0)} for name in sorted(self.sites)},
             "participants_total": int(sum(self.cohort.values())),
             "n_variants": len(variants),

@@ -63,7 +63,7 @@ from fedstat.errors import ConfigError
 from fedstat.jobs import KNOWN_ANALYSES as ALL_ANALYSES
 from fedstat.pki import TlsFiles
 
-PRIVACY_MODES = ("none", "secagg")
+PRIVACY_MODES = ("none", "secagg", "dp")
 
 
 class _Reader:
@@ -200,6 +200,8 @@ class SitePolicy:
     min_sites: int = 2
     consent_cleared: tuple[str, ...] = ()  # DUO modifiers (IRB, COL, ...) the site has cleared for every job
     disease_ontology: Path | None = None  # OBO file (e.g. mondo.obo) for DS:<disease> ancestry
+    dp_epsilon_total: float = 10.0  # each dataset's differential-privacy budget, as ε at dp_delta
+    dp_delta: float = 1e-6
 
 
 @dataclass(frozen=True)
@@ -254,7 +256,16 @@ def load_site_config(path: Path) -> SiteConfig:
         raise ConfigError(f"{path}: dataset names must be unique, got {', '.join(names)}")
     pr = _Reader(path, "policy", doc.get("policy", {}))
     pr.check_unknown(
-        {"allowed_analyses", "allowed_privacy", "min_cohort", "min_sites", "consent_cleared", "disease_ontology"}
+        {
+            "allowed_analyses",
+            "allowed_privacy",
+            "min_cohort",
+            "min_sites",
+            "consent_cleared",
+            "disease_ontology",
+            "dp_epsilon_total",
+            "dp_delta",
+        }
     )
     policy = SitePolicy(
         allowed_analyses=pr.str_list("allowed_analyses", ALL_ANALYSES),
@@ -263,7 +274,11 @@ def load_site_config(path: Path) -> SiteConfig:
         min_sites=max(2, pr.positive_int("min_sites", 2)),
         consent_cleared=pr.str_list("consent_cleared", ()),
         disease_ontology=pr.path_("disease_ontology", "") if "disease_ontology" in pr.table else None,
+        dp_epsilon_total=float(pr.get("dp_epsilon_total", (int, float), 10.0)),
+        dp_delta=float(pr.get("dp_delta", (int, float), 1e-6)),
     )
+    if not policy.dp_epsilon_total > 0 or not 0 < policy.dp_delta < 1:
+        raise ConfigError(f"{pr.where('dp_epsilon_total')}/dp_delta: need ε > 0 and 0 < δ < 1")
     for a in policy.allowed_analyses:
         if a not in ALL_ANALYSES:
             raise ConfigError(

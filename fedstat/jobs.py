@@ -75,7 +75,11 @@ class JobSpec:
         unknown = [a for a in self.analyses if a not in KNOWN_ANALYSES]
         if unknown:
             raise InputError(f"unknown analysis {', '.join(unknown)}; this version runs: {', '.join(KNOWN_ANALYSES)}")
-        get_mode(self.privacy)
+        mode = get_mode(self.privacy)
+        if mode.adds_noise:
+            _check_dp(self)
+        elif "dp_epsilon" in self.options or "dp_delta" in self.options:
+            raise InputError("--epsilon and --delta apply to --privacy dp only")
         if self.purpose:
             from fedstat.privacy.consent import parse_purpose  # noqa: PLC0415
 
@@ -156,6 +160,27 @@ class _AlleleCounts:
 
     def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
         return allele.local_sums(block)
+
+
+def _check_dp(spec: JobSpec) -> None:
+    from fedstat.privacy.dpmode import DP_ANALYSES  # noqa: PLC0415
+
+    bad = [a for a in spec.analyses if a not in DP_ANALYSES]
+    if bad:
+        raise InputError(
+            f"{', '.join('--' + a for a in bad)} cannot run under --privacy dp in this version (its sums are "
+            f"real-valued and need clipping bounds); available under dp: {', '.join('--' + a for a in DP_ANALYSES)}"
+        )
+    for key, flag, lo, hi in (("dp_epsilon", "--epsilon", 0.0, 100.0), ("dp_delta", "--delta", 0.0, 0.01)):
+        raw = spec.options.get(key)
+        if raw is None:
+            raise InputError(f"--privacy dp needs {flag} (e.g. --epsilon 1 --delta 1e-6)")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise InputError(f"{flag} must be a number, got {raw!r}") from None
+        if not lo < value <= hi:
+            raise InputError(f"{flag} must be in ({lo:g}, {hi:g}], got {raw}")
 
 
 #: Local computations a site can run, by name (the RoundPlan's ``computation``).

@@ -30,6 +30,8 @@ from fedstat.net import secure_channel
 from fedstat.pki import identity_from_pem
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.consent import DiseaseOntology, load_obo
+from fedstat.privacy.dp import BudgetLedger, epsilon_to_rho
+from fedstat.privacy.dpmode import noise_counts, site_sigma
 from fedstat.privacy.secagg import RoundKeyPair, SignedRoundKey, verify_round_keys
 from fedstat.protocol import PlanAssembler, RoundDataAssembler, chunk_to_pb, keys_chunks, spec_from_pb
 from fedstat.stats.base import Cohort, RoundInput
@@ -230,6 +232,7 @@ class SiteAgent:
             if dataset is None:
                 raise InputError(f"dataset {ds_name} cannot be used: {self.problems.get(ds_name, 'not loaded')}")
             ds_config = self.config.dataset(ds_name)
+            (self.config.state_dir / "consent").mkdir(parents=True, exist_ok=True)
             consent = ConsentSetup(
                 registry_path=self.config.state_dir / "consent" / f"{ds_name}.withdrawals.sqlite",
                 default=ds_config.consent_default,
@@ -239,6 +242,7 @@ class SiteAgent:
             decision = decide(spec, self.config.policy, dataset, consent)
             members = decision.members
             cohort = build_cohort(spec, dataset, members)
+            dp_note = self._charge_budget(offer.job_id, ds_name, spec) if get_mode(spec.privacy).adds_noise else ""
         except FedstatError as exc:
             log.info("refused job %s from %s: %s", offer.job_id, offer.analyst, exc)
             self.send(
@@ -266,8 +270,32 @@ class SiteAgent:
                     cohort_size=len(members),
                     n_variants=dataset.genotypes.n_variants,
                     consent_excluded=excluded,
+                    dp_budget=dp_note,
                 )
             )
+        )
+
+    def _charge_budget(self, job_id: str, dataset: str, spec: JobSpec) -> str:
+        """Charge the job's ρ to the dataset's ledger once (idempotent per job); BudgetExceeded
+        (a PolicyRefused stating what remains) when it would overspend."""
+        policy = self.config.policy
+        epsilon, delta = float(spec.options["dp_epsilon"]), float(spec.options["dp_delta"])
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        ledger = BudgetLedger(
+            self.config.state_dir / "dp-budget.sqlite",
+            total_epsilon=policy.dp_epsilon_total,
+            total_delta=policy.dp_delta,
+        )
+        receipt = ledger.charge(
+            dataset,
+            job_id,
+            epsilon_to_rho(epsilon, delta),
+            detail=f"{','.join(spec.analyses)} eps={epsilon} delta={delta}",
+        )
+        r = receipt.remaining
+        return (
+            f"charged ε={epsilon:g}, δ={delta:g} (ρ={receipt.rho_job:.4g}); remaining ρ={r.rho:.4g} "
+            f"(ε={r.epsilon:.3g} at δ={r.delta:g})"
         )
 
     def _job_worker(self, job: _Job) -> None:
@@ -399,6 +427,7 @@ class SiteAgent:
             values = np.asarray(values)
             send_array(name, 0, values.size, values.reshape(-1), values.shape)
         n = len(variants)
+        sigma = self._noise_scale(job, req, n) if mode.adds_noise else None
         block_size = job.spec.block_size or self.config.block_size
         n_blocks = (n + block_size - 1) // block_size
         blocks = job.dataset.genotypes.read_blocks(
@@ -408,13 +437,33 @@ class SiteAgent:
             if job.cancelled.is_set():
                 return
             rows = slice(offset, offset + block.shape[0])
-            for name, values in compute.block_sums(block, job.cohort, inp, rows).items():
+            sums = compute.block_sums(block, job.cohort, inp, rows)
+            if sigma is not None:
+                sums = noise_counts(sums, sigma=sigma)
+            for name, values in sums.items():
                 values = np.asarray(values)
                 assert values.shape[0] == block.shape[0], f"{req.analysis}: {name} is not per variant"
                 per_row = int(np.prod(values.shape[1:], dtype=np.int64))
                 send_array(name, offset * per_row, n * per_row, values.reshape(-1), (n, *values.shape[1:]))
             self._progress(job, req, done, n_blocks, finished=False)
         self._progress(job, req, n_blocks, n_blocks, finished=True)
+
+    def _noise_scale(self, job: _Job, req: site_pb2.RoundRequest, n_variants: int) -> float:
+        """Per-site σ for this round's count sums (distributed DP; see fedstat.privacy.dpmode)."""
+        from fedstat.privacy.dpmode import DP_CELLS_PER_PERSON  # noqa: PLC0415
+
+        if req.analysis not in DP_CELLS_PER_PERSON:
+            raise PolicyRefused(f"{req.analysis} sums cannot be released under differential privacy")
+        k_min = max(1, min(self.config.policy.min_sites, len(set(req.participants))))
+        n_arrays = 9 if req.analysis == "assoc_counts" else 4
+        return site_sigma(
+            float(job.spec.options["dp_epsilon"]),
+            float(job.spec.options["dp_delta"]),
+            computation=req.analysis,
+            n_variants=n_variants,
+            n_arrays=n_arrays,
+            k_min=k_min,
+        )
 
     def _progress(self, job: _Job, req: site_pb2.RoundRequest, done: int, total: int, *, finished: bool) -> None:
         self.send(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 
 from fedstat import pki
-from fedstat.config import AnalystProfile, CoordinatorConfig
+from fedstat.config import AnalystProfile, CoordinatorConfig, DatasetConfig, SiteConfig, SitePolicy
 from fedstat.data.genotypes import open_genotypes
 from fedstat.data.variants import VariantTable
 from fedstat.pki import TlsFiles
@@ -71,3 +73,38 @@ def coordinator(session_pki: Pki, tmp_path: Path) -> Iterator[tuple[object, int]
 
 def analyst_profile(session_pki: Pki, port: int, name: str = "alice") -> AnalystProfile:
     return AnalystProfile(path=Path("analyst.toml"), coordinator=f"localhost:{port}", tls=session_pki.tls(name))
+
+
+GWAS = Path(__file__).parent / "data" / "gwas"
+GWAS_SITES = ("AFR", "EAS", "EUR")
+
+
+@pytest.fixture()
+def consortium(session_pki, coordinator, tmp_path) -> Iterator[tuple[object, int]]:
+    """The in-process coordinator with three in-process site agents on the GWAS fixture."""
+    coord, port = coordinator
+    agents = []
+    for name in GWAS_SITES:
+        cfg = SiteConfig(
+            path=tmp_path / f"{name}.toml",
+            coordinator=f"localhost:{port}",
+            state_dir=tmp_path / name,
+            tls=session_pki.tls(name),
+            datasets=(DatasetConfig(name="main", path=GWAS / name),),
+            policy=SitePolicy(),
+            block_size=256,
+        )
+        from site_agent.agent import SiteAgent
+
+        agent = SiteAgent(cfg)
+        threading.Thread(target=agent.run, daemon=True).start()
+        agents.append(agent)
+    deadline = time.monotonic() + 20
+    while {s.name for s in coord.registry.connected()} != set(GWAS_SITES):
+        assert time.monotonic() < deadline, "site agents did not connect"
+        time.sleep(0.05)
+    try:
+        yield coord, port
+    finally:
+        for a in agents:
+            a.stop()

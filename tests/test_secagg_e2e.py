@@ -3,53 +3,13 @@ coordinator learns nothing, and a coordinator that substitutes a key is caught."
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
-import pytest
 
 from coordinator import engine as engine_module
 from coordinator.sessions import SiteRegistry
 from fedstat.client import Client
-from fedstat.config import DatasetConfig, SiteConfig, SitePolicy
 from fedstat.jobs import JobSpec
-from site_agent.agent import SiteAgent
 from tests.conftest import analyst_profile
-
-GWAS = Path(__file__).parent / "data" / "gwas"
-SITES = ("AFR", "EAS", "EUR")
-
-
-@pytest.fixture()
-def consortium(session_pki, coordinator, tmp_path) -> Iterator[tuple[object, int]]:
-    """The in-process coordinator with three in-process site agents on the GWAS fixture."""
-    coord, port = coordinator
-    agents = []
-    for name in SITES:
-        cfg = SiteConfig(
-            path=tmp_path / f"{name}.toml",
-            coordinator=f"localhost:{port}",
-            state_dir=tmp_path / name,
-            tls=session_pki.tls(name),
-            datasets=(DatasetConfig(name="main", path=GWAS / name),),
-            policy=SitePolicy(),
-            block_size=256,
-        )
-        agent = SiteAgent(cfg)
-        threading.Thread(target=agent.run, daemon=True).start()
-        agents.append(agent)
-    deadline = time.monotonic() + 20
-    while {s.name for s in coord.registry.connected()} != set(SITES):
-        assert time.monotonic() < deadline, "site agents did not connect"
-        time.sleep(0.05)
-    try:
-        yield coord, port
-    finally:
-        for a in agents:
-            a.stop()
 
 
 def _run(session_pki, port, tmp_path, spec: JobSpec) -> tuple[str, dict[str, bytes]]:

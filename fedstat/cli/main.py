@@ -104,9 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--privacy",
         default="secagg",
-        help="how sums leave the sites: secagg (default; pairwise masks, the coordinator sees only totals) "
-        "or none (plaintext sums inside mutual TLS, if every site allows it)",
+        help="how sums leave the sites: secagg (default; pairwise masks, the coordinator sees only totals), "
+        "dp (secagg plus distributed discrete Gaussian noise for --epsilon/--delta, charged to each site's "
+        "budget; counts-based analyses) or none (plaintext sums inside mutual TLS, if every site allows it)",
     )
+    p.add_argument("--epsilon", type=float, metavar="E", help="--privacy dp: the job's ε (each site charges it)")
+    p.add_argument("--delta", type=float, metavar="D", help="--privacy dp: the job's δ, e.g. 1e-6")
     p.add_argument(
         "--purpose",
         default="GRU",
@@ -264,6 +267,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     options = {"glm": ",".join(args.glm)} if args.glm else {}
     if args.genome_assembly != "NR":
         options["genome_assembly"] = args.genome_assembly
+    if args.epsilon is not None:
+        options["dp_epsilon"] = repr(args.epsilon)
+    if args.delta is not None:
+        options["dp_delta"] = repr(args.delta)
     out = Path(args.out)
     spec = JobSpec(
         analyses=analyses,

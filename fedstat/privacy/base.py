@@ -132,6 +132,8 @@ class PrivacyMode(abc.ABC):
     #: whether the coordinator never sees one site's sums (then a round needs the consortium's
     #: ``min_sites`` participants, and never fewer than two)
     protects_site_sums: bool = False
+    #: whether sites add calibrated noise to their count sums (differential privacy)
+    adds_noise: bool = False
 
     @abc.abstractmethod
     def protector(self, ctx: RoundContext, site: str, keys: Any = None) -> Protector: ...
@@ -157,6 +159,7 @@ def register(mode: PrivacyMode) -> PrivacyMode:
 
 def get_mode(name: str) -> PrivacyMode:
     """The privacy mode called ``name``; PrivacyError listing the known ones otherwise."""
+    import fedstat.privacy.dpmode  # noqa: F401, PLC0415
     import fedstat.privacy.none  # noqa: F401, PLC0415 - registers itself
     import fedstat.privacy.secagg  # noqa: F401, PLC0415
 
@@ -167,6 +170,7 @@ def get_mode(name: str) -> PrivacyMode:
 
 
 def available_modes() -> Sequence[str]:
+    import fedstat.privacy.dpmode  # noqa: F401, PLC0415
     import fedstat.privacy.none  # noqa: F401, PLC0415
     import fedstat.privacy.secagg  # noqa: F401, PLC0415
 

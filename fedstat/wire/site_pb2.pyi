@@ -382,6 +382,7 @@ class JobDecision(_message.Message):
     COHORT_SIZE_FIELD_NUMBER: _builtins.int
     N_VARIANTS_FIELD_NUMBER: _builtins.int
     CONSENT_EXCLUDED_FIELD_NUMBER: _builtins.int
+    DP_BUDGET_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     accept: _builtins.bool
     reason: _builtins.str
@@ -391,6 +392,8 @@ class JobDecision(_message.Message):
     n_variants: _builtins.int
     consent_excluded: _builtins.int
     """participants left out because their consent does not match (count)"""
+    dp_budget: _builtins.str
+    """--privacy dp: what this job charged and what remains (aggregate text)"""
     def __init__(
         self,
         *,
@@ -400,10 +403,11 @@ class JobDecision(_message.Message):
         cohort_size: _builtins.int = ...,
         n_variants: _builtins.int = ...,
         consent_excluded: _builtins.int = ...,
+        dp_budget: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "cohort_size", b"cohort_size", "consent_excluded", b"consent_excluded", "job_id", b"job_id", "n_variants", b"n_variants", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "cohort_size", b"cohort_size", "consent_excluded", b"consent_excluded", "dp_budget", b"dp_budget", "job_id", b"job_id", "n_variants", b"n_variants", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,70 @@
+"""--privacy dp with the real agents: noisy but useful counts, the budget charged once per job and
+refused when spent, the (ε, δ) in the results."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from fedstat.client import Client
+from fedstat.errors import InputError
+from fedstat.jobs import JobSpec
+from fedstat.privacy.dpmode import site_sigma
+from tests.conftest import analyst_profile
+
+
+def _spec(eps: float, **kw) -> JobSpec:
+    opts = {"dp_epsilon": repr(eps), "dp_delta": "1e-06"}
+    return JobSpec(analyses=("freq",), privacy="dp", out_name="f", options=opts, **kw)
+
+
+def _afreq(path) -> tuple[np.ndarray, np.ndarray]:
+    """(ALT_FREQS, OBS_CT) columns."""
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+    return np.array([float(r[4]) for r in rows]), np.array([float(r[5]) for r in rows])
+
+
+def test_dp__frequencies_are_noisy_but_close_and_provenance_names_the_budget(session_pki, consortium, tmp_path):
+    _, port = consortium
+    with Client(analyst_profile(session_pki, port)) as c:
+        exact = c.wait(c.submit(JobSpec(analyses=("freq",), privacy="secagg", out_name="f")).job_id)
+        c.fetch_results(exact.job_id, tmp_path / "exact")
+        job = c.wait(c.submit(_spec(8.0)).job_id)
+        c.fetch_results(job.job_id, tmp_path / "dp")
+        log = "\n".join(c.get(job.job_id).log)
+    (fa, na), (fb, nb) = _afreq(tmp_path / "exact" / "f.afreq"), _afreq(tmp_path / "dp" / "f.afreq")
+    assert fa.shape == fb.shape and not np.array_equal(na, nb)  # noise was added
+    # OBS_CT = 2 (hom_ref + het + hom_alt): its noise has variance 4 · 3 · σ_total², where each of the 3
+    # sites adds σ_site calibrated as if only min_sites = 2 of them were honest
+    sigma = site_sigma(8.0, 1e-6, computation="allele_counts", n_variants=fa.size, n_arrays=4, k_min=2)
+    expected_sd = 2 * np.sqrt(3) * np.sqrt(3) * sigma
+    assert 0.85 < np.std(nb - na) / expected_sd < 1.15
+    assert np.all((fb >= 0) & (fb <= 1)) and np.median(np.abs(fa - fb)) < 0.1
+    prov = json.loads((tmp_path / "dp" / "f.provenance.json").read_text())
+    assert prov["privacy"] == {"mode": "dp", "dp_budget_spent": {"epsilon": 8.0, "delta": 1e-06}}
+    assert log.count("differential privacy budget: charged ε=8, δ=1e-06") == 3
+
+
+def test_dp__budget_exhaustion_refuses_the_job_stating_what_remains(session_pki, consortium):
+    _, port = consortium
+    with Client(analyst_profile(session_pki, port)) as c:
+        # the sites' default budget is ε = 10 at δ = 1e-6, i.e. ρ ≈ 2.0; ε = 8 is ρ ≈ 1.4 (zCDP composes in ρ)
+        first = c.wait(c.submit(_spec(8.0)).job_id)
+        assert first.state == "DONE"
+        second = c.wait(c.submit(_spec(8.0)).job_id, raise_on_failure=False)
+    assert second.state == "FAILED"
+    assert "refused the job: privacy budget of dataset 'main' exceeded" in second.error
+    assert "but only rho=0.4869" in second.error and "remains, i.e. (epsilon=5.14" in second.error
+
+
+def test_dp__glm_refused_at_submit():
+    spec = JobSpec(
+        analyses=("glm",), pheno_names=("QT",), privacy="dp", options={"dp_epsilon": "1", "dp_delta": "1e-6"}
+    )
+    try:
+        spec.validated()
+    except InputError as exc:
+        assert "--glm cannot run under --privacy dp" in str(exc)
+    else:
+        raise AssertionError("--glm under dp was accepted")
