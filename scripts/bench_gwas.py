@@ -90,7 +90,7 @@ def run_plink2(data: Path, out: Path, pheno: str, covars: str, threads: int) -> 
     return wall, int(usage.ru_maxrss)
 
 
-def run_fedstat(data: Path, work: Path, pheno: str, covars: str) -> tuple[float, dict[str, int], Path]:
+def run_fedstat(data: Path, work: Path, pheno: str, covars: str, privacy: str) -> tuple[float, dict[str, int], Path]:
     from fedstat.cli import poc
 
     ws = work / "consortium"
@@ -110,7 +110,7 @@ def run_fedstat(data: Path, work: Path, pheno: str, covars: str) -> tuple[float,
     )
     subprocess.run([*fedstat, "poc", "start", "--workspace", str(ws)], check=True, stdout=subprocess.DEVNULL)
     try:
-        out = work / "fedstat-out" / "gwas"
+        out = work / f"fedstat-out-{privacy}" / "gwas"
         t0 = time.monotonic()
         subprocess.run(
             [
@@ -123,6 +123,8 @@ def run_fedstat(data: Path, work: Path, pheno: str, covars: str) -> tuple[float,
                 pheno,
                 "--covar-name",
                 covars,
+                "--privacy",
+                privacy,
                 "--out",
                 str(out),
             ],
@@ -163,35 +165,47 @@ def main() -> int:
     ap.add_argument("--data", type=Path, help="reuse a simulated consortium")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="plink2 --threads (default: all cores)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--modes",
+        default="secagg",
+        help="privacy modes to run fedstat in, comma-separated (default: secagg, the default mode); "
+        "with several, each one's cost relative to the first is printed",
+    )
     args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.data or args.work / f"data-{args.samples}x{args.variants}"
     if not (data / "pooled" / "genotypes.pgen").exists():
         simulate(data, args.samples, args.variants, args.seed)
     t_plink, m_plink = run_plink2(data, args.work, args.pheno, args.covars, args.threads)
-    t_fed, peaks, out = run_fedstat(data, args.work, args.pheno, args.covars)
     ext = "glm.linear" if args.pheno == "QT" else "glm.logistic.hybrid"
-    agreement = compare(args.work / f"plink2.{args.pheno}.{ext}", out.parent / f"gwas.{args.pheno}.{ext}")
+    runs = {}
+    for mode in modes:
+        t_fed, peaks, out = run_fedstat(data, args.work, args.pheno, args.covars, mode)
+        agreement = compare(args.work / f"plink2.{args.pheno}.{ext}", out.parent / f"gwas.{args.pheno}.{ext}")
+        runs[mode] = (t_fed, peaks, agreement)
     print()
     print(
         f"GWAS {args.pheno} ({'linear' if args.pheno == 'QT' else 'logistic'}), covariates {args.covars}: "
         f"{args.samples} samples x {args.variants} variants, 3 sites, {os.cpu_count()} cores"
     )
-    print(f"{'':<28}{'wall s':>10}{'peak MiB':>12}")
-    print(f"{'plink2 (pooled, ' + str(args.threads) + ' threads)':<28}{t_plink:>10.1f}{m_plink / 1024:>12.0f}")
-    print(f"{'fedstat (federated, mTLS)':<28}{t_fed:>10.1f}{max(peaks.values()) / 1024:>12.0f}")
-    for comp, kib in peaks.items():
-        print(f"{'  ' + comp:<28}{'':>10}{kib / 1024:>12.0f}")
-    print(f"speed-up fedstat vs plink2: {t_plink / t_fed:.2f}x")
-    print(f"agreement: {agreement}")
+    print(f"{'':<34}{'wall s':>10}{'peak MiB':>12}")
+    print(f"{'plink2 (pooled, ' + str(args.threads) + ' threads)':<34}{t_plink:>10.1f}{m_plink / 1024:>12.0f}")
+    for mode, (t_fed, peaks, _) in runs.items():
+        print(f"{'fedstat (federated, mTLS, ' + mode + ')':<34}{t_fed:>10.1f}{max(peaks.values()) / 1024:>12.0f}")
+        for comp, kib in peaks.items():
+            print(f"{'  ' + comp:<34}{'':>10}{kib / 1024:>12.0f}")
+    for mode, (t_fed, _, agreement) in runs.items():
+        print(f"speed-up fedstat ({mode}) vs plink2: {t_plink / t_fed:.2f}x; agreement: {agreement}")
+    base = modes[0]
+    for mode in modes[1:]:
+        print(f"cost of {base} relative to {mode}: {runs[base][0] / runs[mode][0]:.3f}x")
     print(
         json.dumps(
             {
                 "plink2_s": t_plink,
-                "fedstat_s": t_fed,
-                "speedup": t_plink / t_fed,
                 "plink2_peak_kib": m_plink,
-                "fedstat_peak_kib": peaks,
+                "fedstat": {m: {"s": r[0], "speedup": t_plink / r[0], "peak_kib": r[1]} for m, r in runs.items()},
                 "self_peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             }
         )
