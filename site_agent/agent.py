@@ -37,6 +37,7 @@ from fedstat.protocol import PlanAssembler, RoundDataAssembler, chunk_to_pb, key
 from fedstat.stats.base import Cohort, RoundInput
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
+from .audit import AuditLog, spec_digest
 from .policy import ConsentSetup, decide
 
 log = logging.getLogger("fedstat.site")
@@ -81,6 +82,7 @@ class SiteAgent:
         self.problems: dict[str, str] = {}
         self._stop = threading.Event()
         self._ontology: DiseaseOntology | None = None
+        self._audit: AuditLog | None = None
         self._jobs: dict[str, _Job] = {}
         self._outbox: queue.Queue[site_pb2.SiteMessage | None] | None = None
         self._call: grpc.Future | None = None
@@ -221,6 +223,28 @@ class SiteAgent:
         else:
             log.warning("ignoring unknown message %r from the coordinator", kind)
 
+    @property
+    def audit(self) -> AuditLog:
+        """The site's hash-chained audit log (``state_dir/audit.log``), opened on first use."""
+        if self._audit is None:
+            self.config.state_dir.mkdir(parents=True, exist_ok=True)
+            self._audit = AuditLog(self.config.state_dir / "audit.log")
+        return self._audit
+
+    def _record(self, offer: site_pb2.JobOffer, spec: JobSpec, **fields) -> None:
+        """One audit record about a job: who asked what, the decision and why (no participant data)."""
+        self.audit.append(
+            event="offer",
+            analyst=offer.analyst,
+            job_id=offer.job_id,
+            spec_digest=spec_digest(spec.to_json()),
+            analyses=list(spec.analyses),
+            privacy=spec.privacy,
+            purpose=spec.purpose or "GRU",
+            dataset=spec.dataset or self.config.datasets[0].name,
+            **fields,
+        )
+
     def _offer(self, offer: site_pb2.JobOffer) -> None:
         spec = spec_from_pb(offer.spec)
         try:
@@ -245,6 +269,7 @@ class SiteAgent:
             dp_note = self._charge_budget(offer.job_id, ds_name, spec) if get_mode(spec.privacy).adds_noise else ""
         except FedstatError as exc:
             log.info("refused job %s from %s: %s", offer.job_id, offer.analyst, exc)
+            self._record(offer, spec, decision="refused", reason=str(exc))
             self.send(
                 site_pb2.SiteMessage(decision=site_pb2.JobDecision(job_id=offer.job_id, accept=False, reason=str(exc)))
             )
@@ -253,6 +278,15 @@ class SiteAgent:
         self._jobs[job.job_id] = job
         threading.Thread(target=self._job_worker, args=(job,), name=f"job-{job.job_id}", daemon=True).start()
         excluded = decision.consent.n_excluded if decision.consent is not None else 0
+        self._record(
+            offer,
+            spec,
+            decision="accepted",
+            cohort_size=len(members),
+            consent_excluded=excluded,
+            reason=dp_note or "policy, consent and budget checks passed",
+            dp=self._dp_fields(spec, dp_note),
+        )
         log.info(
             "accepted job %s from %s: %s (%d participants, %d excluded by consent for purpose %s)",
             job.job_id,
@@ -274,6 +308,12 @@ class SiteAgent:
                 )
             )
         )
+
+    @staticmethod
+    def _dp_fields(spec: JobSpec, note: str) -> dict | None:
+        if not note:
+            return None
+        return {"epsilon": float(spec.options["dp_epsilon"]), "delta": float(spec.options["dp_delta"])}
 
     def _charge_budget(self, job_id: str, dataset: str, spec: JobSpec) -> str:
         """Charge the job's ρ to the dataset's ledger once (idempotent per job); BudgetExceeded

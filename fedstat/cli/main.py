@@ -173,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True, type=Path)
     s = p.add_parser("check", help="open and validate the site's datasets, building caches")
     s.add_argument("--config", required=True, type=Path)
+    s = p.add_parser("audit", help="the site's hash-chained audit log: verify it or show records")
+    s.add_argument("audit_action", choices=("verify", "show"))
+    s.add_argument("--config", required=True, type=Path)
+    s.add_argument("--analyst", help="show: records of this analyst (certificate name)")
+    s.add_argument("--job", help="show: records of this job id")
+    s.add_argument("--since", help="show: from this date/time (ISO, UTC)")
+    s.add_argument("--until", help="show: before this date/time (ISO, UTC)")
 
     # proof of concept on one machine
     poc = sub.add_parser("poc", help="a whole consortium on this machine, for trying fedstat").add_subparsers(
@@ -390,6 +397,20 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         for name, problem in agent.problems.items():
             print(f"dataset {name}: BROKEN: {problem}")
         return 2 if agent.problems else 0
+    if args.site_command == "audit":
+        from site_agent import audit  # noqa: PLC0415
+
+        path = load_site_config(args.config).state_dir / "audit.log"
+        if args.audit_action == "verify":
+            result = audit.verify(path)
+            if result.ok:
+                print(f"{path}: OK, {result.n_records} records, hash chain and head intact")
+                return 0
+            print(f"{path}: TAMPERED or damaged at line {result.first_bad_line}: {result.problem}", file=sys.stderr)
+            return 1
+        for record in audit.show(path, analyst=args.analyst, job_id=args.job, since=args.since, until=args.until):
+            print(audit.format_record(record))
+        return 0
     from site_agent.agent import serve as site_serve  # noqa: PLC0415
 
     site_serve(load_site_config(args.config))
