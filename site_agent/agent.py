@@ -490,12 +490,12 @@ class SiteAgent:
 
     def _noise_scale(self, job: _Job, req: site_pb2.RoundRequest, n_variants: int) -> float:
         """Per-site σ for this round's count sums (distributed DP; see fedstat.privacy.dpmode)."""
-        from fedstat.privacy.dpmode import DP_CELLS_PER_PERSON  # noqa: PLC0415
+        from fedstat.privacy.dpmode import DP_ARRAYS_PER_VARIANT  # noqa: PLC0415
 
-        if req.analysis not in DP_CELLS_PER_PERSON:
+        if req.analysis not in DP_ARRAYS_PER_VARIANT:
             raise PolicyRefused(f"{req.analysis} sums cannot be released under differential privacy")
         k_min = max(1, min(self.config.policy.min_sites, len(set(req.participants))))
-        n_arrays = 9 if req.analysis == "assoc_counts" else 4
+        n_arrays = DP_ARRAYS_PER_VARIANT[req.analysis]
         return site_sigma(
             float(job.spec.options["dp_epsilon"]),
             float(job.spec.options["dp_delta"]),

@@ -28,8 +28,10 @@ from fedstat.privacy.base import register
 from fedstat.privacy.dp import calibrate_distributed, discrete_gaussian
 from fedstat.privacy.secagg import SecAggMode
 
-#: count cells per variant one person is in, by local computation (None: not available under DP)
+#: count cells per variant one person is in, by local computation (others: not available under DP)
 DP_CELLS_PER_PERSON = {"allele_counts": 1, "assoc_counts": 2}
+#: per-variant count arrays each computation releases (the noised dimension is this times d)
+DP_ARRAYS_PER_VARIANT = {"allele_counts": 4, "assoc_counts": 9}
 #: analyses available under DP (their rounds use the computations above)
 DP_ANALYSES = ("freq", "geno-counts", "hardy", "missing", "assoc", "model")
 
