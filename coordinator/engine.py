@@ -203,14 +203,14 @@ class _JobRunner:
             f"purpose={spec.purpose or 'GRU'}"
         )
         self.choose_sites(spec)
-        self.offer(spec, job.analyst)
-        harmonized = self.harmonize()
-        mode = get_mode(spec.privacy)
-        if mode.protects_site_sums and len(self.sites) < self.engine.config.min_sites:
+        # before any offer: a site must not spend budget or effort on a job that cannot be released
+        if get_mode(spec.privacy).protects_site_sums and len(self.sites) < self.engine.config.min_sites:
             raise PolicyRefused(
                 f"privacy mode {spec.privacy} releases sums over at least {self.engine.config.min_sites} sites "
                 f"(min_sites); this job has {len(self.sites)}: {', '.join(sorted(self.sites))}"
             )
+        self.offer(spec, job.analyst)
+        harmonized = self.harmonize()
         while True:
             analysis = plan_job(spec, self.job_context(spec, job))
             try:

@@ -206,7 +206,18 @@ def test_broken_dataset__job_fails_naming_site_file_and_line(tmp_path: Path, cap
     )
     assert cli(["poc", "start", "--workspace", str(ws)]) == 0
     try:
-        rc = cli(["submit", "--profile", str(ws / "analyst.toml"), "--freq", "--out", str(tmp_path / "r")])
+        rc = cli(
+            [
+                "submit",
+                "--profile",
+                str(ws / "analyst.toml"),
+                "--freq",
+                "--privacy",
+                "none",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
         err = capsys.readouterr().err
         assert rc == 1
         assert "site EUR refused the job: dataset main cannot be used:" in err
