@@ -34,10 +34,12 @@ from fedstat.errors import (
 )
 from fedstat.jobs import JobSpec, RoundPlan, plan_job
 from fedstat.privacy.base import RoundContext, get_mode
+from fedstat.privacy.paillier import job_public_key
 from fedstat.protocol import KeysAssembler, chunk_from_pb, plan_chunks, round_data_messages, spec_to_pb
 from fedstat.report.gwas import JobContext
 from fedstat.wire import site_pb2
 
+from .decryptors import DecryptorRegistry
 from .sessions import SiteRegistry, SiteSession
 from .store import CANCELLED, DONE, FAILED, RUNNING, Store
 
@@ -53,12 +55,15 @@ class JobEngine:
 
     def __init__(self, config: CoordinatorConfig, store: Store, registry: SiteRegistry):
         self.config, self.store, self.registry = config, store, registry
+        self.decryptors = DecryptorRegistry()  # --privacy paillier: the analysts' clients holding the keys
         self._pool = ThreadPoolExecutor(max_workers=config.max_concurrent_jobs, thread_name_prefix="job")
         self._cancel: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
     def submit(self, spec: JobSpec, analyst: str) -> str:
         spec = spec.validated()
+        if get_mode(spec.privacy).needs_public_key:
+            job_public_key(spec.options)  # the analyst's key must come with the job
         job_id = self.store.create_job(analyst, spec.to_json())
         self._start(job_id)
         return job_id
@@ -127,6 +132,7 @@ class JobEngine:
             runner.notify_sites_cancel("coordinator internal error")
         finally:
             self.registry.close_inbox(job_id)
+            self.decryptors.close_job(job_id)
             with self._lock:
                 self._cancel.pop(job_id, None)
 
@@ -229,6 +235,8 @@ class _JobRunner:
             self.store.set_site(self.job_id, name, state="DONE")
         if self.store.finish_job(self.job_id, DONE):
             self.log(f"done: {len(files)} result file(s)")
+        for session in self.sites.values():  # the sites free the job (and any encryptor)
+            session.send(site_pb2.CoordinatorMessage(cancel=site_pb2.CancelJob(job_id=self.job_id, reason="done")))
 
     def job_context(self, spec: JobSpec, job: Any) -> JobContext:
         return JobContext(
@@ -355,7 +363,9 @@ class _JobRunner:
         attempt = self.attempt
         ctx = RoundContext(job_id=self.job_id, round=round_no, attempt=attempt, participants=participants)
         mode = get_mode(spec.privacy)
-        aggregator = mode.aggregator(ctx)
+        aggregator = mode.aggregator(
+            ctx, options=spec.options, decrypt=self.decrypt_with_analyst if mode.needs_public_key else None
+        )
         arrays = dict(plan.arrays)
         if plan.variants is not None:
             arrays["variants"] = np.asarray(plan.variants, dtype=np.int64)
@@ -402,10 +412,36 @@ class _JobRunner:
                 continue  # a late key of an earlier attempt
             else:
                 raise ProtocolError(f"site {site} sent {kind} during round {round_no}")
+        t0 = time.monotonic()
         totals = aggregator.result()
+        if mode.needs_public_key:
+            self.log(f"round {round_no} totals decrypted by the analyst's client in {time.monotonic() - t0:.2f} s")
         if mode.adds_noise:  # noisy counts below zero carry no information: clip (post-processing)
             totals = {k: np.maximum(v, 0) if v.dtype.kind == "i" else v for k, v in totals.items()}
         return totals
+
+    def decrypt_with_analyst(self, ctx: RoundContext, sums: Any) -> Any:
+        """--privacy paillier: the analyst's client (the key holder) decrypts the summed ciphertexts."""
+        from fedstat.privacy.paillier import layout_for  # noqa: PLC0415
+        from fedstat.privacy.paillier_crypto import ciphertext_bytes  # noqa: PLC0415
+
+        spec = JobSpec.from_json(self.store.get_job(self.job_id).spec)
+        key = job_public_key(spec.options)
+        self.phase(f"round {ctx.round} decrypt", round=ctx.round)
+        try:
+            return self.engine.decryptors.decrypt(
+                ctx,
+                sums,
+                ciphertext_width=ciphertext_bytes(key),
+                slots=layout_for(key).slots,
+                attach_timeout_s=self.engine.config.offer_timeout_s,
+                reply_timeout_s=self.engine.config.round_timeout_s,
+                cancelled=self.cancel.is_set,
+            )
+        except JobFailed:
+            if self.cancel.is_set():
+                raise _Cancelled() from None
+            raise
 
     def exchange_round_keys(self, ctx: RoundContext) -> list[site_pb2.RoundKey]:
         """Collect every participant's signed ephemeral key for this round attempt. The coordinator

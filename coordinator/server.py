@@ -209,6 +209,41 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
             ]
         )
 
+    def Decrypt(
+        self, request_iterator: Iterator[analyst_pb2.DecryptReply], context: grpc.ServicerContext
+    ) -> Iterator[analyst_pb2.DecryptRequest]:  # noqa: N802
+        """--privacy paillier: the submitting analyst's client attaches as its job's decryptor."""
+        try:
+            first = next(request_iterator)
+        except StopIteration:
+            return
+        job = self._own_job(first.job_id, context)
+        from fedstat.jobs import JobSpec  # noqa: PLC0415
+        from fedstat.privacy.base import get_mode  # noqa: PLC0415
+
+        if not get_mode(JobSpec.from_json(job.spec).privacy).needs_public_key:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job {job.id} does not use --privacy paillier")
+        if job.finished:
+            return
+        session = self.engine.decryptors.attach(job.id, job.analyst)
+
+        def pump() -> None:
+            try:
+                for reply in request_iterator:
+                    session.replies.put(reply)
+            except grpc.RpcError:
+                pass
+            finally:
+                self.engine.decryptors.detach(session)
+
+        threading.Thread(target=pump, name=f"decrypt-{job.id}", daemon=True).start()
+        context.add_callback(lambda: self.engine.decryptors.detach(session))
+        while True:
+            msg = session.outbox.get()
+            if msg is None:
+                return
+            yield msg
+
 
 class SiteGatewayService(site_pb2_grpc.SiteGatewayServicer):
     def __init__(self, registry: SiteRegistry, store: Store):

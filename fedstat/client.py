@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import gzip
+import queue
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -20,9 +22,12 @@ from typing import TYPE_CHECKING
 import grpc
 
 from fedstat.config import AnalystProfile, load_analyst_profile
-from fedstat.errors import InputError, JobFailed, ProtocolError
+from fedstat.errors import InputError, JobFailed, PrivacyError, ProtocolError
 from fedstat.jobs import JobSpec
 from fedstat.net import error_from_rpc, secure_channel
+from fedstat.privacy.base import get_mode
+from fedstat.privacy.paillier import PUBLIC_KEY_OPTION, AnalystDecryptor
+from fedstat.privacy.paillier_crypto import DEFAULT_KEY_BITS, PaillierDecryptor, generate_keypair, public_key_to_bytes
 from fedstat.protocol import spec_to_pb
 from fedstat.wire import analyst_pb2, analyst_pb2_grpc
 
@@ -40,6 +45,7 @@ class Client:
         self.timeout = timeout
         self._channel = secure_channel(profile.coordinator, profile.tls)
         self._stub = analyst_pb2_grpc.AnalystStub(self._channel)
+        self._decryptors: dict[str, AnalystDecryptor] = {}  # --privacy paillier: private keys, by job
 
     @classmethod
     def from_profile(cls, path: str | Path) -> Client:
@@ -60,9 +66,55 @@ class Client:
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, address=self.profile.coordinator) from exc
 
-    def submit(self, spec: JobSpec) -> JobStatus:
-        """Submit a job; returns its first status (QUEUED) with the job id."""
-        return self._call(self._stub.Submit, analyst_pb2.SubmitRequest(spec=spec_to_pb(spec)))
+    def submit(self, spec: JobSpec, *, paillier_bits: int = DEFAULT_KEY_BITS) -> JobStatus:
+        """Submit a job; returns its first status (QUEUED) with the job id.
+
+        With ``privacy="paillier"`` (or ``"paillier,dp"``) this client generates the job's key pair
+        (``paillier_bits``: 2048 or 3072), sends only the public key, and keeps the private key in
+        memory: the job needs this client's :meth:`wait` (or :meth:`run`) to decrypt its totals.
+        """
+        decryptor = None
+        if get_mode(spec.privacy).needs_public_key and not spec.options.get(PUBLIC_KEY_OPTION):
+            public_key, private_key = generate_keypair(paillier_bits)
+            options = {**spec.options, PUBLIC_KEY_OPTION: public_key_to_bytes(public_key).decode()}
+            spec = replace(spec, options=options)
+            decryptor = PaillierDecryptor(private_key)
+        status = self._call(self._stub.Submit, analyst_pb2.SubmitRequest(spec=spec_to_pb(spec)))
+        if decryptor is not None:
+            self._decryptors[status.job_id] = AnalystDecryptor(status.job_id, decryptor)
+        return status
+
+    def _serve_decryption(self, decryptor: AnalystDecryptor, stop: threading.Event) -> None:
+        """Answer the coordinator's decryption requests for one job until the job ends."""
+        replies: queue.Queue[analyst_pb2.DecryptReply | None] = queue.Queue()
+        replies.put(analyst_pb2.DecryptReply(job_id=decryptor.job_id))
+        call = self._stub.Decrypt(iter(replies.get, None))
+        stop_watch = threading.Thread(target=lambda: (stop.wait(), call.cancel()), daemon=True)
+        stop_watch.start()
+        try:
+            for req in call:
+                reply = analyst_pb2.DecryptReply(
+                    job_id=req.job_id, round=req.round, attempt=req.attempt, name=req.name, first=req.first
+                )
+                try:
+                    words = decryptor.decrypt(
+                        job_id=req.job_id,
+                        round_no=req.round,
+                        attempt=req.attempt,
+                        name=req.name,
+                        first=req.first,
+                        summands=req.summands,
+                        data=req.ciphertexts,
+                    )
+                    reply.words = words.astype("<u8", copy=False).tobytes()
+                except PrivacyError as exc:
+                    reply.error = str(exc)
+                replies.put(reply)
+        except grpc.RpcError:
+            pass  # the job ended (or the client stopped waiting); the coordinator reports the job's state
+        finally:
+            replies.put(None)
+            stop.set()
 
     def get(self, job_id: str) -> JobStatus:
         return self._call(self._stub.GetJob, analyst_pb2.GetJobRequest(job_id=job_id))
@@ -86,11 +138,25 @@ class Client:
     def wait(
         self, job_id: str, *, progress: Callable[[JobStatus], None] | None = None, raise_on_failure: bool = True
     ) -> JobStatus:
-        """Block until the job finishes; raises JobFailed with the reason if it did not succeed."""
+        """Block until the job finishes; raises JobFailed with the reason if it did not succeed.
+
+        For a Paillier job submitted by this client, also decrypts its round totals meanwhile.
+        """
         status = None
-        for status in self.watch(job_id):
-            if progress is not None:
-                progress(status)
+        decryptor = self._decryptors.get(job_id)
+        stop = threading.Event()
+        if decryptor is not None:
+            threading.Thread(
+                target=self._serve_decryption, args=(decryptor, stop), name=f"decrypt-{job_id}", daemon=True
+            ).start()
+        try:
+            for status in self.watch(job_id):
+                if progress is not None:
+                    progress(status)
+        finally:
+            stop.set()
+        if decryptor is not None and status is not None and status.state in ("DONE", "FAILED", "CANCELLED"):
+            self._decryptors.pop(job_id, None)  # the job is over: forget its private key
         if status is None:
             status = self.get(job_id)
         if raise_on_failure and status.state != "DONE":
@@ -130,14 +196,19 @@ class Client:
         return written
 
     def run(
-        self, spec: JobSpec, out_dir: str | Path, *, progress: Callable[[JobStatus], None] | None = None
+        self,
+        spec: JobSpec,
+        out_dir: str | Path,
+        *,
+        progress: Callable[[JobStatus], None] | None = None,
+        paillier_bits: int = DEFAULT_KEY_BITS,
     ) -> Results:
         """Submit, wait (calling ``progress`` on every change), fetch the files: the notebook one-liner.
 
         >>> res = client.run(JobSpec(analyses=("glm",), pheno_names=("QT",), covar_names=("AGE",), out_name="g"), "out")
         >>> res.table("QT.glm.linear").nsmallest(5, "P")
         """
-        status = self.wait(self.submit(spec.validated()).job_id, progress=progress)
+        status = self.wait(self.submit(spec.validated(), paillier_bits=paillier_bits).job_id, progress=progress)
         return Results(status=status, files=self.fetch_results(status.job_id, out_dir))
 
 

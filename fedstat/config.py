@@ -37,7 +37,7 @@ site.toml::
 
     [policy]
     allowed_analyses = ["freq", "geno-counts", "hardy", "missing"]
-    allowed_privacy = ["secagg"]      # modes this site accepts (none, secagg)
+    allowed_privacy = ["secagg", "paillier", "dp"]  # modes this site accepts (none, secagg, paillier, dp, "paillier,dp")
     min_cohort = 10                  # refuse jobs whose cohort is smaller
     min_sites = 2                    # refuse a secure-aggregation round with fewer participants
 
@@ -63,7 +63,7 @@ from fedstat.errors import ConfigError
 from fedstat.jobs import KNOWN_ANALYSES as ALL_ANALYSES
 from fedstat.pki import TlsFiles
 
-PRIVACY_MODES = ("none", "secagg", "dp")
+PRIVACY_MODES = ("none", "secagg", "paillier", "dp", "paillier,dp")
 
 
 class _Reader:
@@ -279,6 +279,11 @@ def load_site_config(path: Path) -> SiteConfig:
     )
     if not policy.dp_epsilon_total > 0 or not 0 < policy.dp_delta < 1:
         raise ConfigError(f"{pr.where('dp_epsilon_total')}/dp_delta: need ε > 0 and 0 < δ < 1")
+    for m in policy.allowed_privacy:
+        if m not in PRIVACY_MODES:
+            raise ConfigError(
+                f"{pr.where('allowed_privacy')}: unknown privacy mode {m!r}; known: {', '.join(PRIVACY_MODES)}"
+            )
     for a in policy.allowed_analyses:
         if a not in ALL_ANALYSES:
             raise ConfigError(

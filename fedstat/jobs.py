@@ -66,7 +66,7 @@ class JobSpec:
 
     def validated(self) -> JobSpec:
         """Return the spec with analyses in canonical order; InputError naming what is wrong."""
-        from fedstat.privacy.base import get_mode  # noqa: PLC0415 - avoids an import cycle
+        from fedstat.privacy.base import canonical_mode, get_mode  # noqa: PLC0415 - avoids an import cycle
 
         if not self.analyses:
             raise InputError(
@@ -76,6 +76,10 @@ class JobSpec:
         if unknown:
             raise InputError(f"unknown analysis {', '.join(unknown)}; this version runs: {', '.join(KNOWN_ANALYSES)}")
         mode = get_mode(self.privacy)
+        if mode.needs_public_key and self.options.get("paillier_public_key"):
+            from fedstat.privacy.paillier import job_public_key  # noqa: PLC0415
+
+            job_public_key(self.options)  # InputError naming a malformed key
         if mode.adds_noise:
             _check_dp(self)
         elif "dp_epsilon" in self.options or "dp_delta" in self.options:
@@ -114,7 +118,14 @@ class JobSpec:
         if self.block_size < 0:
             raise InputError("block size must be positive")
         ordered = tuple(a for a in KNOWN_ANALYSES if a in self.analyses)
-        return replace(self, analyses=ordered, pheno_names=pheno, covar_names=covar, purpose=purpose)
+        return replace(
+            self,
+            analyses=ordered,
+            pheno_names=pheno,
+            covar_names=covar,
+            purpose=purpose,
+            privacy=canonical_mode(self.privacy),
+        )
 
     def to_json(self) -> dict[str, Any]:
         d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}

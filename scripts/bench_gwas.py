@@ -156,6 +156,7 @@ def compare(plink_file: Path, ours_file: Path) -> str:
     dbeta = (np.abs(a.loc[ok, stat] * a.loc[ok, se] - b.loc[ok, stat] * b.loc[ok, se]) / a.loc[ok, se]).max()
     return f"max |dlog10 P| = {dlogp:.2e}, max |dBETA|/SE = {dbeta:.2e} (same-A1 rows), mismatched {mismatched}"
 
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=15000)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
@@ -58,6 +59,17 @@ class _Job:
     plan_parts: PlanAssembler = field(default_factory=PlanAssembler)
     round_data: dict[tuple[int, int], RoundDataAssembler] = field(default_factory=dict)
     round_keys: dict[tuple[int, int], tuple[RoundKeyPair, SignedRoundKey]] = field(default_factory=dict)
+    encryptor: Any = None  # --privacy paillier: a PaillierEncryptor for the analyst's key, made at round 1
+
+    def end(self) -> None:
+        """Stop the job's worker at its next step; it then frees what it holds."""
+        self.cancelled.set()
+        self.inbox.put(None)
+
+    def release(self) -> None:
+        if self.encryptor is not None:
+            self.encryptor.close()
+            self.encryptor = None
 
 
 def build_cohort(spec: JobSpec, dataset: Dataset, members: np.ndarray) -> Cohort:
@@ -195,8 +207,7 @@ class SiteAgent:
 
     def _abort_jobs(self, reason: str) -> None:
         for job in list(self._jobs.values()):
-            job.cancelled.set()
-            job.inbox.put(None)
+            job.end()
         if self._jobs:
             log.info("stopped %d job(s): %s", len(self._jobs), reason)
         self._jobs.clear()
@@ -213,9 +224,11 @@ class SiteAgent:
         elif kind == "cancel":
             job = self._jobs.pop(msg.cancel.job_id, None)
             if job is not None:
-                job.cancelled.set()
-                job.inbox.put(None)
-                log.info("job %s cancelled by the coordinator: %s", job.job_id, msg.cancel.reason)
+                job.end()
+                if msg.cancel.reason == "done":
+                    log.info("job %s finished", job.job_id)
+                else:
+                    log.info("job %s cancelled by the coordinator: %s", job.job_id, msg.cancel.reason)
         elif kind in ("keys_request", "plan", "round", "round_data", "key_request"):
             job = self._jobs.get(getattr(msg, kind).job_id)
             if job is not None:
@@ -377,6 +390,8 @@ class SiteAgent:
             self._report_error(
                 job.job_id, FedstatError(f"internal error at the site ({type(exc).__name__}); see the site log")
             )
+        finally:
+            job.release()
 
     def _report_error(self, job_id: str, exc: FedstatError) -> None:
         try:
@@ -450,7 +465,12 @@ class SiteAgent:
             job_id=job.job_id, round=req.round, attempt=req.attempt, participants=tuple(req.participants)
         )
         mode = get_mode(job.spec.privacy)
-        keys = self._verified_keys(job, req, ctx) if mode.needs_round_keys else None
+        if mode.needs_round_keys:
+            keys = self._verified_keys(job, req, ctx)
+        elif mode.needs_public_key:
+            keys = self._encryptor(job)
+        else:
+            keys = None
         protector = mode.protector(ctx, self.name, keys)
 
         def send_array(name: str, offset: int, total: int, values: np.ndarray, shape: tuple[int, ...]) -> None:
@@ -487,6 +507,21 @@ class SiteAgent:
                 send_array(name, offset * per_row, n * per_row, values.reshape(-1), (n, *values.shape[1:]))
             self._progress(job, req, done, n_blocks, finished=False)
         self._progress(job, req, n_blocks, n_blocks, finished=True)
+
+    def _encryptor(self, job: _Job) -> Any:
+        """The job's Paillier encryptor under the analyst's public key (one per job, all rounds):
+        fixed-base tables in ``threads`` worker processes, or in this process for one thread."""
+        if job.encryptor is None:
+            from fedstat.privacy.paillier import job_public_key  # noqa: PLC0415
+            from fedstat.privacy.paillier_crypto import PaillierEncryptor  # noqa: PLC0415
+
+            threads = self.config.threads
+            t0 = time.monotonic()
+            job.encryptor = PaillierEncryptor(
+                job_public_key(job.spec.options), backend="process" if threads > 1 else "inline", workers=threads
+            )
+            log.info("job %s: Paillier encryptor ready in %.1f s", job.job_id, time.monotonic() - t0)
+        return job.encryptor
 
     def _noise_scale(self, job: _Job, req: site_pb2.RoundRequest, n_variants: int) -> float:
         """Per-site σ for this round's count sums (distributed DP; see fedstat.privacy.dpmode)."""

@@ -106,7 +106,7 @@ def test_config__site_config_resolves_paths_and_defaults(tmp_path):
     )
     assert cfg.datasets[0].path == tmp_path / "data"
     assert cfg.tls.ca == tmp_path / "ca.pem"
-    assert cfg.block_size == 4096 and cfg.policy.allowed_privacy == ("none", "secagg", "dp")
+    assert cfg.block_size == 4096 and cfg.policy.allowed_privacy == ("none", "secagg", "paillier", "dp", "paillier,dp")
     assert cfg.dataset("").name == "main"
     with pytest.raises(ConfigError, match="no dataset named 'other'"):
         cfg.dataset("other")

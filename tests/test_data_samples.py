@@ -120,7 +120,7 @@ def _error(tmp_path: Path, text: str) -> str:
     message = str(info.value)
     assert str(path) in message
     assert "\n" not in message
-    return message
+    return message.replace(str(path), "<path>")  # the tmp path's digits are not the table's values
 
 
 @pytest.mark.parametrize("text", ["", "\n\n  \n"])

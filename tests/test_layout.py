@@ -72,6 +72,8 @@ def test_wire__no_message_has_a_per_participant_field():
         if f.type == f.TYPE_BYTES
     ]
     assert sorted(bytes_fields) == [
+        "DecryptReply.words",  # --privacy paillier: round totals (all sites), decrypted by the analyst
+        "DecryptRequest.ciphertexts",  # the product of every participant's ciphertexts
         "ResultChunk.data",
         "RoundKey.certificate",  # key material of the secure-aggregation exchange
         "RoundKey.public_key",

@@ -66,7 +66,7 @@ def test_split_chunks__stay_under_the_limit():
 
 
 def test_get_mode__unknown_mode_lists_available():
-    with pytest.raises(PrivacyError, match="available: dp, none, secagg"):
+    with pytest.raises(PrivacyError, match="available: dp, none, paillier, paillier,dp, secagg"):
         get_mode("magic")
 
 

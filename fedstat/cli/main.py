@@ -105,8 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--privacy",
         default="secagg",
         help="how sums leave the sites: secagg (default; pairwise masks, the coordinator sees only totals), "
+        "paillier (sites encrypt under a key this command generates; the coordinator multiplies ciphertexts "
+        "and this command decrypts the totals, so it must keep running), "
         "dp (secagg plus distributed discrete Gaussian noise for --epsilon/--delta, charged to each site's "
-        "budget; counts-based analyses) or none (plaintext sums inside mutual TLS, if every site allows it)",
+        "budget; counts-based analyses), paillier,dp (the same noise under paillier) "
+        "or none (plaintext sums inside mutual TLS, if every site allows it)",
+    )
+    p.add_argument(
+        "--paillier-bits",
+        type=int,
+        default=2048,
+        choices=(2048, 3072),
+        help="--privacy paillier: modulus size of the job's key (default 2048, about 112-bit security)",
     )
     p.add_argument("--epsilon", type=float, metavar="E", help="--privacy dp: the job's ε (each site charges it)")
     p.add_argument("--delta", type=float, metavar="D", help="--privacy dp: the job's δ, e.g. 1e-6")
@@ -259,7 +269,9 @@ def _progress_printer() -> object:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from fedstat.client import Client  # noqa: PLC0415
+    from fedstat.errors import InputError  # noqa: PLC0415
     from fedstat.jobs import JobSpec  # noqa: PLC0415
+    from fedstat.privacy.base import get_mode  # noqa: PLC0415
 
     flags = (
         ("freq", args.freq),
@@ -291,8 +303,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         options=options,
     ).validated()
+    if args.no_wait and get_mode(spec.privacy).needs_public_key:
+        raise InputError(
+            f"--privacy {spec.privacy} cannot use --no-wait: this command holds the private key and decrypts "
+            "each round's totals, so it has to stay until the job ends"
+        )
     with Client.from_profile(args.profile) as c:
-        job = c.submit(spec)
+        job = c.submit(spec, paillier_bits=args.paillier_bits)
         if args.no_wait:
             print(job.job_id)
             return 0

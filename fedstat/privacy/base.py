@@ -15,7 +15,7 @@ derive fresh keys (job, round, attempt, participants).
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,12 +134,19 @@ class PrivacyMode(abc.ABC):
     protects_site_sums: bool = False
     #: whether sites add calibrated noise to their count sums (differential privacy)
     adds_noise: bool = False
+    #: whether sites encrypt under the analyst's public key (job option); the site then passes its
+    #: job's encryptor as ``keys``, and the coordinator's aggregator needs ``decrypt``
+    needs_public_key: bool = False
 
     @abc.abstractmethod
     def protector(self, ctx: RoundContext, site: str, keys: Any = None) -> Protector: ...
 
     @abc.abstractmethod
-    def aggregator(self, ctx: RoundContext) -> Aggregator: ...
+    def aggregator(
+        self, ctx: RoundContext, *, options: Mapping[str, str] | None = None, decrypt: Any = None
+    ) -> Aggregator:
+        """The coordinator's combiner for one round; ``options`` are the job's options and
+        ``decrypt`` the analyst's decryptor (used by modes that encrypt to the analyst)."""
 
 
 def split_chunks(values: np.ndarray, max_bytes: int = MAX_CHUNK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
@@ -151,27 +158,41 @@ def split_chunks(values: np.ndarray, max_bytes: int = MAX_CHUNK_BYTES) -> Iterat
 
 _MODES: dict[str, PrivacyMode] = {}
 
+#: Other spellings of mode names: ``dp`` is secure aggregation plus noise.
+_ALIASES = {"secagg,dp": "dp", "dp,secagg": "dp", "dp,paillier": "paillier,dp"}
+
+#: How strongly each mode protects a site's sums (disclosure control's ``weakest_privacy``):
+#: plaintext < the coordinator sees only totals < totals carry differential-privacy noise.
+STRENGTH = {"none": 0, "secagg": 1, "paillier": 1, "dp": 2, "paillier,dp": 2}
+
 
 def register(mode: PrivacyMode) -> PrivacyMode:
     _MODES[mode.name] = mode
     return mode
 
 
-def get_mode(name: str) -> PrivacyMode:
-    """The privacy mode called ``name``; PrivacyError listing the known ones otherwise."""
+def _load_modes() -> None:
     import fedstat.privacy.dpmode  # noqa: F401, PLC0415
-    import fedstat.privacy.none  # noqa: F401, PLC0415 - registers itself
+    import fedstat.privacy.none  # noqa: F401, PLC0415 - each registers itself
+    import fedstat.privacy.paillier  # noqa: F401, PLC0415
     import fedstat.privacy.secagg  # noqa: F401, PLC0415
 
+
+def canonical_mode(name: str) -> str:
+    """The registered name of a mode spelled ``name`` (``"secagg,dp"`` is ``"dp"``)."""
+    name = name.strip().lower().replace(" ", "")
+    return _ALIASES.get(name, name)
+
+
+def get_mode(name: str) -> PrivacyMode:
+    """The privacy mode called ``name``; PrivacyError listing the known ones otherwise."""
+    _load_modes()
     try:
-        return _MODES[name]
+        return _MODES[canonical_mode(name)]
     except KeyError:
         raise PrivacyError(f"unknown privacy mode {name!r}; available: {', '.join(sorted(_MODES))}") from None
 
 
 def available_modes() -> Sequence[str]:
-    import fedstat.privacy.dpmode  # noqa: F401, PLC0415
-    import fedstat.privacy.none  # noqa: F401, PLC0415
-    import fedstat.privacy.secagg  # noqa: F401, PLC0415
-
+    _load_modes()
     return sorted(_MODES)

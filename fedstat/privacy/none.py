@@ -75,7 +75,7 @@ class NoneMode(PrivacyMode):
     def protector(self, ctx: RoundContext, site: str, keys=None) -> Protector:
         return _PlainProtector(ctx, site)
 
-    def aggregator(self, ctx: RoundContext) -> Aggregator:
+    def aggregator(self, ctx: RoundContext, *, options=None, decrypt=None) -> Aggregator:
         return _PlainAggregator(ctx)
 
 

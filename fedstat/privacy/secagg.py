@@ -333,7 +333,7 @@ class SecAggMode(PrivacyMode):
         keypair, peers = keys
         return SecAggProtector(ctx, site, keypair, peers)
 
-    def aggregator(self, ctx: RoundContext) -> Aggregator:
+    def aggregator(self, ctx: RoundContext, *, options=None, decrypt=None) -> Aggregator:
         return SecAggAggregator(ctx)
 
 

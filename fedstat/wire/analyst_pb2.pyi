@@ -306,3 +306,136 @@ class ListSitesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSitesResponse: _TypeAlias = ListSitesResponse  # noqa: Y015
+
+@_typing.final
+class DecryptRequest(_message.Message):
+    """Summed Paillier ciphertexts of one array of one round: the product over every participant's
+    ciphertexts, never one site's alone.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    FIRST_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    CIPHERTEXTS_FIELD_NUMBER: _builtins.int
+    SUMMANDS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    round: _builtins.int
+    attempt: _builtins.int
+    name: _builtins.str
+    """array name"""
+    first: _builtins.int
+    """index of the first ciphertext here among the array's ciphertexts"""
+    total: _builtins.int
+    """ciphertexts of the whole array"""
+    ciphertexts: _builtins.bytes
+    """fixed-width big-endian, 2*ceil(|n|/8) bytes each"""
+    summands: _builtins.int
+    """sites whose ciphertexts were multiplied into these"""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        round: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        name: _builtins.str = ...,
+        first: _builtins.int = ...,
+        total: _builtins.int = ...,
+        ciphertexts: _builtins.bytes = ...,
+        summands: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "ciphertexts", b"ciphertexts", "first", b"first", "job_id", b"job_id", "name", b"name", "round", b"round", "summands", b"summands", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecryptRequest: _TypeAlias = DecryptRequest  # noqa: Y015
+
+@_typing.final
+class DecryptReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    FIRST_FIELD_NUMBER: _builtins.int
+    WORDS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    round: _builtins.int
+    attempt: _builtins.int
+    name: _builtins.str
+    first: _builtins.int
+    words: _builtins.bytes
+    """every slot of those plaintexts: little-endian uint64 ring sums"""
+    error: _builtins.str
+    """set when the client refuses to decrypt (the job then fails)"""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        round: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        name: _builtins.str = ...,
+        first: _builtins.int = ...,
+        words: _builtins.bytes = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "first", b"first", "job_id", b"job_id", "name", b"name", "round", b"round", "words", b"words"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecryptReply: _TypeAlias = DecryptReply  # noqa: Y015
+
+@_typing.final
+class SitePoliciesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    dataset: _builtins.str
+    def __init__(
+        self,
+        *,
+        dataset: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SitePoliciesRequest: _TypeAlias = SitePoliciesRequest  # noqa: Y015
+
+@_typing.final
+class SitePoliciesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITES_FIELD_NUMBER: _builtins.int
+    STRICTEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sites(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DisclosurePolicy]: ...
+    @_builtins.property
+    def strictest(self) -> _common_pb2.DisclosurePolicy:
+        """what a job over all of them must satisfy (site = "")"""
+
+    def __init__(
+        self,
+        *,
+        sites: _abc.Iterable[_common_pb2.DisclosurePolicy] | None = ...,
+        strictest: _common_pb2.DisclosurePolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["strictest", b"strictest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sites", b"sites", "strictest", b"strictest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SitePoliciesResponse: _TypeAlias = SitePoliciesResponse  # noqa: Y015

@@ -69,6 +69,16 @@ class AnalystStub:
                 request_serializer=fedstat_dot_v1_dot_analyst__pb2.ListSitesRequest.SerializeToString,
                 response_deserializer=fedstat_dot_v1_dot_analyst__pb2.ListSitesResponse.FromString,
                 _registered_method=True)
+        self.Decrypt = channel.stream_stream(
+                '/fedstat.v1.Analyst/Decrypt',
+                request_serializer=fedstat_dot_v1_dot_analyst__pb2.DecryptReply.SerializeToString,
+                response_deserializer=fedstat_dot_v1_dot_analyst__pb2.DecryptRequest.FromString,
+                _registered_method=True)
+        self.SitePolicies = channel.unary_unary(
+                '/fedstat.v1.Analyst/SitePolicies',
+                request_serializer=fedstat_dot_v1_dot_analyst__pb2.SitePoliciesRequest.SerializeToString,
+                response_deserializer=fedstat_dot_v1_dot_analyst__pb2.SitePoliciesResponse.FromString,
+                _registered_method=True)
 
 
 class AnalystServicer:
@@ -118,6 +128,22 @@ class AnalystServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Decrypt(self, request_iterator, context):
+        """--privacy paillier: the submitting analyst's client, which alone holds the job's private
+        key, attaches here (first message: a DecryptReply naming the job only). The coordinator sends
+        each round's summed ciphertexts; the client answers with the decrypted totals.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SitePolicies(self, request, context):
+        """Each connected site's effective disclosure-control settings for a dataset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalystServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +181,16 @@ def add_AnalystServicer_to_server(servicer, server):
                     servicer.ListSites,
                     request_deserializer=fedstat_dot_v1_dot_analyst__pb2.ListSitesRequest.FromString,
                     response_serializer=fedstat_dot_v1_dot_analyst__pb2.ListSitesResponse.SerializeToString,
+            ),
+            'Decrypt': grpc.stream_stream_rpc_method_handler(
+                    servicer.Decrypt,
+                    request_deserializer=fedstat_dot_v1_dot_analyst__pb2.DecryptReply.FromString,
+                    response_serializer=fedstat_dot_v1_dot_analyst__pb2.DecryptRequest.SerializeToString,
+            ),
+            'SitePolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.SitePolicies,
+                    request_deserializer=fedstat_dot_v1_dot_analyst__pb2.SitePoliciesRequest.FromString,
+                    response_serializer=fedstat_dot_v1_dot_analyst__pb2.SitePoliciesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -346,6 +382,60 @@ class Analyst:
             '/fedstat.v1.Analyst/ListSites',
             fedstat_dot_v1_dot_analyst__pb2.ListSitesRequest.SerializeToString,
             fedstat_dot_v1_dot_analyst__pb2.ListSitesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Decrypt(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/fedstat.v1.Analyst/Decrypt',
+            fedstat_dot_v1_dot_analyst__pb2.DecryptReply.SerializeToString,
+            fedstat_dot_v1_dot_analyst__pb2.DecryptRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SitePolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstat.v1.Analyst/SitePolicies',
+            fedstat_dot_v1_dot_analyst__pb2.SitePoliciesRequest.SerializeToString,
+            fedstat_dot_v1_dot_analyst__pb2.SitePoliciesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,13 @@ class AnalystStub:
     FetchResults: _grpc.UnaryStreamMultiCallable[_analyst_pb2.GetJobRequest, _analyst_pb2.ResultChunk]
     """Streams the job's result files in chunks."""
     ListSites: _grpc.UnaryUnaryMultiCallable[_analyst_pb2.ListSitesRequest, _analyst_pb2.ListSitesResponse]
+    Decrypt: _grpc.StreamStreamMultiCallable[_analyst_pb2.DecryptReply, _analyst_pb2.DecryptRequest]
+    """--privacy paillier: the submitting analyst's client, which alone holds the job's private
+    key, attaches here (first message: a DecryptReply naming the job only). The coordinator sends
+    each round's summed ciphertexts; the client answers with the decrypted totals.
+    """
+    SitePolicies: _grpc.UnaryUnaryMultiCallable[_analyst_pb2.SitePoliciesRequest, _analyst_pb2.SitePoliciesResponse]
+    """Each connected site's effective disclosure-control settings for a dataset."""
 
 @_typing.type_check_only
 class AnalystAsyncStub(AnalystStub):
@@ -55,6 +62,13 @@ class AnalystAsyncStub(AnalystStub):
     FetchResults: _aio.UnaryStreamMultiCallable[_analyst_pb2.GetJobRequest, _analyst_pb2.ResultChunk]  # type: ignore[assignment]
     """Streams the job's result files in chunks."""
     ListSites: _aio.UnaryUnaryMultiCallable[_analyst_pb2.ListSitesRequest, _analyst_pb2.ListSitesResponse]  # type: ignore[assignment]
+    Decrypt: _aio.StreamStreamMultiCallable[_analyst_pb2.DecryptReply, _analyst_pb2.DecryptRequest]  # type: ignore[assignment]
+    """--privacy paillier: the submitting analyst's client, which alone holds the job's private
+    key, attaches here (first message: a DecryptReply naming the job only). The coordinator sends
+    each round's summed ciphertexts; the client answers with the decrypted totals.
+    """
+    SitePolicies: _aio.UnaryUnaryMultiCallable[_analyst_pb2.SitePoliciesRequest, _analyst_pb2.SitePoliciesResponse]  # type: ignore[assignment]
+    """Each connected site's effective disclosure-control settings for a dataset."""
 
 class AnalystServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -107,5 +121,24 @@ class AnalystServicer(metaclass=_abc_1.ABCMeta):
         request: _analyst_pb2.ListSitesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_analyst_pb2.ListSitesResponse, _abc.Awaitable[_analyst_pb2.ListSitesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Decrypt(
+        self,
+        request_iterator: _MaybeAsyncIterator[_analyst_pb2.DecryptReply],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_analyst_pb2.DecryptRequest], _abc.AsyncIterator[_analyst_pb2.DecryptRequest]]:
+        """--privacy paillier: the submitting analyst's client, which alone holds the job's private
+        key, attaches here (first message: a DecryptReply naming the job only). The coordinator sends
+        each round's summed ciphertexts; the client answers with the decrypted totals.
+        """
+
+    @_abc_1.abstractmethod
+    def SitePolicies(
+        self,
+        request: _analyst_pb2.SitePoliciesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analyst_pb2.SitePoliciesResponse, _abc.Awaitable[_analyst_pb2.SitePoliciesResponse]]:
+        """Each connected site's effective disclosure-control settings for a dataset."""
 
 def add_AnalystServicer_to_server(servicer: AnalystServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -233,3 +233,60 @@ class DatasetInfo(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DatasetInfo: _TypeAlias = DatasetInfo  # noqa: Y015
+
+@_typing.final
+class DisclosurePolicy(_message.Message):
+    """One site's disclosure-control settings for one dataset, as the site states them (and enforces
+    them). The strictest participating site wins.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_FIELD_NUMBER: _builtins.int
+    ALLOWED_ANALYSES_FIELD_NUMBER: _builtins.int
+    ALLOWED_PRIVACY_FIELD_NUMBER: _builtins.int
+    WEAKEST_PRIVACY_FIELD_NUMBER: _builtins.int
+    MIN_COHORT_FIELD_NUMBER: _builtins.int
+    MIN_CELL_COUNT_FIELD_NUMBER: _builtins.int
+    MAX_PARAMS_RATIO_FIELD_NUMBER: _builtins.int
+    MIN_SITES_FIELD_NUMBER: _builtins.int
+    DP_EPSILON_REMAINING_FIELD_NUMBER: _builtins.int
+    DP_DELTA_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    site: _builtins.str
+    weakest_privacy: _builtins.str
+    min_cohort: _builtins.int
+    min_cell_count: _builtins.int
+    max_params_ratio: _builtins.float
+    """most --glm parameters per cohort member (DataSHIELD nfilter.glm)"""
+    min_sites: _builtins.int
+    dp_epsilon_remaining: _builtins.float
+    """what remains of the dataset's DP budget, as ε at dp_delta"""
+    dp_delta: _builtins.float
+    dataset: _builtins.str
+    @_builtins.property
+    def allowed_analyses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def allowed_privacy(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        site: _builtins.str = ...,
+        allowed_analyses: _abc.Iterable[_builtins.str] | None = ...,
+        allowed_privacy: _abc.Iterable[_builtins.str] | None = ...,
+        weakest_privacy: _builtins.str = ...,
+        min_cohort: _builtins.int = ...,
+        min_cell_count: _builtins.int = ...,
+        max_params_ratio: _builtins.float = ...,
+        min_sites: _builtins.int = ...,
+        dp_epsilon_remaining: _builtins.float = ...,
+        dp_delta: _builtins.float = ...,
+        dataset: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_analyses", b"allowed_analyses", "allowed_privacy", b"allowed_privacy", "dataset", b"dataset", "dp_delta", b"dp_delta", "dp_epsilon_remaining", b"dp_epsilon_remaining", "max_params_ratio", b"max_params_ratio", "min_cell_count", b"min_cell_count", "min_cohort", b"min_cohort", "min_sites", b"min_sites", "site", b"site", "weakest_privacy", b"weakest_privacy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisclosurePolicy: _TypeAlias = DisclosurePolicy  # noqa: Y015

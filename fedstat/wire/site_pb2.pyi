@@ -28,18 +28,24 @@ class Hello(_message.Message):
 
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     DATASETS_FIELD_NUMBER: _builtins.int
+    POLICIES_FIELD_NUMBER: _builtins.int
     agent_version: _builtins.str
     @_builtins.property
     def datasets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetInfo]: ...
+    @_builtins.property
+    def policies(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DisclosurePolicy]:
+        """one per dataset (aggregate settings, no data)"""
+
     def __init__(
         self,
         *,
         agent_version: _builtins.str = ...,
         datasets: _abc.Iterable[_common_pb2.DatasetInfo] | None = ...,
+        policies: _abc.Iterable[_common_pb2.DisclosurePolicy] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "datasets", b"datasets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "datasets", b"datasets", "policies", b"policies"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -596,6 +602,7 @@ class SiteMessage(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     ROUND_KEY_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -610,6 +617,10 @@ class SiteMessage(_message.Message):
     def error(self) -> Global___SiteError: ...
     @_builtins.property
     def round_key(self) -> Global___RoundKey: ...
+    @_builtins.property
+    def policy(self) -> _common_pb2.DisclosurePolicy:
+        """a dataset's settings changed (e.g. DP budget spent)"""
+
     def __init__(
         self,
         *,
@@ -620,12 +631,13 @@ class SiteMessage(_message.Message):
         progress: Global___RoundProgress | None = ...,
         error: Global___SiteError | None = ...,
         round_key: Global___RoundKey | None = ...,
+        policy: _common_pb2.DisclosurePolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "error", b"error", "hello", b"hello", "keys", b"keys", "kind", b"kind", "progress", b"progress", "round_key", b"round_key", "sums", b"sums"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "error", b"error", "hello", b"hello", "keys", b"keys", "kind", b"kind", "policy", b"policy", "progress", b"progress", "round_key", b"round_key", "sums", b"sums"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "error", b"error", "hello", b"hello", "keys", b"keys", "kind", b"kind", "progress", b"progress", "round_key", b"round_key", "sums", b"sums"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "error", b"error", "hello", b"hello", "keys", b"keys", "kind", b"kind", "policy", b"policy", "progress", b"progress", "round_key", b"round_key", "sums", b"sums"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "decision", "keys", "sums", "progress", "error", "round_key"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "decision", "keys", "sums", "progress", "error", "round_key", "policy"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
