@@ -145,6 +145,7 @@ class _JobRunner:
         self.store = engine.store
         self.sites: dict[str, SiteSession] = {}
         self.cohort: dict[str, int] = {}
+        self.min_cell: dict[str, int] = {}  # each accepting site's min_cell_count (disclosure control)
         self.settled: set[str] = set()  # sites that refused or failed: keep their state
         self.round_no = 0
         self.attempt = 0  # bumped when the analysis restarts without a dropped site
@@ -247,6 +248,7 @@ class _JobRunner:
             sites=tuple((s, self.cohort.get(s, 0)) for s in sorted(self.sites)),
             spec=spec.to_json(),
             genome_assembly=spec.options.get("genome_assembly", "NR"),
+            min_cell_count=max((self.min_cell.get(s, 0) for s in self.sites), default=0),
         )
 
     def run_rounds(self, spec: JobSpec, analysis: Any, n_variants: int) -> None:
@@ -315,6 +317,7 @@ class _JobRunner:
                 self.store.set_site(self.job_id, site, state="REFUSED", detail=d.reason)
                 raise PolicyRefused(f"site {site} refused the job: {d.reason}")
             self.cohort[site] = int(d.cohort_size)
+            self.min_cell[site] = int(d.min_cell_count)
             self.store.set_site(self.job_id, site, state="ACCEPTED", cohort_size=int(d.cohort_size))
             consent = f", {d.consent_excluded} excluded by consent" if d.consent_excluded else ""
             self.log(f"site {site} accepted: {d.cohort_size} participants{consent}, {d.n_variants} variants")

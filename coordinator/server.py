@@ -24,7 +24,7 @@ from fedstat.config import CoordinatorConfig
 from fedstat.errors import AuthError, FedstatError
 from fedstat.net import SERVER_OPTIONS, peer_identity, server_credentials, status_for
 from fedstat.protocol import spec_from_pb, spec_to_pb
-from fedstat.wire import analyst_pb2, analyst_pb2_grpc, site_pb2, site_pb2_grpc
+from fedstat.wire import analyst_pb2, analyst_pb2_grpc, common_pb2, site_pb2, site_pb2_grpc
 
 from .engine import JobEngine
 from .sessions import SiteRegistry
@@ -243,6 +243,40 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
             if msg is None:
                 return
             yield msg
+
+    def SitePolicies(
+        self, request: analyst_pb2.SitePoliciesRequest, context: grpc.ServicerContext
+    ) -> analyst_pb2.SitePoliciesResponse:  # noqa: N802
+        """Each connected site's disclosure-control settings for a dataset, and the strictest."""
+        chosen = []
+        for session in self.registry.connected():
+            policies = session.policies()
+            match = [p for p in policies if p.dataset == request.dataset] if request.dataset else policies[:1]
+            chosen.extend(match)
+        return analyst_pb2.SitePoliciesResponse(sites=chosen, strictest=strictest_policy(chosen))
+
+
+def strictest_policy(policies: list[common_pb2.DisclosurePolicy]) -> common_pb2.DisclosurePolicy:
+    """What a job over every one of ``policies`` must satisfy: the strictest value of each setting."""
+    from fedstat.privacy.base import STRENGTH  # noqa: PLC0415
+
+    if not policies:
+        return common_pb2.DisclosurePolicy()
+    analyses = [a for a in policies[0].allowed_analyses if all(a in p.allowed_analyses for p in policies)]
+    modes = [m for m in policies[0].allowed_privacy if all(m in p.allowed_privacy for p in policies)]
+    return common_pb2.DisclosurePolicy(
+        site="",
+        dataset=policies[0].dataset if len({p.dataset for p in policies}) == 1 else "",
+        allowed_analyses=analyses,
+        allowed_privacy=modes,
+        weakest_privacy=max((p.weakest_privacy for p in policies), key=lambda m: STRENGTH.get(m, 0)),
+        min_cohort=max(p.min_cohort for p in policies),
+        min_cell_count=max(p.min_cell_count for p in policies),
+        max_params_ratio=min(p.max_params_ratio for p in policies),
+        min_sites=max(p.min_sites for p in policies),
+        dp_epsilon_remaining=min(p.dp_epsilon_remaining for p in policies),
+        dp_delta=min(p.dp_delta for p in policies),
+    )
 
 
 class SiteGatewayService(site_pb2_grpc.SiteGatewayServicer):

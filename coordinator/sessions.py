@@ -28,6 +28,8 @@ class SiteSession:
     since: str = field(default_factory=now_iso)
     outbox: queue.Queue[site_pb2.CoordinatorMessage | None] = field(default_factory=queue.Queue)
     closed: threading.Event = field(default_factory=threading.Event)
+    _policy_updates: dict[str, common_pb2.DisclosurePolicy] = field(default_factory=dict)
+    _policy_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, msg: site_pb2.CoordinatorMessage) -> None:
         if not self.closed.is_set():
@@ -41,6 +43,26 @@ class SiteSession:
     @property
     def datasets(self) -> list[common_pb2.DatasetInfo]:
         return list(self.hello.datasets)
+
+    def policies(self) -> list[common_pb2.DisclosurePolicy]:
+        """The site's latest stated settings, one per dataset."""
+        with self._policy_lock:
+            latest = {p.dataset: p for p in self.hello.policies}
+            latest.update(self._policy_updates)
+            ordered = [p.dataset for p in self.hello.policies] + sorted(
+                set(latest) - {p.dataset for p in self.hello.policies}
+            )
+        out = []
+        for name in ordered:  # the site's default dataset first
+            q = common_pb2.DisclosurePolicy()
+            q.CopyFrom(latest[name])
+            q.site = self.name  # the certificate's name, whatever the site wrote
+            out.append(q)
+        return out
+
+    def update_policy(self, policy: common_pb2.DisclosurePolicy) -> None:
+        with self._policy_lock:
+            self._policy_updates[policy.dataset] = policy
 
 
 class SiteRegistry:
@@ -97,6 +119,11 @@ class SiteRegistry:
 
     def route(self, site: str, msg: site_pb2.SiteMessage) -> None:
         kind = msg.WhichOneof("kind")
+        if kind == "policy":
+            session = self.get(site)
+            if session is not None:
+                session.update_policy(msg.policy)
+            return
         job_id = getattr(msg, kind).job_id if kind and kind != "hello" else ""
         with self._lock:
             inbox = self._inboxes.get(job_id)

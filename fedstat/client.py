@@ -128,6 +128,11 @@ class Client:
     def sites(self) -> list[analyst_pb2.ConnectedSite]:
         return list(self._call(self._stub.ListSites, analyst_pb2.ListSitesRequest()).sites)
 
+    def policies(self, dataset: str = "") -> analyst_pb2.SitePoliciesResponse:
+        """Each connected site's disclosure-control settings (for ``dataset``; default: each
+        site's default dataset) and the strictest combination, which a job over all of them meets."""
+        return self._call(self._stub.SitePolicies, analyst_pb2.SitePoliciesRequest(dataset=dataset))
+
     def watch(self, job_id: str) -> Iterator[JobStatus]:
         """Every change of the job's status, until it finishes."""
         try:

@@ -38,8 +38,11 @@ site.toml::
     [policy]
     allowed_analyses = ["freq", "geno-counts", "hardy", "missing"]
     allowed_privacy = ["secagg", "paillier", "dp"]  # modes this site accepts (none, secagg, paillier, dp, "paillier,dp")
+    weakest_privacy = "secagg"       # refuse weaker modes (none < secagg = paillier < dp = "paillier,dp")
     min_cohort = 10                  # refuse jobs whose cohort is smaller
     min_sites = 2                    # refuse a secure-aggregation round with fewer participants
+    min_cell_count = 3               # --assoc/--model: rows with a genotype cell of 1-2 are suppressed
+    max_params_ratio = 0.33          # --glm: at most 0.33 parameters per cohort member
 
 analyst.toml (a "profile")::
 
@@ -202,6 +205,16 @@ class SitePolicy:
     disease_ontology: Path | None = None  # OBO file (e.g. mondo.obo) for DS:<disease> ancestry
     dp_epsilon_total: float = 10.0  # each dataset's differential-privacy budget, as ε at dp_delta
     dp_delta: float = 1e-6
+    # disclosure control (DataSHIELD nfilter spirit; the strictest participating site wins)
+    min_cell_count: int = 0  # case/control tables: a genotype cell of 1..min_cell_count-1 is never released
+    max_params_ratio: float = 0.33  # --glm: parameters per cohort member at most this (nfilter.glm)
+    weakest_privacy: str = "none"  # refuse any mode weaker than this (none < secagg = paillier < dp)
+
+    def accepts_privacy(self, mode: str) -> bool:
+        """Whether a job in privacy mode ``mode`` (canonical name) passes this policy."""
+        from fedstat.privacy.base import STRENGTH  # noqa: PLC0415
+
+        return mode in self.allowed_privacy and STRENGTH.get(mode, -1) >= STRENGTH[self.weakest_privacy]
 
 
 @dataclass(frozen=True)
@@ -265,6 +278,9 @@ def load_site_config(path: Path) -> SiteConfig:
             "disease_ontology",
             "dp_epsilon_total",
             "dp_delta",
+            "min_cell_count",
+            "max_params_ratio",
+            "weakest_privacy",
         }
     )
     policy = SitePolicy(
@@ -276,7 +292,19 @@ def load_site_config(path: Path) -> SiteConfig:
         disease_ontology=pr.path_("disease_ontology", "") if "disease_ontology" in pr.table else None,
         dp_epsilon_total=float(pr.get("dp_epsilon_total", (int, float), 10.0)),
         dp_delta=float(pr.get("dp_delta", (int, float), 1e-6)),
+        min_cell_count=int(pr.get("min_cell_count", int, 0)),
+        max_params_ratio=float(pr.get("max_params_ratio", (int, float), 0.33)),
+        weakest_privacy=pr.get("weakest_privacy", str, "none"),
     )
+    if policy.min_cell_count < 0:
+        raise ConfigError(f"{pr.where('min_cell_count')} must be 0 (off) or positive, got {policy.min_cell_count}")
+    if not 0 < policy.max_params_ratio <= 1:
+        raise ConfigError(f"{pr.where('max_params_ratio')} must be in (0, 1], got {policy.max_params_ratio}")
+    if policy.weakest_privacy not in PRIVACY_MODES:
+        raise ConfigError(
+            f"{pr.where('weakest_privacy')}: unknown privacy mode {policy.weakest_privacy!r}; "
+            f"known: {', '.join(PRIVACY_MODES)}"
+        )
     if not policy.dp_epsilon_total > 0 or not 0 < policy.dp_delta < 1:
         raise ConfigError(f"{pr.where('dp_epsilon_total')}/dp_delta: need ε > 0 and 0 < δ < 1")
     for m in policy.allowed_privacy:

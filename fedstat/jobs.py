@@ -301,7 +301,10 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
         parts.append(glm_job)
     if "assoc" in spec.analyses or "model" in spec.analyses:
         assoc_job = assoc.plan_assoc(
-            spec.pheno_names[0], assoc="assoc" in spec.analyses, model="model" in spec.analyses
+            spec.pheno_names[0],
+            assoc="assoc" in spec.analyses,
+            model="model" in spec.analyses,
+            min_cell_count=ctx.min_cell_count,
         )
         parts.append(assoc_job)
     if glm_job is not None or assoc_job is not None:

@@ -136,7 +136,35 @@ class SiteAgent:
                         name=ds.name, format=d.genotypes.format, n_variants=d.genotypes.n_variants, ok=True
                     )
                 )
-        return site_pb2.SiteMessage(hello=site_pb2.Hello(agent_version=fedstat.__version__, datasets=infos))
+        policies = [self._policy(ds.name) for ds in self.config.datasets if ds.name in self.datasets]
+        return site_pb2.SiteMessage(
+            hello=site_pb2.Hello(agent_version=fedstat.__version__, datasets=infos, policies=policies)
+        )
+
+    def _ledger(self) -> BudgetLedger:
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        return BudgetLedger(
+            self.config.state_dir / "dp-budget.sqlite",
+            total_epsilon=self.config.policy.dp_epsilon_total,
+            total_delta=self.config.policy.dp_delta,
+        )
+
+    def _policy(self, dataset: str) -> common_pb2.DisclosurePolicy:
+        """This site's disclosure-control settings for ``dataset``, as analysts may list them."""
+        p = self.config.policy
+        return common_pb2.DisclosurePolicy(
+            site=self.name,
+            dataset=dataset,
+            allowed_analyses=p.allowed_analyses,
+            allowed_privacy=[m for m in p.allowed_privacy if p.accepts_privacy(m)],
+            weakest_privacy=p.weakest_privacy,
+            min_cohort=p.min_cohort,
+            min_cell_count=p.min_cell_count,
+            max_params_ratio=p.max_params_ratio,
+            min_sites=p.min_sites,
+            dp_epsilon_remaining=self._ledger().remaining(dataset).epsilon,
+            dp_delta=p.dp_delta,
+        )
 
     # --- connection -----------------------------------------------------------------------
 
@@ -289,6 +317,8 @@ class SiteAgent:
             return
         job = _Job(job_id=offer.job_id, spec=spec, dataset=dataset, members=members, cohort=cohort)
         self._jobs[job.job_id] = job
+        if dp_note:  # the analysts' view of this dataset's remaining budget changed
+            self.send(site_pb2.SiteMessage(policy=self._policy(ds_name)))
         threading.Thread(target=self._job_worker, args=(job,), name=f"job-{job.job_id}", daemon=True).start()
         excluded = decision.consent.n_excluded if decision.consent is not None else 0
         self._record(
@@ -318,6 +348,7 @@ class SiteAgent:
                     n_variants=dataset.genotypes.n_variants,
                     consent_excluded=excluded,
                     dp_budget=dp_note,
+                    min_cell_count=self.config.policy.min_cell_count,
                 )
             )
         )
@@ -331,15 +362,8 @@ class SiteAgent:
     def _charge_budget(self, job_id: str, dataset: str, spec: JobSpec) -> str:
         """Charge the job's ρ to the dataset's ledger once (idempotent per job); BudgetExceeded
         (a PolicyRefused stating what remains) when it would overspend."""
-        policy = self.config.policy
         epsilon, delta = float(spec.options["dp_epsilon"]), float(spec.options["dp_delta"])
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        ledger = BudgetLedger(
-            self.config.state_dir / "dp-budget.sqlite",
-            total_epsilon=policy.dp_epsilon_total,
-            total_delta=policy.dp_delta,
-        )
-        receipt = ledger.charge(
+        receipt = self._ledger().charge(
             dataset,
             job_id,
             epsilon_to_rho(epsilon, delta),

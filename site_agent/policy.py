@@ -55,7 +55,9 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
     Raises
     ------
     PolicyRefused
-        analysis or privacy mode not allowed here, or the cohort is smaller than ``min_cohort``
+        analysis or privacy mode not allowed here (or weaker than ``weakest_privacy``), the cohort
+        is smaller than ``min_cohort``, or ``--glm`` has more parameters than ``max_params_ratio``
+        of the cohort allows
     InputError
         a phenotype or covariate the job names is not a column of this site's sample table
     """
@@ -68,6 +70,11 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
     if spec.privacy not in policy.allowed_privacy:
         raise PolicyRefused(
             f"privacy mode {spec.privacy!r} is not accepted here (accepted: {', '.join(policy.allowed_privacy)})"
+        )
+    if not policy.accepts_privacy(spec.privacy):
+        raise PolicyRefused(
+            f"privacy mode {spec.privacy!r} is weaker than this site's weakest accepted mode "
+            f"{policy.weakest_privacy!r} (order: none < secagg = paillier < dp = paillier,dp)"
         )
     columns = set(dataset.samples.numeric)  # text columns (consent) are never phenotypes
     for kind, names in (("phenotype", spec.pheno_names), ("covariate", spec.covar_names)):
@@ -97,4 +104,11 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
     cohort = np.sort(dataset.genotype_index[rows])
     if len(cohort) < policy.min_cohort:
         raise PolicyRefused(f"cohort of {len(cohort)} is below this site's minimum of {policy.min_cohort} participants")
+    if "glm" in spec.analyses:
+        n_params = 2 + len(spec.covar_names)  # intercept, genotype, covariates
+        if n_params > policy.max_params_ratio * len(cohort):
+            raise PolicyRefused(
+                f"--glm fits {n_params} parameters; this site's cohort of {len(cohort)} allows at most "
+                f"{int(policy.max_params_ratio * len(cohort))} (policy max_params_ratio {policy.max_params_ratio:g})"
+            )
     return Decision(members=cohort, consent=summary)

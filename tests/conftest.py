@@ -80,10 +80,11 @@ GWAS_SITES = ("AFR", "EAS", "EUR")
 
 
 @pytest.fixture()
-def consortium(session_pki, coordinator, tmp_path) -> Iterator[tuple[object, int]]:
-    """The in-process coordinator with three in-process site agents on the GWAS fixture."""
+def consortium_agents(session_pki, coordinator, tmp_path) -> Iterator[dict[str, object]]:
+    """Three in-process site agents on the GWAS fixture, connected to the in-process coordinator.
+    A test may swap an agent's ``config`` (e.g. its policy) between jobs."""
     coord, port = coordinator
-    agents = []
+    agents = {}
     for name in GWAS_SITES:
         cfg = SiteConfig(
             path=tmp_path / f"{name}.toml",
@@ -98,13 +99,19 @@ def consortium(session_pki, coordinator, tmp_path) -> Iterator[tuple[object, int
 
         agent = SiteAgent(cfg)
         threading.Thread(target=agent.run, daemon=True).start()
-        agents.append(agent)
+        agents[name] = agent
     deadline = time.monotonic() + 20
     while {s.name for s in coord.registry.connected()} != set(GWAS_SITES):
         assert time.monotonic() < deadline, "site agents did not connect"
         time.sleep(0.05)
     try:
-        yield coord, port
+        yield agents
     finally:
-        for a in agents:
+        for a in agents.values():
             a.stop()
+
+
+@pytest.fixture()
+def consortium(coordinator, consortium_agents) -> tuple[object, int]:
+    """The in-process coordinator with three in-process site agents on the GWAS fixture."""
+    return coordinator

@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output prefix or directory: files go to its directory")
     p = jobs.add_parser("sites", help="sites connected to the coordinator and their datasets")
     _add_profile(p)
+    p = jobs.add_parser(
+        "policies",
+        help="each connected site's disclosure-control settings (privacy modes, minimum cohort and cell "
+        "counts, --glm parameter ratio, DP budget left) and the strictest, which your job must meet",
+    )
+    _add_profile(p)
+    p.add_argument("--dataset", default="", help="dataset name at each site (default: each site's first)")
 
     # operators
     ca = sub.add_parser("ca", help="consortium certificate authority").add_subparsers(
@@ -371,6 +378,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             directory = out if out.is_dir() or args.out.endswith("/") else out.parent
             for f in c.fetch_results(args.job_id, directory):
                 print(f)
+        elif args.jobs_command == "policies":
+            _print_policies(c.policies(args.dataset))
         elif args.jobs_command == "sites":
             sites = c.sites()
             if not sites:
@@ -382,6 +391,33 @@ def cmd_jobs(args: argparse.Namespace) -> int:
                 )
                 print(f"{s.site:<10} since {s.connected_since}  fedstat {s.agent_version}  {ds}")
     return 0
+
+
+def _print_policies(resp: object) -> None:
+    rows = list(resp.sites)  # type: ignore[attr-defined]
+    if not rows:
+        print("no site is connected")
+        return
+    head = ("site", "dataset", "privacy accepted", "min cohort", "min cell", "glm params/N", "min sites", "DP ε left")
+    table = [head]
+    for p in [*rows, resp.strictest]:  # type: ignore[attr-defined]
+        table.append(
+            (
+                p.site or "STRICTEST",
+                p.dataset or "-",
+                ",".join(p.allowed_privacy) or "(none in common)",
+                str(p.min_cohort),
+                str(p.min_cell_count) if p.min_cell_count else "off",
+                f"{p.max_params_ratio:g}",
+                str(p.min_sites),
+                f"{p.dp_epsilon_remaining:.3g} (δ={p.dp_delta:g})",
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    common = list(resp.strictest.allowed_analyses)  # type: ignore[attr-defined]
+    print("analyses every site allows: " + (", ".join("--" + a for a in common) or "none"))
 
 
 def cmd_ca(args: argparse.Namespace) -> int:

@@ -35,6 +35,8 @@ class JobContext:
     sites : (site, participants) for each participating site
     spec : the job spec as JSON-ready mapping
     genome_assembly : declared by the analyst (``NR`` when not reported)
+    min_cell_count : disclosure control, the strictest participating site's smallest releasable
+        case/control genotype cell (0: off)
     """
 
     job_id: str = ""
@@ -44,6 +46,7 @@ class JobContext:
     sites: tuple[tuple[str, int], ...] = ()
     spec: Mapping[str, object] = field(default_factory=dict)
     genome_assembly: str = "NR"
+    min_cell_count: int = 0
 
 
 def _rsid(ids: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ genotype is observed).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +219,9 @@ class AssocStats:
     dom_p: np.ndarray
     rec_chisq: np.ndarray
     rec_p: np.ndarray
+    #: disclosure control: rows whose case/control table has a cell below the sites' minimum;
+    #: every count and statistic of such a row prints NA (None: nothing suppressed)
+    suppressed: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.tested.shape[0])
@@ -410,6 +413,26 @@ def finish(sums: Mapping[str, np.ndarray], chrom: np.ndarray | None = None, *, c
         rec_chisq=rec_chisq,
         rec_p=_chiprob(rec_chisq, 1.0),
     )
+
+
+_STAT_FIELDS = (
+    "f_a", "f_u", "chisq", "p", "odds_ratio", "trend_chisq", "trend_p", "allelic_chisq", "allelic_p",
+    "geno_chisq", "geno_p", "dom_chisq", "dom_p", "rec_chisq", "rec_p",
+)  # fmt: skip
+
+
+def suppress_small_cells(stats: AssocStats, min_cell_count: int) -> AssocStats:
+    """Disclosure control (DataSHIELD's ``nfilter.tab``): a variant whose case/control genotype
+    table has a non-zero cell below ``min_cell_count`` is released as NA throughout, counts,
+    frequencies and tests alike. ``min_cell_count`` 0 or 1 suppresses nothing."""
+    if min_cell_count <= 1:
+        return stats
+    cells = np.stack(
+        [stats.case_a1a1, stats.case_a1a2, stats.case_a2a2, stats.ctrl_a1a1, stats.ctrl_a1a2, stats.ctrl_a2a2]
+    )
+    small = ((cells > 0) & (cells < min_cell_count)).any(axis=0)
+    nan_out = {name: np.where(small, np.nan, getattr(stats, name)) for name in _STAT_FIELDS}
+    return replace(stats, suppressed=small, geno_df=np.where(small, 0, stats.geno_df), **nan_out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -661,6 +684,7 @@ def write_model(path: str | Path, variants: VariantTable, stats: AssocStats) -> 
     ids = variants.id
     allelic, allelic_p = stats.allelic_chisq, stats.allelic_p
     na_tail = "          NA   NA           NA\n"
+    suppressed = stats.suppressed
 
     def tail(chisq: float, df: int, p: float) -> str:
         if chisq != chisq:
@@ -677,6 +701,10 @@ def write_model(path: str | Path, variants: VariantTable, stats: AssocStats) -> 
         )
         for i in rows:
             head = f"{chrom[i]} {str(ids[i]).rjust(width)} {str(a1[i]).rjust(4)} {str(a2[i]).rjust(4)}  "
+            if suppressed is not None and suppressed[i]:
+                for test in ("   GENO", "  TREND", "ALLELIC", "    DOM", "    REC"):
+                    yield f"{head}{test} {'NA'.rjust(14)} {'NA'.rjust(14)} " + na_tail
+                continue
             o, n, m = int(stats.case_a1a1[i]), int(stats.case_a1a2[i]), int(stats.case_a2a2[i])
             k, j, u = int(stats.ctrl_a1a1[i]), int(stats.ctrl_a1a2[i]), int(stats.ctrl_a2a2[i])
             yield f"{head}   GENO {cell(o, n, m)} {cell(k, j, u)} " + tail(
@@ -705,7 +733,7 @@ class AssocAnalysis:
     Files written by :meth:`write`: ``<out>.<PHENO>.assoc`` and/or ``<out>.<PHENO>.model``.
     """
 
-    def __init__(self, pheno: str, *, model: bool, assoc: bool, cell: int = 5):
+    def __init__(self, pheno: str, *, model: bool, assoc: bool, cell: int = 5, min_cell_count: int = 0):
         if not (model or assoc):
             raise InputError("plan_assoc: ask for --assoc, --model or both")
         if cell < 0:
@@ -714,6 +742,7 @@ class AssocAnalysis:
         self.model = model
         self.assoc = assoc
         self.cell = cell
+        self.min_cell_count = min_cell_count
         self.sums: dict[str, np.ndarray] | None = None
         self.stats: AssocStats | None = None
 
@@ -728,7 +757,7 @@ class AssocAnalysis:
         if self.sums is None:
             raise InputError("assoc: no sums yet; run the round first")
         if self.stats is None:
-            self.stats = finish(self.sums, variants.chrom, cell=self.cell)
+            self.stats = suppress_small_cells(finish(self.sums, variants.chrom, cell=self.cell), self.min_cell_count)
         return self.stats
 
     def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
@@ -751,14 +780,23 @@ class AssocAnalysis:
                 f"assoc {self.pheno}: {n_case} cases and {n_ctrl} controls; "
                 f"{n_miss} samples missing the phenotype excluded"
             )
+        if self.min_cell_count > 1:
+            c = _counts(self.sums)
+            cells = np.stack([c[f"{g}_{k}"] for g in ("case", "ctrl") for k in ("hom_ref", "het", "hom_alt")])
+            n_small = int(((cells > 0) & (cells < self.min_cell_count)).any(axis=0).sum())
+            lines.append(
+                f"disclosure control: {n_small} variants' case/control tables have a cell below "
+                f"{self.min_cell_count} (the strictest site's min_cell_count) and are released as NA"
+            )
         if self.stats is not None:
             skipped = int((~self.stats.tested).sum())
             if skipped:
                 lines.append(f"assoc {self.pheno}: {skipped} non-autosomal variants not tested")
+
         return lines
 
 
-def plan_assoc(pheno: str, *, model: bool, assoc: bool, cell: int = 5) -> AssocAnalysis:
+def plan_assoc(pheno: str, *, model: bool, assoc: bool, cell: int = 5, min_cell_count: int = 0) -> AssocAnalysis:
     """The coordinator side of ``--assoc`` and/or ``--model`` for case/control ``pheno``.
 
     Parameters
@@ -767,6 +805,7 @@ def plan_assoc(pheno: str, *, model: bool, assoc: bool, cell: int = 5) -> AssocA
     model : write ``<out>.<pheno>.model``
     assoc : write ``<out>.<pheno>.assoc``
     cell : PLINK's ``--cell`` (minimum genotype cell count for GENO/DOM/REC), default 5
+    min_cell_count : disclosure control, see :func:`suppress_small_cells` (0: off)
 
     Returns
     -------
@@ -774,4 +813,4 @@ def plan_assoc(pheno: str, *, model: bool, assoc: bool, cell: int = 5) -> AssocA
         A :class:`~fedstat.stats.base.JobAnalysis`: one round of :data:`COMPUTATION`, then the
         tables; :meth:`AssocAnalysis.result` gives the per-variant statistics for reports.
     """
-    return AssocAnalysis(pheno, model=model, assoc=assoc, cell=cell)
+    return AssocAnalysis(pheno, model=model, assoc=assoc, cell=cell, min_cell_count=min_cell_count)

@@ -389,6 +389,7 @@ class JobDecision(_message.Message):
     N_VARIANTS_FIELD_NUMBER: _builtins.int
     CONSENT_EXCLUDED_FIELD_NUMBER: _builtins.int
     DP_BUDGET_FIELD_NUMBER: _builtins.int
+    MIN_CELL_COUNT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     accept: _builtins.bool
     reason: _builtins.str
@@ -400,6 +401,8 @@ class JobDecision(_message.Message):
     """participants left out because their consent does not match (count)"""
     dp_budget: _builtins.str
     """--privacy dp: what this job charged and what remains (aggregate text)"""
+    min_cell_count: _builtins.int
+    """disclosure control: this site's smallest releasable case/control cell"""
     def __init__(
         self,
         *,
@@ -410,10 +413,11 @@ class JobDecision(_message.Message):
         n_variants: _builtins.int = ...,
         consent_excluded: _builtins.int = ...,
         dp_budget: _builtins.str = ...,
+        min_cell_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "cohort_size", b"cohort_size", "consent_excluded", b"consent_excluded", "dp_budget", b"dp_budget", "job_id", b"job_id", "n_variants", b"n_variants", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "cohort_size", b"cohort_size", "consent_excluded", b"consent_excluded", "dp_budget", b"dp_budget", "job_id", b"job_id", "min_cell_count", b"min_cell_count", "n_variants", b"n_variants", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
