@@ -93,8 +93,10 @@ def prepare(
             f"path = {_toml_str(data.resolve())}\n\n"
             "[policy]\n"
             f"allowed_analyses = {json.dumps(list(KNOWN_ANALYSES))}\n"
-            'allowed_privacy = ["secagg", "none"]\n'
+            'allowed_privacy = ["secagg", "paillier", "dp", "paillier,dp", "none"]\n'
             "min_cohort = 1\n"
+            "min_cell_count = 0               # DataSHIELD's nfilter.tab would be 3\n"
+            "max_params_ratio = 0.33\n"
         )
     pki.issue(ca, workspace / "analyst", name=analyst, role="analyst")
     (workspace / "analyst.toml").write_text(
