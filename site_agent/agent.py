@@ -489,12 +489,11 @@ class SiteAgent:
             job_id=job.job_id, round=req.round, attempt=req.attempt, participants=tuple(req.participants)
         )
         mode = get_mode(job.spec.privacy)
-        if mode.needs_round_keys:
-            keys = self._verified_keys(job, req, ctx)
-        elif mode.needs_public_key:
-            keys = self._encryptor(job)
-        else:
-            keys = None
+        keys: Any = self._verified_keys(job, req, ctx) if mode.needs_round_keys else None
+        if mode.needs_public_key:
+            from fedstat.privacy.paillier import PaillierKeys  # noqa: PLC0415
+
+            keys = PaillierKeys(keypair=keys[0], peers=keys[1], encryptor=self._encryptor(job))
         protector = mode.protector(ctx, self.name, keys)
 
         def send_array(name: str, offset: int, total: int, values: np.ndarray, shape: tuple[int, ...]) -> None:

@@ -1,6 +1,7 @@
 """--privacy paillier with the real agents, coordinator and analyst client: results equal secagg
 (bit for bit) and none (to the fixed-point precision), the coordinator's messages cannot be opened
-without the analyst's key, and the analyst's client refuses what would expose one site."""
+without the analyst's key and, masked underneath, not even one site's with it; the analyst's
+client refuses what would expose one site."""
 
 from __future__ import annotations
 
@@ -14,8 +15,22 @@ from fedstat.client import Client
 from fedstat.errors import InputError, JobFailed, PrivacyError
 from fedstat.jobs import JobSpec
 from fedstat.privacy.base import RoundContext
-from fedstat.privacy.paillier import PUBLIC_KEY_OPTION, AnalystDecryptor, PaillierAggregator, PaillierProtector
-from fedstat.privacy.paillier_crypto import PaillierDecryptor, PaillierEncryptor, generate_keypair
+from fedstat.privacy.paillier import (
+    PUBLIC_KEY_OPTION,
+    AnalystDecryptor,
+    PaillierAggregator,
+    PaillierKeys,
+    PaillierProtector,
+)
+from fedstat.privacy.paillier_crypto import (
+    PaillierDecryptor,
+    PaillierEncryptor,
+    add_ciphertexts,
+    ciphertexts_from_bytes,
+    ciphertexts_to_bytes,
+    generate_keypair,
+)
+from fedstat.privacy.secagg import RoundKeyPair
 from tests.conftest import analyst_profile
 from tests.test_secagg_e2e import _columns, _run
 
@@ -52,9 +67,9 @@ def test_paillier__results_equal_secagg_exactly_and_none_to_fixed_point(session_
 def test_paillier__eavesdropping_coordinator_sees_only_ciphertexts(
     session_pki, consortium, tmp_path, monkeypatch, keypair
 ):
-    """Every sums message the coordinator receives is ciphertext under the analyst's key: with
-    another key it decrypts to nothing related, with the analyst's key one site's chunk decrypts to
-    that site's true sums (so the test would see a leak), and the coordinator holds no private key."""
+    """Every sums message the coordinator receives is ciphertext under the analyst's key; the
+    coordinator holds no private key; even with the analyst's key one site's chunk opens only to
+    uniformly masked words, and only the product over all sites opens to the true total."""
     coord, port = consortium
     recorded: list[tuple[str, object]] = []
     route = SiteRegistry.route
@@ -94,21 +109,32 @@ def test_paillier__eavesdropping_coordinator_sees_only_ciphertexts(
 
     monkeypatch.setattr(SiteRegistry, "route", plain_route)
     _run(session_pki, port, tmp_path, JobSpec(analyses=("geno-counts",), privacy="none", out_name="g"))
-    site, chunk = next((s, c) for s, c in recorded if c.name == "hom_ref" and c.offset == 0)
-    true_values = np.concatenate(truth[(site, "hom_ref")])[: chunk.length]
-    own = AnalystDecryptor("x", PaillierDecryptor(private_key)).decrypt(
-        job_id="x", round_no=1, attempt=0, name="t", first=0, summands=2, data=chunk.data
-    )
-    assert np.array_equal(own[: chunk.length].view(np.int64), true_values)  # the chunk is that site's sums...
+    firsts = {s: c for s, c in recorded if c.name == "hom_ref" and c.offset == 0}
+    assert len(firsts) == 3 and len({c.length for c in firsts.values()}) == 1
+    n = firsts["AFR"].length
+    own = AnalystDecryptor("x", PaillierDecryptor(private_key))
+    opened = {
+        s: own.decrypt(job_id="x", round_no=1, attempt=0, name=s, first=0, summands=2, data=c.data)[:n]
+        for s, c in firsts.items()
+    }
+    true = {s: np.concatenate(truth[(s, "hom_ref")])[:n] for s in firsts}
+    for s in firsts:
+        # even the key holder cannot read one site's ciphertext: under it lie masked ring words
+        assert not np.any(opened[s].view(np.int64) == true[s]), s
+        bits = np.unpackbits(opened[s].view(np.uint8))
+        assert abs(bits.mean() - 0.5) < 6 * 0.5 / np.sqrt(bits.size), s
+    # only the product over every site opens to the true total (the masks cancel)
+    total = opened["AFR"] + opened["EAS"] + opened["EUR"]  # mod 2^64
+    assert np.array_equal(total.view(np.int64), true["AFR"] + true["EAS"] + true["EUR"])
     _, other_private = generate_keypair(2048)
-    with pytest.raises(PrivacyError):  # ...and cannot be opened with any other key
-        other = AnalystDecryptor("x", PaillierDecryptor(other_private)).decrypt(
-            job_id="x", round_no=1, attempt=0, name="t", first=0, summands=2, data=chunk.data
-        )
-        assert not np.array_equal(other[: chunk.length].view(np.int64), true_values)
-        raise PrivacyError("decrypted to unrelated values")
-    # the same plaintext encrypts differently every time (probabilistic encryption)
-    assert len({c.data for s, c in recorded if c.name == "hom_ref" and c.offset == 0}) == 3
+    for c in firsts.values():  # and no other key opens anything
+        try:
+            other = AnalystDecryptor("x", PaillierDecryptor(other_private)).decrypt(
+                job_id="x", round_no=1, attempt=0, name="o", first=0, summands=2, data=c.data
+            )
+        except PrivacyError:
+            continue  # the plaintext does not even fit the slot layout
+        assert not np.array_equal(other[:n], opened["AFR"])
 
 
 def _key_text(public_key) -> str:
@@ -151,16 +177,34 @@ def test_paillier__needs_the_client_that_holds_the_key(session_pki, consortium, 
             c.submit(JobSpec(analyses=("freq",), privacy="paillier", options={PUBLIC_KEY_OPTION: "{}"}))
 
 
+def _site_keys(ctx: RoundContext, encryptor) -> dict[str, PaillierKeys]:
+    """Every participant's verified round keys, as the agents hold them after the exchange."""
+    pairs = {s: RoundKeyPair() for s in ctx.participants}
+    return {
+        s: PaillierKeys(
+            keypair=pairs[s], peers={p: pairs[p].public_key for p in ctx.participants if p != s}, encryptor=encryptor
+        )
+        for s in ctx.participants
+    }
+
+
 def test_analyst_decryptor__refuses_lone_site_sums_repeats_and_other_jobs(keypair):
     public_key, private_key = keypair
     d = AnalystDecryptor("job1", PaillierDecryptor(private_key))
+    ctx = RoundContext(job_id="job1", round=1, attempt=0, participants=("A", "B"))
     with PaillierEncryptor(public_key, backend="inline", window_bits=4) as enc:
-        ctx = RoundContext(job_id="job1", round=1, attempt=0, participants=("A", "B"))
-        chunk = next(PaillierProtector(ctx, "A", enc).protect("x", 0, 3, np.array([1, 2, 3])))
-    kw = dict(job_id="job1", round_no=1, attempt=0, name="x", first=0, data=chunk.data)
+        keys = _site_keys(ctx, enc)
+        a, b = (
+            next(PaillierProtector(ctx, s, keys[s]).protect("x", 0, 3, np.array(v)))
+            for s, v in (("A", [1, 2, 3]), ("B", [10, 20, 30]))
+        )
+    product = add_ciphertexts(
+        ciphertexts_from_bytes(a.data, public_key), ciphertexts_from_bytes(b.data, public_key), public_key
+    )
+    kw = dict(job_id="job1", round_no=1, attempt=0, name="x", first=0, data=ciphertexts_to_bytes(product, public_key))
     with pytest.raises(PrivacyError, match="one site's sums"):
         d.decrypt(summands=1, **kw)
-    assert d.decrypt(summands=2, **kw)[:3].tolist() == [1, 2, 3]
+    assert d.decrypt(summands=2, **kw)[:3].tolist() == [11, 22, 33]
     with pytest.raises(PrivacyError, match="asked again"):
         d.decrypt(summands=2, **kw)
     with pytest.raises(PrivacyError, match="belongs to job job1"):
@@ -193,8 +237,9 @@ def test_paillier_protector_and_aggregator__chunks_cut_anywhere_sum_exactly(keyp
 
     agg = PaillierAggregator(ctx, public_key, decrypt)
     with PaillierEncryptor(public_key, backend="inline", window_bits=4) as enc:
+        keys = _site_keys(ctx, enc)
         for site, cut in zip(ctx.participants, (1, 13, 50), strict=True):
-            p = PaillierProtector(ctx, site, enc)
+            p = PaillierProtector(ctx, site, keys[site])
             for lo, hi in ((0, cut), (cut, n)):
                 for chunk in p.protect("i", lo, n, ints[site][lo:hi]):
                     agg.add(site, chunk)

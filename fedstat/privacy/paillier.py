@@ -3,8 +3,8 @@
 The analyst's client generates a Paillier key pair (:func:`fedstat.privacy.paillier_crypto.generate_keypair`,
 ``phe``-compatible) and puts only the public key in the job spec (option ``paillier_public_key``).
 Each site encodes its sums into the ring Z/2^64 exactly as secure aggregation does (``ring64`` for
-integer sums, two ``ring64x2`` limbs per real sum, see :mod:`fedstat.privacy.secagg`), packs the
-ring words into slots of 64 + 8 bits (28 per 2048-bit plaintext, 42 per 3072-bit one) and encrypts
+integer sums, two ``ring64x2`` limbs per real sum, see :mod:`fedstat.privacy.secagg`), adds its
+pairwise masks (below), packs the ring words into slots of 64 + 8 bits (28 per 2048-bit plaintext, 42 per 3072-bit one) and encrypts
 them with the fast encryptor. The coordinator multiplies the ciphertexts of every participant
 (adding the plaintexts) and, holding no private key, sends the products to the analyst's client
 (``Analyst.Decrypt``), which decrypts them and returns the slot sums: the same ring totals secure
@@ -19,12 +19,19 @@ leaves the slots outside its words zero, so chunks of different sites, cut at di
 boundaries, still multiply slot-aligned. Each slot receives at most one nonzero word per site;
 8 bits of headroom hold the sum over up to 256 sites without a carry.
 
+Masks under the encryption
+--------------------------
+Before packing, each site adds the pairwise masks of secure aggregation (the same signed X25519
+round keys, :mod:`fedstat.privacy.secagg`) to its ring words; they cancel in the slot sums over
+all participants. So a single site's ciphertext decrypts to a uniformly random vector: the key
+holder learns one site's sums neither from a coordinator that presents one site's ciphertext as
+a total nor by colluding with the coordinator (unless every other site joins in). Slot sums stay
+below 256 · 2^64, so the 8 headroom bits still hold.
+
 Trust
 -----
-Sound while the coordinator and the key holder do not collude (see docs/privacy.md). The analyst's
-client decrypts only requests of its own job, each (round, attempt, array, ciphertext) once, and
-only products the coordinator states cover at least two sites: a coordinator that follows the
-protocol cannot learn one site's sums, and the analyst sees only totals.
+See docs/privacy.md. The analyst's client also decrypts only requests of its own job, each
+(round, attempt, array, ciphertext) once, and only products stated to cover at least two sites.
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ from fedstat.privacy.paillier_crypto import (
     ciphertexts_to_bytes,
     public_key_from_bytes,
 )
-from fedstat.privacy.secagg import decode_reals, encode_ints, encode_reals
+from fedstat.privacy.secagg import RoundKeyPair, SecAggProtector, decode_reals, encode_ints, encode_reals
 
 #: Job option holding the analyst's public key (``public_key_to_bytes`` JSON text).
 PUBLIC_KEY_OPTION = "paillier_public_key"
@@ -98,13 +105,26 @@ def n_ciphertexts(words: int, total_length: int, slots: int) -> int:
     return -(-(words * total_length) // slots)
 
 
-class PaillierProtector(Protector):
-    """Site side: ring-encodes a site's sums, packs them on the job's grid and encrypts them."""
+@dataclass(frozen=True)
+class PaillierKeys:
+    """What a site protects one round with: its verified round keys (for the pairwise masks) and
+    the job's encryptor under the analyst's public key."""
 
-    def __init__(self, ctx: RoundContext, site: str, encryptor: PaillierEncryptor):
+    keypair: RoundKeyPair
+    peers: Mapping[str, bytes]
+    encryptor: PaillierEncryptor
+
+
+class PaillierProtector(Protector):
+    """Site side: ring-encodes a site's sums, adds its pairwise masks, packs the words on the job's
+    grid and encrypts them."""
+
+    def __init__(self, ctx: RoundContext, site: str, keys: PaillierKeys):
         super().__init__(ctx, site)
         if len(ctx.participants) < 2:
             raise PrivacyError("paillier: a round needs at least two participants; refusing to release a lone sum")
+        self._masks = SecAggProtector(ctx, site, keys.keypair, keys.peers)
+        encryptor = keys.encryptor
         self.encryptor = encryptor
         self.public_key = encryptor.public_key
         self.layout = layout_for(self.public_key)
@@ -127,7 +147,8 @@ class PaillierProtector(Protector):
             k0, n_ct, w0 = _span(words, offset + rel, count, slots)
             grid = np.zeros(n_ct * slots, dtype=np.uint64)
             start = w0 - k0 * slots
-            grid[start : start + words * count] = ring[words * rel : words * (rel + count)]
+            piece = ring[words * rel : words * (rel + count)]
+            grid[start : start + words * count] = piece + self._masks._mask(name, w0, words * count)  # wraps mod 2^64
             ciphertexts = self.encryptor.encrypt_plaintexts(self.layout.pack(grid))
             yield ProtectedChunk(
                 name=name,
@@ -222,10 +243,11 @@ class PaillierMode(PrivacyMode):
     name = "paillier"
     protects_site_sums = True
     needs_public_key = True
+    needs_round_keys = True  # the pairwise masks under the encryption
 
     def protector(self, ctx: RoundContext, site: str, keys: Any = None) -> Protector:
-        if not isinstance(keys, PaillierEncryptor):
-            raise PrivacyError("paillier: the site needs the job's encryptor (the analyst's public key)")
+        if not isinstance(keys, PaillierKeys):
+            raise PrivacyError("paillier: the site needs its verified round keys and the job's encryptor")
         return PaillierProtector(ctx, site, keys)
 
     def aggregator(
