@@ -16,10 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from phe import PaillierPublicKey
 
 from fedstat.errors import JobFailed, PrivacyError, ProtocolError, SiteUnavailable
 from fedstat.privacy.base import MAX_CHUNK_BYTES, RoundContext
-from fedstat.privacy.paillier import EncryptedSum
+from fedstat.privacy.paillier import EncryptedSum, layout_for
+from fedstat.privacy.paillier_crypto import ciphertext_bytes, ciphertexts_to_bytes
 from fedstat.wire import analyst_pb2
 
 
@@ -92,15 +94,15 @@ class DecryptorRegistry:
         ctx: RoundContext,
         sums: Sequence[EncryptedSum],
         *,
-        ciphertext_width: int,
-        slots: int,
+        public_key: PaillierPublicKey,
         attach_timeout_s: float,
         reply_timeout_s: float,
         cancelled: Callable[[], bool],
     ) -> Mapping[str, np.ndarray]:
         """Send every summed array to the job's decryptor; the ring words of each, by name."""
         session = self.wait_for(ctx.job_id, time.monotonic() + attach_timeout_s, cancelled)
-        per = max(1, MAX_CHUNK_BYTES // ciphertext_width)
+        slots = layout_for(public_key).slots
+        per = max(1, MAX_CHUNK_BYTES // ciphertext_bytes(public_key))
         words: dict[str, np.ndarray] = {}
         pending: set[tuple[str, int]] = set()
         for s in sums:
@@ -115,7 +117,7 @@ class DecryptorRegistry:
                         name=s.name,
                         first=first,
                         total=len(s.ciphertexts),
-                        ciphertexts=_to_bytes(part, ciphertext_width),
+                        ciphertexts=ciphertexts_to_bytes(part, public_key),
                         summands=s.summands,
                     )
                 )
@@ -155,10 +157,6 @@ class DecryptorRegistry:
             words[reply.name][key[1] * slots : (key[1] + n_ct) * slots] = np.frombuffer(reply.words, dtype="<u8")
             pending.discard(key)
         return words
-
-
-def _to_bytes(ciphertexts: Sequence, width: int) -> bytes:
-    return b"".join(int(c).to_bytes(width, "big") for c in ciphertexts)
 
 
 __all__ = ["DecryptorRegistry", "DecryptorSession"]

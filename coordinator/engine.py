@@ -367,7 +367,9 @@ class _JobRunner:
         ctx = RoundContext(job_id=self.job_id, round=round_no, attempt=attempt, participants=participants)
         mode = get_mode(spec.privacy)
         aggregator = mode.aggregator(
-            ctx, options=spec.options, decrypt=self.decrypt_with_analyst if mode.needs_public_key else None
+            ctx,
+            options=spec.options,
+            decrypt=self.decrypt_with_analyst if mode.needs_public_key else None,
         )
         arrays = dict(plan.arrays)
         if plan.variants is not None:
@@ -423,20 +425,14 @@ class _JobRunner:
             totals = {k: np.maximum(v, 0) if v.dtype.kind == "i" else v for k, v in totals.items()}
         return totals
 
-    def decrypt_with_analyst(self, ctx: RoundContext, sums: Any) -> Any:
+    def decrypt_with_analyst(self, ctx: RoundContext, sums: Any, public_key: Any) -> Any:
         """--privacy paillier: the analyst's client (the key holder) decrypts the summed ciphertexts."""
-        from fedstat.privacy.paillier import layout_for  # noqa: PLC0415
-        from fedstat.privacy.paillier_crypto import ciphertext_bytes  # noqa: PLC0415
-
-        spec = JobSpec.from_json(self.store.get_job(self.job_id).spec)
-        key = job_public_key(spec.options)
         self.phase(f"round {ctx.round} decrypt", round=ctx.round)
         try:
             return self.engine.decryptors.decrypt(
                 ctx,
                 sums,
-                ciphertext_width=ciphertext_bytes(key),
-                slots=layout_for(key).slots,
+                public_key=public_key,
                 attach_timeout_s=self.engine.config.offer_timeout_s,
                 reply_timeout_s=self.engine.config.round_timeout_s,
                 cancelled=self.cancel.is_set,

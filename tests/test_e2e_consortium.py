@@ -227,3 +227,24 @@ def test_broken_dataset__job_fails_naming_site_file_and_line(tmp_path: Path, cap
             assert job.state == "FAILED" and "site EUR" in job.error
     finally:
         poc.stop(ws)
+
+
+def test_submit__paillier_through_the_cli_equals_plink2(workspace: Path, tmp_path: Path, capsys):
+    """The CLI makes the key pair, stays to decrypt, and the counts are exact."""
+    profile = str(workspace / "analyst.toml")
+    out = tmp_path / "he" / "f"
+    assert cli(["submit", "--profile", profile, "--freq", "--privacy", "paillier", "--out", str(out)]) == 0
+    assert out.with_suffix(".afreq").read_bytes() == (EXPECTED / "pooled.afreq").read_bytes()
+    rc = cli(["submit", "--profile", profile, "--freq", "--privacy", "paillier", "--no-wait", "--out", str(out)])
+    assert rc == 2
+    assert "cannot use --no-wait: this command holds the private key" in capsys.readouterr().err
+
+
+def test_jobs_policies__lists_every_site_and_the_strictest(workspace: Path, capsys):
+    assert cli(["jobs", "policies", "--profile", str(workspace / "analyst.toml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["site", "dataset", "privacy"]
+    rows = {line.split()[0]: line.split() for line in lines[1:5]}
+    assert set(rows) == {"AFR", "EAS", "EUR", "STRICTEST"}
+    assert all(r[2] == "secagg,paillier,dp,paillier,dp,none" and r[5] == "0.33" for r in rows.values())
+    assert lines[5].startswith("analyses every site allows: --freq, --geno-counts")

@@ -221,7 +221,8 @@ def test_paillier_protector_and_aggregator__chunks_cut_anywhere_sum_exactly(keyp
     reals = {s: rng.normal(size=(n, 2)) * 1e3 for s in ctx.participants}
     dec = AnalystDecryptor("j", PaillierDecryptor(private_key))
 
-    def decrypt(c, sums):
+    def decrypt(c, sums, key):
+        assert key.n == public_key.n
         return {
             s.name: dec.decrypt(
                 job_id="j",
@@ -252,10 +253,8 @@ def test_paillier_protector_and_aggregator__chunks_cut_anywhere_sum_exactly(keyp
     assert np.allclose(totals["r"], sum(reals.values()), rtol=0, atol=1e-12)
 
 
-def test_decryptor_registry__times_out_with_a_clear_message():
+def test_decryptor_registry__times_out_with_a_clear_message(keypair):
     reg = DecryptorRegistry()
     ctx = RoundContext(job_id="j", round=1, attempt=0, participants=("A", "B"))
     with pytest.raises(Exception, match="not connected to decrypt"):
-        reg.decrypt(
-            ctx, [], ciphertext_width=512, slots=28, attach_timeout_s=0.1, reply_timeout_s=1, cancelled=lambda: False
-        )
+        reg.decrypt(ctx, [], public_key=keypair[0], attach_timeout_s=0.1, reply_timeout_s=1, cancelled=lambda: False)

@@ -148,7 +148,7 @@ class PaillierProtector(Protector):
             grid = np.zeros(n_ct * slots, dtype=np.uint64)
             start = w0 - k0 * slots
             piece = ring[words * rel : words * (rel + count)]
-            grid[start : start + words * count] = piece + self._masks._mask(name, w0, words * count)  # wraps mod 2^64
+            grid[start : start + words * count] = piece + self._masks.mask(name, w0, words * count)  # wraps mod 2^64
             ciphertexts = self.encryptor.encrypt_plaintexts(self.layout.pack(grid))
             yield ProtectedChunk(
                 name=name,
@@ -171,8 +171,8 @@ class EncryptedSum:
     summands: int  # participants whose ciphertexts were multiplied in
 
 
-#: The coordinator's way to have the analyst decrypt: (round context, sums) → ring words per array.
-Decrypt = Callable[[RoundContext, Sequence[EncryptedSum]], Mapping[str, np.ndarray]]
+#: The coordinator's way to have the analyst decrypt: (round context, sums, public key) → ring words per array.
+Decrypt = Callable[[RoundContext, Sequence[EncryptedSum], PaillierPublicKey], Mapping[str, np.ndarray]]
 
 
 class PaillierAggregator(Aggregator):
@@ -226,7 +226,7 @@ class PaillierAggregator(Aggregator):
             )
             for name, products in self._products.items()
         ]
-        words_by_name = self._decrypt(self.ctx, sums)
+        words_by_name = self._decrypt(self.ctx, sums, self.public_key)
         out: dict[str, np.ndarray] = {}
         for s in sums:
             ring = np.asarray(words_by_name.get(s.name, ()), dtype=np.uint64)

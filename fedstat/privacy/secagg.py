@@ -248,7 +248,8 @@ class SecAggProtector(Protector):
             self._pairs.append((1 if site < peer else -1, seed))
         self._array_keys: dict[str, list[tuple[int, bytes]]] = {}
 
-    def _mask(self, name: str, start: int, count: int) -> np.ndarray:
+    def mask(self, name: str, start: int, count: int) -> np.ndarray:
+        """This site's net mask for words ``start .. start+count`` of array ``name`` (uint64)."""
         keys = self._array_keys.get(name)
         if keys is None:
             keys = self._array_keys[name] = [
@@ -275,7 +276,7 @@ class SecAggProtector(Protector):
         for rel in range(0, len(values), per):
             count = min(per, len(values) - rel)
             piece = ring[words * rel : words * (rel + count)]
-            masked = piece + self._mask(name, words * (offset + rel), words * count)
+            masked = piece + self.mask(name, words * (offset + rel), words * count)
             yield ProtectedChunk(
                 name=name,
                 offset=offset + rel,
