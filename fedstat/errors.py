@@ -22,6 +22,13 @@ participant-level value (a genotype, a phenotype, a sample's row).
 from __future__ import annotations
 
 
+def shown(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for quoting untrusted input in an error message
+    (an error never echoes a long input whole)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
 class FedstatError(Exception):
     """Root of every error fedstat raises on purpose."""
 

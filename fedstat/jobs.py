@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fedstat.data.variants import VariantTable
-from fedstat.errors import InputError
+from fedstat.errors import InputError, shown
 from fedstat.report.gwas import JobContext, assoc_section, glm_outputs, write_report
 from fedstat.stats import allele, assoc, glm
 from fedstat.stats.base import Cohort, JobAnalysis, LocalComputation, RoundInput, RoundPlan
@@ -34,6 +34,17 @@ KNOWN_ANALYSES: tuple[str, ...] = (*allele.ANALYSES, "glm", "assoc", "model")
 #: hidden by default, as with plink2's ``hide-covar``).
 GLM_MODIFIERS = frozenset({"hide-covar", "show-covar", "firth", "no-firth", "firth-fallback", "allow-no-covars"})
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+#: Job options the coordinator and sites understand, with the longest value each may hold.
+KNOWN_OPTIONS = {
+    "glm": 200,
+    "genome_assembly": 40,
+    "dp_epsilon": 40,
+    "dp_delta": 40,
+    "paillier_public_key": 4096,
+}
+#: Most phenotypes, covariates (after range expansion) and sites one job may name.
+MAX_PHENOS, MAX_COVARS, MAX_SITES = 100, 1000, 1000
+MAX_BLOCK_SIZE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -68,13 +79,32 @@ class JobSpec:
         """Return the spec with analyses in canonical order; InputError naming what is wrong."""
         from fedstat.privacy.base import canonical_mode, get_mode  # noqa: PLC0415 - avoids an import cycle
 
+        unknown_options = sorted(set(self.options) - set(KNOWN_OPTIONS))
+        if unknown_options:
+            raise InputError(
+                f"unknown job option(s) {', '.join(shown(o) for o in unknown_options[:5])}; "
+                f"known: {', '.join(KNOWN_OPTIONS)}"
+            )
+        for key, value in self.options.items():
+            if not isinstance(value, str) or len(value) > KNOWN_OPTIONS[key]:
+                raise InputError(f"job option {key} must be text of at most {KNOWN_OPTIONS[key]} characters")
+        for what, names in (("site", self.sites), ("dataset", (self.dataset,) if self.dataset else ())):
+            bad = [n for n in names if not _NAME_RE.match(n)]
+            if bad:
+                raise InputError(f"invalid {what} name {shown(bad[0])}: letters, digits, _ . - only (at most 100)")
+        if len(self.sites) > MAX_SITES or len(self.pheno_names) > MAX_PHENOS:
+            raise InputError(f"a job names at most {MAX_SITES} sites and {MAX_PHENOS} phenotypes")
+        if len(self.purpose) > 200:
+            raise InputError("--purpose is at most 200 characters of DUO codes")
         if not self.analyses:
             raise InputError(
                 "no analysis requested: give at least one of " + ", ".join(f"--{a}" for a in KNOWN_ANALYSES)
             )
         unknown = [a for a in self.analyses if a not in KNOWN_ANALYSES]
         if unknown:
-            raise InputError(f"unknown analysis {', '.join(unknown)}; this version runs: {', '.join(KNOWN_ANALYSES)}")
+            raise InputError(
+                f"unknown analysis {', '.join(shown(a) for a in unknown[:3])}; this version runs: {', '.join(KNOWN_ANALYSES)}"
+            )
         mode = get_mode(self.privacy)
         if mode.needs_public_key and self.options.get("paillier_public_key"):
             from fedstat.privacy.paillier import job_public_key  # noqa: PLC0415
@@ -91,10 +121,12 @@ class JobSpec:
         else:
             purpose = ""
         if not _NAME_RE.match(self.out_name):
-            raise InputError(f"output name {self.out_name!r} must be a plain file name prefix (letters, digits, _ . -)")
+            raise InputError(
+                f"output name {shown(self.out_name)} must be a plain file name prefix (letters, digits, _ . -)"
+            )
         for col in (*self.pheno_names, *self.covar_names):
             if not _NAME_RE.match(col):
-                raise InputError(f"invalid column name {col!r}")
+                raise InputError(f"invalid column name {shown(col)}: letters, digits, _ . - only (at most 100)")
         pheno, covar = expand_names(self.pheno_names), expand_names(self.covar_names)
         both = set(pheno) & set(covar)
         if both:
@@ -103,7 +135,8 @@ class JobSpec:
         unknown_mods = [m for m in modifiers if m not in GLM_MODIFIERS]
         if unknown_mods:
             raise InputError(
-                f"unknown --glm modifier {', '.join(unknown_mods)}; known: {', '.join(sorted(GLM_MODIFIERS))}"
+                f"unknown --glm modifier {', '.join(shown(m) for m in unknown_mods[:3])}; "
+                f"known: {', '.join(sorted(GLM_MODIFIERS))}"
             )
         if "firth" in modifiers and "no-firth" in modifiers:
             raise InputError("--glm firth and no-firth exclude each other")
@@ -115,8 +148,10 @@ class JobSpec:
             raise InputError("--covar-name is used by --glm only")
         if len(set(self.sites)) != len(self.sites):
             raise InputError("a site is listed twice in --sites")
-        if self.block_size < 0:
-            raise InputError("block size must be positive")
+        if not 0 <= self.block_size <= MAX_BLOCK_SIZE:
+            raise InputError(f"block size must be between 1 and {MAX_BLOCK_SIZE} (0: each site's default)")
+        if len(covar) > MAX_COVARS:
+            raise InputError(f"--covar-name names {len(covar)} columns; at most {MAX_COVARS}")
         ordered = tuple(a for a in KNOWN_ANALYSES if a in self.analyses)
         return replace(
             self,
@@ -151,7 +186,9 @@ def expand_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
         if m:
             prefix, lo, hi = m.group(1), int(m.group(2)), int(m.group(3))
             if hi < lo:
-                raise InputError(f"column range {name!r} runs backwards")
+                raise InputError(f"column range {shown(name)} runs backwards")
+            if hi - lo >= MAX_COVARS:
+                raise InputError(f"column range {shown(name)} names more than {MAX_COVARS} columns")
             out.extend(f"{prefix}{i}" for i in range(lo, hi + 1))
         else:
             out.append(name)
@@ -189,7 +226,7 @@ def _check_dp(spec: JobSpec) -> None:
         try:
             value = float(raw)
         except ValueError:
-            raise InputError(f"{flag} must be a number, got {raw!r}") from None
+            raise InputError(f"{flag} must be a number, got {shown(raw)}") from None
         if not lo < value <= hi:
             raise InputError(f"{flag} must be in ({lo:g}, {hi:g}], got {raw}")
 

@@ -38,7 +38,7 @@ def spec_from_pb(pb: common_pb2.JobSpec) -> JobSpec:
         analyses=tuple(pb.analyses),
         pheno_names=tuple(pb.pheno_names),
         covar_names=tuple(pb.covar_names),
-        privacy=pb.privacy or "none",
+        privacy=pb.privacy or "secagg",  # an unset field means the default mode, never a weaker one
         purpose=pb.purpose,
         sites=tuple(pb.sites),
         out_name=pb.out_name or "fedstat",

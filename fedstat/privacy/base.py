@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fedstat.errors import PrivacyError, ProtocolError
+from fedstat.errors import PrivacyError, ProtocolError, shown
 
 #: Largest payload of one chunk: 1 MiB, a quarter of gRPC's default 4 MiB message limit.
 MAX_CHUNK_BYTES = 1 << 20
@@ -190,7 +190,7 @@ def get_mode(name: str) -> PrivacyMode:
     try:
         return _MODES[canonical_mode(name)]
     except KeyError:
-        raise PrivacyError(f"unknown privacy mode {name!r}; available: {', '.join(sorted(_MODES))}") from None
+        raise PrivacyError(f"unknown privacy mode {shown(name)}; available: {', '.join(sorted(_MODES))}") from None
 
 
 def available_modes() -> Sequence[str]:
