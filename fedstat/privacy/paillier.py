@@ -124,9 +124,8 @@ class PaillierProtector(Protector):
         if len(ctx.participants) < 2:
             raise PrivacyError("paillier: a round needs at least two participants; refusing to release a lone sum")
         self._masks = SecAggProtector(ctx, site, keys.keypair, keys.peers)
-        encryptor = keys.encryptor
-        self.encryptor = encryptor
-        self.public_key = encryptor.public_key
+        self.encryptor = keys.encryptor
+        self.public_key = keys.encryptor.public_key
         self.layout = layout_for(self.public_key)
         if len(ctx.participants) > self.layout.max_summands:
             raise PrivacyError(f"paillier: at most {self.layout.max_summands} sites fit the slot headroom")

@@ -421,16 +421,20 @@ _STAT_FIELDS = (
 )  # fmt: skip
 
 
+def small_cell_rows(cells: list[np.ndarray], min_cell_count: int) -> np.ndarray:
+    """Variants (bool per row) where one of the case/control genotype ``cells`` is 1..min−1."""
+    stacked = np.stack(cells)
+    return ((stacked > 0) & (stacked < min_cell_count)).any(axis=0)
+
+
 def suppress_small_cells(stats: AssocStats, min_cell_count: int) -> AssocStats:
     """Disclosure control (DataSHIELD's ``nfilter.tab``): a variant whose case/control genotype
     table has a non-zero cell below ``min_cell_count`` is released as NA throughout, counts,
     frequencies and tests alike. ``min_cell_count`` 0 or 1 suppresses nothing."""
     if min_cell_count <= 1:
         return stats
-    cells = np.stack(
-        [stats.case_a1a1, stats.case_a1a2, stats.case_a2a2, stats.ctrl_a1a1, stats.ctrl_a1a2, stats.ctrl_a2a2]
-    )
-    small = ((cells > 0) & (cells < min_cell_count)).any(axis=0)
+    cells = [stats.case_a1a1, stats.case_a1a2, stats.case_a2a2, stats.ctrl_a1a1, stats.ctrl_a1a2, stats.ctrl_a2a2]
+    small = small_cell_rows(cells, min_cell_count)
     nan_out = {name: np.where(small, np.nan, getattr(stats, name)) for name in _STAT_FIELDS}
     return replace(stats, suppressed=small, geno_df=np.where(small, 0, stats.geno_df), **nan_out)
 
@@ -702,8 +706,8 @@ def write_model(path: str | Path, variants: VariantTable, stats: AssocStats) -> 
         for i in rows:
             head = f"{chrom[i]} {str(ids[i]).rjust(width)} {str(a1[i]).rjust(4)} {str(a2[i]).rjust(4)}  "
             if suppressed is not None and suppressed[i]:
-                for test in ("   GENO", "  TREND", "ALLELIC", "    DOM", "    REC"):
-                    yield f"{head}{test} {'NA'.rjust(14)} {'NA'.rjust(14)} " + na_tail
+                for test in MODEL_TESTS:
+                    yield f"{head}{test.rjust(7)} {'NA'.rjust(14)} {'NA'.rjust(14)} " + na_tail
                 continue
             o, n, m = int(stats.case_a1a1[i]), int(stats.case_a1a2[i]), int(stats.case_a2a2[i])
             k, j, u = int(stats.ctrl_a1a1[i]), int(stats.ctrl_a1a2[i]), int(stats.ctrl_a2a2[i])
@@ -781,9 +785,9 @@ class AssocAnalysis:
                 f"{n_miss} samples missing the phenotype excluded"
             )
         if self.min_cell_count > 1:
-            c = _counts(self.sums)
-            cells = np.stack([c[f"{g}_{k}"] for g in ("case", "ctrl") for k in ("hom_ref", "het", "hom_alt")])
-            n_small = int(((cells > 0) & (cells < self.min_cell_count)).any(axis=0).sum())
+            c = _counts(self.sums)  # before the tables are written: the same rows suppress_small_cells will NA
+            cells = [c[f"{g}_{k}"] for g in ("case", "ctrl") for k in ("hom_ref", "het", "hom_alt")]
+            n_small = int(small_cell_rows(cells, self.min_cell_count).sum())
             lines.append(
                 f"disclosure control: {n_small} variants' case/control tables have a cell below "
                 f"{self.min_cell_count} (the strictest site's min_cell_count) and are released as NA"
