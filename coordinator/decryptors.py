@@ -60,6 +60,10 @@ class DecryptorRegistry:
             old.close()
         return session
 
+    def attached(self) -> int:
+        with self._cond:
+            return sum(not s.closed.is_set() for s in self._sessions.values())
+
     def detach(self, session: DecryptorSession) -> None:
         with self._cond:
             if self._sessions.get(session.job_id) is session:

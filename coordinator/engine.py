@@ -7,6 +7,7 @@ progress and a failure always leaves the job FAILED with a reason that names the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from fedstat.errors import (
     SiteUnavailable,
 )
 from fedstat.jobs import JobSpec, RoundPlan, plan_job
+from fedstat.pki import RevocationList
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.paillier import job_public_key
 from fedstat.protocol import KeysAssembler, chunk_from_pb, plan_chunks, round_data_messages, spec_to_pb
@@ -50,31 +53,50 @@ class _Cancelled(Exception):
     pass
 
 
+def variants_digest(table: VariantTable) -> str:
+    """A digest of a variant list (chromosome, position, ID, alleles), to check it is unchanged."""
+    h = hashlib.sha256()
+    for name in ("chrom", "pos", "id", "ref", "alt"):
+        h.update("\x1f".join(map(str, getattr(table, name))).encode() + b"\x1e")
+    return h.hexdigest()
+
+
 class JobEngine:
     """Accepts jobs, runs them on a bounded pool of worker threads, records everything."""
 
-    def __init__(self, config: CoordinatorConfig, store: Store, registry: SiteRegistry):
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        store: Store,
+        registry: SiteRegistry,
+        *,
+        revocations: RevocationList | None = None,
+    ):
         self.config, self.store, self.registry = config, store, registry
+        self.revocations = revocations
         self.decryptors = DecryptorRegistry()  # --privacy paillier: the analysts' clients holding the keys
         self._pool = ThreadPoolExecutor(max_workers=config.max_concurrent_jobs, thread_name_prefix="job")
         self._cancel: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
+        self._shutting_down = False
 
-    def submit(self, spec: JobSpec, analyst: str) -> str:
+    def submit(self, spec: JobSpec, analyst: str, *, certificate: bytes = b"") -> str:
         spec = spec.validated()
         if get_mode(spec.privacy).needs_public_key:
             job_public_key(spec.options)  # the analyst's key must come with the job
-        job_id = self.store.create_job(analyst, spec.to_json())
+        job_id = self.store.create_job(analyst, spec.to_json(), certificate=certificate)
         self._start(job_id)
         return job_id
 
     def resume_unfinished(self) -> None:
-        """Jobs left QUEUED or RUNNING by a previous process are failed with a clear reason
-        (resuming mid-job arrives with the fault-tolerance work)."""
+        """Jobs left QUEUED or RUNNING by a previous process (a crash, a kill -9, a drained
+        shutdown) run again: QUEUED ones from the start, RUNNING ones from their last completed
+        round, once their sites have reconnected (each round's totals are in the store)."""
         for job_id in self.store.unfinished_jobs():
-            self.store.finish_job(
-                job_id, FAILED, error="the coordinator restarted while this job was running; submit it again"
-            )
+            job = self.store.get_job(job_id)
+            if job.state == RUNNING:
+                self.store.log(job_id, "the coordinator restarted; resuming the job")
+            self._start(job_id)
 
     def _start(self, job_id: str) -> None:
         with self._lock:
@@ -99,6 +121,8 @@ class JobEngine:
                     )
 
     def shutdown(self) -> None:
+        """Stop every job at its next step; RUNNING jobs stay RUNNING and resume at the next start."""
+        self._shutting_down = True
         with self._lock:
             events = list(self._cancel.values())
         for ev in events:
@@ -113,12 +137,13 @@ class JobEngine:
         try:
             runner.run()
         except _Cancelled:
-            # by the analyst (already CANCELLED) or by a coordinator shutdown (still RUNNING)
-            if self.store.finish_job(
-                job_id, FAILED, error="the coordinator shut down while this job ran; submit it again"
-            ):
-                self.store.log(job_id, "failed: coordinator shut down")
-            runner.notify_sites_cancel("cancelled")
+            # by the analyst (already CANCELLED) or by a coordinator shutdown (still RUNNING: it
+            # resumes from its last completed round when the coordinator starts again)
+            if self._shutting_down and not self.store.get_job(job_id).finished:
+                self.store.log(job_id, "the coordinator is shutting down; the job resumes when it restarts")
+                runner.notify_sites_cancel("the coordinator is shutting down; the job resumes when it restarts")
+            else:
+                runner.notify_sites_cancel("cancelled")
         except FedstatError as exc:
             reason = str(exc)
             log.warning("job %s failed: %s", job_id, reason)
@@ -133,6 +158,8 @@ class JobEngine:
         finally:
             self.registry.close_inbox(job_id)
             self.decryptors.close_job(job_id)
+            if self.store.get_job(job_id).finished:
+                self.store.drop_round_totals(job_id)
             with self._lock:
                 self._cancel.pop(job_id, None)
 
@@ -148,7 +175,13 @@ class _JobRunner:
         self.min_cell: dict[str, int] = {}  # each accepting site's min_cell_count (disclosure control)
         self.settled: set[str] = set()  # sites that refused or failed: keep their state
         self.round_no = 0
-        self.attempt = 0  # bumped when the analysis restarts without a dropped site
+        self.attempt = 0  # bumped when a round is retried or the analysis restarts without a dropped site
+        self.spec: JobSpec | None = None
+        self.analyst = ""
+        self.certificate = b""  # the analyst's certificate, forwarded with offers
+        self.variants_digest = ""
+        self.tables: dict[str, VariantTable] = {}
+        self.harmonized: Harmonization | None = None
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -161,7 +194,7 @@ class _JobRunner:
     def send(self, site: str, **kind: Any) -> None:
         session = self.sites[site]
         if session.closed.is_set():
-            raise SiteUnavailable(f"site {site} disconnected")
+            raise SiteDropped(site, f"site {site} disconnected")
         session.send(site_pb2.CoordinatorMessage(**kind))
 
     def notify_sites_cancel(self, reason: str) -> None:
@@ -204,27 +237,38 @@ class _JobRunner:
     def run(self) -> None:
         job = self.store.get_job(self.job_id)
         spec = JobSpec.from_json(job.spec)
+        self.certificate, last_attempt, self.variants_digest = self.store.job_extra(self.job_id)
+        resumed = job.state == RUNNING  # left RUNNING by a coordinator that stopped or crashed
+        done = self.store.completed_rounds(self.job_id) if resumed else []
+        if resumed:
+            self.attempt = last_attempt + 1  # fresh round keys: never reuse an attempt's masks
         self.store.update_job(self.job_id, state=RUNNING, phase="offer")
-        self.log(
-            f"job started by {job.analyst}: {' '.join('--' + a for a in spec.analyses)} privacy={spec.privacy} "
-            f"purpose={spec.purpose or 'GRU'}"
-        )
-        self.choose_sites(spec)
+        if not resumed:
+            self.log(
+                f"job started by {job.analyst}: {' '.join('--' + a for a in spec.analyses)} privacy={spec.privacy} "
+                f"purpose={spec.purpose or 'GRU'}"
+            )
+        self.choose_sites(spec, resume_from=job if resumed else None, done=done)
         # before any offer: a site must not spend budget or effort on a job that cannot be released
         if get_mode(spec.privacy).protects_site_sums and len(self.sites) < self.engine.config.min_sites:
             raise PolicyRefused(
                 f"privacy mode {spec.privacy} releases sums over at least {self.engine.config.min_sites} sites "
                 f"(min_sites); this job has {len(self.sites)}: {', '.join(sorted(self.sites))}"
             )
-        self.offer(spec, job.analyst)
+        self.offer(spec, job.analyst, resumed=resumed, previous={s.site: s.cohort_size for s in job.sites})
         harmonized = self.harmonize()
+        sums = None
         while True:
             analysis = plan_job(spec, self.job_context(spec, job))
+            if done:
+                sums = self.replay(analysis, done)
+                done = []
             try:
-                self.run_rounds(spec, analysis, len(harmonized.variants))
+                self.run_rounds(spec, analysis, len(harmonized.variants), sums)
                 break
             except SiteDropped as exc:
                 self.drop_site(spec, exc)
+                sums = None
         for line in analysis.log_lines():
             self.log(line)
         self.phase("write")
@@ -239,6 +283,22 @@ class _JobRunner:
         for session in self.sites.values():  # the sites free the job (and any encryptor)
             session.send(site_pb2.CoordinatorMessage(cancel=site_pb2.CancelJob(job_id=self.job_id, reason="done")))
 
+    def replay(self, analysis: Any, done: list[tuple[int, str, tuple[str, ...], dict[str, np.ndarray]]]) -> Any:
+        """Bring a resumed job's analysis to where it was: feed it the stored totals of every
+        completed round (the analyses are deterministic given their inputs), then go on live."""
+        sums = None
+        for round_no, computation, participants, totals in done:
+            plan = analysis.next_round(sums)
+            if plan is None or plan.computation != computation or set(participants) != set(self.sites):
+                raise JobFailed(
+                    f"cannot resume after round {round_no}: the stored round does not match the job's plan; "
+                    "submit the job again"
+                )
+            sums = totals
+        self.round_no = done[-1][0]
+        self.log(f"resumed after round {self.round_no} from the stored totals; going on with attempt {self.attempt}")
+        return sums
+
     def job_context(self, spec: JobSpec, job: Any) -> JobContext:
         return JobContext(
             job_id=self.job_id,
@@ -251,9 +311,8 @@ class _JobRunner:
             min_cell_count=max((self.min_cell.get(s, 0) for s in self.sites), default=0),
         )
 
-    def run_rounds(self, spec: JobSpec, analysis: Any, n_variants: int) -> None:
-        sums = None
-        first = self.round_no + 1
+    def run_rounds(self, spec: JobSpec, analysis: Any, n_variants: int, sums: Any = None) -> None:
+        first = self.round_no + 1 if sums is None else self.round_no
         while True:
             t0 = time.monotonic()
             plan = analysis.next_round(sums)
@@ -263,12 +322,50 @@ class _JobRunner:
                 return
             self.round_no += 1
             t0 = time.monotonic()
-            sums = self.run_round(spec, self.round_no, plan, n_variants)
-            self.log(f"round {self.round_no} sums received from all sites in {time.monotonic() - t0:.2f} s")
+            while True:
+                try:
+                    sums = self.run_round(spec, self.round_no, plan, n_variants)
+                    break
+                except SiteDropped as exc:
+                    self.recover_site(spec, exc)  # raises SiteDropped when the site does not come back
+                    self.attempt += 1
+                    self.log(f"retrying round {self.round_no} as attempt {self.attempt} (fresh keys)")
+            seconds = time.monotonic() - t0
+            self.store.save_round(
+                self.job_id,
+                self.round_no,
+                attempt=self.attempt,
+                computation=plan.computation,
+                participants=tuple(sorted(self.sites)),
+                seconds=seconds,
+                totals=sums,
+            )
+            self.log(f"round {self.round_no} sums received from all sites in {seconds:.2f} s")
+
+    def recover_site(self, spec: JobSpec, exc: SiteDropped) -> None:
+        """A site dropped mid-round: wait up to ``site_reconnect_s`` for it to reconnect, offer it the
+        job again (its DP budget is charged once per job, so never twice) and send it its variant
+        plan; every site then retries the round under a new attempt number."""
+        site = exc.site
+        wait = self.engine.config.site_reconnect_s
+        self.store.set_site(self.job_id, site, state="RECONNECTING", detail="disconnected")
+        self.log(f"site {site} disconnected during round {self.round_no}; waiting up to {wait:g} s for it to reconnect")
+        session = self.engine.registry.wait_for(site, wait, cancelled=self.cancel)
+        if self.cancel.is_set():
+            raise _Cancelled()
+        if session is None:
+            raise SiteDropped(
+                site, f"site {site} disconnected during round {self.round_no} and did not reconnect within {wait:g} s"
+            )
+        self.sites[site] = session
+        self.settled.discard(site)
+        self.offer_to([site], self.spec, resumed=True, previous={site: self.cohort.get(site, 0)})
+        self.send_plan(site, recheck=True)
+        self.log(f"site {site} reconnected and accepted the job again")
 
     def drop_site(self, spec: JobSpec, exc: SiteDropped) -> None:
-        """Go on without a site that disconnected mid-round: every round restarts (fresh keys) over
-        the remaining sites, as long as the consortium's minimum still holds."""
+        """Go on without a site that dropped and did not come back in time: every round restarts
+        (fresh keys) over the remaining sites, as long as the consortium's minimum still holds."""
         site = exc.site
         self.settled.add(site)
         self.store.set_site(self.job_id, site, state="FAILED", detail="disconnected")
@@ -276,17 +373,40 @@ class _JobRunner:
         minimum = self.engine.config.min_sites  # the consortium's floor for going on without a site
         if spec.sites or len(remaining) < minimum:
             why = "the job names its sites" if spec.sites else f"{len(remaining)} would remain, min_sites is {minimum}"
-            raise SiteUnavailable(f"site {site} disconnected during round {self.round_no} ({why})") from None
+            raise SiteUnavailable(f"{exc} ({why})") from None
         del self.sites[site]
         self.cohort.pop(site, None)
         self.attempt += 1
+        self.store.drop_round_totals(self.job_id)  # the rounds so far included the dropped site
         self.log(
-            f"site {site} disconnected during round {self.round_no}; restarting the analysis without it over "
-            f"{', '.join(remaining)} (attempt {self.attempt}, fresh keys)"
+            f"{exc}; restarting the analysis without it over {', '.join(remaining)} "
+            f"(attempt {self.attempt}, fresh keys)"
         )
 
-    def choose_sites(self, spec: JobSpec) -> None:
+    def choose_sites(self, spec: JobSpec, *, resume_from: Any = None, done: list | None = None) -> None:
+        if resume_from is not None:  # the sites the job ran on, once they have reconnected
+            expected = (
+                list(done[-1][2])
+                if done
+                else [s.site for s in resume_from.sites if s.state not in ("REFUSED", "FAILED", "CANCELLED")]
+            )
+            expected = expected or list(spec.sites)
+            wait = self.engine.config.site_reconnect_s
+            self.phase("waiting for sites")
+            for name in expected:
+                if self.engine.registry.wait_for(name, wait, cancelled=self.cancel) is None:
+                    if self.cancel.is_set():
+                        raise _Cancelled()
+                    raise SiteUnavailable(
+                        f"cannot resume: site {name} did not reconnect within {wait:g} s of the coordinator's restart"
+                    )
+            spec = replace(spec, sites=tuple(expected)) if expected else spec
         connected = {s.name: s for s in self.engine.registry.connected()}
+        revoked = [n for n, s in connected.items() if self.revoked(s)]
+        for name in revoked:
+            self.log(f"site {name}: its certificate has been revoked; it takes no part")
+            connected[name].close()
+            del connected[name]
         if spec.sites:
             missing = [s for s in spec.sites if s not in connected]
             if missing:
@@ -302,25 +422,63 @@ class _JobRunner:
             self.store.set_site(self.job_id, name, state="OFFERED")
         self.log(f"sites: {', '.join(self.sites)}")
 
-    def offer(self, spec: JobSpec, analyst: str) -> None:
-        for name in self.sites:
-            self.send(name, offer=site_pb2.JobOffer(job_id=self.job_id, spec=spec_to_pb(spec), analyst=analyst))
-        waiting = set(self.sites)
+    def revoked(self, session: SiteSession) -> bool:
+        revocations = self.engine.revocations
+        if revocations is None or not session.certificate:
+            return False
+        try:
+            return revocations.is_revoked_pem(session.certificate)
+        except FedstatError:
+            return True  # an unreadable CRL: fail closed
+
+    def offer(
+        self, spec: JobSpec, analyst: str, *, resumed: bool = False, previous: dict[str, int] | None = None
+    ) -> None:
+        self.spec, self.analyst = spec, analyst
+        self.offer_to(list(self.sites), spec, resumed=resumed, previous=previous if resumed else None)
+
+    def offer_to(
+        self, names: list[str], spec: JobSpec, *, resumed: bool, previous: dict[str, int] | None = None
+    ) -> None:
+        """Offer the job to ``names`` and collect their decisions. A re-offer (``resumed``) must find
+        each site's cohort as it was: the totals of earlier rounds were computed over it."""
+        roles = sorted(self.engine.config.access.roles(self.analyst))
+        offer = site_pb2.JobOffer(
+            job_id=self.job_id,
+            spec=spec_to_pb(spec),
+            analyst=self.analyst,
+            analyst_certificate=self.certificate,
+            analyst_roles=roles,
+            resumed=resumed,
+        )
+        for name in names:
+            self.send(name, offer=offer)
+        waiting = set(names)
         deadline = time.monotonic() + self.engine.config.offer_timeout_s
         while waiting:
             site, msg = self.receive(deadline, "a decision on the job", lambda: sorted(waiting))
-            if msg.WhichOneof("kind") != "decision":
-                raise ProtocolError(f"site {site} sent {msg.WhichOneof('kind')} before deciding on the job")
+            kind = msg.WhichOneof("kind")
+            if site not in waiting:
+                continue  # another site's late message of an abandoned round attempt
+            if kind != "decision":
+                raise ProtocolError(f"site {site} sent {kind} before deciding on the job")
             d = msg.decision
             if not d.accept:
                 self.settled.add(site)
                 self.store.set_site(self.job_id, site, state="REFUSED", detail=d.reason)
                 raise PolicyRefused(f"site {site} refused the job: {d.reason}")
+            before = (previous or {}).get(site)
+            if before and before != int(d.cohort_size):
+                raise JobFailed(
+                    f"cannot go on: site {site}'s cohort changed from {before} to {d.cohort_size} participants since "
+                    "the job's earlier rounds (consent withdrawn or data changed); submit the job again"
+                )
             self.cohort[site] = int(d.cohort_size)
             self.min_cell[site] = int(d.min_cell_count)
             self.store.set_site(self.job_id, site, state="ACCEPTED", cohort_size=int(d.cohort_size))
             consent = f", {d.consent_excluded} excluded by consent" if d.consent_excluded else ""
-            self.log(f"site {site} accepted: {d.cohort_size} participants{consent}, {d.n_variants} variants")
+            again = " again" if resumed else ""
+            self.log(f"site {site} accepted{again}: {d.cohort_size} participants{consent}, {d.n_variants} variants")
             if d.dp_budget:
                 self.log(f"site {site} differential privacy budget: {d.dp_budget}")
             waiting.discard(site)
@@ -328,25 +486,18 @@ class _JobRunner:
     def harmonize(self) -> Harmonization:
         self.phase("harmonize")
         t0 = time.monotonic()
-        for name in self.sites:
-            self.send(name, keys_request=site_pb2.KeysRequest(job_id=self.job_id))
-        assemblers = {name: KeysAssembler() for name in self.sites}
-        waiting = set(self.sites)
-        deadline = time.monotonic() + self.engine.config.round_timeout_s
-        while waiting:
-            site, msg = self.receive(deadline, "variant keys", lambda: sorted(waiting))
-            if msg.WhichOneof("kind") != "keys":
-                raise ProtocolError(f"site {site} sent {msg.WhichOneof('kind')} during harmonization")
-            if assemblers[site].add(msg.keys):
-                waiting.discard(site)
-        tables: dict[str, VariantTable] = {name: a.table() for name, a in assemblers.items()}
-        for name, a in assemblers.items():
-            if a.multiallelic or a.non_snv:
-                self.log(f"site {name}: skipped {a.multiallelic} multiallelic and {a.non_snv} non-SNV variants")
+        tables = self.collect_keys(list(self.sites))
         try:
             h = harmonize(tables)
         except InputError as exc:
             raise JobFailed(f"harmonization failed: {exc}") from exc
+        digest = variants_digest(h.variants)
+        if self.variants_digest and digest != self.variants_digest:
+            raise JobFailed("cannot resume: the sites' variants changed since the job started; submit the job again")
+        if not self.variants_digest:
+            self.store.set_job_extra(self.job_id, variants_digest=digest)
+            self.variants_digest = digest
+        self.tables, self.harmonized = tables, h
         self.log(
             f"harmonized {len(h.variants)} variants present at all {len(self.sites)} sites; "
             f"{h.n_excluded} excluded (absent at some sites) in {time.monotonic() - t0:.2f} s"
@@ -357,9 +508,38 @@ class _JobRunner:
                 self.log(f"site {name}: {plan.n_flipped} variants have REF/ALT swapped; flipped at the site")
             if h.n_duplicate[name]:
                 self.log(f"site {name}: {h.n_duplicate[name]} duplicated variants excluded")
-            for chunk in plan_chunks(self.job_id, plan):
-                self.send(name, plan=chunk)
+            self.send_plan(name)
         return h
+
+    def collect_keys(self, names: list[str]) -> dict[str, VariantTable]:
+        """Each named site's variant keys (the first step of harmonization)."""
+        for name in names:
+            self.send(name, keys_request=site_pb2.KeysRequest(job_id=self.job_id))
+        assemblers = {name: KeysAssembler() for name in names}
+        waiting = set(names)
+        deadline = time.monotonic() + self.engine.config.round_timeout_s
+        while waiting:
+            site, msg = self.receive(deadline, "variant keys", lambda: sorted(waiting))
+            if site not in waiting:
+                continue
+            if msg.WhichOneof("kind") != "keys":
+                raise ProtocolError(f"site {site} sent {msg.WhichOneof('kind')} during harmonization")
+            if assemblers[site].add(msg.keys):
+                waiting.discard(site)
+        for name, a in assemblers.items():
+            if a.multiallelic or a.non_snv:
+                self.log(f"site {name}: skipped {a.multiallelic} multiallelic and {a.non_snv} non-SNV variants")
+        return {name: a.table() for name, a in assemblers.items()}
+
+    def send_plan(self, site: str, *, recheck: bool = False) -> None:
+        """Send a site its part of the harmonization; after a reconnect, first check that its
+        variants are still the ones the plan was made from."""
+        if recheck:
+            again = self.collect_keys([site])[site]
+            if variants_digest(again) != variants_digest(self.tables[site]):
+                raise JobFailed(f"site {site}'s variants changed while the job ran; submit the job again")
+        for chunk in plan_chunks(self.job_id, self.harmonized.plans[site]):
+            self.send(site, plan=chunk)
 
     def run_round(self, spec: JobSpec, round_no: int, plan: RoundPlan, n_variants: int) -> dict[str, np.ndarray]:
         participants = tuple(sorted(self.sites))
@@ -451,7 +631,8 @@ class _JobRunner:
         for name in ctx.participants:
             self.send(name, key_request=request)
         keys: dict[str, site_pb2.RoundKey] = {}
-        deadline = time.monotonic() + self.engine.config.offer_timeout_s
+        config = self.engine.config
+        deadline = time.monotonic() + min(config.offer_timeout_s, config.round_timeout_s)
         while len(keys) < len(ctx.participants):
             site, msg = self.receive(
                 deadline, f"round {ctx.round} keys", lambda: sorted(set(ctx.participants) - set(keys))

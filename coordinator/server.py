@@ -13,22 +13,22 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import fedstat
-from fedstat.config import CoordinatorConfig
-from fedstat.errors import AuthError, FedstatError
-from fedstat.net import SERVER_OPTIONS, peer_identity, server_credentials, status_for
+from fedstat.config import AccessConfig, CoordinatorConfig
+from fedstat.errors import AuthError, FedstatError, shown
+from fedstat.net import SERVER_OPTIONS, peer_certificate, peer_identity, server_credentials, status_for
+from fedstat.pki import RevocationList, identity_from_pem
 from fedstat.protocol import spec_from_pb, spec_to_pb
 from fedstat.wire import analyst_pb2, analyst_pb2_grpc, common_pb2, site_pb2, site_pb2_grpc
 
 from .engine import JobEngine
-from .sessions import SiteRegistry
-from .store import JobRow, Store
+from .sessions import SiteRegistry, SiteSession
+from .store import JobRow, Store, now_iso
 
 log = logging.getLogger("fedstat.coordinator")
 
@@ -37,31 +37,97 @@ SERVICE_ROLES = {
     "/fedstat.v1.SiteGateway/": "site",
     "/fedstat.v1.Analyst/": "analyst",
 }
+#: Which analyst role each analyst method needs (see fedstat.config.ANALYST_ROLES); the servicer
+#: further limits view-own callers to their own jobs.
+METHOD_ROLES = {
+    "Submit": "submit",
+    "Decrypt": "submit",
+    "GetJob": "view-own",
+    "ListJobs": "view-own",
+    "WatchJob": "view-own",
+    "FetchResults": "view-own",
+    "CancelJob": "view-own",
+    "ListSites": "view-own",
+    "SitePolicies": "view-own",
+    "Status": "admin",
+    "WhoAmI": "",
+}
 RESULT_CHUNK_BYTES = 1 << 20
 
 
-class RoleInterceptor(grpc.ServerInterceptor):
-    """Allows a call only when the peer's verified certificate has the service's role."""
+class AccessInterceptor(grpc.ServerInterceptor):
+    """Authentication and authorization for every call, in one place.
+
+    A call passes when the peer's verified certificate is not revoked, its certificate role (OU)
+    is the service's, and, for the analyst API, the analyst holds the method's role on this
+    coordinator. Refusals are UNAUTHENTICATED (no or revoked certificate) or PERMISSION_DENIED
+    (wrong role), with a message that names the missing role but echoes nothing the caller sent,
+    and each is logged and counted.
+    """
+
+    def __init__(self, access: AccessConfig, revocations: RevocationList):
+        self.access, self.revocations = access, revocations
+        self.refused: dict[str, int] = {}  # by status code name, for `fedstat status`
+        self._lock = threading.Lock()
+
+    def refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode, message: str, log_line: str) -> None:
+        with self._lock:
+            self.refused[code.name] = self.refused.get(code.name, 0) + 1
+        log.warning("refused %s", log_line)
+        context.abort(code, message)
+
+    def check(self, method: str, context: grpc.ServicerContext) -> None:
+        pem = peer_certificate(context)
+        if pem is None:
+            self.refuse(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "a client certificate is required",
+                f"{method}: no client certificate",
+            )
+        assert pem is not None
+        ident = identity_from_pem(pem)
+        try:
+            revoked = self.revocations.is_revoked_pem(pem)
+        except FedstatError as exc:  # the CRL became unreadable: fail closed
+            log.error("revocation list: %s", exc)
+            revoked = True
+        if revoked:
+            self.refuse(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "this certificate has been revoked by the consortium",
+                f"{method} for {ident}: certificate revoked",
+            )
+        service = next((r for prefix, r in SERVICE_ROLES.items() if method.startswith(prefix)), None)
+        if service is None:
+            return  # e.g. the health service: any unrevoked certificate from the consortium CA
+        if ident.role != service:
+            self.refuse(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"certificate role {ident.role!r} may not call {method}; it needs role {service!r}",
+                f"{method} for {ident}: certificate role may not call it",
+            )
+        if service == "analyst":
+            needed = METHOD_ROLES.get(method.rsplit("/", 1)[-1], "admin")
+            if needed and needed not in self.access.roles(ident.name):
+                self.refuse(
+                    context,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"analyst {ident.name} lacks the role {needed!r} on this coordinator, which {method} needs",
+                    f"{method} for {ident}: lacks role {needed!r}",
+                )
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         method: str = handler_call_details.method
-        role = next((r for prefix, r in SERVICE_ROLES.items() if method.startswith(prefix)), None)
-        if handler is None or role is None:
-            return handler  # e.g. the health service: any certificate from the consortium CA
+        if handler is None:
+            return handler
 
         def guard(behavior: Any) -> Any:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-                ident = peer_identity(context)
-                if ident is None:
-                    log.warning("refused %s: no client certificate", method)
-                    context.abort(grpc.StatusCode.UNAUTHENTICATED, "a client certificate is required")
-                if ident.role != role:
-                    log.warning("refused %s for %s: role %r may not call it", method, ident.name, ident.role)
-                    context.abort(
-                        grpc.StatusCode.PERMISSION_DENIED,
-                        f"certificate role {ident.role!r} may not call {method}; it needs role {role!r}",
-                    )
+                self.check(method, context)
                 return behavior(request, context)
 
             return wrapped
@@ -117,25 +183,36 @@ def job_to_pb(job: JobRow) -> analyst_pb2.JobStatus:
 
 
 class AnalystService(analyst_pb2_grpc.AnalystServicer):
-    def __init__(self, engine: JobEngine, store: Store, registry: SiteRegistry, results_dir: Path):
-        self.engine, self.store, self.registry, self.results_dir = engine, store, registry, results_dir
+    def __init__(self, coordinator: Coordinator):
+        self.coordinator = coordinator
+        self.engine, self.store, self.registry = coordinator.engine, coordinator.store, coordinator.registry
+        self.results_dir = coordinator.config.results_dir
+        self.access = coordinator.config.access
 
-    def _own_job(self, job_id: str, context: grpc.ServicerContext) -> JobRow:
+    def _roles(self, context: grpc.ServicerContext) -> tuple[str, frozenset[str]]:
         ident = peer_identity(context)
+        assert ident is not None  # the interceptor refused calls without a certificate
+        return ident.name, self.access.roles(ident.name)
+
+    def _own_job(self, job_id: str, context: grpc.ServicerContext, *, needs: str = "view-all") -> JobRow:
+        """The job, if the caller submitted it or holds ``needs`` (another analyst's job is NOT_FOUND
+        to a caller without it: job ids are not an oracle)."""
+        name, roles = self._roles(context)
         try:
             job = self.store.get_job(job_id)
-        except FedstatError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        assert ident is not None
-        if job.analyst != ident.name:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no job with id {job_id!r}")
+        except FedstatError:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no job with id {shown(job_id)}")
+        if job.analyst != name and needs not in roles:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no job with id {shown(job_id)}")
         return job
 
     def Submit(self, request: analyst_pb2.SubmitRequest, context: grpc.ServicerContext) -> analyst_pb2.JobStatus:  # noqa: N802
         ident = peer_identity(context)
         assert ident is not None
         try:
-            job_id = self.engine.submit(spec_from_pb(request.spec), ident.name)
+            job_id = self.engine.submit(
+                spec_from_pb(request.spec), ident.name, certificate=peer_certificate(context) or b""
+            )
         except FedstatError as exc:
             _abort(context, exc)
         log.info("job %s submitted by %s", job_id, ident.name)
@@ -147,13 +224,26 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
     def ListJobs(
         self, request: analyst_pb2.ListJobsRequest, context: grpc.ServicerContext
     ) -> analyst_pb2.ListJobsResponse:  # noqa: N802
-        ident = peer_identity(context)
-        assert ident is not None
-        jobs = self.store.list_jobs(limit=request.limit or 50, analyst=ident.name)
+        name, roles = self._roles(context)
+        if request.all_analysts and "view-all" not in roles:
+            self.coordinator.interceptor.refuse(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"analyst {name} lacks the role 'view-all' to list every analyst's jobs",
+                f"ListJobs(all_analysts) for analyst:{name}: lacks role 'view-all'",
+            )
+        jobs = self.store.list_jobs(
+            limit=min(request.limit or 50, 1000),
+            analyst=None if request.all_analysts else name,
+            state=request.state or None,
+        )
         return analyst_pb2.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs])
 
     def CancelJob(self, request: analyst_pb2.CancelJobRequest, context: grpc.ServicerContext) -> analyst_pb2.JobStatus:  # noqa: N802
-        self._own_job(request.job_id, context)
+        job = self._own_job(request.job_id, context, needs="admin")
+        name, _ = self._roles(context)
+        if job.analyst != name:
+            log.info("job %s cancelled by admin %s", job.id, name)
         self.engine.cancel(request.job_id)
         return job_to_pb(self.store.get_job(request.job_id))
 
@@ -200,14 +290,7 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
     def ListSites(
         self, request: analyst_pb2.ListSitesRequest, context: grpc.ServicerContext
     ) -> analyst_pb2.ListSitesResponse:  # noqa: N802
-        return analyst_pb2.ListSitesResponse(
-            sites=[
-                analyst_pb2.ConnectedSite(
-                    site=s.name, connected_since=s.since, datasets=s.datasets, agent_version=s.hello.agent_version
-                )
-                for s in self.registry.connected()
-            ]
-        )
+        return analyst_pb2.ListSitesResponse(sites=[connected_site(s) for s in self.registry.connected()])
 
     def Decrypt(
         self, request_iterator: Iterator[analyst_pb2.DecryptReply], context: grpc.ServicerContext
@@ -221,6 +304,8 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
         from fedstat.jobs import JobSpec  # noqa: PLC0415
         from fedstat.privacy.base import get_mode  # noqa: PLC0415
 
+        if job.analyst != peer_identity(context).name:  # type: ignore[union-attr]
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "only the analyst who submitted a job decrypts it")
         if not get_mode(JobSpec.from_json(job.spec).privacy).needs_public_key:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job {job.id} does not use --privacy paillier")
         if job.finished:
@@ -254,6 +339,20 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
             match = [p for p in policies if p.dataset == request.dataset] if request.dataset else policies[:1]
             chosen.extend(match)
         return analyst_pb2.SitePoliciesResponse(sites=chosen, strictest=strictest_policy(chosen))
+
+    def Status(self, request: analyst_pb2.StatusRequest, context: grpc.ServicerContext) -> analyst_pb2.StatusResponse:  # noqa: N802
+        return self.coordinator.status()
+
+    def WhoAmI(self, request: analyst_pb2.WhoAmIRequest, context: grpc.ServicerContext) -> analyst_pb2.WhoAmIResponse:  # noqa: N802
+        ident = peer_identity(context)
+        assert ident is not None
+        return analyst_pb2.WhoAmIResponse(name=ident.name, role=ident.role, roles=sorted(self.access.roles(ident.name)))
+
+
+def connected_site(s: SiteSession) -> analyst_pb2.ConnectedSite:
+    return analyst_pb2.ConnectedSite(
+        site=s.name, connected_since=s.since, datasets=s.datasets, agent_version=s.hello.agent_version
+    )
 
 
 def strictest_policy(policies: list[common_pb2.DisclosurePolicy]) -> common_pb2.DisclosurePolicy:
@@ -294,7 +393,7 @@ class SiteGatewayService(site_pb2_grpc.SiteGatewayServicer):
             return
         if first.WhichOneof("kind") != "hello":
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message on the site stream must be Hello")
-        session = self.registry.attach(ident.name, first.hello)
+        session = self.registry.attach(ident.name, first.hello, certificate=peer_certificate(context) or b"")
         self.store.site_seen(ident.name)
 
         def pump() -> None:
@@ -330,18 +429,20 @@ class Coordinator:
         self.config = config
         config.state_dir.mkdir(parents=True, exist_ok=True)
         config.results_dir.mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
+        self.started_at = now_iso()
         self.store = Store(config.db_path)
+        self.revocations = RevocationList(config.tls.crl, config.tls.ca)
         self.registry = SiteRegistry()
-        self.engine = JobEngine(config, self.store, self.registry)
+        self.engine = JobEngine(config, self.store, self.registry, revocations=self.revocations)
+        self.interceptor = AccessInterceptor(config.access, self.revocations)
         # Site streams each hold a thread for their lifetime; leave room for analysts' calls.
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="rpc"),
-            interceptors=[RoleInterceptor()],
+            interceptors=[self.interceptor],
             options=SERVER_OPTIONS,
         )
-        analyst_pb2_grpc.add_AnalystServicer_to_server(
-            AnalystService(self.engine, self.store, self.registry, config.results_dir), self.server
-        )
+        analyst_pb2_grpc.add_AnalystServicer_to_server(AnalystService(self), self.server)
         site_pb2_grpc.add_SiteGatewayServicer_to_server(SiteGatewayService(self.registry, self.store), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -357,6 +458,23 @@ class Coordinator:
         self.server.start()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info("coordinator %s serving on port %d", fedstat.__version__, self.port)
+
+    def status(self) -> analyst_pb2.StatusResponse:
+        """Sites connected, jobs by state, round latencies of the last day (``fedstat status``)."""
+        return analyst_pb2.StatusResponse(
+            coordinator_version=fedstat.__version__,
+            started_at=self.started_at,
+            uptime_s=time.monotonic() - self.started,
+            sites=[connected_site(s) for s in self.registry.connected()],
+            jobs_by_state=self.store.count_jobs_by_state(),
+            max_concurrent_jobs=self.config.max_concurrent_jobs,
+            round_latencies=[
+                analyst_pb2.RoundLatency(computation=c, count=n, mean_s=mean, p95_s=p95, max_s=mx)
+                for c, n, mean, p95, mx in self.store.round_latencies(hours=24)
+            ],
+            decryptors_attached=self.engine.decryptors.attached(),
+            refused_calls=self.interceptor.refused,
+        )
 
     def stop(self, grace: float = 5.0) -> None:
         """Drain: report NOT_SERVING, close site streams, stop jobs, stop the server."""
@@ -391,4 +509,4 @@ def serve(config: CoordinatorConfig) -> None:
     coord.stop()
 
 
-__all__ = ["AuthError", "Coordinator", "running_coordinator", "serve"]
+__all__ = ["AccessInterceptor", "AuthError", "Coordinator", "running_coordinator", "serve"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 
 from fedstat.wire import common_pb2, site_pb2
@@ -25,6 +26,7 @@ Inbox = "queue.Queue[tuple[str, site_pb2.SiteMessage | None]]"
 class SiteSession:
     name: str
     hello: site_pb2.Hello
+    certificate: bytes = b""  # the site's certificate (PEM) as the TLS handshake verified it
     since: str = field(default_factory=now_iso)
     outbox: queue.Queue[site_pb2.CoordinatorMessage | None] = field(default_factory=queue.Queue)
     closed: threading.Event = field(default_factory=threading.Event)
@@ -73,9 +75,9 @@ class SiteRegistry:
         self._sessions: dict[str, SiteSession] = {}
         self._inboxes: dict[str, queue.Queue[tuple[str, site_pb2.SiteMessage | None]]] = {}
 
-    def attach(self, name: str, hello: site_pb2.Hello) -> SiteSession:
+    def attach(self, name: str, hello: site_pb2.Hello, *, certificate: bytes = b"") -> SiteSession:
         """Register a newly connected site; an older session under the same name is closed."""
-        session = SiteSession(name=name, hello=hello)
+        session = SiteSession(name=name, hello=hello, certificate=certificate)
         with self._lock:
             old = self._sessions.get(name)
             self._sessions[name] = session
@@ -106,6 +108,17 @@ class SiteRegistry:
     def connected(self) -> list[SiteSession]:
         with self._lock:
             return sorted(self._sessions.values(), key=lambda s: s.name)
+
+    def wait_for(self, name: str, timeout: float, *, cancelled: threading.Event | None = None) -> SiteSession | None:
+        """The site's session once it is connected (a reconnect after a drop), or None at ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            session = self.get(name)
+            if session is not None and not session.closed.is_set():
+                return session
+            if time.monotonic() >= deadline or (cancelled is not None and cancelled.is_set()):
+                return None
+            time.sleep(0.1)
 
     def open_inbox(self, job_id: str) -> queue.Queue[tuple[str, site_pb2.SiteMessage | None]]:
         inbox: queue.Queue[tuple[str, site_pb2.SiteMessage | None]] = queue.Queue()

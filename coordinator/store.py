@@ -53,12 +53,32 @@ CREATE TABLE IF NOT EXISTS job_log (
     line TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_log_job ON job_log(job_id);
+CREATE TABLE IF NOT EXISTS rounds (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    round INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    computation TEXT NOT NULL,
+    participants TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    finished_at TEXT NOT NULL,
+    totals BLOB,
+    PRIMARY KEY (job_id, round)
+);
+CREATE INDEX IF NOT EXISTS rounds_finished ON rounds(finished_at);
 CREATE TABLE IF NOT EXISTS sites (
     name TEXT PRIMARY KEY,
     first_seen TEXT NOT NULL,
     last_seen TEXT NOT NULL
 );
 """
+
+
+#: Job columns added after the first release, with their declarations.
+_JOB_COLUMNS_ADDED = {
+    "analyst_cert": "TEXT NOT NULL DEFAULT ''",  # the submitter's certificate (PEM), forwarded in offers
+    "attempt": "INTEGER NOT NULL DEFAULT 0",  # the last round attempt used; a resumed job goes on above it
+    "variants_digest": "TEXT NOT NULL DEFAULT ''",  # the harmonized variant list, checked on resume
+}
 
 
 def now_iso() -> str:
@@ -110,9 +130,13 @@ class Store:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a committed round survives a power cut
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, decl in _JOB_COLUMNS_ADDED.items():  # databases made by earlier versions
+            if column not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         with self._lock:
@@ -131,15 +155,119 @@ class Store:
 
     # --- jobs ---------------------------------------------------------------------------
 
-    def create_job(self, analyst: str, spec: dict[str, Any]) -> str:
+    def create_job(self, analyst: str, spec: dict[str, Any], *, certificate: bytes = b"") -> str:
         job_id, ts = new_job_id(), now_iso()
         with self._tx() as db:
             db.execute(
-                "INSERT INTO jobs (id, analyst, spec_json, state, phase, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, 'queued', ?, ?)",
-                (job_id, analyst, json.dumps(spec, sort_keys=True), QUEUED, ts, ts),
+                "INSERT INTO jobs (id, analyst, spec_json, state, phase, created_at, updated_at, analyst_cert) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (job_id, analyst, json.dumps(spec, sort_keys=True), QUEUED, ts, ts, certificate.decode()),
             )
         return job_id
+
+    def job_extra(self, job_id: str) -> tuple[bytes, int, str]:
+        """(analyst certificate PEM, last round attempt, harmonized variants digest)."""
+        with self._lock:
+            r = self._db.execute(
+                "SELECT analyst_cert, attempt, variants_digest FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+        if r is None:
+            raise InputError(f"no job with id {job_id!r}")
+        return r[0].encode(), int(r[1]), r[2]
+
+    def set_job_extra(self, job_id: str, *, attempt: int | None = None, variants_digest: str | None = None) -> None:
+        with self._tx() as db:
+            if attempt is not None:
+                db.execute("UPDATE jobs SET attempt = MAX(attempt, ?) WHERE id = ?", (attempt, job_id))
+            if variants_digest is not None:
+                db.execute("UPDATE jobs SET variants_digest = ? WHERE id = ?", (variants_digest, job_id))
+
+    # --- rounds -------------------------------------------------------------------------
+
+    def save_round(
+        self,
+        job_id: str,
+        round_no: int,
+        *,
+        attempt: int,
+        computation: str,
+        participants: tuple[str, ...],
+        seconds: float,
+        totals: dict[str, Any],
+    ) -> None:
+        """Record a completed round with its global totals (aggregates over every participating
+        site, never one site's sums), so a restarted coordinator resumes after it."""
+        import io  # noqa: PLC0415
+
+        import numpy as np  # noqa: PLC0415
+
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in totals.items()})
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO rounds (job_id, round, attempt, computation, participants, seconds, "
+                "finished_at, totals) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    round_no,
+                    attempt,
+                    computation,
+                    json.dumps(list(participants)),
+                    seconds,
+                    now_iso(),
+                    buf.getvalue(),
+                ),
+            )
+            db.execute("UPDATE jobs SET attempt = MAX(attempt, ?) WHERE id = ?", (attempt, job_id))
+
+    def completed_rounds(self, job_id: str) -> list[tuple[int, str, tuple[str, ...], dict[str, Any]]]:
+        """(round, computation, participants, totals) of every completed round, in order."""
+        import io  # noqa: PLC0415
+
+        import numpy as np  # noqa: PLC0415
+
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT round, computation, participants, totals FROM rounds WHERE job_id = ? AND totals IS NOT NULL "
+                "ORDER BY round",
+                (job_id,),
+            ).fetchall()
+        out = []
+        for round_no, computation, participants, blob in rows:
+            with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+                totals = {k: z[k] for k in z.files}
+            out.append((int(round_no), computation, tuple(json.loads(participants)), totals))
+        return out
+
+    def drop_round_totals(self, job_id: str) -> None:
+        """The job is finished: its intermediate totals are no longer needed (latencies stay)."""
+        with self._tx() as db:
+            db.execute("UPDATE rounds SET totals = NULL WHERE job_id = ?", (job_id,))
+
+    def round_latencies(self, *, hours: float = 24) -> list[tuple[str, int, float, float, float]]:
+        """(computation, count, mean s, p95 s, max s) of rounds completed in the last ``hours``."""
+        since = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)).isoformat(timespec="seconds")
+        since = since.replace("+00:00", "Z")
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT computation, seconds FROM rounds WHERE finished_at >= ? ORDER BY computation", (since,)
+            ).fetchall()
+        by: dict[str, list[float]] = {}
+        for c, sec in rows:
+            by.setdefault(c, []).append(float(sec))
+        out = []
+        for c, xs in sorted(by.items()):
+            xs.sort()
+            p95 = xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
+            out.append((c, len(xs), sum(xs) / len(xs), p95, xs[-1]))
+        return out
+
+    def count_jobs_by_state(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        counts = {s: 0 for s in (QUEUED, RUNNING, DONE, FAILED, CANCELLED)}
+        counts.update({s: int(n) for s, n in rows})
+        return counts
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         """Set job columns (state, phase, round, error, result_files) and bump its sequence."""
@@ -233,8 +361,15 @@ class Store:
             raise InputError(f"no job with id {job_id!r}")
         return int(r[0])
 
-    def list_jobs(self, *, limit: int = 50, analyst: str | None = None) -> list[JobRow]:
-        where, args = ("WHERE analyst = ?", [analyst]) if analyst else ("", [])
+    def list_jobs(self, *, limit: int = 50, analyst: str | None = None, state: str | None = None) -> list[JobRow]:
+        conds, args = [], []
+        if analyst:
+            conds.append("analyst = ?")
+            args.append(analyst)
+        if state:
+            conds.append("state = ?")
+            args.append(state)
+        where = ("WHERE " + " AND ".join(conds)) if conds else ""
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {self._COLS} FROM jobs {where} ORDER BY created_at DESC, id DESC LIMIT ?",  # noqa: S608

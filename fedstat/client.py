@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 JobStatus = analyst_pb2.JobStatus
+FINISHED_STATES = ("DONE", "FAILED", "CANCELLED")
 
 
 class Client:
@@ -85,12 +87,18 @@ class Client:
         return status
 
     def _serve_decryption(self, decryptor: AnalystDecryptor, stop: threading.Event) -> None:
-        """Answer the coordinator's decryption requests for one job until the job ends."""
+        """Answer the coordinator's decryption requests for one job until the job ends; attach
+        again when the stream breaks (a coordinator restart) while the job goes on."""
+        while not stop.is_set():
+            self._decryption_stream(decryptor, stop)
+            stop.wait(1.0)
+
+    def _decryption_stream(self, decryptor: AnalystDecryptor, stop: threading.Event) -> None:
         replies: queue.Queue[analyst_pb2.DecryptReply | None] = queue.Queue()
         replies.put(analyst_pb2.DecryptReply(job_id=decryptor.job_id))
         call = self._stub.Decrypt(iter(replies.get, None))
-        stop_watch = threading.Thread(target=lambda: (stop.wait(), call.cancel()), daemon=True)
-        stop_watch.start()
+        ended = threading.Event()
+        threading.Thread(target=lambda: (_first_set(stop, ended), call.cancel()), daemon=True).start()
         try:
             for req in call:
                 reply = analyst_pb2.DecryptReply(
@@ -111,16 +119,25 @@ class Client:
                     reply.error = str(exc)
                 replies.put(reply)
         except grpc.RpcError:
-            pass  # the job ended (or the client stopped waiting); the coordinator reports the job's state
+            pass  # the job ended, the client stopped waiting, or the coordinator went away
         finally:
             replies.put(None)
-            stop.set()
+            ended.set()
 
     def get(self, job_id: str) -> JobStatus:
         return self._call(self._stub.GetJob, analyst_pb2.GetJobRequest(job_id=job_id))
 
-    def list(self, limit: int = 50) -> list[JobStatus]:
-        return list(self._call(self._stub.ListJobs, analyst_pb2.ListJobsRequest(limit=limit)).jobs)
+    def list(self, limit: int = 50, *, all_analysts: bool = False, state: str = "") -> list[JobStatus]:
+        """Your jobs, newest first (every analyst's with ``all_analysts``: role view-all)."""
+        request = analyst_pb2.ListJobsRequest(limit=limit, all_analysts=all_analysts, state=state)
+        return list(self._call(self._stub.ListJobs, request).jobs)
+
+    def status(self) -> analyst_pb2.StatusResponse:
+        """The coordinator's sites, jobs by state and round latencies (role admin)."""
+        return self._call(self._stub.Status, analyst_pb2.StatusRequest())
+
+    def whoami(self) -> analyst_pb2.WhoAmIResponse:
+        return self._call(self._stub.WhoAmI, analyst_pb2.WhoAmIRequest())
 
     def cancel(self, job_id: str) -> JobStatus:
         return self._call(self._stub.CancelJob, analyst_pb2.CancelJobRequest(job_id=job_id))
@@ -133,12 +150,25 @@ class Client:
         site's default dataset) and the strictest combination, which a job over all of them meets."""
         return self._call(self._stub.SitePolicies, analyst_pb2.SitePoliciesRequest(dataset=dataset))
 
-    def watch(self, job_id: str) -> Iterator[JobStatus]:
-        """Every change of the job's status, until it finishes."""
-        try:
-            yield from self._stub.WatchJob(analyst_pb2.GetJobRequest(job_id=job_id))
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, address=self.profile.coordinator) from exc
+    def watch(self, job_id: str, *, reconnect_s: float = 300.0) -> Iterator[JobStatus]:
+        """Every change of the job's status, until it finishes. If the coordinator goes away (a
+        restart), keep trying for ``reconnect_s`` seconds: the job resumes when it is back."""
+        down_since: float | None = None
+        while True:
+            try:
+                for status in self._stub.WatchJob(analyst_pb2.GetJobRequest(job_id=job_id)):
+                    down_since = None
+                    yield status
+                    if status.state in FINISHED_STATES:
+                        return
+                return
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise error_from_rpc(exc, address=self.profile.coordinator) from exc
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > reconnect_s:
+                    raise error_from_rpc(exc, address=self.profile.coordinator) from exc
+                time.sleep(1.0)
 
     def wait(
         self, job_id: str, *, progress: Callable[[JobStatus], None] | None = None, raise_on_failure: bool = True
@@ -215,6 +245,11 @@ class Client:
         """
         status = self.wait(self.submit(spec.validated(), paillier_bits=paillier_bits).job_id, progress=progress)
         return Results(status=status, files=self.fetch_results(status.job_id, out_dir))
+
+
+def _first_set(a: threading.Event, b: threading.Event) -> None:
+    while not (a.wait(0.2) or b.is_set()):
+        pass
 
 
 @dataclass(frozen=True)

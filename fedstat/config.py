@@ -10,13 +10,20 @@ coordinator.toml::
     state_dir = "state"              # SQLite database and results/ live here
     offer_timeout_s = 60             # how long sites have to accept or refuse a job
     round_timeout_s = 3600           # deadline for one round at every site
-    max_concurrent_jobs = 2
+    max_concurrent_jobs = 2          # more jobs wait QUEUED
     min_sites = 3                    # secagg/paillier: never release a sum over fewer sites (>= 2)
+    site_reconnect_s = 120           # a site dropping mid-round has this long to reconnect; then the job fails
+    log_format = "text"              # or "json": one JSON object per line
+
+    [access]                         # analyst roles: submit, view-own, view-all, admin
+    default = ["submit", "view-own"] # analysts not listed below
+    analysts = { carol = ["admin"], dave = ["view-own"] }
 
     [tls]
     ca = "ca.pem"
     cert = "coordinator.pem"
     key = "coordinator.key"
+    crl = "crl.pem"                  # optional: the consortium's revocation list, re-read when it changes
 
 site.toml::
 
@@ -25,11 +32,13 @@ site.toml::
     state_dir = "state"              # caches and logs
     block_size = 4096                # variants per block (bounds memory)
     threads = 1
+    max_concurrent_jobs = 2          # rounds computed at once; other jobs' rounds wait their turn
 
     [tls]
     ca = "ca.pem"
     cert = "AFR.pem"
     key = "AFR.key"
+    crl = "crl.pem"                  # optional: refuse revoked coordinators, peers and analysts
 
     [[datasets]]
     name = "main"                    # the first dataset is the default
@@ -43,6 +52,11 @@ site.toml::
     min_sites = 2                    # refuse a secure-aggregation round with fewer participants
     min_cell_count = 3               # --assoc/--model: rows with a genotype cell of 1-2 are suppressed
     max_params_ratio = 0.33          # --glm: at most 0.33 parameters per cohort member
+
+    [[policy.access]]                # optional; with any entry, only matching analysts may run jobs
+    who = ["alice", "role:admin"]    # analyst names (certificate CN), role:<coordinator role>, or "*"
+    datasets = ["main"]              # default "*"
+    analyses = ["freq", "glm"]       # default "*"
 
 analyst.toml (a "profile")::
 
@@ -58,7 +72,7 @@ analyst.toml (a "profile")::
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +146,9 @@ def _load(path: Path) -> dict[str, Any]:
 
 def _tls(path: Path, doc: dict[str, Any]) -> TlsFiles:
     r = _Reader(path, "tls", doc.get("tls", None) if "tls" in doc else _missing(path, "tls"))
-    r.check_unknown({"ca", "cert", "key"})
-    return TlsFiles(ca=r.path_("ca"), cert=r.path_("cert"), key=r.path_("key"))
+    r.check_unknown({"ca", "cert", "key", "crl"})
+    crl = r.path_("crl") if "crl" in r.table else None
+    return TlsFiles(ca=r.path_("ca"), cert=r.path_("cert"), key=r.path_("key"), crl=crl)
 
 
 def _missing(path: Path, section: str) -> Any:
@@ -148,6 +163,48 @@ def _address(r: _Reader, key: str) -> str:
     return value
 
 
+#: Analyst roles on the coordinator. ``admin`` implies every other; ``view-all`` implies ``view-own``.
+ANALYST_ROLES = ("submit", "view-own", "view-all", "admin")
+DEFAULT_ANALYST_ROLES = ("submit", "view-own")
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """Which analyst (by certificate name) holds which roles; unlisted analysts hold ``default``."""
+
+    default: tuple[str, ...] = DEFAULT_ANALYST_ROLES
+    analysts: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def roles(self, analyst: str) -> frozenset[str]:
+        granted = dict(self.analysts).get(analyst, self.default)
+        roles = set(granted)
+        if "admin" in roles:
+            roles |= set(ANALYST_ROLES)
+        if "view-all" in roles:
+            roles.add("view-own")
+        return frozenset(roles)
+
+
+def _access(path: Path, doc: dict[str, Any]) -> AccessConfig:
+    r = _Reader(path, "access", doc.get("access", {}))
+    r.check_unknown({"default", "analysts"})
+    default = r.str_list("default", DEFAULT_ANALYST_ROLES)
+    ar = _Reader(path, "access.analysts", r.get("analysts", dict, {}))
+    analysts = []
+    for name in ar.table:
+        analysts.append((name, ar.str_list(name, ())))
+    for where, roles in (("access.default", default), *((f"access.analysts.{n}", rs) for n, rs in analysts)):
+        unknown = [x for x in roles if x not in ANALYST_ROLES]
+        if unknown:
+            raise ConfigError(
+                f"{path}: {where}: unknown role(s) {', '.join(map(repr, unknown))}; known: {', '.join(ANALYST_ROLES)}"
+            )
+    return AccessConfig(default=default, analysts=tuple(analysts))
+
+
+LOG_FORMATS = ("text", "json")
+
+
 @dataclass(frozen=True)
 class CoordinatorConfig:
     path: Path
@@ -158,6 +215,9 @@ class CoordinatorConfig:
     round_timeout_s: float = 3600.0
     max_concurrent_jobs: int = 2
     min_sites: int = 3
+    site_reconnect_s: float = 120.0  # a site that drops mid-round has this long to come back
+    access: AccessConfig = field(default_factory=AccessConfig)
+    log_format: str = "text"
 
     @property
     def db_path(self) -> Path:
@@ -172,7 +232,18 @@ def load_coordinator_config(path: Path) -> CoordinatorConfig:
     path = Path(path).resolve()
     doc = _load(path)
     r = _Reader(path, "coordinator", doc.get("coordinator") or _missing(path, "coordinator"))
-    r.check_unknown({"listen", "state_dir", "offer_timeout_s", "round_timeout_s", "max_concurrent_jobs", "min_sites"})
+    r.check_unknown(
+        {
+            "listen",
+            "state_dir",
+            "offer_timeout_s",
+            "round_timeout_s",
+            "max_concurrent_jobs",
+            "min_sites",
+            "site_reconnect_s",
+            "log_format",
+        }
+    )
     min_sites = r.positive_int("min_sites", 3)
     if min_sites < 2:
         raise ConfigError(f"{r.where('min_sites')} must be at least 2: a sum over one site is that site's sums")
@@ -185,7 +256,17 @@ def load_coordinator_config(path: Path) -> CoordinatorConfig:
         round_timeout_s=float(r.get("round_timeout_s", (int, float), 3600.0)),
         max_concurrent_jobs=r.positive_int("max_concurrent_jobs", 2),
         min_sites=min_sites,
+        site_reconnect_s=float(r.get("site_reconnect_s", (int, float), 120.0)),
+        access=_access(path, doc),
+        log_format=_log_format(r),
     )
+
+
+def _log_format(r: _Reader) -> str:
+    value = r.get("log_format", str, "text")
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"{r.where('log_format')} must be one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -193,6 +274,25 @@ class DatasetConfig:
     name: str
     path: Path
     consent_default: str = ""  # DUO code for participants with an empty consent cell (e.g. "HMB;NPU")
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """One ``[[policy.access]]`` entry: who may run which analyses on which datasets.
+
+    ``who`` holds analyst names (their certificates' CN), ``role:<coordinator role>`` or ``*``;
+    ``datasets`` and ``analyses`` hold names or ``*``."""
+
+    who: tuple[str, ...]
+    datasets: tuple[str, ...] = ("*",)
+    analyses: tuple[str, ...] = ("*",)
+
+    def matches(self, analyst: str, roles: frozenset[str] | set[str], dataset: str) -> bool:
+        who = "*" in self.who or analyst in self.who or any(f"role:{r}" in self.who for r in roles)
+        return who and ("*" in self.datasets or dataset in self.datasets)
+
+    def covers(self, analysis: str) -> bool:
+        return "*" in self.analyses or analysis in self.analyses
 
 
 @dataclass(frozen=True)
@@ -209,6 +309,7 @@ class SitePolicy:
     min_cell_count: int = 0  # case/control tables: a genotype cell of 1..min_cell_count-1 is never released
     max_params_ratio: float = 0.33  # --glm: parameters per cohort member at most this (nfilter.glm)
     weakest_privacy: str = "none"  # refuse any mode weaker than this (none < secagg = paillier < dp)
+    access: tuple[AccessRule, ...] = ()  # empty: every analyst of the consortium may run any allowed analysis
 
     def accepts_privacy(self, mode: str) -> bool:
         """Whether a job in privacy mode ``mode`` (canonical name) passes this policy."""
@@ -227,6 +328,8 @@ class SiteConfig:
     policy: SitePolicy
     block_size: int = 4096
     threads: int = 1
+    max_concurrent_jobs: int = 2  # rounds computed at once; more jobs wait their turn (bounds CPU and memory)
+    log_format: str = "text"
 
     @property
     def cache_dir(self) -> Path:
@@ -247,7 +350,7 @@ def load_site_config(path: Path) -> SiteConfig:
     path = Path(path).resolve()
     doc = _load(path)
     r = _Reader(path, "site", doc.get("site") or _missing(path, "site"))
-    r.check_unknown({"coordinator", "state_dir", "block_size", "threads"})
+    r.check_unknown({"coordinator", "state_dir", "block_size", "threads", "max_concurrent_jobs", "log_format"})
     raw_datasets = doc.get("datasets")
     if not isinstance(raw_datasets, list) or not raw_datasets:
         raise ConfigError(f"{path}: at least one [[datasets]] entry (name, path) is required")
@@ -281,6 +384,7 @@ def load_site_config(path: Path) -> SiteConfig:
             "min_cell_count",
             "max_params_ratio",
             "weakest_privacy",
+            "access",
         }
     )
     policy = SitePolicy(
@@ -295,6 +399,7 @@ def load_site_config(path: Path) -> SiteConfig:
         min_cell_count=int(pr.get("min_cell_count", int, 0)),
         max_params_ratio=float(pr.get("max_params_ratio", (int, float), 0.33)),
         weakest_privacy=pr.get("weakest_privacy", str, "none"),
+        access=_access_rules(path, pr),
     )
     if policy.min_cell_count < 0:
         raise ConfigError(f"{pr.where('min_cell_count')} must be 0 (off) or positive, got {policy.min_cell_count}")
@@ -326,7 +431,29 @@ def load_site_config(path: Path) -> SiteConfig:
         policy=policy,
         block_size=r.positive_int("block_size", 4096),
         threads=r.positive_int("threads", 1),
+        max_concurrent_jobs=r.positive_int("max_concurrent_jobs", 2),
+        log_format=_log_format(r),
     )
+
+
+def _access_rules(path: Path, pr: _Reader) -> tuple[AccessRule, ...]:
+    raw = pr.get("access", list, [])
+    rules = []
+    for i, entry in enumerate(raw):
+        ar = _Reader(path, f"policy.access[{i}]", entry)
+        ar.check_unknown({"who", "datasets", "analyses"})
+        who = ar.str_list("who", ())
+        if not who:
+            raise ConfigError(f'{ar.where("who")} is required: analyst names, role:<role> or "*"')
+        for w in who:
+            if w.startswith("role:") and w[5:] not in ANALYST_ROLES:
+                raise ConfigError(f"{ar.where('who')}: unknown role {w[5:]!r}; known: {', '.join(ANALYST_ROLES)}")
+        analyses = ar.str_list("analyses", ("*",))
+        for a in analyses:
+            if a != "*" and a not in ALL_ANALYSES:
+                raise ConfigError(f"{ar.where('analyses')}: unknown analysis {a!r}; known: {', '.join(ALL_ANALYSES)}")
+        rules.append(AccessRule(who=who, datasets=ar.str_list("datasets", ("*",)), analyses=analyses))
+    return tuple(rules)
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,39 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 
 
 def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
-    """TLS server credentials that require a client certificate from the consortium CA."""
+    """TLS server credentials that require a client certificate from the consortium CA.
+
+    The files are re-read when they change (checked at each new handshake), so a rotated server
+    certificate or a CA bundle extended by ``fedstat ca rotate`` takes effect without a restart.
+    """
     ca, cert, key = tls.load()
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+    stamp = [_stamp(tls)]
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        now = _stamp(tls)
+        if now == stamp[0]:
+            return None
+        try:
+            ca2, cert2, key2 = tls.load()
+            config = grpc.ssl_server_certificate_configuration([(key2, cert2)], root_certificates=ca2)
+        except Exception:  # noqa: BLE001 - half-written files: keep the current ones, retry next time
+            return None
+        stamp[0] = now
+        return config
+
+    initial = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+    return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=True)
+
+
+def _stamp(tls: TlsFiles) -> tuple[int, ...]:
+    out = []
+    for p in (tls.ca, tls.cert, tls.key):
+        try:
+            st = p.stat()
+            out += [st.st_mtime_ns, st.st_size]
+        except OSError:
+            out += [0, 0]
+    return tuple(out)
 
 
 def secure_channel(address: str, tls: TlsFiles) -> grpc.Channel:
@@ -61,11 +91,32 @@ def secure_channel(address: str, tls: TlsFiles) -> grpc.Channel:
 
 def peer_identity(context: grpc.ServicerContext) -> Identity | None:
     """The verified identity of the caller, or None if it presented no certificate."""
-    auth = context.auth_context()
-    pems = auth.get("x509_pem_cert")
-    if not pems:
-        return None
-    return identity_from_pem(pems[0])
+    pem = peer_certificate(context)
+    return identity_from_pem(pem) if pem is not None else None
+
+
+def peer_certificate(context: grpc.ServicerContext) -> bytes | None:
+    """The caller's certificate (PEM) as the TLS handshake verified it, or None."""
+    pems = context.auth_context().get("x509_pem_cert")
+    return bytes(pems[0]) if pems else None
+
+
+def server_certificate(address: str, tls: TlsFiles, *, timeout: float = 10.0) -> bytes:
+    """The certificate (PEM) the server at ``address`` presents, fetched over a TLS handshake
+    verified against the consortium CA (a site checks it against the revocation list before it
+    opens its stream). Raises OSError/ssl.SSLError when the handshake fails."""
+    import socket  # noqa: PLC0415
+    import ssl  # noqa: PLC0415
+
+    host, _, port = address.rpartition(":")
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=tls.ca.read_text())
+    ctx.load_cert_chain(str(tls.cert), str(tls.key))
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection((host, int(port)), timeout=timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname=host) as s:
+            der = s.getpeercert(binary_form=True)
+    assert der is not None
+    return ssl.DER_cert_to_PEM_cert(der).encode()
 
 
 _TO_STATUS: list[tuple[type[FedstatError], grpc.StatusCode]] = [

@@ -8,10 +8,12 @@ block. Only aggregate counts and protected per-variant sums ever leave the site.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import queue
 import random
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -25,10 +27,10 @@ import fedstat
 from fedstat.config import SiteConfig
 from fedstat.data.dataset import Dataset, open_dataset
 from fedstat.data.variants import SitePlan
-from fedstat.errors import FedstatError, InputError, PolicyRefused, ProtocolError
+from fedstat.errors import AuthError, FedstatError, InputError, PolicyRefused, ProtocolError, SiteUnavailable
 from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec
-from fedstat.net import secure_channel
-from fedstat.pki import identity_from_pem
+from fedstat.net import secure_channel, server_certificate
+from fedstat.pki import RevocationList, identity_from_pem, issued_by_bundle
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.consent import DiseaseOntology, load_obo
 from fedstat.privacy.dp import BudgetLedger, epsilon_to_rho
@@ -39,7 +41,7 @@ from fedstat.stats.base import Cohort, RoundInput
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
 from .audit import AuditLog, spec_digest
-from .policy import ConsentSetup, decide
+from .policy import ConsentSetup, check_access, decide
 
 log = logging.getLogger("fedstat.site")
 
@@ -90,6 +92,10 @@ class SiteAgent:
         self.config = config
         self._ca_pem, self._cert_pem, self._key_pem = config.tls.load()
         self.name = identity_from_pem(self._cert_pem).name
+        self.revocations = RevocationList(config.tls.crl, config.tls.ca)
+        # at most max_concurrent_jobs rounds are computed at once (CPU and memory are bounded by
+        # it times the block size); other jobs' rounds wait their turn
+        self._compute = threading.BoundedSemaphore(config.max_concurrent_jobs)
         self.datasets: dict[str, Dataset] = {}
         self.problems: dict[str, str] = {}
         self._stop = threading.Event()
@@ -175,6 +181,8 @@ class SiteAgent:
             started = time.monotonic()
             try:
                 self._session()
+            except FedstatError as exc:
+                log.warning("cannot connect to %s: %s", self.config.coordinator, exc)
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
                 log.warning(
@@ -196,6 +204,9 @@ class SiteAgent:
             backoff = min(BACKOFF_MAX_S, backoff * 2)
 
     def _session(self) -> None:
+        # re-read the certificate files (a rotated certificate is used from the next connection)
+        self._ca_pem, self._cert_pem, self._key_pem = self.config.tls.load()
+        self._check_coordinator()
         channel = secure_channel(self.config.coordinator, self.config.tls)
         outbox: queue.Queue[site_pb2.SiteMessage | None] = queue.Queue(maxsize=256)
         outbox.put(self._hello())
@@ -212,6 +223,19 @@ class SiteAgent:
             except queue.Full:
                 pass
             channel.close()
+
+    def _check_coordinator(self) -> None:
+        """Refuse to talk to a coordinator whose certificate the consortium has revoked."""
+        if self.config.tls.crl is None:
+            return
+        try:
+            pem = server_certificate(self.config.coordinator, self.config.tls)
+        except (OSError, ssl.SSLError) as exc:
+            raise SiteUnavailable(f"TLS handshake with {self.config.coordinator} failed: {exc}") from exc
+        if self.revocations.is_revoked_pem(pem):
+            raise AuthError(
+                f"the coordinator at {self.config.coordinator} presents a revoked certificate; not connecting"
+            )
 
     def send(self, msg: site_pb2.SiteMessage) -> None:
         outbox = self._outbox
@@ -248,7 +272,14 @@ class SiteAgent:
             self.connected.set()
             log.info("connected to coordinator %s as %s", self.config.coordinator, msg.welcome.site_name)
         elif kind == "offer":
-            self._offer(msg.offer)
+            try:
+                self._offer(msg.offer)
+            except Exception as exc:  # noqa: BLE001 - one bad offer must not drop the connection
+                log.exception("job %s: internal error deciding on the offer", msg.offer.job_id)
+                self._report_error(
+                    msg.offer.job_id,
+                    FedstatError(f"internal error at the site deciding on the job ({type(exc).__name__}); see its log"),
+                )
         elif kind == "cancel":
             job = self._jobs.pop(msg.cancel.job_id, None)
             if job is not None:
@@ -275,7 +306,7 @@ class SiteAgent:
     def _record(self, offer: site_pb2.JobOffer, spec: JobSpec, **fields) -> None:
         """One audit record about a job: who asked what, the decision and why (no participant data)."""
         self.audit.append(
-            event="offer",
+            event="reoffer" if offer.resumed else "offer",  # reoffer: after a coordinator restart or a reconnect
             analyst=offer.analyst,
             job_id=offer.job_id,
             spec_digest=spec_digest(spec.to_json()),
@@ -297,6 +328,8 @@ class SiteAgent:
             if dataset is None:
                 raise InputError(f"dataset {ds_name} cannot be used: {self.problems.get(ds_name, 'not loaded')}")
             ds_config = self.config.dataset(ds_name)
+            self._check_analyst(offer)
+            check_access(spec, self.config.policy, ds_name, offer.analyst, frozenset(offer.analyst_roles))
             (self.config.state_dir / "consent").mkdir(parents=True, exist_ok=True)
             consent = ConsentSetup(
                 registry_path=self.config.state_dir / "consent" / f"{ds_name}.withdrawals.sqlite",
@@ -353,6 +386,28 @@ class SiteAgent:
             )
         )
 
+    def _check_analyst(self, offer: site_pb2.JobOffer) -> None:
+        """The analyst the coordinator names must hold a certificate from the consortium CA, for that
+        name and the analyst role, valid now and not on this site's revocation list."""
+        from cryptography import x509  # noqa: PLC0415
+
+        if not offer.analyst_certificate:
+            raise PolicyRefused("the offer carries no analyst certificate; this site accepts only identified analysts")
+        try:
+            cert = x509.load_pem_x509_certificate(offer.analyst_certificate)
+        except ValueError:
+            raise PolicyRefused("the analyst certificate in the offer is not a PEM certificate") from None
+        ident = identity_from_pem(offer.analyst_certificate)
+        if not issued_by_bundle(cert, self._ca_pem):
+            raise PolicyRefused("the analyst certificate in the offer was not issued by the consortium CA")
+        if ident.name != offer.analyst or ident.role != "analyst":
+            raise PolicyRefused(f"the certificate in the offer is not analyst {offer.analyst}'s")
+        now = dt.datetime.now(dt.UTC)
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise PolicyRefused(f"analyst {offer.analyst}'s certificate is not valid now")
+        if self.revocations.is_revoked(cert):
+            raise PolicyRefused(f"analyst {offer.analyst}'s certificate has been revoked")
+
     @staticmethod
     def _dp_fields(spec: JobSpec, note: str) -> dict | None:
         if not note:
@@ -405,7 +460,8 @@ class SiteAgent:
                 elif kind == "key_request":
                     self._round_key(job, msg.key_request)
                 elif kind == "round":
-                    self._round(job, msg.round)
+                    with self._compute:
+                        self._round(job, msg.round)
         except FedstatError as exc:
             log.error("job %s failed at this site: %s", job.job_id, exc)
             self._report_error(job.job_id, exc)
@@ -463,7 +519,7 @@ class SiteAgent:
             SignedRoundKey(site=k.site, public_key=k.public_key, signature=k.signature, certificate=k.certificate)
             for k in req.peer_keys
         ]
-        return pair, verify_round_keys(ctx, keys, ca_pem=self._ca_pem, own=signed)
+        return pair, verify_round_keys(ctx, keys, ca_pem=self._ca_pem, own=signed, revoked=self.revocations.is_revoked)
 
     def _round(self, job: _Job, req: site_pb2.RoundRequest) -> None:
         if job.plan is None:

@@ -49,6 +49,22 @@ class Decision:
     consent: ConsentSummary | None
 
 
+def check_access(spec: JobSpec, policy: SitePolicy, dataset: str, analyst: str, roles: frozenset[str]) -> None:
+    """The site's ``[[policy.access]]`` rules: some rule naming the analyst (or one of the roles the
+    coordinator granted them) for ``dataset`` must cover every analysis of the job."""
+    if not policy.access:
+        return
+    rules = [r for r in policy.access if r.matches(analyst, roles, dataset)]
+    if not rules:
+        raise PolicyRefused(f"analyst {analyst} may not run jobs on dataset {dataset} at this site (policy access)")
+    uncovered = [a for a in spec.analyses if not any(r.covers(a) for r in rules)]
+    if uncovered:
+        raise PolicyRefused(
+            f"analyst {analyst} may not run {', '.join('--' + a for a in uncovered)} on dataset {dataset} at this "
+            "site (policy access)"
+        )
+
+
 def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: ConsentSetup | None = None) -> Decision:
     """The participants in the job's cohort (sorted genotype columns) and the consent counts.
 

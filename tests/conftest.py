@@ -66,6 +66,7 @@ def coordinator(session_pki: Pki, tmp_path: Path) -> Iterator[tuple[object, int]
         tls=session_pki.tls("coordinator"),
         offer_timeout_s=20,
         round_timeout_s=60,
+        site_reconnect_s=2,
     )
     with running_coordinator(cfg) as coord:
         yield coord, coord.port

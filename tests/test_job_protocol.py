@@ -30,6 +30,7 @@ def _config(session_pki, tmp_path) -> CoordinatorConfig:
         tls=session_pki.tls("coordinator"),
         offer_timeout_s=20,
         round_timeout_s=60,
+        site_reconnect_s=2,
     )
 
 
@@ -141,7 +142,9 @@ def test_job__site_vanishing_mid_round_fails_job_naming_the_site(session_pki, co
                 c.submit(JobSpec(analyses=("freq",), out_name="f", privacy="none")).job_id, raise_on_failure=False
             )
         assert job.state == "FAILED"
-        assert job.error == "site EUR disconnected during round 1 (1 would remain, min_sites is 3)"
+        assert job.error == (
+            "site EUR disconnected during round 1 and did not reconnect within 2 s (1 would remain, min_sites is 3)"
+        )
         assert not (coord.config.results_dir / job.job_id).exists()
         assert "cancel" in sites[0].seen  # the remaining site is told to stop
     finally:
@@ -167,7 +170,10 @@ def test_job__site_vanishing_mid_round_restarts_without_it_above_min_sites(sessi
                 s.close()
     rows = [line.split("\t") for line in (tmp_path / "out" / "g.gcount").read_text().splitlines()[1:]]
     assert [r[4:7] for r in rows] == [["20", "60", "20"], ["40", "40", "20"], ["60", "20", "20"]]  # AFR + EAS
-    assert "site EUR disconnected during round 1; restarting the analysis without it over AFR, EAS (attempt 1" in log
+    assert (
+        "site EUR disconnected during round 1 and did not reconnect within 2 s; restarting the analysis without it "
+        "over AFR, EAS (attempt 1"
+    ) in log
     prov = json.loads((tmp_path / "out" / "g.provenance.json").read_text())
     assert sorted(prov["sites"]) == ["AFR", "EAS"]
 

@@ -74,6 +74,7 @@ def test_wire__no_message_has_a_per_participant_field():
     assert sorted(bytes_fields) == [
         "DecryptReply.words",  # --privacy paillier: round totals (all sites), decrypted by the analyst
         "DecryptRequest.ciphertexts",  # the product of every participant's ciphertexts
+        "JobOffer.analyst_certificate",  # the submitting analyst's public certificate (PEM)
         "ResultChunk.data",
         "RoundKey.certificate",  # key material of the secure-aggregation exchange
         "RoundKey.public_key",

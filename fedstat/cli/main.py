@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--version", action="version", version=f"fedstat {fedstat.__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="log debug details (never participant data)")
+    ap.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="daemon logs as text (default) or one JSON object per line; overrides the config's log_format",
+    )
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # analyst
@@ -140,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = jobs.add_parser("list", help="your jobs, newest first")
     _add_profile(p)
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--all", action="store_true", help="every analyst's jobs (needs the view-all role)")
+    p.add_argument("--state", choices=("QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED"), help="only jobs in STATE")
     p = jobs.add_parser("show", help="one job: state, sites, log")
     _add_profile(p)
     p.add_argument("job_id")
@@ -176,6 +184,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", required=True, choices=("coordinator", "site", "analyst"))
     p.add_argument("--host", action="append", default=[], help="DNS name or IP (coordinator; repeatable)")
     p.add_argument("--out", required=True, type=Path, help="directory for NAME.pem and NAME.key")
+    p = ca.add_parser(
+        "revoke",
+        help="revoke a certificate: adds it to CA_DIR/crl.pem, which the coordinator and sites re-read",
+        epilog="example: fedstat ca revoke ca/ --cert certs/bob.pem --reason key_compromise",
+    )
+    p.add_argument("ca_dir", type=Path)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--cert", type=Path, help="the certificate's PEM file")
+    which.add_argument("--serial", help="the certificate's serial number (hex, as `fedstat ca revoked` prints)")
+    p.add_argument(
+        "--reason",
+        default="unspecified",
+        choices=("unspecified", "key_compromise", "superseded", "cessation_of_operation"),
+    )
+    p = ca.add_parser("revoked", help="list the certificates CA_DIR/crl.pem revokes")
+    p.add_argument("ca_dir", type=Path)
+    p = ca.add_parser(
+        "rotate",
+        help="new CA key and certificate; ca.pem becomes a bundle of the new and old CA, so certificates "
+        "issued so far stay valid while parties are re-issued one by one",
+        epilog="then: copy ca.pem to every party (daemons re-read it), re-issue certificates with "
+        "`fedstat ca issue`, and revoke the old ones",
+    )
+    p.add_argument("ca_dir", type=Path)
 
     p = sub.add_parser("coordinator", help="the coordinator daemon").add_subparsers(
         dest="coordinator_command", required=True, metavar="ACTION"
@@ -198,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--since", help="show: from this date/time (ISO, UTC)")
     s.add_argument("--until", help="show: before this date/time (ISO, UTC)")
 
+    p = sub.add_parser(
+        "status",
+        help="the coordinator's state: sites connected, jobs by state, round latencies (role admin)",
+    )
+    _add_profile(p)
+    p.add_argument("--json", action="store_true", help="print it as JSON (for monitoring)")
+    p = sub.add_parser("whoami", help="your name and roles on the coordinator")
+    _add_profile(p)
+
     # proof of concept on one machine
     poc = sub.add_parser("poc", help="a whole consortium on this machine, for trying fedstat").add_subparsers(
         dest="poc_command", required=True, metavar="ACTION"
@@ -218,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analyst", default="analyst", help="the analyst's name (default: analyst)")
     p.add_argument("--port", type=int, default=0, help="coordinator port (default: a free one)")
     p.add_argument("--skip-check", action="store_true", help="do not open the datasets now")
+    p = poc.add_parser(
+        "restart",
+        help="stop and start one component (to exercise faults: --signal KILL is a crash)",
+        epilog="example: fedstat poc restart --workspace W --component coordinator --signal KILL",
+    )
+    p.add_argument("--workspace", required=True, type=Path)
+    p.add_argument("--component", required=True, help="coordinator, or a site's name")
+    p.add_argument("--signal", default="TERM", choices=("TERM", "KILL"), help="TERM drains (default), KILL crashes")
+    p.add_argument("--down", type=float, default=0.0, metavar="S", help="stay stopped S seconds before starting")
     for name, helptext in (
         ("start", "start the coordinator and every site agent in the background"),
         ("status", "each component: pid, address, health"),
@@ -363,7 +413,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
     with Client.from_profile(args.profile) as c:
         if args.jobs_command == "list":
-            jobs = c.list(args.limit)
+            jobs = c.list(args.limit, all_analysts=args.all, state=args.state or "")
             if not jobs:
                 print("no jobs yet")
             for j in jobs:
@@ -425,20 +475,77 @@ def cmd_ca(args: argparse.Namespace) -> int:
 
     if args.ca_command == "init":
         cert, key = pki.init_ca(args.dir)
-        print(f"CA certificate: {cert}\nCA key (keep it offline): {key}")
+        print(f"CA certificate: {cert}\nCA key (keep it offline): {key}\nrevocation list: {args.dir / 'crl.pem'}")
+    elif args.ca_command == "revoke":
+        try:
+            serial = int(args.serial, 16) if args.serial else None
+        except ValueError:
+            raise InputError(f"--serial {args.serial!r}: expected a hexadecimal serial number") from None
+        serial = pki.revoke(args.ca_dir, cert=args.cert, serial=serial, reason=args.reason)
+        print(f"revoked serial {serial:x}; {args.ca_dir / 'crl.pem'} now lists {len(pki.revoked_entries(args.ca_dir))}")
+    elif args.ca_command == "revoked":
+        entries = pki.revoked_entries(args.ca_dir)
+        if not entries:
+            print("no certificate is revoked")
+        for e in entries:
+            print(f"{e.serial:x}  {e.revoked_at.isoformat(timespec='seconds')}  {e.reason}")
+    elif args.ca_command == "rotate":
+        bundle = pki.rotate_ca(args.ca_dir)
+        print(f"new CA key in {args.ca_dir / 'ca.key'}; {bundle} is now the bundle of the new and old CA certificates")
+        print("next: give every party the new ca.pem, re-issue certificates, then revoke the old ones")
     else:
         cert, key = pki.issue(args.ca_dir, args.out, name=args.name, role=args.role, hosts=tuple(args.host))
         print(f"certificate: {cert}\nkey: {key}")
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from fedstat.client import Client  # noqa: PLC0415
+
+    with Client.from_profile(args.profile) as c:
+        if args.command == "whoami":
+            who = c.whoami()
+            print(f"{who.name} ({who.role}); roles: {', '.join(who.roles) or 'none'}")
+            return 0
+        st = c.status()
+    if args.json:
+        import json  # noqa: PLC0415
+
+        from google.protobuf.json_format import MessageToDict  # noqa: PLC0415
+
+        print(json.dumps(MessageToDict(st, always_print_fields_with_no_presence=True), indent=2, sort_keys=True))
+        return 0
+    print(f"coordinator fedstat {st.coordinator_version}, up {st.uptime_s / 3600:.1f} h (since {st.started_at})")
+    print(f"sites connected: {len(st.sites)}" + (": " + ", ".join(s.site for s in st.sites) if st.sites else ""))
+    states = ("QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED")
+    print(
+        "jobs: "
+        + "  ".join(f"{s} {st.jobs_by_state.get(s, 0)}" for s in states)
+        + f"  (at most {st.max_concurrent_jobs} run at once)"
+    )
+    print(f"decryptors attached: {st.decryptors_attached}")
+    refused = ", ".join(f"{k} {v}" for k, v in sorted(st.refused_calls.items()))
+    print(f"refused calls since start: {refused or 'none'}")
+    if st.round_latencies:
+        print("round latencies, last 24 h:")
+        for r in st.round_latencies:
+            print(
+                f"  {r.computation:<24} n={r.count:<5} mean {r.mean_s:.2f} s  p95 {r.p95_s:.2f} s  max {r.max_s:.2f} s"
+            )
+    return 0
+
+
 def cmd_daemon(args: argparse.Namespace) -> int:
+    from fedstat import logs  # noqa: PLC0415
     from fedstat.config import load_coordinator_config, load_site_config  # noqa: PLC0415
 
     if args.command == "coordinator":
         from coordinator.server import serve  # noqa: PLC0415
 
-        serve(load_coordinator_config(args.config))
+        config = load_coordinator_config(args.config)
+        if args.log_format is None and config.log_format != "text":
+            logs.configure(level=logging.DEBUG if args.verbose else logging.INFO, fmt=config.log_format)
+        serve(config)
         return 0
     if args.site_command == "check":
         from site_agent.agent import SiteAgent  # noqa: PLC0415
@@ -466,7 +573,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         return 0
     from site_agent.agent import serve as site_serve  # noqa: PLC0415
 
-    site_serve(load_site_config(args.config))
+    site_config = load_site_config(args.config)
+    if args.log_format is None and site_config.log_format != "text":
+        logs.configure(level=logging.DEBUG if args.verbose else logging.INFO, fmt=site_config.log_format)
+    site_serve(site_config)
     return 0
 
 
@@ -482,12 +592,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("coordinator", "site") and "numpy" not in sys.modules:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, DAEMON_BLAS_THREADS)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    from fedstat import logs  # noqa: PLC0415
+
+    daemon = args.command in ("coordinator", "site")
+    logs.configure(
+        level=logging.DEBUG if args.verbose else (logging.INFO if daemon else logging.WARNING),
+        fmt=args.log_format or "text",
     )
-    if args.command not in ("coordinator", "site"):
-        logging.getLogger().setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
     try:
         if args.command == "submit":
             return cmd_submit(args)
@@ -495,6 +606,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_jobs(args)
         if args.command == "ca":
             return cmd_ca(args)
+        if args.command in ("status", "whoami"):
+            return cmd_status(args)
         if args.command in ("coordinator", "site"):
             return cmd_daemon(args)
         if args.command == "poc":

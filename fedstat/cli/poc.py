@@ -70,11 +70,17 @@ def prepare(
         f"listen = {_toml_str(f'127.0.0.1:{port}')}\n"
         'state_dir = "state"\n'
         "offer_timeout_s = 120\n"
-        "round_timeout_s = 3600\n\n"
+        "round_timeout_s = 3600\n"
+        "site_reconnect_s = 120\n"
+        "max_concurrent_jobs = 2\n\n"
         "[tls]\n"
         'ca = "../ca/ca.pem"\n'
         'cert = "coordinator.pem"\n'
         'key = "coordinator.key"\n'
+        'crl = "../ca/crl.pem"\n\n'
+        "[access]                          # analyst roles: submit, view-own, view-all, admin\n"
+        'default = ["submit", "view-own"]\n'
+        f'analysts = {{ {_toml_str(analyst)} = ["admin"] }}   # the poc\'s analyst also operates it\n'
     )
     for name, data in sites.items():
         sdir = workspace / "sites" / name
@@ -87,7 +93,8 @@ def prepare(
             "[tls]\n"
             'ca = "../../ca/ca.pem"\n'
             f"cert = {_toml_str(name + '.pem')}\n"
-            f"key = {_toml_str(name + '.key')}\n\n"
+            f"key = {_toml_str(name + '.key')}\n"
+            'crl = "../../ca/crl.pem"\n\n'
             "[[datasets]]\n"
             'name = "main"\n'
             f"path = {_toml_str(data.resolve())}\n\n"
@@ -281,6 +288,51 @@ def stop(workspace: Path, *, timeout: float = 15.0) -> list[str]:
     return stopped
 
 
+def restart(workspace: Path, component: str, *, sig: str = "TERM", down: float = 0.0) -> int:
+    """Stop one component (SIGTERM drains, SIGKILL crashes it) and start it again; returns the new pid.
+
+    The coordinator comes back on the same address and state (jobs resume from their last
+    completed round); a site reconnects with its state (audit log, DP ledger) intact.
+    """
+    workspace = workspace.resolve()
+    meta = _load(workspace)
+    if component != COORDINATOR and component not in meta["sites"]:
+        raise InputError(
+            f"unknown component {component!r}; this workspace has: {', '.join([COORDINATOR, *meta['sites']])}"
+        )
+    pid = _pid(workspace, component)
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL if sig == "KILL" else signal.SIGTERM)
+        deadline = time.monotonic() + 15.0
+        while _pid(workspace, component) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _pid(workspace, component):
+            os.kill(pid, signal.SIGKILL)
+            while _pid(workspace, component):
+                time.sleep(0.05)
+    (workspace / "run" / f"{component}.pid").unlink(missing_ok=True)
+    if down > 0:
+        time.sleep(down)
+    if component == COORDINATOR:
+        _spawn(
+            workspace,
+            COORDINATOR,
+            ["coordinator", "serve", "--config", str(workspace / COORDINATOR / "coordinator.toml")],
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while _health(workspace, timeout=1.0) != "SERVING":
+            if not _pid(workspace, COORDINATOR) or time.monotonic() > deadline:
+                raise SiteUnavailable(
+                    f"the coordinator did not come back; its log says:\n    {_tail(workspace / 'logs' / 'coordinator.log')}"
+                )
+            time.sleep(0.2)
+    else:
+        _spawn(workspace, component, ["site", "serve", "--config", str(workspace / "sites" / component / "site.toml")])
+    new = _pid(workspace, component)
+    assert new is not None
+    return new
+
+
 def run(args: argparse.Namespace) -> int:
     if args.poc_command == "prepare":
         sites: dict[str, Path] = {}
@@ -303,6 +355,10 @@ def run(args: argparse.Namespace) -> int:
         for comp, pid, addr, health in rows:
             print(f"{comp:<12} pid {pid if pid else '-':<8} {addr:<24} {health}")
         return 0 if all(r[3] in ("SERVING", "CONNECTED") for r in rows) else 1
+    if args.poc_command == "restart":
+        pid = restart(args.workspace, args.component, sig=args.signal, down=args.down)
+        print(f"{args.component} restarted (SIG{args.signal}), pid {pid}")
+        return 0
     if args.poc_command == "stop":
         stopped = stop(args.workspace)
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))

@@ -35,7 +35,7 @@ RFC 7748 (X25519), RFC 5869 (HKDF).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
 from fedstat.errors import PrivacyError, ProtocolError
+from fedstat.pki import issued_by_bundle
 from fedstat.privacy.base import (
     MAX_CHUNK_BYTES,
     Aggregator,
@@ -117,6 +118,7 @@ def verify_round_keys(
     ca_pem: bytes,
     own: SignedRoundKey,
     now: dt.datetime | None = None,
+    revoked: Callable[[x509.Certificate], bool] | None = None,
 ) -> dict[str, bytes]:
     """Check every participant's signed key; return the peers' public keys by site name.
 
@@ -124,11 +126,10 @@ def verify_round_keys(
     ------
     PrivacyError
         a key is missing, duplicated, for a non-participant, signed by a certificate the
-        consortium CA did not issue (or expired, or not a site's), or its signature does not
+        consortium CA did not issue (or expired, revoked, or not a site's), or its signature does not
         verify; or this site's own key came back altered. Each means the coordinator (or the
         network) tampered with the key exchange: the round must not proceed.
     """
-    ca = x509.load_pem_x509_certificate(ca_pem)
     now = now or dt.datetime.now(dt.UTC)
     by_site: dict[str, SignedRoundKey] = {}
     for k in keys:
@@ -151,7 +152,8 @@ def verify_round_keys(
             continue
         try:
             cert = x509.load_pem_x509_certificate(k.certificate)
-            cert.verify_directly_issued_by(ca)
+            if not issued_by_bundle(cert, ca_pem):  # ca_pem is a bundle while the CA is rotated
+                raise InvalidSignature()
         except (ValueError, TypeError, InvalidSignature) as exc:
             raise PrivacyError(
                 f"secure aggregation: site {site}'s round key comes with a certificate the consortium CA did not "
@@ -166,6 +168,8 @@ def verify_round_keys(
             )
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise PrivacyError(f"secure aggregation: site {site}'s certificate is not valid now")
+        if revoked is not None and revoked(cert):
+            raise PrivacyError(f"secure aggregation: site {site}'s certificate has been revoked; aborting the job")
         public = cert.public_key()
         if not isinstance(public, ec.EllipticCurvePublicKey):
             raise PrivacyError(f"secure aggregation: site {site}'s certificate key is not an ECDSA key")

@@ -25,43 +25,61 @@ _sym_db = _symbol_database.Default()
 from fedstat.wire import common_pb2 as fedstat_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64stat/v1/analyst.proto\x12\nfedstat.v1\x1a\x17\x66\x65\x64stat/v1/common.proto\"2\n\rSubmitRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.fedstat.v1.JobSpec\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\" \n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x12\n\x10ListSitesRequest\"y\n\nSiteStatus\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x13\n\x0b\x63ohort_size\x18\x04 \x01(\x04\x12\x13\n\x0b\x62locks_done\x18\x05 \x01(\x04\x12\x14\n\x0c\x62locks_total\x18\x06 \x01(\x04\"\xfd\x01\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07\x61nalyst\x18\x03 \x01(\t\x12!\n\x04spec\x18\x04 \x01(\x0b\x32\x13.fedstat.v1.JobSpec\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12\x12\n\nupdated_at\x18\x06 \x01(\t\x12\r\n\x05phase\x18\x07 \x01(\t\x12\r\n\x05round\x18\x08 \x01(\r\x12\r\n\x05\x65rror\x18\t \x01(\t\x12%\n\x05sites\x18\n \x03(\x0b\x32\x16.fedstat.v1.SiteStatus\x12\x0b\n\x03log\x18\x0b \x03(\t\x12\x14\n\x0cresult_files\x18\x0c \x03(\t\"7\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.fedstat.v1.JobStatus\"L\n\x0bResultChunk\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\"x\n\rConnectedSite\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x17\n\x0f\x63onnected_since\x18\x02 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x03 \x03(\x0b\x32\x17.fedstat.v1.DatasetInfo\x12\x15\n\ragent_version\x18\x04 \x01(\t\"=\n\x11ListSitesResponse\x12(\n\x05sites\x18\x01 \x03(\x0b\x32\x19.fedstat.v1.ConnectedSite\"\x93\x01\n\x0e\x44\x65\x63ryptRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\r\n\x05\x66irst\x18\x05 \x01(\x04\x12\r\n\x05total\x18\x06 \x01(\x04\x12\x13\n\x0b\x63iphertexts\x18\x07 \x01(\x0c\x12\x10\n\x08summands\x18\x08 \x01(\r\"y\n\x0c\x44\x65\x63ryptReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\r\n\x05\x66irst\x18\x05 \x01(\x04\x12\r\n\x05words\x18\x06 \x01(\x0c\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"&\n\x13SitePoliciesRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"t\n\x14SitePoliciesResponse\x12+\n\x05sites\x18\x01 \x03(\x0b\x32\x1c.fedstat.v1.DisclosurePolicy\x12/\n\tstrictest\x18\x02 \x01(\x0b\x32\x1c.fedstat.v1.DisclosurePolicy2\xf2\x04\n\x07\x41nalyst\x12:\n\x06Submit\x12\x19.fedstat.v1.SubmitRequest\x1a\x15.fedstat.v1.JobStatus\x12:\n\x06GetJob\x12\x19.fedstat.v1.GetJobRequest\x1a\x15.fedstat.v1.JobStatus\x12\x45\n\x08ListJobs\x12\x1b.fedstat.v1.ListJobsRequest\x1a\x1c.fedstat.v1.ListJobsResponse\x12@\n\tCancelJob\x12\x1c.fedstat.v1.CancelJobRequest\x1a\x15.fedstat.v1.JobStatus\x12>\n\x08WatchJob\x12\x19.fedstat.v1.GetJobRequest\x1a\x15.fedstat.v1.JobStatus0\x01\x12\x44\n\x0c\x46\x65tchResults\x12\x19.fedstat.v1.GetJobRequest\x1a\x17.fedstat.v1.ResultChunk0\x01\x12H\n\tListSites\x12\x1c.fedstat.v1.ListSitesRequest\x1a\x1d.fedstat.v1.ListSitesResponse\x12\x43\n\x07\x44\x65\x63rypt\x12\x18.fedstat.v1.DecryptReply\x1a\x1a.fedstat.v1.DecryptRequest(\x01\x30\x01\x12Q\n\x0cSitePolicies\x12\x1f.fedstat.v1.SitePoliciesRequest\x1a .fedstat.v1.SitePoliciesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64stat/v1/analyst.proto\x12\nfedstat.v1\x1a\x17\x66\x65\x64stat/v1/common.proto\"2\n\rSubmitRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.fedstat.v1.JobSpec\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"E\n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\x14\n\x0c\x61ll_analysts\x18\x02 \x01(\x08\x12\r\n\x05state\x18\x03 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x12\n\x10ListSitesRequest\"y\n\nSiteStatus\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x13\n\x0b\x63ohort_size\x18\x04 \x01(\x04\x12\x13\n\x0b\x62locks_done\x18\x05 \x01(\x04\x12\x14\n\x0c\x62locks_total\x18\x06 \x01(\x04\"\xfd\x01\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07\x61nalyst\x18\x03 \x01(\t\x12!\n\x04spec\x18\x04 \x01(\x0b\x32\x13.fedstat.v1.JobSpec\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12\x12\n\nupdated_at\x18\x06 \x01(\t\x12\r\n\x05phase\x18\x07 \x01(\t\x12\r\n\x05round\x18\x08 \x01(\r\x12\r\n\x05\x65rror\x18\t \x01(\t\x12%\n\x05sites\x18\n \x03(\x0b\x32\x16.fedstat.v1.SiteStatus\x12\x0b\n\x03log\x18\x0b \x03(\t\x12\x14\n\x0cresult_files\x18\x0c \x03(\t\"7\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.fedstat.v1.JobStatus\"L\n\x0bResultChunk\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\"x\n\rConnectedSite\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x17\n\x0f\x63onnected_since\x18\x02 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x03 \x03(\x0b\x32\x17.fedstat.v1.DatasetInfo\x12\x15\n\ragent_version\x18\x04 \x01(\t\"=\n\x11ListSitesResponse\x12(\n\x05sites\x18\x01 \x03(\x0b\x32\x19.fedstat.v1.ConnectedSite\"\x93\x01\n\x0e\x44\x65\x63ryptRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\r\n\x05\x66irst\x18\x05 \x01(\x04\x12\r\n\x05total\x18\x06 \x01(\x04\x12\x13\n\x0b\x63iphertexts\x18\x07 \x01(\x0c\x12\x10\n\x08summands\x18\x08 \x01(\r\"y\n\x0c\x44\x65\x63ryptReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\r\n\x05\x66irst\x18\x05 \x01(\x04\x12\r\n\x05words\x18\x06 \x01(\x0c\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"&\n\x13SitePoliciesRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"t\n\x14SitePoliciesResponse\x12+\n\x05sites\x18\x01 \x03(\x0b\x32\x1c.fedstat.v1.DisclosurePolicy\x12/\n\tstrictest\x18\x02 \x01(\x0b\x32\x1c.fedstat.v1.DisclosurePolicy\"\x0f\n\rStatusRequest\"`\n\x0cRoundLatency\x12\x13\n\x0b\x63omputation\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0e\n\x06mean_s\x18\x03 \x01(\x01\x12\r\n\x05p95_s\x18\x04 \x01(\x01\x12\r\n\x05max_s\x18\x05 \x01(\x01\"\xdc\x03\n\x0eStatusResponse\x12\x1b\n\x13\x63oordinator_version\x18\x01 \x01(\t\x12\x12\n\nstarted_at\x18\x02 \x01(\t\x12\x10\n\x08uptime_s\x18\x03 \x01(\x01\x12(\n\x05sites\x18\x04 \x03(\x0b\x32\x19.fedstat.v1.ConnectedSite\x12\x42\n\rjobs_by_state\x18\x05 \x03(\x0b\x32+.fedstat.v1.StatusResponse.JobsByStateEntry\x12\x1b\n\x13max_concurrent_jobs\x18\x06 \x01(\r\x12\x31\n\x0fround_latencies\x18\x07 \x03(\x0b\x32\x18.fedstat.v1.RoundLatency\x12\x1b\n\x13\x64\x65\x63ryptors_attached\x18\x08 \x01(\r\x12\x43\n\rrefused_calls\x18\t \x03(\x0b\x32,.fedstat.v1.StatusResponse.RefusedCallsEntry\x1a\x32\n\x10JobsByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x1a\x33\n\x11RefusedCallsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\x0f\n\rWhoAmIRequest\";\n\x0eWhoAmIResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t2\xf4\x05\n\x07\x41nalyst\x12:\n\x06Submit\x12\x19.fedstat.v1.SubmitRequest\x1a\x15.fedstat.v1.JobStatus\x12:\n\x06GetJob\x12\x19.fedstat.v1.GetJobRequest\x1a\x15.fedstat.v1.JobStatus\x12\x45\n\x08ListJobs\x12\x1b.fedstat.v1.ListJobsRequest\x1a\x1c.fedstat.v1.ListJobsResponse\x12@\n\tCancelJob\x12\x1c.fedstat.v1.CancelJobRequest\x1a\x15.fedstat.v1.JobStatus\x12>\n\x08WatchJob\x12\x19.fedstat.v1.GetJobRequest\x1a\x15.fedstat.v1.JobStatus0\x01\x12\x44\n\x0c\x46\x65tchResults\x12\x19.fedstat.v1.GetJobRequest\x1a\x17.fedstat.v1.ResultChunk0\x01\x12H\n\tListSites\x12\x1c.fedstat.v1.ListSitesRequest\x1a\x1d.fedstat.v1.ListSitesResponse\x12\x43\n\x07\x44\x65\x63rypt\x12\x18.fedstat.v1.DecryptReply\x1a\x1a.fedstat.v1.DecryptRequest(\x01\x30\x01\x12Q\n\x0cSitePolicies\x12\x1f.fedstat.v1.SitePoliciesRequest\x1a .fedstat.v1.SitePoliciesResponse\x12?\n\x06Status\x12\x19.fedstat.v1.StatusRequest\x1a\x1a.fedstat.v1.StatusResponse\x12?\n\x06WhoAmI\x12\x19.fedstat.v1.WhoAmIRequest\x1a\x1a.fedstat.v1.WhoAmIResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedstat.v1.analyst_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_STATUSRESPONSE_JOBSBYSTATEENTRY']._loaded_options = None
+  _globals['_STATUSRESPONSE_JOBSBYSTATEENTRY']._serialized_options = b'8\001'
+  _globals['_STATUSRESPONSE_REFUSEDCALLSENTRY']._loaded_options = None
+  _globals['_STATUSRESPONSE_REFUSEDCALLSENTRY']._serialized_options = b'8\001'
   _globals['_SUBMITREQUEST']._serialized_start=65
   _globals['_SUBMITREQUEST']._serialized_end=115
   _globals['_GETJOBREQUEST']._serialized_start=117
   _globals['_GETJOBREQUEST']._serialized_end=148
   _globals['_LISTJOBSREQUEST']._serialized_start=150
-  _globals['_LISTJOBSREQUEST']._serialized_end=182
-  _globals['_CANCELJOBREQUEST']._serialized_start=184
-  _globals['_CANCELJOBREQUEST']._serialized_end=218
-  _globals['_LISTSITESREQUEST']._serialized_start=220
-  _globals['_LISTSITESREQUEST']._serialized_end=238
-  _globals['_SITESTATUS']._serialized_start=240
-  _globals['_SITESTATUS']._serialized_end=361
-  _globals['_JOBSTATUS']._serialized_start=364
-  _globals['_JOBSTATUS']._serialized_end=617
-  _globals['_LISTJOBSRESPONSE']._serialized_start=619
-  _globals['_LISTJOBSRESPONSE']._serialized_end=674
-  _globals['_RESULTCHUNK']._serialized_start=676
-  _globals['_RESULTCHUNK']._serialized_end=752
-  _globals['_CONNECTEDSITE']._serialized_start=754
-  _globals['_CONNECTEDSITE']._serialized_end=874
-  _globals['_LISTSITESRESPONSE']._serialized_start=876
-  _globals['_LISTSITESRESPONSE']._serialized_end=937
-  _globals['_DECRYPTREQUEST']._serialized_start=940
-  _globals['_DECRYPTREQUEST']._serialized_end=1087
-  _globals['_DECRYPTREPLY']._serialized_start=1089
-  _globals['_DECRYPTREPLY']._serialized_end=1210
-  _globals['_SITEPOLICIESREQUEST']._serialized_start=1212
-  _globals['_SITEPOLICIESREQUEST']._serialized_end=1250
-  _globals['_SITEPOLICIESRESPONSE']._serialized_start=1252
-  _globals['_SITEPOLICIESRESPONSE']._serialized_end=1368
-  _globals['_ANALYST']._serialized_start=1371
-  _globals['_ANALYST']._serialized_end=1997
+  _globals['_LISTJOBSREQUEST']._serialized_end=219
+  _globals['_CANCELJOBREQUEST']._serialized_start=221
+  _globals['_CANCELJOBREQUEST']._serialized_end=255
+  _globals['_LISTSITESREQUEST']._serialized_start=257
+  _globals['_LISTSITESREQUEST']._serialized_end=275
+  _globals['_SITESTATUS']._serialized_start=277
+  _globals['_SITESTATUS']._serialized_end=398
+  _globals['_JOBSTATUS']._serialized_start=401
+  _globals['_JOBSTATUS']._serialized_end=654
+  _globals['_LISTJOBSRESPONSE']._serialized_start=656
+  _globals['_LISTJOBSRESPONSE']._serialized_end=711
+  _globals['_RESULTCHUNK']._serialized_start=713
+  _globals['_RESULTCHUNK']._serialized_end=789
+  _globals['_CONNECTEDSITE']._serialized_start=791
+  _globals['_CONNECTEDSITE']._serialized_end=911
+  _globals['_LISTSITESRESPONSE']._serialized_start=913
+  _globals['_LISTSITESRESPONSE']._serialized_end=974
+  _globals['_DECRYPTREQUEST']._serialized_start=977
+  _globals['_DECRYPTREQUEST']._serialized_end=1124
+  _globals['_DECRYPTREPLY']._serialized_start=1126
+  _globals['_DECRYPTREPLY']._serialized_end=1247
+  _globals['_SITEPOLICIESREQUEST']._serialized_start=1249
+  _globals['_SITEPOLICIESREQUEST']._serialized_end=1287
+  _globals['_SITEPOLICIESRESPONSE']._serialized_start=1289
+  _globals['_SITEPOLICIESRESPONSE']._serialized_end=1405
+  _globals['_STATUSREQUEST']._serialized_start=1407
+  _globals['_STATUSREQUEST']._serialized_end=1422
+  _globals['_ROUNDLATENCY']._serialized_start=1424
+  _globals['_ROUNDLATENCY']._serialized_end=1520
+  _globals['_STATUSRESPONSE']._serialized_start=1523
+  _globals['_STATUSRESPONSE']._serialized_end=1999
+  _globals['_STATUSRESPONSE_JOBSBYSTATEENTRY']._serialized_start=1896
+  _globals['_STATUSRESPONSE_JOBSBYSTATEENTRY']._serialized_end=1946
+  _globals['_STATUSRESPONSE_REFUSEDCALLSENTRY']._serialized_start=1948
+  _globals['_STATUSRESPONSE_REFUSEDCALLSENTRY']._serialized_end=1999
+  _globals['_WHOAMIREQUEST']._serialized_start=2001
+  _globals['_WHOAMIREQUEST']._serialized_end=2016
+  _globals['_WHOAMIRESPONSE']._serialized_start=2018
+  _globals['_WHOAMIRESPONSE']._serialized_end=2077
+  _globals['_ANALYST']._serialized_start=2080
+  _globals['_ANALYST']._serialized_end=2836
 # @@protoc_insertion_point(module_scope)

@@ -79,6 +79,16 @@ class AnalystStub:
                 request_serializer=fedstat_dot_v1_dot_analyst__pb2.SitePoliciesRequest.SerializeToString,
                 response_deserializer=fedstat_dot_v1_dot_analyst__pb2.SitePoliciesResponse.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/fedstat.v1.Analyst/Status',
+                request_serializer=fedstat_dot_v1_dot_analyst__pb2.StatusRequest.SerializeToString,
+                response_deserializer=fedstat_dot_v1_dot_analyst__pb2.StatusResponse.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/fedstat.v1.Analyst/WhoAmI',
+                request_serializer=fedstat_dot_v1_dot_analyst__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=fedstat_dot_v1_dot_analyst__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
 
 
 class AnalystServicer:
@@ -144,6 +154,20 @@ class AnalystServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Status(self, request, context):
+        """The coordinator's operational state (role admin): sites, jobs by state, round latencies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """The caller's identity and roles on the coordinator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalystServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -191,6 +215,16 @@ def add_AnalystServicer_to_server(servicer, server):
                     servicer.SitePolicies,
                     request_deserializer=fedstat_dot_v1_dot_analyst__pb2.SitePoliciesRequest.FromString,
                     response_serializer=fedstat_dot_v1_dot_analyst__pb2.SitePoliciesResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=fedstat_dot_v1_dot_analyst__pb2.StatusRequest.FromString,
+                    response_serializer=fedstat_dot_v1_dot_analyst__pb2.StatusResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=fedstat_dot_v1_dot_analyst__pb2.WhoAmIRequest.FromString,
+                    response_serializer=fedstat_dot_v1_dot_analyst__pb2.WhoAmIResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -436,6 +470,60 @@ class Analyst:
             '/fedstat.v1.Analyst/SitePolicies',
             fedstat_dot_v1_dot_analyst__pb2.SitePoliciesRequest.SerializeToString,
             fedstat_dot_v1_dot_analyst__pb2.SitePoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstat.v1.Analyst/Status',
+            fedstat_dot_v1_dot_analyst__pb2.StatusRequest.SerializeToString,
+            fedstat_dot_v1_dot_analyst__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstat.v1.Analyst/WhoAmI',
+            fedstat_dot_v1_dot_analyst__pb2.WhoAmIRequest.SerializeToString,
+            fedstat_dot_v1_dot_analyst__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,

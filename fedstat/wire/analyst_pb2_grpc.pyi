@@ -49,6 +49,10 @@ class AnalystStub:
     """
     SitePolicies: _grpc.UnaryUnaryMultiCallable[_analyst_pb2.SitePoliciesRequest, _analyst_pb2.SitePoliciesResponse]
     """Each connected site's effective disclosure-control settings for a dataset."""
+    Status: _grpc.UnaryUnaryMultiCallable[_analyst_pb2.StatusRequest, _analyst_pb2.StatusResponse]
+    """The coordinator's operational state (role admin): sites, jobs by state, round latencies."""
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_analyst_pb2.WhoAmIRequest, _analyst_pb2.WhoAmIResponse]
+    """The caller's identity and roles on the coordinator."""
 
 @_typing.type_check_only
 class AnalystAsyncStub(AnalystStub):
@@ -69,6 +73,10 @@ class AnalystAsyncStub(AnalystStub):
     """
     SitePolicies: _aio.UnaryUnaryMultiCallable[_analyst_pb2.SitePoliciesRequest, _analyst_pb2.SitePoliciesResponse]  # type: ignore[assignment]
     """Each connected site's effective disclosure-control settings for a dataset."""
+    Status: _aio.UnaryUnaryMultiCallable[_analyst_pb2.StatusRequest, _analyst_pb2.StatusResponse]  # type: ignore[assignment]
+    """The coordinator's operational state (role admin): sites, jobs by state, round latencies."""
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_analyst_pb2.WhoAmIRequest, _analyst_pb2.WhoAmIResponse]  # type: ignore[assignment]
+    """The caller's identity and roles on the coordinator."""
 
 class AnalystServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -140,5 +148,21 @@ class AnalystServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_analyst_pb2.SitePoliciesResponse, _abc.Awaitable[_analyst_pb2.SitePoliciesResponse]]:
         """Each connected site's effective disclosure-control settings for a dataset."""
+
+    @_abc_1.abstractmethod
+    def Status(
+        self,
+        request: _analyst_pb2.StatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analyst_pb2.StatusResponse, _abc.Awaitable[_analyst_pb2.StatusResponse]]:
+        """The coordinator's operational state (role admin): sites, jobs by state, round latencies."""
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _analyst_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analyst_pb2.WhoAmIResponse, _abc.Awaitable[_analyst_pb2.WhoAmIResponse]]:
+        """The caller's identity and roles on the coordinator."""
 
 def add_AnalystServicer_to_server(servicer: AnalystServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -83,21 +83,37 @@ class JobOffer(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     ANALYST_FIELD_NUMBER: _builtins.int
+    ANALYST_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    ANALYST_ROLES_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     analyst: _builtins.str
     """certificate subject of the submitting analyst"""
+    analyst_certificate: _builtins.bytes
+    """The submitting analyst's certificate (PEM) as the coordinator verified it, so each site
+    checks it against the consortium CA and its own copy of the revocation list.
+    """
+    resumed: _builtins.bool
+    """a re-offer after a coordinator restart or a site reconnect"""
     @_builtins.property
     def spec(self) -> _common_pb2.JobSpec: ...
+    @_builtins.property
+    def analyst_roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the analyst's roles on the coordinator (site access rules)"""
+
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         spec: _common_pb2.JobSpec | None = ...,
         analyst: _builtins.str = ...,
+        analyst_certificate: _builtins.bytes = ...,
+        analyst_roles: _abc.Iterable[_builtins.str] | None = ...,
+        resumed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyst", b"analyst", "job_id", b"job_id", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyst", b"analyst", "analyst_certificate", b"analyst_certificate", "analyst_roles", b"analyst_roles", "job_id", b"job_id", "resumed", b"resumed", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
