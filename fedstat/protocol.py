@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from fedstat.data.variants import SitePlan, VariantTable
+from fedstat.errors import ProtocolError, shown
 from fedstat.jobs import JobSpec
 from fedstat.privacy.base import ProtectedChunk
 from fedstat.wire import common_pb2, site_pb2
@@ -133,22 +134,41 @@ class KeysAssembler:
         return VariantTable.from_lists(**cols)
 
 
-class PlanAssembler:
-    """Collects VariantPlanChunk messages into a SitePlan at the site."""
+#: Most elements one coordinator-sent array or plan may declare (2^28: 2 GiB of int64), so a
+#: malformed or hostile message cannot make a site allocate without bound.
+MAX_DECLARED_ELEMENTS = 1 << 28
 
-    def __init__(self) -> None:
+
+def _declared(what: str, total: int, limit: int = MAX_DECLARED_ELEMENTS) -> int:
+    if not 0 <= total <= limit:
+        raise ProtocolError(f"{what} declares {total} elements; at most {limit} are accepted")
+    return int(total)
+
+
+class PlanAssembler:
+    """Collects VariantPlanChunk messages into a SitePlan at the site; a malformed chunk is a
+    ProtocolError naming what was wrong."""
+
+    def __init__(self, *, max_variants: int = MAX_DECLARED_ELEMENTS) -> None:
         self.total: int | None = None
         self.index: np.ndarray | None = None
         self.flip: np.ndarray | None = None
         self.received = 0
+        self.max_variants = max_variants
 
     def add(self, c: site_pb2.VariantPlanChunk) -> bool:
         if self.index is None:
-            self.total = c.total
-            self.index = np.zeros(c.total, dtype=np.int64)
-            self.flip = np.zeros(c.total, dtype=bool)
+            self.total = _declared("the variant plan", c.total, self.max_variants)
+            self.index = np.zeros(self.total, dtype=np.int64)
+            self.flip = np.zeros(self.total, dtype=bool)
         assert self.flip is not None
+        if c.total != self.total:
+            raise ProtocolError("variant plan chunks disagree on the plan's length")
+        if len(c.local_index) % 8 or len(c.flip) * 8 != len(c.local_index):
+            raise ProtocolError("a variant plan chunk has malformed index or flip bytes")
         idx = np.frombuffer(c.local_index, dtype="<i8")
+        if c.offset + len(idx) > self.total:
+            raise ProtocolError("a variant plan chunk reaches beyond the plan's length")
         self.index[c.offset : c.offset + len(idx)] = idx
         self.flip[c.offset : c.offset + len(idx)] = np.frombuffer(c.flip, dtype=np.uint8).astype(bool)
         self.received += len(idx)
@@ -196,16 +216,22 @@ class RoundDataAssembler:
         self._shapes: dict[str, tuple[int, ...]] = {}
 
     def add(self, c: common_pb2.SumsChunk) -> None:
+        name = shown(c.name)
         dtype = {"i64": np.dtype("<i8"), "f64": np.dtype("<f8")}.get(c.encoding)
         if dtype is None:
-            raise ValueError(f"round array {c.name!r} has unknown encoding {c.encoding!r}")
+            raise ProtocolError(f"round array {name} has unknown encoding {shown(c.encoding)}")
         flat = self.arrays.get(c.name)
         if flat is None:
-            flat = self.arrays[c.name] = np.zeros(c.total_length, dtype=dtype.newbyteorder("="))
+            total = _declared(f"round array {name}", c.total_length)
+            if int(np.prod(c.shape, dtype=np.int64)) != total and len(c.shape):
+                raise ProtocolError(f"round array {name}: its shape does not match its length")
+            flat = self.arrays[c.name] = np.zeros(total, dtype=dtype.newbyteorder("="))
             self.received[c.name] = 0
+        if len(c.data) % dtype.itemsize:
+            raise ProtocolError(f"round array {name}: chunk bytes are not whole values")
         values = np.frombuffer(c.data, dtype=dtype)
         if c.offset + len(values) > flat.size:
-            raise ValueError(f"round array {c.name!r}: chunk beyond its length")
+            raise ProtocolError(f"round array {name}: chunk beyond its length")
         flat[c.offset : c.offset + len(values)] = values
         self.received[c.name] += len(values)
         self._shapes[c.name] = tuple(c.shape) or (c.total_length,)

@@ -27,7 +27,15 @@ import fedstat
 from fedstat.config import SiteConfig
 from fedstat.data.dataset import Dataset, open_dataset
 from fedstat.data.variants import SitePlan
-from fedstat.errors import AuthError, FedstatError, InputError, PolicyRefused, ProtocolError, SiteUnavailable
+from fedstat.errors import (
+    AuthError,
+    FedstatError,
+    InputError,
+    PolicyRefused,
+    ProtocolError,
+    SiteUnavailable,
+    shown,
+)
 from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec
 from fedstat.net import secure_channel, server_certificate
 from fedstat.pki import RevocationList, identity_from_pem, issued_by_bundle
@@ -40,7 +48,7 @@ from fedstat.protocol import PlanAssembler, RoundDataAssembler, chunk_to_pb, key
 from fedstat.stats.base import Cohort, RoundInput
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
-from .audit import AuditLog, spec_digest
+from .audit import AuditLog, AuditPayloadError, spec_digest
 from .policy import ConsentSetup, check_access, decide
 
 log = logging.getLogger("fedstat.site")
@@ -304,22 +312,37 @@ class SiteAgent:
         return self._audit
 
     def _record(self, offer: site_pb2.JobOffer, spec: JobSpec, **fields) -> None:
-        """One audit record about a job: who asked what, the decision and why (no participant data)."""
-        self.audit.append(
-            event="reoffer" if offer.resumed else "offer",  # reoffer: after a coordinator restart or a reconnect
-            analyst=offer.analyst,
-            job_id=offer.job_id,
-            spec_digest=spec_digest(spec.to_json()),
-            analyses=list(spec.analyses),
-            privacy=spec.privacy,
-            purpose=spec.purpose or "GRU",
-            dataset=spec.dataset or self.config.datasets[0].name,
-            **fields,
-        )
+        """One audit record about a job: who asked what, the decision and why (no participant data).
+        An offer too malformed to record as given (an invalid spec) is recorded with its fields
+        cut to what the log accepts, so every decision leaves a record."""
+        event = "reoffer" if offer.resumed else "offer"  # reoffer: after a coordinator restart or a reconnect
+        try:
+            self.audit.append(
+                event=event,
+                analyst=offer.analyst,
+                job_id=offer.job_id,
+                spec_digest=spec_digest(spec.to_json()),
+                analyses=list(spec.analyses),
+                privacy=spec.privacy,
+                purpose=spec.purpose or "GRU",
+                dataset=spec.dataset or self.config.datasets[0].name,
+                **fields,
+            )
+        except AuditPayloadError as exc:
+            log.warning("job %s: offer recorded in short form: %s", shown(offer.job_id), exc)
+            self.audit.append(
+                event=event,
+                analyst=_printable(offer.analyst),
+                job_id=_printable(offer.job_id),
+                spec_digest=spec_digest(spec.to_json()),
+                decision=fields.get("decision"),
+                reason=_printable(fields.get("reason", ""), 400) or None,
+            )
 
     def _offer(self, offer: site_pb2.JobOffer) -> None:
         spec = spec_from_pb(offer.spec)
         try:
+            spec.validated()  # the coordinator validated it too; a site checks for itself
             try:
                 ds_name = self.config.dataset(spec.dataset).name
             except FedstatError as exc:
@@ -349,6 +372,7 @@ class SiteAgent:
             )
             return
         job = _Job(job_id=offer.job_id, spec=spec, dataset=dataset, members=members, cohort=cohort)
+        job.plan_parts = PlanAssembler(max_variants=dataset.genotypes.n_variants)  # a plan never names more
         self._jobs[job.job_id] = job
         if dp_note:  # the analysts' view of this dataset's remaining budget changed
             self.send(site_pb2.SiteMessage(policy=self._policy(ds_name)))
@@ -632,6 +656,11 @@ class SiteAgent:
                 )
             )
         )
+
+
+def _printable(text: str, limit: int = 100) -> str:
+    """``text`` without control characters, cut to ``limit`` characters (for a short audit record)."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
 def _checked(blocks: Iterator[tuple[int, np.ndarray]], block_size: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -164,3 +164,24 @@ def test_site_cut_off__job_fails_at_the_round_deadline_naming_the_site(workspace
     assert int(re.findall(r"\d+", job.error)[0]) >= frozen_in
     assert waited < 12 + 10  # the round deadline (12 s), not forever
     _no_job_running(ws)
+
+
+def test_coordinator_sigterm__drains_and_the_job_resumes_after_restart(workspace, reference, tmp_path):
+    ws = workspace
+    with Client.from_profile(ws / "analyst.toml") as c:
+        job_id = c.submit(GWAS_SPEC).job_id
+        _freeze_past_round_one(ws, c, job_id, "EUR")
+    poc.restart(ws, poc.COORDINATOR, sig="TERM")  # a drain: the job stays RUNNING for the next start
+    _signal(ws, "EUR", signal.SIGCONT)
+    with Client.from_profile(ws / "analyst.toml") as c:
+        job = c.wait(job_id)
+        log = "\n".join(c.get(job_id).log)
+        results = _results(c, job_id, tmp_path)
+    assert job.state == "DONE"
+    assert "the coordinator is shutting down; the job resumes when it restarts" in log
+    assert "resumed after round" in log
+    for name in reference:
+        assert results[name] == reference[name], name
+    coordinator_log = (ws / "logs" / "coordinator.log").read_text()
+    assert "shutting down" in coordinator_log
+    _no_job_running(ws)

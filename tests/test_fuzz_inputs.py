@@ -121,3 +121,158 @@ def test_sample_table__arbitrary_bytes(tmp_path: Path, data):
         read_sample_table(path)
     except FedstatError:
         pass
+
+
+# --- message handlers ---------------------------------------------------------------------------
+
+_AGENTS: dict[str, object] = {}
+
+
+def _site_agent(session_pki, tmp_path_factory):
+    """One in-process site agent on the GWAS fixture, not connected: replies collect in a queue."""
+    import queue
+
+    from fedstat.config import DatasetConfig, SiteConfig, SitePolicy
+    from site_agent.agent import SiteAgent
+    from tests.conftest import GWAS
+
+    if "AFR" not in _AGENTS:
+        cfg = SiteConfig(
+            path=Path("site.toml"),
+            coordinator="localhost:1",
+            state_dir=tmp_path_factory.mktemp("fuzz-site"),
+            tls=session_pki.tls("AFR"),
+            datasets=(DatasetConfig(name="main", path=GWAS / "AFR"),),
+            policy=SitePolicy(),
+        )
+        agent = SiteAgent(cfg)
+        agent.load_datasets()
+        agent._outbox = queue.Queue()
+        _AGENTS["AFR"] = agent
+    return _AGENTS["AFR"]
+
+
+def _message_kinds():
+    from fedstat.wire import site_pb2
+
+    job_ids = st.sampled_from(["J1", "J2", "", "x" * 300])
+    spec = st.builds(
+        common_pb2.JobSpec,
+        analyses=st.lists(st.one_of(st.sampled_from(KNOWN_ANALYSES), NASTY), max_size=3),
+        pheno_names=st.lists(NAMES, max_size=2),
+        covar_names=st.lists(NAMES, max_size=2),
+        privacy=st.one_of(st.sampled_from(["none", "secagg", "dp"]), NASTY),
+        options=st.dictionaries(st.sampled_from(["dp_epsilon", "dp_delta", "glm"]), NASTY, max_size=2),
+    )
+    return st.one_of(
+        st.builds(
+            lambda j, s, a, cert: site_pb2.CoordinatorMessage(
+                offer=site_pb2.JobOffer(job_id=j, spec=s, analyst=a, analyst_certificate=cert)
+            ),
+            job_ids,
+            spec,
+            NASTY,
+            st.one_of(st.just(b""), st.binary(max_size=200)),
+        ),
+        st.builds(lambda j: site_pb2.CoordinatorMessage(keys_request=site_pb2.KeysRequest(job_id=j)), job_ids),
+        st.builds(
+            lambda j, t, o, idx: site_pb2.CoordinatorMessage(
+                plan=site_pb2.VariantPlanChunk(job_id=j, total=t, offset=o, local_index=idx, flip=idx[: len(idx) // 8])
+            ),
+            job_ids,
+            st.integers(0, 1 << 62),
+            st.integers(0, 1 << 62),
+            st.binary(max_size=64),
+        ),
+        st.builds(
+            lambda j, r, names: site_pb2.CoordinatorMessage(
+                round=site_pb2.RoundRequest(
+                    job_id=j, round=r, analysis="allele_counts", arrays=names, participants=["AFR"]
+                )
+            ),
+            job_ids,
+            st.integers(0, 5),
+            st.lists(NASTY, max_size=2),
+        ),
+        st.builds(
+            lambda j, r: site_pb2.CoordinatorMessage(cancel=site_pb2.CancelJob(job_id=j, reason=r)),
+            job_ids,
+            NASTY,
+        ),
+        st.binary(max_size=300).map(_parse_coordinator_message),
+        st.tuples(st.just("valid offer"), st.sampled_from(["J1", "J2"]), st.sampled_from(["none", "secagg"])),
+    )
+
+
+def _parse_coordinator_message(data: bytes):
+    from fedstat.wire import site_pb2
+
+    try:
+        return site_pb2.CoordinatorMessage.FromString(data)
+    except DecodeError:
+        return site_pb2.CoordinatorMessage()
+
+
+@FUZZ
+@given(messages=st.lists(st.deferred(_message_kinds), min_size=1, max_size=5))
+def test_site_agent_dispatch__any_coordinator_message_is_handled(session_pki, tmp_path_factory, messages):
+    """Whatever the coordinator (or a forger on its stream) sends, the agent's dispatcher returns, the
+    connection is kept, and every reply is a well-formed message about the job it concerns."""
+    from fedstat.wire import site_pb2
+
+    agent = _site_agent(session_pki, tmp_path_factory)
+    for msg in messages:
+        if isinstance(msg, tuple):  # a well-formed offer from a real analyst, to reach the later handlers
+            _, job_id, privacy = msg
+            msg = site_pb2.CoordinatorMessage(
+                offer=site_pb2.JobOffer(
+                    job_id=job_id,
+                    spec=common_pb2.JobSpec(analyses=["freq"], privacy=privacy),
+                    analyst="alice",
+                    analyst_certificate=session_pki.tls("alice").cert.read_bytes(),
+                )
+            )
+        agent._dispatch(msg)  # never raises
+    for job in list(agent._jobs.values()):
+        job.end()
+    agent._jobs.clear()
+    while not agent._outbox.empty():
+        reply = agent._outbox.get_nowait()
+        kind = reply.WhichOneof("kind")
+        assert kind in ("decision", "error", "keys", "policy", "round_key", "sums", "progress"), kind
+        if kind == "decision" and not reply.decision.accept:
+            assert reply.decision.reason and len(reply.decision.reason) < 1000
+            assert "x" * 100 not in reply.decision.reason
+
+
+@FUZZ
+@given(data=st.binary(max_size=400))
+def test_coordinator_routing__arbitrary_site_messages(data):
+    """The coordinator routes any SiteMessage a site sends without raising, and decodes any sums or
+    keys chunk in it to a value or a clear error."""
+    from coordinator.sessions import SiteRegistry
+    from fedstat.protocol import KeysAssembler, chunk_from_pb
+    from fedstat.wire import site_pb2
+
+    try:
+        msg = site_pb2.SiteMessage.FromString(data)
+    except DecodeError:
+        return
+    registry = SiteRegistry()
+    inbox = registry.open_inbox(
+        getattr(msg, msg.WhichOneof("kind") or "hello").job_id
+        if msg.WhichOneof("kind") not in (None, "hello", "policy")
+        else "J"
+    )
+    registry.route("AFR", msg)
+    assert inbox.qsize() <= 1
+    if msg.WhichOneof("kind") == "sums":
+        try:
+            chunk_from_pb(msg.sums.chunk)
+        except FedstatError:
+            pass
+    if msg.WhichOneof("kind") == "keys":
+        try:
+            KeysAssembler().add(msg.keys)
+        except FedstatError:
+            pass
