@@ -182,3 +182,114 @@ def test_demo__runs_end_to_end_on_a_small_consortium(tmp_path):
         assert (tmp_path / "demo" / "results" / "fetched" / f"run1.{ext}").is_file()
     assert "stopped: AFR, EAS, EUR, coordinator" in proc.stdout
     assert "demo finished" in proc.stdout
+
+
+def test_ca__revoke_list_rotate(tmp_path, capsys):
+    ca = tmp_path / "ca"
+    assert main(["ca", "init", str(ca)]) == 0
+    assert (ca / "crl.pem").exists()
+    assert main(["ca", "issue", str(ca), "--name", "bob", "--role", "analyst", "--out", str(tmp_path)]) == 0
+    assert main(["ca", "revoked", str(ca)]) == 0
+    assert "no certificate is revoked" in capsys.readouterr().out
+    assert main(["ca", "revoke", str(ca), "--cert", str(tmp_path / "bob.pem"), "--reason", "superseded"]) == 0
+    serial = pki.revoked_entries(ca)[0].serial
+    assert f"revoked serial {serial:x}" in capsys.readouterr().out
+    assert main(["ca", "revoked", str(ca)]) == 0
+    assert capsys.readouterr().out.split()[::2] == [f"{serial:x}", "superseded"]
+    assert main(["ca", "revoke", str(ca), "--serial", "zz"]) == 2
+    assert "expected a hexadecimal serial number" in capsys.readouterr().err
+    assert main(["ca", "rotate", str(ca)]) == 0
+    assert (ca / "ca.pem").read_text().count("BEGIN CERTIFICATE") == 2
+    assert [e.serial for e in pki.revoked_entries(ca)] == [serial]  # kept across the rotation
+    assert len(list((ca / "retired").glob("ca-*.key"))) == 1
+
+
+def test_status_and_whoami__admin_sees_the_coordinator_others_are_refused(session_pki, tmp_path, capsys):
+    import dataclasses
+    import json
+
+    from coordinator.server import running_coordinator
+    from fedstat.config import AccessConfig, CoordinatorConfig
+
+    cfg = CoordinatorConfig(
+        path=tmp_path / "c.toml",
+        listen="127.0.0.1:0",
+        state_dir=tmp_path / "state",
+        tls=session_pki.tls("coordinator"),
+        access=AccessConfig(analysts=(("alice", ("admin",)),)),
+    )
+    with running_coordinator(dataclasses.replace(cfg)) as coord:
+        profiles = {}
+        for name in ("alice", "bob"):
+            tls = session_pki.tls(name)
+            profiles[name] = tmp_path / f"{name}.toml"
+            profiles[name].write_text(
+                f'[analyst]\ncoordinator = "localhost:{coord.port}"\n[tls]\n'
+                f'ca = "{tls.ca}"\ncert = "{tls.cert}"\nkey = "{tls.key}"\n'
+            )
+        assert main(["whoami", "--profile", str(profiles["bob"])]) == 0
+        assert capsys.readouterr().out.strip() == "bob (analyst); roles: submit, view-own"
+        assert main(["status", "--profile", str(profiles["bob"])]) == 3
+        assert "lacks the role 'admin'" in capsys.readouterr().err
+        assert main(["status", "--profile", str(profiles["alice"])]) == 0
+        out = capsys.readouterr().out
+        assert "sites connected: 0" in out and "jobs: QUEUED 0  RUNNING 0  DONE 0" in out
+        assert "refused calls since start: PERMISSION_DENIED 1" in out
+        assert main(["status", "--profile", str(profiles["alice"]), "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["jobsByState"]["RUNNING"] == 0 and doc["maxConcurrentJobs"] == 2
+
+
+def test_logs__json_format_is_one_object_per_line():
+    import json
+    import logging
+
+    from fedstat.logs import JsonFormatter
+
+    record = logging.LogRecord("fedstat.site", logging.WARNING, __file__, 1, "job %s refused", ("J1",), None)
+    doc = json.loads(JsonFormatter().format(record))
+    assert doc["level"] == "WARNING" and doc["logger"] == "fedstat.site" and doc["message"] == "job J1 refused"
+    assert doc["time"].endswith("+00:00")
+
+
+def test_daemon__json_log_format_and_sigterm_drain(session_pki, tmp_path):
+    """A coordinator started with --log-format json logs JSON lines, and SIGTERM drains it."""
+    import json
+    import signal
+    import time
+
+    tls = session_pki.tls("coordinator")
+    config = tmp_path / "coordinator.toml"
+    config.write_text(
+        f'[coordinator]\nlisten = "127.0.0.1:0"\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[tls]\nca = "{tls.ca}"\ncert = "{tls.cert}"\nkey = "{tls.key}"\n'
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fedstat.cli.main",
+            "--log-format",
+            "json",
+            "coordinator",
+            "serve",
+            "--config",
+            str(config),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        lines = []
+        while not any("serving on port" in line for line in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, lines
+            lines.append(proc.stderr.readline())
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    records = [json.loads(line) for line in [*lines, *rest.splitlines()] if line.strip()]
+    assert proc.returncode == 0
+    assert {r["logger"] for r in records} == {"fedstat.coordinator"}
+    assert [r["message"] for r in records][-1] == "shutting down"
