@@ -53,6 +53,33 @@ METHOD_ROLES = {
     "WhoAmI": "",
 }
 RESULT_CHUNK_BYTES = 1 << 20
+#: Every open stream (a site's connection, a WatchJob, a Paillier decryptor) holds one server
+#: thread for its lifetime. Watches are capped so that they can never take the threads that
+#: sites, decryptors and short calls need; a client over the cap polls instead.
+MAX_WATCHES, MAX_WATCHES_PER_ANALYST = 256, 16
+RPC_THREADS = MAX_WATCHES + 1000 + 64  # watches + up to MAX_SITES site streams + everything else
+
+
+class WatchLimiter:
+    """Counts open WatchJob streams, in all and per analyst."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}
+
+    def acquire(self, analyst: str) -> bool:
+        with self._lock:
+            mine, total = self._open.get(analyst, 0), sum(self._open.values())
+            if mine >= MAX_WATCHES_PER_ANALYST or total >= MAX_WATCHES:
+                return False
+            self._open[analyst] = mine + 1
+            return True
+
+    def release(self, analyst: str) -> None:
+        with self._lock:
+            self._open[analyst] -= 1
+            if not self._open[analyst]:
+                del self._open[analyst]
 
 
 class AccessInterceptor(grpc.ServerInterceptor):
@@ -251,16 +278,26 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
         self, request: analyst_pb2.GetJobRequest, context: grpc.ServicerContext
     ) -> Iterator[analyst_pb2.JobStatus]:  # noqa: N802
         job = self._own_job(request.job_id, context)
-        last_seq = -1
-        while context.is_active():
-            seq = self.store.job_seq(job.id)
-            if seq != last_seq:
-                last_seq = seq
-                job = self.store.get_job(job.id)
-                yield job_to_pb(job)
-                if job.finished:
-                    return
-            time.sleep(0.2)
+        name, _ = self._roles(context)
+        if not self.coordinator.watches.acquire(name):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many open job watches (at most {MAX_WATCHES_PER_ANALYST} per analyst, {MAX_WATCHES} in all); "
+                "poll GetJob instead",
+            )
+        try:
+            last_seq = -1
+            while context.is_active():
+                seq = self.store.job_seq(job.id)
+                if seq != last_seq:
+                    last_seq = seq
+                    job = self.store.get_job(job.id)
+                    yield job_to_pb(job)
+                    if job.finished:
+                        return
+                time.sleep(0.2)
+        finally:
+            self.coordinator.watches.release(name)
 
     def FetchResults(
         self, request: analyst_pb2.GetJobRequest, context: grpc.ServicerContext
@@ -433,12 +470,13 @@ class Coordinator:
         self.started_at = now_iso()
         self.store = Store(config.db_path)
         self.revocations = RevocationList(config.tls.crl, config.tls.ca)
+        self.watches = WatchLimiter()
         self.registry = SiteRegistry()
         self.engine = JobEngine(config, self.store, self.registry, revocations=self.revocations)
         self.interceptor = AccessInterceptor(config.access, self.revocations)
         # Site streams each hold a thread for their lifetime; leave room for analysts' calls.
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="rpc"),
+            futures.ThreadPoolExecutor(max_workers=RPC_THREADS, thread_name_prefix="rpc"),
             interceptors=[self.interceptor],
             options=SERVER_OPTIONS,
         )

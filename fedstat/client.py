@@ -163,12 +163,26 @@ class Client:
                         return
                 return
             except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # too many open watches: poll
+                    yield from self._poll(job_id)
+                    return
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise error_from_rpc(exc, address=self.profile.coordinator) from exc
                 down_since = down_since or time.monotonic()
                 if time.monotonic() - down_since > reconnect_s:
                     raise error_from_rpc(exc, address=self.profile.coordinator) from exc
                 time.sleep(1.0)
+
+    def _poll(self, job_id: str, every_s: float = 1.0) -> Iterator[JobStatus]:
+        last = None
+        while True:
+            status = self.get(job_id)
+            if last is None or status.updated_at != last.updated_at or status.state != last.state:
+                yield status
+            last = status
+            if status.state in FINISHED_STATES:
+                return
+            time.sleep(every_s)
 
     def wait(
         self, job_id: str, *, progress: Callable[[JobStatus], None] | None = None, raise_on_failure: bool = True

@@ -242,3 +242,18 @@ def test_verify_round_keys__refuses_a_revoked_peer(session_pki):
     eur_serial = pki.x509.load_pem_x509_certificate(session_pki.tls("EUR").cert.read_bytes()).serial_number
     with pytest.raises(PrivacyError, match="site EUR's certificate has been revoked"):
         verify_round_keys(ctx, keys, ca_pem=ca_pem, own=signed["AFR"], revoked=lambda c: c.serial_number == eur_serial)
+
+
+def test_watch_limit__a_client_over_the_cap_polls_instead(ca, coordinator_with_access):
+    from coordinator.server import MAX_WATCHES_PER_ANALYST
+
+    coord = coordinator_with_access
+    for _ in range(MAX_WATCHES_PER_ANALYST):  # alice already holds as many watches as she may
+        assert coord.watches.acquire("alice")
+    with _client(ca, coord, "alice") as c:
+        job = c.submit(JobSpec(analyses=("freq",), out_name="f"))
+        code, details = _code(lambda: next(iter(c._stub.WatchJob(analyst_pb2.GetJobRequest(job_id=job.job_id)))))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "poll GetJob instead" in details
+        done = c.wait(job.job_id, raise_on_failure=False)  # falls back to polling
+    assert done.state == "FAILED"
+    assert coord.watches.acquire("bob")  # the cap is per analyst
