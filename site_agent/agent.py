@@ -8,6 +8,7 @@ block. Only aggregate counts and protected per-variant sums ever leave the site.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import queue
@@ -104,6 +105,9 @@ class SiteAgent:
         # at most max_concurrent_jobs rounds are computed at once (CPU and memory are bounded by
         # it times the block size); other jobs' rounds wait their turn
         self._compute = threading.BoundedSemaphore(config.max_concurrent_jobs)
+        self._rounds_lock = threading.Lock()
+        self.rounds_running = 0
+        self.peak_rounds_running = 0  # the most rounds this agent ever computed at once
         self.datasets: dict[str, Dataset] = {}
         self.problems: dict[str, str] = {}
         self._stop = threading.Event()
@@ -484,7 +488,7 @@ class SiteAgent:
                 elif kind == "key_request":
                     self._round_key(job, msg.key_request)
                 elif kind == "round":
-                    with self._compute:
+                    with self._compute, self._counting_round():
                         self._round(job, msg.round)
         except FedstatError as exc:
             log.error("job %s failed at this site: %s", job.job_id, exc)
@@ -496,6 +500,17 @@ class SiteAgent:
             )
         finally:
             job.release()
+
+    @contextlib.contextmanager
+    def _counting_round(self) -> Iterator[None]:
+        with self._rounds_lock:
+            self.rounds_running += 1
+            self.peak_rounds_running = max(self.peak_rounds_running, self.rounds_running)
+        try:
+            yield
+        finally:
+            with self._rounds_lock:
+                self.rounds_running -= 1
 
     def _report_error(self, job_id: str, exc: FedstatError) -> None:
         try:

@@ -257,3 +257,30 @@ def test_watch_limit__a_client_over_the_cap_polls_instead(ca, coordinator_with_a
         done = c.wait(job.job_id, raise_on_failure=False)  # falls back to polling
     assert done.state == "FAILED"
     assert coord.watches.acquire("bob")  # the cap is per analyst
+
+
+def test_site_concurrency__rounds_computed_at_once_stay_within_the_site_limit(
+    session_pki, consortium, consortium_agents, tmp_path
+):
+    """Three jobs at once (the coordinator runs two): each site computes one round at a time when
+    its max_concurrent_jobs is 1, and every job still completes with the same results."""
+    import threading
+
+    coord, port = consortium
+    for agent in consortium_agents.values():
+        agent.config = dataclasses.replace(
+            agent.config, max_concurrent_jobs=1, block_size=8
+        )  # slower rounds, so jobs overlap
+        agent._compute = threading.BoundedSemaphore(LIMIT)
+        agent.peak_rounds_running = 0
+    spec = JobSpec(analyses=("glm",), pheno_names=("QT",), covar_names=("AGE",), out_name="g", privacy="none")
+    with Client(analyst_profile(session_pki, port)) as c:
+        ids = [c.submit(spec).job_id for _ in range(3)]
+        jobs = [c.wait(j) for j in ids]
+        tables = {c.fetch_results(j, tmp_path / j)[0].read_bytes() for j in ids}
+    assert [j.state for j in jobs] == ["DONE"] * 3
+    assert len(tables) == 1  # no job mixed up with another
+    assert {a.peak_rounds_running for a in consortium_agents.values()} == {LIMIT}
+
+
+LIMIT = 1
