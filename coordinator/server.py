@@ -335,8 +335,8 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
         """--privacy paillier: the submitting analyst's client attaches as its job's decryptor."""
         try:
             first = next(request_iterator)
-        except StopIteration:
-            return
+        except StopIteration:  # an empty or undecodable first message (a clean abort lets the server drain)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the stream ended before its first message")
         job = self._own_job(first.job_id, context)
         from fedstat.jobs import JobSpec  # noqa: PLC0415
         from fedstat.privacy.base import get_mode  # noqa: PLC0415
@@ -426,8 +426,8 @@ class SiteGatewayService(site_pb2_grpc.SiteGatewayServicer):
         assert ident is not None
         try:
             first = next(request_iterator)
-        except StopIteration:
-            return
+        except StopIteration:  # an empty or undecodable first message (a clean abort lets the server drain)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the stream ended before its first message")
         if first.WhichOneof("kind") != "hello":
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message on the site stream must be Hello")
         session = self.registry.attach(ident.name, first.hello, certificate=peer_certificate(context) or b"")

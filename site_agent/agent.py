@@ -141,6 +141,11 @@ class SiteAgent:
             except FedstatError as exc:
                 self.problems[ds.name] = str(exc)
                 log.error("dataset %s cannot be used: %s", ds.name, exc)
+            except (OSError, ValueError, RuntimeError, MemoryError) as exc:  # a reader's own error: name its kind only
+                self.problems[ds.name] = (
+                    f"cannot be read ({type(exc).__name__} in the reader); see `fedstat site check`"
+                )
+                log.error("dataset %s cannot be used: %s in the reader", ds.name, type(exc).__name__)
 
     def _hello(self) -> site_pb2.SiteMessage:
         infos = []

@@ -13,6 +13,7 @@ columns, then one line per sample::
 * ``NA``, ``nan``, ``-9`` and the empty field are missing values.
 * Every column other than FID / IID holds numbers (parsed to float64, NaN for missing), except
   a column named ``consent`` (any case), which is kept as text.
+* At most :data:`MAX_COLUMNS` columns.
 
 Errors name the file and the 1-based line, never a participant's value or sample ID.
 
@@ -32,13 +33,18 @@ from types import MappingProxyType
 
 import numpy as np
 
-from fedstat.errors import InputError, SampleTableError
+from fedstat.errors import InputError, SampleTableError, shown
 
 #: Tokens read as a missing value (plink2's defaults plus the empty field).
 MISSING_TOKENS = frozenset({"", "NA", "na", "nan", "NaN", "NAN", "-9"})
 
 #: Columns kept as text rather than parsed as numbers (compared case-insensitively).
 TEXT_COLUMNS = frozenset({"consent"})
+
+#: Most columns (FID / IID included) a table may have. A job uses at most 1100 of them
+#: (:data:`fedstat.jobs.MAX_PHENOS` + ``MAX_COVARS``); a far wider table is a wrong or
+#: transposed file, refused before its rows are parsed.
+MAX_COLUMNS = 10_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,8 +181,9 @@ def read_sample_table(path: str | Path) -> SampleTable:
     ------
     SampleTableError
         One line naming the file and 1-based line number: unreadable or empty file, missing
-        header, no IID column, duplicate column name, wrong field count, a value that is not a
-        number in a numeric column, or a duplicate sample ID (FID+IID when FID is present).
+        header, no IID column, duplicate column name, more than :data:`MAX_COLUMNS` columns,
+        wrong field count, a value that is not a number in a numeric column, or a duplicate
+        sample ID (FID+IID when FID is present).
     """
     path = Path(path)
     try:
@@ -194,6 +201,10 @@ def read_sample_table(path: str | Path) -> SampleTable:
     tabbed = "\t" in header_line
     header = _split(header_line, tabbed)
     header_lineno = header_at + 1
+    if len(header) > MAX_COLUMNS:
+        raise SampleTableError(
+            f"{path}: line {header_lineno}: {len(header)} columns in the header, at most {MAX_COLUMNS} are supported"
+        )
     first = header[0]
     has_hash = first.startswith("#")
     if has_hash:
@@ -215,7 +226,7 @@ def read_sample_table(path: str | Path) -> SampleTable:
         if not name:
             raise SampleTableError(f"{path}: line {header_lineno}: empty column name in header")
         if name in seen_names or name.upper() in ("FID", "IID"):
-            raise SampleTableError(f"{path}: line {header_lineno}: duplicate column {name!r}")
+            raise SampleTableError(f"{path}: line {header_lineno}: duplicate column {shown(name)}")
         seen_names.add(name)
     is_text = [name.lower() in TEXT_COLUMNS for name in data_names]
     n_fields = len(header)

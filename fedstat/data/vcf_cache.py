@@ -18,6 +18,11 @@ How calls become ALT allele counts (0, 1, 2; -9 missing):
   as with plink2's ``--vcf-half-call missing``;
 * a record without a GT field is missing for every sample.
 
+What is refused (:class:`~fedstat.errors.GenotypeFileError` naming the record): a record
+htslib cannot parse, a GT allele index above 1 in a biallelic record, ploidy above 2,
+whitespace in CHROM or ID, text that is not UTF-8, and a BGZF file (``.vcf.gz``, ``.bcf``)
+without its end-of-file block, which is what a copy cut at a block boundary looks like.
+
 The cache is written under temporary names and renamed into place, fingerprint last, so a
 crash or a full disk never leaves a half-written cache that looks valid.
 
@@ -32,6 +37,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,12 +49,16 @@ import numpy as np
 from fedstat.errors import GenotypeFileError
 
 #: Bump when the cache layout or the genotype conversion changes; old caches are rebuilt.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 
 _HASH_SPAN = 1 << 20  # bytes hashed at each end of the source file
 _SNV_BASES = frozenset("ACGT")
 _MAX_BLOCK_BYTES = 1 << 26  # bound on one in-memory genotype block while converting
 _BED_MAGIC = bytes((0x6C, 0x1B, 0x01))
+_GT_VECTOR_END = -(2**31) + 1  # htslib's bcf_int32_vector_end: the call is shorter (haploid)
+_WHITESPACE = re.compile(r"\s")
+# the 28-byte empty block that ends every BGZF file (SAM/BAM specification, section 4.1.2)
+_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 
 # ALT count (int8, masked with & 3 so that -9 -> 3) -> PLINK1 .bed code with A1 = ALT:
 # 0 (hom REF) -> 3, 1 (het) -> 2, 2 (hom ALT) -> 0, -9 (missing) -> 1.
@@ -210,29 +220,35 @@ def pack_bed(geno: np.ndarray) -> np.ndarray:
 
 
 def _alt_counts(gt: np.ndarray, out: np.ndarray) -> bool:
-    """Fill ``out`` with ALT counts from cyvcf2's ``genotype.array()``.
+    """Fill ``out`` with ALT counts from the raw GT values of ``rec.format("GT", int)``.
 
     Parameters
     ----------
-    gt : [array, shape: (n_samples, ploidy + 1), dtype int16] allele indices, -1 missing,
-        -2 vector end (a haploid call in a diploid record); last column is the phase flag
+    gt : [array, shape: (n_samples, ploidy), dtype int32] htslib's GT encoding,
+        ``(allele + 1) << 1 | phased``: 0 or 1 is a missing allele, ``bcf_int32_vector_end``
+        ends a shorter call (a haploid call in a diploid record)
     out : [array, shape: (n_samples,), dtype int8] written in place
 
     Returns
     -------
     False when an allele index above 1 occurs (malformed biallelic record), else True.
+
+    Notes
+    -----
+    cyvcf2's ``genotype.array()`` narrows allele indices to int16, so ``0/65536`` would read
+    as ``0/0``; the raw int32 values keep every index checkable.
     """
-    ploidy = gt.shape[1] - 1
+    ploidy = gt.shape[1]
     if ploidy == 0:
         out[:] = -9
         return True
-    a0 = gt[:, 0]
+    allele = (gt >> 1) - 1  # -1 missing; vector end and int32 missing are negative too
+    a0 = allele[:, 0]
     if ploidy == 1:
         a1 = a0  # haploid: homozygous
         missing = a0 < 0
     else:
-        second = gt[:, 1]
-        a1 = np.where(second == -2, a0, second)  # haploid sample in a diploid record
+        a1 = np.where(gt[:, 1] == _GT_VECTOR_END, a0, allele[:, 1])  # haploid sample in a diploid record
         missing = (a0 < 0) | (a1 < 0)
     if (a0 > 1).any() or (a1 > 1).any():
         return False
@@ -241,8 +257,8 @@ def _alt_counts(gt: np.ndarray, out: np.ndarray) -> bool:
     return True
 
 
-def _records(vcf: Any, source: Path) -> Iterator[tuple[int, Any]]:
-    """Yield (1-based record number, record), translating htslib failures."""
+def _records(vcf: Any, source: Path) -> Iterator[tuple[int, Any, str, str, list[str]]]:
+    """Yield (1-based record number, record, CHROM, REF, ALT), translating htslib failures."""
     it = iter(vcf)
     n = 0
     last = "the header"
@@ -254,8 +270,48 @@ def _records(vcf: Any, source: Path) -> Iterator[tuple[int, Any]]:
         except Exception as exc:  # cyvcf2 raises bare Exception for htslib parse errors
             raise GenotypeFileError(f"{source}: malformed or truncated VCF at record {n + 1} (after {last})") from exc
         n += 1
-        last = f"{rec.CHROM}:{rec.POS}"
-        yield n, rec
+        try:
+            chrom, ref, alts = rec.CHROM, rec.REF, rec.ALT
+        except UnicodeDecodeError:
+            raise GenotypeFileError(f"{source}: record {n} (after {last}): CHROM, REF or ALT is not UTF-8") from None
+        last = f"{chrom}:{rec.POS}"
+        yield n, rec, chrom, ref, alts
+
+
+def _check_bgzf_end(source: Path) -> None:
+    """Refuse a BGZF file (bgzipped VCF, BCF) that lacks its end-of-file block.
+
+    A copy cut at a block boundary otherwise reads as a valid, shorter file (htslib only
+    warns). Plain gzip and uncompressed files are left to the parser, which sees their end.
+    """
+    try:
+        with source.open("rb") as fh:
+            head = fh.read(18)
+            is_bgzf = head[:4] == _BGZF_EOF[:4] and head[12:14] == b"BC"
+            if not is_bgzf:
+                return
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - len(_BGZF_EOF)))
+            tail = fh.read()
+    except OSError as exc:
+        raise GenotypeFileError(f"{source}: cannot read VCF ({exc.strerror})") from exc
+    if tail != _BGZF_EOF:
+        raise GenotypeFileError(
+            f"{source}: truncated: the BGZF end-of-file block is missing (an interrupted copy? "
+            "compress with bgzip or bcftools, which write it)"
+        )
+
+
+def _quiet_htslib(cyvcf2: Any) -> None:
+    """Silence htslib's own messages on stderr: some quote file content (``Duplicated sample name
+    'P0042'``), which must never reach a daemon's log. fedstat raises its own errors, naming the
+    file and record without participant data, for everything htslib would complain about."""
+    import ctypes  # noqa: PLC0415
+
+    try:
+        ctypes.CDLL(cyvcf2.cyvcf2.__file__).hts_set_log_level(0)
+    except (OSError, AttributeError):  # a cyvcf2 build without the symbol: keep htslib's default
+        pass
 
 
 def _build(
@@ -270,6 +326,7 @@ def _build(
     import cyvcf2
     import pgenlib
 
+    _quiet_htslib(cyvcf2)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -278,12 +335,16 @@ def _build(
         ext: cache_dir / f".{stem}.tmp-{secrets.token_hex(6)}.{ext}" for ext in ("bed", "pgen", "pvar", "psam", "json")
     }
     try:
+        _check_bgzf_end(source)
         try:
             vcf = cyvcf2.VCF(str(source), gts012=True, threads=max(1, threads))
         except Exception as exc:  # cyvcf2: OSError, or bare Exception for a bad header
             raise GenotypeFileError(f"{source}: not a readable VCF/BCF file (or its header is malformed)") from exc
         try:
-            samples = list(vcf.samples)
+            try:
+                samples = list(vcf.samples)
+            except UnicodeDecodeError:
+                raise GenotypeFileError(f"{source}: VCF sample names are not UTF-8 text") from None
             n_samples = len(samples)
             if n_samples == 0:
                 raise GenotypeFileError(f"{source}: VCF has no samples")
@@ -309,29 +370,33 @@ def _build(
                 bed.write(_BED_MAGIC)
                 pvar.write("#CHROM\tPOS\tID\tREF\tALT\n")
                 pvar_lines: list[str] = []
-                for n, rec in _records(vcf, source):
-                    alts = rec.ALT
+                for n, rec, chrom, ref, alts in _records(vcf, source):
                     if len(alts) > 1:
                         n_multi += 1
                         continue
-                    ref = rec.REF.upper()
+                    ref = ref.upper()
                     alt = alts[0].upper() if alts else "."
                     if ref not in _SNV_BASES or alt not in _SNV_BASES:
                         n_non_snv += 1
                         continue
-                    where = f"record {n} ({rec.CHROM}:{rec.POS})"
+                    where = f"record {n} ({chrom}:{rec.POS})"
+                    vid = rec.ID or "."
+                    if _WHITESPACE.search(chrom) or _WHITESPACE.search(vid):
+                        raise GenotypeFileError(f"{source}: {where}: whitespace in CHROM or ID")
                     if "GT" in (rec.FORMAT or ()):
                         try:
-                            gt = rec.genotype.array()
+                            gt = rec.format("GT", int)
                         except Exception as exc:  # cyvcf2 raises bare Exception
                             raise GenotypeFileError(f"{source}: {where}: cannot decode GT") from exc
-                        if gt.shape[1] > 3:
+                        if gt is None or gt.ndim != 2:
+                            raise GenotypeFileError(f"{source}: {where}: cannot decode GT")
+                        if gt.shape[1] > 2:
                             raise GenotypeFileError(f"{source}: {where}: ploidy above 2 is not supported")
                         if not _alt_counts(gt, block[filled]):
                             raise GenotypeFileError(f"{source}: {where}: GT allele index above 1 in a biallelic record")
                     else:
                         block[filled] = -9
-                    pvar_lines.append(f"{rec.CHROM}\t{rec.POS}\t{rec.ID or '.'}\t{ref}\t{alt}\n")
+                    pvar_lines.append(f"{chrom}\t{rec.POS}\t{vid}\t{ref}\t{alt}\n")
                     filled += 1
                     n_kept += 1
                     if filled == block_rows:
