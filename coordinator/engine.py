@@ -176,7 +176,6 @@ class _JobRunner:
         self.settled: set[str] = set()  # sites that refused or failed: keep their state
         self.round_no = 0
         self.attempt = 0  # bumped when a round is retried or the analysis restarts without a dropped site
-        self.spec: JobSpec | None = None
         self.analyst = ""
         self.certificate = b""  # the analyst's certificate, forwarded with offers
         self.variants_digest = ""
@@ -359,7 +358,7 @@ class _JobRunner:
             )
         self.sites[site] = session
         self.settled.discard(site)
-        self.offer_to([site], self.spec, resumed=True, previous={site: self.cohort.get(site, 0)})
+        self.offer_to([site], spec, resumed=True, previous={site: self.cohort.get(site, 0)})
         self.send_plan(site, recheck=True)
         self.log(f"site {site} reconnected and accepted the job again")
 
@@ -434,7 +433,7 @@ class _JobRunner:
     def offer(
         self, spec: JobSpec, analyst: str, *, resumed: bool = False, previous: dict[str, int] | None = None
     ) -> None:
-        self.spec, self.analyst = spec, analyst
+        self.analyst = analyst
         self.offer_to(list(self.sites), spec, resumed=resumed, previous=previous if resumed else None)
 
     def offer_to(
