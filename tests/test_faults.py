@@ -108,15 +108,17 @@ def _no_job_running(ws: Path) -> None:
 
 
 def test_coordinator_sigkill_mid_glm__job_resumes_with_identical_results(workspace, reference, tmp_path):
+    import concurrent.futures
+
     ws = workspace
-    with Client.from_profile(ws / "analyst.toml") as c:
+    with Client.from_profile(ws / "analyst.toml") as c, concurrent.futures.ThreadPoolExecutor(1) as pool:
         job_id = c.submit(GWAS_SPEC).job_id
         frozen_in = _freeze_past_round_one(ws, c, job_id, "EUR")
-    time.sleep(0.3)
-    poc.restart(ws, poc.COORDINATOR, sig="KILL")  # a crash: no drain, no goodbye to anyone
-    _signal(ws, "EUR", signal.SIGCONT)
-    with Client.from_profile(ws / "analyst.toml") as c:
-        job = c.wait(job_id)
+        waiting = pool.submit(c.wait, job_id)  # the analyst keeps waiting across the crash
+        time.sleep(0.3)
+        poc.restart(ws, poc.COORDINATOR, sig="KILL")  # a crash: no drain, no goodbye to anyone
+        _signal(ws, "EUR", signal.SIGCONT)
+        job = waiting.result(timeout=120)
         log = "\n".join(c.get(job_id).log)
         results = _results(c, job_id, tmp_path)
     assert job.state == "DONE"
