@@ -8,7 +8,12 @@ with REF/ALT swaps and missing calls, EAS as VCF), then runs plink2 on the poole
         --out expected/pooled
 
 and keeps ``expected/pooled.{afreq,gcount,hardy,vmiss}`` (the ``.smiss`` per-sample report
-and the ``.log``, which holds host names and times, are dropped).
+and the ``.log``, which holds host names and times, are dropped). For variant QC it also runs::
+
+    plink2 --pfile pooled/genotypes <QC flags> --write-snplist --out expected/qc-<name>
+
+for each entry of ``QC_RUNS``, keeping the ``.snplist`` and, from the log, how many variants each
+filter removed (``expected/qc-<name>.removed``: one ``filter<TAB>count`` line each).
 
 Usage::
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +56,18 @@ PARAMS = {
 }
 PLINK2_FLAGS = ("--freq", "--geno-counts", "--hardy", "--missing")
 KEEP_EXTENSIONS = ("afreq", "gcount", "hardy", "vmiss")
+#: Variant QC runs: name -> plink2 flags (thresholds chosen so that each filter removes variants).
+QC_RUNS = {
+    "maf": ("--maf", "0.05"),
+    "geno": ("--geno", "0.01"),
+    "hwe": ("--hwe", "1e-3"),
+    "all": ("--maf", "0.2", "--geno", "0.005", "--hwe", "0.01"),
+}
+_REMOVED = (  # plink2 2.00a3.5 log lines -> filter name
+    (re.compile(r"--geno: (\d+) variants? removed"), "geno"),
+    (re.compile(r"--hwe: (\d+) variants? removed"), "hwe"),
+    (re.compile(r"^(\d+) variants? removed due to allele frequency threshold"), "maf"),
+)
 
 
 def build(out_dir: Path, plink2: str) -> None:
@@ -92,6 +110,24 @@ def build(out_dir: Path, plink2: str) -> None:
             raise RuntimeError(f"plink2 failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
         for ext in KEEP_EXTENSIONS:
             shutil.copyfile(Path(tmp) / f"pooled.{ext}", expected / f"pooled.{ext}")
+        for name, flags in QC_RUNS.items():
+            prefix = Path(tmp) / f"qc-{name}"
+            cmd = [plink2, "--pfile", str(out_dir / "pooled" / "genotypes"), *flags, "--write-snplist"]
+            done = subprocess.run(
+                [*cmd, "--threads", "1", "--out", str(prefix)], capture_output=True, text=True, check=False
+            )
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"plink2 {' '.join(flags)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+                )
+            shutil.copyfile(prefix.with_suffix(".snplist"), expected / f"qc-{name}.snplist")
+            removed = []
+            for line in prefix.with_suffix(".log").read_text().splitlines():
+                for pattern, filt in _REMOVED:
+                    m = pattern.search(line)
+                    if m:
+                        removed.append(f"{filt}\t{m.group(1)}\n")
+            (expected / f"qc-{name}.removed").write_text("".join(removed))
 
 
 def _pgen_genotypes(path: Path):
