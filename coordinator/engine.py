@@ -254,7 +254,9 @@ class _JobRunner:
                 f"privacy mode {spec.privacy} releases sums over at least {self.engine.config.min_sites} sites "
                 f"(min_sites); this job has {len(self.sites)}: {', '.join(sorted(self.sites))}"
             )
-        self.offer(spec, job.analyst, resumed=resumed, previous={s.site: s.cohort_size for s in job.sites})
+        self.analyst = job.analyst
+        before = {s.site: s.cohort_size for s in job.sites} if resumed else None
+        self.offer(list(self.sites), spec, resumed=resumed, previous=before)
         harmonized = self.harmonize()
         sums = None
         while True:
@@ -358,7 +360,7 @@ class _JobRunner:
             )
         self.sites[site] = session
         self.settled.discard(site)
-        self.offer_to([site], spec, resumed=True, previous={site: self.cohort.get(site, 0)})
+        self.offer([site], spec, resumed=True, previous={site: self.cohort.get(site, 0)})
         self.send_plan(site, recheck=True)
         self.log(f"site {site} reconnected and accepted the job again")
 
@@ -430,15 +432,7 @@ class _JobRunner:
         except FedstatError:
             return True  # an unreadable CRL: fail closed
 
-    def offer(
-        self, spec: JobSpec, analyst: str, *, resumed: bool = False, previous: dict[str, int] | None = None
-    ) -> None:
-        self.analyst = analyst
-        self.offer_to(list(self.sites), spec, resumed=resumed, previous=previous if resumed else None)
-
-    def offer_to(
-        self, names: list[str], spec: JobSpec, *, resumed: bool, previous: dict[str, int] | None = None
-    ) -> None:
+    def offer(self, names: list[str], spec: JobSpec, *, resumed: bool, previous: dict[str, int] | None = None) -> None:
         """Offer the job to ``names`` and collect their decisions. A re-offer (``resumed``) must find
         each site's cohort as it was: the totals of earlier rounds were computed over it."""
         roles = sorted(self.engine.config.access.roles(self.analyst))

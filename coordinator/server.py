@@ -16,13 +16,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import fedstat
 from fedstat.config import AccessConfig, CoordinatorConfig
 from fedstat.errors import AuthError, FedstatError, shown
 from fedstat.net import SERVER_OPTIONS, peer_certificate, peer_identity, server_credentials, status_for
-from fedstat.pki import RevocationList, identity_from_pem
+from fedstat.pki import RevocationList, identity_from_subject
 from fedstat.protocol import spec_from_pb, spec_to_pb
 from fedstat.wire import analyst_pb2, analyst_pb2_grpc, common_pb2, site_pb2, site_pb2_grpc
 
@@ -113,9 +114,10 @@ class AccessInterceptor(grpc.ServerInterceptor):
                 f"{method}: no client certificate",
             )
         assert pem is not None
-        ident = identity_from_pem(pem)
+        cert = x509.load_pem_x509_certificate(pem)
+        ident = identity_from_subject(cert.subject)
         try:
-            revoked = self.revocations.is_revoked_pem(pem)
+            revoked = self.revocations.is_revoked(cert)
         except FedstatError as exc:  # the CRL became unreadable: fail closed
             log.error("revocation list: %s", exc)
             revoked = True

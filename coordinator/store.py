@@ -8,6 +8,7 @@ participant-level value: only job specs, aggregate counts and progress.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import secrets
 import sqlite3
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fedstat.errors import InputError
 
@@ -197,10 +200,6 @@ class Store:
     ) -> None:
         """Record a completed round with its global totals (aggregates over every participating
         site, never one site's sums), so a restarted coordinator resumes after it."""
-        import io  # noqa: PLC0415
-
-        import numpy as np  # noqa: PLC0415
-
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in totals.items()})
         with self._tx() as db:
@@ -222,10 +221,6 @@ class Store:
 
     def completed_rounds(self, job_id: str) -> list[tuple[int, str, tuple[str, ...], dict[str, Any]]]:
         """(round, computation, participants, totals) of every completed round, in order."""
-        import io  # noqa: PLC0415
-
-        import numpy as np  # noqa: PLC0415
-
         with self._lock:
             rows = self._db.execute(
                 "SELECT round, computation, participants, totals FROM rounds WHERE job_id = ? AND totals IS NOT NULL "

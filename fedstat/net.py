@@ -19,7 +19,7 @@ from fedstat.errors import (
     ProtocolError,
     SiteUnavailable,
 )
-from fedstat.pki import Identity, TlsFiles, identity_from_pem
+from fedstat.pki import Identity, TlsFiles, files_stamp, identity_from_pem
 
 #: Channel options, each with its reason.
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
@@ -57,7 +57,7 @@ def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
 
     def fetch() -> grpc.ServerCertificateConfiguration | None:
         now = _stamp(tls)
-        if now == stamp[0]:
+        if now is None or now == stamp[0]:
             return None
         try:
             ca2, cert2, key2 = tls.load()
@@ -71,15 +71,11 @@ def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
     return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=True)
 
 
-def _stamp(tls: TlsFiles) -> tuple[int, ...]:
-    out = []
-    for p in (tls.ca, tls.cert, tls.key):
-        try:
-            st = p.stat()
-            out += [st.st_mtime_ns, st.st_size]
-        except OSError:
-            out += [0, 0]
-    return tuple(out)
+def _stamp(tls: TlsFiles) -> tuple[int, ...] | None:
+    try:
+        return files_stamp([tls.ca, tls.cert, tls.key])
+    except OSError:  # being replaced: try again at the next handshake
+        return None
 
 
 def secure_channel(address: str, tls: TlsFiles) -> grpc.Channel:

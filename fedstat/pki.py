@@ -334,6 +334,16 @@ def issued_by_bundle(cert: x509.Certificate, ca_pem: bytes) -> bool:
     return any(_issued_by(cert, ca) for ca in x509.load_pem_x509_certificates(ca_pem))
 
 
+def files_stamp(paths: list[Path]) -> tuple[int, ...]:
+    """(mtime, size) of each file: what the daemons compare to re-read changed TLS files.
+    Raises OSError for a file that cannot be read."""
+    out: list[int] = []
+    for p in paths:
+        st = Path(p).stat()
+        out += [st.st_mtime_ns, st.st_size]
+    return tuple(out)
+
+
 class RevocationList:
     """A CRL file as the daemons honour it: re-read when it (or the CA bundle) changes, its
     signature checked against the CA bundle. ``path=None`` means no revocation list is configured
@@ -347,22 +357,14 @@ class RevocationList:
         self._lock = threading.Lock()
         self.serials()  # a missing or forged CRL is a configuration error at start
 
-    def _file_stamp(self) -> tuple[int, ...]:
-        files = [self.path] + ([Path(self._ca)] if not isinstance(self._ca, bytes) else [])
-        out: list[int] = []
-        for p in files:
-            assert p is not None
-            try:
-                st = p.stat()
-            except OSError as exc:
-                raise ConfigError(f"tls: cannot read {p}: {exc.strerror}") from exc
-            out += [st.st_mtime_ns, st.st_size]
-        return tuple(out)
-
     def serials(self) -> frozenset[int]:
         if self.path is None:
             return frozenset()
-        stamp = self._file_stamp()
+        files = [self.path] if isinstance(self._ca, bytes) else [self.path, Path(self._ca)]
+        try:
+            stamp = files_stamp(files)
+        except OSError as exc:
+            raise ConfigError(f"tls: cannot read {exc.filename}: {exc.strerror}") from exc
         with self._lock:
             if stamp != self._stamp:
                 try:

@@ -39,7 +39,7 @@ from fedstat.errors import (
 )
 from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec
 from fedstat.net import secure_channel, server_certificate
-from fedstat.pki import RevocationList, identity_from_pem, issued_by_bundle
+from fedstat.pki import RevocationList, identity_from_pem, identity_from_subject, issued_by_bundle
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.consent import DiseaseOntology, load_obo
 from fedstat.privacy.dp import BudgetLedger, epsilon_to_rho
@@ -430,7 +430,7 @@ class SiteAgent:
             cert = x509.load_pem_x509_certificate(offer.analyst_certificate)
         except ValueError:
             raise PolicyRefused("the analyst certificate in the offer is not a PEM certificate") from None
-        ident = identity_from_pem(offer.analyst_certificate)
+        ident = identity_from_subject(cert.subject)
         if not issued_by_bundle(cert, self._ca_pem):
             raise PolicyRefused("the analyst certificate in the offer was not issued by the consortium CA")
         if ident.name != offer.analyst or ident.role != "analyst":

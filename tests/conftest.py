@@ -54,12 +54,9 @@ def session_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(root=root, ca=root / "ca")
 
 
-@pytest.fixture()
-def coordinator(session_pki: Pki, tmp_path: Path) -> Iterator[tuple[object, int]]:
-    """A coordinator served in-process on a free port: yields ``(coordinator, port)``."""
-    from coordinator.server import running_coordinator
-
-    cfg = CoordinatorConfig(
+def coordinator_config(session_pki: Pki, tmp_path: Path) -> CoordinatorConfig:
+    """Tests' coordinator settings: port 0, short deadlines, 2 s for a dropped site to come back."""
+    return CoordinatorConfig(
         path=tmp_path / "coordinator.toml",
         listen="127.0.0.1:0",
         state_dir=tmp_path / "state",
@@ -68,7 +65,14 @@ def coordinator(session_pki: Pki, tmp_path: Path) -> Iterator[tuple[object, int]
         round_timeout_s=60,
         site_reconnect_s=2,
     )
-    with running_coordinator(cfg) as coord:
+
+
+@pytest.fixture()
+def coordinator(session_pki: Pki, tmp_path: Path) -> Iterator[tuple[object, int]]:
+    """A coordinator served in-process on a free port: yields ``(coordinator, port)``."""
+    from coordinator.server import running_coordinator
+
+    with running_coordinator(coordinator_config(session_pki, tmp_path)) as coord:
         yield coord, coord.port
 
 

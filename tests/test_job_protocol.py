@@ -12,27 +12,13 @@ import grpc
 import numpy as np
 
 from fedstat.client import Client
-from fedstat.config import CoordinatorConfig
 from fedstat.data.variants import VariantTable
 from fedstat.jobs import JobSpec
 from fedstat.net import secure_channel
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.protocol import chunk_to_pb, keys_chunks
 from fedstat.wire import site_pb2, site_pb2_grpc
-from tests.conftest import analyst_profile
-
-
-def _config(session_pki, tmp_path) -> CoordinatorConfig:
-    return CoordinatorConfig(
-        path=tmp_path / "coordinator.toml",
-        listen="127.0.0.1:0",
-        state_dir=tmp_path / "state",
-        tls=session_pki.tls("coordinator"),
-        offer_timeout_s=20,
-        round_timeout_s=60,
-        site_reconnect_s=2,
-    )
-
+from tests.conftest import analyst_profile, coordinator_config
 
 VARIANTS = VariantTable.from_lists(["1", "1", "2"], [10, 20, 5], ["a", "b", "c"], ["A", "C", "G"], ["G", "T", "A"])
 
@@ -155,7 +141,7 @@ def test_job__site_vanishing_mid_round_fails_job_naming_the_site(session_pki, co
 def test_job__site_vanishing_mid_round_restarts_without_it_above_min_sites(session_pki, tmp_path):
     from coordinator.server import running_coordinator
 
-    cfg = dataclasses.replace(_config(session_pki, tmp_path), min_sites=2)
+    cfg = dataclasses.replace(coordinator_config(session_pki, tmp_path), min_sites=2)
     with running_coordinator(cfg) as coord:
         sites = [FakeSite(session_pki, coord.port, n) for n in ("AFR", "EAS")]
         sites.append(FakeSite(session_pki, coord.port, "EUR", vanish_in_round=True))

@@ -218,23 +218,11 @@ def start(workspace: Path) -> None:
     running = [c for c in components if _pid(workspace, c)]
     if running:
         raise InputError(f"already running: {', '.join(running)}; `fedstat poc stop --workspace {workspace}` first")
-    _spawn(
-        workspace, COORDINATOR, ["coordinator", "serve", "--config", str(workspace / COORDINATOR / "coordinator.toml")]
-    )
     deadline = time.monotonic() + START_TIMEOUT_S
-    while _health(workspace, timeout=1.0) != "SERVING":
-        if not _pid(workspace, COORDINATOR):
-            raise SiteUnavailable(
-                f"the coordinator exited at start; its log says:\n    {_tail(workspace / 'logs' / 'coordinator.log')}"
-            )
-        if time.monotonic() > deadline:
-            raise SiteUnavailable(
-                "the coordinator did not become healthy in time; see " + str(workspace / "logs" / "coordinator.log")
-            )
-        time.sleep(0.2)
+    _start_coordinator(workspace, deadline)
     print(f"coordinator serving at {meta['address']} (pid {_pid(workspace, COORDINATOR)})")
     for name in meta["sites"]:
-        _spawn(workspace, name, ["site", "serve", "--config", str(workspace / "sites" / name / "site.toml")])
+        _start_site(workspace, name)
     pending = set(meta["sites"])
     while pending:
         pending -= set(_connected_sites(workspace))
@@ -251,6 +239,44 @@ def start(workspace: Path) -> None:
             time.sleep(0.3)
     for name in meta["sites"]:
         print(f"site {name} connected (pid {_pid(workspace, name)})")
+
+
+def _start_coordinator(workspace: Path, deadline: float) -> None:
+    """Spawn the coordinator and wait until its health service says SERVING."""
+    _spawn(
+        workspace, COORDINATOR, ["coordinator", "serve", "--config", str(workspace / COORDINATOR / "coordinator.toml")]
+    )
+    while _health(workspace, timeout=1.0) != "SERVING":
+        if not _pid(workspace, COORDINATOR):
+            raise SiteUnavailable(
+                f"the coordinator exited at start; its log says:\n    {_tail(workspace / 'logs' / 'coordinator.log')}"
+            )
+        if time.monotonic() > deadline:
+            raise SiteUnavailable(
+                "the coordinator did not become healthy in time; see " + str(workspace / "logs" / "coordinator.log")
+            )
+        time.sleep(0.2)
+
+
+def _start_site(workspace: Path, name: str) -> None:
+    _spawn(workspace, name, ["site", "serve", "--config", str(workspace / "sites" / name / "site.toml")])
+
+
+def _terminate(workspace: Path, component: str, sig: signal.Signals, timeout: float) -> bool:
+    """Send ``sig`` to a running component, SIGKILL it after ``timeout``; False if it was not running."""
+    pid = _pid(workspace, component)
+    if pid is None:
+        return False
+    os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while _pid(workspace, component) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _pid(workspace, component):
+        os.kill(pid, signal.SIGKILL)
+        while _pid(workspace, component):
+            time.sleep(0.05)
+    (workspace / "run" / f"{component}.pid").unlink(missing_ok=True)
+    return True
 
 
 def status(workspace: Path) -> list[tuple[str, int | None, str, str]]:
@@ -274,17 +300,8 @@ def stop(workspace: Path, *, timeout: float = 15.0) -> list[str]:
     meta = _load(workspace)
     stopped = []
     for component in [*meta["sites"], COORDINATOR]:
-        pid = _pid(workspace, component)
-        if pid is None:
-            continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid(workspace, component) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _pid(workspace, component):
-            os.kill(pid, signal.SIGKILL)
-        (workspace / "run" / f"{component}.pid").unlink(missing_ok=True)
-        stopped.append(component)
+        if _terminate(workspace, component, signal.SIGTERM, timeout):
+            stopped.append(component)
     return stopped
 
 
@@ -300,34 +317,13 @@ def restart(workspace: Path, component: str, *, sig: str = "TERM", down: float =
         raise InputError(
             f"unknown component {component!r}; this workspace has: {', '.join([COORDINATOR, *meta['sites']])}"
         )
-    pid = _pid(workspace, component)
-    if pid is not None:
-        os.kill(pid, signal.SIGKILL if sig == "KILL" else signal.SIGTERM)
-        deadline = time.monotonic() + 15.0
-        while _pid(workspace, component) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _pid(workspace, component):
-            os.kill(pid, signal.SIGKILL)
-            while _pid(workspace, component):
-                time.sleep(0.05)
-    (workspace / "run" / f"{component}.pid").unlink(missing_ok=True)
+    _terminate(workspace, component, signal.SIGKILL if sig == "KILL" else signal.SIGTERM, 15.0)
     if down > 0:
         time.sleep(down)
     if component == COORDINATOR:
-        _spawn(
-            workspace,
-            COORDINATOR,
-            ["coordinator", "serve", "--config", str(workspace / COORDINATOR / "coordinator.toml")],
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while _health(workspace, timeout=1.0) != "SERVING":
-            if not _pid(workspace, COORDINATOR) or time.monotonic() > deadline:
-                raise SiteUnavailable(
-                    f"the coordinator did not come back; its log says:\n    {_tail(workspace / 'logs' / 'coordinator.log')}"
-                )
-            time.sleep(0.2)
+        _start_coordinator(workspace, time.monotonic() + START_TIMEOUT_S)
     else:
-        _spawn(workspace, component, ["site", "serve", "--config", str(workspace / "sites" / component / "site.toml")])
+        _start_site(workspace, component)
     new = _pid(workspace, component)
     assert new is not None
     return new
