@@ -73,6 +73,34 @@ CREATE TABLE IF NOT EXISTS sites (
     first_seen TEXT NOT NULL,
     last_seen TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS schedules (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    cron TEXT NOT NULL,
+    spec_json TEXT NOT NULL,
+    owner_cert TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    next_run_at TEXT NOT NULL,
+    runs INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (owner, name)
+);
+CREATE TABLE IF NOT EXISTS schedule_runs (
+    id TEXT PRIMARY KEY,
+    schedule_id TEXT NOT NULL,
+    schedule_name TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    run_no INTEGER NOT NULL,
+    trigger TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    fired_at TEXT NOT NULL,
+    job_id TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL,
+    error TEXT NOT NULL DEFAULT '',
+    finished_at TEXT NOT NULL DEFAULT '',
+    report_json TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS schedule_runs_schedule ON schedule_runs(schedule_id, run_no);
 """
 
 
@@ -118,6 +146,49 @@ class JobRow:
     seq: int
     sites: tuple[SiteRow, ...] = field(default=())
     log: tuple[str, ...] = field(default=())
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+
+#: States of a schedule's run: PENDING (claimed, job not yet submitted), RUNNING (its job is
+#: unfinished), then its job's final state, with the report written.
+PENDING = "PENDING"
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """A recurring job: its cron expression, the job template and its owner (who it runs as)."""
+
+    id: str
+    owner: str
+    name: str
+    cron: str
+    spec: dict[str, Any]
+    owner_cert: bytes
+    created_at: str
+    next_run_at: str  # ISO 8601 UTC: the next slot not yet run
+    runs: int  # runs so far (scheduled, missed and run-now)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run of a schedule and, once its job has finished, its report (``report`` is JSON)."""
+
+    id: str  # the report id
+    schedule_id: str
+    schedule_name: str
+    owner: str
+    run_no: int
+    trigger: str  # "schedule", "missed" (run late after the coordinator was down) or "run-now"
+    slot: str  # the cron slot it ran for (the request time for run-now)
+    fired_at: str
+    job_id: str
+    state: str
+    error: str
+    finished_at: str
+    report: dict[str, Any] | None
 
     @property
     def finished(self) -> bool:
@@ -391,3 +462,171 @@ class Store:
                 "ON CONFLICT(name) DO UPDATE SET last_seen = excluded.last_seen",
                 (name, ts, ts),
             )
+
+    # --- schedules and their reports ------------------------------------------------------
+
+    _SCHED_COLS = "id, owner, name, cron, spec_json, owner_cert, created_at, next_run_at, runs"
+    _RUN_COLS = (
+        "id, schedule_id, schedule_name, owner, run_no, trigger, slot, fired_at, job_id, state, error, "
+        "finished_at, report_json"
+    )
+
+    @staticmethod
+    def _schedule(r: tuple[Any, ...]) -> ScheduleRow:
+        return ScheduleRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5].encode(), r[6], r[7], int(r[8]))
+
+    @staticmethod
+    def _run(r: tuple[Any, ...]) -> RunRow:
+        return RunRow(*r[:4], int(r[4]), *r[5:12], json.loads(r[12]) if r[12] else None)
+
+    def create_schedule(
+        self, owner: str, name: str, cron: str, spec: dict[str, Any], *, certificate: bytes, next_run_at: str
+    ) -> ScheduleRow:
+        schedule_id = "sch-" + secrets.token_hex(4)
+        try:
+            with self._tx() as db:
+                db.execute(
+                    f"INSERT INTO schedules ({self._SCHED_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",  # noqa: S608
+                    (
+                        schedule_id,
+                        owner,
+                        name,
+                        cron,
+                        json.dumps(spec, sort_keys=True),
+                        certificate.decode(),
+                        now_iso(),
+                        next_run_at,
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            raise InputError(
+                f"you already have a schedule named {name!r}; remove it first or pick another name"
+            ) from None
+        return self.get_schedule(schedule_id)
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRow:
+        with self._lock:
+            r = self._db.execute(f"SELECT {self._SCHED_COLS} FROM schedules WHERE id = ?", (schedule_id,)).fetchone()  # noqa: S608
+        if r is None:
+            raise InputError(f"no schedule with id {schedule_id!r}")
+        return self._schedule(r)
+
+    def find_schedule(self, owner: str, name_or_id: str) -> ScheduleRow | None:
+        """A schedule by id (anyone's), else by name among ``owner``'s."""
+        with self._lock:
+            r = self._db.execute(
+                f"SELECT {self._SCHED_COLS} FROM schedules WHERE id = ? OR (owner = ? AND name = ?) "  # noqa: S608
+                "ORDER BY id = ? DESC LIMIT 1",
+                (name_or_id, owner, name_or_id, name_or_id),
+            ).fetchone()
+        return None if r is None else self._schedule(r)
+
+    def list_schedules(self, *, owner: str | None = None) -> list[ScheduleRow]:
+        where, args = ("WHERE owner = ?", (owner,)) if owner else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._SCHED_COLS} FROM schedules {where} ORDER BY owner, name",
+                args,  # noqa: S608
+            ).fetchall()
+        return [self._schedule(r) for r in rows]
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Forget a schedule; its reports stay (they carry its name and owner)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,))
+
+    def advance_schedule(self, schedule_id: str, *, expected: str, next_run_at: str) -> bool:
+        """Move a schedule's next slot on, if it is still ``expected`` (False: someone else did)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE schedules SET next_run_at = ? WHERE id = ? AND next_run_at = ?",
+                (next_run_at, schedule_id, expected),
+            )
+            return cur.rowcount == 1
+
+    def claim_run(
+        self,
+        schedule: ScheduleRow,
+        *,
+        trigger: str,
+        slot: str,
+        fired_at: str,
+        expected_next: str | None = None,
+        next_run_at: str | None = None,
+    ) -> RunRow | None:
+        """Record a new run of ``schedule`` (state PENDING) and, for a slot, move the schedule to its
+        next slot in the same transaction, so a run is never started twice nor lost on a crash.
+        None when the slot was already claimed or the schedule was removed."""
+        run_id = "rpt-" + new_job_id()
+        with self._tx() as db:
+            if next_run_at is not None:
+                cur = db.execute(
+                    "UPDATE schedules SET next_run_at = ?, runs = runs + 1 WHERE id = ? AND next_run_at = ?",
+                    (next_run_at, schedule.id, expected_next),
+                )
+            else:
+                cur = db.execute("UPDATE schedules SET runs = runs + 1 WHERE id = ?", (schedule.id,))
+            if cur.rowcount != 1:
+                return None
+            (run_no,) = db.execute("SELECT runs FROM schedules WHERE id = ?", (schedule.id,)).fetchone()
+            db.execute(
+                f"INSERT INTO schedule_runs ({self._RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, '', '', '')",  # noqa: S608
+                (run_id, schedule.id, schedule.name, schedule.owner, run_no, trigger, slot, fired_at, PENDING),
+            )
+        return self.get_run(run_id)
+
+    def set_run_job(self, run_id: str, job_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE schedule_runs SET job_id = ?, state = ? WHERE id = ?", (job_id, RUNNING, run_id))
+
+    def finish_run(self, run_id: str, state: str, *, error: str, finished_at: str, report: dict[str, Any]) -> None:
+        """Store a run's final state and its report, in one transaction (a report is whole or absent)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE schedule_runs SET state = ?, error = ?, finished_at = ?, report_json = ? WHERE id = ?",
+                (state, error, finished_at, json.dumps(report, sort_keys=True), run_id),
+            )
+
+    def get_run(self, run_id: str) -> RunRow:
+        with self._lock:
+            r = self._db.execute(f"SELECT {self._RUN_COLS} FROM schedule_runs WHERE id = ?", (run_id,)).fetchone()  # noqa: S608
+        if r is None:
+            raise InputError(f"no report with id {run_id!r}")
+        return self._run(r)
+
+    def list_runs(
+        self,
+        *,
+        owner: str | None = None,
+        schedule_name: str | None = None,
+        schedule_id: str | None = None,
+        unfinished: bool = False,
+        limit: int = 1000,
+    ) -> list[RunRow]:
+        """Runs newest first (``unfinished``: only PENDING and RUNNING ones, oldest first)."""
+        conds, args = [], []
+        for col, value in (("owner", owner), ("schedule_name", schedule_name), ("schedule_id", schedule_id)):
+            if value:
+                conds.append(f"{col} = ?")
+                args.append(value)
+        if unfinished:
+            conds.append("state IN (?, ?)")
+            args += [PENDING, RUNNING]
+        where = ("WHERE " + " AND ".join(conds)) if conds else ""
+        order = "ASC" if unfinished else "DESC"
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._RUN_COLS} FROM schedule_runs {where} ORDER BY fired_at {order}, run_no {order} LIMIT ?",  # noqa: S608
+                (*args, limit),
+            ).fetchall()
+        return [self._run(r) for r in rows]
+
+    def previous_done_run(self, schedule_id: str, run_no: int) -> RunRow | None:
+        """The latest earlier run of the schedule whose job finished DONE (what a report compares with)."""
+        with self._lock:
+            r = self._db.execute(
+                f"SELECT {self._RUN_COLS} FROM schedule_runs WHERE schedule_id = ? AND run_no < ? AND state = ? "  # noqa: S608
+                "AND report_json != '' ORDER BY run_no DESC LIMIT 1",
+                (schedule_id, run_no, DONE),
+            ).fetchone()
+        return None if r is None else self._run(r)
