@@ -28,8 +28,10 @@ from fedstat.protocol import spec_from_pb, spec_to_pb
 from fedstat.wire import analyst_pb2, analyst_pb2_grpc, common_pb2, site_pb2, site_pb2_grpc
 
 from .engine import JobEngine
+from .reports import render_text, summary_line
+from .scheduler import Scheduler
 from .sessions import SiteRegistry, SiteSession
-from .store import JobRow, Store, now_iso
+from .store import JobRow, RunRow, ScheduleRow, Store, now_iso
 
 log = logging.getLogger("fedstat.coordinator")
 
@@ -52,6 +54,14 @@ METHOD_ROLES = {
     "SitePolicies": "view-own",
     "Status": "admin",
     "WhoAmI": "",
+    # scheduled reports: changing or running a schedule is submitting jobs; another analyst's
+    # schedule can be removed or run by an admin, and seen with view-all (as jobs are)
+    "AddSchedule": "submit",
+    "RemoveSchedule": "submit",
+    "RunScheduleNow": "submit",
+    "ListSchedules": "view-own",
+    "ListReports": "view-own",
+    "GetReport": "view-own",
 }
 RESULT_CHUNK_BYTES = 1 << 20
 #: Every open stream (a site's connection, a WatchJob, a Paillier decryptor) holds one server
@@ -387,6 +397,134 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
         assert ident is not None
         return analyst_pb2.WhoAmIResponse(name=ident.name, role=ident.role, roles=sorted(self.access.roles(ident.name)))
 
+    # --- scheduled reports ----------------------------------------------------------------
+
+    def _schedule(self, ref: str, context: grpc.ServicerContext, *, needs: str) -> ScheduleRow:
+        """The caller's schedule by name or id, or another analyst's by id if the caller holds
+        ``needs`` (otherwise NOT_FOUND, as for jobs)."""
+        name, roles = self._roles(context)
+        schedule = self.store.find_schedule(name, ref)
+        if schedule is None or (schedule.owner != name and needs not in roles):
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no schedule named or with id {shown(ref)}")
+        assert schedule is not None
+        return schedule
+
+    def _all_analysts(self, context: grpc.ServicerContext, what: str) -> None:
+        name, roles = self._roles(context)
+        if "view-all" not in roles:
+            self.coordinator.interceptor.refuse(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"analyst {name} lacks the role 'view-all' to list every analyst's {what}",
+                f"List {what} (all_analysts) for analyst:{name}: lacks role 'view-all'",
+            )
+
+    def AddSchedule(
+        self, request: analyst_pb2.AddScheduleRequest, context: grpc.ServicerContext
+    ) -> analyst_pb2.Schedule:  # noqa: N802
+        name, _ = self._roles(context)
+        try:
+            row = self.coordinator.scheduler.add(
+                name,
+                request.name,
+                request.cron,
+                spec_from_pb(request.spec),
+                certificate=peer_certificate(context) or b"",
+            )
+        except FedstatError as exc:
+            _abort(context, exc)
+        return schedule_to_pb(row)
+
+    def ListSchedules(
+        self, request: analyst_pb2.ListSchedulesRequest, context: grpc.ServicerContext
+    ) -> analyst_pb2.ListSchedulesResponse:  # noqa: N802
+        name, _ = self._roles(context)
+        if request.all_analysts:
+            self._all_analysts(context, "schedules")
+        rows = self.store.list_schedules(owner=None if request.all_analysts else name)
+        return analyst_pb2.ListSchedulesResponse(schedules=[schedule_to_pb(r) for r in rows])
+
+    def RemoveSchedule(self, request: analyst_pb2.ScheduleRef, context: grpc.ServicerContext) -> analyst_pb2.Schedule:  # noqa: N802
+        schedule = self._schedule(request.schedule, context, needs="admin")
+        self.coordinator.scheduler.remove(schedule)
+        return schedule_to_pb(schedule)
+
+    def RunScheduleNow(self, request: analyst_pb2.ScheduleRef, context: grpc.ServicerContext) -> analyst_pb2.Report:  # noqa: N802
+        schedule = self._schedule(request.schedule, context, needs="admin")
+        try:
+            run = self.coordinator.scheduler.run_now(schedule)
+        except FedstatError as exc:
+            _abort(context, exc)
+        return report_to_pb(run, detail=True)
+
+    def ListReports(
+        self, request: analyst_pb2.ListReportsRequest, context: grpc.ServicerContext
+    ) -> analyst_pb2.ListReportsResponse:  # noqa: N802
+        name, roles = self._roles(context)
+        if request.all_analysts:
+            self._all_analysts(context, "reports")
+        owner = None if request.all_analysts else name
+        schedule_id = schedule_name = None
+        if request.schedule:
+            found = self.store.find_schedule(name, request.schedule)
+            if found is not None and (found.owner == name or "view-all" in roles):
+                schedule_id = found.id
+            else:  # a removed schedule's reports, by its name
+                schedule_name = request.schedule
+        runs = self.store.list_runs(
+            owner=owner, schedule_id=schedule_id, schedule_name=schedule_name, limit=min(request.limit or 50, 1000)
+        )
+        return analyst_pb2.ListReportsResponse(reports=[report_to_pb(r, detail=False) for r in runs])
+
+    def GetReport(self, request: analyst_pb2.GetReportRequest, context: grpc.ServicerContext) -> analyst_pb2.Report:  # noqa: N802
+        name, roles = self._roles(context)
+        try:
+            run = self.store.get_run(request.report_id)
+        except FedstatError:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no report with id {shown(request.report_id)}")
+        if run.owner != name and "view-all" not in roles:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no report with id {shown(request.report_id)}")
+        return report_to_pb(run, detail=True)
+
+
+def schedule_to_pb(row: ScheduleRow) -> analyst_pb2.Schedule:
+    from fedstat.jobs import JobSpec  # noqa: PLC0415
+
+    return analyst_pb2.Schedule(
+        schedule_id=row.id,
+        name=row.name,
+        owner=row.owner,
+        cron=row.cron,
+        spec=spec_to_pb(JobSpec.from_json(row.spec)),
+        created_at=row.created_at,
+        next_run_at=row.next_run_at,
+        runs=row.runs,
+    )
+
+
+def report_to_pb(run: RunRow, *, detail: bool) -> analyst_pb2.Report:
+    import json  # noqa: PLC0415
+
+    pb = analyst_pb2.Report(
+        report_id=run.id,
+        schedule_id=run.schedule_id,
+        schedule_name=run.schedule_name,
+        owner=run.owner,
+        run=run.run_no,
+        trigger=run.trigger,
+        slot=run.slot,
+        fired_at=run.fired_at,
+        job_id=run.job_id,
+        state=run.state,
+        error=run.error,
+        finished_at=run.finished_at,
+        summary=summary_line(run.report, state=run.state, error=run.error),
+    )
+    if detail and run.report is not None:
+        pb.text = render_text(run.report)
+        pb.json = json.dumps(run.report, indent=2, sort_keys=True)
+    return pb
+
 
 def connected_site(s: SiteSession) -> analyst_pb2.ConnectedSite:
     return analyst_pb2.ConnectedSite(
@@ -475,6 +613,16 @@ class Coordinator:
         self.watches = WatchLimiter()
         self.registry = SiteRegistry()
         self.engine = JobEngine(config, self.store, self.registry, revocations=self.revocations)
+        self.scheduler = Scheduler(
+            self.store,
+            self.engine.submit,
+            access=config.access,
+            results_dir=config.results_dir,
+            connected=lambda: [s.name for s in self.registry.connected()],
+            min_sites=config.min_sites,
+            revocations=self.revocations,
+            startup_grace_s=min(config.site_reconnect_s, 120.0),
+        )
         self.interceptor = AccessInterceptor(config.access, self.revocations)
         # Site streams each hold a thread for their lifetime; leave room for analysts' calls.
         self.server = grpc.server(
@@ -496,6 +644,7 @@ class Coordinator:
         threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
         self.engine.resume_unfinished()
         self.server.start()
+        self.scheduler.start()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info("coordinator %s serving on port %d", fedstat.__version__, self.port)
 
@@ -519,6 +668,7 @@ class Coordinator:
     def stop(self, grace: float = 5.0) -> None:
         """Drain: report NOT_SERVING, close site streams, stop jobs, stop the server."""
         self.health.enter_graceful_shutdown()
+        self.scheduler.stop()
         for s in self.registry.connected():
             s.close()
         self.engine.shutdown()

@@ -139,6 +139,34 @@ class Client:
     def whoami(self) -> analyst_pb2.WhoAmIResponse:
         return self._call(self._stub.WhoAmI, analyst_pb2.WhoAmIRequest())
 
+    # --- scheduled reports ----------------------------------------------------------------
+
+    def add_schedule(self, name: str, cron: str, spec: JobSpec) -> analyst_pb2.Schedule:
+        """Run ``spec`` as a job at every slot of ``cron`` (UTC, e.g. ``"0 6 * * MON"``), as you."""
+        request = analyst_pb2.AddScheduleRequest(name=name, cron=cron, spec=spec_to_pb(spec.validated()))
+        return self._call(self._stub.AddSchedule, request)
+
+    def schedules(self, *, all_analysts: bool = False) -> list[analyst_pb2.Schedule]:
+        request = analyst_pb2.ListSchedulesRequest(all_analysts=all_analysts)
+        return list(self._call(self._stub.ListSchedules, request).schedules)
+
+    def remove_schedule(self, schedule: str) -> analyst_pb2.Schedule:
+        """Remove a schedule (name or id); its reports stay."""
+        return self._call(self._stub.RemoveSchedule, analyst_pb2.ScheduleRef(schedule=schedule))
+
+    def run_schedule_now(self, schedule: str) -> analyst_pb2.Report:
+        """Start a run of a schedule (name or id) now; returns the pending report (its job id)."""
+        return self._call(self._stub.RunScheduleNow, analyst_pb2.ScheduleRef(schedule=schedule))
+
+    def reports(self, *, schedule: str = "", all_analysts: bool = False, limit: int = 50) -> list[analyst_pb2.Report]:
+        """Reports newest first, with a one-line summary each (the text with :meth:`report`)."""
+        request = analyst_pb2.ListReportsRequest(schedule=schedule, all_analysts=all_analysts, limit=limit)
+        return list(self._call(self._stub.ListReports, request).reports)
+
+    def report(self, report_id: str) -> analyst_pb2.Report:
+        """One report, with its text and its JSON document (``json.loads(r.json)``)."""
+        return self._call(self._stub.GetReport, analyst_pb2.GetReportRequest(report_id=report_id))
+
     def cancel(self, job_id: str) -> JobStatus:
         return self._call(self._stub.CancelJob, analyst_pb2.CancelJobRequest(job_id=job_id))
 

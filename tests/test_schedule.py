@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,10 @@ from coordinator.store import DONE, FAILED, Store
 from fedstat.config import AccessConfig
 from fedstat.errors import InputError, PolicyRefused
 from fedstat.jobs import JobSpec
+from fedstat.wire import analyst_pb2
+from tests import test_access
+
+ca, coordinator_with_access = test_access.ca, test_access.coordinator_with_access  # fixtures
 
 
 def utc(*args: int) -> dt.datetime:
@@ -363,3 +368,55 @@ def test_reports__change_since_the_last_successful_run_and_a_refusal_named(tmp_p
         summary_line(third, state=DONE, error="")
         == "500 participants, 2 variants (+100 participants, ALT_FREQS changed at 1)"
     )
+
+
+# --- the analyst API: roles -----------------------------------------------------------------
+
+
+def test_schedule_rpcs__roles_own_and_others(ca, coordinator_with_access):
+    """alice: submit + view-own (the default); bob: view-own only; carol: admin."""
+    import grpc
+
+    from fedstat.errors import AuthError
+
+    _client = test_access._client
+
+    coord = coordinator_with_access
+    coord.scheduler.tick_s = 0.1
+    with _client(ca, coord, "alice") as alice, _client(ca, coord, "bob") as bob, _client(ca, coord, "carol") as carol:
+        with pytest.raises(InputError, match="cron hour field '25': 25 is out of range"):
+            alice.add_schedule("a1", "0 25 * * *", FREQ)
+        s = alice.add_schedule("a1", "@daily", FREQ)
+        assert (s.owner, s.name, s.cron, list(s.spec.analyses)) == ("alice", "a1", "@daily", ["freq"])
+        assert s.next_run_at.endswith("T00:00:00Z") and s.schedule_id.startswith("sch-")
+        with pytest.raises(AuthError, match="lacks the role 'submit'.*AddSchedule"):
+            bob.add_schedule("b1", "@daily", FREQ)
+        assert bob.schedules() == []
+        with pytest.raises(AuthError, match="lacks the role 'view-all' to list every analyst's schedules"):
+            bob.schedules(all_analysts=True)
+        assert [(x.owner, x.name) for x in carol.schedules(all_analysts=True)] == [("alice", "a1")]
+        with pytest.raises(AuthError, match="lacks the role 'submit'.*RunScheduleNow"):
+            bob.run_schedule_now(s.schedule_id)
+        # another analyst's schedule is found by id only, and only by someone who may act on it
+        with pytest.raises(grpc.RpcError) as info:
+            carol._stub.RemoveSchedule(analyst_pb2.ScheduleRef(schedule="a1"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+        pending = alice.run_schedule_now("a1")  # no site is connected: the job fails, the report says why
+        assert (pending.run, pending.trigger, pending.state) == (1, "run-now", "RUNNING") and pending.job_id
+        deadline = dt.datetime.now() + dt.timedelta(seconds=20)
+        while (report := alice.report(pending.report_id)).state == "RUNNING":
+            assert dt.datetime.now() < deadline, "no report"
+            time.sleep(0.1)
+        assert report.state == "FAILED" and report.error == "no site is connected to the coordinator"
+        assert "FAILED: no site is connected to the coordinator" in report.text
+        assert json.loads(report.json)["job_id"] == pending.job_id
+        with pytest.raises(InputError, match="no report with id"):
+            bob.report(pending.report_id)  # view-own: not another's report
+        assert carol.report(pending.report_id).report_id == pending.report_id  # admin (view-all)
+        assert [r.report_id for r in alice.reports(schedule="a1")] == [pending.report_id]
+        assert bob.reports() == [] and len(carol.reports(all_analysts=True)) == 1
+
+        removed = carol.remove_schedule(s.schedule_id)  # an admin may, by id
+        assert removed.name == "a1" and alice.schedules() == []
+        assert [r.report_id for r in alice.reports(schedule="a1")] == [pending.report_id]  # reports stay

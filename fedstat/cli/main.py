@@ -239,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("whoami", help="your name and roles on the coordinator")
     _add_profile(p)
 
+    from fedstat.cli import schedule  # noqa: PLC0415 - `fedstat schedule` and `fedstat reports`
+
+    schedule.add_parsers(sub)
+
     # proof of concept on one machine
     poc = sub.add_parser("poc", help="a whole consortium on this machine, for trying fedstat").add_subparsers(
         dest="poc_command", required=True, metavar="ACTION"
@@ -610,6 +614,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_status(args)
         if args.command in ("coordinator", "site"):
             return cmd_daemon(args)
+        if args.command in ("schedule", "reports"):
+            from fedstat.cli import schedule  # noqa: PLC0415
+
+            return schedule.run(args)
         if args.command == "poc":
             from fedstat.cli import poc  # noqa: PLC0415
 

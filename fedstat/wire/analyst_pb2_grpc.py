@@ -89,6 +89,36 @@ class AnalystStub:
                 request_serializer=fedstat_dot_v1_dot_analyst__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=fedstat_dot_v1_dot_analyst__pb2.WhoAmIResponse.FromString,
                 _registered_method=True)
+        self.AddSchedule = channel.unary_unary(
+                '/fedstat.v1.Analyst/AddSchedule',
+                request_serializer=fedstat_dot_v1_dot_analyst__pb2.AddScheduleRequest.SerializeToString,
+                response_deserializer=fedstat_dot_v1_dot_analyst__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/fedstat.v1.Analyst/ListSchedules',
+                request_serializer=fedstat_dot_v1_dot_analyst__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=fedstat_dot_v1_dot_analyst__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.RemoveSchedule = channel.unary_unary(
+                '/fedstat.v1.Analyst/RemoveSchedule',
+                request_serializer=fedstat_dot_v1_dot_analyst__pb2.ScheduleRef.SerializeToString,
+                response_deserializer=fedstat_dot_v1_dot_analyst__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.RunScheduleNow = channel.unary_unary(
+                '/fedstat.v1.Analyst/RunScheduleNow',
+                request_serializer=fedstat_dot_v1_dot_analyst__pb2.ScheduleRef.SerializeToString,
+                response_deserializer=fedstat_dot_v1_dot_analyst__pb2.Report.FromString,
+                _registered_method=True)
+        self.ListReports = channel.unary_unary(
+                '/fedstat.v1.Analyst/ListReports',
+                request_serializer=fedstat_dot_v1_dot_analyst__pb2.ListReportsRequest.SerializeToString,
+                response_deserializer=fedstat_dot_v1_dot_analyst__pb2.ListReportsResponse.FromString,
+                _registered_method=True)
+        self.GetReport = channel.unary_unary(
+                '/fedstat.v1.Analyst/GetReport',
+                request_serializer=fedstat_dot_v1_dot_analyst__pb2.GetReportRequest.SerializeToString,
+                response_deserializer=fedstat_dot_v1_dot_analyst__pb2.Report.FromString,
+                _registered_method=True)
 
 
 class AnalystServicer:
@@ -168,6 +198,45 @@ class AnalystServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddSchedule(self, request, context):
+        """Scheduled aggregate reports: a cron expression (UTC) and a job template; each run is an
+        ordinary job submitted as the schedule's owner, and each finished run leaves a report.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunScheduleNow(self, request, context):
+        """Starts a run at once (its report comes when the job finishes); the slots are unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReports(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalystServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +294,36 @@ def add_AnalystServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=fedstat_dot_v1_dot_analyst__pb2.WhoAmIRequest.FromString,
                     response_serializer=fedstat_dot_v1_dot_analyst__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'AddSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddSchedule,
+                    request_deserializer=fedstat_dot_v1_dot_analyst__pb2.AddScheduleRequest.FromString,
+                    response_serializer=fedstat_dot_v1_dot_analyst__pb2.Schedule.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=fedstat_dot_v1_dot_analyst__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=fedstat_dot_v1_dot_analyst__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'RemoveSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveSchedule,
+                    request_deserializer=fedstat_dot_v1_dot_analyst__pb2.ScheduleRef.FromString,
+                    response_serializer=fedstat_dot_v1_dot_analyst__pb2.Schedule.SerializeToString,
+            ),
+            'RunScheduleNow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunScheduleNow,
+                    request_deserializer=fedstat_dot_v1_dot_analyst__pb2.ScheduleRef.FromString,
+                    response_serializer=fedstat_dot_v1_dot_analyst__pb2.Report.SerializeToString,
+            ),
+            'ListReports': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReports,
+                    request_deserializer=fedstat_dot_v1_dot_analyst__pb2.ListReportsRequest.FromString,
+                    response_serializer=fedstat_dot_v1_dot_analyst__pb2.ListReportsResponse.SerializeToString,
+            ),
+            'GetReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReport,
+                    request_deserializer=fedstat_dot_v1_dot_analyst__pb2.GetReportRequest.FromString,
+                    response_serializer=fedstat_dot_v1_dot_analyst__pb2.Report.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -524,6 +623,168 @@ class Analyst:
             '/fedstat.v1.Analyst/WhoAmI',
             fedstat_dot_v1_dot_analyst__pb2.WhoAmIRequest.SerializeToString,
             fedstat_dot_v1_dot_analyst__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstat.v1.Analyst/AddSchedule',
+            fedstat_dot_v1_dot_analyst__pb2.AddScheduleRequest.SerializeToString,
+            fedstat_dot_v1_dot_analyst__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstat.v1.Analyst/ListSchedules',
+            fedstat_dot_v1_dot_analyst__pb2.ListSchedulesRequest.SerializeToString,
+            fedstat_dot_v1_dot_analyst__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstat.v1.Analyst/RemoveSchedule',
+            fedstat_dot_v1_dot_analyst__pb2.ScheduleRef.SerializeToString,
+            fedstat_dot_v1_dot_analyst__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunScheduleNow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstat.v1.Analyst/RunScheduleNow',
+            fedstat_dot_v1_dot_analyst__pb2.ScheduleRef.SerializeToString,
+            fedstat_dot_v1_dot_analyst__pb2.Report.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstat.v1.Analyst/ListReports',
+            fedstat_dot_v1_dot_analyst__pb2.ListReportsRequest.SerializeToString,
+            fedstat_dot_v1_dot_analyst__pb2.ListReportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstat.v1.Analyst/GetReport',
+            fedstat_dot_v1_dot_analyst__pb2.GetReportRequest.SerializeToString,
+            fedstat_dot_v1_dot_analyst__pb2.Report.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,16 @@ class AnalystStub:
     """The coordinator's operational state (role admin): sites, jobs by state, round latencies."""
     WhoAmI: _grpc.UnaryUnaryMultiCallable[_analyst_pb2.WhoAmIRequest, _analyst_pb2.WhoAmIResponse]
     """The caller's identity and roles on the coordinator."""
+    AddSchedule: _grpc.UnaryUnaryMultiCallable[_analyst_pb2.AddScheduleRequest, _analyst_pb2.Schedule]
+    """Scheduled aggregate reports: a cron expression (UTC) and a job template; each run is an
+    ordinary job submitted as the schedule's owner, and each finished run leaves a report.
+    """
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_analyst_pb2.ListSchedulesRequest, _analyst_pb2.ListSchedulesResponse]
+    RemoveSchedule: _grpc.UnaryUnaryMultiCallable[_analyst_pb2.ScheduleRef, _analyst_pb2.Schedule]
+    RunScheduleNow: _grpc.UnaryUnaryMultiCallable[_analyst_pb2.ScheduleRef, _analyst_pb2.Report]
+    """Starts a run at once (its report comes when the job finishes); the slots are unchanged."""
+    ListReports: _grpc.UnaryUnaryMultiCallable[_analyst_pb2.ListReportsRequest, _analyst_pb2.ListReportsResponse]
+    GetReport: _grpc.UnaryUnaryMultiCallable[_analyst_pb2.GetReportRequest, _analyst_pb2.Report]
 
 @_typing.type_check_only
 class AnalystAsyncStub(AnalystStub):
@@ -77,6 +87,16 @@ class AnalystAsyncStub(AnalystStub):
     """The coordinator's operational state (role admin): sites, jobs by state, round latencies."""
     WhoAmI: _aio.UnaryUnaryMultiCallable[_analyst_pb2.WhoAmIRequest, _analyst_pb2.WhoAmIResponse]  # type: ignore[assignment]
     """The caller's identity and roles on the coordinator."""
+    AddSchedule: _aio.UnaryUnaryMultiCallable[_analyst_pb2.AddScheduleRequest, _analyst_pb2.Schedule]  # type: ignore[assignment]
+    """Scheduled aggregate reports: a cron expression (UTC) and a job template; each run is an
+    ordinary job submitted as the schedule's owner, and each finished run leaves a report.
+    """
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_analyst_pb2.ListSchedulesRequest, _analyst_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    RemoveSchedule: _aio.UnaryUnaryMultiCallable[_analyst_pb2.ScheduleRef, _analyst_pb2.Schedule]  # type: ignore[assignment]
+    RunScheduleNow: _aio.UnaryUnaryMultiCallable[_analyst_pb2.ScheduleRef, _analyst_pb2.Report]  # type: ignore[assignment]
+    """Starts a run at once (its report comes when the job finishes); the slots are unchanged."""
+    ListReports: _aio.UnaryUnaryMultiCallable[_analyst_pb2.ListReportsRequest, _analyst_pb2.ListReportsResponse]  # type: ignore[assignment]
+    GetReport: _aio.UnaryUnaryMultiCallable[_analyst_pb2.GetReportRequest, _analyst_pb2.Report]  # type: ignore[assignment]
 
 class AnalystServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -164,5 +184,51 @@ class AnalystServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_analyst_pb2.WhoAmIResponse, _abc.Awaitable[_analyst_pb2.WhoAmIResponse]]:
         """The caller's identity and roles on the coordinator."""
+
+    @_abc_1.abstractmethod
+    def AddSchedule(
+        self,
+        request: _analyst_pb2.AddScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analyst_pb2.Schedule, _abc.Awaitable[_analyst_pb2.Schedule]]:
+        """Scheduled aggregate reports: a cron expression (UTC) and a job template; each run is an
+        ordinary job submitted as the schedule's owner, and each finished run leaves a report.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _analyst_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analyst_pb2.ListSchedulesResponse, _abc.Awaitable[_analyst_pb2.ListSchedulesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveSchedule(
+        self,
+        request: _analyst_pb2.ScheduleRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analyst_pb2.Schedule, _abc.Awaitable[_analyst_pb2.Schedule]]: ...
+
+    @_abc_1.abstractmethod
+    def RunScheduleNow(
+        self,
+        request: _analyst_pb2.ScheduleRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analyst_pb2.Report, _abc.Awaitable[_analyst_pb2.Report]]:
+        """Starts a run at once (its report comes when the job finishes); the slots are unchanged."""
+
+    @_abc_1.abstractmethod
+    def ListReports(
+        self,
+        request: _analyst_pb2.ListReportsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analyst_pb2.ListReportsResponse, _abc.Awaitable[_analyst_pb2.ListReportsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetReport(
+        self,
+        request: _analyst_pb2.GetReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analyst_pb2.Report, _abc.Awaitable[_analyst_pb2.Report]]: ...
 
 def add_AnalystServicer_to_server(servicer: AnalystServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
