@@ -420,3 +420,29 @@ def test_schedule_rpcs__roles_own_and_others(ca, coordinator_with_access):
         removed = carol.remove_schedule(s.schedule_id)  # an admin may, by id
         assert removed.name == "a1" and alice.schedules() == []
         assert [r.report_id for r in alice.reports(schedule="a1")] == [pending.report_id]  # reports stay
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def test_cli__schedule_help_teaches_cron_and_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    from fedstat.cli.main import build_parser, main
+
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["schedule", "add", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for text in ("--cron EXPR", '"*/5 * * * *"     every 5 minutes', "@weekly", "examples:", "--epsilon", "--freq"):
+        assert text in out
+    profile = ["--profile", str(tmp_path / "nope.toml")]
+    rc = main(["schedule", "add", *profile, "--name", "x", "--cron", "61 * * * *", "--freq"])
+    assert (rc, capsys.readouterr().err) == (
+        2,
+        "fedstat: error: cron minute field '61': 61 is out of range (allowed 0-59)\n",
+    )
+    rc = main(["schedule", "add", *profile, "--name", "x", "--cron", "@daily"])
+    assert rc == 2 and "no analysis requested" in capsys.readouterr().err
+    rc = main(["reports", "list", *profile])
+    assert (
+        rc == 2 and capsys.readouterr().err == f"fedstat: error: config file {tmp_path / 'nope.toml'} does not exist\n"
+    )

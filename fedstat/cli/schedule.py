@@ -160,10 +160,14 @@ def _wait_for_report(c: object, report_id: str, poll_s: float = 1.0) -> object:
 def run(args: argparse.Namespace) -> int:
     from fedstat.client import Client  # noqa: PLC0415
 
+    if args.command == "schedule" and args.schedule_command == "add":
+        from coordinator.cron import parse_cron  # noqa: PLC0415
+
+        parse_cron(args.cron)  # a bad expression is named here, before any connection
+        spec = _spec(args)
     with Client.from_profile(args.profile) as c:
         if args.command == "schedule":
             if args.schedule_command == "add":
-                spec = _spec(args)
                 s = c.add_schedule(args.name, args.cron, spec)  # type: ignore[arg-type]
                 print(f"schedule {s.name} added ({s.schedule_id}): {s.cron!r} UTC, first run {s.next_run_at}")
             elif args.schedule_command == "list":
