@@ -34,7 +34,7 @@ from fedstat.errors import (
     SiteDropped,
     SiteUnavailable,
 )
-from fedstat.jobs import JobSpec, RoundPlan, plan_job
+from fedstat.jobs import SITE_STATE_COMPUTATIONS, JobSpec, RoundPlan, plan_job
 from fedstat.pki import RevocationList
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.paillier import job_public_key
@@ -171,7 +171,9 @@ class _JobRunner:
         self.engine, self.job_id, self.inbox, self.cancel = engine, job_id, inbox, cancel
         self.store = engine.store
         self.sites: dict[str, SiteSession] = {}
-        self.cohort: dict[str, int] = {}
+        self.cohort: dict[str, int] = {}  # participants per site now (after any --mind)
+        self.accepted: dict[str, int] = {}  # participants per site when it accepted the job
+        self.state_rounds: list[tuple[int, RoundPlan]] = []  # rounds whose effect stays at the sites
         self.min_cell: dict[str, int] = {}  # each accepting site's min_cell_count (disclosure control)
         self.settled: set[str] = set()  # sites that refused or failed: keep their state
         self.round_no = 0
@@ -264,6 +266,7 @@ class _JobRunner:
             if done:
                 sums = self.replay(analysis, done)
                 done = []
+                self.restore_site_state(spec, len(harmonized.variants))
             try:
                 self.run_rounds(spec, analysis, len(harmonized.variants), sums)
                 break
@@ -295,6 +298,8 @@ class _JobRunner:
                     f"cannot resume after round {round_no}: the stored round does not match the job's plan; "
                     "submit the job again"
                 )
+            if plan.computation in SITE_STATE_COMPUTATIONS:
+                self.state_rounds.append((round_no, plan))
             sums = totals
         self.round_no = done[-1][0]
         self.log(f"resumed after round {self.round_no} from the stored totals; going on with attempt {self.attempt}")
@@ -330,7 +335,10 @@ class _JobRunner:
                 except SiteDropped as exc:
                     self.recover_site(spec, exc)  # raises SiteDropped when the site does not come back
                     self.attempt += 1
+                    self.restore_site_state(spec, n_variants)
                     self.log(f"retrying round {self.round_no} as attempt {self.attempt} (fresh keys)")
+            if plan.computation in SITE_STATE_COMPUTATIONS:
+                self.state_rounds.append((self.round_no, plan))
             seconds = time.monotonic() - t0
             self.store.save_round(
                 self.job_id,
@@ -342,6 +350,14 @@ class _JobRunner:
                 totals=sums,
             )
             self.log(f"round {self.round_no} sums received from all sites in {seconds:.2f} s")
+
+    def restore_site_state(self, spec: JobSpec, n_variants: int) -> None:
+        """Sites offered the job again start from their original cohort: run the earlier rounds that
+        changed it (--mind, PC scores) again, in order, before going on (each is idempotent at the
+        sites that still hold their state)."""
+        for round_no, plan in self.state_rounds:
+            self.log(f"round {round_no} ({plan.computation}) run again so every site holds its result")
+            self.run_round(spec, round_no, plan, n_variants)
 
     def recover_site(self, spec: JobSpec, exc: SiteDropped) -> None:
         """A site dropped mid-round: wait up to ``site_reconnect_s`` for it to reconnect, offer it the
@@ -360,7 +376,7 @@ class _JobRunner:
             )
         self.sites[site] = session
         self.settled.discard(site)
-        self.offer([site], spec, resumed=True, previous={site: self.cohort.get(site, 0)})
+        self.offer([site], spec, resumed=True, previous={site: self.accepted.get(site, 0)})
         self.send_plan(site, recheck=True)
         self.log(f"site {site} reconnected and accepted the job again")
 
@@ -377,6 +393,7 @@ class _JobRunner:
             raise SiteUnavailable(f"{exc} ({why})") from None
         del self.sites[site]
         self.cohort.pop(site, None)
+        self.state_rounds = []  # the analysis starts again, and with it every round
         self.attempt += 1
         self.store.drop_round_totals(self.job_id)  # the rounds so far included the dropped site
         self.log(
@@ -466,7 +483,7 @@ class _JobRunner:
                     f"cannot go on: site {site}'s cohort changed from {before} to {d.cohort_size} participants since "
                     "the job's earlier rounds (consent withdrawn or data changed); submit the job again"
                 )
-            self.cohort[site] = int(d.cohort_size)
+            self.cohort[site] = self.accepted[site] = int(d.cohort_size)
             self.min_cell[site] = int(d.min_cell_count)
             self.store.set_site(self.job_id, site, state="ACCEPTED", cohort_size=int(d.cohort_size))
             consent = f", {d.consent_excluded} excluded by consent" if d.consent_excluded else ""
@@ -583,6 +600,7 @@ class _JobRunner:
                     continue
                 self.store.set_site(self.job_id, site, blocks_done=int(p.blocks_done), blocks_total=int(p.blocks_total))
                 if p.finished:
+                    self.note_cohort(site, int(p.cohort_size), plan.computation)
                     if not aggregator.complete(site):
                         raise ProtocolError(f"site {site} finished round {round_no} without sending every sum")
                     waiting.discard(site)
@@ -597,6 +615,14 @@ class _JobRunner:
         if mode.adds_noise:  # noisy counts below zero carry no information: clip (post-processing)
             totals = {k: np.maximum(v, 0) if v.dtype.kind == "i" else v for k, v in totals.items()}
         return totals
+
+    def note_cohort(self, site: str, size: int, computation: str) -> None:
+        """Log a site's participants leaving the job in a round (e.g. --mind); counts only."""
+        before = self.cohort.get(site, 0)
+        if size and (size != before or computation == "sample_missing"):
+            what = "--mind" if computation == "sample_missing" else computation
+            self.log(f"site {site}: {what} removed {before - size} of {before} participants; {size} remain")
+            self.cohort[site] = size
 
     def decrypt_with_analyst(self, ctx: RoundContext, sums: Any, public_key: Any) -> Any:
         """--privacy paillier: the analyst's client (the key holder) decrypts the summed ciphertexts."""

@@ -14,6 +14,7 @@ This module holds the registry on both sides:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -25,11 +26,12 @@ import numpy as np
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError, shown
 from fedstat.report.gwas import JobContext, assoc_section, glm_outputs, write_report
-from fedstat.stats import allele, assoc, glm
-from fedstat.stats.base import Cohort, JobAnalysis, LocalComputation, RoundInput, RoundPlan
+from fedstat.stats import allele, assoc, glm, pca
+from fedstat.stats.base import Cohort, JobAnalysis, LocalComputation, RoundInput, RoundPlan, SiteUpdate
+from fedstat.stats.qc import QcResult, VariantQc, variant_filter
 
 #: Analyses this version runs, as plink2 (or PLINK 1.9: assoc, model) flag names without dashes.
-KNOWN_ANALYSES: tuple[str, ...] = (*allele.ANALYSES, "glm", "assoc", "model")
+KNOWN_ANALYSES: tuple[str, ...] = (*allele.ANALYSES, "pca", "glm", "assoc", "model")
 #: --glm modifiers as plink2 spells them, plus fedstat's ``show-covar`` (covariate rows are
 #: hidden by default, as with plink2's ``hide-covar``).
 GLM_MODIFIERS = frozenset({"hide-covar", "show-covar", "firth", "no-firth", "firth-fallback", "allow-no-covars"})
@@ -41,7 +43,17 @@ KNOWN_OPTIONS = {
     "dp_epsilon": 40,
     "dp_delta": 40,
     "paillier_public_key": 4096,
+    "mind": 40,
+    "geno": 40,
+    "hwe": 60,
+    "maf": 40,
+    "pca": 40,
 }
+#: Job options that filter samples or variants before the analyses (plink2's order of application).
+QC_OPTIONS = ("mind", "geno", "hwe", "maf")
+#: --hwe modifiers: ``midp`` (plink2's mid-p adjustment), ``controls`` (test the controls of the
+#: case/control --pheno-name only; PLINK 1.9's default for case/control data).
+HWE_MODIFIERS = frozenset({"controls"})
 #: Most phenotypes, covariates (after range expansion) and sites one job may name.
 MAX_PHENOS, MAX_COVARS, MAX_SITES = 100, 1000, 1000
 MAX_BLOCK_SIZE = 1 << 20
@@ -144,6 +156,15 @@ class JobSpec:
             raise InputError("--glm, --assoc and --model need --pheno-name (the phenotype column(s) to test)")
         if ("assoc" in self.analyses or "model" in self.analyses) and len(pheno) != 1:
             raise InputError("--assoc and --model test one case/control phenotype: give exactly one --pheno-name")
+        qc_filters(self)  # InputError naming a bad --mind/--geno/--hwe/--maf
+        k = pca_components(self)
+        if ("pca" in self.analyses) != bool(k):
+            raise InputError("--pca needs the number of components, e.g. --pca 10")
+        if mode.adds_noise and (k or any(o in self.options for o in QC_OPTIONS)):
+            raise InputError(
+                "--pca and the QC filters (--mind, --geno, --hwe, --maf) cannot run under --privacy dp in this "
+                "version (their rounds would spend budget the job does not account for)"
+            )
         if covar and "glm" not in self.analyses:
             raise InputError("--covar-name is used by --glm only")
         if len(set(self.sites)) != len(self.sites):
@@ -171,6 +192,52 @@ class JobSpec:
     def from_json(cls, d: Mapping[str, Any]) -> JobSpec:
         tuples = {"analyses", "pheno_names", "covar_names", "sites"}
         return cls(**{k: (tuple(v) if k in tuples else v) for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+# --- QC and PCA options ----------------------------------------------------------------------
+
+
+def _unit_option(spec: JobSpec, key: str) -> float | None:
+    raw = spec.options.get(key)
+    if raw is None:
+        return None
+    try:
+        value = float(raw.split()[0]) if raw.split() else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"--{key} takes a number between 0 and 1, got {shown(raw)}")
+    return value
+
+
+def qc_filters(spec: JobSpec) -> tuple[float | None, VariantQc, bool]:
+    """(--mind threshold, the variant filters, whether --hwe tests controls only) from a spec's options."""
+    mind = _unit_option(spec, "mind")
+    hwe_words = spec.options.get("hwe", "").split()
+    bad = [w for w in hwe_words[1:] if w not in HWE_MODIFIERS]
+    if bad:
+        raise InputError(f"unknown --hwe modifier {shown(bad[0])}; known: {', '.join(sorted(HWE_MODIFIERS))}")
+    controls = "controls" in hwe_words[1:]
+    if controls and len(expand_names(spec.pheno_names)) != 1:
+        raise InputError("--hwe ... controls tests the controls of one case/control phenotype: give one --pheno-name")
+    qc = VariantQc(geno=_unit_option(spec, "geno"), hwe=_unit_option(spec, "hwe"), maf=_unit_option(spec, "maf"))
+    return mind, qc, controls
+
+
+def pca_components(spec: JobSpec) -> int:
+    """--pca K from the spec's options (0 when absent)."""
+    raw = spec.options.get("pca")
+    if raw is None:
+        return 0
+    if not raw.isdigit() or not 1 <= int(raw) <= pca.MAX_PCS:
+        raise InputError(f"--pca takes a number of components from 1 to {pca.MAX_PCS}, got {shown(raw)}")
+    return int(raw)
+
+
+def derived_columns(spec: JobSpec) -> frozenset[str]:
+    """Covariates the job computes itself (``PC1``… of its own --pca), which no sample table needs."""
+    k = pca_components(spec)
+    return frozenset(c for c in spec.covar_names if c in pca.pc_names(k))
 
 
 # --- names ---------------------------------------------------------------------------------
@@ -231,9 +298,55 @@ def _check_dp(spec: JobSpec) -> None:
             raise InputError(f"{flag} must be in ({lo:g}, {hi:g}], got {raw}")
 
 
+class _SampleMissing:
+    """Site side of --mind: each participant's missing-call rate over the round's variants; those
+    above the threshold leave the job at this site. Only the count removed is summed."""
+
+    def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        return {}
+
+    def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
+        if "missing" not in inp.local:
+            inp.local["missing"] = np.zeros(cohort.n, dtype=np.int64)
+        inp.local["missing"] += np.count_nonzero(block < 0, axis=0)
+        return {}
+
+    def finish(self, cohort: Cohort, inp: RoundInput) -> SiteUpdate:
+        threshold = float(inp.params["mind"])
+        missing = inp.local.get("missing", np.zeros(cohort.n, dtype=np.int64))
+        n = max(len(inp.variants), 1)
+        keep = missing / n <= threshold  # plink2 removes samples whose rate exceeds it
+        return SiteUpdate(keep=keep, sums={"removed": np.array([cohort.n - int(keep.sum())], dtype=np.int64)})
+
+
+class _QcCounts:
+    """Site side of the QC round: genotype counts, plus counts among the controls of ``params['controls']``."""
+
+    def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        return {}
+
+    def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
+        out = allele.local_sums(block)
+        pheno = inp.params.get("controls")
+        if pheno:
+            try:
+                controls = np.asarray(cohort.columns[pheno]) == 1.0  # plink2's case/control coding: 1 = control
+            except KeyError:
+                raise InputError(f"--hwe controls: the cohort has no column {pheno!r}") from None
+            out |= {f"control_{k}": v for k, v in allele.local_sums(block[:, controls]).items()}
+        return out
+
+
+#: Computations whose rounds change what a site holds for the job's later rounds (participants,
+#: derived columns); a site that is offered the job again must run them again.
+SITE_STATE_COMPUTATIONS = frozenset({"sample_missing", "pca_scores"})
+
 #: Local computations a site can run, by name (the RoundPlan's ``computation``).
 LOCAL_COMPUTATIONS: Mapping[str, LocalComputation] = {
     "allele_counts": _AlleleCounts(),
+    "sample_missing": _SampleMissing(),
+    "qc_counts": _QcCounts(),
+    **pca.LOCAL_COMPUTATIONS,
     **assoc.LOCAL_COMPUTATIONS,
     **glm.LOCAL_COMPUTATIONS,
 }
@@ -261,6 +374,96 @@ class AlleleAnalysis:
 
     def log_lines(self) -> list[str]:
         return []
+
+
+class MindAnalysis:
+    """``--mind``: one round over every harmonized variant; each site drops its own participants whose
+    missing-call rate exceeds the threshold (per-participant data never leaves the site)."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.removed: int | None = None
+
+    def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
+        if sums is None:
+            return RoundPlan("sample_missing", params={"mind": repr(self.threshold)})
+        self.removed = int(np.asarray(sums["removed"]).sum())
+        return None
+
+    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
+        return []
+
+    def log_lines(self) -> list[str]:
+        if self.removed is None:
+            return []
+        return [f"--mind {self.threshold:g}: {self.removed} participants removed due to missing genotype data"]
+
+
+class KeptVariants:
+    """The harmonized variants the QC round kept (shared by the later steps of a job); None = all."""
+
+    def __init__(self) -> None:
+        self.index: np.ndarray | None = None
+
+
+class QcAnalysis:
+    """``--geno``, ``--hwe``, ``--maf``: one round of pooled genotype counts, then plink2's filters."""
+
+    def __init__(self, qc: VariantQc, kept: KeptVariants, *, controls: str = ""):
+        self.qc, self.kept, self.controls = qc, kept, controls
+        self.result: QcResult | None = None
+
+    def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
+        if sums is None:
+            return RoundPlan("qc_counts", params={"controls": self.controls} if self.controls else {})
+        counts = {k: np.asarray(sums[k]) for k in allele.SUM_NAMES}
+        hwe_counts = {k: np.asarray(sums[f"control_{k}"]) for k in allele.SUM_NAMES} if self.controls else counts
+        result = variant_filter(replace(self.qc, hwe=None), **counts)
+        if self.qc.hwe is not None:  # plink2's order: geno, hwe, maf; hwe possibly on controls only
+            geno_only = variant_filter(VariantQc(geno=self.qc.geno), **counts).keep
+            hwe_fail = ~variant_filter(VariantQc(hwe=self.qc.hwe), **hwe_counts).keep
+            maf_fail = ~variant_filter(VariantQc(maf=self.qc.maf), **counts).keep
+            removed = {}
+            if self.qc.geno is not None:
+                removed["geno"] = int((~geno_only).sum())
+            removed["hwe"] = int((hwe_fail & geno_only).sum())
+            if self.qc.maf is not None:
+                removed["maf"] = int((maf_fail & geno_only & ~hwe_fail).sum())
+            result = QcResult(keep=geno_only & ~hwe_fail & ~maf_fail, removed=removed)
+        self.result = result
+        self.kept.index = np.flatnonzero(result.keep).astype(np.int64)
+        return None
+
+    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
+        return []
+
+    def log_lines(self) -> list[str]:
+        if self.result is None:
+            return []
+        lines = self.result.log_lines()
+        if self.controls and "hwe" in self.result.removed:
+            lines[list(self.result.removed).index("hwe")] += f" (in the controls of {self.controls})"
+        return lines
+
+
+class SubsetAnalysis:
+    """Runs ``inner`` on the variants QC kept: its rounds cover (subsets of) them and it writes them only."""
+
+    def __init__(self, inner: JobAnalysis, kept: KeptVariants):
+        self.inner, self.kept = inner, kept
+
+    def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
+        plan = self.inner.next_round(sums)
+        if plan is None or self.kept.index is None:
+            return plan
+        index = self.kept.index if plan.variants is None else self.kept.index[np.asarray(plan.variants)]
+        return replace(plan, variants=index)
+
+    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
+        return self.inner.write(out_prefix, variants if self.kept.index is None else variants.take(self.kept.index))
+
+    def log_lines(self) -> list[str]:
+        return self.inner.log_lines()
 
 
 class CompositeAnalysis:
@@ -317,16 +520,42 @@ class GwasOutputs:
         return files
 
     def log_lines(self) -> list[str]:
-        return []
+        """Genomic inflation λGC of each ADD test (the median χ²₁ of its p-values / 0.4549)."""
+        from fedstat.report.plots import lambda_gc  # noqa: PLC0415 - matplotlib only when reporting
+
+        lines = []
+        if self.glm_job is not None:
+            for res in self.glm_job.results.values():
+                log10_p = res.log_p[:, 0] / math.log(10.0)
+                lam = lambda_gc(np.exp(res.log_p[:, 0]), log10_p)
+                covars = ", ".join(res.covariates) or "no covariates"
+                lines.append(f"λGC {res.pheno} (--glm ADD, {covars}): {lam:.4f}")
+        return lines
 
 
 def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
-    """The coordinator-side analysis for a validated spec (``ctx``: facts for the HTML report)."""
+    """The coordinator-side analysis for a validated spec (``ctx``: facts for the HTML report).
+
+    Steps run in plink2's order: ``--mind`` (at each site), the variant filters on pooled
+    counts, then the analyses over the variants kept: allele reports, ``--pca`` (whose PCs later
+    steps may use as covariates), ``--glm`` / ``--assoc`` / ``--model`` and the GWAS outputs.
+    """
     ctx = ctx or JobContext(spec=spec.to_json())
     parts: list[JobAnalysis] = []
+    mind, qc, controls = qc_filters(spec)
+    if mind is not None:
+        parts.append(MindAnalysis(mind))
+    kept = KeptVariants()
+    if qc.active:
+        parts.append(QcAnalysis(qc, kept, controls=spec.pheno_names[0] if controls else ""))
     allele_flags = tuple(a for a in spec.analyses if a in allele.ANALYSES)
     if allele_flags:
-        parts.append(AlleleAnalysis(allele_flags))
+        parts.append(SubsetAnalysis(AlleleAnalysis(allele_flags), kept))
+    k = pca_components(spec)
+    if k:
+        scores = tuple(c for c in spec.covar_names if c in derived_columns(spec))
+        n_samples = sum(n for _, n in ctx.sites)
+        parts.append(SubsetAnalysis(pca.PcaAnalysis(k, scores=scores, n_samples=n_samples), kept))
     glm_job = assoc_job = None
     if "glm" in spec.analyses:
         mods = {m for m in spec.options.get("glm", "").split(",") if m}
@@ -335,7 +564,7 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
         else:
             mods.add("hide-covar")  # fedstat's default: covariate rows hidden
         glm_job = glm.plan_glm(spec.pheno_names, spec.covar_names, frozenset(mods))
-        parts.append(glm_job)
+        parts.append(SubsetAnalysis(glm_job, kept))
     if "assoc" in spec.analyses or "model" in spec.analyses:
         assoc_job = assoc.plan_assoc(
             spec.pheno_names[0],
@@ -343,7 +572,7 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
             model="model" in spec.analyses,
             min_cell_count=ctx.min_cell_count,
         )
-        parts.append(assoc_job)
+        parts.append(SubsetAnalysis(assoc_job, kept))
     if glm_job is not None or assoc_job is not None:
-        parts.append(GwasOutputs(ctx, glm_job, assoc_job, spec.pheno_names[0]))
+        parts.append(SubsetAnalysis(GwasOutputs(ctx, glm_job, assoc_job, spec.pheno_names[0]), kept))
     return CompositeAnalysis(parts)

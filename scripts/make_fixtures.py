@@ -62,8 +62,10 @@ QC_RUNS = {
     "geno": ("--geno", "0.01"),
     "hwe": ("--hwe", "1e-3"),
     "all": ("--maf", "0.2", "--geno", "0.005", "--hwe", "0.01"),
+    "mind": ("--mind", "0.021", "--geno", "0.01"),  # --mind runs first: --geno counts the samples left
 }
 _REMOVED = (  # plink2 2.00a3.5 log lines -> filter name
+    (re.compile(r"^(\d+) samples? removed due to missing genotype data \(--mind\)"), "mind"),
     (re.compile(r"--geno: (\d+) variants? removed"), "geno"),
     (re.compile(r"--hwe: (\d+) variants? removed"), "hwe"),
     (re.compile(r"^(\d+) variants? removed due to allele frequency threshold"), "maf"),

@@ -37,7 +37,7 @@ from fedstat.errors import (
     SiteUnavailable,
     shown,
 )
-from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec
+from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec, derived_columns
 from fedstat.net import secure_channel, server_certificate
 from fedstat.pki import RevocationList, identity_from_pem, identity_from_subject, issued_by_bundle
 from fedstat.privacy.base import RoundContext, get_mode
@@ -46,7 +46,7 @@ from fedstat.privacy.dp import BudgetLedger, epsilon_to_rho
 from fedstat.privacy.dpmode import noise_counts, site_sigma
 from fedstat.privacy.secagg import RoundKeyPair, SignedRoundKey, verify_round_keys
 from fedstat.protocol import PlanAssembler, RoundDataAssembler, chunk_to_pb, keys_chunks, spec_from_pb
-from fedstat.stats.base import Cohort, RoundInput
+from fedstat.stats.base import Cohort, RoundInput, SiteUpdate, run_local, updated_cohort
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
 from .audit import AuditLog, AuditPayloadError, spec_digest
@@ -88,7 +88,8 @@ def build_cohort(spec: JobSpec, dataset: Dataset, members: np.ndarray) -> Cohort
     row_of_column = np.empty(dataset.genotypes.n_samples, dtype=np.int64)
     row_of_column[dataset.genotype_index] = np.arange(len(dataset.genotype_index))
     rows = row_of_column[members]
-    names = dict.fromkeys((*spec.pheno_names, *spec.covar_names))
+    derived = derived_columns(spec)  # e.g. PC1… of the job's own --pca: computed in a later round
+    names = dict.fromkeys(n for n in (*spec.pheno_names, *spec.covar_names) if n not in derived)
     columns = {n: np.asarray(dataset.samples.numeric[n], dtype=np.float64)[rows] for n in names}
     binary = {n: dataset.samples.is_binary(n) for n in names}
     return Cohort(n=len(members), columns=columns, binary=binary)
@@ -606,29 +607,43 @@ class SiteAgent:
                     )
                 )
 
-        for name, values in compute.cohort_sums(job.cohort, inp).items():
-            values = np.asarray(values)
-            send_array(name, 0, values.size, values.reshape(-1), values.shape)
         n = len(variants)
         sigma = self._noise_scale(job, req, n) if mode.adds_noise else None
         block_size = job.spec.block_size or self.config.block_size
         n_blocks = (n + block_size - 1) // block_size
-        blocks = job.dataset.genotypes.read_blocks(
-            plan.local_index[variants], flip=plan.flip[variants], sample_index=job.members, block_size=block_size
-        )
-        for done, (offset, block) in enumerate(_checked(blocks, block_size), start=1):
+
+        def read_blocks() -> Iterator[tuple[int, np.ndarray]]:
+            return _checked(
+                job.dataset.genotypes.read_blocks(
+                    plan.local_index[variants],
+                    flip=plan.flip[variants],
+                    sample_index=job.members,
+                    block_size=block_size,
+                ),
+                block_size,
+                job.cancelled,
+            )
+
+        def on_block(done: int) -> None:
+            self._progress(job, req, done, n_blocks, finished=False)
+
+        update = None
+        for out in run_local(compute, job.cohort, inp, read_blocks, on_block=on_block):
             if job.cancelled.is_set():
                 return
-            rows = slice(offset, offset + block.shape[0])
-            sums = compute.block_sums(block, job.cohort, inp, rows)
-            if sigma is not None:
-                sums = noise_counts(sums, sigma=sigma)
-            for name, values in sums.items():
-                values = np.asarray(values)
-                assert values.shape[0] == block.shape[0], f"{req.analysis}: {name} is not per variant"
-                per_row = int(np.prod(values.shape[1:], dtype=np.int64))
-                send_array(name, offset * per_row, n * per_row, values.reshape(-1), (n, *values.shape[1:]))
-            self._progress(job, req, done, n_blocks, finished=False)
+            if isinstance(out, SiteUpdate):
+                update = out
+                continue
+            values = out.values
+            if sigma is not None and out.per_variant:
+                values = noise_counts({out.name: values}, sigma=sigma)[out.name]
+            send_array(out.name, out.offset, out.total, values, out.shape)
+        if update is not None:
+            if update.keep is not None:
+                removed = int(job.cohort.n - np.count_nonzero(update.keep))
+                job.members = job.members[np.asarray(update.keep, dtype=bool)]
+                log.info("job %s: %d participants removed by %s", job.job_id, removed, req.analysis)
+            job.cohort = updated_cohort(job.cohort, update)
         self._progress(job, req, n_blocks, n_blocks, finished=True)
 
     def _encryptor(self, job: _Job) -> Any:
@@ -673,6 +688,7 @@ class SiteAgent:
                     blocks_done=done,
                     blocks_total=total,
                     finished=finished,
+                    cohort_size=job.cohort.n,
                 )
             )
         )
@@ -683,9 +699,13 @@ def _printable(text: str, limit: int = 100) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
-def _checked(blocks: Iterator[tuple[int, np.ndarray]], block_size: int) -> Iterator[tuple[int, np.ndarray]]:
+def _checked(
+    blocks: Iterator[tuple[int, np.ndarray]], block_size: int, cancelled: threading.Event
+) -> Iterator[tuple[int, np.ndarray]]:
     for offset, block in blocks:
         assert block.shape[0] <= block_size
+        if cancelled.is_set():
+            return
         yield offset, block
 
 

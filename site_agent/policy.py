@@ -21,7 +21,7 @@ import numpy as np
 from fedstat.config import SitePolicy
 from fedstat.data.dataset import Dataset
 from fedstat.errors import InputError, PolicyRefused
-from fedstat.jobs import JobSpec
+from fedstat.jobs import JobSpec, derived_columns
 from fedstat.privacy.consent import (
     ConsentSummary,
     DiseaseOntology,
@@ -93,8 +93,9 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
             f"{policy.weakest_privacy!r} (order: none < secagg = paillier < dp = paillier,dp)"
         )
     columns = set(dataset.samples.numeric)  # text columns (consent) are never phenotypes
+    derived = derived_columns(spec)  # PC1… of the job's own --pca are computed at the site
     for kind, names in (("phenotype", spec.pheno_names), ("covariate", spec.covar_names)):
-        unknown = [n for n in names if n not in columns]
+        unknown = [n for n in names if n not in columns and n not in derived]
         if unknown:
             raise InputError(
                 f"unknown {kind} {', '.join(repr(n) for n in unknown)} in {dataset.samples.path.name} of dataset "

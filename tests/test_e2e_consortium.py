@@ -248,3 +248,22 @@ def test_jobs_policies__lists_every_site_and_the_strictest(workspace: Path, caps
     assert set(rows) == {"AFR", "EAS", "EUR", "STRICTEST"}
     assert all(r[2] == "secagg,paillier,dp,paillier,dp,none" and r[5] == "0.33" for r in rows.values())
     assert lines[5].startswith("analyses every site allows: --freq, --geno-counts")
+
+
+def test_submit__mind_at_each_site_and_qc_keep_what_plink2_keeps(workspace: Path, tmp_path: Path, capsys):
+    """--mind runs at each site on its own participants (counts per site in the job log); --geno then
+    filters the pooled counts of the participants left, as plink2 does on the pooled data."""
+    out = tmp_path / "qc"
+    args = ["submit", "--profile", str(workspace / "analyst.toml"), "--freq", "--mind", "0.021", "--geno", "0.01"]
+    assert cli([*args, "--out", str(out)]) == 0, capsys.readouterr().err
+    kept = [r.split("\t")[1] for r in (tmp_path / "qc.afreq").read_text().splitlines()[1:]]
+    assert kept == (FIXTURE / "expected" / "qc-mind.snplist").read_text().split()
+    log = json.loads((tmp_path / "qc.provenance.json").read_text())["log"]
+    text = "\n".join(log)
+    assert "site AFR: --mind removed 0 of 160 participants; 160 remain" in text
+    assert "site EAS: --mind removed 0 of 140 participants; 140 remain" in text
+    assert "site EUR: --mind removed 95 of 180 participants; 85 remain" in text
+    assert "--mind 0.021: 95 participants removed due to missing genotype data" in text
+    assert "--geno: 86 variants removed due to missing genotype data" in text
+    prov = json.loads((tmp_path / "qc.provenance.json").read_text())
+    assert prov["participants_total"] == 385

@@ -31,9 +31,13 @@ examples:
   fedstat submit --profile W/analyst.toml --glm --pheno-name QT,CC --covar-name AGE,SEX,PC1-PC10 --out results/gwas
   fedstat submit --profile W/analyst.toml --assoc --model --pheno-name CC --out results/cc
   fedstat submit --profile W/analyst.toml --freq --sites AFR,EUR --no-wait
+  # the whole pipeline as one job: QC, then PCA, then a GWAS with the PCs as covariates
+  fedstat submit --profile W/analyst.toml --maf 0.01 --geno 0.05 --hwe 1e-6 --pca 10 \
+      --glm --pheno-name CC --covar-name AGE,SEX,PC1-PC10 --out results/pipeline
 
 Output files are named as plink2 names them: <out>.afreq, <out>.gcount, <out>.hardy, <out>.vmiss,
-<out>.<PHENO>.glm.linear / .glm.logistic.hybrid, <out>.assoc, <out>.model; --glm adds
+<out>.<PHENO>.glm.linear / .glm.logistic.hybrid, <out>.assoc, <out>.model, <out>.eigenval and
+<out>.eigenvec.allele (--pca; the per-participant .eigenvec stays at the sites); --glm adds
 <out>.<PHENO>.ssf.tsv.gz (GWAS-SSF) with -meta.yaml, Manhattan and QQ plots and <out>.report.html;
 every job writes <out>.provenance.json (fedstat version, job spec, sites and counts, privacy mode).
 """
@@ -96,6 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--model", action="store_true", help="genotypic tests incl. Cochran-Armitage TREND (PLINK 1.9) → <out>.model"
     )
+    g.add_argument(
+        "--pca",
+        type=int,
+        metavar="K",
+        help="principal components over the variants QC keeps → <out>.eigenval and <out>.eigenvec.allele "
+        "(variant weights); participants' scores stay at their sites, and --covar-name PC1-PCK uses them",
+    )
+    q = p.add_argument_group(
+        "quality control (plink2 flags; applied before the analyses, in plink2's order)",
+        "--mind runs at each site on its own participants; --geno, --hwe and --maf apply to the pooled counts "
+        "and keep exactly the variants plink2 keeps on the pooled data. The job log shows what each removed.",
+    )
+    q.add_argument("--mind", type=float, metavar="RATE", help="drop participants missing more than RATE of calls")
+    q.add_argument("--geno", type=float, metavar="RATE", help="drop variants missing more than RATE of calls")
+    q.add_argument(
+        "--hwe",
+        nargs="+",
+        metavar=("P", "controls"),
+        help="drop variants with Hardy-Weinberg exact-test p below P; add 'controls' to test the controls of the "
+        "case/control --pheno-name only",
+    )
+    q.add_argument("--maf", type=float, metavar="FREQ", help="drop variants with minor allele frequency below FREQ")
     p.add_argument("--out", required=True, help="output prefix, e.g. results/run1 (as plink2's --out)")
     p.add_argument(
         "--genome-assembly",
@@ -339,6 +365,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         ("geno-counts", args.geno_counts),
         ("hardy", args.hardy),
         ("missing", args.missing),
+        ("pca", args.pca is not None),
         ("glm", args.glm is not None),
         ("assoc", args.assoc),
         ("model", args.model),
@@ -351,6 +378,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["dp_epsilon"] = repr(args.epsilon)
     if args.delta is not None:
         options["dp_delta"] = repr(args.delta)
+    for key in ("mind", "geno", "maf"):
+        if getattr(args, key) is not None:
+            options[key] = repr(getattr(args, key))
+    if args.hwe:
+        options["hwe"] = " ".join(args.hwe)
+    if args.pca is not None:
+        options["pca"] = str(args.pca)
     out = Path(args.out)
     spec = JobSpec(
         analyses=analyses,

@@ -17,7 +17,7 @@ variants whose logistic fit has not converged yet). Nothing per-participant ever
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -62,10 +62,39 @@ class RoundInput:
     params: Mapping[str, str]
     arrays: Mapping[str, np.ndarray]
     variants: np.ndarray
+    local: dict[str, np.ndarray] = field(default_factory=dict)
+    """Site-only working arrays of this round (e.g. per-participant accumulators of a first pass
+    over the blocks); filled by the computation itself, never sent."""
+
+
+@dataclass(frozen=True)
+class SiteUpdate:
+    """How a round changes a site's cohort for the job's later rounds (stays at the site).
+
+    Attributes
+    ----------
+    keep : [array, shape: (cohort.n,), dtype bool] participants that stay in the job (e.g. after
+        ``--mind``); None = all
+    columns : derived per-participant columns added to the cohort (e.g. ``PC1`` … from released
+        PCA weights), each [array, shape: (cohort.n,)] before ``keep`` applies
+    sums : cohort-level sums sent after the blocks (aggregates only, e.g. counts removed)
+    """
+
+    keep: np.ndarray | None = None
+    columns: Mapping[str, np.ndarray] = field(default_factory=dict)
+    sums: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 class LocalComputation(Protocol):
-    """Site side of an analysis round. Must be vectorised: no Python loop per sample or variant."""
+    """Site side of an analysis round. Must be vectorised: no Python loop per sample or variant.
+
+    Optional methods, looked up with ``getattr``:
+
+    - ``first_pass(block, cohort, inp, rows) -> None``: a computation that needs two passes over
+      the round's blocks (e.g. ``Xᵀ(X V)``) accumulates its first pass into ``inp.local``;
+    - ``finish(cohort, inp) -> SiteUpdate``: called after the blocks; may drop participants or
+      add derived columns for later rounds, and may return cohort-level sums.
+    """
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         """Sums over the site's participants that are not per variant (any shape); may be empty."""
@@ -124,3 +153,66 @@ class JobAnalysis(Protocol):
     def log_lines(self) -> list[str]:
         """Aggregate facts for the job log (e.g. 'BATCH excluded: constant'); may be empty."""
         ...
+
+
+@dataclass(frozen=True)
+class Output:
+    """One named array (or a slice of it) a site sends for a round; see :func:`run_local`."""
+
+    name: str
+    offset: int  # flat offset of ``values`` within the whole array
+    total: int  # flat size of the whole array
+    values: np.ndarray  # flat
+    shape: tuple[int, ...]  # the whole array's shape
+    per_variant: bool = False  # a block sum (first axis: the round's variants), not a cohort sum
+
+
+def run_local(
+    compute: LocalComputation,
+    cohort: Cohort,
+    inp: RoundInput,
+    read_blocks: Callable[[], Iterator[tuple[int, np.ndarray]]],
+    *,
+    on_block: Callable[[int], None] | None = None,
+) -> Iterator[Output | SiteUpdate]:
+    """Run one round of ``compute`` at a site: what a site agent (or a test's in-process site) does.
+
+    Yields the arrays to send, block by block (memory stays bounded by the block), then the
+    round's :class:`SiteUpdate` when the computation has a ``finish`` step. ``read_blocks()``
+    yields ``(offset, block)`` over ``inp.variants``; it is called twice for two-pass computations.
+    ``on_block(done)`` is called after each block of the main pass.
+    """
+    for name, values in compute.cohort_sums(cohort, inp).items():
+        values = np.asarray(values)
+        yield Output(name, 0, values.size, values.reshape(-1), values.shape)
+    first_pass = getattr(compute, "first_pass", None)
+    if first_pass is not None:
+        for offset, block in read_blocks():
+            first_pass(block, cohort, inp, slice(offset, offset + block.shape[0]))
+    n = len(inp.variants)
+    for done, (offset, block) in enumerate(read_blocks(), start=1):
+        sums = compute.block_sums(block, cohort, inp, slice(offset, offset + block.shape[0]))
+        for name, values in sums.items():
+            values = np.asarray(values)
+            assert values.shape[0] == block.shape[0], f"{name} is not per variant"
+            per_row = int(np.prod(values.shape[1:], dtype=np.int64))
+            yield Output(name, offset * per_row, n * per_row, values.reshape(-1), (n, *values.shape[1:]), True)
+        if on_block is not None:
+            on_block(done)
+    finish = getattr(compute, "finish", None)
+    if finish is not None:
+        update = finish(cohort, inp)
+        for name, values in update.sums.items():
+            values = np.asarray(values)
+            yield Output(name, 0, values.size, values.reshape(-1), values.shape)
+        yield update
+
+
+def updated_cohort(cohort: Cohort, update: SiteUpdate) -> Cohort:
+    """The cohort for later rounds after ``update``: derived columns added, dropped participants gone."""
+    columns = {**cohort.columns, **{k: np.asarray(v, dtype=np.float64) for k, v in update.columns.items()}}
+    binary = {**cohort.binary, **dict.fromkeys(update.columns, False)}
+    if update.keep is None:
+        return Cohort(n=cohort.n, columns=columns, binary=binary)
+    keep = np.asarray(update.keep, dtype=bool)
+    return Cohort(n=int(keep.sum()), columns={k: v[keep] for k, v in columns.items()}, binary=binary)

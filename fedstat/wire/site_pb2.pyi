@@ -514,6 +514,7 @@ class RoundProgress(_message.Message):
     BLOCKS_DONE_FIELD_NUMBER: _builtins.int
     BLOCKS_TOTAL_FIELD_NUMBER: _builtins.int
     FINISHED_FIELD_NUMBER: _builtins.int
+    COHORT_SIZE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     attempt: _builtins.int
@@ -521,6 +522,10 @@ class RoundProgress(_message.Message):
     blocks_total: _builtins.int
     finished: _builtins.bool
     """all chunks of this round were sent"""
+    cohort_size: _builtins.int
+    """Participants the site's job holds after this round (a count; it changes only when a round
+    drops participants locally, e.g. --mind), so the job log can say how many each site removed.
+    """
     def __init__(
         self,
         *,
@@ -530,10 +535,11 @@ class RoundProgress(_message.Message):
         blocks_done: _builtins.int = ...,
         blocks_total: _builtins.int = ...,
         finished: _builtins.bool = ...,
+        cohort_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "blocks_done", b"blocks_done", "blocks_total", b"blocks_total", "finished", b"finished", "job_id", b"job_id", "round", b"round"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "blocks_done", b"blocks_done", "blocks_total", b"blocks_total", "cohort_size", b"cohort_size", "finished", b"finished", "job_id", b"job_id", "round", b"round"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
