@@ -5,8 +5,10 @@ Three sites with distinct ancestries (Balding–Nichols F = 0.1 from one ancestr
 AFR PLINK1 .bed, EAS VCF, EUR PLINK2 .pgen with REF/ALT swaps) whose phenotypes are confounded
 by ancestry: QT is shifted and CC's case share differs by site, so an uncorrected GWAS is
 inflated and principal components correct it. Genotypes are complete, so plink2's missingness
-correction of the relationship matrix does not apply (see docs/pca.md). ``pca-missing/``-style
-checks with missing calls are made by the tests on the fly.
+correction of the relationship matrix does not apply (see docs/pca.md; tests/test_pca.py checks
+the case with missing calls on tests/data/consortium). plink2 refuses covariates of such
+different scales (AGE against PCs) unless ``--covar-variance-standardize``, which leaves every
+ADD test unchanged; fedstat needs no such rescaling.
 
 Reference outputs (plink2 2.00a3.5 on the pooled data)::
 
@@ -14,6 +16,7 @@ Reference outputs (plink2 2.00a3.5 on the pooled data)::
     expected/pcs.QT.glm.linear, pcs.CC.glm.logistic.hybrid    the same filters, --glm hide-covar with AGE, SEX, PC1-PC10
                                                               from pipeline.eigenvec
     expected/nopcs.QT.glm.linear, nopcs.CC.glm.logistic.hybrid  the same without the PCs
+    expected/hwe-controls.snplist                             --keep <CC controls> --hwe 1e-6 (alone)
 
     python scripts/make_pca_fixture.py           # rebuild tests/data/pca (commit the result)
     python scripts/make_pca_fixture.py --check   # rebuild in a temp dir, fail on any difference
@@ -136,8 +139,13 @@ def build(out_dir: Path, plink2: str) -> None:
               "--covar-variance-standardize", "--glm", "hide-covar", "--out", str(t / "pcs")])  # fmt: skip
         _run([*base, *pheno, "--covar", str(t / "covar.tsv"), "--covar-name", "AGE,SEX",
               "--covar-variance-standardize", "--glm", "hide-covar", "--out", str(t / "nopcs")])  # fmt: skip
+        # --hwe in the controls of CC only: plink2 on the controls alone keeps these variants
+        controls = [r.split("\t")[:2] for r in rows if dict(zip(cols, r.split("\t"), strict=True))["CC"] == "1"]
+        (t / "controls.txt").write_text("".join(f"{f}\t{i}\n" for f, i in controls))
+        _run([*base[:3], "--keep", str(t / "controls.txt"), "--hwe", "1e-6", "--write-snplist", "--threads", "1",
+              "--out", str(t / "hwe-controls")])  # fmt: skip
         for f in sorted(t.iterdir()):
-            if f.name.startswith("pipeline.eigen") or ".glm." in f.name:
+            if f.name.startswith("pipeline.eigen") or ".glm." in f.name or f.name == "hwe-controls.snplist":
                 shutil.copyfile(f, expected / f.name)
 
 

@@ -8,6 +8,7 @@ allele-wts``, and ``--glm`` with the pooled PCs (and without) under the same fil
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,18 @@ def test_pca__the_start_subspace_is_fixed_so_a_resumed_job_replays_identically()
     a.next_round(None), b.next_round(None)
     pa, pb = a.next_round(counts), b.next_round(counts)
     assert np.array_equal(pa.arrays["v"], pb.arrays["v"])
+
+
+def test_hwe_controls__tests_only_the_controls_as_plink2_on_the_controls_does(data, tmp_path):
+    spec = JobSpec(analyses=("freq",), pheno_names=("CC",), privacy="none", options={"hwe": "1e-6 controls"})
+    run = run_pipeline(spec, *data, out_prefix=tmp_path / "c")
+    kept = [r.split("\t")[1] for r in (tmp_path / "c.afreq").read_text().splitlines()[1:]]
+    expected = (EXPECTED / "hwe-controls.snplist").read_text().split()
+    assert kept == expected and len(kept) == 1965
+    assert (
+        "--hwe: 35 variants removed due to Hardy-Weinberg exact test (in the controls of CC)"
+        in run.analysis.log_lines()
+    )
+    # over every participant, the Wahlund effect of three ancestries removes far more
+    everyone = run_pipeline(replace(spec, options={"hwe": "1e-6"}), *data, out_prefix=tmp_path / "a")
+    assert "--hwe: 89 variants removed due to Hardy-Weinberg exact test" in everyone.analysis.log_lines()
