@@ -187,3 +187,51 @@ def test_coordinator_sigterm__drains_and_the_job_resumes_after_restart(workspace
     coordinator_log = (ws / "logs" / "coordinator.log").read_text()
     assert "shutting down" in coordinator_log
     _no_job_running(ws)
+
+
+PIPELINE = JobSpec(
+    analyses=("pca", "glm"),
+    pheno_names=("QT",),
+    covar_names=("AGE", "SEX", "PC1-PC2"),
+    out_name="p",
+    privacy="secagg",
+    options={"mind": "0.1", "maf": "0.01", "pca": "2"},
+)
+
+
+def _freeze_in_glm(ws: Path, c: Client, job_id: str, site: str) -> None:
+    """Freeze ``site`` once the job is past its PC-scores round (the sites hold state from it)."""
+    deadline = time.monotonic() + 90
+    while not any("glm_describe" in line for line in c.get(job_id).log):
+        assert c.get(job_id).state in ("QUEUED", "RUNNING"), c.get(job_id).error
+        assert time.monotonic() < deadline, "the job did not reach --glm"
+        time.sleep(0.02)
+    _signal(ws, site, signal.SIGSTOP)
+
+
+@pytest.mark.parametrize("victim", ["EAS", "coordinator"])
+def test_pipeline_fault_after_pc_scores__sites_recompute_their_state_and_results_are_identical(
+    workspace, tmp_path, victim
+):
+    """A site (or the coordinator) killed after the PC-scores round: a re-offered site starts from its
+    original cohort, so the engine runs the --mind and PC-scores rounds again before going on."""
+    ws = workspace
+    with Client.from_profile(ws / "analyst.toml") as c:
+        ref = _results(c, c.wait(c.submit(PIPELINE).job_id).job_id, tmp_path / "ref")
+        job_id = c.submit(PIPELINE).job_id
+        _freeze_in_glm(ws, c, job_id, "EAS")
+        if victim == "coordinator":
+            poc.restart(ws, poc.COORDINATOR, sig="KILL")
+            _signal(ws, "EAS", signal.SIGCONT)
+        else:
+            poc.restart(ws, "EAS", sig="KILL", down=1.0)
+        job = c.wait(job_id)
+        log = "\n".join(c.get(job_id).log)
+        results = _results(c, job_id, tmp_path / "run")
+    assert job.state == "DONE", job.error
+    assert re.search(r"round \d+ \(sample_missing\) run again so every site holds its result", log), log
+    assert re.search(r"round \d+ \(pca_scores\) run again so every site holds its result", log), log
+    assert set(results) == set(ref) and "p.eigenval" in ref and "p.QT.glm.linear" in ref
+    for name in ref:
+        assert results[name] == ref[name], name
+    _no_job_running(ws)
