@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_fixtures import build_or_check  # noqa: E402
+from make_gwas_fixture import _run  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "tests" / "data" / "pca"
@@ -57,12 +57,6 @@ PARAMS = {
 CONFOUNDING = {"AFR": (0.6, 0.35), "EAS": (0.0, 0.0), "EUR": (-0.4, 0.0)}
 QC_FLAGS = ["--maf", "0.01", "--geno", "0.05", "--hwe", "1e-6"]
 N_PCS = 10
-
-
-def _run(cmd: list[str]) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
 
 
 def _confound(out_dir: Path, sites: list[str]) -> None:

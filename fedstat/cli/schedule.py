@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from fedstat.errors import FedstatError, InputError, JobFailed
 
@@ -37,17 +36,9 @@ examples:
 """
 
 
-def _add_profile(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--profile",
-        required=True,
-        type=Path,
-        metavar="TOML",
-        help="analyst profile: coordinator address and your certificate (see README)",
-    )
-
-
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from fedstat.cli.main import _add_profile  # noqa: PLC0415 - main imports this module
+
     """Add the ``schedule`` and ``reports`` commands to the ``fedstat`` parser."""
     raw = argparse.RawDescriptionHelpFormatter
     schedule = sub.add_parser(
