@@ -417,19 +417,18 @@ class QcAnalysis:
         if sums is None:
             return RoundPlan("qc_counts", params={"controls": self.controls} if self.controls else {})
         counts = {k: np.asarray(sums[k]) for k in allele.SUM_NAMES}
-        hwe_counts = {k: np.asarray(sums[f"control_{k}"]) for k in allele.SUM_NAMES} if self.controls else counts
-        result = variant_filter(replace(self.qc, hwe=None), **counts)
-        if self.qc.hwe is not None:  # plink2's order: geno, hwe, maf; hwe possibly on controls only
-            geno_only = variant_filter(VariantQc(geno=self.qc.geno), **counts).keep
-            hwe_fail = ~variant_filter(VariantQc(hwe=self.qc.hwe), **hwe_counts).keep
-            maf_fail = ~variant_filter(VariantQc(maf=self.qc.maf), **counts).keep
-            removed = {}
-            if self.qc.geno is not None:
-                removed["geno"] = int((~geno_only).sum())
-            removed["hwe"] = int((hwe_fail & geno_only).sum())
+        if not self.controls:
+            result = variant_filter(self.qc, **counts)
+        else:  # plink2's order, geno then hwe then maf; hwe on the controls' counts
+            controls = {k: np.asarray(sums[f"control_{k}"]) for k in allele.SUM_NAMES}
+            geno = variant_filter(VariantQc(geno=self.qc.geno), **counts)
+            hwe_fail = ~variant_filter(VariantQc(hwe=self.qc.hwe), **controls).keep & geno.keep
+            maf = variant_filter(VariantQc(maf=self.qc.maf), **counts)
+            removed = {"geno": geno.removed["geno"]} if self.qc.geno is not None else {}
+            removed["hwe"] = int(hwe_fail.sum())
             if self.qc.maf is not None:
-                removed["maf"] = int((maf_fail & geno_only & ~hwe_fail).sum())
-            result = QcResult(keep=geno_only & ~hwe_fail & ~maf_fail, removed=removed)
+                removed["maf"] = int((~maf.keep & geno.keep & ~hwe_fail).sum())
+            result = QcResult(keep=geno.keep & ~hwe_fail & maf.keep, removed=removed)
         self.result = result
         self.kept.index = np.flatnonzero(result.keep).astype(np.int64)
         return None

@@ -81,6 +81,16 @@ def _round_arrays(inp: RoundInput, rows: slice, name: str) -> np.ndarray:
         raise InputError(f"pca round is missing its {name!r} array") from None
 
 
+def _accumulate(block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice, name: str) -> None:
+    """``inp.local['u'] += X_bᵀ W_b`` for the round array ``name``, and count each participant's missing calls."""
+    w = _round_arrays(inp, rows, name)
+    if "u" not in inp.local:
+        inp.local["u"] = np.zeros((cohort.n, w.shape[1]))
+        inp.local["missing"] = np.zeros(cohort.n)
+    inp.local["u"] += standardized(block, _round_arrays(inp, rows, "freq")).T @ w
+    inp.local["missing"] += np.count_nonzero(block < 0, axis=0)
+
+
 def _row_scale(inp: RoundInput) -> np.ndarray:
     """M / M_i per participant: the separable missingness correction (1 when nothing is missing)."""
     m = float(len(inp.variants))
@@ -95,13 +105,7 @@ class _Multiply:
         return {}
 
     def first_pass(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> None:
-        v = _round_arrays(inp, rows, "v")
-        if "u" not in inp.local:
-            inp.local["u"] = np.zeros((cohort.n, v.shape[1]))
-            inp.local["missing"] = np.zeros(cohort.n)
-        x = standardized(block, _round_arrays(inp, rows, "freq"))
-        inp.local["u"] += x.T @ v
-        inp.local["missing"] += np.count_nonzero(block < 0, axis=0)
+        _accumulate(block, cohort, inp, rows, "v")
 
     def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
         if "scaled" not in inp.local:
@@ -117,12 +121,7 @@ class _Scores:
         return {}
 
     def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
-        w = _round_arrays(inp, rows, "w")
-        if "u" not in inp.local:
-            inp.local["u"] = np.zeros((cohort.n, w.shape[1]))
-            inp.local["missing"] = np.zeros(cohort.n)
-        inp.local["u"] += standardized(block, _round_arrays(inp, rows, "freq")).T @ w
-        inp.local["missing"] += np.count_nonzero(block < 0, axis=0)
+        _accumulate(block, cohort, inp, rows, "w")
         return {}
 
     def finish(self, cohort: Cohort, inp: RoundInput) -> SiteUpdate:
