@@ -329,10 +329,7 @@ class _QcCounts:
         out = allele.local_sums(block)
         pheno = inp.params.get("controls")
         if pheno:
-            try:
-                controls = np.asarray(cohort.columns[pheno]) == 1.0  # plink2's case/control coding: 1 = control
-            except KeyError:
-                raise InputError(f"--hwe controls: the cohort has no column {pheno!r}") from None
+            _, controls = assoc.case_control_masks(cohort, pheno, "--hwe controls")
             out |= {f"control_{k}": v for k, v in allele.local_sums(block[:, controls]).items()}
         return out
 

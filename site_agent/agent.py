@@ -90,9 +90,8 @@ def build_cohort(spec: JobSpec, dataset: Dataset, members: np.ndarray) -> Cohort
     rows = row_of_column[members]
     derived = derived_columns(spec)  # e.g. PC1… of the job's own --pca: computed in a later round
     names = dict.fromkeys(n for n in (*spec.pheno_names, *spec.covar_names) if n not in derived)
-    columns = {n: np.asarray(dataset.samples.numeric[n], dtype=np.float64)[rows] for n in names}
-    binary = {n: dataset.samples.is_binary(n) for n in names}
-    return Cohort(n=len(members), columns=columns, binary=binary)
+    columns = {n: np.asarray(dataset.samples.column(n), dtype=np.float64)[rows] for n in names}
+    return Cohort(n=len(members), columns=columns)
 
 
 class SiteAgent:

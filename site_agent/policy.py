@@ -20,6 +20,7 @@ import numpy as np
 
 from fedstat.config import SitePolicy
 from fedstat.data.dataset import Dataset
+from fedstat.data.samples import text_column_message
 from fedstat.errors import InputError, PolicyRefused
 from fedstat.jobs import JobSpec, derived_columns
 from fedstat.privacy.consent import (
@@ -92,9 +93,14 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
             f"privacy mode {spec.privacy!r} is weaker than this site's weakest accepted mode "
             f"{policy.weakest_privacy!r} (order: none < secagg = paillier < dp = paillier,dp)"
         )
-    columns = set(dataset.samples.numeric)  # text columns (consent) are never phenotypes
+    columns = set(dataset.samples.numeric)  # text columns (consent, words) are never phenotypes
     derived = derived_columns(spec)  # PC1… of the job's own --pca are computed at the site
     for kind, names in (("phenotype", spec.pheno_names), ("covariate", spec.covar_names)):
+        text = [n for n in names if n in dataset.samples.text and n not in derived]
+        if text:
+            raise InputError(
+                f"{kind} " + text_column_message(text[0], f"{dataset.samples.path.name} of dataset {dataset.name}")
+            )
         unknown = [n for n in names if n not in columns and n not in derived]
         if unknown:
             raise InputError(

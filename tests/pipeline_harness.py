@@ -50,8 +50,7 @@ def make_sites(table: object, spec: JobSpec, names: Sequence[str]) -> list[Site]
     for name in names:
         idx = np.flatnonzero(site_of == name)
         columns = {c: np.asarray(table.column(c), dtype=np.float64)[idx] for c in cols}
-        binary = {c: table.is_binary(c) for c in cols}
-        sites.append(Site(name, idx, Cohort(n=int(idx.size), columns=columns, binary=binary)))
+        sites.append(Site(name, idx, Cohort(n=int(idx.size), columns=columns)))
     return sites
 
 

@@ -49,7 +49,7 @@ def _run_sites(parts: list[np.ndarray]) -> assoc.AssocAnalysis:
     inp = RoundInput(params=plan.params, arrays={}, variants=np.arange(N_VAR))
     total: dict[str, np.ndarray] = {}
     for idx in parts:
-        cohort = Cohort(n=len(idx), columns={"CC": CC[idx]}, binary={"CC": True})
+        cohort = Cohort(n=len(idx), columns={"CC": CC[idx]})
         site_sums = {**comp.cohort_sums(cohort, inp)}
         # two blocks per site, as a daemon would stream them
         half = N_VAR // 2

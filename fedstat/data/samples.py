@@ -10,9 +10,15 @@ columns, then one line per sample::
 * The header starts with ``#FID IID`` or ``#IID`` (the ``#`` may be omitted).
 * Fields are separated by tabs when the header line contains a tab (then an empty field is a
   missing value), otherwise by runs of whitespace.
-* ``NA``, ``nan``, ``-9`` and the empty field are missing values.
-* Every column other than FID / IID holds numbers (parsed to float64, NaN for missing), except
-  a column named ``consent`` (any case), which is kept as text.
+* ``NA`` and ``nan`` (any capitalization), ``-9`` and the empty field are missing values.
+* A column whose every value is a number or missing is numeric (float64, NaN for missing),
+  exactly as plink2 reads it: 0 stays 0, and a 0/1 or 1/2 column is just numbers here. Whether a
+  *phenotype* is case/control is decided later, over the pooled data, by plink2's rule (see
+  :func:`fedstat.stats.glm` and :mod:`fedstat.stats.assoc`); covariates are always numbers.
+* Any other column is kept as text: a column named ``consent`` (any case), and columns holding
+  words (e.g. a categorical ``CAT`` with ``A``/``B``, or ``inf``, which plink2 also reads as a
+  category). A text column does not stop the table from loading; a job that names it as a
+  phenotype or covariate is refused (:meth:`SampleTable.column`).
 * At most :data:`MAX_COLUMNS` columns.
 
 Errors name the file and the 1-based line, never a participant's value or sample ID.
@@ -35,8 +41,9 @@ import numpy as np
 
 from fedstat.errors import InputError, SampleTableError, shown
 
-#: Tokens read as a missing value (plink2's defaults plus the empty field).
-MISSING_TOKENS = frozenset({"", "NA", "na", "nan", "NaN", "NAN", "-9"})
+#: Tokens read as a missing value, compared case-insensitively: plink2's ``NA`` / ``nan``, its
+#: default missing phenotype ``-9``, and the empty field.
+MISSING_TOKENS = frozenset({"", "na", "nan", "-9"})
 
 #: Columns kept as text rather than parsed as numbers (compared case-insensitively).
 TEXT_COLUMNS = frozenset({"consent"})
@@ -57,15 +64,11 @@ class SampleTable:
     fid : family IDs, one per sample, or ``None`` when the table has no FID column
     iid : individual IDs, one per sample, in file order
     numeric : column name -> [array, shape: (n_samples,), dtype float64], NaN where missing;
-        read-only arrays, in header order
-    text : column name -> one string per sample (``""`` where missing); e.g. ``consent``
+        read-only arrays, in header order. Values as written: a case/control phenotype keeps
+        its 1/2 coding and a 0/1 covariate its zeros.
+    text : column name -> one string per sample (``""`` where missing): ``consent`` and every
+        column that holds words
     lines : 1-based line number of each sample's row in the file (for error messages)
-
-    Notes
-    -----
-    Binary (case/control) traits use plink2's coding: 1 = control, 2 = case, and 0 is an
-    alternative missing value. :meth:`column` returns the values as written (0 stays 0, so a
-    0/1-coded covariate is untouched); :meth:`case_control` applies the binary coding.
     """
 
     path: Path
@@ -97,50 +100,26 @@ class SampleTable:
         Raises
         ------
         InputError
-            If the table has no numeric column of that name.
+            If the table has no numeric column of that name: a text column is named as such
+            (it cannot be a phenotype or covariate yet), an unknown one with the columns there are.
         """
         try:
             return self.numeric[name]
         except KeyError:
-            known = ", ".join(self.numeric) or "(none)"
-            raise InputError(f"unknown phenotype/covariate {name!r} in {self.path}; columns are: {known}") from None
+            pass
+        if name in self.text:
+            raise InputError(text_column_message(name, self.path.name))
+        known = ", ".join(self.numeric) or "(none)"
+        raise InputError(f"unknown phenotype/covariate {name!r} in {self.path}; columns are: {known}")
 
-    def is_binary(self, name: str) -> bool:
-        """Whether column ``name`` is a case/control trait in plink2's coding.
 
-        True when every non-missing value is 1 (control) or 2 (case), or when every
-        non-missing value is in {0, 1, 2} and at least one is 1 or 2 (0 then means missing,
-        as in plink2). A column with no 1 or 2 (e.g. all missing, or all 0) is not binary.
-        """
-        values = self.column(name)
-        present = values[~np.isnan(values)]
-        if not np.isin(present, (0.0, 1.0, 2.0)).all():
-            return False
-        return bool(np.isin(present, (1.0, 2.0)).any())
-
-    def case_control(self, name: str) -> np.ndarray:
-        """Binary column ``name`` recoded as 0 = control, 1 = case, NaN = missing.
-
-        Returns
-        -------
-        [array, shape: (n_samples,), dtype float64]; plink2's 1 -> 0.0, 2 -> 1.0, and 0 or
-        missing -> NaN.
-
-        Raises
-        ------
-        InputError
-            If the column is unknown or not binary (see :meth:`is_binary`).
-        """
-        if not self.is_binary(name):
-            raise InputError(
-                f"phenotype {name!r} in {self.path} is not case/control "
-                "(expected values 1 = control, 2 = case, 0 or NA = missing)"
-            )
-        values = self.column(name)
-        out = np.full(values.shape, np.nan, dtype=np.float64)
-        out[values == 1.0] = 0.0
-        out[values == 2.0] = 1.0
-        return out
+def text_column_message(name: str, where: str) -> str:
+    """Why the text column ``name`` (of the table ``where``) cannot be used as a phenotype or covariate."""
+    return (
+        f"column {shown(name)} in {where} holds text, not numbers: it cannot be a phenotype or covariate "
+        "(categorical covariates are not supported yet); leave it out of --pheno-name/--covar-name, or "
+        "code it as numbers (e.g. 0/1 indicator columns) in the sample table"
+    )
 
 
 def _split(line: str, tabbed: bool) -> list[str]:
@@ -151,7 +130,7 @@ def _split(line: str, tabbed: bool) -> list[str]:
 
 def _parse_number(token: str) -> float | None:
     """The value of ``token`` as float64 (NaN when missing), or None when not a number."""
-    if token in MISSING_TOKENS:
+    if token.lower() in MISSING_TOKENS:
         return math.nan
     try:
         value = float(token)
@@ -162,6 +141,18 @@ def _parse_number(token: str) -> float | None:
     if math.isinf(value):
         return None
     return math.nan if value == -9.0 else value
+
+
+def _numeric_column(tokens: list[str]) -> np.ndarray | None:
+    """The tokens as a read-only float64 column (NaN where missing), or None if one is not a number."""
+    values = np.empty(len(tokens), dtype=np.float64)
+    for k, token in enumerate(tokens):
+        value = _parse_number(token)
+        if value is None:
+            return None
+        values[k] = value
+    values.flags.writeable = False
+    return values
 
 
 def read_sample_table(path: str | Path) -> SampleTable:
@@ -182,8 +173,8 @@ def read_sample_table(path: str | Path) -> SampleTable:
     SampleTableError
         One line naming the file and 1-based line number: unreadable or empty file, missing
         header, no IID column, duplicate column name, more than :data:`MAX_COLUMNS` columns,
-        wrong field count, a value that is not a number in a numeric column, or a duplicate
-        sample ID (FID+IID when FID is present).
+        wrong field count, or a duplicate sample ID (FID+IID when FID is present). A value that
+        is not a number makes its column a text column, not an error.
     """
     path = Path(path)
     try:
@@ -260,17 +251,11 @@ def read_sample_table(path: str | Path) -> SampleTable:
     numeric: dict[str, np.ndarray] = {}
     text: dict[str, tuple[str, ...]] = {}
     for j, name in enumerate(data_names):
-        if is_text[j]:
-            text[name] = tuple("" if row[j] in MISSING_TOKENS else row[j] for row in rows)
-            continue
-        values = np.empty(len(rows), dtype=np.float64)
-        for k, row in enumerate(rows):
-            value = _parse_number(row[j])
-            if value is None:
-                raise SampleTableError(f"{path}: line {row_linenos[k]} column {name}: not a number")
-            values[k] = value
-        values.flags.writeable = False
-        numeric[name] = values
+        values = None if is_text[j] else _numeric_column([row[j] for row in rows])
+        if values is None:
+            text[name] = tuple("" if row[j].lower() in MISSING_TOKENS else row[j] for row in rows)
+        else:
+            numeric[name] = values
 
     return SampleTable(
         path=path,

@@ -52,6 +52,7 @@ __all__ = [
     "ASSOC_HEADER_FIELDS",
     "COMPUTATION",
     "LOCAL_COMPUTATIONS",
+    "case_control_masks",
     "MODEL_TESTS",
     "SUM_NAMES",
     "AssocAnalysis",
@@ -83,17 +84,22 @@ _SMALL_EPSILON = 2.0**-44  # PLINK 1.9 SMALL_EPSILON
 # ---------------------------------------------------------------------------------------------
 
 
-def _case_control_masks(cohort: Cohort, pheno: str) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks (cases, controls) over the cohort for a 1/2-coded phenotype."""
+def case_control_masks(cohort: Cohort, pheno: str, what: str = "assoc") -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (cases, controls) over the cohort for a case/control phenotype.
+
+    plink2's coding: 2 = case, 1 = control, 0 (and NA / -9) missing. A site whose column holds any
+    other value refuses: the pooled column is then quantitative (plink2's rule looks at every
+    value), so no site may read it as case/control; each site checking its own values is enough.
+    """
     if pheno not in cohort.columns:
-        raise InputError(f"assoc: phenotype {pheno!r} is not among the cohort's columns")
+        raise InputError(f"{what}: phenotype {pheno!r} is not among the cohort's columns")
     values = np.asarray(cohort.columns[pheno], dtype=np.float64)
     if values.shape != (cohort.n,):
-        raise InputError(f"assoc: phenotype {pheno!r} has shape {values.shape}, expected ({cohort.n},)")
+        raise InputError(f"{what}: phenotype {pheno!r} has shape {values.shape}, expected ({cohort.n},)")
     present = values[~np.isnan(values)]
     if not np.isin(present, (0.0, 1.0, 2.0, -9.0)).all():
         raise InputError(
-            f"assoc: phenotype {pheno!r} is not case/control (expected 1 = control, 2 = case, 0/-9/NA = missing)"
+            f"{what}: phenotype {pheno!r} is not case/control (expected 1 = control, 2 = case, 0/-9/NA = missing)"
         )
     return values == 2.0, values == 1.0
 
@@ -110,7 +116,7 @@ class AssocCounts:
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         """Numbers of cases, controls and samples missing the phenotype, each shape (1,)."""
-        case, ctrl = _case_control_masks(cohort, _pheno_param(inp))
+        case, ctrl = case_control_masks(cohort, _pheno_param(inp))
         n_case, n_ctrl = int(case.sum()), int(ctrl.sum())
         return {
             "n_case": np.array([n_case], dtype=np.int64),
@@ -136,7 +142,7 @@ class AssocCounts:
             raise InputError(f"assoc: genotype block has shape {block.shape}, expected (variants, {cohort.n})")
         if block.size and int(block.max()) > 2:
             raise InputError("assoc: genotype block holds an ALT allele count above 2")
-        case, ctrl = _case_control_masks(cohort, _pheno_param(inp))
+        case, ctrl = case_control_masks(cohort, _pheno_param(inp))
         other = ~(case | ctrl)
         # one column gather puts cases, controls, the rest side by side; then count on slices
         order = np.concatenate([np.flatnonzero(case), np.flatnonzero(ctrl), np.flatnonzero(other)])

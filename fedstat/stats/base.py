@@ -35,15 +35,14 @@ class Cohort:
     ----------
     n : number of participants (genotype block columns)
     columns : sample-table column name -> [array, shape: (n,), dtype float64], NaN where
-        missing, values as written in samples.tsv (binary traits keep their 1/2 coding, and
-        0 / -9 are already NaN only where samples.tsv said NA / -9). Holds the job's phenotype
-        and covariate columns.
-    binary : column name -> whether samples.tsv codes it as a case/control trait (1/2, 0 missing)
+        missing, values as written in samples.tsv (a case/control phenotype keeps its 1/2
+        coding and a 0/1 covariate its zeros; only NA / -9 are NaN). Holds the job's phenotype
+        and covariate columns. How a phenotype is coded (case/control or quantitative) is
+        decided by the analysis over the pooled data, never per site.
     """
 
     n: int
     columns: Mapping[str, np.ndarray]
-    binary: Mapping[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -211,8 +210,7 @@ def run_local(
 def updated_cohort(cohort: Cohort, update: SiteUpdate) -> Cohort:
     """The cohort for later rounds after ``update``: derived columns added, dropped participants gone."""
     columns = {**cohort.columns, **{k: np.asarray(v, dtype=np.float64) for k, v in update.columns.items()}}
-    binary = {**cohort.binary, **dict.fromkeys(update.columns, False)}
     if update.keep is None:
-        return Cohort(n=cohort.n, columns=columns, binary=binary)
+        return Cohort(n=cohort.n, columns=columns)
     keep = np.asarray(update.keep, dtype=bool)
-    return Cohort(n=int(keep.sum()), columns={k: v[keep] for k, v in columns.items()}, binary=binary)
+    return Cohort(n=int(keep.sum()), columns={k: v[keep] for k, v in columns.items()})

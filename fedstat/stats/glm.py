@@ -87,17 +87,15 @@ class PhenoSpec:
     Attributes
     ----------
     name : phenotype column
-    binary : case/control (1/2, 0 missing) coding of the phenotype
-    covars : covariates used as predictors, in order
+    binary : case/control (1 = control, 2 = case, anything else missing) coding of the phenotype
+    covars : covariates used as predictors, in order (always numbers, as plink2 reads them)
     mask_covars : covariates whose missingness drops a sample (a superset of ``covars``)
-    covar_binary : per ``mask_covars`` entry, case/control coding (0 missing, values - 1)
     """
 
     name: str
     binary: bool
     covars: tuple[str, ...]
     mask_covars: tuple[str, ...]
-    covar_binary: tuple[bool, ...]
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -105,7 +103,6 @@ class PhenoSpec:
             "binary": self.binary,
             "covars": list(self.covars),
             "mask_covars": list(self.mask_covars),
-            "covar_binary": list(self.covar_binary),
         }
 
     @classmethod
@@ -115,7 +112,6 @@ class PhenoSpec:
             binary=bool(d["binary"]),
             covars=tuple(d["covars"]),  # type: ignore[arg-type]
             mask_covars=tuple(d["mask_covars"]),  # type: ignore[arg-type]
-            covar_binary=tuple(bool(x) for x in d["covar_binary"]),  # type: ignore[union-attr]
         )
 
 
@@ -139,7 +135,7 @@ class Design:
     ----------
     idx : [array, shape: (m,), dtype int64] cohort columns of the samples in the regression
     y : [array, shape: (m,)] phenotype (case/control as 0/1)
-    c : [array, shape: (m, q + 1)] intercept then the predictor covariates (case/control as 0/1)
+    c : [array, shape: (m, q + 1)] intercept then the predictor covariates, as written
     """
 
     idx: np.ndarray
@@ -163,7 +159,8 @@ def _column(cohort: Cohort, name: str) -> np.ndarray:
 
 
 def _coded(values: np.ndarray, binary: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(valid mask, value) with plink2's case/control coding: 1/2 -> 0/1, anything else missing."""
+    """(valid mask, value) of a phenotype: case/control 1/2 -> 0/1 with anything else (0) missing,
+    as plink2 codes a case/control phenotype; a quantitative one (or a covariate) as written."""
     if binary:
         valid = (values == 1.0) | (values == 2.0)
         return valid, values - 1.0
@@ -181,9 +178,9 @@ def site_design(cohort: Cohort, spec: PhenoSpec) -> Design:
         return hit[1]
     valid, y = _coded(_column(cohort, spec.name), spec.binary)
     values: dict[str, np.ndarray] = {}
-    for name, binary in zip(spec.mask_covars, spec.covar_binary, strict=True):
-        ok, v = _coded(_column(cohort, name), binary)
-        valid &= ok
+    for name in spec.mask_covars:
+        v = _column(cohort, name)
+        valid &= ~np.isnan(v)
         values[name] = v
     idx = np.flatnonzero(valid).astype(np.int64)
     cols = [np.ones(idx.size)] + [values[name][idx] for name in spec.covars]
@@ -687,9 +684,13 @@ class GlmJob:
         g = {k: np.asarray(sums[f"describe.{k}"]) for k in ("nonmiss", "n0", "n1", "n2", "sum", "ssq")}
         for j, name in enumerate(names):
             nonmiss, n0, n1, n2 = (int(g[k][j]) for k in ("nonmiss", "n0", "n1", "n2"))
-            binary = nonmiss == n0 + n1 + n2 and n1 + n2 > 0
+            # plink2 (LoadPhenos): a phenotype is case/control unless some value, over the pooled
+            # file, is neither missing nor 0, 1 or 2; a covariate is always a number
+            binary = j < len(self.pheno_names) and nonmiss == n0 + n1 + n2
             if binary:
                 const = n1 == 0 or n2 == 0
+                if const:
+                    raise InputError(case_control_refusal(name, n0=n0, n1=n1, n2=n2))
             else:
                 s, ss = float(g["sum"][j]), float(g["ssq"][j])
                 const = nonmiss == 0 or ss - s * s / nonmiss <= _CONST_REL_TOL * ss
@@ -707,9 +708,8 @@ class GlmJob:
                 self._log.append(f"Warning: Excluding constant covariate '{name}' from --glm.")
             else:
                 covars.append(name)
-        binary = tuple(self._cols.binary[c] for c in covars)
         for name in self.pheno_names:
-            spec = PhenoSpec(name, self._cols.binary[name], tuple(covars), tuple(covars), binary)
+            spec = PhenoSpec(name, self._cols.binary[name], tuple(covars), tuple(covars))
             (self._binary_specs if spec.binary else self._linear_specs).append(spec)
 
     def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
@@ -743,6 +743,28 @@ class GlmJob:
 
     def skip(self, pheno: str, why: str) -> None:
         self._log.append(f"Note: Skipping --glm regression on phenotype '{pheno}', since {why}.")
+
+
+def case_control_refusal(name: str, *, n0: int, n1: int, n2: int) -> str:
+    """Why a case/control phenotype with no case or no control cannot be analysed.
+
+    plink2 stops on it too: ``Error: All samples for --glm phenotype '…' are controls.`` (or
+    cases; unless ``skip-invalid-pheno``). The usual cause is a trait coded 0/1, which plink2's
+    default coding reads as 0 = missing, 1 = control.
+    """
+    if n1 + n2 == 0:
+        return (
+            f"--glm phenotype '{name}' has no case (2) or control (1) left: plink2 reads a column holding only "
+            "0, 1, 2 and missing values as case/control, with 0 = missing"
+        )
+    which = "controls" if n2 == 0 else "cases"
+    message = f"--glm phenotype '{name}': all samples are {which} (plink2 stops here too)"
+    if n2 == 0 and n0 > 0:
+        message += (
+            ". It holds only 0, 1 and missing values, which plink2 reads as case/control with 0 = missing and "
+            "1 = control; recode the trait 1 = control, 2 = case (a 0/1 column is a number only as a covariate)"
+        )
+    return message
 
 
 def plan_glm(pheno_names: tuple[str, ...], covar_names: tuple[str, ...], modifiers: frozenset[str]) -> GlmJob:

@@ -388,13 +388,7 @@ class LogisticFit:
             return None
         pk = np.array([0, 1, *(j + 2 for j in keep)])
         if len(keep) != len(spec.covars):
-            self.spec = PhenoSpec(
-                spec.name,
-                spec.binary,
-                tuple(spec.covars[j] for j in keep),
-                spec.mask_covars,
-                spec.covar_binary,
-            )
+            self.spec = PhenoSpec(spec.name, spec.binary, tuple(spec.covars[j] for j in keep), spec.mask_covars)
             self.n_pred = pk.size
             self.coef = self.coef[:, : pk.size].copy()
             self.beta, self.var = self.beta[:, : pk.size].copy(), self.var[:, : pk.size].copy()
