@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from fedstat.data.pgen_header import dosage_variant_count
 from fedstat.data.variants import VariantTable
-from fedstat.data.vcf_cache import ensure_vcf_cache
+from fedstat.data.vcf_cache import dosage_refusal, ensure_vcf_cache
 from fedstat.errors import GenotypeFileError, InputError
 
 #: File names a site directory may hold its genotypes under (exactly one of them).
@@ -601,7 +602,11 @@ def open_genotypes(
     ------
     GenotypeFileError
         If a file is missing, malformed or inconsistent with its companions (naming the file
-        and line), or the genotype file is truncated or corrupt.
+        and line), or the genotype file is truncated or corrupt; or if it carries imputed
+        dosages (a ``.pgen`` dosage track, VCF/BCF ``DS``/``GP``/``HDS``) or no hard calls at
+        all (a VCF without ``GT``). fedstat reads hard calls only, while plink2 would use the
+        dosages in ``--freq``/``--glm``/``--pca``: such a file is refused, never hard-called
+        without a word. The message says how to make the hard-call choice explicit.
     """
     target = Path(directory_or_file)
     path = find_genotype_source(target) if target.is_dir() else target
@@ -620,6 +625,15 @@ def open_genotypes(
         rows = _read_pvar(pvar)
         samples = _read_psam(psam)
         _check_pgen_header(path, rows.n_file_rows, len(samples), pvar, psam)
+        n_dosage = dosage_variant_count(path, rows.n_file_rows, len(samples))
+        if n_dosage:
+            raise GenotypeFileError(
+                dosage_refusal(
+                    path,
+                    f"a dosage track on {n_dosage} of its {rows.n_file_rows} variants",
+                    f"plink2 --pfile {_companion(path, '')} --make-pgen erase-dosage --out NEW",
+                )
+            )
         source = GenotypeSource(format=fmt, path=path, genotype_path=path, samples=samples, rows=rows)
     else:
         cdir = Path(cache_dir) if cache_dir is not None else path.parent / DEFAULT_CACHE_DIRNAME

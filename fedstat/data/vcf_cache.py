@@ -49,7 +49,11 @@ import numpy as np
 from fedstat.errors import GenotypeFileError
 
 #: Bump when the cache layout or the genotype conversion changes; old caches are rebuilt.
-CACHE_FORMAT_VERSION = 2
+#: 3: VCFs holding dosages (DS/GP/HDS) or no GT are refused, so older caches of them must go.
+CACHE_FORMAT_VERSION = 3
+
+#: FORMAT fields holding imputed dosages, as plink2's ``--vcf … dosage=`` reads them.
+DOSAGE_FIELDS = ("DS", "HDS", "GP")
 
 _HASH_SPAN = 1 << 20  # bytes hashed at each end of the source file
 _SNV_BASES = frozenset("ACGT")
@@ -196,6 +200,33 @@ def ensure_vcf_cache(vcf_path: str | Path, cache_dir: str | Path, *, threads: in
         non_snv_skipped=int(record["non_snv_skipped"]),
         rebuilt=rebuilt,
     )
+
+
+def dosage_refusal(path: Path, holds: str, convert: str) -> str:
+    """Why a genotype file with imputed dosages is refused, and how to choose hard calls explicitly."""
+    return (
+        f"{path}: holds imputed dosages ({holds}). fedstat reads hard calls only in this version, while plink2 "
+        "uses dosages in --freq, --glm and --pca, so results would silently differ from plink2's; the file is "
+        f"refused. To analyse hard calls, make that choice explicit by converting it, e.g. `{convert}`, "
+        "and point the dataset at the result"
+    )
+
+
+def _format_fields(vcf: Any) -> set[str]:
+    """The FORMAT field IDs the VCF header declares."""
+    return {str(h.info().get("ID", "")) for h in vcf.header_iter() if h.type == "FORMAT"}
+
+
+def _refuse_dosages(source: Path, fields: set[str] | list[str], where: str = "") -> None:
+    held = [f for f in DOSAGE_FIELDS if f in fields]
+    if held:
+        at = f"FORMAT {'/'.join(held)}{where}"
+        if "GT" in fields:  # plink2 reads GT alone unless told dosage=
+            convert = f"plink2 --vcf {source} --make-pgen --out NEW"
+        else:  # hard calls from the dosages by plink2's --hard-call-threshold (0.1)
+            convert = f"plink2 --vcf {source} dosage={held[0]} --make-pgen erase-dosage --out NEW"
+            at += ", and no GT: its calls are only in dosage fields"
+        raise GenotypeFileError(dosage_refusal(source, at, convert))
 
 
 def pack_bed(geno: np.ndarray) -> np.ndarray:
@@ -360,11 +391,13 @@ def _build(
                         f"column {first_col[name] + 10}"
                     )
                 first_col[name] = j
+            header_fields = _format_fields(vcf)
+            _refuse_dosages(source, header_fields)
             tmp["psam"].write_text("#IID\n" + "".join(f"{s}\n" for s in samples), encoding="utf-8")
 
             block_rows = max(1, min(4096, _MAX_BLOCK_BYTES // n_samples))
             block = np.empty((block_rows, n_samples), dtype=np.int8)
-            n_kept = n_multi = n_non_snv = 0
+            n_kept = n_multi = n_non_snv = n_gt = 0
             filled = 0
             with tmp["bed"].open("wb") as bed, tmp["pvar"].open("w", encoding="utf-8") as pvar:
                 bed.write(_BED_MAGIC)
@@ -383,7 +416,10 @@ def _build(
                     vid = rec.ID or "."
                     if _WHITESPACE.search(chrom) or _WHITESPACE.search(vid):
                         raise GenotypeFileError(f"{source}: {where}: whitespace in CHROM or ID")
-                    if "GT" in (rec.FORMAT or ()):
+                    fields = rec.FORMAT or ()
+                    _refuse_dosages(source, fields, f" at {where}, undeclared in the header")
+                    if "GT" in fields:
+                        n_gt += 1
                         try:
                             gt = rec.format("GT", int)
                         except Exception as exc:  # cyvcf2 raises bare Exception
@@ -409,6 +445,12 @@ def _build(
                     pvar.write("".join(pvar_lines))
         finally:
             vcf.close()
+        if n_kept and not n_gt:
+            raise GenotypeFileError(
+                f"{source}: no record has a GT field, so no sample has a genotype call; a VCF without GT "
+                "cannot be read as hard calls (FORMAT fields declared: "
+                f"{', '.join(sorted(header_fields)) or 'none'})"
+            )
         if n_kept == 0:
             raise GenotypeFileError(
                 f"{source}: no biallelic SNV to cache ({n_multi} multiallelic and {n_non_snv} other records skipped)"
