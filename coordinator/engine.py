@@ -177,6 +177,7 @@ class _JobRunner:
         self.min_cell: dict[str, int] = {}  # each accepting site's min_cell_count (disclosure control)
         self.settled: set[str] = set()  # sites that refused or failed: keep their state
         self.round_no = 0
+        self.unmasked = False  # some round's totals have been combined (released to the coordinator)
         self.attempt = 0  # bumped when a round is retried or the analysis restarts without a dropped site
         self.analyst = ""
         self.certificate = b""  # the analyst's certificate, forwarded with offers
@@ -302,6 +303,7 @@ class _JobRunner:
                 self.state_rounds.append((round_no, plan))
             sums = totals
         self.round_no = done[-1][0]
+        self.unmasked = True
         self.log(f"resumed after round {self.round_no} from the stored totals; going on with attempt {self.attempt}")
         return sums
 
@@ -337,6 +339,7 @@ class _JobRunner:
                     self.attempt += 1
                     self.restore_site_state(spec, n_variants)
                     self.log(f"retrying round {self.round_no} as attempt {self.attempt} (fresh keys)")
+            self.unmasked = True
             if plan.computation in SITE_STATE_COMPUTATIONS:
                 self.state_rounds.append((self.round_no, plan))
             seconds = time.monotonic() - t0
@@ -388,6 +391,14 @@ class _JobRunner:
         self.store.set_site(self.job_id, site, state="FAILED", detail="disconnected")
         remaining = sorted(s for s in self.sites if s != site)
         minimum = self.engine.config.min_sites  # the consortium's floor for going on without a site
+        if self.unmasked:
+            # the totals of a completed round include the site: the same rounds over the others
+            # would differ from them by exactly its sums (Bonawitz et al. 2017), so never re-run
+            raise SiteUnavailable(
+                f"{exc}; round totals including it were already released, and the same rounds over the remaining "
+                "sites would reveal its sums by difference, so the job stops here. Submit it again when the site "
+                "is back (each site's release ledger decides on the new job)"
+            ) from None
         if spec.sites or len(remaining) < minimum:
             why = "the job names its sites" if spec.sites else f"{len(remaining)} would remain, min_sites is {minimum}"
             raise SiteUnavailable(f"{exc} ({why})") from None

@@ -26,7 +26,7 @@ VARIANTS = VariantTable.from_lists(["1", "1", "2"], [10, 20, 5], ["a", "b", "c"]
 class FakeSite:
     """A site driven by the test: real stream, scripted behaviour."""
 
-    def __init__(self, session_pki, port: int, name: str, *, vanish_in_round: bool = False, refuse: str = ""):
+    def __init__(self, session_pki, port: int, name: str, *, vanish_in_round: bool | int = False, refuse: str = ""):
         self.name, self.vanish_in_round, self.refuse = name, vanish_in_round, refuse
         self.outbox: queue.Queue = queue.Queue()
         self.outbox.put(site_pb2.SiteMessage(hello=site_pb2.Hello(agent_version="fake")))
@@ -55,7 +55,7 @@ class FakeSite:
                         self.outbox.put(site_pb2.SiteMessage(keys=c))
                 elif kind == "round":
                     r = msg.round
-                    if self.vanish_in_round:
+                    if self.vanish_in_round is True or self.vanish_in_round == r.round:
                         self.call.cancel()
                         return
                     ctx = RoundContext(r.job_id, r.round, r.attempt, tuple(r.participants))
@@ -162,6 +162,31 @@ def test_job__site_vanishing_mid_round_restarts_without_it_above_min_sites(sessi
     ) in log
     prov = json.loads((tmp_path / "out" / "g.provenance.json").read_text())
     assert sorted(prov["sites"]) == ["AFR", "EAS"]
+
+
+def test_job__site_vanishing_after_totals_were_released_stops_the_job_instead_of_a_subset_rerun(session_pki, tmp_path):
+    # attack C1: a re-run over the remaining sites would give round-1 totals without EUR, and the
+    # difference from the released ones is EUR's own sums; the job must stop instead
+    from coordinator.server import running_coordinator
+
+    cfg = dataclasses.replace(coordinator_config(session_pki, tmp_path), min_sites=2)
+    with running_coordinator(cfg) as coord:
+        sites = [FakeSite(session_pki, coord.port, n) for n in ("AFR", "EAS")]
+        sites.append(FakeSite(session_pki, coord.port, "EUR", vanish_in_round=2))
+        try:
+            _wait_connected(coord, ["AFR", "EAS", "EUR"])
+            with Client(analyst_profile(session_pki, coord.port)) as c:
+                spec = JobSpec(analyses=("geno-counts",), out_name="g", privacy="none", options={"maf": "0.01"})
+                job = c.wait(c.submit(spec).job_id, raise_on_failure=False)
+                log = "\n".join(c.get(job.job_id).log)
+        finally:
+            for s in sites:
+                s.close()
+    assert job.state == "FAILED"
+    assert job.error.startswith("site EUR disconnected during round 2 and did not reconnect within 2 s; round totals")
+    assert "would reveal its sums by difference" in job.error
+    assert "round 1 sums received from all sites" in log and "restarting the analysis" not in log
+    assert not (coord.config.results_dir / job.job_id).exists()
 
 
 def test_job__refusal_reason_reaches_the_analyst(session_pki, coordinator):
