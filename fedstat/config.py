@@ -49,6 +49,8 @@ site.toml::
     allowed_privacy = ["secagg", "paillier", "dp"]  # modes this site accepts (none, secagg, paillier, dp, "paillier,dp")
     weakest_privacy = "secagg"       # refuse weaker modes (none < secagg = paillier < dp = "paillier,dp")
     min_cohort = 10                  # refuse jobs whose cohort is smaller
+    min_group = 10                   # no combination of released sums may single out fewer participants
+    allow_site_differencing = false  # true: allow site sets whose difference is one site's sums
     min_sites = 2                    # refuse a secure-aggregation round with fewer participants
     min_cell_count = 3               # --assoc/--model: rows with a genotype cell of 1-2 are suppressed
     max_params_ratio = 0.33          # --glm: at most 0.33 parameters per cohort member
@@ -102,7 +104,14 @@ class _Reader:
             return default
         value = self.table[key]
         if isinstance(value, bool) and typ is int or not isinstance(value, typ):
-            names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
+            names = {
+                int: "an integer",
+                float: "a number",
+                str: "a string",
+                list: "a list",
+                dict: "a table",
+                bool: "true or false",
+            }
             name = names.get(typ, "a number") if isinstance(typ, type) else "a number"
             raise ConfigError(f"{self.where(key)} must be {name}, got {type(value).__name__}")
         return value
@@ -300,6 +309,9 @@ class SitePolicy:
     allowed_analyses: tuple[str, ...] = ALL_ANALYSES
     allowed_privacy: tuple[str, ...] = PRIVACY_MODES
     min_cohort: int = 1
+    # the release ledger: no combination of released sums singles out fewer participants than this
+    min_group: int = 10
+    allow_site_differencing: bool = False  # True: per-site results are public anyway
     min_sites: int = 2
     consent_cleared: tuple[str, ...] = ()  # DUO modifiers (IRB, COL, ...) the site has cleared for every job
     disease_ontology: Path | None = None  # OBO file (e.g. mondo.obo) for DS:<disease> ancestry
@@ -376,6 +388,8 @@ def load_site_config(path: Path) -> SiteConfig:
             "allowed_analyses",
             "allowed_privacy",
             "min_cohort",
+            "min_group",
+            "allow_site_differencing",
             "min_sites",
             "consent_cleared",
             "disease_ontology",
@@ -391,6 +405,8 @@ def load_site_config(path: Path) -> SiteConfig:
         allowed_analyses=pr.str_list("allowed_analyses", ALL_ANALYSES),
         allowed_privacy=pr.str_list("allowed_privacy", PRIVACY_MODES),
         min_cohort=pr.positive_int("min_cohort", 1),
+        min_group=pr.positive_int("min_group", 10),
+        allow_site_differencing=bool(pr.get("allow_site_differencing", bool, False)),
         min_sites=max(2, pr.positive_int("min_sites", 2)),
         consent_cleared=pr.str_list("consent_cleared", ()),
         disease_ontology=pr.path_("disease_ontology", "") if "disease_ontology" in pr.table else None,

@@ -48,6 +48,8 @@ KNOWN_OPTIONS = {
     "hwe": 60,
     "maf": 40,
     "pca": 40,
+    "require_pheno": 1,  # "1": plink2's --require-pheno over the job's --pheno-name columns
+    "require_covar": 1,  # "1": plink2's --require-covar over the job's --covar-name columns
 }
 #: Job options that filter samples or variants before the analyses (plink2's order of application).
 QC_OPTIONS = ("mind", "geno", "hwe", "maf")
@@ -100,6 +102,9 @@ class JobSpec:
         for key, value in self.options.items():
             if not isinstance(value, str) or len(value) > KNOWN_OPTIONS[key]:
                 raise InputError(f"job option {key} must be text of at most {KNOWN_OPTIONS[key]} characters")
+        for key in ("require_pheno", "require_covar"):
+            if self.options.get(key, "1") != "1":
+                raise InputError(f"job option {key} must be '1' (on) or absent")
         for what, names in (("site", self.sites), ("dataset", (self.dataset,) if self.dataset else ())):
             bad = [n for n in names if not _NAME_RE.match(n)]
             if bad:
@@ -311,6 +316,11 @@ class _SampleMissing:
         inp.local["missing"] += np.count_nonzero(block < 0, axis=0)
         return {}
 
+    def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        """None: the round releases no sum over participants' data, only how many it removed; the
+        rounds after it release over the participants left, which the ledger checks."""
+        return {}
+
     def finish(self, cohort: Cohort, inp: RoundInput) -> SiteUpdate:
         threshold = float(inp.params["mind"])
         missing = inp.local.get("missing", np.zeros(cohort.n, dtype=np.int64))
@@ -324,6 +334,13 @@ class _QcCounts:
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         return {}
+
+    def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        groups = {"cohort": np.ones(cohort.n, dtype=bool)}
+        pheno = inp.params.get("controls")
+        if pheno:
+            groups["controls"] = assoc.case_control_masks(cohort, pheno, "--hwe controls")[1]
+        return groups
 
     def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
         out = allele.local_sums(block)

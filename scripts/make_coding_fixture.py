@@ -130,7 +130,13 @@ def build(out_dir: Path, plink2: str) -> None:
             [plink2, "--pfile", genotypes, "--pheno", samples, "--pheno-name", PHENOS, "--covar", samples,
              "--covar-name", COVARS, "--glm", "--threads", "1", "--out", str(t / "coding")]
         )  # fmt: skip
-        for f in sorted(t.glob("coding.*.glm.*")):
+        # the same on the phenotypes' common cohort, as the daemons run it (--require-pheno: the sites'
+        # release ledgers need one cohort for every round)
+        _run(
+            [plink2, "--pfile", genotypes, "--pheno", samples, "--pheno-name", PHENOS, "--require-pheno", "--covar",
+             samples, "--covar-name", COVARS, "--glm", "--threads", "1", "--out", str(t / "required")]
+        )  # fmt: skip
+        for f in sorted([*t.glob("coding.*.glm.*"), *t.glob("required.*.glm.*")]):
             shutil.copyfile(f, out_dir / "expected" / f.name)
         # a 0/1 phenotype: plink2 reads it as case/control with 0 missing, all controls, and stops
         done = _run(

@@ -148,6 +148,9 @@ def build(out_dir: Path, plink2: str, plink19: str) -> None:
         for prefix, modifiers in GLM_RUNS:
             glm(prefix, ["--covar", str(pooled / "samples.tsv"), "--covar-name", COVARS], modifiers)
         glm("nocovar", [], ("allow-no-covars",))
+        # on the phenotypes' and covariates' common cohort, as the sites' release ledgers need it
+        glm("required", ["--covar", str(pooled / "samples.tsv"), "--covar-name", COVARS, "--require-pheno",
+                         "--require-covar"], ("hide-covar",))  # fmt: skip
         # PLINK 1.9 --assoc / --model on the same data (it wants a .bed and a header without '#')
         _run([plink2, "--pfile", str(pooled / "genotypes"), "--make-bed", "--out", str(t / "bed")])
         text = (pooled / "samples.tsv").read_text()
@@ -182,11 +185,16 @@ def build(out_dir: Path, plink2: str, plink19: str) -> None:
                 str(t / "pooled"),
             ]
         )
+        # fedstat --assoc --pheno-name CC --require-pheno: PLINK 1.9's --prune (samples missing the phenotype
+        # left out first)
+        for flag in ("--assoc", "--model"):
+            _run([plink19, "--bfile", str(t / "bed"), "--pheno", str(t / "pheno.txt"), "--pheno-name", "CC", flag,
+                  "--prune", "--allow-no-sex", "--out", str(t / "required")])  # fmt: skip
         keep = sorted(f for f in t.iterdir() if ".glm." in f.name or f.suffix in (".assoc", ".model"))
         for f in keep:
             shutil.copyfile(f, expected / f.name)
         for log in sorted(t.glob("*.log")):
-            if log.stem in ("pooled", "covar", "firth", "nofirth", "nocovar"):
+            if log.stem in ("pooled", "covar", "firth", "nofirth", "nocovar", "required"):
                 warnings = [line for line in log.read_text().splitlines() if "arning" in line]
                 if warnings:
                     (expected / f"{log.stem}.warnings.txt").write_text("\n".join(warnings) + "\n")

@@ -133,13 +133,33 @@ def build(out_dir: Path, plink2: str) -> None:
               "--covar-variance-standardize", "--glm", "hide-covar", "--out", str(t / "pcs")])  # fmt: skip
         _run([*base, *pheno, "--covar", str(t / "covar.tsv"), "--covar-name", "AGE,SEX",
               "--covar-variance-standardize", "--glm", "hide-covar", "--out", str(t / "nopcs")])  # fmt: skip
+        # the same pipeline on the phenotypes' common cohort (--require-pheno), as fedstat runs it when the
+        # sites' release ledgers need one cohort for every round
+        require = ["--pheno", str(pooled / "samples.tsv"), "--pheno-name", "QT,CC", "--require-pheno"]
+        _run([*base, *require, "--pca", str(N_PCS), "allele-wts", "--out", str(t / "required")])
+        kept = {}
+        for line in (t / "required.eigenvec").read_text().splitlines()[1:]:
+            f = line.split("\t")
+            kept[f[1]] = f[2:]
+        covar_req = [covar[0]]
+        for row in rows:
+            r = dict(zip(cols, row.split("\t"), strict=True))
+            if r["IID"] in kept:
+                covar_req.append("\t".join([r["#FID"], r["IID"], r["AGE"], r["SEX"], *kept[r["IID"]]]))
+        (t / "covar-required.tsv").write_text("\n".join(covar_req) + "\n")
+        _run([*base, *require, "--covar", str(t / "covar-required.tsv"), "--covar-name", f"AGE,SEX,PC1-PC{N_PCS}",
+              "--covar-variance-standardize", "--glm", "hide-covar", "--out", str(t / "required-pcs")])  # fmt: skip
         # --hwe in the controls of CC only: plink2 on the controls alone keeps these variants
         controls = [r.split("\t")[:2] for r in rows if dict(zip(cols, r.split("\t"), strict=True))["CC"] == "1"]
         (t / "controls.txt").write_text("".join(f"{f}\t{i}\n" for f, i in controls))
         _run([*base[:3], "--keep", str(t / "controls.txt"), "--hwe", "1e-6", "--write-snplist", "--threads", "1",
               "--out", str(t / "hwe-controls")])  # fmt: skip
         for f in sorted(t.iterdir()):
-            if f.name.startswith("pipeline.eigen") or ".glm." in f.name or f.name == "hwe-controls.snplist":
+            if (
+                f.name.startswith(("pipeline.eigen", "required.eigenval"))
+                or ".glm." in f.name
+                or f.name == "hwe-controls.snplist"
+            ):
                 shutil.copyfile(f, expected / f.name)
 
 

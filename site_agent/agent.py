@@ -46,11 +46,12 @@ from fedstat.privacy.dp import BudgetLedger, epsilon_to_rho
 from fedstat.privacy.dpmode import noise_counts, site_sigma
 from fedstat.privacy.secagg import RoundKeyPair, SignedRoundKey, verify_round_keys
 from fedstat.protocol import PlanAssembler, RoundDataAssembler, chunk_to_pb, keys_chunks, spec_from_pb
-from fedstat.stats.base import Cohort, RoundInput, SiteUpdate, run_local, updated_cohort
+from fedstat.stats.base import Cohort, RoundInput, SiteUpdate, release_groups, run_local, updated_cohort
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
 from .audit import AuditLog, AuditPayloadError, spec_digest
 from .policy import ConsentSetup, check_access, decide
+from .release_ledger import ReleaseLedger
 
 log = logging.getLogger("fedstat.site")
 
@@ -71,6 +72,7 @@ class _Job:
     round_data: dict[tuple[int, int], RoundDataAssembler] = field(default_factory=dict)
     round_keys: dict[tuple[int, int], tuple[RoundKeyPair, SignedRoundKey]] = field(default_factory=dict)
     encryptor: Any = None  # --privacy paillier: a PaillierEncryptor for the analyst's key, made at round 1
+    analyst: str = ""
 
     def end(self) -> None:
         """Stop the job's worker at its next step; it then frees what it holds."""
@@ -83,7 +85,9 @@ class _Job:
             self.encryptor = None
 
 
-def build_cohort(spec: JobSpec, dataset: Dataset, members: np.ndarray) -> Cohort:
+def build_cohort(
+    spec: JobSpec, dataset: Dataset, members: np.ndarray, zero_dropped: dict[str, int] | None = None
+) -> Cohort:
     """The job's phenotype and covariate columns for ``members`` (sorted genotype columns)."""
     row_of_column = np.empty(dataset.genotypes.n_samples, dtype=np.int64)
     row_of_column[dataset.genotype_index] = np.arange(len(dataset.genotype_index))
@@ -91,7 +95,7 @@ def build_cohort(spec: JobSpec, dataset: Dataset, members: np.ndarray) -> Cohort
     derived = derived_columns(spec)  # e.g. PC1… of the job's own --pca: computed in a later round
     names = dict.fromkeys(n for n in (*spec.pheno_names, *spec.covar_names) if n not in derived)
     columns = {n: np.asarray(dataset.samples.column(n), dtype=np.float64)[rows] for n in names}
-    return Cohort(n=len(members), columns=columns)
+    return Cohort(n=len(members), columns=columns, zero_dropped=zero_dropped or {})
 
 
 class SiteAgent:
@@ -113,6 +117,8 @@ class SiteAgent:
         self._stop = threading.Event()
         self._ontology: DiseaseOntology | None = None
         self._audit: AuditLog | None = None
+        self._release_ledger: ReleaseLedger | None = None
+        self._keys: dict[str, np.ndarray] = {}
         self._jobs: dict[str, _Job] = {}
         self._outbox: queue.Queue[site_pb2.SiteMessage | None] | None = None
         self._call: grpc.Future | None = None
@@ -371,7 +377,7 @@ class SiteAgent:
             )
             decision = decide(spec, self.config.policy, dataset, consent)
             members = decision.members
-            cohort = build_cohort(spec, dataset, members)
+            cohort = build_cohort(spec, dataset, members, decision.zero_dropped)
             dp_note = self._charge_budget(offer.job_id, ds_name, spec) if get_mode(spec.privacy).adds_noise else ""
         except FedstatError as exc:
             log.info("refused job %s from %s: %s", offer.job_id, offer.analyst, exc)
@@ -380,7 +386,9 @@ class SiteAgent:
                 site_pb2.SiteMessage(decision=site_pb2.JobDecision(job_id=offer.job_id, accept=False, reason=str(exc)))
             )
             return
-        job = _Job(job_id=offer.job_id, spec=spec, dataset=dataset, members=members, cohort=cohort)
+        job = _Job(
+            job_id=offer.job_id, spec=spec, dataset=dataset, members=members, cohort=cohort, analyst=offer.analyst
+        )
         job.plan_parts = PlanAssembler(max_variants=dataset.genotypes.n_variants)  # a plan never names more
         self._jobs[job.job_id] = job
         if dp_note:  # the analysts' view of this dataset's remaining budget changed
@@ -606,6 +614,7 @@ class SiteAgent:
                     )
                 )
 
+        self._gate(job, req, release_groups(compute, job.cohort, inp))
         n = len(variants)
         sigma = self._noise_scale(job, req, n) if mode.adds_noise else None
         block_size = job.spec.block_size or self.config.block_size
@@ -644,6 +653,78 @@ class SiteAgent:
                 log.info("job %s: %d participants removed by %s", job.job_id, removed, req.analysis)
             job.cohort = updated_cohort(job.cohort, update)
         self._progress(job, req, n_blocks, n_blocks, finished=True)
+
+    def _gate(self, job: _Job, req: site_pb2.RoundRequest, groups: dict[str, np.ndarray]) -> None:
+        """The release gate for one round, before anything is computed: the round's participants
+        (after consent, missing values and --mind) must be at least ``min_cohort`` (a site with
+        nobody left takes no part instead of sending zeros), and the release ledger must allow its
+        groups with every earlier release of the dataset; then the release is recorded in the
+        ledger and the audit log. Messages name no count of participants."""
+        policy = self.config.policy
+        if not groups:  # a round that releases no sums over participants' data (e.g. --mind's count)
+            groups, checked = {}, np.ones(job.cohort.n, dtype=bool)
+        else:
+            checked = np.logical_or.reduce(list(groups.values()))
+        n = int(np.count_nonzero(checked))
+        if n == 0:
+            raise PolicyRefused(
+                f"{req.analysis}: no participant of this site is left for this round (after consent, missing "
+                "phenotype/covariate values and --mind); a site with nobody left takes no part rather than "
+                "send zeros"
+            )
+        if n < policy.min_cohort:
+            raise PolicyRefused(
+                f"{req.analysis}: fewer participants than this site's minimum of {policy.min_cohort} (policy "
+                "min_cohort) are left for this round after consent, missing phenotype/covariate values and --mind"
+            )
+        dataset = job.dataset
+        columns = {name: job.members[mask] for name, mask in groups.items()}  # genotype columns of each group
+        full = {}
+        for name, cols in columns.items():
+            m = np.zeros(dataset.genotypes.n_samples, dtype=bool)
+            m[cols] = True
+            full[name] = m
+        fingerprints: tuple[str, ...] = ()
+        if full:
+            fingerprints = self.release_ledger.release(
+                dataset.name,
+                self._participant_keys(dataset),
+                full,
+                computation=req.analysis,
+                params=dict(req.params),
+                sites=list(req.participants),
+            ).fingerprints
+        self.audit.append(
+            event="release",
+            job_id=job.job_id,
+            analyst=job.analyst,
+            dataset=dataset.name,
+            round=req.round,
+            computation=req.analysis,
+            groups=list(fingerprints) or None,
+            sites=sorted(set(req.participants)),
+            cohort_size=n,
+        )
+
+    @property
+    def release_ledger(self) -> ReleaseLedger:
+        """The site's release ledger (``state_dir/releases.sqlite``), opened on first use."""
+        if self._release_ledger is None:
+            self._release_ledger = ReleaseLedger(
+                self.config.state_dir / "releases.sqlite",
+                min_group=self.config.policy.min_group,
+                allow_site_differencing=self.config.policy.allow_site_differencing,
+            )
+        return self._release_ledger
+
+    def _participant_keys(self, dataset: Dataset) -> np.ndarray:
+        """Keyed hashes of the dataset's participants, in genotype-file order (computed once)."""
+        keys = self._keys.get(dataset.name)
+        if keys is None:
+            ids = dataset.genotypes.samples
+            names = ids.iid if ids.fid is None else [f"{f}\t{i}" for f, i in zip(ids.fid, ids.iid, strict=True)]
+            keys = self._keys[dataset.name] = self.release_ledger.participant_keys(names)
+        return keys
 
     def _encryptor(self, job: _Job) -> Any:
         """The job's Paillier encryptor under the analyst's public key (one per job, all rounds):

@@ -123,6 +123,9 @@ PAYLOAD_FIELDS: tuple[str, ...] = (
     "cohort_size",  # participants taking part, after consent (int >= 0)
     "consent_excluded",  # participants left out by consent (int >= 0)
     "dp",  # dict with any of DP_FIELDS
+    "computation",  # a released round's site computation, e.g. "allele_counts"
+    "groups",  # fingerprints of the participant groups a released round sums over (never members)
+    "sites",  # the sites whose sums a released round adds up
 )
 #: Values of ``decision``.
 DECISIONS = frozenset({"accepted", "refused", "failed", "completed", "cancelled"})
@@ -328,6 +331,9 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "cohort_size": _count,
     "consent_excluded": _count,
     "dp": _dp,
+    "computation": _event,
+    "groups": _analyses,
+    "sites": _analyses,
 }
 assert set(_CHECKS) == set(PAYLOAD_FIELDS)
 

@@ -48,6 +48,7 @@ class Decision:
 
     members: np.ndarray
     consent: ConsentSummary | None
+    zero_dropped: dict[str, int] | None = None  # --require-pheno: participants left out for a 0 (case/control missing)
 
 
 def check_access(spec: JobSpec, policy: SitePolicy, dataset: str, analyst: str, roles: frozenset[str]) -> None:
@@ -124,6 +125,7 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
         )
         rows = np.flatnonzero(selection.mask)
         summary = selection.summary
+    rows, zero_dropped = required_rows(spec, dataset, rows)
     cohort = np.sort(dataset.genotype_index[rows])
     if len(cohort) < policy.min_cohort:
         raise PolicyRefused(f"cohort of {len(cohort)} is below this site's minimum of {policy.min_cohort} participants")
@@ -134,4 +136,34 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
                 f"--glm fits {n_params} parameters; this site's cohort of {len(cohort)} allows at most "
                 f"{int(policy.max_params_ratio * len(cohort))} (policy max_params_ratio {policy.max_params_ratio:g})"
             )
-    return Decision(members=cohort, consent=summary)
+    return Decision(members=cohort, consent=summary, zero_dropped=zero_dropped)
+
+
+def required_rows(spec: JobSpec, dataset: Dataset, rows: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """The sample-table ``rows`` left after ``--require-pheno`` / ``--require-covar``, and per
+    phenotype how many were left out for a 0.
+
+    plink2 leaves out samples missing a required phenotype or covariate before anything else. A
+    covariate is missing when NA (or -9). A phenotype is missing when NA, and also when 0 if it is
+    case/control; that is decided over the pooled data (every value 0, 1, 2 or missing), which a
+    site cannot see, so a site whose own values are all 0, 1, 2 or missing reads 0 as missing and
+    reports how many it left out: ``--glm`` refuses when the pooled phenotype turns out
+    quantitative (:func:`fedstat.stats.glm.case_control_refusal`'s sibling check), so no 0 is ever
+    dropped where plink2 would keep it.
+    """
+    derived = derived_columns(spec)
+    keep = np.ones(len(rows), dtype=bool)
+    zero_dropped: dict[str, int] = {}
+    if spec.options.get("require_pheno") == "1":
+        for name in spec.pheno_names:
+            v = np.asarray(dataset.samples.column(name))[rows]
+            present = ~np.isnan(v)
+            if np.isin(v[present], (0.0, 1.0, 2.0)).all():
+                zero_dropped[name] = int(np.count_nonzero(keep & (v == 0.0)))
+                present &= v != 0.0
+            keep &= present
+    if spec.options.get("require_covar") == "1":
+        for name in spec.covar_names:
+            if name not in derived:
+                keep &= ~np.isnan(np.asarray(dataset.samples.column(name))[rows])
+    return rows[keep], zero_dropped

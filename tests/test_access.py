@@ -273,7 +273,14 @@ def test_site_concurrency__rounds_computed_at_once_stay_within_the_site_limit(
         )  # slower rounds, so jobs overlap
         agent._compute = threading.BoundedSemaphore(LIMIT)
         agent.peak_rounds_running = 0
-    spec = JobSpec(analyses=("glm",), pheno_names=("QT",), covar_names=("AGE",), out_name="g", privacy="none")
+    spec = JobSpec(
+        analyses=("glm",),
+        pheno_names=("QT",),
+        covar_names=("AGE",),
+        out_name="g",
+        privacy="none",
+        options={"require_pheno": "1"},  # one cohort for every round (the sites' release ledgers)
+    )
     with Client(analyst_profile(session_pki, port)) as c:
         ids = [c.submit(spec).job_id for _ in range(3)]
         jobs = [c.wait(j) for j in ids]

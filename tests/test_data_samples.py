@@ -81,7 +81,9 @@ def test_column__unknown_name_lists_columns(tmp_path):
 def test_column__zero_one_and_case_control_columns_are_numbers_as_written(tmp_path):
     # plink2 reads covariates as numbers: 0 stays 0 (a 0/1 batch or sex indicator keeps its zeros);
     # whether a phenotype is case/control is decided over the pooled data by the analysis
-    table = read_sample_table(_write(tmp_path, "#IID\tB01\tC012\tCC\na\t0\t2\t1\nb\t1\t0\t2\nc\t0\t1\t0\nd\tnA\t-9\t-9.0\n"))
+    table = read_sample_table(
+        _write(tmp_path, "#IID\tB01\tC012\tCC\na\t0\t2\t1\nb\t1\t0\t2\nc\t0\t1\t0\nd\tnA\t-9\t-9.0\n")
+    )
     np.testing.assert_array_equal(table.column("B01"), [0.0, 1.0, 0.0, np.nan])
     np.testing.assert_array_equal(table.column("C012"), [2.0, 0.0, 1.0, np.nan])
     np.testing.assert_array_equal(table.column("CC"), [1.0, 2.0, 0.0, np.nan])

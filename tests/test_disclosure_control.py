@@ -35,7 +35,10 @@ def test_min_cell_count__strictest_site_wins_and_small_cells_print_na(
     session_pki, consortium, consortium_agents, tmp_path
 ):
     _, port = consortium
-    spec = JobSpec(analyses=("assoc", "model"), pheno_names=("CC",), privacy="secagg", out_name="a")
+    # --require-pheno: the few participants missing CC at each site take no part (release ledger)
+    spec = JobSpec(
+        analyses=("assoc", "model"), pheno_names=("CC",), privacy="secagg", out_name="a", options={"require_pheno": "1"}
+    )
     _, open_files = _run(session_pki, port, tmp_path / "open", spec)
     _set_policy(consortium_agents["EAS"], min_cell_count=5)
     _set_policy(consortium_agents["EUR"], min_cell_count=3)
@@ -179,12 +182,16 @@ def test_consent__obs_ct_drops_by_exactly_the_excluded_participants(
     while not (coord.registry.get("AFR") and coord.registry.get("AFR").hello.policies):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    glm = dict(analyses=("glm",), pheno_names=("QT",), covar_names=("AGE",), out_name="g")
+    glm = dict(
+        analyses=("glm",), pheno_names=("QT",), covar_names=("AGE",), out_name="g", options={"require_pheno": "1"}
+    )
     _, diabetes = _run(session_pki, port, tmp_path / "ds", JobSpec(purpose="DS:MONDO:0005148", **glm))
     job_id, hmb = _run(session_pki, port, tmp_path / "hmb", JobSpec(purpose="HMB", **glm))
     with Client(analyst_profile(session_pki, port)) as c:
         log = "\n".join(c.get(job_id).log)
-    assert f"site AFR accepted: {220 - len(ds_only)} participants, {len(ds_only)} excluded by consent" in log
+    missing_qt = sum(line.split("\t")[head.index("QT")] in ("NA", "") for line in lines[1:])  # --require-pheno
+    accepted = 220 - len(ds_only) - missing_qt
+    assert f"site AFR accepted: {accepted} participants, {len(ds_only)} excluded by consent" in log
     # per variant, the excluded participants who have a genotype there
     dataset = open_dataset("AFRc", data, cache_dir=tmp_path / "cache")
     cols = dataset.genotype_index[sorted(ds_only)]

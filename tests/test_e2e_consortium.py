@@ -108,13 +108,18 @@ def test_jobs_results__refetches_identical_files(workspace: Path, tmp_path: Path
     assert "site EUR" in shown and "participants=180" in shown
 
 
-def test_submit__subset_of_sites_counts_only_their_participants(workspace: Path, tmp_path: Path):
-    out = tmp_path / "two"
+def test_submit__subset_of_sites_after_all_sites_is_refused_as_differencing(workspace: Path, tmp_path: Path, capsys):
+    # attack A2: the same sums over AFR, EAS, EUR (earlier tests) and then over AFR, EAS differ by
+    # exactly EUR's sums; AFR and EAS took part in both and refuse, protecting EUR
     profile = str(workspace / "analyst.toml")
+    full = ["submit", "--profile", profile, "--missing", "--privacy", "none", "--out", str(tmp_path / "all")]
+    assert cli(full) == 0
+    out = tmp_path / "two"
     args = ["submit", "--profile", profile, "--missing", "--sites", "AFR,EAS", "--privacy", "none", "--out", str(out)]
-    assert cli(args) == 0
-    _, rows = _table(out.with_suffix(".vmiss"))
-    assert {int(r[3]) for r in rows} == {300}  # OBS_CT = samples at AFR and EAS (no missing calls there)
+    assert cli(args) == 1
+    err = capsys.readouterr().err
+    assert "the difference would be one site's own sums (policy allow_site_differencing is off)" in err
+    assert not list(tmp_path.glob("two*"))
 
 
 def test_submit__secagg_over_fewer_than_min_sites_is_refused(workspace: Path, tmp_path: Path, capsys):

@@ -28,8 +28,14 @@ from fedstat.client import Client
 from fedstat.jobs import JobSpec
 
 SITES = ("AFR", "EUR", "EAS")
+# --require-pheno: every round of every job here on one cohort (the sites' release ledgers)
 GLM = JobSpec(
-    analyses=("glm", "freq"), pheno_names=("QT", "CC"), covar_names=("AGE", "SEX"), out_name="g", privacy="secagg"
+    analyses=("glm", "freq"),
+    pheno_names=("QT", "CC"),
+    covar_names=("AGE", "SEX"),
+    out_name="g",
+    privacy="secagg",
+    options={"require_pheno": "1"},
 )
 
 
@@ -191,11 +197,11 @@ def test_coordinator_sigterm__drains_and_the_job_resumes_after_restart(workspace
 
 PIPELINE = JobSpec(
     analyses=("pca", "glm"),
-    pheno_names=("QT",),
+    pheno_names=("QT", "CC"),
     covar_names=("AGE", "SEX", "PC1-PC2"),
     out_name="p",
     privacy="secagg",
-    options={"mind": "0.1", "maf": "0.01", "pca": "2"},
+    options={"mind": "0.1", "maf": "0.01", "pca": "2", "require_pheno": "1"},
 )
 
 

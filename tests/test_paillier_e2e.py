@@ -34,7 +34,13 @@ from fedstat.privacy.secagg import RoundKeyPair
 from tests.conftest import analyst_profile
 from tests.test_secagg_e2e import _columns, _run
 
-GLM = dict(analyses=("freq", "hardy", "glm"), pheno_names=("QT", "CC"), covar_names=("AGE", "SEX"), out_name="r")
+GLM = dict(
+    analyses=("freq", "hardy", "glm"),
+    pheno_names=("QT", "CC"),
+    covar_names=("AGE", "SEX"),
+    out_name="r",
+    options={"require_pheno": "1"},  # one cohort for every round (the sites' release ledgers)
+)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ def test_secagg__results_equal_none_mode_including_glm(session_pki, consortium, 
         pheno_names=("QT", "CC"),
         covar_names=("AGE", "SEX"),
         out_name="r",
+        options={"require_pheno": "1"},  # one cohort for every round (the sites' release ledgers)
     )
     _, plain = _run(session_pki, port, tmp_path, JobSpec(privacy="none", **spec))
     _, masked = _run(session_pki, port, tmp_path, JobSpec(privacy="secagg", **spec))

@@ -26,7 +26,7 @@ def test_audit__accept_budget_refusal_and_policy_refusal_are_recorded(session_pk
         )
     log = tmp_path / "EUR" / "audit.log"
     records = list(audit.show(log))
-    by_job = {r["job_id"]: r for r in records}
+    by_job = {r["job_id"]: r for r in records if r["event"] == "offer"}
     first = by_job[ok.job_id]
     assert first["decision"] == "accepted" and first["analyst"] == "alice" and first["privacy"] == "dp"
     assert first["cohort_size"] > 0 and first["consent_excluded"] == 0
@@ -35,8 +35,13 @@ def test_audit__accept_budget_refusal_and_policy_refusal_are_recorded(session_pk
     refused = by_job[spent.job_id]
     assert refused["decision"] == "refused" and "privacy budget of dataset 'main' exceeded" in refused["reason"]
     assert by_job[bad.job_id]["decision"] == "refused" and "unknown phenotype 'NOPE'" in by_job[bad.job_id]["reason"]
-    assert audit.verify(log).ok and audit.verify(log).n_records == len(records) == 3
-    assert [r["job_id"] for r in audit.show(log, job_id=ok.job_id)] == [ok.job_id]
+    # one record per released round: the accepted job's one round, over EUR's whole cohort, all three sites
+    (released,) = [r for r in records if r["event"] == "release"]
+    assert released["job_id"] == ok.job_id and released["computation"] == "allele_counts" and released["round"] == 1
+    assert released["cohort_size"] == first["cohort_size"] and released["sites"] == ["AFR", "EAS", "EUR"]
+    assert len(released["groups"]) == 1 and len(released["groups"][0]) == 16  # a fingerprint, never members
+    assert audit.verify(log).ok and audit.verify(log).n_records == len(records) == 4
+    assert [r["event"] for r in audit.show(log, job_id=ok.job_id)] == ["offer", "release"]
 
 
 def test_site_audit_cli__verify_detects_an_edited_record(session_pki, consortium, tmp_path, capsys):
@@ -50,7 +55,7 @@ def test_site_audit_cli__verify_detects_an_edited_record(session_pki, consortium
         f'[tls]\nca = "ca.pem"\ncert = "a.pem"\nkey = "a.key"\n\n[[datasets]]\nname = "main"\npath = "{tmp_path}"\n'
     )
     assert cli(["site", "audit", "verify", "--config", str(config)]) == 0
-    assert "OK, 2 records" in capsys.readouterr().out
+    assert "OK, 4 records" in capsys.readouterr().out  # two offers, two released rounds
     assert cli(["site", "audit", "show", "--config", str(config), "--analyst", "alice"]) == 0
     assert capsys.readouterr().out.count("accepted") == 2
     log = tmp_path / "AFR" / "audit.log"

@@ -122,6 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
         "case/control --pheno-name only",
     )
     q.add_argument("--maf", type=float, metavar="FREQ", help="drop variants with minor allele frequency below FREQ")
+    q.add_argument(
+        "--require-pheno",
+        action="store_true",
+        help="leave out, at every site and before anything else, participants missing any --pheno-name phenotype "
+        "(as plink2 --require-pheno): the job's analyses then share one cohort, which the sites' release ledgers "
+        "need when phenotypes have a few missing values",
+    )
+    q.add_argument(
+        "--require-covar",
+        action="store_true",
+        help="likewise for participants missing any --covar-name covariate (as plink2 --require-covar)",
+    )
     p.add_argument("--out", required=True, help="output prefix, e.g. results/run1 (as plink2's --out)")
     p.add_argument(
         "--genome-assembly",
@@ -385,6 +397,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["hwe"] = " ".join(args.hwe)
     if args.pca is not None:
         options["pca"] = str(args.pca)
+    for key in ("require_pheno", "require_covar"):
+        if getattr(args, key):
+            options[key] = "1"
     out = Path(args.out)
     spec = JobSpec(
         analyses=analyses,

@@ -102,6 +102,7 @@ def prepare(
             f"allowed_analyses = {json.dumps(list(KNOWN_ANALYSES))}\n"
             'allowed_privacy = ["secagg", "paillier", "dp", "paillier,dp", "none"]\n'
             "min_cohort = 1\n"
+            "min_group = 10                   # release ledger: no combination of sums singles out fewer\n"
             "min_cell_count = 0               # DataSHIELD's nfilter.tab would be 3\n"
             "max_params_ratio = 0.33\n"
         )

@@ -114,6 +114,11 @@ class AssocCounts:
 
     name = COMPUTATION
 
+    def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        """Everyone (the minor allele is chosen over all samples), the cases, the controls."""
+        case, ctrl = case_control_masks(cohort, _pheno_param(inp))
+        return {"all": np.ones(cohort.n, dtype=bool), "cases": case, "controls": ctrl}
+
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         """Numbers of cases, controls and samples missing the phenotype, each shape (1,)."""
         case, ctrl = case_control_masks(cohort, _pheno_param(inp))

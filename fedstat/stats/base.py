@@ -39,10 +39,14 @@ class Cohort:
         coding and a 0/1 covariate its zeros; only NA / -9 are NaN). Holds the job's phenotype
         and covariate columns. How a phenotype is coded (case/control or quantitative) is
         decided by the analysis over the pooled data, never per site.
+    zero_dropped : phenotype -> participants this site left out up front for a 0 under
+        ``--require-pheno`` (0 is missing only for a case/control phenotype; ``--glm`` checks
+        the pooled coding agrees)
     """
 
     n: int
     columns: Mapping[str, np.ndarray]
+    zero_dropped: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,11 @@ class LocalComputation(Protocol):
     - ``first_pass(block, cohort, inp, rows) -> None``: a computation that needs two passes over
       the round's blocks (e.g. ``Xᵀ(X V)``) accumulates its first pass into ``inp.local``;
     - ``finish(cohort, inp) -> SiteUpdate``: called after the blocks; may drop participants or
-      add derived columns for later rounds, and may return cohort-level sums.
+      add derived columns for later rounds, and may return cohort-level sums;
+    - ``release_groups(cohort, inp) -> dict[str, bool array (cohort.n,)]``: the groups of
+      participants the round's sums are taken over (e.g. each phenotype's regression cohort, the
+      cases and the controls), checked by the site's release ledger before anything is computed;
+      without it, the whole cohort (see :func:`release_groups`).
     """
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
@@ -207,10 +215,27 @@ def run_local(
         yield update
 
 
+def release_groups(compute: LocalComputation, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+    """The participant groups a round releases sums over, as boolean masks over the cohort.
+
+    Returns
+    -------
+    name -> [array, shape: (cohort.n,), dtype bool]; ``{"cohort": all True}`` for a computation
+    that declares none (its sums are over the whole cohort).
+    """
+    declared = getattr(compute, "release_groups", None)
+    if declared is None:
+        return {"cohort": np.ones(cohort.n, dtype=bool)}
+    groups = {name: np.asarray(mask, dtype=bool) for name, mask in declared(cohort, inp).items()}
+    for name, mask in groups.items():
+        assert mask.shape == (cohort.n,), f"release group {name} has shape {mask.shape}"
+    return groups
+
+
 def updated_cohort(cohort: Cohort, update: SiteUpdate) -> Cohort:
     """The cohort for later rounds after ``update``: derived columns added, dropped participants gone."""
     columns = {**cohort.columns, **{k: np.asarray(v, dtype=np.float64) for k, v in update.columns.items()}}
     if update.keep is None:
-        return Cohort(n=cohort.n, columns=columns)
+        return Cohort(n=cohort.n, columns=columns, zero_dropped=cohort.zero_dropped)
     keep = np.asarray(update.keep, dtype=bool)
-    return Cohort(n=int(keep.sum()), columns={k: v[keep] for k, v in columns.items()})
+    return Cohort(n=int(keep.sum()), columns={k: v[keep] for k, v in columns.items()}, zero_dropped=cohort.zero_dropped)

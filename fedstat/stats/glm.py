@@ -37,7 +37,7 @@ import numpy as np
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.formats.plink2 import _mantissa_1p5, atomic_write_text, format_g
-from fedstat.stats.base import Cohort, LocalComputation, RoundInput, RoundPlan
+from fedstat.stats.base import Cohort, LocalComputation, RoundInput, RoundPlan, release_groups
 
 __all__ = [
     "LOCAL_COMPUTATIONS",
@@ -571,7 +571,7 @@ class GlmDescribe:
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         names = json.loads(inp.params.get("columns", "[]"))
-        out = {k: np.zeros(len(names), dtype=np.int64) for k in ("nonmiss", "n0", "n1", "n2")}
+        out = {k: np.zeros(len(names), dtype=np.int64) for k in ("nonmiss", "n0", "n1", "n2", "zero_dropped")}
         out["sum"] = np.zeros(len(names))
         out["ssq"] = np.zeros(len(names))
         for j, name in enumerate(names):
@@ -581,6 +581,7 @@ class GlmDescribe:
             out["n0"][j] = np.count_nonzero(present == 0.0)
             out["n1"][j] = np.count_nonzero(present == 1.0)
             out["n2"][j] = np.count_nonzero(present == 2.0)
+            out["zero_dropped"][j] = cohort.zero_dropped.get(name, 0)
             out["sum"][j] = present.sum()
             out["ssq"][j] = present @ present
         return {f"describe.{k}": v for k, v in out.items()}
@@ -687,6 +688,12 @@ class GlmJob:
             # plink2 (LoadPhenos): a phenotype is case/control unless some value, over the pooled
             # file, is neither missing nor 0, 1 or 2; a covariate is always a number
             binary = j < len(self.pheno_names) and nonmiss == n0 + n1 + n2
+            if "describe.zero_dropped" in sums and not binary and int(sums["describe.zero_dropped"][j]) > 0:
+                raise InputError(
+                    f"--require-pheno: phenotype '{name}' is quantitative over the pooled data, but a site where it "
+                    "holds only 0, 1, 2 and missing values left out its 0s as missing (plink2's case/control "
+                    "coding); write missing values as NA in the sample tables, or leave out --require-pheno"
+                )
             if binary:
                 const = n1 == 0 or n2 == 0
                 if const:
@@ -801,6 +808,9 @@ class _Deferred:
 
     def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
         return self._get().block_sums(block, cohort, inp, rows)
+
+    def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        return release_groups(self._get(), cohort, inp)
 
 
 #: Site-side computations of ``--glm``, by RoundPlan name.

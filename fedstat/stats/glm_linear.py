@@ -52,6 +52,12 @@ _LN2 = float(np.log(2.0))
 _CHUNK = 256  # variant rows per float64 step (a few MB: stays in cache, big enough for BLAS)
 
 
+def _mask(n: int, idx: np.ndarray) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    mask[idx] = True
+    return mask
+
+
 class LinearSums:
     """Site side of ``glm_linear`` (every quantitative phenotype of the job in one round)."""
 
@@ -67,6 +73,10 @@ class LinearSums:
             out[f"lin{k}.yty"] = np.array([d.y @ d.y])
             out[f"lin{k}.n"] = np.array([d.idx.size], dtype=np.int64)
         return out
+
+    def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        """Each phenotype's regression cohort (phenotype and covariates present)."""
+        return {spec.name: _mask(cohort.n, site_design(cohort, spec).idx) for spec in decode_specs(inp)}
 
     def _z(self, d: Design) -> np.ndarray:
         hit = self._z_cache.get(id(d))

@@ -76,6 +76,13 @@ FIRTH_MAX_ITER = 25
 class LogisticSums:
     """Site side of ``glm_logistic``: information, score (and Firth pieces) at given β."""
 
+    def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        """The phenotype's regression cohort (phenotype and covariates present)."""
+        (spec,) = decode_specs(inp)
+        mask = np.zeros(cohort.n, dtype=bool)
+        mask[site_design(cohort, spec).idx] = True
+        return {spec.name: mask}
+
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         (spec,) = decode_specs(inp)
         d = site_design(cohort, spec)

@@ -1,0 +1,129 @@
+"""The site's release ledger: atoms of released groups never smaller than min_group, across jobs and restarts."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from site_agent.release_ledger import DifferencingRefused, ReleaseLedger, refine, small_atoms
+
+N = 60
+
+
+def _ledger(tmp_path: Path, **kw) -> ReleaseLedger:
+    return ReleaseLedger(tmp_path / "releases.sqlite", min_group=kw.pop("min_group", 10), **kw)
+
+
+def _mask(members) -> np.ndarray:
+    m = np.zeros(N, dtype=bool)
+    m[list(members)] = True
+    return m
+
+
+def _release(ledger: ReleaseLedger, keys, groups, *, sites=("A", "B", "C"), computation="allele_counts", params=None):
+    return ledger.release("main", keys, groups, computation=computation, params=params or {}, sites=list(sites))
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> np.ndarray:
+    return _ledger(tmp_path).participant_keys([f"p{i}" for i in range(N)])
+
+
+def test_release__identical_cohort_repeats_and_a_tracker_is_refused(tmp_path: Path, keys):
+    ledger = _ledger(tmp_path)
+    everyone = _mask(range(N))
+    assert _release(ledger, keys, {"cohort": everyone}).new_groups
+    assert not _release(ledger, keys, {"cohort": everyone}).new_groups  # repeating is always allowed
+    with pytest.raises(DifferencingRefused, match="fewer than 10 participants"):
+        _release(ledger, keys, {"cohort": _mask(range(1, N))})  # all but one: the tracker
+    # a cohort that differs by at least min_group is allowed, and the refused one left no trace
+    assert _release(ledger, keys, {"cohort": _mask(range(10, N))}).new_groups
+
+
+def test_release__combination_of_releases_that_each_differ_by_many_is_refused(tmp_path: Path, keys):
+    # A = 0..29, B = 20..49: atoms of 20, 10, 10; C = 0..19 + 25..49 would split the 10-atom 20..29
+    # into 5 + 5, although C differs from A and from B by 20 or more participants
+    ledger = _ledger(tmp_path)
+    _release(ledger, keys, {"cohort": _mask(range(0, 30))})
+    _release(ledger, keys, {"cohort": _mask(range(20, 50))})
+    with pytest.raises(DifferencingRefused):
+        _release(ledger, keys, {"cohort": _mask(list(range(0, 20)) + list(range(25, 50)))})
+    # a union of existing atoms splits nothing
+    assert not _release(ledger, keys, {"cohort": _mask(range(0, 50))}).new_groups
+
+
+def test_release__groups_of_one_round_are_checked_together(tmp_path: Path, keys):
+    ledger = _ledger(tmp_path)
+    cases, controls = _mask(range(0, 25)), _mask(range(25, 55))  # 5 missing the phenotype
+    with pytest.raises(DifferencingRefused):
+        _release(ledger, keys, {"all": _mask(range(N)), "cases": cases, "controls": controls})
+    assert _release(ledger, keys, {"all": cases | controls, "cases": cases, "controls": controls}).new_groups
+
+
+def test_release__survives_a_restart_and_follows_participants_by_id(tmp_path: Path, keys):
+    _release(_ledger(tmp_path), keys, {"cohort": _mask(range(N))})
+    reopened = _ledger(tmp_path)
+    # the dataset was reordered and grew by three participants: they are new to the ledger
+    ids = [f"p{i}" for i in reversed(range(N))] + ["q1", "q2", "q3"]
+    keys2 = reopened.participant_keys(ids)
+    grown = np.ones(len(ids), dtype=bool)
+    with pytest.raises(DifferencingRefused):  # the three newcomers would be the difference
+        reopened.release(
+            "main", keys2, {"cohort": grown}, computation="allele_counts", params={}, sites=["A", "B", "C"]
+        )
+    same = np.zeros(len(ids), dtype=bool)
+    same[:N] = True  # the original participants, in the new order: a repeat
+    assert not reopened.release(
+        "main", keys2, {"cohort": same}, computation="allele_counts", params={}, sites=["A", "B", "C"]
+    ).new_groups
+
+
+def test_release__datasets_have_their_own_ledgers(tmp_path: Path, keys):
+    ledger = _ledger(tmp_path)
+    _release(ledger, keys, {"cohort": _mask(range(N))})
+    ledger.release("other", keys, {"cohort": _mask(range(1, N))}, computation="x", params={}, sites=["A", "B"])
+
+
+def test_release__site_set_isolating_one_site_is_refused_unless_allowed(tmp_path: Path, keys):
+    ledger = _ledger(tmp_path)
+    everyone = {"cohort": _mask(range(N))}
+    _release(ledger, keys, everyone, sites=("A", "B", "C", "D"))
+    with pytest.raises(DifferencingRefused, match="one site's own sums"):
+        _release(ledger, keys, everyone, sites=("A", "B", "C"))
+    _release(ledger, keys, everyone, sites=("A", "B", "C", "D"))  # the same set again
+    _release(ledger, keys, everyone, sites=("A", "B"))  # differs by two sites
+    # another computation is another query
+    _release(ledger, keys, everyone, sites=("A", "B", "C"), computation="glm_describe")
+    relaxed = ReleaseLedger(tmp_path / "relaxed.sqlite", min_group=10, allow_site_differencing=True)
+    _release(relaxed, keys, everyone, sites=("A", "B", "C", "D"))
+    _release(relaxed, keys, everyone, sites=("A", "B", "C"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sets(st.integers(0, 19), min_size=1), min_size=1, max_size=6), st.integers(1, 5))
+def test_refine__accepted_releases_never_isolate_fewer_than_min_group(groups, min_group):
+    # brute force: after every accepted release, every non-empty pattern class has >= min_group
+    # members, so no combination of released indicator vectors can isolate a smaller set
+    n = 20
+    labels = np.zeros(n, dtype=np.int64)
+    accepted: list[np.ndarray] = []
+    for g in groups:
+        mask = np.isin(np.arange(n), list(g))
+        after = refine(labels, [mask])
+        if small_atoms(labels, after, min_group) == 0:
+            labels = after
+            accepted.append(mask)
+    if not accepted:
+        return
+    patterns = np.stack(accepted, axis=1)
+    seen = [tuple(p) for p in patterns if p.any()]
+    for pattern in set(seen):
+        assert seen.count(pattern) >= min_group
+    # and refine's labels are exactly those pattern classes
+    for i, j in itertools.combinations(range(n), 2):
+        assert (labels[i] == labels[j]) == (tuple(patterns[i]) == tuple(patterns[j]))
