@@ -38,7 +38,14 @@ from fedstat.jobs import SITE_STATE_COMPUTATIONS, JobSpec, RoundPlan, plan_job
 from fedstat.pki import RevocationList
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.paillier import job_public_key
-from fedstat.protocol import KeysAssembler, chunk_from_pb, plan_chunks, round_data_messages, spec_to_pb
+from fedstat.protocol import (
+    KeysAssembler,
+    chunk_from_pb,
+    plan_chunks,
+    round_data_messages,
+    round_digest,
+    spec_to_pb,
+)
 from fedstat.report.gwas import JobContext
 from fedstat.wire import site_pb2
 
@@ -80,11 +87,13 @@ class JobEngine:
         self._lock = threading.Lock()
         self._shutting_down = False
 
-    def submit(self, spec: JobSpec, analyst: str, *, certificate: bytes = b"") -> str:
+    def submit(self, spec: JobSpec, analyst: str, *, certificate: bytes = b"", signature: bytes = b"") -> str:
+        """Persist and start a job; ``signature`` is the analyst's over ``spec.signing_bytes()``,
+        forwarded in every offer (sites verify it; the coordinator holds no key to make one)."""
         spec = spec.validated()
         if get_mode(spec.privacy).needs_public_key:
             job_public_key(spec.options)  # the analyst's key must come with the job
-        job_id = self.store.create_job(analyst, spec.to_json(), certificate=certificate)
+        job_id = self.store.create_job(analyst, spec.to_json(), certificate=certificate, signature=signature)
         self._start(job_id)
         return job_id
 
@@ -181,6 +190,7 @@ class _JobRunner:
         self.attempt = 0  # bumped when a round is retried or the analysis restarts without a dropped site
         self.analyst = ""
         self.certificate = b""  # the analyst's certificate, forwarded with offers
+        self.signature = b""  # the analyst's signature of the spec, forwarded with offers
         self.variants_digest = ""
         self.tables: dict[str, VariantTable] = {}
         self.harmonized: Harmonization | None = None
@@ -239,7 +249,7 @@ class _JobRunner:
     def run(self) -> None:
         job = self.store.get_job(self.job_id)
         spec = JobSpec.from_json(job.spec)
-        self.certificate, last_attempt, self.variants_digest = self.store.job_extra(self.job_id)
+        self.certificate, last_attempt, self.variants_digest, self.signature = self.store.job_extra(self.job_id)
         resumed = job.state == RUNNING  # left RUNNING by a coordinator that stopped or crashed
         done = self.store.completed_rounds(self.job_id) if resumed else []
         if resumed:
@@ -471,6 +481,7 @@ class _JobRunner:
             analyst_certificate=self.certificate,
             analyst_roles=roles,
             resumed=resumed,
+            spec_signature=self.signature,
         )
         for name in names:
             self.send(name, offer=offer)
@@ -578,6 +589,7 @@ class _JobRunner:
             n_variants = len(plan.variants)
         self.phase(f"round {round_no}", round=round_no)
         self.log(f"round {round_no}: {plan.computation} over {n_variants} variants")
+        ctx = replace(ctx, round_digest=round_digest(plan.computation, plan.params, arrays, plan.variants is not None))
         peer_keys = self.exchange_round_keys(ctx) if mode.needs_round_keys else []
         request = site_pb2.RoundRequest(
             job_id=self.job_id,
@@ -656,7 +668,11 @@ class _JobRunner:
         """Collect every participant's signed ephemeral key for this round attempt. The coordinator
         only relays them: each site verifies the others' signatures against the consortium CA."""
         request = site_pb2.RoundKeyRequest(
-            job_id=self.job_id, round=ctx.round, attempt=ctx.attempt, participants=ctx.participants
+            job_id=self.job_id,
+            round=ctx.round,
+            attempt=ctx.attempt,
+            participants=ctx.participants,
+            round_digest=ctx.round_digest,
         )
         for name in ctx.participants:
             self.send(name, key_request=request)

@@ -98,7 +98,9 @@ class Scheduler:
 
     # --- what analysts do -------------------------------------------------------------------
 
-    def add(self, owner: str, name: str, cron: str, spec: JobSpec, *, certificate: bytes) -> ScheduleRow:
+    def add(
+        self, owner: str, name: str, cron: str, spec: JobSpec, *, certificate: bytes, signature: bytes = b""
+    ) -> ScheduleRow:
         """Validate and store a schedule; its first run is at the cron expression's next slot."""
         if not _NAME_RE.match(name or ""):
             raise InputError(f"schedule name {name!r} must be 1-64 letters, digits, _ . - (e.g. weekly-afreq)")
@@ -111,7 +113,7 @@ class Scheduler:
             )
         nxt = parsed.next_after(self.clock())
         row = self.store.create_schedule(
-            owner, name, parsed.text, spec.to_json(), certificate=certificate, next_run_at=iso(nxt)
+            owner, name, parsed.text, spec.to_json(), certificate=certificate, next_run_at=iso(nxt), signature=signature
         )
         log.info("schedule %s (%s) added by %s: %r, first run %s", row.name, row.id, owner, row.cron, row.next_run_at)
         return row
@@ -244,7 +246,12 @@ class Scheduler:
                 )
             if self.revocations is not None and schedule.owner_cert and self._revoked(schedule.owner_cert):
                 raise PolicyRefused(f"the certificate of the schedule's owner {owner} has been revoked")
-            job_id = self.submit(JobSpec.from_json(schedule.spec), owner, certificate=schedule.owner_cert)
+            job_id = self.submit(
+                JobSpec.from_json(schedule.spec),
+                owner,
+                certificate=schedule.owner_cert,
+                signature=schedule.spec_signature,
+            )
         except FedstatError as exc:
             log.warning("schedule %s (%s): run %d not started: %s", schedule.name, schedule.id, run.run_no, exc)
             self._finish(run, None, spec=schedule.spec, error=f"the run could not start: {exc}")

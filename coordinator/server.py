@@ -250,7 +250,10 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
         assert ident is not None
         try:
             job_id = self.engine.submit(
-                spec_from_pb(request.spec), ident.name, certificate=peer_certificate(context) or b""
+                spec_from_pb(request.spec),
+                ident.name,
+                certificate=peer_certificate(context) or b"",
+                signature=request.spec_signature,
             )
         except FedstatError as exc:
             _abort(context, exc)
@@ -430,6 +433,7 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
                 request.cron,
                 spec_from_pb(request.spec),
                 certificate=peer_certificate(context) or b"",
+                signature=request.spec_signature,
             )
         except FedstatError as exc:
             _abort(context, exc)

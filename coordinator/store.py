@@ -109,6 +109,11 @@ _JOB_COLUMNS_ADDED = {
     "analyst_cert": "TEXT NOT NULL DEFAULT ''",  # the submitter's certificate (PEM), forwarded in offers
     "attempt": "INTEGER NOT NULL DEFAULT 0",  # the last round attempt used; a resumed job goes on above it
     "variants_digest": "TEXT NOT NULL DEFAULT ''",  # the harmonized variant list, checked on resume
+    "spec_signature": "TEXT NOT NULL DEFAULT ''",  # hex: the analyst's signature of the spec, forwarded in offers
+}
+#: Schedule columns added after the first release.
+_SCHEDULE_COLUMNS_ADDED = {
+    "spec_signature": "TEXT NOT NULL DEFAULT ''",  # hex: the owner's signature of the template
 }
 
 
@@ -170,6 +175,7 @@ class ScheduleRow:
     created_at: str
     next_run_at: str  # ISO 8601 UTC: the next slot not yet run
     runs: int  # runs so far (scheduled, missed and run-now)
+    spec_signature: bytes = b""  # the owner's signature of the template (sites verify it on every run)
 
 
 @dataclass(frozen=True)
@@ -211,6 +217,10 @@ class Store:
         for column, decl in _JOB_COLUMNS_ADDED.items():  # databases made by earlier versions
             if column not in have:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {decl}")
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(schedules)")}
+        for column, decl in _SCHEDULE_COLUMNS_ADDED.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE schedules ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         with self._lock:
@@ -229,25 +239,36 @@ class Store:
 
     # --- jobs ---------------------------------------------------------------------------
 
-    def create_job(self, analyst: str, spec: dict[str, Any], *, certificate: bytes = b"") -> str:
+    def create_job(
+        self, analyst: str, spec: dict[str, Any], *, certificate: bytes = b"", signature: bytes = b""
+    ) -> str:
         job_id, ts = new_job_id(), now_iso()
         with self._tx() as db:
             db.execute(
-                "INSERT INTO jobs (id, analyst, spec_json, state, phase, created_at, updated_at, analyst_cert) "
-                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
-                (job_id, analyst, json.dumps(spec, sort_keys=True), QUEUED, ts, ts, certificate.decode()),
+                "INSERT INTO jobs (id, analyst, spec_json, state, phase, created_at, updated_at, analyst_cert, "
+                "spec_signature) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+                (
+                    job_id,
+                    analyst,
+                    json.dumps(spec, sort_keys=True),
+                    QUEUED,
+                    ts,
+                    ts,
+                    certificate.decode(),
+                    signature.hex(),
+                ),
             )
         return job_id
 
-    def job_extra(self, job_id: str) -> tuple[bytes, int, str]:
-        """(analyst certificate PEM, last round attempt, harmonized variants digest)."""
+    def job_extra(self, job_id: str) -> tuple[bytes, int, str, bytes]:
+        """(analyst certificate PEM, last round attempt, harmonized variants digest, spec signature)."""
         with self._lock:
             r = self._db.execute(
-                "SELECT analyst_cert, attempt, variants_digest FROM jobs WHERE id = ?", (job_id,)
+                "SELECT analyst_cert, attempt, variants_digest, spec_signature FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
         if r is None:
             raise InputError(f"no job with id {job_id!r}")
-        return r[0].encode(), int(r[1]), r[2]
+        return r[0].encode(), int(r[1]), r[2], bytes.fromhex(r[3])
 
     def set_job_extra(self, job_id: str, *, attempt: int | None = None, variants_digest: str | None = None) -> None:
         with self._tx() as db:
@@ -465,7 +486,7 @@ class Store:
 
     # --- schedules and their reports ------------------------------------------------------
 
-    _SCHED_COLS = "id, owner, name, cron, spec_json, owner_cert, created_at, next_run_at, runs"
+    _SCHED_COLS = "id, owner, name, cron, spec_json, owner_cert, created_at, next_run_at, runs, spec_signature"
     _RUN_COLS = (
         "id, schedule_id, schedule_name, owner, run_no, trigger, slot, fired_at, job_id, state, error, "
         "finished_at, report_json"
@@ -473,20 +494,30 @@ class Store:
 
     @staticmethod
     def _schedule(r: tuple[Any, ...]) -> ScheduleRow:
-        return ScheduleRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5].encode(), r[6], r[7], int(r[8]))
+        return ScheduleRow(
+            r[0], r[1], r[2], r[3], json.loads(r[4]), r[5].encode(), r[6], r[7], int(r[8]), bytes.fromhex(r[9])
+        )
 
     @staticmethod
     def _run(r: tuple[Any, ...]) -> RunRow:
         return RunRow(*r[:4], int(r[4]), *r[5:12], json.loads(r[12]) if r[12] else None)
 
     def create_schedule(
-        self, owner: str, name: str, cron: str, spec: dict[str, Any], *, certificate: bytes, next_run_at: str
+        self,
+        owner: str,
+        name: str,
+        cron: str,
+        spec: dict[str, Any],
+        *,
+        certificate: bytes,
+        next_run_at: str,
+        signature: bytes = b"",
     ) -> ScheduleRow:
         schedule_id = "sch-" + secrets.token_hex(4)
         try:
             with self._tx() as db:
                 db.execute(
-                    f"INSERT INTO schedules ({self._SCHED_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",  # noqa: S608
+                    f"INSERT INTO schedules ({self._SCHED_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",  # noqa: S608
                     (
                         schedule_id,
                         owner,
@@ -496,6 +527,7 @@ class Store:
                         certificate.decode(),
                         now_iso(),
                         next_run_at,
+                        signature.hex(),
                     ),
                 )
         except sqlite3.IntegrityError:

@@ -26,6 +26,7 @@ from fedstat.config import AnalystProfile, load_analyst_profile
 from fedstat.errors import InputError, JobFailed, PrivacyError, ProtocolError
 from fedstat.jobs import JobSpec
 from fedstat.net import error_from_rpc, secure_channel
+from fedstat.pki import sign_statement
 from fedstat.privacy.base import get_mode
 from fedstat.privacy.paillier import PUBLIC_KEY_OPTION, AnalystDecryptor
 from fedstat.privacy.paillier_crypto import DEFAULT_KEY_BITS, PaillierDecryptor, generate_keypair, public_key_to_bytes
@@ -81,10 +82,17 @@ class Client:
             options = {**spec.options, PUBLIC_KEY_OPTION: public_key_to_bytes(public_key).decode()}
             spec = replace(spec, options=options)
             decryptor = PaillierDecryptor(private_key)
-        status = self._call(self._stub.Submit, analyst_pb2.SubmitRequest(spec=spec_to_pb(spec)))
+        spec = spec.validated()  # what the coordinator stores and every site sees: signed as such
+        request = analyst_pb2.SubmitRequest(spec=spec_to_pb(spec), spec_signature=self._sign(spec))
+        status = self._call(self._stub.Submit, request)
         if decryptor is not None:
             self._decryptors[status.job_id] = AnalystDecryptor(status.job_id, decryptor)
         return status
+
+    def _sign(self, spec: JobSpec) -> bytes:
+        """This analyst's signature of the job spec: sites run only jobs their analyst signed."""
+        _, _, key_pem = self.profile.tls.load()
+        return sign_statement(key_pem, spec.signing_bytes())
 
     def _serve_decryption(self, decryptor: AnalystDecryptor, stop: threading.Event) -> None:
         """Answer the coordinator's decryption requests for one job until the job ends; attach
@@ -143,7 +151,10 @@ class Client:
 
     def add_schedule(self, name: str, cron: str, spec: JobSpec) -> analyst_pb2.Schedule:
         """Run ``spec`` as a job at every slot of ``cron`` (UTC, e.g. ``"0 6 * * MON"``), as you."""
-        request = analyst_pb2.AddScheduleRequest(name=name, cron=cron, spec=spec_to_pb(spec.validated()))
+        spec = spec.validated()
+        request = analyst_pb2.AddScheduleRequest(
+            name=name, cron=cron, spec=spec_to_pb(spec), spec_signature=self._sign(spec)
+        )
         return self._call(self._stub.AddSchedule, request)
 
     def schedules(self, *, all_analysts: bool = False) -> list[analyst_pb2.Schedule]:

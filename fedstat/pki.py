@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fedstat.errors import ConfigError, InputError
+from fedstat.errors import AuthError, ConfigError, InputError
 
 ROLES = ("coordinator", "site", "analyst")
 CA_VALID_DAYS = 3650
@@ -384,3 +384,23 @@ class RevocationList:
 
     def is_revoked_pem(self, pem: bytes) -> bool:
         return self.is_revoked(x509.load_pem_x509_certificate(pem))
+
+
+def sign_statement(key_pem: bytes, statement: bytes) -> bytes:
+    """ECDSA-SHA256 signature of ``statement`` with a party's certificate key (PEM)."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise AuthError("the certificate key is not an ECDSA key; re-issue it with `fedstat ca issue`")
+    return key.sign(statement, ec.ECDSA(hashes.SHA256()))
+
+
+def verify_statement(certificate: x509.Certificate, statement: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is the certificate key's ECDSA-SHA256 signature of ``statement``."""
+    public = certificate.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey) or not signature:
+        return False
+    try:
+        public.verify(signature, statement, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True

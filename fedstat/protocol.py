@@ -5,7 +5,9 @@ The daemons and the analyst client use these; the numeric core never sees protob
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -205,6 +207,25 @@ def round_data_messages(
                     shape=arr.shape,
                 ),
             )
+
+
+def round_digest(computation: str, params: Mapping[str, str], arrays: Mapping[str, np.ndarray], subset: bool) -> str:
+    """SHA-256 of what a round computes: its computation, parameters and the coordinator's arrays
+    (names, encodings, shapes and values, as :func:`round_data_messages` sends them).
+
+    The coordinator puts it in each round-key request; each site signs it with its round key and
+    recomputes it from the round it is asked to compute, so a coordinator that sends one site other
+    parameters or arrays than the rest makes the key exchange fail: no sum is unmasked.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps([computation, sorted(params.items()), bool(subset)], separators=(",", ":")).encode())
+    for name in sorted(arrays):
+        arr = np.asarray(arrays[name])
+        enc, dtype = ("i64", "<i8") if np.issubdtype(arr.dtype, np.integer) else ("f64", "<f8")
+        flat = np.ascontiguousarray(arr, dtype=dtype).reshape(-1)
+        h.update(json.dumps([name, enc, list(arr.shape)]).encode())
+        h.update(flat.tobytes())
+    return h.hexdigest()
 
 
 class RoundDataAssembler:

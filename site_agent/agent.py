@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import queue
 import random
@@ -37,15 +38,28 @@ from fedstat.errors import (
     SiteUnavailable,
     shown,
 )
-from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec, derived_columns
+from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec, check_round, derived_columns
 from fedstat.net import secure_channel, server_certificate
-from fedstat.pki import RevocationList, identity_from_pem, identity_from_subject, issued_by_bundle
+from fedstat.pki import (
+    RevocationList,
+    identity_from_pem,
+    identity_from_subject,
+    issued_by_bundle,
+    verify_statement,
+)
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.consent import DiseaseOntology, load_obo
 from fedstat.privacy.dp import BudgetLedger, epsilon_to_rho
 from fedstat.privacy.dpmode import noise_counts, site_sigma
 from fedstat.privacy.secagg import RoundKeyPair, SignedRoundKey, verify_round_keys
-from fedstat.protocol import PlanAssembler, RoundDataAssembler, chunk_to_pb, keys_chunks, spec_from_pb
+from fedstat.protocol import (
+    PlanAssembler,
+    RoundDataAssembler,
+    chunk_to_pb,
+    keys_chunks,
+    round_digest,
+    spec_from_pb,
+)
 from fedstat.stats.base import Cohort, RoundInput, SiteUpdate, release_groups, run_local, updated_cohort
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
@@ -70,7 +84,7 @@ class _Job:
     plan: SitePlan | None = None
     plan_parts: PlanAssembler = field(default_factory=PlanAssembler)
     round_data: dict[tuple[int, int], RoundDataAssembler] = field(default_factory=dict)
-    round_keys: dict[tuple[int, int], tuple[RoundKeyPair, SignedRoundKey]] = field(default_factory=dict)
+    round_keys: dict[tuple[int, int], tuple[RoundKeyPair, SignedRoundKey, str]] = field(default_factory=dict)
     encryptor: Any = None  # --privacy paillier: a PaillierEncryptor for the analyst's key, made at round 1
     analyst: str = ""
 
@@ -337,6 +351,7 @@ class SiteAgent:
                 analyst=offer.analyst,
                 job_id=offer.job_id,
                 spec_digest=spec_digest(spec.to_json()),
+                signature=hashlib.sha256(offer.spec_signature).hexdigest() if offer.spec_signature else None,
                 analyses=list(spec.analyses),
                 privacy=spec.privacy,
                 purpose=spec.purpose or "GRU",
@@ -366,7 +381,7 @@ class SiteAgent:
             if dataset is None:
                 raise InputError(f"dataset {ds_name} cannot be used: {self.problems.get(ds_name, 'not loaded')}")
             ds_config = self.config.dataset(ds_name)
-            self._check_analyst(offer)
+            self._check_analyst(offer, spec)
             check_access(spec, self.config.policy, ds_name, offer.analyst, frozenset(offer.analyst_roles))
             (self.config.state_dir / "consent").mkdir(parents=True, exist_ok=True)
             consent = ConsentSetup(
@@ -427,9 +442,10 @@ class SiteAgent:
             )
         )
 
-    def _check_analyst(self, offer: site_pb2.JobOffer) -> None:
+    def _check_analyst(self, offer: site_pb2.JobOffer, spec: JobSpec) -> None:
         """The analyst the coordinator names must hold a certificate from the consortium CA, for that
-        name and the analyst role, valid now and not on this site's revocation list."""
+        name and the analyst role, valid now and not on this site's revocation list, and must have
+        signed this very spec with its key (the coordinator cannot forge or change a job)."""
         from cryptography import x509  # noqa: PLC0415
 
         if not offer.analyst_certificate:
@@ -448,6 +464,11 @@ class SiteAgent:
             raise PolicyRefused(f"analyst {offer.analyst}'s certificate is not valid now")
         if self.revocations.is_revoked(cert):
             raise PolicyRefused(f"analyst {offer.analyst}'s certificate has been revoked")
+        if not verify_statement(cert, spec.signing_bytes(), offer.spec_signature):
+            raise PolicyRefused(
+                f"the job spec is not signed by analyst {offer.analyst} (or was changed after signing); this site "
+                "runs only jobs their analyst signed with their certificate key"
+            )
 
     @staticmethod
     def _dp_fields(spec: JobSpec, note: str) -> dict | None:
@@ -543,11 +564,17 @@ class SiteAgent:
                 f"secure aggregation over {len(set(participants))} site(s) is below this site's minimum of "
                 f"{self.config.policy.min_sites} (policy min_sites)"
             )
-        ctx = RoundContext(job_id=job.job_id, round=req.round, attempt=req.attempt, participants=participants)
+        ctx = RoundContext(
+            job_id=job.job_id,
+            round=req.round,
+            attempt=req.attempt,
+            participants=participants,
+            round_digest=req.round_digest,
+        )
         pair = RoundKeyPair()
         signed = pair.signed(ctx, self.name, signing_key_pem=self._key_pem, certificate_pem=self._cert_pem)
         job.round_keys = {k: v for k, v in job.round_keys.items() if k[0] >= req.round}  # forget old rounds
-        job.round_keys[(req.round, req.attempt)] = (pair, signed)
+        job.round_keys[(req.round, req.attempt)] = (pair, signed, req.round_digest)
         self.send(
             site_pb2.SiteMessage(
                 round_key=site_pb2.RoundKey(
@@ -566,7 +593,12 @@ class SiteAgent:
         mine = job.round_keys.pop((req.round, req.attempt), None)
         if mine is None:
             raise ProtocolError(f"round {req.round} (attempt {req.attempt}) requested without a key exchange")
-        pair, signed = mine
+        pair, signed, digest = mine
+        if digest != ctx.round_digest:
+            raise ProtocolError(
+                f"round {req.round}: the coordinator asks for another computation, other parameters or other arrays "
+                "than the round this site's key was signed for; not computing it (a deviating coordinator)"
+            )
         keys = [
             SignedRoundKey(site=k.site, public_key=k.public_key, signature=k.signature, certificate=k.certificate)
             for k in req.peer_keys
@@ -587,6 +619,8 @@ class SiteAgent:
         if not received.complete(list(req.arrays)):
             raise ProtocolError(f"round {req.round}: the coordinator's round arrays arrived incomplete")
         arrays = received.result()
+        digest = round_digest(req.analysis, dict(req.params), arrays, req.subset)  # what this site will compute
+        check_round(job.spec, req.analysis, dict(req.params))
         plan = job.plan
         n_global = len(plan.local_index)
         variants = arrays.pop("variants") if req.subset else np.arange(n_global, dtype=np.int64)
@@ -594,7 +628,11 @@ class SiteAgent:
             raise ProtocolError(f"round {req.round}: variant subset outside the harmonized list")
         inp = RoundInput(params=dict(req.params), arrays=arrays, variants=variants)
         ctx = RoundContext(
-            job_id=job.job_id, round=req.round, attempt=req.attempt, participants=tuple(req.participants)
+            job_id=job.job_id,
+            round=req.round,
+            attempt=req.attempt,
+            participants=tuple(req.participants),
+            round_digest=digest,
         )
         mode = get_mode(job.spec.privacy)
         keys: Any = self._verified_keys(job, req, ctx) if mode.needs_round_keys else None

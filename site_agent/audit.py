@@ -126,6 +126,7 @@ PAYLOAD_FIELDS: tuple[str, ...] = (
     "computation",  # a released round's site computation, e.g. "allele_counts"
     "groups",  # fingerprints of the participant groups a released round sums over (never members)
     "sites",  # the sites whose sums a released round adds up
+    "signature",  # SHA-256 of the analyst's signature of the job spec
 )
 #: Values of ``decision``.
 DECISIONS = frozenset({"accepted", "refused", "failed", "completed", "cancelled"})
@@ -334,6 +335,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "computation": _event,
     "groups": _analyses,
     "sites": _analyses,
+    "signature": _digest,
 }
 assert set(_CHECKS) == set(PAYLOAD_FIELDS)
 

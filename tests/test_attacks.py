@@ -22,6 +22,7 @@ from fedstat.config import DatasetConfig
 from fedstat.data.dataset import open_dataset
 from fedstat.errors import JobFailed
 from fedstat.jobs import JobSpec
+from fedstat.pki import sign_statement
 from tests.conftest import GWAS, GWAS_SITES, analyst_profile
 
 LEDGER = "together with earlier releases of dataset main, these sums would single out fewer than 10 participants"
@@ -151,3 +152,116 @@ def test_repeated_identical_job_is_never_refused(session_pki, consortium, tmp_pa
     with pytest.raises(JobFailed):
         with Client(analyst_profile(session_pki, port)) as c:
             c.wait(c.submit(dataclasses.replace(spec, options={})).job_id)  # not the same cohort: QT's few NAs
+
+
+# --- a deviating coordinator (C2): jobs it forges or changes are refused by every site
+
+
+def _wait_job(port: int, session_pki, job_id: str):
+    with Client(analyst_profile(session_pki, port)) as c:
+        return c.wait(job_id, raise_on_failure=False)
+
+
+def test_c2_forged_job__a_spec_alice_never_signed_is_refused_by_every_site(session_pki, consortium, tmp_path):
+    coord, port = consortium
+    alice_cert = session_pki.tls("alice").cert.read_bytes()
+    spec = JobSpec(analyses=("geno-counts",), out_name="g")
+    # the coordinator holds alice's certificate (public) but not her key
+    forged = coord.engine.submit(spec, "alice", certificate=alice_cert)
+    job = _wait_job(port, session_pki, forged)
+    assert job.state == "FAILED"
+    assert "refused the job: the job spec is not signed by analyst alice" in job.error
+    # a real signature of another spec does not carry over (here: the purpose changed after signing)
+    signature = sign_statement(session_pki.tls("alice").key.read_bytes(), spec.validated().signing_bytes())
+    changed = dataclasses.replace(spec, purpose="POA")
+    job = _wait_job(
+        port, session_pki, coord.engine.submit(changed, "alice", certificate=alice_cert, signature=signature)
+    )
+    assert job.state == "FAILED" and "not signed by analyst alice (or was changed after signing)" in job.error
+    # the analyst's own client signs: the same spec runs
+    job = _wait_job(port, session_pki, coord.engine.submit(spec, "alice", certificate=alice_cert, signature=signature))
+    assert job.state == "DONE", job.error
+    # and the site's audit log records the signature's digest with the offer
+    from site_agent import audit
+
+    offers = [r for r in audit.show(tmp_path / "AFR" / "audit.log") if r["event"] == "offer"]
+    assert [("signature" in r, r["decision"]) for r in offers] == [
+        (False, "refused"),
+        (True, "refused"),
+        (True, "accepted"),
+    ]
+
+
+# --- a deviating coordinator (C3): rounds steered at some sites are refused, never unmasked
+
+
+def _deviate(monkeypatch, change) -> None:
+    """Make the coordinator pass every message it sends to a site through ``change(site, kind, msg)``."""
+    from coordinator import engine
+
+    original = engine._JobRunner.send
+
+    def send(self, site: str, **kind):
+        ((name, msg),) = kind.items()
+        return original(self, site, **{name: change(site, name, msg)})
+
+    monkeypatch.setattr(engine._JobRunner, "send", send)
+
+
+def test_c3_steered_round__a_mind_threshold_the_spec_does_not_name_is_refused(session_pki, consortium, monkeypatch):
+    _, port = consortium
+
+    def steer(site, kind, msg):
+        if kind == "round" and msg.analysis == "sample_missing":
+            msg = type(msg).FromString(msg.SerializeToString())
+            msg.params["mind"] = "0.5" if site == "EUR" else "-1"  # attack C3: EUR alone keeps a cohort
+        return msg
+
+    _deviate(monkeypatch, steer)
+    job = _submit(port, session_pki, JobSpec(analyses=("freq",), out_name="m", options={"mind": "0.2"}))
+    assert job.state == "FAILED"
+    assert "round 'sample_missing' does not belong to the job the analyst signed: its --mind threshold" in job.error
+
+
+def test_c3_round_other_than_the_one_keys_were_signed_for_is_never_computed(session_pki, consortium, monkeypatch):
+    _, port = consortium
+
+    def steer(site, kind, msg):
+        if kind == "key_request" and site == "EAS":
+            msg = type(msg).FromString(msg.SerializeToString())
+            msg.round_digest = "0" * 64  # EAS is told of another round than the others
+        return msg
+
+    _deviate(monkeypatch, steer)
+    job = _submit(port, session_pki, JobSpec(analyses=("freq",), out_name="k"))
+    assert job.state == "FAILED"
+    # EAS refuses the round its key was not signed for; the others find EAS's signature does not
+    # match the round they were asked for: nobody's sums are unmasked
+    assert (
+        "than the round this site's key was signed for" in job.error
+        or "round key signature does not verify" in job.error
+    ), job.error
+
+
+def test_check_round__parameters_outside_the_signed_spec_are_refused():
+    from fedstat.errors import ProtocolError
+    from fedstat.jobs import check_round
+
+    spec = JobSpec(
+        analyses=("glm", "assoc"), pheno_names=("CC",), covar_names=("AGE",), options={"mind": "0.1"}
+    ).validated()
+    check_round(spec, "sample_missing", {"mind": "0.1"})
+    check_round(spec, "assoc_counts", {"pheno": "CC"})
+    check_round(spec, "glm_describe", {"columns": '["CC", "AGE"]'})
+    for computation, params, why in [
+        ("sample_missing", {"mind": "-1"}, "its --mind threshold is not the job's"),
+        ("assoc_counts", {"pheno": "QT"}, "no --assoc/--model on this phenotype"),
+        ("glm_describe", {"columns": '["CC", "SECRET"]'}, "describes columns the job does not name"),
+        ("glm_linear", {"spec": '[{"name": "QT", "covars": [], "mask_covars": []}]'}, "not the job's"),
+        ("pca_multiply", {}, "the job has no --pca"),
+        ("allele_counts", {}, "the job has no --freq"),
+        ("assoc_counts", {"pheno": "CC", "extra": "1"}, r"unexpected parameters \['extra'\]"),
+        ("who_knows", {}, "unknown computation"),
+    ]:
+        with pytest.raises(ProtocolError, match=why):
+            check_round(spec, computation, params)

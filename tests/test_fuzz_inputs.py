@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from fedstat.data.samples import read_sample_table
 from fedstat.errors import FedstatError, InputError
 from fedstat.jobs import KNOWN_ANALYSES, JobSpec
+from fedstat.pki import sign_statement
 from fedstat.protocol import spec_from_pb
 from fedstat.wire import common_pb2
 
@@ -224,12 +225,15 @@ def test_site_agent_dispatch__any_coordinator_message_is_handled(session_pki, tm
     for msg in messages:
         if isinstance(msg, tuple):  # a well-formed offer from a real analyst, to reach the later handlers
             _, job_id, privacy = msg
+            spec = common_pb2.JobSpec(analyses=["freq"], privacy=privacy)
+            signed = sign_statement(session_pki.tls("alice").key.read_bytes(), spec_from_pb(spec).signing_bytes())
             msg = site_pb2.CoordinatorMessage(
                 offer=site_pb2.JobOffer(
                     job_id=job_id,
-                    spec=common_pb2.JobSpec(analyses=["freq"], privacy=privacy),
+                    spec=spec,
                     analyst="alice",
                     analyst_certificate=session_pki.tls("alice").cert.read_bytes(),
+                    spec_signature=signed,
                 )
             )
         agent._dispatch(msg)  # never raises

@@ -72,13 +72,16 @@ def test_wire__no_message_has_a_per_participant_field():
         if f.type == f.TYPE_BYTES
     ]
     assert sorted(bytes_fields) == [
+        "AddScheduleRequest.spec_signature",  # the owner's signature of a schedule's job template
         "DecryptReply.words",  # --privacy paillier: round totals (all sites), decrypted by the analyst
         "DecryptRequest.ciphertexts",  # the product of every participant's ciphertexts
         "JobOffer.analyst_certificate",  # the submitting analyst's public certificate (PEM)
+        "JobOffer.spec_signature",  # the analyst's signature of the job spec
         "ResultChunk.data",
         "RoundKey.certificate",  # key material of the secure-aggregation exchange
         "RoundKey.public_key",
         "RoundKey.signature",
+        "SubmitRequest.spec_signature",  # the analyst's signature of the job spec
         "SumsChunk.data",
         "VariantPlanChunk.flip",
         "VariantPlanChunk.local_index",

@@ -127,7 +127,7 @@ class Engine:
     def __init__(self, store: Store):
         self.store, self.submitted = store, []
 
-    def submit(self, spec: JobSpec, analyst: str, *, certificate: bytes = b"") -> str:
+    def submit(self, spec: JobSpec, analyst: str, *, certificate: bytes = b"", signature: bytes = b"") -> str:
         job_id = self.store.create_job(analyst, spec.validated().to_json(), certificate=certificate)
         self.submitted.append((job_id, analyst, certificate))
         return job_id

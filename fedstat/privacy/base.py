@@ -35,6 +35,7 @@ class RoundContext:
     round: int
     attempt: int
     participants: tuple[str, ...]
+    round_digest: str = ""  # fedstat.protocol.round_digest: what the round computes (signed with the keys)
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,8 @@ class SignedRoundKey:
 
 
 def key_transcript(ctx: RoundContext, site: str, public_key: bytes) -> bytes:
-    """The bytes a site signs: protocol, job, round, attempt, site, participants and key."""
+    """The bytes a site signs: protocol, job, round, attempt, site, participants, the round's
+    digest (its computation, parameters and the coordinator's arrays) and key."""
     fields = [
         PROTOCOL,
         ctx.job_id.encode(),
@@ -86,6 +87,7 @@ def key_transcript(ctx: RoundContext, site: str, public_key: bytes) -> bytes:
         str(ctx.attempt).encode(),
         site.encode(),
         ",".join(sorted(ctx.participants)).encode(),
+        ctx.round_digest.encode(),
         public_key.hex().encode(),
     ]
     return b"\x00".join(fields)

@@ -26,16 +26,22 @@ class SubmitRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SPEC_FIELD_NUMBER: _builtins.int
+    SPEC_SIGNATURE_FIELD_NUMBER: _builtins.int
+    spec_signature: _builtins.bytes
+    """ECDSA signature by the analyst's certificate key over fedstat.jobs.JobSpec.signing_bytes():
+    every site verifies it, so the coordinator cannot forge or change a job.
+    """
     @_builtins.property
     def spec(self) -> _common_pb2.JobSpec: ...
     def __init__(
         self,
         *,
         spec: _common_pb2.JobSpec | None = ...,
+        spec_signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec", "spec_signature", b"spec_signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -640,10 +646,13 @@ class AddScheduleRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     CRON_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    SPEC_SIGNATURE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """unique among the caller's schedules, e.g. "weekly-afreq" """
     cron: _builtins.str
     """five fields or an @ alias, in UTC, e.g. "0 6 * * MON" """
+    spec_signature: _builtins.bytes
+    """the owner's signature of the template, as in SubmitRequest"""
     @_builtins.property
     def spec(self) -> _common_pb2.JobSpec:
         """the job template (not --privacy paillier)"""
@@ -654,10 +663,11 @@ class AddScheduleRequest(_message.Message):
         name: _builtins.str = ...,
         cron: _builtins.str = ...,
         spec: _common_pb2.JobSpec | None = ...,
+        spec_signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "name", b"name", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "name", b"name", "spec", b"spec", "spec_signature", b"spec_signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -86,6 +86,7 @@ class JobOffer(_message.Message):
     ANALYST_CERTIFICATE_FIELD_NUMBER: _builtins.int
     ANALYST_ROLES_FIELD_NUMBER: _builtins.int
     RESUMED_FIELD_NUMBER: _builtins.int
+    SPEC_SIGNATURE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     analyst: _builtins.str
     """certificate subject of the submitting analyst"""
@@ -95,6 +96,10 @@ class JobOffer(_message.Message):
     """
     resumed: _builtins.bool
     """a re-offer after a coordinator restart or a site reconnect"""
+    spec_signature: _builtins.bytes
+    """The analyst's signature of the spec (fedstat.jobs.JobSpec.signing_bytes()); each site
+    verifies it with analyst_certificate and refuses a job its analyst did not sign.
+    """
     @_builtins.property
     def spec(self) -> _common_pb2.JobSpec: ...
     @_builtins.property
@@ -110,10 +115,11 @@ class JobOffer(_message.Message):
         analyst_certificate: _builtins.bytes = ...,
         analyst_roles: _abc.Iterable[_builtins.str] | None = ...,
         resumed: _builtins.bool = ...,
+        spec_signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyst", b"analyst", "analyst_certificate", b"analyst_certificate", "analyst_roles", b"analyst_roles", "job_id", b"job_id", "resumed", b"resumed", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyst", b"analyst", "analyst_certificate", b"analyst_certificate", "analyst_roles", b"analyst_roles", "job_id", b"job_id", "resumed", b"resumed", "spec", b"spec", "spec_signature", b"spec_signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -299,9 +305,15 @@ class RoundKeyRequest(_message.Message):
     ROUND_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    ROUND_DIGEST_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     attempt: _builtins.int
+    round_digest: _builtins.str
+    """fedstat.protocol.round_digest of the round the key is for (computation, parameters, the
+    coordinator's arrays): each site signs it with its key and recomputes it from the round it is
+    then asked to compute, so all sites compute the same round or no sum is unmasked.
+    """
     @_builtins.property
     def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -311,10 +323,11 @@ class RoundKeyRequest(_message.Message):
         round: _builtins.int = ...,
         attempt: _builtins.int = ...,
         participants: _abc.Iterable[_builtins.str] | None = ...,
+        round_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job_id", b"job_id", "participants", b"participants", "round", b"round"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job_id", b"job_id", "participants", b"participants", "round", b"round", "round_digest", b"round_digest"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
