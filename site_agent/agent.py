@@ -393,7 +393,11 @@ class SiteAgent:
             decision = decide(spec, self.config.policy, dataset, consent)
             members = decision.members
             cohort = build_cohort(spec, dataset, members, decision.zero_dropped)
-            dp_note = self._charge_budget(offer.job_id, ds_name, spec) if get_mode(spec.privacy).adds_noise else ""
+            # the job's spec is fixed once accepted: a re-offer of the job id with another spec is refused
+            self.release_ledger.bind_job(ds_name, offer.job_id, spec_digest(spec.to_json()))
+            noisy = get_mode(spec.privacy).adds_noise
+            # under dp: the budget is checked now and charged when this site first releases
+            dp_note = self._charge_budget(offer.job_id, ds_name, spec, dry_run=True) if noisy else ""
         except FedstatError as exc:
             log.info("refused job %s from %s: %s", offer.job_id, offer.analyst, exc)
             self._record(offer, spec, decision="refused", reason=str(exc))
@@ -406,8 +410,6 @@ class SiteAgent:
         )
         job.plan_parts = PlanAssembler(max_variants=dataset.genotypes.n_variants)  # a plan never names more
         self._jobs[job.job_id] = job
-        if dp_note:  # the analysts' view of this dataset's remaining budget changed
-            self.send(site_pb2.SiteMessage(policy=self._policy(ds_name)))
         threading.Thread(target=self._job_worker, args=(job,), name=f"job-{job.job_id}", daemon=True).start()
         excluded = decision.consent.n_excluded if decision.consent is not None else 0
         self._record(
@@ -476,19 +478,22 @@ class SiteAgent:
             return None
         return {"epsilon": float(spec.options["dp_epsilon"]), "delta": float(spec.options["dp_delta"])}
 
-    def _charge_budget(self, job_id: str, dataset: str, spec: JobSpec) -> str:
-        """Charge the job's ρ to the dataset's ledger once (idempotent per job); BudgetExceeded
-        (a PolicyRefused stating what remains) when it would overspend."""
+    def _charge_budget(self, job_id: str, dataset: str, spec: JobSpec, *, dry_run: bool = False) -> str:
+        """Charge the job's ρ to the dataset's ledger once (idempotent per job), or with ``dry_run``
+        only check it fits; BudgetExceeded (a PolicyRefused stating what remains) when it would
+        overspend."""
         epsilon, delta = float(spec.options["dp_epsilon"]), float(spec.options["dp_delta"])
         receipt = self._ledger().charge(
             dataset,
             job_id,
             epsilon_to_rho(epsilon, delta),
             detail=f"{','.join(spec.analyses)} eps={epsilon} delta={delta}",
+            dry_run=dry_run,
         )
         r = receipt.remaining
+        verb = "will charge at its first release" if dry_run else "charged"
         return (
-            f"charged ε={epsilon:g}, δ={delta:g} (ρ={receipt.rho_job:.4g}); remaining ρ={r.rho:.4g} "
+            f"{verb} ε={epsilon:g}, δ={delta:g} (ρ={receipt.rho_job:.4g}); remaining ρ={r.rho:.4g} "
             f"(ε={r.epsilon:.3g} at δ={r.delta:g})"
         )
 
@@ -655,6 +660,13 @@ class SiteAgent:
         self._gate(job, req, release_groups(compute, job.cohort, inp))
         n = len(variants)
         sigma = self._noise_scale(job, req, n) if mode.adds_noise else None
+        if sigma is not None:
+            # noise is drawn once per (job, round): a retried attempt would let averaging cut it, so a
+            # round this site released under dp is never released again; the job is charged now
+            self.release_ledger.noisy_round(job.dataset.name, job.job_id, req.round, req.attempt)
+            note = self._charge_budget(job.job_id, job.dataset.name, job.spec)
+            log.info("job %s: differential privacy budget %s", job.job_id, note)
+            self.send(site_pb2.SiteMessage(policy=self._policy(job.dataset.name)))
         block_size = job.spec.block_size or self.config.block_size
         n_blocks = (n + block_size - 1) // block_size
 

@@ -49,6 +49,19 @@ CREATE TABLE IF NOT EXISTS partition (
     labels BLOB NOT NULL,    -- int64 atom label per key, 0 = in no released group (zlib)
     releases INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS jobs (
+    dataset TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    spec_digest TEXT NOT NULL,  -- the spec the site accepted the job with
+    PRIMARY KEY (dataset, job_id)
+);
+CREATE TABLE IF NOT EXISTS noisy_rounds (
+    dataset TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,   -- the one attempt whose noisy sums this site released
+    PRIMARY KEY (dataset, job_id, round)
+);
 CREATE TABLE IF NOT EXISTS site_sets (
     dataset TEXT NOT NULL,
     query TEXT NOT NULL,     -- digest of (computation, parameters, this site's groups)
@@ -238,6 +251,43 @@ class ReleaseLedger:
                 con.execute("ROLLBACK")
                 raise
         return Release(fingerprints=fingerprints, new_groups=changed)
+
+    def bind_job(self, dataset: str, job_id: str, spec_digest: str) -> None:
+        """Record the spec a job was first offered with; refuse the job id again with another spec
+        (a coordinator re-offering a job under a changed spec, e.g. for a fresh DP draw)."""
+        with self._lock, self._connect() as con:
+            con.execute(
+                "INSERT OR IGNORE INTO jobs (dataset, job_id, spec_digest) VALUES (?, ?, ?)",
+                (dataset, job_id, spec_digest),
+            )
+            row = con.execute(
+                "SELECT spec_digest FROM jobs WHERE dataset = ? AND job_id = ?", (dataset, job_id)
+            ).fetchone()
+        if row[0] != spec_digest:
+            raise DifferencingRefused(
+                f"job {job_id} was offered to this site before with another spec; a job's spec never changes "
+                "(submit a new job)"
+            )
+
+    def noisy_round(self, dataset: str, job_id: str, round_no: int, attempt: int) -> None:
+        """Record that this site releases round ``round_no`` of a differentially private job in
+        ``attempt``; refuse any other attempt of the same round (fresh noise for each attempt would let
+        an averaging coordinator cut it, while the budget is charged once)."""
+        with self._lock, self._connect() as con:
+            con.execute(
+                "INSERT OR IGNORE INTO noisy_rounds (dataset, job_id, round, attempt) VALUES (?, ?, ?, ?)",
+                (dataset, job_id, round_no, attempt),
+            )
+            row = con.execute(
+                "SELECT attempt FROM noisy_rounds WHERE dataset = ? AND job_id = ? AND round = ?",
+                (dataset, job_id, round_no),
+            ).fetchone()
+        if int(row[0]) != attempt:
+            raise DifferencingRefused(
+                f"round {round_no} of job {job_id} was released by this site under differential privacy already "
+                "(another attempt); its noise is drawn once, so it is not released again: submit the job again "
+                "(a new job is charged to the budget again)"
+            )
 
     @staticmethod
     def _load(con: sqlite3.Connection, dataset: str) -> tuple[np.ndarray, np.ndarray, int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from fedstat.client import Client
 from fedstat.errors import InputError
@@ -43,7 +44,9 @@ def test_dp__frequencies_are_noisy_but_close_and_provenance_names_the_budget(ses
     assert np.all((fb >= 0) & (fb <= 1)) and np.median(np.abs(fa - fb)) < 0.1
     prov = json.loads((tmp_path / "dp" / "f.provenance.json").read_text())
     assert prov["privacy"] == {"mode": "dp", "dp_budget_spent": {"epsilon": 8.0, "delta": 1e-06}}
-    assert log.count("differential privacy budget: charged ε=8, δ=1e-06") == 3
+    # each site checks its budget at the offer and charges it when it first releases (not when another
+    # site might still refuse the job)
+    assert log.count("differential privacy budget: will charge at its first release ε=8, δ=1e-06") == 3
 
 
 def test_dp__budget_exhaustion_refuses_the_job_stating_what_remains(session_pki, consortium):
@@ -56,6 +59,42 @@ def test_dp__budget_exhaustion_refuses_the_job_stating_what_remains(session_pki,
     assert second.state == "FAILED"
     assert "refused the job: privacy budget of dataset 'main' exceeded" in second.error
     assert "but only rho=0.4869" in second.error and "remains, i.e. (epsilon=5.14" in second.error
+
+
+def test_dp__a_job_refused_by_one_site_charges_no_budget_at_the_others(session_pki, consortium, consortium_agents):
+    # attack D3: the budget used to be charged at the offer, so any submitter could drain it with jobs
+    # another site refuses; now nothing is charged until a site releases
+    import dataclasses
+
+    from fedstat.privacy.dp import BudgetLedger, epsilon_to_rho
+
+    _, port = consortium
+    eur = consortium_agents["EUR"]
+    eur.config = dataclasses.replace(
+        eur.config, policy=dataclasses.replace(eur.config.policy, allowed_privacy=("secagg",))
+    )
+    with Client(analyst_profile(session_pki, port)) as c:
+        for _ in range(3):
+            job = c.wait(c.submit(_spec(8.0)).job_id, raise_on_failure=False)
+            assert job.state == "FAILED" and "site EUR refused the job" in job.error
+    afr = consortium_agents["AFR"]
+    ledger = BudgetLedger(afr.config.state_dir / "dp-budget.sqlite", total_epsilon=10.0, total_delta=1e-6)
+    assert ledger.spent("main").rho == 0.0 and epsilon_to_rho(8.0, 1e-6) > 0
+
+
+def test_dp__a_retried_attempt_of_a_released_round_is_refused(tmp_path):
+    # attack D1: fresh noise for each of 200 attempts of a round let the coordinator average it away
+    from site_agent.release_ledger import DifferencingRefused, ReleaseLedger
+
+    ledger = ReleaseLedger(tmp_path / "r.sqlite", min_group=10)
+    ledger.noisy_round("main", "J1", 1, 0)
+    ledger.noisy_round("main", "J1", 1, 0)  # the same attempt (a duplicate message) is fine
+    with pytest.raises(DifferencingRefused, match="released by this site under differential privacy already"):
+        ledger.noisy_round("main", "J1", 1, 1)
+    ledger.bind_job("main", "J1", "a" * 64)
+    ledger.bind_job("main", "J1", "a" * 64)
+    with pytest.raises(DifferencingRefused, match="offered to this site before with another spec"):
+        ledger.bind_job("main", "J1", "b" * 64)
 
 
 def test_dp__glm_refused_at_submit():

@@ -866,7 +866,9 @@ class BudgetLedger:
         delta = self.total.delta
         return PrivacyLoss(rho, rho_to_epsilon(rho, delta, conversion=self.conversion), delta)
 
-    def charge(self, dataset: str, job_id: str, rho: float, *, detail: str = "") -> ChargeReceipt:
+    def charge(
+        self, dataset: str, job_id: str, rho: float, *, detail: str = "", dry_run: bool = False
+    ) -> ChargeReceipt:
         """Charge job ``job_id``'s release(s) of ``rho`` to ``dataset``, at most once per job.
 
         Parameters
@@ -875,6 +877,7 @@ class BudgetLedger:
         job_id : the job; retries of the job or of its rounds reuse it
         rho : the job's total zCDP ρ so far (e.g. the sum of its :attr:`NoiseCalibration.rho`)
         detail : free text stored with the event (analysis, rounds, σ); never participant data
+        dry_run : only check: the receipt the charge would give, or BudgetExceeded; nothing written
 
         Returns
         -------
@@ -922,6 +925,9 @@ class BudgetLedger:
                         requested_rho=added,
                         remaining=left,
                     )
+                if dry_run:
+                    conn.execute("ROLLBACK")
+                    return self._receipt(dataset, job_id, rho, added, spent + added)
                 now = datetime.now(UTC).isoformat(timespec="milliseconds")
                 conn.execute(
                     "INSERT INTO charges (dataset, job_id, rho, first_at, last_at) VALUES (?, ?, ?, ?, ?) "
