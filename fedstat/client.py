@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 import grpc
 
 from fedstat.config import AnalystProfile, load_analyst_profile
-from fedstat.errors import InputError, JobFailed, PrivacyError, ProtocolError
+from fedstat.errors import AuthError, InputError, JobFailed, PrivacyError, ProtocolError, SiteUnavailable
 from fedstat.jobs import JobSpec
-from fedstat.net import error_from_rpc, secure_channel
-from fedstat.pki import sign_statement
+from fedstat.net import error_from_rpc, secure_channel, server_certificate
+from fedstat.pki import RevocationList, sign_statement
 from fedstat.privacy.base import get_mode
 from fedstat.privacy.paillier import PUBLIC_KEY_OPTION, AnalystDecryptor
 from fedstat.privacy.paillier_crypto import DEFAULT_KEY_BITS, PaillierDecryptor, generate_keypair, public_key_to_bytes
@@ -49,6 +49,23 @@ class Client:
         self._channel = secure_channel(profile.coordinator, profile.tls)
         self._stub = analyst_pb2_grpc.AnalystStub(self._channel)
         self._decryptors: dict[str, AnalystDecryptor] = {}  # --privacy paillier: private keys, by job
+        if profile.tls.crl is not None:
+            self._check_coordinator()
+
+    def _check_coordinator(self) -> None:
+        """With a CRL in the profile: refuse a coordinator whose certificate the consortium revoked
+        (or a stale CRL) before sending it anything."""
+        import ssl  # noqa: PLC0415
+
+        revocations = RevocationList(self.profile.tls.crl, self.profile.tls.ca)
+        try:
+            pem = server_certificate(self.profile.coordinator, self.profile.tls)
+        except (OSError, ssl.SSLError) as exc:
+            self._channel.close()
+            raise SiteUnavailable(f"TLS handshake with {self.profile.coordinator} failed: {exc}") from exc
+        if revocations.is_revoked_pem(pem):
+            self._channel.close()
+            raise AuthError(f"the coordinator at {self.profile.coordinator} presents a revoked certificate")
 
     @classmethod
     def from_profile(cls, path: str | Path) -> Client:

@@ -229,7 +229,7 @@ class TlsFiles:
 
 # --- revocation and rotation ------------------------------------------------------------------
 
-CRL_VALID_DAYS = 3650
+CRL_VALID_DAYS = 30  # re-sign with `fedstat ca crl` (e.g. weekly from cron); a stale CRL fails closed
 REVOCATION_REASONS = ("unspecified", "key_compromise", "superseded", "cessation_of_operation")
 
 
@@ -259,6 +259,12 @@ def _write_crl(ca_dir: Path, entries: list[Revoked]) -> Path:
     path = ca_dir / "crl.pem"
     _write_public(path, crl.public_bytes(serialization.Encoding.PEM))
     return path
+
+
+def refresh_crl(ca_dir: Path) -> Path:
+    """Re-sign ``ca_dir/crl.pem`` with the same entries and a fresh nextUpdate (the daemons refuse a
+    CRL past its nextUpdate: a revocation must not stop being enforced because nobody re-signed)."""
+    return _write_crl(Path(ca_dir), revoked_entries(ca_dir))
 
 
 def revoked_entries(ca_dir: Path) -> list[Revoked]:
@@ -354,6 +360,7 @@ class RevocationList:
         self.path, self._ca = (Path(path) if path else None), ca
         self._stamp: tuple[int, ...] | None = None
         self._serials: frozenset[int] = frozenset()
+        self._next_update: dt.datetime | None = None
         self._lock = threading.Lock()
         self.serials()  # a missing or forged CRL is a configuration error at start
 
@@ -376,7 +383,14 @@ class RevocationList:
                 if not any(crl.is_signature_valid(ca.public_key()) for ca in cas):  # type: ignore[arg-type]
                     raise ConfigError(f"tls.crl: {self.path} is not signed by the consortium CA")
                 self._serials = frozenset(rc.serial_number for rc in crl)
+                self._next_update = crl.next_update_utc
                 self._stamp = stamp
+            if self._next_update is not None and dt.datetime.now(dt.UTC) > self._next_update:
+                raise ConfigError(
+                    f"tls.crl: {self.path} is stale (its nextUpdate was "
+                    f"{self._next_update.isoformat(timespec='seconds')}); revocations are not trusted past it. "
+                    "The CA holder re-signs it with `fedstat ca crl CA_DIR`; copy the new crl.pem here"
+                )
             return self._serials
 
     def is_revoked(self, cert: x509.Certificate) -> bool:

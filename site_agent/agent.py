@@ -132,6 +132,7 @@ class SiteAgent:
         self._ontology: DiseaseOntology | None = None
         self._audit: AuditLog | None = None
         self._release_ledger: ReleaseLedger | None = None
+        self._coordinator_pem = b""  # the coordinator's certificate, as presented at the last connection
         self._keys: dict[str, np.ndarray] = {}
         self._jobs: dict[str, _Job] = {}
         self._outbox: queue.Queue[site_pb2.SiteMessage | None] | None = None
@@ -273,6 +274,7 @@ class SiteAgent:
             raise AuthError(
                 f"the coordinator at {self.config.coordinator} presents a revoked certificate; not connecting"
             )
+        self._coordinator_pem = pem  # checked again on every offer
 
     def send(self, msg: site_pb2.SiteMessage) -> None:
         outbox = self._outbox
@@ -381,6 +383,8 @@ class SiteAgent:
             if dataset is None:
                 raise InputError(f"dataset {ds_name} cannot be used: {self.problems.get(ds_name, 'not loaded')}")
             ds_config = self.config.dataset(ds_name)
+            if self._coordinator_pem and self.revocations.is_revoked_pem(self._coordinator_pem):
+                raise PolicyRefused("the coordinator's certificate has been revoked; this site takes no job from it")
             self._check_analyst(offer, spec)
             check_access(spec, self.config.policy, ds_name, offer.analyst, frozenset(offer.analyst_roles))
             (self.config.state_dir / "consent").mkdir(parents=True, exist_ok=True)

@@ -291,3 +291,59 @@ def test_site_concurrency__rounds_computed_at_once_stay_within_the_site_limit(
 
 
 LIMIT = 1
+
+
+def test_client__refuses_a_coordinator_its_crl_revokes(ca, coordinator_with_access):
+    coord = coordinator_with_access
+    with _client(ca, coord, "alice") as c:
+        assert c.sites() == []
+    pki.revoke(ca, cert=ca.parent / "certs" / "coordinator.pem", reason="key_compromise")
+    with pytest.raises(AuthError, match=r"the coordinator at localhost:\d+ presents a revoked certificate"):
+        _client(ca, coord, "alice")
+
+
+def test_revocation_list__a_stale_crl_fails_closed_until_re_signed(ca, monkeypatch, capsys):
+    import datetime as dt
+
+    from fedstat.cli.main import main as cli
+
+    crl = RevocationList(ca / "crl.pem", (ca / "ca.pem").read_bytes())
+    assert crl.serials() == frozenset()
+
+    class _Later:  # the clock 31 days on: past the CRL's nextUpdate
+        UTC, timedelta = dt.UTC, dt.timedelta
+
+        class datetime(dt.datetime):
+            @classmethod
+            def now(cls, tz=None):
+                return dt.datetime.now(tz) + dt.timedelta(days=pki.CRL_VALID_DAYS + 1)
+
+    with monkeypatch.context() as m:
+        m.setattr(pki, "dt", _Later)
+        with pytest.raises(ConfigError, match=r"crl.pem is stale \(its nextUpdate was .*fedstat ca crl CA_DIR"):
+            crl.serials()
+    # the CA holder re-signs it; the same revocations stay, valid for another CRL_VALID_DAYS
+    pki.revoke(ca, cert=ca.parent / "certs" / "bob.pem")
+    assert cli(["ca", "crl", str(ca)]) == 0
+    assert f"valid for {pki.CRL_VALID_DAYS} days" in capsys.readouterr().out
+    assert len(crl.serials()) == 1 and len(pki.revoked_entries(ca)) == 1
+
+
+def test_site__refuses_offers_once_the_coordinator_certificate_is_revoked(
+    session_pki, consortium, consortium_agents, tmp_path
+):
+    _, port = consortium
+    ca = session_pki.ca
+    crl_dir = tmp_path / "crl"  # a CRL only this site holds
+    crl_dir.mkdir()
+    for f in ("ca.pem", "ca.key"):
+        (crl_dir / f).write_bytes((ca / f).read_bytes())
+    agent = consortium_agents["AFR"]
+    agent._coordinator_pem = (session_pki.root / "coordinator.pem").read_bytes()  # as seen at connect
+    pki.revoke(crl_dir, cert=session_pki.root / "coordinator.pem")
+    agent.revocations = RevocationList(crl_dir / "crl.pem", (ca / "ca.pem").read_bytes())
+    with Client(analyst_profile(session_pki, port)) as c:
+        done = c.wait(c.submit(JobSpec(analyses=("freq",), out_name="f")).job_id, raise_on_failure=False)
+    assert done.error == (
+        "site AFR refused the job: the coordinator's certificate has been revoked; this site takes no job from it"
+    )

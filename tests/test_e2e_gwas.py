@@ -21,9 +21,8 @@ EXPECTED = GWAS / "expected"
 SITES = ("AFR", "EAS", "EUR")
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    ws = tmp_path_factory.mktemp("gwas") / "W"
+def _consortium(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    ws = tmp_path_factory.mktemp(name) / "W"
     assert (
         cli(["poc", "prepare", "--workspace", str(ws), *[a for s in SITES for a in ("--site", f"{s}={GWAS / s}")]]) == 0
     )
@@ -32,21 +31,18 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield ws
     finally:
         poc.stop(ws)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield from _consortium(tmp_path_factory, "gwas")
 
 
 @pytest.fixture(scope="module")
 def assoc_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A consortium of its own: --assoc on CC's cohort, --glm (below) on QT's and CC's common cohort;
     each site's release ledger would not let one consortium release both (they differ by a few people)."""
-    ws = tmp_path_factory.mktemp("assoc") / "W"
-    assert (
-        cli(["poc", "prepare", "--workspace", str(ws), *[a for s in SITES for a in ("--site", f"{s}={GWAS / s}")]]) == 0
-    )
-    assert cli(["poc", "start", "--workspace", str(ws)]) == 0
-    try:
-        yield ws
-    finally:
-        poc.stop(ws)
+    yield from _consortium(tmp_path_factory, "assoc")
 
 
 def test_assoc_model__byte_identical_to_plink19_on_pooled_data(assoc_workspace: Path, tmp_path: Path, capsys):

@@ -237,7 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("unspecified", "key_compromise", "superseded", "cessation_of_operation"),
     )
     p = ca.add_parser("revoked", help="list the certificates CA_DIR/crl.pem revokes")
-    p.add_argument("ca_dir", type=Path)
+    p.add_argument("ca_dir", type=Path, help="the CA directory made by `fedstat ca init`")
+    p = ca.add_parser(
+        "crl",
+        help=f"re-sign CA_DIR/crl.pem with a fresh nextUpdate ({pki_days()} days): the daemons and analysts "
+        "refuse a stale revocation list, so run this regularly (e.g. weekly from cron) and copy crl.pem out",
+    )
+    p.add_argument("ca_dir", type=Path, help="the CA directory made by `fedstat ca init`")
     p = ca.add_parser(
         "rotate",
         help="new CA key and certificate; ca.pem becomes a bundle of the new and old CA, so certificates "
@@ -523,6 +529,12 @@ def _print_policies(resp: object) -> None:
     print("analyses every site allows: " + (", ".join("--" + a for a in common) or "none"))
 
 
+def pki_days() -> int:
+    from fedstat.pki import CRL_VALID_DAYS  # noqa: PLC0415
+
+    return CRL_VALID_DAYS
+
+
 def cmd_ca(args: argparse.Namespace) -> int:
     from fedstat import pki  # noqa: PLC0415
 
@@ -542,6 +554,9 @@ def cmd_ca(args: argparse.Namespace) -> int:
             print("no certificate is revoked")
         for e in entries:
             print(f"{e.serial:x}  {e.revoked_at.isoformat(timespec='seconds')}  {e.reason}")
+    elif args.ca_command == "crl":
+        path = pki.refresh_crl(args.ca_dir)
+        print(f"re-signed {path}: valid for {pki.CRL_VALID_DAYS} days; copy it to every party")
     elif args.ca_command == "rotate":
         bundle = pki.rotate_ca(args.ca_dir)
         print(f"new CA key in {args.ca_dir / 'ca.key'}; {bundle} is now the bundle of the new and old CA certificates")

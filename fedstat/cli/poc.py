@@ -114,6 +114,7 @@ def prepare(
         'ca = "ca/ca.pem"\n'
         f"cert = {_toml_str('analyst/' + analyst + '.pem')}\n"
         f"key = {_toml_str('analyst/' + analyst + '.key')}\n"
+        'crl = "ca/crl.pem"               # refuse a coordinator the consortium revoked\n'
     )
     (workspace / "poc.json").write_text(
         json.dumps(
