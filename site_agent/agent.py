@@ -64,8 +64,8 @@ from fedstat.stats.base import Cohort, RoundInput, SiteUpdate, release_groups, r
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
 from .audit import AuditLog, AuditPayloadError, spec_digest
+from .gate import ReleaseGate
 from .policy import ConsentSetup, check_access, decide
-from .release_ledger import ReleaseLedger
 
 log = logging.getLogger("fedstat.site")
 
@@ -131,9 +131,8 @@ class SiteAgent:
         self._stop = threading.Event()
         self._ontology: DiseaseOntology | None = None
         self._audit: AuditLog | None = None
-        self._release_ledger: ReleaseLedger | None = None
+        self.gate = ReleaseGate(config.state_dir)  # every round's sums are cleared here before they leave
         self._coordinator_pem = b""  # the coordinator's certificate, as presented at the last connection
-        self._keys: dict[str, np.ndarray] = {}
         self._jobs: dict[str, _Job] = {}
         self._outbox: queue.Queue[site_pb2.SiteMessage | None] | None = None
         self._call: grpc.Future | None = None
@@ -398,7 +397,7 @@ class SiteAgent:
             members = decision.members
             cohort = build_cohort(spec, dataset, members, decision.zero_dropped)
             # the job's spec is fixed once accepted: a re-offer of the job id with another spec is refused
-            self.release_ledger.bind_job(ds_name, offer.job_id, spec_digest(spec.to_json()))
+            self.gate.ledger(self.config.policy).bind_job(ds_name, offer.job_id, spec_digest(spec.to_json()))
             noisy = get_mode(spec.privacy).adds_noise
             # under dp: the budget is checked now and charged when this site first releases
             dp_note = self._charge_budget(offer.job_id, ds_name, spec, dry_run=True) if noisy else ""
@@ -661,13 +660,25 @@ class SiteAgent:
                     )
                 )
 
-        self._gate(job, req, release_groups(compute, job.cohort, inp))
+        self.gate.clear(
+            self.config.policy,
+            job.dataset,
+            job.members,
+            release_groups(compute, job.cohort, inp),
+            audit=self.audit,
+            job_id=job.job_id,
+            analyst=job.analyst,
+            round_no=req.round,
+            computation=req.analysis,
+            params=dict(req.params),
+            sites=list(req.participants),
+        )
         n = len(variants)
         sigma = self._noise_scale(job, req, n) if mode.adds_noise else None
         if sigma is not None:
             # noise is drawn once per (job, round): a retried attempt would let averaging cut it, so a
             # round this site released under dp is never released again; the job is charged now
-            self.release_ledger.noisy_round(job.dataset.name, job.job_id, req.round, req.attempt)
+            self.gate.ledger(self.config.policy).noisy_round(job.dataset.name, job.job_id, req.round, req.attempt)
             note = self._charge_budget(job.job_id, job.dataset.name, job.spec)
             log.info("job %s: differential privacy budget %s", job.job_id, note)
             self.send(site_pb2.SiteMessage(policy=self._policy(job.dataset.name)))
@@ -707,78 +718,6 @@ class SiteAgent:
                 log.info("job %s: %d participants removed by %s", job.job_id, removed, req.analysis)
             job.cohort = updated_cohort(job.cohort, update)
         self._progress(job, req, n_blocks, n_blocks, finished=True)
-
-    def _gate(self, job: _Job, req: site_pb2.RoundRequest, groups: dict[str, np.ndarray]) -> None:
-        """The release gate for one round, before anything is computed: the round's participants
-        (after consent, missing values and --mind) must be at least ``min_cohort`` (a site with
-        nobody left takes no part instead of sending zeros), and the release ledger must allow its
-        groups with every earlier release of the dataset; then the release is recorded in the
-        ledger and the audit log. Messages name no count of participants."""
-        policy = self.config.policy
-        if not groups:  # a round that releases no sums over participants' data (e.g. --mind's count)
-            groups, checked = {}, np.ones(job.cohort.n, dtype=bool)
-        else:
-            checked = np.logical_or.reduce(list(groups.values()))
-        n = int(np.count_nonzero(checked))
-        if n == 0:
-            raise PolicyRefused(
-                f"{req.analysis}: no participant of this site is left for this round (after consent, missing "
-                "phenotype/covariate values and --mind); a site with nobody left takes no part rather than "
-                "send zeros"
-            )
-        if n < policy.min_cohort:
-            raise PolicyRefused(
-                f"{req.analysis}: fewer participants than this site's minimum of {policy.min_cohort} (policy "
-                "min_cohort) are left for this round after consent, missing phenotype/covariate values and --mind"
-            )
-        dataset = job.dataset
-        columns = {name: job.members[mask] for name, mask in groups.items()}  # genotype columns of each group
-        full = {}
-        for name, cols in columns.items():
-            m = np.zeros(dataset.genotypes.n_samples, dtype=bool)
-            m[cols] = True
-            full[name] = m
-        fingerprints: tuple[str, ...] = ()
-        if full:
-            fingerprints = self.release_ledger.release(
-                dataset.name,
-                self._participant_keys(dataset),
-                full,
-                computation=req.analysis,
-                params=dict(req.params),
-                sites=list(req.participants),
-            ).fingerprints
-        self.audit.append(
-            event="release",
-            job_id=job.job_id,
-            analyst=job.analyst,
-            dataset=dataset.name,
-            round=req.round,
-            computation=req.analysis,
-            groups=list(fingerprints) or None,
-            sites=sorted(set(req.participants)),
-            cohort_size=n,
-        )
-
-    @property
-    def release_ledger(self) -> ReleaseLedger:
-        """The site's release ledger (``state_dir/releases.sqlite``), opened on first use."""
-        if self._release_ledger is None:
-            self._release_ledger = ReleaseLedger(
-                self.config.state_dir / "releases.sqlite",
-                min_group=self.config.policy.min_group,
-                allow_site_differencing=self.config.policy.allow_site_differencing,
-            )
-        return self._release_ledger
-
-    def _participant_keys(self, dataset: Dataset) -> np.ndarray:
-        """Keyed hashes of the dataset's participants, in genotype-file order (computed once)."""
-        keys = self._keys.get(dataset.name)
-        if keys is None:
-            ids = dataset.genotypes.samples
-            names = ids.iid if ids.fid is None else [f"{f}\t{i}" for f, i in zip(ids.fid, ids.iid, strict=True)]
-            keys = self._keys[dataset.name] = self.release_ledger.participant_keys(names)
-        return keys
 
     def _encryptor(self, job: _Job) -> Any:
         """The job's Paillier encryptor under the analyst's public key (one per job, all rounds):

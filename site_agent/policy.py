@@ -147,9 +147,9 @@ def required_rows(spec: JobSpec, dataset: Dataset, rows: np.ndarray) -> tuple[np
     covariate is missing when NA (or -9). A phenotype is missing when NA, and also when 0 if it is
     case/control; that is decided over the pooled data (every value 0, 1, 2 or missing), which a
     site cannot see, so a site whose own values are all 0, 1, 2 or missing reads 0 as missing and
-    reports how many it left out: ``--glm`` refuses when the pooled phenotype turns out
-    quantitative (:func:`fedstat.stats.glm.case_control_refusal`'s sibling check), so no 0 is ever
-    dropped where plink2 would keep it.
+    reports how many it left out (``Cohort.zero_dropped``): ``--glm``'s first round refuses the
+    job when the pooled phenotype turns out quantitative, so no 0 is ever dropped where plink2
+    would keep it.
     """
     derived = derived_columns(spec)
     keep = np.ones(len(rows), dtype=bool)
@@ -162,6 +162,13 @@ def required_rows(spec: JobSpec, dataset: Dataset, rows: np.ndarray) -> tuple[np
                 zero_dropped[name] = int(np.count_nonzero(keep & (v == 0.0)))
                 present &= v != 0.0
             keep &= present
+    checks_coding = bool({"glm", "assoc", "model"} & set(spec.analyses))  # these verify the pooled coding
+    if any(zero_dropped.values()) and not checks_coding:
+        raise InputError(
+            "--require-pheno: a phenotype holds 0 values here, which are missing only if it is case/control over "
+            "the pooled data, and this job has no --glm/--assoc/--model to check that; write missing values as NA "
+            "in the sample table"
+        )
     if spec.options.get("require_covar") == "1":
         for name in spec.covar_names:
             if name not in derived:

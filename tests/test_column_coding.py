@@ -309,3 +309,38 @@ def test_hwe_controls__quantitative_phenotype_is_refused_not_read_as_controls():
     coded = Cohort(n=4, columns={"Y": np.array([1.0, 2.0, 0.0, 1.0])})  # 0 = missing, not a control
     sums = qc.block_sums(block, coded, inp, slice(0, 2))
     assert sums["control_hom_ref"].tolist() == [1, 0] and sums["control_het"].tolist() == [1, 0]
+
+
+def test_require_pheno__zeros_dropped_only_where_the_pooled_coding_is_checked(tmp_path: Path):
+    from fedstat.config import SitePolicy
+
+    dataset = _dataset(tmp_path)
+    policy = SitePolicy(min_cohort=10)
+    cc = np.asarray(dataset.samples.column("CC12M"))
+    assert (cc == 0).any()
+    glm = JobSpec(analyses=("glm",), pheno_names=("CC12M",), options={"require_pheno": "1"})
+    decision = decide(glm, policy, dataset)
+    # NA, -9 and 0 left out (0 read as case/control-missing here; --glm checks the pooled coding)
+    assert len(decision.members) == int(np.isin(cc, (1.0, 2.0)).sum())
+    assert decision.zero_dropped == {"CC12M": int((cc == 0).sum())}
+    freq = JobSpec(analyses=("freq",), pheno_names=("CC12M",), options={"require_pheno": "1"})
+    with pytest.raises(InputError, match="this job has no --glm/--assoc/--model to check that"):
+        decide(freq, policy, dataset)
+
+
+def test_glm__a_site_that_dropped_zeros_of_a_pooled_quantitative_phenotype_stops_the_job():
+    from fedstat.stats.base import Cohort
+    from fedstat.stats.glm import GlmJob
+    from tests.glm_harness import run_job
+
+    rng = np.random.default_rng(3)
+    geno = rng.integers(0, 3, (4, 60)).astype(np.int8)
+    y0 = rng.choice([1.0, 2.0], 30)  # site 0: only 1/2 left after dropping its 0s as missing
+    y1 = rng.normal(1.5, 1.0, 30)  # site 1: a quantitative trait
+    x = rng.normal(size=60)
+    sites = [
+        (Cohort(n=30, columns={"Y": y0, "X": x[:30]}, zero_dropped={"Y": 4}), np.arange(30)),
+        (Cohort(n=30, columns={"Y": y1, "X": x[30:]}), np.arange(30, 60)),
+    ]
+    with pytest.raises(InputError, match="phenotype 'Y' is quantitative over the pooled data, but a site"):
+        run_job(GlmJob(("Y",), ("X",), frozenset()), geno, sites)

@@ -127,3 +127,29 @@ def test_refine__accepted_releases_never_isolate_fewer_than_min_group(groups, mi
     # and refine's labels are exactly those pattern classes
     for i, j in itertools.combinations(range(n), 2):
         assert (labels[i] == labels[j]) == (tuple(patterns[i]) == tuple(patterns[j]))
+
+
+def test_gate__min_cohort_after_every_step_and_nobody_left_are_refused_and_releases_audited(tmp_path: Path):
+    from fedstat.config import SitePolicy
+    from fedstat.data.dataset import open_dataset
+    from fedstat.errors import PolicyRefused
+    from site_agent.audit import AuditLog, show
+    from site_agent.gate import ReleaseGate
+    from tests.conftest import GWAS
+
+    dataset = open_dataset("main", GWAS / "EUR", cache_dir=tmp_path / "cache")
+    members = np.arange(dataset.genotypes.n_samples)
+    gate, audit = ReleaseGate(tmp_path), AuditLog(tmp_path / "audit.log")
+    policy = SitePolicy(min_cohort=20)
+    kw = dict(audit=audit, job_id="J", analyst="alice", computation="glm_linear", params={}, sites=["A", "B"])
+    few = np.zeros(members.size, dtype=bool)
+    few[:19] = True  # the phenotype's cohort, after NA removal, is below min_cohort
+    with pytest.raises(PolicyRefused, match="fewer participants than this site's minimum of 20"):
+        gate.clear(policy, dataset, members, {"QT": few}, round_no=2, **kw)
+    with pytest.raises(PolicyRefused, match="no participant of this site is left"):
+        gate.clear(policy, dataset, members, {"QT": np.zeros(members.size, dtype=bool)}, round_no=2, **kw)
+    everyone = np.ones(members.size, dtype=bool)
+    gate.clear(policy, dataset, members, {"QT": everyone}, round_no=2, **kw)
+    (record,) = list(show(tmp_path / "audit.log"))
+    assert record["event"] == "release" and record["cohort_size"] == members.size and record["round"] == 2
+    assert record["computation"] == "glm_linear" and record["sites"] == ["A", "B"] and len(record["groups"]) == 1
