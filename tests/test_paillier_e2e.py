@@ -213,6 +213,10 @@ def test_analyst_decryptor__refuses_lone_site_sums_repeats_and_other_jobs(keypai
     assert d.decrypt(summands=2, **kw)[:3].tolist() == [11, 22, 33]
     with pytest.raises(PrivacyError, match="asked again"):
         d.decrypt(summands=2, **kw)
+    # attack C4: the same total again under another attempt number, offset, name or claimed summands
+    for change in ({"attempt": 7}, {"first": 5}, {"name": "y"}, {"round_no": 2}):
+        with pytest.raises(PrivacyError, match="asked again"):
+            d.decrypt(summands=999, **{**kw, **change})
     with pytest.raises(PrivacyError, match="belongs to job job1"):
         d.decrypt(summands=2, **{**kw, "job_id": "job2"})
 

@@ -36,6 +36,7 @@ See docs/privacy.md. The analyst's client also decrypts only requests of its own
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -273,8 +274,10 @@ class AnalystDecryptor:
     """Held by the analyst's client for one job: decrypts summed ciphertexts, each at most once.
 
     Refuses (PrivacyError) a request for another job, a product the coordinator says covers fewer
-    than two sites, and any ciphertext of a (round, attempt, array) it already decrypted: an
-    honest coordinator never asks twice, and a second answer could difference out one site.
+    than two sites, any position of a (round, array) it already decrypted whatever the attempt
+    number or offset the coordinator states, and any ciphertext value it decrypted before under any
+    name: an honest coordinator never asks twice (a round is decrypted once, after every site's
+    sums arrived), and a second answer over another set of sites could difference one site out.
     """
 
     def __init__(self, job_id: str, decryptor: PaillierDecryptor):
@@ -282,7 +285,8 @@ class AnalystDecryptor:
         self.decryptor = decryptor
         self.public_key = decryptor.public_key
         self.layout = layout_for(self.public_key)
-        self._done: set[tuple[int, int, str, int]] = set()
+        self._done: set[tuple[int, str, int]] = set()  # (round, array, ciphertext position)
+        self._seen: set[bytes] = set()  # digests of every ciphertext decrypted
         self._lock = threading.Lock()
         self.n_decrypted = 0
 
@@ -297,14 +301,17 @@ class AnalystDecryptor:
                 f"paillier: refusing to decrypt {name!r} of round {round_no}: it would be one site's sums"
             )
         ciphertexts = ciphertexts_from_bytes(data, self.public_key)
-        keys = [(round_no, attempt, name, first + i) for i in range(len(ciphertexts))]
+        keys = [(round_no, name, first + i) for i in range(len(ciphertexts))]
+        width = len(data) // max(len(ciphertexts), 1)
+        digests = {hashlib.sha256(data[i * width : (i + 1) * width]).digest() for i in range(len(ciphertexts))}
         with self._lock:
-            if any(k in self._done for k in keys):
+            if any(k in self._done for k in keys) or digests & self._seen or len(digests) < len(ciphertexts):
                 raise PrivacyError(
                     f"paillier: the coordinator asked again to decrypt {name!r} of round {round_no} "
-                    f"(attempt {attempt}); refusing: each total is decrypted once"
+                    f"(attempt {attempt}), or a ciphertext already decrypted; refusing: each total is decrypted once"
                 )
             self._done.update(keys)
+            self._seen.update(digests)
         plaintexts = self.decryptor.decrypt_plaintexts(ciphertexts)
         self.n_decrypted += len(plaintexts)
         return self.layout.unpack(plaintexts, len(plaintexts) * self.layout.slots)
