@@ -15,6 +15,7 @@ from fedstat.data.variants import SitePlan, VariantTable
 from fedstat.errors import ProtocolError, shown
 from fedstat.jobs import JobSpec
 from fedstat.privacy.base import ProtectedChunk
+from fedstat.privacy.contribution import Contribution
 from fedstat.wire import common_pb2, site_pb2
 
 #: Variants per key or plan chunk: ~40 bytes a variant keeps a chunk near 1 MiB at most.
@@ -72,6 +73,34 @@ def chunk_from_pb(pb: common_pb2.SumsChunk) -> ProtectedChunk:
         encoding=pb.encoding,
         data=pb.data,
         shape=tuple(pb.shape),
+    )
+
+
+def contribution_to_pb(c: Contribution) -> site_pb2.Contribution:
+    return site_pb2.Contribution(
+        job_id=c.job_id,
+        round=c.round,
+        attempt=c.attempt,
+        site=c.site,
+        participants=c.participants,
+        round_digest=c.round_digest,
+        chunks_digest=c.chunks_digest,
+        signature=c.signature,
+        certificate=c.certificate,
+    )
+
+
+def contribution_from_pb(pb: site_pb2.Contribution) -> Contribution:
+    return Contribution(
+        job_id=pb.job_id,
+        round=pb.round,
+        attempt=pb.attempt,
+        site=pb.site,
+        participants=tuple(pb.participants),
+        round_digest=pb.round_digest,
+        chunks_digest=pb.chunks_digest,
+        signature=pb.signature,
+        certificate=pb.certificate,
     )
 
 
