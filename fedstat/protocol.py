@@ -5,6 +5,7 @@ The daemons and the analyst client use these; the numeric core never sees protob
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
@@ -77,31 +78,12 @@ def chunk_from_pb(pb: common_pb2.SumsChunk) -> ProtectedChunk:
 
 
 def contribution_to_pb(c: Contribution) -> site_pb2.Contribution:
-    return site_pb2.Contribution(
-        job_id=c.job_id,
-        round=c.round,
-        attempt=c.attempt,
-        site=c.site,
-        participants=c.participants,
-        round_digest=c.round_digest,
-        chunks_digest=c.chunks_digest,
-        signature=c.signature,
-        certificate=c.certificate,
-    )
+    return site_pb2.Contribution(**vars(c))  # the same field names
 
 
 def contribution_from_pb(pb: site_pb2.Contribution) -> Contribution:
-    return Contribution(
-        job_id=pb.job_id,
-        round=pb.round,
-        attempt=pb.attempt,
-        site=pb.site,
-        participants=tuple(pb.participants),
-        round_digest=pb.round_digest,
-        chunks_digest=pb.chunks_digest,
-        signature=pb.signature,
-        certificate=pb.certificate,
-    )
+    fields = {f.name: getattr(pb, f.name) for f in dataclasses.fields(Contribution)}
+    return Contribution(**{**fields, "participants": tuple(pb.participants)})
 
 
 def keys_chunks(job_id: str, vt: VariantTable, *, multiallelic: int, non_snv: int) -> Iterator[site_pb2.KeysChunk]:
