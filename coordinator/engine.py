@@ -373,7 +373,7 @@ class _JobRunner:
         sites that still hold their state)."""
         for round_no, plan in self.state_rounds:
             self.log(f"round {round_no} ({plan.computation}) run again so every site holds its result")
-            self.run_round(spec, round_no, plan, n_variants)
+            self.run_round(spec, round_no, plan, n_variants, combine=False)  # its totals are known already
 
     def recover_site(self, spec: JobSpec, exc: SiteDropped) -> None:
         """A site dropped mid-round: wait up to ``site_reconnect_s`` for it to reconnect, offer it the
@@ -576,7 +576,11 @@ class _JobRunner:
         for chunk in plan_chunks(self.job_id, self.harmonized.plans[site]):
             self.send(site, plan=chunk)
 
-    def run_round(self, spec: JobSpec, round_no: int, plan: RoundPlan, n_variants: int) -> dict[str, np.ndarray]:
+    def run_round(
+        self, spec: JobSpec, round_no: int, plan: RoundPlan, n_variants: int, *, combine: bool = True
+    ) -> dict[str, np.ndarray]:
+        """Run one round attempt at every site; its totals, or nothing when ``combine`` is false (a round
+        run again only to rebuild the sites' state: nothing is unmasked or decrypted a second time)."""
         participants = tuple(sorted(self.sites))
         attempt = self.attempt
         ctx = RoundContext(job_id=self.job_id, round=round_no, attempt=attempt, participants=participants)
@@ -649,6 +653,8 @@ class _JobRunner:
                 continue  # a late key of an earlier attempt
             else:
                 raise ProtocolError(f"site {site} sent {kind} during round {round_no}")
+        if not combine:
+            return {}
         t0 = time.monotonic()
         totals = aggregator.result()
         if mode.needs_public_key:

@@ -132,3 +132,37 @@ def test_paillier__a_decrypted_round_run_again_under_another_attempt_is_refused(
     job = _run(session_pki, port, FREQ)
     assert job.state == "DONE", job.error
     assert len(decrypted) == 2 * n_arrays
+
+
+def test_paillier__a_site_reconnecting_after_a_decrypted_state_round_is_recovered_without_redecryption(
+    session_pki, consortium, monkeypatch, tmp_path
+):
+    """Legitimate recovery is not refused: EUR drops at round 2 of a --mind job and is back at once.
+    The sites run the --mind round again to rebuild their state; its totals are known, so it is not
+    decrypted again (the client would refuse a second attempt of a decrypted round), and round 2
+    is retried under a new attempt. The results equal an unfaulted run's."""
+    from fedstat.errors import SiteDropped
+    from tests.test_secagg_e2e import _run as run_and_fetch
+
+    _, port = consortium
+    decrypted = _counting(monkeypatch)
+    _, clean = run_and_fetch(session_pki, port, tmp_path / "clean", TWO_ROUNDS)
+    n_clean = len(decrypted)
+    original = engine._JobRunner.run_round
+    dropped: list[int] = []
+
+    def run_round(self, spec, round_no, plan, n_variants, **kw):
+        if round_no == 2 and not dropped:
+            dropped.append(self.attempt)
+            raise SiteDropped("EUR", "site EUR disconnected during round 2")
+        return original(self, spec, round_no, plan, n_variants, **kw)
+
+    monkeypatch.setattr(engine._JobRunner, "run_round", run_round)
+    job_id, recovered = run_and_fetch(session_pki, port, tmp_path / "faulted", TWO_ROUNDS)
+    assert dropped == [0]
+    with Client(analyst_profile(session_pki, port)) as c:
+        log = "\n".join(c.get(job_id).log)
+    assert "round 1 (sample_missing) run again so every site holds its result" in log
+    assert "retrying round 2 as attempt 1" in log
+    assert recovered == clean and "m.afreq" in recovered
+    assert len(decrypted) == 2 * n_clean  # as many requests as the clean run: no round decrypted twice
