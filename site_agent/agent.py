@@ -719,13 +719,10 @@ class SiteAgent:
                 job.members = job.members[np.asarray(update.keep, dtype=bool)]
                 log.info("job %s: %d participants removed by %s", job.job_id, removed, req.analysis)
             job.cohort = updated_cohort(job.cohort, update)
-        digest = protector.contribution_digest()  # set by modes whose totals the analyst decrypts
-        statement = None
-        if digest is not None:  # this site vouches for what it sent to this round attempt, and for nothing else
-            statement = Contribution.signed(
-                ctx, self.name, digest, key_pem=self._key_pem, certificate_pem=self._cert_pem
-            )
-        self._progress(job, req, n_blocks, n_blocks, finished=True, contribution=statement)
+        # under a mode whose totals the analyst decrypts, this site vouches for what it sent to this round attempt
+        statement = Contribution.of(protector, key_pem=self._key_pem, certificate_pem=self._cert_pem)
+        contribution = contribution_to_pb(statement) if statement is not None else None
+        self._progress(job, req, n_blocks, n_blocks, finished=True, contribution=contribution)
 
     def _encryptor(self, job: _Job) -> Any:
         """The job's Paillier encryptor under the analyst's public key (one per job, all rounds):
@@ -759,16 +756,8 @@ class SiteAgent:
             k_min=k_min,
         )
 
-    def _progress(
-        self,
-        job: _Job,
-        req: site_pb2.RoundRequest,
-        done: int,
-        total: int,
-        *,
-        finished: bool,
-        contribution: Contribution | None = None,
-    ) -> None:
+    def _progress(self, job: _Job, req: site_pb2.RoundRequest, done: int, total: int, **fields: Any) -> None:
+        """``fields``: ``finished`` and, on the round's last progress, a signed ``contribution``."""
         self.send(
             site_pb2.SiteMessage(
                 progress=site_pb2.RoundProgress(
@@ -777,9 +766,8 @@ class SiteAgent:
                     attempt=req.attempt,
                     blocks_done=done,
                     blocks_total=total,
-                    finished=finished,
                     cohort_size=job.cohort.n,
-                    contribution=contribution_to_pb(contribution) if contribution is not None else None,
+                    **fields,
                 )
             )
         )

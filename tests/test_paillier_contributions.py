@@ -26,7 +26,7 @@ from fedstat.privacy.paillier_crypto import (
     ciphertexts_to_bytes,
     generate_keypair,
 )
-from fedstat.privacy.secagg import RoundKeyPair
+from fedstat.privacy.secagg import RoundKeyPair, SecAggProtector
 from fedstat.protocol import contribution_from_pb, contribution_to_pb
 
 SITES = ("AFR", "EAS", "EUR")
@@ -272,6 +272,15 @@ def test_contribution__digest_covers_every_chunk_field_and_travels_intact(sessio
         for c in protector.protect("i", lo, 100, np.arange(lo, hi)):
             received.update(c)
     assert protector.contribution_digest() == received.digest()
+    tls = session_pki.tls("AFR")
+    signed = Contribution.of(protector, key_pem=tls.key.read_bytes(), certificate_pem=tls.cert.read_bytes())
+    assert signed is not None and signed.site == "AFR" and signed.chunks_digest == received.digest()
+    assert pki.verify_statement(
+        x509.load_pem_x509_certificate(signed.certificate), signed.transcript(), signed.signature
+    )
+    # a mode whose totals nobody decrypts signs nothing
+    masks = SecAggProtector(_ctx(participants=("AFR", "EAS")), "AFR", pairs["AFR"], {"EAS": pairs["EAS"].public_key})
+    assert Contribution.of(masks, key_pem=tls.key.read_bytes(), certificate_pem=tls.cert.read_bytes()) is None
     req = _round(session_pki, keypair, encryptor, _ctx())
     (statement, *_) = req["contributions"]
     assert statement.covers(_ctx(), "AFR", statement.chunks_digest)

@@ -28,7 +28,7 @@ from cryptography import x509
 
 from fedstat.errors import FedstatError, PrivacyError
 from fedstat.pki import sign_statement, verify_statement
-from fedstat.privacy.base import ProtectedChunk, RoundContext
+from fedstat.privacy.base import ProtectedChunk, Protector, RoundContext
 from fedstat.privacy.secagg import verified_site_certificate
 
 PROTOCOL = b"fedstat/contribution/v1"
@@ -102,6 +102,14 @@ class Contribution:
         )
         signature = sign_statement(key_pem, unsigned.transcript())
         return cls(**{**vars(unsigned), "signature": signature, "certificate": certificate_pem})
+
+    @classmethod
+    def of(cls, protector: Protector, *, key_pem: bytes, certificate_pem: bytes) -> Contribution | None:
+        """The signed statement of what ``protector`` yielded in its round, if its mode needs one."""
+        digest = protector.contribution_digest()
+        if digest is None:
+            return None
+        return cls.signed(protector.ctx, protector.site, digest, key_pem=key_pem, certificate_pem=certificate_pem)
 
     def covers(self, ctx: RoundContext, site: str, chunks_digest: bytes) -> bool:
         """Whether this is ``site``'s statement of round ``ctx`` over the chunks hashed to ``chunks_digest``."""
