@@ -4,7 +4,8 @@ The analyst's client that submitted a Paillier job holds the only private key. I
 coordinator's ``Analyst.Decrypt`` stream for that job (:class:`DecryptorRegistry`); after each
 round the job engine sends the summed ciphertexts there (:meth:`DecryptorRegistry.decrypt`) and
 waits for the ring totals. The coordinator never holds the private key, and what it sends was
-multiplied over every participant of the round.
+multiplied over every participant of the round; each request carries every participant's signed
+statement of its contribution to the round attempt, without which the client decrypts nothing.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from phe import PaillierPublicKey
 
 from fedstat.errors import JobFailed, PrivacyError, ProtocolError, SiteUnavailable
 from fedstat.privacy.base import MAX_CHUNK_BYTES, RoundContext
+from fedstat.privacy.contribution import Contribution
 from fedstat.privacy.paillier import EncryptedSum, layout_for
 from fedstat.privacy.paillier_crypto import ciphertext_bytes, ciphertexts_to_bytes
+from fedstat.protocol import contribution_to_pb
 from fedstat.wire import analyst_pb2
 
 
@@ -98,13 +101,16 @@ class DecryptorRegistry:
         ctx: RoundContext,
         sums: Sequence[EncryptedSum],
         *,
+        contributions: Sequence[Contribution] = (),
         public_key: PaillierPublicKey,
         attach_timeout_s: float,
         reply_timeout_s: float,
         cancelled: Callable[[], bool],
     ) -> Mapping[str, np.ndarray]:
-        """Send every summed array to the job's decryptor; the ring words of each, by name."""
+        """Send every summed array to the job's decryptor, each request with every participant's signed
+        ``contributions`` to the round attempt; the ring words of each array, by name."""
         session = self.wait_for(ctx.job_id, time.monotonic() + attach_timeout_s, cancelled)
+        statements = [contribution_to_pb(c) for c in contributions]
         slots = layout_for(public_key).slots
         per = max(1, MAX_CHUNK_BYTES // ciphertext_bytes(public_key))
         words: dict[str, np.ndarray] = {}
@@ -123,6 +129,7 @@ class DecryptorRegistry:
                         total=len(s.ciphertexts),
                         ciphertexts=ciphertexts_to_bytes(part, public_key),
                         summands=s.summands,
+                        contributions=statements,
                     )
                 )
                 pending.add((s.name, first))

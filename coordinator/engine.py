@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,12 @@ from fedstat.errors import (
 from fedstat.jobs import SITE_STATE_COMPUTATIONS, JobSpec, RoundPlan, plan_job
 from fedstat.pki import RevocationList
 from fedstat.privacy.base import RoundContext, get_mode
+from fedstat.privacy.contribution import ChunkDigest, Contribution
 from fedstat.privacy.paillier import job_public_key
 from fedstat.protocol import (
     KeysAssembler,
     chunk_from_pb,
+    contribution_from_pb,
     plan_chunks,
     round_data_messages,
     round_digest,
@@ -370,7 +373,7 @@ class _JobRunner:
         sites that still hold their state)."""
         for round_no, plan in self.state_rounds:
             self.log(f"round {round_no} ({plan.computation}) run again so every site holds its result")
-            self.run_round(spec, round_no, plan, n_variants)
+            self.run_round(spec, round_no, plan, n_variants, combine=False)  # its totals are known already
 
     def recover_site(self, spec: JobSpec, exc: SiteDropped) -> None:
         """A site dropped mid-round: wait up to ``site_reconnect_s`` for it to reconnect, offer it the
@@ -573,15 +576,23 @@ class _JobRunner:
         for chunk in plan_chunks(self.job_id, self.harmonized.plans[site]):
             self.send(site, plan=chunk)
 
-    def run_round(self, spec: JobSpec, round_no: int, plan: RoundPlan, n_variants: int) -> dict[str, np.ndarray]:
+    def run_round(
+        self, spec: JobSpec, round_no: int, plan: RoundPlan, n_variants: int, *, combine: bool = True
+    ) -> dict[str, np.ndarray]:
+        """Run one round attempt at every site; its totals, or nothing when ``combine`` is false (a round
+        run again only to rebuild the sites' state: nothing is unmasked or decrypted a second time)."""
         participants = tuple(sorted(self.sites))
         attempt = self.attempt
         ctx = RoundContext(job_id=self.job_id, round=round_no, attempt=attempt, participants=participants)
         mode = get_mode(spec.privacy)
+        # a mode whose totals the analyst decrypts: each site signs a digest of the chunks it sent,
+        # checked here against what arrived and forwarded with the decryption requests
+        received = {s: ChunkDigest() for s in participants} if mode.needs_public_key else None
+        contributions: dict[str, Contribution] = {}
         aggregator = mode.aggregator(
             ctx,
             options=spec.options,
-            decrypt=self.decrypt_with_analyst if mode.needs_public_key else None,
+            decrypt=partial(self.decrypt_with_analyst, contributions) if mode.needs_public_key else None,
         )
         arrays = dict(plan.arrays)
         if plan.variants is not None:
@@ -616,7 +627,10 @@ class _JobRunner:
             if kind == "sums":
                 if (msg.sums.round, msg.sums.attempt) != (round_no, attempt):
                     continue
-                aggregator.add(site, chunk_from_pb(msg.sums.chunk))
+                chunk = chunk_from_pb(msg.sums.chunk)
+                aggregator.add(site, chunk)
+                if received is not None:
+                    received[site].update(chunk)
             elif kind == "progress":
                 p = msg.progress
                 if (p.round, p.attempt) != (round_no, attempt):
@@ -626,11 +640,21 @@ class _JobRunner:
                     self.note_cohort(site, int(p.cohort_size), plan.computation)
                     if not aggregator.complete(site):
                         raise ProtocolError(f"site {site} finished round {round_no} without sending every sum")
+                    if received is not None:
+                        statement = contribution_from_pb(p.contribution)
+                        if not p.HasField("contribution") or not statement.covers(ctx, site, received[site].digest()):
+                            raise ProtocolError(
+                                f"site {site}'s signed contribution to round {round_no} is missing or does not cover "
+                                "the chunks it sent; the analyst's client decrypts only totals every site vouched for"
+                            )
+                        contributions[site] = statement
                     waiting.discard(site)
             elif kind == "round_key":
                 continue  # a late key of an earlier attempt
             else:
                 raise ProtocolError(f"site {site} sent {kind} during round {round_no}")
+        if not combine:
+            return {}
         t0 = time.monotonic()
         totals = aggregator.result()
         if mode.needs_public_key:
@@ -647,13 +671,17 @@ class _JobRunner:
             self.log(f"site {site}: {what} removed {before - size} of {before} participants; {size} remain")
             self.cohort[site] = size
 
-    def decrypt_with_analyst(self, ctx: RoundContext, sums: Any, public_key: Any) -> Any:
-        """--privacy paillier: the analyst's client (the key holder) decrypts the summed ciphertexts."""
+    def decrypt_with_analyst(
+        self, contributions: dict[str, Contribution], ctx: RoundContext, sums: Any, public_key: Any
+    ) -> Any:
+        """--privacy paillier: the analyst's client (the key holder) decrypts the summed ciphertexts,
+        given every participant's signed statement of its contribution to the round attempt."""
         self.phase(f"round {ctx.round} decrypt", round=ctx.round)
         try:
             return self.engine.decryptors.decrypt(
                 ctx,
                 sums,
+                contributions=[contributions[s] for s in sorted(contributions)],
                 public_key=public_key,
                 attach_timeout_s=self.engine.config.offer_timeout_s,
                 reply_timeout_s=self.engine.config.round_timeout_s,

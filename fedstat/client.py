@@ -30,7 +30,7 @@ from fedstat.pki import RevocationList, sign_statement
 from fedstat.privacy.base import get_mode
 from fedstat.privacy.paillier import PUBLIC_KEY_OPTION, AnalystDecryptor
 from fedstat.privacy.paillier_crypto import DEFAULT_KEY_BITS, PaillierDecryptor, generate_keypair, public_key_to_bytes
-from fedstat.protocol import spec_to_pb
+from fedstat.protocol import contribution_from_pb, spec_to_pb
 from fedstat.wire import analyst_pb2, analyst_pb2_grpc
 
 if TYPE_CHECKING:
@@ -49,15 +49,15 @@ class Client:
         self._channel = secure_channel(profile.coordinator, profile.tls)
         self._stub = analyst_pb2_grpc.AnalystStub(self._channel)
         self._decryptors: dict[str, AnalystDecryptor] = {}  # --privacy paillier: private keys, by job
-        if profile.tls.crl is not None:
-            self._check_coordinator()
+        # with a CRL in the profile: revoked coordinators and sites are refused (a stale CRL fails closed)
+        self._revocations = RevocationList(profile.tls.crl, profile.tls.ca) if profile.tls.crl is not None else None
+        if self._revocations is not None:
+            self._check_coordinator(self._revocations)
 
-    def _check_coordinator(self) -> None:
-        """With a CRL in the profile: refuse a coordinator whose certificate the consortium revoked
-        (or a stale CRL) before sending it anything."""
+    def _check_coordinator(self, revocations: RevocationList) -> None:
+        """Refuse a coordinator whose certificate the consortium revoked before sending it anything."""
         import ssl  # noqa: PLC0415
 
-        revocations = RevocationList(self.profile.tls.crl, self.profile.tls.ca)
         try:
             pem = server_certificate(self.profile.coordinator, self.profile.tls)
         except (OSError, ssl.SSLError) as exc:
@@ -103,7 +103,14 @@ class Client:
         request = analyst_pb2.SubmitRequest(spec=spec_to_pb(spec), spec_signature=self._sign(spec))
         status = self._call(self._stub.Submit, request)
         if decryptor is not None:
-            self._decryptors[status.job_id] = AnalystDecryptor(status.job_id, decryptor)
+            ca_pem, _, _ = self.profile.tls.load()
+            self._decryptors[status.job_id] = AnalystDecryptor(
+                status.job_id,
+                decryptor,
+                ca_pem=ca_pem,  # each site's signed contribution is checked against the consortium CA
+                sites=spec.sites,  # and the participants against the sites this analyst signed, if named
+                revoked=self._revocations.is_revoked if self._revocations is not None else None,
+            )
         return status
 
     def _sign(self, spec: JobSpec) -> bytes:
@@ -138,6 +145,7 @@ class Client:
                         first=req.first,
                         summands=req.summands,
                         data=req.ciphertexts,
+                        contributions=[contribution_from_pb(c) for c in req.contributions],
                     )
                     reply.words = words.astype("<u8", copy=False).tobytes()
                 except PrivacyError as exc:

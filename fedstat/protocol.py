@@ -5,6 +5,7 @@ The daemons and the analyst client use these; the numeric core never sees protob
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
@@ -15,6 +16,7 @@ from fedstat.data.variants import SitePlan, VariantTable
 from fedstat.errors import ProtocolError, shown
 from fedstat.jobs import JobSpec
 from fedstat.privacy.base import ProtectedChunk
+from fedstat.privacy.contribution import Contribution
 from fedstat.wire import common_pb2, site_pb2
 
 #: Variants per key or plan chunk: ~40 bytes a variant keeps a chunk near 1 MiB at most.
@@ -73,6 +75,15 @@ def chunk_from_pb(pb: common_pb2.SumsChunk) -> ProtectedChunk:
         data=pb.data,
         shape=tuple(pb.shape),
     )
+
+
+def contribution_to_pb(c: Contribution) -> site_pb2.Contribution:
+    return site_pb2.Contribution(**vars(c))  # the same field names
+
+
+def contribution_from_pb(pb: site_pb2.Contribution) -> Contribution:
+    fields = {f.name: getattr(pb, f.name) for f in dataclasses.fields(Contribution)}
+    return Contribution(**{**fields, "participants": tuple(pb.participants)})
 
 
 def keys_chunks(job_id: str, vt: VariantTable, *, multiallelic: int, non_snv: int) -> Iterator[site_pb2.KeysChunk]:

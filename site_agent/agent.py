@@ -49,6 +49,7 @@ from fedstat.pki import (
 )
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.consent import DiseaseOntology, load_obo
+from fedstat.privacy.contribution import Contribution
 from fedstat.privacy.dp import BudgetLedger, epsilon_to_rho
 from fedstat.privacy.dpmode import noise_counts, site_sigma
 from fedstat.privacy.secagg import RoundKeyPair, SignedRoundKey, verify_round_keys
@@ -56,6 +57,7 @@ from fedstat.protocol import (
     PlanAssembler,
     RoundDataAssembler,
     chunk_to_pb,
+    contribution_to_pb,
     keys_chunks,
     round_digest,
     spec_from_pb,
@@ -717,7 +719,10 @@ class SiteAgent:
                 job.members = job.members[np.asarray(update.keep, dtype=bool)]
                 log.info("job %s: %d participants removed by %s", job.job_id, removed, req.analysis)
             job.cohort = updated_cohort(job.cohort, update)
-        self._progress(job, req, n_blocks, n_blocks, finished=True)
+        # under a mode whose totals the analyst decrypts, this site vouches for what it sent to this round attempt
+        statement = Contribution.of(protector, key_pem=self._key_pem, certificate_pem=self._cert_pem)
+        contribution = contribution_to_pb(statement) if statement is not None else None
+        self._progress(job, req, n_blocks, n_blocks, finished=True, contribution=contribution)
 
     def _encryptor(self, job: _Job) -> Any:
         """The job's Paillier encryptor under the analyst's public key (one per job, all rounds):
@@ -751,7 +756,8 @@ class SiteAgent:
             k_min=k_min,
         )
 
-    def _progress(self, job: _Job, req: site_pb2.RoundRequest, done: int, total: int, *, finished: bool) -> None:
+    def _progress(self, job: _Job, req: site_pb2.RoundRequest, done: int, total: int, **fields: Any) -> None:
+        """``fields``: ``finished`` and, on the round's last progress, a signed ``contribution``."""
         self.send(
             site_pb2.SiteMessage(
                 progress=site_pb2.RoundProgress(
@@ -760,8 +766,8 @@ class SiteAgent:
                     attempt=req.attempt,
                     blocks_done=done,
                     blocks_total=total,
-                    finished=finished,
                     cohort_size=job.cohort.n,
+                    **fields,
                 )
             )
         )

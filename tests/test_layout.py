@@ -73,6 +73,9 @@ def test_wire__no_message_has_a_per_participant_field():
     ]
     assert sorted(bytes_fields) == [
         "AddScheduleRequest.spec_signature",  # the owner's signature of a schedule's job template
+        "Contribution.certificate",  # --privacy paillier: a site's signed statement of its round's chunks
+        "Contribution.chunks_digest",
+        "Contribution.signature",
         "DecryptReply.words",  # --privacy paillier: round totals (all sites), decrypted by the analyst
         "DecryptRequest.ciphertexts",  # the product of every participant's ciphertexts
         "JobOffer.analyst_certificate",  # the submitting analyst's public certificate (PEM)

@@ -5,6 +5,8 @@ client refuses what would expose one site."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from phe import PaillierPrivateKey
@@ -21,6 +23,7 @@ from fedstat.privacy.paillier import (
     PaillierAggregator,
     PaillierKeys,
     PaillierProtector,
+    layout_for,
 )
 from fedstat.privacy.paillier_crypto import (
     PaillierDecryptor,
@@ -32,6 +35,7 @@ from fedstat.privacy.paillier_crypto import (
 )
 from fedstat.privacy.secagg import RoundKeyPair
 from tests.conftest import analyst_profile
+from tests.test_paillier_contributions import signed_statements
 from tests.test_secagg_e2e import _columns, _run
 
 GLM = dict(
@@ -97,7 +101,9 @@ def test_paillier__eavesdropping_coordinator_sees_only_ciphertexts(
         job = c.submit(spec)
         from fedstat.privacy.paillier_crypto import PaillierDecryptor as D
 
-        c._decryptors[job.job_id] = AnalystDecryptor(job.job_id, D(private_key))
+        c._decryptors[job.job_id] = AnalystDecryptor(
+            job.job_id, D(private_key), ca_pem=session_pki.ca.joinpath("ca.pem").read_bytes()
+        )
         c.wait(job.job_id)
     assert {s for s, _ in recorded} == {"AFR", "EAS", "EUR"}
     assert all(chunk.encoding == "paillier-ring64" for _, chunk in recorded)
@@ -118,11 +124,7 @@ def test_paillier__eavesdropping_coordinator_sees_only_ciphertexts(
     firsts = {s: c for s, c in recorded if c.name == "hom_ref" and c.offset == 0}
     assert len(firsts) == 3 and len({c.length for c in firsts.values()}) == 1
     n = firsts["AFR"].length
-    own = AnalystDecryptor("x", PaillierDecryptor(private_key))
-    opened = {
-        s: own.decrypt(job_id="x", round_no=1, attempt=0, name=s, first=0, summands=2, data=c.data)[:n]
-        for s, c in firsts.items()
-    }
+    opened = {s: _open(private_key, c.data)[:n] for s, c in firsts.items()}  # the key holder, bypassing its client
     true = {s: np.concatenate(truth[(s, "hom_ref")])[:n] for s in firsts}
     for s in firsts:
         # even the key holder cannot read one site's ciphertext: under it lie masked ring words
@@ -135,12 +137,17 @@ def test_paillier__eavesdropping_coordinator_sees_only_ciphertexts(
     _, other_private = generate_keypair(2048)
     for c in firsts.values():  # and no other key opens anything
         try:
-            other = AnalystDecryptor("x", PaillierDecryptor(other_private)).decrypt(
-                job_id="x", round_no=1, attempt=0, name="o", first=0, summands=2, data=c.data
-            )
+            other = _open(other_private, c.data)
         except PrivacyError:
             continue  # the plaintext does not even fit the slot layout
         assert not np.array_equal(other[:n], opened["AFR"])
+
+
+def _open(private_key, data: bytes) -> np.ndarray:
+    """The ring words under ciphertexts ``data``, decrypted with the private key directly."""
+    layout = layout_for(private_key.public_key)
+    plaintexts = PaillierDecryptor(private_key).decrypt_plaintexts(ciphertexts_from_bytes(data, private_key.public_key))
+    return layout.unpack(plaintexts, len(plaintexts) * layout.slots)
 
 
 def _key_text(public_key) -> str:
@@ -194,42 +201,66 @@ def _site_keys(ctx: RoundContext, encryptor) -> dict[str, PaillierKeys]:
     }
 
 
-def test_analyst_decryptor__refuses_lone_site_sums_repeats_and_other_jobs(keypair):
+def test_analyst_decryptor__refuses_lone_site_sums_repeats_and_other_jobs(session_pki, keypair):
     public_key, private_key = keypair
-    d = AnalystDecryptor("job1", PaillierDecryptor(private_key))
-    ctx = RoundContext(job_id="job1", round=1, attempt=0, participants=("A", "B"))
+    d = AnalystDecryptor("job1", PaillierDecryptor(private_key), ca_pem=(session_pki.ca / "ca.pem").read_bytes())
+    ctx = RoundContext(job_id="job1", round=1, attempt=0, participants=("AFR", "EUR"))
     with PaillierEncryptor(public_key, backend="inline", window_bits=4) as enc:
         keys = _site_keys(ctx, enc)
+        protectors = {s: PaillierProtector(ctx, s, keys[s]) for s in ctx.participants}
         a, b = (
-            next(PaillierProtector(ctx, s, keys[s]).protect("x", 0, 3, np.array(v)))
-            for s, v in (("A", [1, 2, 3]), ("B", [10, 20, 30]))
+            next(protectors[s].protect("x", 0, 3, np.array(v))) for s, v in (("AFR", [1, 2, 3]), ("EUR", [10, 20, 30]))
         )
     product = add_ciphertexts(
         ciphertexts_from_bytes(a.data, public_key), ciphertexts_from_bytes(b.data, public_key), public_key
     )
-    kw = dict(job_id="job1", round_no=1, attempt=0, name="x", first=0, data=ciphertexts_to_bytes(product, public_key))
+    statements = signed_statements(session_pki, ctx, {s: p.contribution_digest() for s, p in protectors.items()})
+    kw = dict(
+        job_id="job1",
+        round_no=1,
+        attempt=0,
+        name="x",
+        first=0,
+        data=ciphertexts_to_bytes(product, public_key),
+        contributions=statements,
+    )
     with pytest.raises(PrivacyError, match="one site's sums"):
         d.decrypt(summands=1, **kw)
     assert d.decrypt(summands=2, **kw)[:3].tolist() == [11, 22, 33]
     with pytest.raises(PrivacyError, match="asked again"):
         d.decrypt(summands=2, **kw)
-    # attack C4: the same total again under another attempt number, offset, name or claimed summands
-    for change in ({"attempt": 7}, {"first": 5}, {"name": "y"}, {"round_no": 2}):
+    # attack C4: the same total again under another offset or name, or claimed summands
+    for change in ({"first": 5}, {"name": "y"}):
         with pytest.raises(PrivacyError, match="asked again"):
-            d.decrypt(summands=999, **{**kw, **change})
+            d.decrypt(summands=2, **{**kw, **change})
+    with pytest.raises(PrivacyError, match="says 999 sites' ciphertexts were multiplied in, but forwards 2"):
+        d.decrypt(summands=999, **kw)
+    # ... under another attempt or round number (with the sites' statements of that round attempt)
+    for round_no, attempt, why in ((1, 7, "again under attempt 7"), (2, 0, "asked again")):
+        ctx2 = replace(ctx, round=round_no, attempt=attempt)
+        digests = {s.site: s.chunks_digest for s in statements}
+        again = {
+            **kw,
+            "round_no": round_no,
+            "attempt": attempt,
+            "contributions": signed_statements(session_pki, ctx2, digests),
+        }
+        with pytest.raises(PrivacyError, match=why):
+            d.decrypt(summands=2, **again)
     with pytest.raises(PrivacyError, match="belongs to job job1"):
         d.decrypt(summands=2, **{**kw, "job_id": "job2"})
 
 
-def test_paillier_protector_and_aggregator__chunks_cut_anywhere_sum_exactly(keypair):
+def test_paillier_protector_and_aggregator__chunks_cut_anywhere_sum_exactly(session_pki, keypair):
     """Sites cut arrays at different block boundaries; the packing grid keeps slots aligned."""
     public_key, private_key = keypair
     rng = np.random.default_rng(7)
-    ctx = RoundContext(job_id="j", round=1, attempt=0, participants=("A", "B", "C"))
+    ctx = RoundContext(job_id="j", round=1, attempt=0, participants=("AFR", "EAS", "EUR"))
     n = 100
     ints = {s: rng.integers(-1000, 1000, size=n) for s in ctx.participants}
     reals = {s: rng.normal(size=(n, 2)) * 1e3 for s in ctx.participants}
-    dec = AnalystDecryptor("j", PaillierDecryptor(private_key))
+    dec = AnalystDecryptor("j", PaillierDecryptor(private_key), ca_pem=(session_pki.ca / "ca.pem").read_bytes())
+    digests: dict[str, bytes] = {}
 
     def decrypt(c, sums, key):
         assert key.n == public_key.n
@@ -242,6 +273,7 @@ def test_paillier_protector_and_aggregator__chunks_cut_anywhere_sum_exactly(keyp
                 first=0,
                 summands=s.summands,
                 data=b"".join(int(x).to_bytes(512, "big") for x in s.ciphertexts),
+                contributions=signed_statements(session_pki, c, digests),
             )
             for s in sums
         }
@@ -257,6 +289,7 @@ def test_paillier_protector_and_aggregator__chunks_cut_anywhere_sum_exactly(keyp
                 flat = reals[site].reshape(-1)
                 for chunk in p.protect("r", 2 * lo, 2 * n, flat[2 * lo : 2 * hi], (n, 2)):
                     agg.add(site, chunk)
+            digests[site] = p.contribution_digest()
     totals = agg.result()
     assert np.array_equal(totals["i"], sum(ints.values()))
     assert totals["r"].shape == (n, 2)

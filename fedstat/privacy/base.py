@@ -75,6 +75,12 @@ class Protector(abc.ABC):
         """Yield chunks covering the flat ``values`` (elements ``offset .. offset+len(values)`` of
         an array of ``total_length`` elements whose full shape is ``shape``)."""
 
+    def contribution_digest(self) -> bytes | None:
+        """For a mode whose totals a key holder decrypts: the digest of every chunk this protector
+        yielded, in order (:class:`fedstat.privacy.contribution.ChunkDigest`), which the site signs
+        at the end of the round; None for a mode that needs no such statement."""
+        return None
+
 
 class Aggregator(abc.ABC):
     """Coordinator side: combines every participant's chunks into the totals only."""

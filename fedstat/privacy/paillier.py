@@ -30,8 +30,11 @@ below 256 · 2^64, so the 8 headroom bits still hold.
 
 Trust
 -----
-See docs/privacy.md. The analyst's client also decrypts only requests of its own job, each
-(round, attempt, array, ciphertext) once, and only products stated to cover at least two sites.
+See docs/privacy.md. The analyst's client (:class:`AnalystDecryptor`) decrypts only requests of its
+own job, each (round, array, ciphertext) once and each round under one attempt only, and only
+products that every site of the job's participant list vouched for with a signed contribution
+statement for that round attempt (:mod:`fedstat.privacy.contribution`; the protector hashes the
+chunks it yields, the agent signs the digest at the end of the round).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from fedstat.privacy.base import (
     RoundContext,
     register,
 )
+from fedstat.privacy.contribution import ChunkDigest, Contribution, verify_contributions
 from fedstat.privacy.paillier_crypto import (
     PaillierDecryptor,
     PaillierEncryptor,
@@ -131,6 +135,10 @@ class PaillierProtector(Protector):
         if len(ctx.participants) > self.layout.max_summands:
             raise PrivacyError(f"paillier: at most {self.layout.max_summands} sites fit the slot headroom")
         self._ct_bytes = ciphertext_bytes(self.public_key)
+        self._sent = ChunkDigest()  # what this site vouches for at the end of the round
+
+    def contribution_digest(self) -> bytes:
+        return self._sent.digest()
 
     def protect(
         self, name: str, offset: int, total_length: int, values: np.ndarray, shape: tuple[int, ...] = ()
@@ -150,7 +158,7 @@ class PaillierProtector(Protector):
             piece = ring[words * rel : words * (rel + count)]
             grid[start : start + words * count] = piece + self._masks.mask(name, w0, words * count)  # wraps mod 2^64
             ciphertexts = self.encryptor.encrypt_plaintexts(self.layout.pack(grid))
-            yield ProtectedChunk(
+            chunk = ProtectedChunk(
                 name=name,
                 offset=offset + rel,
                 length=count,
@@ -159,6 +167,8 @@ class PaillierProtector(Protector):
                 data=ciphertexts_to_bytes(ciphertexts, self.public_key),
                 shape=shape,
             )
+            self._sent.update(chunk)
+            yield chunk
 
 
 @dataclass(frozen=True)
@@ -271,27 +281,56 @@ register(PaillierDpMode())
 
 
 class AnalystDecryptor:
-    """Held by the analyst's client for one job: decrypts summed ciphertexts, each at most once.
+    """Held by the analyst's client for one job: decrypts summed ciphertexts, each at most once, and
+    only products every participant of the job has vouched for.
 
-    Refuses (PrivacyError) a request for another job, a product the coordinator says covers fewer
-    than two sites, any position of a (round, array) it already decrypted whatever the attempt
-    number or offset the coordinator states, and any ciphertext value it decrypted before under any
-    name: an honest coordinator never asks twice (a round is decrypted once, after every site's
-    sums arrived), and a second answer over another set of sites could difference one site out.
+    Refuses (PrivacyError) a request for another job; one without a valid signed contribution
+    statement (:mod:`fedstat.privacy.contribution`) from exactly the round's participants, all for
+    this job, round and attempt, each under a certificate the consortium CA (``ca_pem``) issued to
+    that site and not revoked (``revoked``); a participant set other than the job's: the analyst's
+    signed ``sites`` when it named them, otherwise the set of the first round decrypted (a job never
+    re-runs over another site set); a product whose claimed ``summands`` is not the number of
+    statements, or fewer than two; a second attempt of a round already (even partly) decrypted; any
+    position of a (round, array) it already decrypted whatever offset the coordinator states; and
+    any ciphertext value it decrypted before under any name. An honest coordinator never asks twice
+    (a round is decrypted once, after every site's sums arrived), and a second answer over another
+    set of sites could difference one site out.
     """
 
-    def __init__(self, job_id: str, decryptor: PaillierDecryptor):
+    def __init__(
+        self,
+        job_id: str,
+        decryptor: PaillierDecryptor,
+        *,
+        ca_pem: bytes,
+        sites: Sequence[str] = (),
+        revoked: Callable[[Any], bool] | None = None,
+    ):
         self.job_id = job_id
         self.decryptor = decryptor
         self.public_key = decryptor.public_key
         self.layout = layout_for(self.public_key)
+        self._ca_pem = ca_pem
+        self._revoked = revoked
+        self._signed_sites = tuple(sorted(sites))  # the spec's --sites, signed by the analyst
+        self._sites: tuple[str, ...] = self._signed_sites  # or fixed at the first round decrypted
+        self._attempts: dict[int, int] = {}  # round -> the one attempt decrypted
         self._done: set[tuple[int, str, int]] = set()  # (round, array, ciphertext position)
         self._seen: set[bytes] = set()  # digests of every ciphertext decrypted
         self._lock = threading.Lock()
         self.n_decrypted = 0
 
     def decrypt(
-        self, *, job_id: str, round_no: int, attempt: int, name: str, first: int, summands: int, data: bytes
+        self,
+        *,
+        job_id: str,
+        round_no: int,
+        attempt: int,
+        name: str,
+        first: int,
+        summands: int,
+        data: bytes,
+        contributions: Sequence[Contribution],
     ) -> np.ndarray:
         """The ring words (every slot, uint64) of the ciphertexts in ``data``."""
         if job_id != self.job_id:
@@ -300,18 +339,50 @@ class AnalystDecryptor:
             raise PrivacyError(
                 f"paillier: refusing to decrypt {name!r} of round {round_no}: it would be one site's sums"
             )
+        participants = verify_contributions(
+            contributions, job_id=job_id, round_no=round_no, attempt=attempt, ca_pem=self._ca_pem, revoked=self._revoked
+        )
+        if summands != len(contributions):
+            raise PrivacyError(
+                f"paillier: refusing to decrypt {name!r} of round {round_no}: the coordinator says {summands} sites' "
+                f"ciphertexts were multiplied in, but forwards {len(contributions)} signed contributions"
+            )
         ciphertexts = ciphertexts_from_bytes(data, self.public_key)
         keys = [(round_no, name, first + i) for i in range(len(ciphertexts))]
         width = len(data) // max(len(ciphertexts), 1)
         digests = {hashlib.sha256(data[i * width : (i + 1) * width]).digest() for i in range(len(ciphertexts))}
         with self._lock:
+            self._check_sites(round_no, participants)
+            done_attempt = self._attempts.get(round_no, attempt)
+            if done_attempt != attempt:
+                raise PrivacyError(
+                    f"paillier: refusing to decrypt round {round_no} again under attempt {attempt}: it was decrypted "
+                    f"under attempt {done_attempt}; each round of a job is decrypted under one attempt only"
+                )
             if any(k in self._done for k in keys) or digests & self._seen or len(digests) < len(ciphertexts):
                 raise PrivacyError(
                     f"paillier: the coordinator asked again to decrypt {name!r} of round {round_no} "
                     f"(attempt {attempt}), or a ciphertext already decrypted; refusing: each total is decrypted once"
                 )
+            self._sites = participants
+            self._attempts[round_no] = attempt
             self._done.update(keys)
             self._seen.update(digests)
         plaintexts = self.decryptor.decrypt_plaintexts(ciphertexts)
         self.n_decrypted += len(plaintexts)
         return self.layout.unpack(plaintexts, len(plaintexts) * self.layout.slots)
+
+    def _check_sites(self, round_no: int, participants: tuple[str, ...]) -> None:
+        """The round's participants must be the job's: its signed --sites, or those of its first round decrypted."""
+        if not self._sites or participants == self._sites:
+            return
+        job_sites = ", ".join(self._sites)
+        whose = (
+            f"the job's signed site list (--sites) is {job_sites}"
+            if self._signed_sites
+            else f"the job's earlier rounds were decrypted over {job_sites}, and a job never re-runs over another site set"
+        )
+        raise PrivacyError(
+            f"paillier: refusing to decrypt round {round_no}: its contributions come from {', '.join(participants)}; "
+            f"{whose}"
+        )

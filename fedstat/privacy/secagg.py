@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
 from fedstat.errors import PrivacyError, ProtocolError
-from fedstat.pki import issued_by_bundle
+from fedstat.pki import issued_by_bundle, verify_statement
 from fedstat.privacy.base import (
     MAX_CHUNK_BYTES,
     Aggregator,
@@ -152,40 +152,65 @@ def verify_round_keys(
     for site, k in by_site.items():
         if site == own.site:
             continue
-        try:
-            cert = x509.load_pem_x509_certificate(k.certificate)
-            if not issued_by_bundle(cert, ca_pem):  # ca_pem is a bundle while the CA is rotated
-                raise InvalidSignature()
-        except (ValueError, TypeError, InvalidSignature) as exc:
-            raise PrivacyError(
-                f"secure aggregation: site {site}'s round key comes with a certificate the consortium CA did not "
-                "issue; key substitution suspected, aborting the job"
-            ) from exc
-        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        ou = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
-        if not cn or cn[0].value != site or not ou or ou[0].value != "site":
-            raise PrivacyError(
-                f"secure aggregation: the certificate sent with site {site}'s round key is not site {site}'s; "
-                "key substitution suspected, aborting the job"
-            )
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            raise PrivacyError(f"secure aggregation: site {site}'s certificate is not valid now")
-        if revoked is not None and revoked(cert):
-            raise PrivacyError(f"secure aggregation: site {site}'s certificate has been revoked; aborting the job")
-        public = cert.public_key()
-        if not isinstance(public, ec.EllipticCurvePublicKey):
-            raise PrivacyError(f"secure aggregation: site {site}'s certificate key is not an ECDSA key")
-        try:
-            public.verify(k.signature, key_transcript(ctx, site, k.public_key), ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
+        cert = verified_site_certificate(
+            k.certificate,
+            site,
+            ca_pem=ca_pem,
+            now=now,
+            revoked=revoked,
+            what=f"secure aggregation: site {site}'s round key",
+            consequence="key substitution suspected, aborting the job",
+        )
+        if not verify_statement(cert, key_transcript(ctx, site, k.public_key), k.signature):
             raise PrivacyError(
                 f"secure aggregation: site {site}'s round key signature does not verify (for job {ctx.job_id}, "
                 f"round {ctx.round}, attempt {ctx.attempt}); key substitution detected, aborting the job"
-            ) from None
+            )
         if len(k.public_key) != 32:
             raise PrivacyError(f"secure aggregation: site {site}'s round key is not a 32-byte X25519 key")
         peers[site] = k.public_key
     return peers
+
+
+def verified_site_certificate(
+    pem: bytes,
+    site: str,
+    *,
+    ca_pem: bytes,
+    now: dt.datetime,
+    revoked: Callable[[x509.Certificate], bool] | None,
+    what: str,
+    consequence: str,
+) -> x509.Certificate:
+    """Site ``site``'s certificate ``pem`` as a peer or the analyst trusts it: issued by the consortium
+    CA (``ca_pem``, a bundle while the CA is rotated), naming that site in the ``site`` role, valid at
+    ``now``, not revoked, with an ECDSA key. ``what`` names the signed item it came with (e.g.
+    ``"secure aggregation: site EUR's round key"``) and ``consequence`` what the refusal means.
+
+    Raises
+    ------
+    PrivacyError
+        naming the site and which of these failed.
+    """
+    label = what.split(":", 1)[0]
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        if not issued_by_bundle(cert, ca_pem):
+            raise InvalidSignature()
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise PrivacyError(f"{what} comes with a certificate the consortium CA did not issue; {consequence}") from exc
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ou = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    if not cn or cn[0].value != site or not ou or ou[0].value != "site":
+        item = what.split(":", 1)[-1].strip()
+        raise PrivacyError(f"{label}: the certificate sent with {item} is not site {site}'s; {consequence}")
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise PrivacyError(f"{label}: site {site}'s certificate is not valid now")
+    if revoked is not None and revoked(cert):
+        raise PrivacyError(f"{label}: site {site}'s certificate has been revoked; refusing what it signed")
+    if not isinstance(cert.public_key(), ec.EllipticCurvePublicKey):
+        raise PrivacyError(f"{label}: site {site}'s certificate key is not an ECDSA key")
+    return cert
 
 
 def _hkdf(secret: bytes, info: bytes, length: int) -> bytes:

@@ -7,6 +7,7 @@ certificate.
 
 from collections import abc as _abc
 from fedstat.wire import common_pb2 as _common_pb2
+from fedstat.wire import site_pb2 as _site_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -337,6 +338,7 @@ class DecryptRequest(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     CIPHERTEXTS_FIELD_NUMBER: _builtins.int
     SUMMANDS_FIELD_NUMBER: _builtins.int
+    CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     attempt: _builtins.int
@@ -350,6 +352,13 @@ class DecryptRequest(_message.Message):
     """fixed-width big-endian, 2*ceil(|n|/8) bytes each"""
     summands: _builtins.int
     """sites whose ciphertexts were multiplied into these"""
+    @_builtins.property
+    def contributions(self) -> _containers.RepeatedCompositeFieldContainer[_site_pb2.Contribution]:
+        """Every participant's signed statement of its contribution to this round attempt (the same
+        on each request of the round): the client decrypts only with one from each site of the
+        job's participant list, all for this job, round and attempt.
+        """
+
     def __init__(
         self,
         *,
@@ -361,10 +370,11 @@ class DecryptRequest(_message.Message):
         total: _builtins.int = ...,
         ciphertexts: _builtins.bytes = ...,
         summands: _builtins.int = ...,
+        contributions: _abc.Iterable[_site_pb2.Contribution] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "ciphertexts", b"ciphertexts", "first", b"first", "job_id", b"job_id", "name", b"name", "round", b"round", "summands", b"summands", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "ciphertexts", b"ciphertexts", "contributions", b"contributions", "first", b"first", "job_id", b"job_id", "name", b"name", "round", b"round", "summands", b"summands", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

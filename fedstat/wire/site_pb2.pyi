@@ -528,6 +528,7 @@ class RoundProgress(_message.Message):
     BLOCKS_TOTAL_FIELD_NUMBER: _builtins.int
     FINISHED_FIELD_NUMBER: _builtins.int
     COHORT_SIZE_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     attempt: _builtins.int
@@ -539,6 +540,12 @@ class RoundProgress(_message.Message):
     """Participants the site's job holds after this round (a count; it changes only when a round
     drops participants locally, e.g. --mind), so the job log can say how many each site removed.
     """
+    @_builtins.property
+    def contribution(self) -> Global___Contribution:
+        """Set on the finished progress of a round under a mode whose totals the analyst decrypts
+        (paillier): the site's signed statement of what it contributed to this round attempt.
+        """
+
     def __init__(
         self,
         *,
@@ -549,14 +556,72 @@ class RoundProgress(_message.Message):
         blocks_total: _builtins.int = ...,
         finished: _builtins.bool = ...,
         cohort_size: _builtins.int = ...,
+        contribution: Global___Contribution | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contribution", b"contribution"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "blocks_done", b"blocks_done", "blocks_total", b"blocks_total", "cohort_size", b"cohort_size", "finished", b"finished", "job_id", b"job_id", "round", b"round"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "blocks_done", b"blocks_done", "blocks_total", b"blocks_total", "cohort_size", b"cohort_size", "contribution", b"contribution", "finished", b"finished", "job_id", b"job_id", "round", b"round"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RoundProgress: _TypeAlias = RoundProgress  # noqa: Y015
+
+@_typing.final
+class Contribution(_message.Message):
+    """A site's signed statement of its contribution to one round attempt: the SHA-256 of its
+    protected chunks in the order sent (fedstat.privacy.contribution.ChunkDigest), signed (ECDSA
+    with the site's certificate key) over the job, round, attempt, site, participants, round digest
+    and that chunk digest. The coordinator forwards the statements of every participant with the
+    round's DecryptRequests; the analyst's client decrypts only a product all of them vouch for.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    ROUND_DIGEST_FIELD_NUMBER: _builtins.int
+    CHUNKS_DIGEST_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    round: _builtins.int
+    attempt: _builtins.int
+    site: _builtins.str
+    round_digest: _builtins.str
+    """fedstat.protocol.round_digest of the round computed"""
+    chunks_digest: _builtins.bytes
+    """SHA-256 over the site's protected chunks of the round"""
+    signature: _builtins.bytes
+    """DER ECDSA-SHA256 over fedstat.privacy.contribution transcript"""
+    certificate: _builtins.bytes
+    """the site's PEM certificate, verified against the consortium CA"""
+    @_builtins.property
+    def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the round's participants (sites), sorted"""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        round: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        site: _builtins.str = ...,
+        participants: _abc.Iterable[_builtins.str] | None = ...,
+        round_digest: _builtins.str = ...,
+        chunks_digest: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        certificate: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "certificate", b"certificate", "chunks_digest", b"chunks_digest", "job_id", b"job_id", "participants", b"participants", "round", b"round", "round_digest", b"round_digest", "signature", b"signature", "site", b"site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Contribution: _TypeAlias = Contribution  # noqa: Y015
 
 @_typing.final
 class RoundKey(_message.Message):
