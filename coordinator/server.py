@@ -215,6 +215,7 @@ def job_to_pb(job: JobRow) -> analyst_pb2.JobStatus:
                 cohort_size=s.cohort_size,
                 blocks_done=s.blocks_done,
                 blocks_total=s.blocks_total,
+                count_granularity=s.count_granularity,
             )
             for s in job.sites
         ],

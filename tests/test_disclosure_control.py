@@ -14,6 +14,7 @@ import pytest
 
 from fedstat.client import Client
 from fedstat.config import ConfigError, DatasetConfig, load_site_config
+from fedstat.counts import coarsen, describe_count
 from fedstat.data.dataset import open_dataset
 from fedstat.errors import JobFailed
 from fedstat.jobs import JobSpec
@@ -81,7 +82,11 @@ def test_weakest_privacy_and_glm_parameter_ratio_refuse_with_the_reason(
     _run(session_pki, port, tmp_path, JobSpec(analyses=("freq",), privacy="paillier", out_name="f"))  # as strong: runs
     _set_policy(consortium_agents["EAS"], max_params_ratio=0.01)  # 180 participants: at most 1 parameter
     glm = JobSpec(analyses=("glm",), pheno_names=("QT",), covar_names=("AGE",), out_name="g")
-    with pytest.raises(JobFailed, match=r"site EAS refused the job: --glm fits 3 parameters; .* allows at most 1 "):
+    with pytest.raises(
+        JobFailed,
+        match=r"site EAS refused the job: --glm fits 3 parameters; this site's cohort for the job \(180-189 "
+        r"participants\) allows fewer",
+    ):
         _run(session_pki, port, tmp_path, glm)
     records = (tmp_path / "EAS" / "audit.log").read_text()
     assert '"decision":"refused"' in records.replace(" ", "") and "max_params_ratio" in records
@@ -191,7 +196,10 @@ def test_consent__obs_ct_drops_by_exactly_the_excluded_participants(
         log = "\n".join(c.get(job_id).log)
     missing_qt = sum(line.split("\t")[head.index("QT")] in ("NA", "") for line in lines[1:])  # --require-pheno
     accepted = 220 - len(ds_only) - missing_qt
-    assert f"site AFR accepted: {accepted} participants, {len(ds_only)} excluded by consent" in log
+    # the counts reach the log coarsened to the site's count_granularity (min_group, 10)
+    shown = f"{coarsen(accepted, 10)}-{coarsen(accepted, 10) + 9} participants"
+    excluded = describe_count(coarsen(len(ds_only), 10), 10, "excluded by consent")
+    assert f"site AFR accepted: {shown}, {excluded}" in log
     # per variant, the excluded participants who have a genotype there
     dataset = open_dataset("AFRc", data, cache_dir=tmp_path / "cache")
     cols = dataset.genotype_index[sorted(ds_only)]
