@@ -716,7 +716,8 @@ class SiteAgent:
             if isinstance(out, SiteUpdate):
                 update = out
                 continue
-            send_array(out.name, out.offset, out.total, out.values, out.shape)
+            values = self.gate.outgoing(self.config.policy, req.analysis, out.name, out.values, noisy=mode.adds_noise)
+            send_array(out.name, out.offset, out.total, values, out.shape)
         if update is not None:
             if update.keep is not None:
                 removed = int(job.cohort.n - np.count_nonzero(update.keep))

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fedstat.config import SitePolicy
-from fedstat.counts import WITHHELD, coarsen, describe_count
+from fedstat.counts import COUNT_ARRAYS, WITHHELD, coarsen, describe_count
 from fedstat.data.dataset import Dataset
 from fedstat.errors import PolicyRefused
 
@@ -82,6 +82,15 @@ class ReleaseGate:
             names = ids.iid if ids.fid is None else [f"{f}\t{i}" for f, i in zip(ids.fid, ids.iid, strict=True)]
             keys = self._keys[dataset.name] = self.ledger(policy).participant_keys(names)
         return keys
+
+    @staticmethod
+    def outgoing(policy: SitePolicy, computation: str, name: str, values: np.ndarray, *, noisy: bool) -> np.ndarray:
+        """A round's array as it leaves: an array its computation declares a participant count
+        (:data:`fedstat.counts.COUNT_ARRAYS`) is coarsened as :func:`reported_count`; under dp the
+        mode's protector noises what is declared and refuses the rest."""
+        if noisy or name not in COUNT_ARRAYS.get(computation, ()):
+            return values
+        return np.array([reported_count(policy, int(v), noisy=False)[0] for v in values], dtype=np.int64)
 
     def cohort_fingerprint(self, dataset: Dataset, policy: SitePolicy, job_id: str, members: np.ndarray) -> str:
         """A keyed fingerprint of the job's cohort (``members``: genotype columns): equal across a
