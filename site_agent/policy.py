@@ -131,7 +131,7 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
     cohort = np.sort(dataset.genotype_index[rows])
     if len(cohort) < policy.min_cohort:
         raise PolicyRefused(
-            f"this site's cohort for the job ({count_words(policy, len(cohort))}) is below its minimum of "
+            f"the job's cohort at this site ({count_words(policy, len(cohort))}) is below this site's minimum of "
             f"{policy.min_cohort} participants (policy min_cohort)"
         )
     if "glm" in spec.analyses:
