@@ -557,6 +557,8 @@ def strictest_policy(policies: list[common_pb2.DisclosurePolicy]) -> common_pb2.
         min_sites=max(p.min_sites for p in policies),
         dp_epsilon_remaining=min(p.dp_epsilon_remaining for p in policies),
         dp_delta=min(p.dp_delta for p in policies),
+        count_granularity=max(p.count_granularity for p in policies),
+        dp_analyst_share=min(p.dp_analyst_share for p in policies),
     )
 
 

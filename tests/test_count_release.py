@@ -251,3 +251,29 @@ def test_d2_two_dp_jobs_differing_by_one_consent_exclusion_show_the_same_counts(
     stored = [[(s.cohort_size, s.count_granularity) for s in coord.store.get_job(j.job_id).sites] for j in (hmb, gru)]
     assert stored[0] == stored[1] == [(0, 0)] * 3
     assert gru.state == "FAILED" and LEDGER in gru.error  # and the ledger still blocks the differencing release
+
+
+def test_dp_analyst_share__alice_runs_out_of_her_share_bob_still_can(session_pki, consortium, consortium_agents):
+    import dataclasses
+
+    _, port = consortium
+    for agent in consortium_agents.values():
+        agent.config = dataclasses.replace(
+            agent.config, policy=dataclasses.replace(agent.config.policy, dp_analyst_share=0.25)
+        )
+    total = dp.epsilon_to_rho(10.0, 1e-6)  # the default budget: ε = 10 at δ = 1e-6
+    epsilon = dp.rho_to_epsilon(0.2 * total, 1e-6)  # a job spending a fifth of it
+
+    def run(analyst: str):
+        spec = JobSpec(
+            analyses=("freq",), privacy="dp", out_name="f", options={"dp_epsilon": repr(epsilon), "dp_delta": "1e-6"}
+        )
+        with Client(analyst_profile(session_pki, port, analyst)) as c:
+            return c.wait(c.submit(spec).job_id, raise_on_failure=False)
+
+    assert run("alice").state == "DONE"
+    second = run("alice")  # 0.4 of the budget would exceed her share of 0.25
+    assert second.state == "FAILED"
+    assert "refused the job: analyst alice's share of dataset 'main''s privacy budget is exhausted" in second.error
+    assert "the share is 0.25 of the total" in second.error and "of the share remains" in second.error
+    assert run("bob").state == "DONE"  # bob's share is his own

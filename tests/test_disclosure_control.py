@@ -99,6 +99,7 @@ def test_policies__analysts_list_each_site_and_the_strictest(session_pki, consor
         assert [p.site for p in resp.sites] == ["AFR", "EAS", "EUR"]
         assert all(p.dataset == "main" and p.max_params_ratio == pytest.approx(0.33) for p in resp.sites)
         assert resp.strictest.dp_epsilon_remaining == pytest.approx(10.0, rel=1e-6)
+        assert all((p.count_granularity, p.dp_analyst_share) == (10, 1.0) for p in resp.sites)  # the defaults
         _run(
             session_pki,
             port,
@@ -123,15 +124,18 @@ def test_policies__strictest_combination():
     a = common_pb2.DisclosurePolicy(
         site="A", allowed_analyses=["freq", "glm"], allowed_privacy=["secagg", "dp"], weakest_privacy="none",
         min_cohort=10, min_cell_count=0, max_params_ratio=0.33, min_sites=2, dp_epsilon_remaining=3, dp_delta=1e-6,
+        count_granularity=10, dp_analyst_share=1.0,
     )  # fmt: skip
     b = common_pb2.DisclosurePolicy(
         site="B", allowed_analyses=["glm", "assoc"], allowed_privacy=["dp", "paillier"], weakest_privacy="secagg",
         min_cohort=50, min_cell_count=5, max_params_ratio=0.1, min_sites=3, dp_epsilon_remaining=7, dp_delta=1e-7,
+        count_granularity=5, dp_analyst_share=0.25,
     )  # fmt: skip
     s = strictest_policy([a, b])
     assert list(s.allowed_analyses) == ["glm"] and list(s.allowed_privacy) == ["dp"]
     assert (s.weakest_privacy, s.min_cohort, s.min_cell_count, s.min_sites) == ("secagg", 50, 5, 3)
     assert (s.max_params_ratio, s.dp_epsilon_remaining, s.dp_delta) == (0.1, 3, 1e-7)
+    assert (s.count_granularity, s.dp_analyst_share) == (10, 0.25)
 
 
 def test_config__disclosure_settings_are_checked(tmp_path):

@@ -521,7 +521,18 @@ def _print_policies(resp: object) -> None:
     if not rows:
         print("no site is connected")
         return
-    head = ("site", "dataset", "privacy accepted", "min cohort", "min cell", "glm params/N", "min sites", "DP ε left")
+    head = (
+        "site",
+        "dataset",
+        "privacy accepted",
+        "min cohort",
+        "min cell",
+        "glm params/N",
+        "min sites",
+        "DP ε left",
+        "counts by",
+        "DP share/analyst",
+    )
     table = [head]
     for p in [*rows, resp.strictest]:  # type: ignore[attr-defined]
         table.append(
@@ -534,6 +545,8 @@ def _print_policies(resp: object) -> None:
                 f"{p.max_params_ratio:g}",
                 str(p.min_sites),
                 f"{p.dp_epsilon_remaining:.3g} (δ={p.dp_delta:g})",
+                str(p.count_granularity),
+                f"{p.dp_analyst_share:g}",
             )
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
