@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fedstat.counts import describe_count
+from fedstat.counts import WITHHELD, describe_count
 
 from .store import DONE, JobRow, RunRow
 
@@ -264,8 +264,12 @@ def render_text(report: dict[str, Any]) -> str:
         f"{s} {describe_count(v.get('participants', 0), v.get('count_granularity', 1), '').strip()}"
         for s, v in sorted(r["sites"].items())
     )
-    coarse = any(v.get("count_granularity", 1) != 1 for v in r["sites"].values())
-    lines.append(f"  participants: {'at least ' if coarse else ''}{r['participants_total']} in all ({per_site})")
+    granularities = {v.get("count_granularity", 1) for v in r["sites"].values()}
+    if WITHHELD in granularities:
+        lines.append("  participants: withheld by the sites (differential privacy)")
+    else:
+        coarse = "at least " if granularities - {1} else ""  # sites round their counts down
+        lines.append(f"  participants: {coarse}{r['participants_total']} in all ({per_site})")
     lines.append(f"  variants: {r['n_variants']}")
     lines.append(f"  files: {', '.join(r['files'])}")
     if r["previous"] is None:
