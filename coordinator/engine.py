@@ -25,6 +25,7 @@ import numpy as np
 
 import fedstat
 from fedstat.config import CoordinatorConfig
+from fedstat.counts import WITHHELD, describe_count
 from fedstat.data.variants import Harmonization, VariantTable, harmonize
 from fedstat.errors import (
     FedstatError,
@@ -183,8 +184,11 @@ class _JobRunner:
         self.engine, self.job_id, self.inbox, self.cancel = engine, job_id, inbox, cancel
         self.store = engine.store
         self.sites: dict[str, SiteSession] = {}
-        self.cohort: dict[str, int] = {}  # participants per site now (after any --mind)
-        self.accepted: dict[str, int] = {}  # participants per site when it accepted the job
+        # participants per site now (after any --mind), as the site reports them: rounded down to a
+        # multiple of granularity[site] (0 there: withheld under dp); never exact unless that is 1
+        self.cohort: dict[str, int] = {}
+        self.granularity: dict[str, int] = {}
+        self.accepted: dict[str, str] = {}  # each site's cohort fingerprint when it accepted the job
         self.state_rounds: list[tuple[int, RoundPlan]] = []  # rounds whose effect stays at the sites
         self.min_cell: dict[str, int] = {}  # each accepting site's min_cell_count (disclosure control)
         self.settled: set[str] = set()  # sites that refused or failed: keep their state
@@ -271,7 +275,7 @@ class _JobRunner:
                 f"(min_sites); this job has {len(self.sites)}: {', '.join(sorted(self.sites))}"
             )
         self.analyst = job.analyst
-        before = {s.site: s.cohort_size for s in job.sites} if resumed else None
+        before = {s.site: s.cohort_fingerprint for s in job.sites} if resumed else None
         self.offer(list(self.sites), spec, resumed=resumed, previous=before)
         harmonized = self.harmonize()
         sums = None
@@ -392,7 +396,7 @@ class _JobRunner:
             )
         self.sites[site] = session
         self.settled.discard(site)
-        self.offer([site], spec, resumed=True, previous={site: self.accepted.get(site, 0)})
+        self.offer([site], spec, resumed=True, previous={site: self.accepted.get(site, "")})
         self.send_plan(site, recheck=True)
         self.log(f"site {site} reconnected and accepted the job again")
 
@@ -473,9 +477,10 @@ class _JobRunner:
         except FedstatError:
             return True  # an unreadable CRL: fail closed
 
-    def offer(self, names: list[str], spec: JobSpec, *, resumed: bool, previous: dict[str, int] | None = None) -> None:
+    def offer(self, names: list[str], spec: JobSpec, *, resumed: bool, previous: dict[str, str] | None = None) -> None:
         """Offer the job to ``names`` and collect their decisions. A re-offer (``resumed``) must find
-        each site's cohort as it was: the totals of earlier rounds were computed over it."""
+        each site's cohort as it was (the totals of earlier rounds were computed over it): ``previous``
+        holds each site's keyed cohort fingerprint, since no site reports its exact cohort size."""
         roles = sorted(self.engine.config.access.roles(self.analyst))
         offer = site_pb2.JobOffer(
             job_id=self.job_id,
@@ -503,17 +508,32 @@ class _JobRunner:
                 self.store.set_site(self.job_id, site, state="REFUSED", detail=d.reason)
                 raise PolicyRefused(f"site {site} refused the job: {d.reason}")
             before = (previous or {}).get(site)
-            if before and before != int(d.cohort_size):
+            if before and before != d.cohort_fingerprint:
                 raise JobFailed(
-                    f"cannot go on: site {site}'s cohort changed from {before} to {d.cohort_size} participants since "
-                    "the job's earlier rounds (consent withdrawn or data changed); submit the job again"
+                    f"cannot go on: site {site}'s cohort changed since the job's earlier rounds (its cohort "
+                    "fingerprint differs: consent withdrawn or data changed); submit the job again"
                 )
-            self.cohort[site] = self.accepted[site] = int(d.cohort_size)
+            g = int(d.count_granularity)
+            self.cohort[site], self.granularity[site] = int(d.cohort_size), g
+            self.accepted[site] = d.cohort_fingerprint
             self.min_cell[site] = int(d.min_cell_count)
-            self.store.set_site(self.job_id, site, state="ACCEPTED", cohort_size=int(d.cohort_size))
-            consent = f", {d.consent_excluded} excluded by consent" if d.consent_excluded else ""
+            self.store.set_site(
+                self.job_id,
+                site,
+                state="ACCEPTED",
+                cohort_size=int(d.cohort_size),
+                count_granularity=g,
+                cohort_fingerprint=d.cohort_fingerprint,
+            )
+            consent = (
+                f", {describe_count(int(d.consent_excluded), g, 'excluded by consent')}"
+                if g != WITHHELD and (d.consent_excluded or g > 1)
+                else ""
+            )
             again = " again" if resumed else ""
-            self.log(f"site {site} accepted{again}: {d.cohort_size} participants{consent}, {d.n_variants} variants")
+            self.log(
+                f"site {site} accepted{again}: {describe_count(int(d.cohort_size), g)}{consent}, {d.n_variants} variants"
+            )
             if d.dp_budget:
                 self.log(f"site {site} differential privacy budget: {d.dp_budget}")
             waiting.discard(site)
@@ -637,7 +657,7 @@ class _JobRunner:
                     continue
                 self.store.set_site(self.job_id, site, blocks_done=int(p.blocks_done), blocks_total=int(p.blocks_total))
                 if p.finished:
-                    self.note_cohort(site, int(p.cohort_size), plan.computation)
+                    self.note_cohort(site, int(p.cohort_size), int(p.count_granularity), plan.computation)
                     if not aggregator.complete(site):
                         raise ProtocolError(f"site {site} finished round {round_no} without sending every sum")
                     if received is not None:
@@ -663,13 +683,19 @@ class _JobRunner:
             totals = {k: np.maximum(v, 0) if v.dtype.kind == "i" else v for k, v in totals.items()}
         return totals
 
-    def note_cohort(self, site: str, size: int, computation: str) -> None:
-        """Log a site's participants leaving the job in a round (e.g. --mind); counts only."""
+    def note_cohort(self, site: str, size: int, granularity: int, computation: str) -> None:
+        """Log a site's cohort after a round that may change it (e.g. --mind), as the site reports
+        it: coarsened to ``granularity`` (the number removed is never stated), or withheld."""
         before = self.cohort.get(site, 0)
-        if size and (size != before or computation == "sample_missing"):
-            what = "--mind" if computation == "sample_missing" else computation
-            self.log(f"site {site}: {what} removed {before - size} of {before} participants; {size} remain")
-            self.cohort[site] = size
+        if granularity == WITHHELD or not (size != before or computation == "sample_missing"):
+            return
+        what = "--mind" if computation == "sample_missing" else computation
+        self.log(
+            f"site {site}: after {what}, {describe_count(size, granularity)} remain "
+            f"(before: {describe_count(before, granularity)})"
+        )
+        self.cohort[site] = size
+        self.store.set_site(self.job_id, site, cohort_size=size)
 
     def decrypt_with_analyst(
         self, contributions: dict[str, Contribution], ctx: RoundContext, sums: Any, public_key: Any
@@ -744,7 +770,10 @@ class _JobRunner:
                     else None
                 ),
             },
-            "sites": {name: {"participants": self.cohort.get(name, 0)} for name in sorted(self.sites)},
+            "sites": {  # as each site reported them: multiples of count_granularity (fedstat.counts)
+                name: {"participants": self.cohort.get(name, 0), "count_granularity": self.granularity.get(name, 1)}
+                for name in sorted(self.sites)
+            },
             "participants_total": int(sum(self.cohort.values())),
             "n_variants": len(variants),
             "log": [line for line in self.store.get_job(self.job_id).log],

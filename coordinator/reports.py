@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from fedstat.counts import WITHHELD, describe_count
+
 from .store import DONE, JobRow, RunRow
 
 #: Result tables with one row per variant, by file suffix: a report counts their rows.
@@ -163,7 +165,12 @@ def build_report(
     if job is None:
         return report
     for s in job.sites:
-        report["sites"][s.site] = {"state": s.state, "participants": s.cohort_size}
+        # counts as the site reported them: multiples of count_granularity (fedstat.counts)
+        report["sites"][s.site] = {
+            "state": s.state,
+            "participants": s.cohort_size,
+            "count_granularity": s.count_granularity,
+        }
         if s.state == "REFUSED":
             report["refused"].append({"site": s.site, "reason": s.detail})
         elif s.state == "FAILED":
@@ -175,7 +182,9 @@ def build_report(
     prov = _provenance(directory, job.result_files)
     if prov is not None:
         for site, info in prov.get("sites", {}).items():
-            report["sites"].setdefault(site, {"state": "DONE"})["participants"] = int(info["participants"])
+            entry = report["sites"].setdefault(site, {"state": "DONE"})
+            entry["participants"] = int(info["participants"])
+            entry["count_granularity"] = int(info.get("count_granularity", entry.get("count_granularity", 1)))
         report["participants_total"] = int(prov["participants_total"])
         report["n_variants"] = int(prov["n_variants"])
     else:
@@ -251,8 +260,16 @@ def render_text(report: dict[str, Any]) -> str:
         for x in r["failed_sites"]:
             lines.append(f"  site {x['site']} failed: {x['reason']}")
         return "\n".join(lines) + "\n"
-    per_site = ", ".join(f"{s} {v.get('participants', 0)}" for s, v in sorted(r["sites"].items()))
-    lines.append(f"  participants: {r['participants_total']} in all ({per_site})")
+    per_site = ", ".join(
+        f"{s} {describe_count(v.get('participants', 0), v.get('count_granularity', 1), '').strip()}"
+        for s, v in sorted(r["sites"].items())
+    )
+    granularities = {v.get("count_granularity", 1) for v in r["sites"].values()}
+    if WITHHELD in granularities:
+        lines.append("  participants: withheld by the sites (differential privacy)")
+    else:
+        coarse = "at least " if granularities - {1} else ""  # sites round their counts down
+        lines.append(f"  participants: {coarse}{r['participants_total']} in all ({per_site})")
     lines.append(f"  variants: {r['n_variants']}")
     lines.append(f"  files: {', '.join(r['files'])}")
     if r["previous"] is None:

@@ -215,6 +215,7 @@ def job_to_pb(job: JobRow) -> analyst_pb2.JobStatus:
                 cohort_size=s.cohort_size,
                 blocks_done=s.blocks_done,
                 blocks_total=s.blocks_total,
+                count_granularity=s.count_granularity,
             )
             for s in job.sites
         ],
@@ -556,6 +557,8 @@ def strictest_policy(policies: list[common_pb2.DisclosurePolicy]) -> common_pb2.
         min_sites=max(p.min_sites for p in policies),
         dp_epsilon_remaining=min(p.dp_epsilon_remaining for p in policies),
         dp_delta=min(p.dp_delta for p in policies),
+        count_granularity=max(p.count_granularity for p in policies),
+        dp_analyst_share=min(p.dp_analyst_share for p in policies),
     )
 
 

@@ -115,6 +115,12 @@ _JOB_COLUMNS_ADDED = {
 _SCHEDULE_COLUMNS_ADDED = {
     "spec_signature": "TEXT NOT NULL DEFAULT ''",  # hex: the owner's signature of the template
 }
+#: job_sites columns added after the first release.
+_SITE_COLUMNS_ADDED = {
+    # cohort_size is a multiple of it as the site reported it (0: withheld under dp; see fedstat.counts)
+    "count_granularity": "INTEGER NOT NULL DEFAULT 1",
+    "cohort_fingerprint": "TEXT NOT NULL DEFAULT ''",  # the site's keyed cohort fingerprint, checked on resume
+}
 
 
 def now_iso() -> str:
@@ -131,9 +137,11 @@ class SiteRow:
     site: str
     state: str
     detail: str
-    cohort_size: int
+    cohort_size: int  # as the site reported it: a multiple of count_granularity (fedstat.counts)
     blocks_done: int
     blocks_total: int
+    count_granularity: int = 1
+    cohort_fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -213,14 +221,15 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")  # a committed round survives a power cut
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
-        have = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
-        for column, decl in _JOB_COLUMNS_ADDED.items():  # databases made by earlier versions
-            if column not in have:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {decl}")
-        have = {r[1] for r in self._db.execute("PRAGMA table_info(schedules)")}
-        for column, decl in _SCHEDULE_COLUMNS_ADDED.items():
-            if column not in have:
-                self._db.execute(f"ALTER TABLE schedules ADD COLUMN {column} {decl}")
+        for table, added in (
+            ("jobs", _JOB_COLUMNS_ADDED),
+            ("schedules", _SCHEDULE_COLUMNS_ADDED),
+            ("job_sites", _SITE_COLUMNS_ADDED),
+        ):  # databases made by earlier versions
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for column, decl in added.items():
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         with self._lock:
@@ -381,7 +390,8 @@ class Store:
             return cur.rowcount == 1
 
     def set_site(self, job_id: str, site: str, **fields: Any) -> None:
-        allowed = {"state", "detail", "cohort_size", "blocks_done", "blocks_total"}
+        allowed = {"state", "detail", "cohort_size", "blocks_done", "blocks_total", "count_granularity"}
+        allowed.add("cohort_fingerprint")
         if not fields.keys() <= allowed:
             raise ValueError(f"cannot update {sorted(fields.keys() - allowed)}")
         with self._tx() as db:
@@ -421,7 +431,8 @@ class Store:
         sites = tuple(
             SiteRow(*s)
             for s in self._db.execute(
-                "SELECT site, state, detail, cohort_size, blocks_done, blocks_total FROM job_sites "
+                "SELECT site, state, detail, cohort_size, blocks_done, blocks_total, count_granularity, "
+                "cohort_fingerprint FROM job_sites "
                 "WHERE job_id = ? ORDER BY site",
                 (job.id,),
             )

@@ -50,6 +50,8 @@ site.toml::
     weakest_privacy = "secagg"       # refuse weaker modes (none < secagg = paillier < dp = "paillier,dp")
     min_cohort = 10                  # refuse jobs whose cohort is smaller
     min_group = 10                   # no combination of released sums may single out fewer participants
+    count_granularity = 10           # counts reaching job logs are rounded down to multiples (default min_group)
+    dp_analyst_share = 1.0           # --privacy dp: fraction of each dataset's budget one analyst may spend
     allow_site_differencing = false  # true: allow site sets whose difference is one site's sums
     min_sites = 2                    # refuse a secure-aggregation round with fewer participants
     min_cell_count = 3               # --assoc/--model: rows with a genotype cell of 1-2 are suppressed
@@ -317,6 +319,11 @@ class SitePolicy:
     disease_ontology: Path | None = None  # OBO file (e.g. mondo.obo) for DS:<disease> ancestry
     dp_epsilon_total: float = 10.0  # each dataset's differential-privacy budget, as ε at dp_delta
     dp_delta: float = 1e-6
+    # --privacy dp: the fraction of each dataset's total ρ one analyst may spend (1.0: no per-analyst cap)
+    dp_analyst_share: float = 1.0
+    # participant counts leaving the site (job logs, status) are rounded down to multiples of this;
+    # 0 means min_group (see fedstat.counts)
+    count_granularity: int = 0
     # disclosure control (DataSHIELD nfilter spirit; the strictest participating site wins)
     min_cell_count: int = 0  # case/control tables: a genotype cell of 1..min_cell_count-1 is never released
     max_params_ratio: float = 0.33  # --glm: parameters per cohort member at most this (nfilter.glm)
@@ -328,6 +335,11 @@ class SitePolicy:
         from fedstat.privacy.base import STRENGTH  # noqa: PLC0415
 
         return mode in self.allowed_privacy and STRENGTH.get(mode, -1) >= STRENGTH[self.weakest_privacy]
+
+    @property
+    def granularity(self) -> int:
+        """The granularity of counts this site reports under exact modes (``count_granularity``, else ``min_group``)."""
+        return self.count_granularity or self.min_group
 
 
 @dataclass(frozen=True)
@@ -395,6 +407,8 @@ def load_site_config(path: Path) -> SiteConfig:
             "disease_ontology",
             "dp_epsilon_total",
             "dp_delta",
+            "dp_analyst_share",
+            "count_granularity",
             "min_cell_count",
             "max_params_ratio",
             "weakest_privacy",
@@ -412,6 +426,8 @@ def load_site_config(path: Path) -> SiteConfig:
         disease_ontology=pr.path_("disease_ontology", "") if "disease_ontology" in pr.table else None,
         dp_epsilon_total=float(pr.get("dp_epsilon_total", (int, float), 10.0)),
         dp_delta=float(pr.get("dp_delta", (int, float), 1e-6)),
+        dp_analyst_share=float(pr.get("dp_analyst_share", (int, float), 1.0)),
+        count_granularity=pr.positive_int("count_granularity", 0) if "count_granularity" in pr.table else 0,
         min_cell_count=int(pr.get("min_cell_count", int, 0)),
         max_params_ratio=float(pr.get("max_params_ratio", (int, float), 0.33)),
         weakest_privacy=pr.get("weakest_privacy", str, "none"),
@@ -428,6 +444,11 @@ def load_site_config(path: Path) -> SiteConfig:
         )
     if not policy.dp_epsilon_total > 0 or not 0 < policy.dp_delta < 1:
         raise ConfigError(f"{pr.where('dp_epsilon_total')}/dp_delta: need ε > 0 and 0 < δ < 1")
+    if not 0 < policy.dp_analyst_share <= 1:
+        raise ConfigError(
+            f"{pr.where('dp_analyst_share')} must be in (0, 1] (the fraction of a dataset's budget one analyst may "
+            f"spend; 1 = no per-analyst cap), got {policy.dp_analyst_share}"
+        )
     for m in policy.allowed_privacy:
         if m not in PRIVACY_MODES:
             raise ConfigError(

@@ -489,7 +489,11 @@ class MindAnalysis:
     def log_lines(self) -> list[str]:
         if self.removed is None:
             return []
-        return [f"--mind {self.threshold:g}: {self.removed} participants removed due to missing genotype data"]
+        # each site reports its count rounded down to its policy's count_granularity (fedstat.counts)
+        return [
+            f"--mind {self.threshold:g}: {self.removed} participants removed due to missing genotype data "
+            "(sites round their counts down to their count_granularity)"
+        ]
 
 
 class KeptVariants:

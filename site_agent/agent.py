@@ -51,7 +51,7 @@ from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.consent import DiseaseOntology, load_obo
 from fedstat.privacy.contribution import Contribution
 from fedstat.privacy.dp import BudgetLedger, epsilon_to_rho
-from fedstat.privacy.dpmode import noise_counts, site_sigma
+from fedstat.privacy.dpmode import RoundNoise
 from fedstat.privacy.secagg import RoundKeyPair, SignedRoundKey, verify_round_keys
 from fedstat.protocol import (
     PlanAssembler,
@@ -66,7 +66,7 @@ from fedstat.stats.base import Cohort, RoundInput, SiteUpdate, release_groups, r
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
 from .audit import AuditLog, AuditPayloadError, spec_digest
-from .gate import ReleaseGate
+from .gate import ReleaseGate, reported_count
 from .policy import ConsentSetup, check_access, decide
 
 log = logging.getLogger("fedstat.site")
@@ -192,6 +192,7 @@ class SiteAgent:
             self.config.state_dir / "dp-budget.sqlite",
             total_epsilon=self.config.policy.dp_epsilon_total,
             total_delta=self.config.policy.dp_delta,
+            analyst_share=self.config.policy.dp_analyst_share,
         )
 
     def _policy(self, dataset: str) -> common_pb2.DisclosurePolicy:
@@ -209,6 +210,8 @@ class SiteAgent:
             min_sites=p.min_sites,
             dp_epsilon_remaining=self._ledger().remaining(dataset).epsilon,
             dp_delta=p.dp_delta,
+            count_granularity=p.granularity,
+            dp_analyst_share=p.dp_analyst_share,
         )
 
     # --- connection -----------------------------------------------------------------------
@@ -402,7 +405,7 @@ class SiteAgent:
             self.gate.ledger(self.config.policy).bind_job(ds_name, offer.job_id, spec_digest(spec.to_json()))
             noisy = get_mode(spec.privacy).adds_noise
             # under dp: the budget is checked now and charged when this site first releases
-            dp_note = self._charge_budget(offer.job_id, ds_name, spec, dry_run=True) if noisy else ""
+            dp_note = self._charge_budget(offer.job_id, ds_name, spec, offer.analyst, dry_run=True) if noisy else ""
         except FedstatError as exc:
             log.info("refused job %s from %s: %s", offer.job_id, offer.analyst, exc)
             self._record(offer, spec, decision="refused", reason=str(exc))
@@ -417,6 +420,9 @@ class SiteAgent:
         self._jobs[job.job_id] = job
         threading.Thread(target=self._job_worker, args=(job,), name=f"job-{job.job_id}", daemon=True).start()
         excluded = decision.consent.n_excluded if decision.consent is not None else 0
+        # the counts leave the site only through the gate: coarsened, or withheld under dp
+        cohort_size, granularity = reported_count(self.config.policy, len(members), noisy=noisy)
+        consent_excluded, _ = reported_count(self.config.policy, excluded, noisy=noisy)
         self._record(
             offer,
             spec,
@@ -440,11 +446,13 @@ class SiteAgent:
                 decision=site_pb2.JobDecision(
                     job_id=job.job_id,
                     accept=True,
-                    cohort_size=len(members),
+                    cohort_size=cohort_size,
                     n_variants=dataset.genotypes.n_variants,
-                    consent_excluded=excluded,
+                    consent_excluded=consent_excluded,
                     dp_budget=dp_note,
                     min_cell_count=self.config.policy.min_cell_count,
+                    count_granularity=granularity,
+                    cohort_fingerprint=self.gate.cohort_fingerprint(dataset, self.config.policy, job.job_id, members),
                 )
             )
         )
@@ -483,10 +491,10 @@ class SiteAgent:
             return None
         return {"epsilon": float(spec.options["dp_epsilon"]), "delta": float(spec.options["dp_delta"])}
 
-    def _charge_budget(self, job_id: str, dataset: str, spec: JobSpec, *, dry_run: bool = False) -> str:
+    def _charge_budget(self, job_id: str, dataset: str, spec: JobSpec, analyst: str, *, dry_run: bool = False) -> str:
         """Charge the job's ρ to the dataset's ledger once (idempotent per job), or with ``dry_run``
         only check it fits; BudgetExceeded (a PolicyRefused stating what remains) when it would
-        overspend."""
+        overspend the dataset or the analyst's share of it (policy ``dp_analyst_share``)."""
         epsilon, delta = float(spec.options["dp_epsilon"]), float(spec.options["dp_delta"])
         receipt = self._ledger().charge(
             dataset,
@@ -494,6 +502,7 @@ class SiteAgent:
             epsilon_to_rho(epsilon, delta),
             detail=f"{','.join(spec.analyses)} eps={epsilon} delta={delta}",
             dry_run=dry_run,
+            analyst=analyst,
         )
         r = receipt.remaining
         verb = "will charge at its first release" if dry_run else "charged"
@@ -650,7 +659,9 @@ class SiteAgent:
             from fedstat.privacy.paillier import PaillierKeys  # noqa: PLC0415
 
             keys = PaillierKeys(keypair=keys[0], peers=keys[1], encryptor=self._encryptor(job))
-        protector = mode.protector(ctx, self.name, keys)
+        n = len(variants)
+        noise = self._round_noise(job, req, n) if mode.adds_noise else None
+        protector = mode.protector(ctx, self.name, keys, noise=noise)  # under dp it noises every array
 
         def send_array(name: str, offset: int, total: int, values: np.ndarray, shape: tuple[int, ...]) -> None:
             for chunk in protector.protect(name, offset, total, values, shape):
@@ -675,13 +686,11 @@ class SiteAgent:
             params=dict(req.params),
             sites=list(req.participants),
         )
-        n = len(variants)
-        sigma = self._noise_scale(job, req, n) if mode.adds_noise else None
-        if sigma is not None:
+        if noise is not None:
             # noise is drawn once per (job, round): a retried attempt would let averaging cut it, so a
             # round this site released under dp is never released again; the job is charged now
             self.gate.ledger(self.config.policy).noisy_round(job.dataset.name, job.job_id, req.round, req.attempt)
-            note = self._charge_budget(job.job_id, job.dataset.name, job.spec)
+            note = self._charge_budget(job.job_id, job.dataset.name, job.spec, job.analyst)
             log.info("job %s: differential privacy budget %s", job.job_id, note)
             self.send(site_pb2.SiteMessage(policy=self._policy(job.dataset.name)))
         block_size = job.spec.block_size or self.config.block_size
@@ -709,9 +718,7 @@ class SiteAgent:
             if isinstance(out, SiteUpdate):
                 update = out
                 continue
-            values = out.values
-            if sigma is not None and out.per_variant:
-                values = noise_counts({out.name: values}, sigma=sigma)[out.name]
+            values = self.gate.outgoing(self.config.policy, req.analysis, out.name, out.values, noisy=mode.adds_noise)
             send_array(out.name, out.offset, out.total, values, out.shape)
         if update is not None:
             if update.keep is not None:
@@ -739,25 +746,20 @@ class SiteAgent:
             log.info("job %s: Paillier encryptor ready in %.1f s", job.job_id, time.monotonic() - t0)
         return job.encryptor
 
-    def _noise_scale(self, job: _Job, req: site_pb2.RoundRequest, n_variants: int) -> float:
-        """Per-site σ for this round's count sums (distributed DP; see fedstat.privacy.dpmode)."""
-        from fedstat.privacy.dpmode import DP_ARRAYS_PER_VARIANT  # noqa: PLC0415
-
-        if req.analysis not in DP_ARRAYS_PER_VARIANT:
-            raise PolicyRefused(f"{req.analysis} sums cannot be released under differential privacy")
-        k_min = max(1, min(self.config.policy.min_sites, len(set(req.participants))))
-        n_arrays = DP_ARRAYS_PER_VARIANT[req.analysis]
-        return site_sigma(
-            float(job.spec.options["dp_epsilon"]),
-            float(job.spec.options["dp_delta"]),
+    def _round_noise(self, job: _Job, req: site_pb2.RoundRequest, n_variants: int) -> RoundNoise:
+        """What the dp protector calibrates this round's noise from (fedstat.privacy.dpmode)."""
+        return RoundNoise(
+            epsilon=float(job.spec.options["dp_epsilon"]),
+            delta=float(job.spec.options["dp_delta"]),
             computation=req.analysis,
             n_variants=n_variants,
-            n_arrays=n_arrays,
-            k_min=k_min,
+            k_min=max(1, min(self.config.policy.min_sites, len(set(req.participants)))),
         )
 
     def _progress(self, job: _Job, req: site_pb2.RoundRequest, done: int, total: int, **fields: Any) -> None:
         """``fields``: ``finished`` and, on the round's last progress, a signed ``contribution``."""
+        noisy = get_mode(job.spec.privacy).adds_noise
+        cohort_size, granularity = reported_count(self.config.policy, job.cohort.n, noisy=noisy)
         self.send(
             site_pb2.SiteMessage(
                 progress=site_pb2.RoundProgress(
@@ -766,7 +768,8 @@ class SiteAgent:
                     attempt=req.attempt,
                     blocks_done=done,
                     blocks_total=total,
-                    cohort_size=job.cohort.n,
+                    cohort_size=cohort_size,
+                    count_granularity=granularity,
                     **fields,
                 )
             )

@@ -10,8 +10,14 @@ may be made at all, then records it:
    (``allow_site_differencing``);
 3. the release goes into the ledger and the audit log (``event: release``).
 
-Messages name no count of participants. The privacy mode then protects the sums (noise under
-``dp`` is drawn in the agent's round, after the gate).
+Messages name no count of participants. The privacy mode then protects the sums (under ``dp``
+its protector adds noise by each array's declared sensitivity, :mod:`fedstat.privacy.dpmode`).
+
+Counts of participants that leave the site (the cohort at the offer, consent exclusions, the
+cohort after a round such as ``--mind``, a refusal's reason) pass :func:`reported_count`: rounded
+down to a multiple of the policy's ``count_granularity`` under exact modes, withheld under ``dp``
+(see docs/privacy.md, "Counts that reach job logs"). A resumed job compares the keyed
+:meth:`ReleaseGate.cohort_fingerprint` instead of counts.
 """
 
 from __future__ import annotations
@@ -22,11 +28,29 @@ from pathlib import Path
 import numpy as np
 
 from fedstat.config import SitePolicy
+from fedstat.counts import COUNT_ARRAYS, WITHHELD, coarsen, describe_count
 from fedstat.data.dataset import Dataset
 from fedstat.errors import PolicyRefused
 
 from .audit import AuditLog
 from .release_ledger import ReleaseLedger
+
+
+def reported_count(policy: SitePolicy, n: int, *, noisy: bool) -> tuple[int, int]:
+    """The one way a participant count leaves the site: ``(count, granularity)`` as reported.
+
+    Under exact modes the count is rounded down to a multiple of ``policy.granularity`` (below it:
+    0, read "fewer than g"); under differential privacy (``noisy``) it is withheld, ``(0, 0)``:
+    a dp job's results carry their own noisy counts, and an exact or separately noised count would
+    need budget of its own for no result.
+    """
+    granularity = WITHHELD if noisy else policy.granularity
+    return coarsen(int(n), granularity), granularity
+
+
+def count_words(policy: SitePolicy, n: int, *, noisy: bool = False, noun: str = "participants") -> str:
+    """A count as a site may state it in a message (e.g. a refusal's reason): coarsened or withheld."""
+    return describe_count(*reported_count(policy, n, noisy=noisy), noun)
 
 
 class ReleaseGate:
@@ -58,6 +82,22 @@ class ReleaseGate:
             names = ids.iid if ids.fid is None else [f"{f}\t{i}" for f, i in zip(ids.fid, ids.iid, strict=True)]
             keys = self._keys[dataset.name] = self.ledger(policy).participant_keys(names)
         return keys
+
+    @staticmethod
+    def outgoing(policy: SitePolicy, computation: str, name: str, values: np.ndarray, *, noisy: bool) -> np.ndarray:
+        """A round's array as it leaves: an array its computation declares a participant count
+        (:data:`fedstat.counts.COUNT_ARRAYS`) is coarsened as :func:`reported_count`; under dp the
+        mode's protector noises what is declared and refuses the rest."""
+        if noisy or name not in COUNT_ARRAYS.get(computation, ()):
+            return values
+        return np.array([reported_count(policy, int(v), noisy=False)[0] for v in values], dtype=np.int64)
+
+    def cohort_fingerprint(self, dataset: Dataset, policy: SitePolicy, job_id: str, members: np.ndarray) -> str:
+        """A keyed fingerprint of the job's cohort (``members``: genotype columns): equal across a
+        coordinator restart exactly when the cohort is; it says nothing about its size or members to
+        anyone without the site's secret, and differs between jobs for the same cohort."""
+        keys = self.participant_keys(dataset, policy)[np.asarray(members, dtype=np.int64)]
+        return self.ledger(policy).fingerprint(job_id, keys)
 
     def clear(
         self,

@@ -31,6 +31,8 @@ from fedstat.privacy.consent import (
     select_participants,
 )
 
+from .gate import count_words
+
 
 @dataclass(frozen=True)
 class ConsentSetup:
@@ -128,13 +130,16 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
     rows, zero_dropped = required_rows(spec, dataset, rows)
     cohort = np.sort(dataset.genotype_index[rows])
     if len(cohort) < policy.min_cohort:
-        raise PolicyRefused(f"cohort of {len(cohort)} is below this site's minimum of {policy.min_cohort} participants")
+        raise PolicyRefused(
+            f"the job's cohort at this site ({count_words(policy, len(cohort))}) is below this site's minimum of "
+            f"{policy.min_cohort} participants (policy min_cohort)"
+        )
     if "glm" in spec.analyses:
         n_params = 2 + len(spec.covar_names)  # intercept, genotype, covariates
         if n_params > policy.max_params_ratio * len(cohort):
             raise PolicyRefused(
-                f"--glm fits {n_params} parameters; this site's cohort of {len(cohort)} allows at most "
-                f"{int(policy.max_params_ratio * len(cohort))} (policy max_params_ratio {policy.max_params_ratio:g})"
+                f"--glm fits {n_params} parameters; this site's cohort for the job ({count_words(policy, len(cohort))}) "
+                f"allows fewer (policy max_params_ratio {policy.max_params_ratio:g}: parameters per participant)"
             )
     return Decision(members=cohort, consent=summary, zero_dropped=zero_dropped)
 

@@ -344,6 +344,12 @@ class ReleaseLedger:
             out[i] = int.from_bytes(digest[:8], "little")
         return out
 
+    def fingerprint(self, job_id: str, keys: np.ndarray) -> str:
+        """HMAC (site secret) of ``job_id`` and the sorted keyed IDs ``keys``: a cohort's fingerprint."""
+        mac = hmac.new(self._key, b"cohort-fingerprint\0" + job_id.encode("utf-8") + b"\0", hashlib.sha256)
+        mac.update(np.sort(np.asarray(keys, dtype=np.uint64)).astype("<u8").tobytes())
+        return mac.hexdigest()[:32]
+
     def release(
         self,
         dataset: str,

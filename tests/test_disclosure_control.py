@@ -14,6 +14,7 @@ import pytest
 
 from fedstat.client import Client
 from fedstat.config import ConfigError, DatasetConfig, load_site_config
+from fedstat.counts import coarsen, describe_count
 from fedstat.data.dataset import open_dataset
 from fedstat.errors import JobFailed
 from fedstat.jobs import JobSpec
@@ -81,7 +82,11 @@ def test_weakest_privacy_and_glm_parameter_ratio_refuse_with_the_reason(
     _run(session_pki, port, tmp_path, JobSpec(analyses=("freq",), privacy="paillier", out_name="f"))  # as strong: runs
     _set_policy(consortium_agents["EAS"], max_params_ratio=0.01)  # 180 participants: at most 1 parameter
     glm = JobSpec(analyses=("glm",), pheno_names=("QT",), covar_names=("AGE",), out_name="g")
-    with pytest.raises(JobFailed, match=r"site EAS refused the job: --glm fits 3 parameters; .* allows at most 1 "):
+    with pytest.raises(
+        JobFailed,
+        match=r"site EAS refused the job: --glm fits 3 parameters; this site's cohort for the job \(180-189 "
+        r"participants\) allows fewer",
+    ):
         _run(session_pki, port, tmp_path, glm)
     records = (tmp_path / "EAS" / "audit.log").read_text()
     assert '"decision":"refused"' in records.replace(" ", "") and "max_params_ratio" in records
@@ -94,6 +99,7 @@ def test_policies__analysts_list_each_site_and_the_strictest(session_pki, consor
         assert [p.site for p in resp.sites] == ["AFR", "EAS", "EUR"]
         assert all(p.dataset == "main" and p.max_params_ratio == pytest.approx(0.33) for p in resp.sites)
         assert resp.strictest.dp_epsilon_remaining == pytest.approx(10.0, rel=1e-6)
+        assert all((p.count_granularity, p.dp_analyst_share) == (10, 1.0) for p in resp.sites)  # the defaults
         _run(
             session_pki,
             port,
@@ -118,15 +124,18 @@ def test_policies__strictest_combination():
     a = common_pb2.DisclosurePolicy(
         site="A", allowed_analyses=["freq", "glm"], allowed_privacy=["secagg", "dp"], weakest_privacy="none",
         min_cohort=10, min_cell_count=0, max_params_ratio=0.33, min_sites=2, dp_epsilon_remaining=3, dp_delta=1e-6,
+        count_granularity=10, dp_analyst_share=1.0,
     )  # fmt: skip
     b = common_pb2.DisclosurePolicy(
         site="B", allowed_analyses=["glm", "assoc"], allowed_privacy=["dp", "paillier"], weakest_privacy="secagg",
         min_cohort=50, min_cell_count=5, max_params_ratio=0.1, min_sites=3, dp_epsilon_remaining=7, dp_delta=1e-7,
+        count_granularity=5, dp_analyst_share=0.25,
     )  # fmt: skip
     s = strictest_policy([a, b])
     assert list(s.allowed_analyses) == ["glm"] and list(s.allowed_privacy) == ["dp"]
     assert (s.weakest_privacy, s.min_cohort, s.min_cell_count, s.min_sites) == ("secagg", 50, 5, 3)
     assert (s.max_params_ratio, s.dp_epsilon_remaining, s.dp_delta) == (0.1, 3, 1e-7)
+    assert (s.count_granularity, s.dp_analyst_share) == (10, 0.25)
 
 
 def test_config__disclosure_settings_are_checked(tmp_path):
@@ -191,7 +200,10 @@ def test_consent__obs_ct_drops_by_exactly_the_excluded_participants(
         log = "\n".join(c.get(job_id).log)
     missing_qt = sum(line.split("\t")[head.index("QT")] in ("NA", "") for line in lines[1:])  # --require-pheno
     accepted = 220 - len(ds_only) - missing_qt
-    assert f"site AFR accepted: {accepted} participants, {len(ds_only)} excluded by consent" in log
+    # the counts reach the log coarsened to the site's count_granularity (min_group, 10)
+    shown = f"{coarsen(accepted, 10)}-{coarsen(accepted, 10) + 9} participants"
+    excluded = describe_count(coarsen(len(ds_only), 10), 10, "excluded by consent")
+    assert f"site AFR accepted: {shown}, {excluded}" in log
     # per variant, the excluded participants who have a genotype there
     dataset = open_dataset("AFRc", data, cache_dir=tmp_path / "cache")
     cols = dataset.genotype_index[sorted(ds_only)]

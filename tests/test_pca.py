@@ -155,7 +155,8 @@ def test_mind__each_site_drops_its_own_participants_as_plink2_does(tmp_path):
     run = run_pipeline(spec, geno, variants, table, out_prefix=tmp_path / "m")
     removed = dict(line.split("\t") for line in (FIXTURE / "expected" / "qc-mind.removed").read_text().splitlines())
     lines = run.analysis.log_lines()
-    assert f"--mind 0.021: {removed['mind']} participants removed due to missing genotype data" in lines
+    mind = f"--mind 0.021: {removed['mind']} participants removed due to missing genotype data"
+    assert any(line.startswith(mind) for line in lines)  # in process: no site gate coarsens the count
     assert f"--geno: {removed['geno']} variants removed due to missing genotype data" in lines
     kept = [r.split("\t")[1] for r in (tmp_path / "m.afreq").read_text().splitlines()[1:]]
     assert kept == (FIXTURE / "expected" / "qc-mind.snplist").read_text().split()

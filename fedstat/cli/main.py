@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import fedstat
+from fedstat.counts import WITHHELD, describe_count
 from fedstat.errors import (
     AuthError,
     ConfigError,
@@ -439,11 +440,24 @@ def cmd_submit(args: argparse.Namespace) -> int:
         files = c.fetch_results(final.job_id, out.parent)
     print(
         f"job {final.job_id} done in {time.monotonic() - started:.1f} s; "
-        f"{sum(s.cohort_size for s in final.sites)} participants at {len(final.sites)} sites"
+        f"{_total_participants(final.sites)} at {len(final.sites)} sites"
     )
     for f in files:
         print(f"  {f}")
     return 0
+
+
+def _count(site: object) -> str:
+    """A site's participants as it reported them (coarsened or withheld; :mod:`fedstat.counts`)."""
+    return describe_count(site.cohort_size, site.count_granularity, "").strip()  # type: ignore[attr-defined]
+
+
+def _total_participants(sites: Sequence[object]) -> str:
+    total = sum(s.cohort_size for s in sites)  # type: ignore[attr-defined]
+    if any(s.count_granularity == WITHHELD for s in sites):  # type: ignore[attr-defined]
+        return "participants withheld (differential privacy)"
+    coarse = any(s.count_granularity != 1 for s in sites)  # type: ignore[attr-defined]
+    return f"{'at least ' if coarse else ''}{total} participants"
 
 
 def _print_job(job: object, *, detail: bool) -> None:
@@ -458,7 +472,7 @@ def _print_job(job: object, *, detail: bool) -> None:
             print(f"  error: {j.error}")  # type: ignore[attr-defined]
         for s in j.sites:  # type: ignore[attr-defined]
             print(
-                f"  site {s.site:<10} {s.state:<9} participants={s.cohort_size} blocks={s.blocks_done}/{s.blocks_total}"
+                f"  site {s.site:<10} {s.state:<9} participants={_count(s)} blocks={s.blocks_done}/{s.blocks_total}"
                 + (f"  {s.detail}" if s.detail else "")
             )
         for line in j.log:  # type: ignore[attr-defined]
@@ -507,7 +521,18 @@ def _print_policies(resp: object) -> None:
     if not rows:
         print("no site is connected")
         return
-    head = ("site", "dataset", "privacy accepted", "min cohort", "min cell", "glm params/N", "min sites", "DP ε left")
+    head = (
+        "site",
+        "dataset",
+        "privacy accepted",
+        "min cohort",
+        "min cell",
+        "glm params/N",
+        "min sites",
+        "DP ε left",
+        "counts by",
+        "DP share/analyst",
+    )
     table = [head]
     for p in [*rows, resp.strictest]:  # type: ignore[attr-defined]
         table.append(
@@ -520,6 +545,8 @@ def _print_policies(resp: object) -> None:
                 f"{p.max_params_ratio:g}",
                 str(p.min_sites),
                 f"{p.dp_epsilon_remaining:.3g} (δ={p.dp_delta:g})",
+                str(p.count_granularity),
+                f"{p.dp_analyst_share:g}",
             )
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]

@@ -139,14 +139,17 @@ class PrivacyMode(abc.ABC):
     #: whether the coordinator never sees one site's sums (then a round needs the consortium's
     #: ``min_sites`` participants, and never fewer than two)
     protects_site_sums: bool = False
-    #: whether sites add calibrated noise to their count sums (differential privacy)
+    #: whether the protector adds calibrated noise to every array (differential privacy; the site
+    #: then passes the round's ``noise`` calibration to :meth:`protector`)
     adds_noise: bool = False
     #: whether sites encrypt under the analyst's public key (job option); the site then passes its
     #: job's encryptor as ``keys``, and the coordinator's aggregator needs ``decrypt``
     needs_public_key: bool = False
 
     @abc.abstractmethod
-    def protector(self, ctx: RoundContext, site: str, keys: Any = None) -> Protector: ...
+    def protector(self, ctx: RoundContext, site: str, keys: Any = None, *, noise: Any = None) -> Protector:
+        """The site's protector for one round; a mode that ``adds_noise`` needs ``noise``
+        (:class:`fedstat.privacy.dpmode.RoundNoise`) and noises every array it protects."""
 
     @abc.abstractmethod
     def aggregator(

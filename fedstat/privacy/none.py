@@ -72,7 +72,7 @@ class _PlainAggregator(Aggregator):
 class NoneMode(PrivacyMode):
     name = "none"
 
-    def protector(self, ctx: RoundContext, site: str, keys=None) -> Protector:
+    def protector(self, ctx: RoundContext, site: str, keys=None, *, noise=None) -> Protector:
         return _PlainProtector(ctx, site)
 
     def aggregator(self, ctx: RoundContext, *, options=None, decrypt=None) -> Aggregator:

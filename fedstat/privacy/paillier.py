@@ -60,6 +60,7 @@ from fedstat.privacy.base import (
     register,
 )
 from fedstat.privacy.contribution import ChunkDigest, Contribution, verify_contributions
+from fedstat.privacy.dpmode import NoisyMode
 from fedstat.privacy.paillier_crypto import (
     PaillierDecryptor,
     PaillierEncryptor,
@@ -255,7 +256,7 @@ class PaillierMode(PrivacyMode):
     needs_public_key = True
     needs_round_keys = True  # the pairwise masks under the encryption
 
-    def protector(self, ctx: RoundContext, site: str, keys: Any = None) -> Protector:
+    def protector(self, ctx: RoundContext, site: str, keys: Any = None, *, noise: Any = None) -> Protector:
         if not isinstance(keys, PaillierKeys):
             raise PrivacyError("paillier: the site needs its verified round keys and the job's encryptor")
         return PaillierProtector(ctx, site, keys)
@@ -266,11 +267,10 @@ class PaillierMode(PrivacyMode):
         return PaillierAggregator(ctx, job_public_key(options or {}), decrypt)
 
 
-class PaillierDpMode(PaillierMode):
+class PaillierDpMode(NoisyMode, PaillierMode):
     """``paillier,dp``: sites add distributed discrete Gaussian noise (as in ``dp``), then encrypt."""
 
     name = "paillier,dp"
-    adds_noise = True
 
 
 register(PaillierMode())

@@ -359,7 +359,7 @@ class SecAggMode(PrivacyMode):
     needs_round_keys = True
     protects_site_sums = True
 
-    def protector(self, ctx: RoundContext, site: str, keys=None) -> Protector:
+    def protector(self, ctx: RoundContext, site: str, keys=None, *, noise=None) -> Protector:
         if keys is None:
             raise PrivacyError("secure aggregation needs the round's verified peer keys")
         keypair, peers = keys

@@ -138,6 +138,7 @@ class SiteStatus(_message.Message):
     COHORT_SIZE_FIELD_NUMBER: _builtins.int
     BLOCKS_DONE_FIELD_NUMBER: _builtins.int
     BLOCKS_TOTAL_FIELD_NUMBER: _builtins.int
+    COUNT_GRANULARITY_FIELD_NUMBER: _builtins.int
     site: _builtins.str
     state: _builtins.str
     """OFFERED, ACCEPTED, REFUSED, RUNNING, DONE, FAILED"""
@@ -145,6 +146,8 @@ class SiteStatus(_message.Message):
     cohort_size: _builtins.int
     blocks_done: _builtins.int
     blocks_total: _builtins.int
+    count_granularity: _builtins.int
+    """cohort_size is a multiple of it (0 = fewer than it); 0 = withheld (dp)"""
     def __init__(
         self,
         *,
@@ -154,10 +157,11 @@ class SiteStatus(_message.Message):
         cohort_size: _builtins.int = ...,
         blocks_done: _builtins.int = ...,
         blocks_total: _builtins.int = ...,
+        count_granularity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks_done", b"blocks_done", "blocks_total", b"blocks_total", "cohort_size", b"cohort_size", "detail", b"detail", "site", b"site", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks_done", b"blocks_done", "blocks_total", b"blocks_total", "cohort_size", b"cohort_size", "count_granularity", b"count_granularity", "detail", b"detail", "site", b"site", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -253,6 +253,8 @@ class DisclosurePolicy(_message.Message):
     DP_EPSILON_REMAINING_FIELD_NUMBER: _builtins.int
     DP_DELTA_FIELD_NUMBER: _builtins.int
     DATASET_FIELD_NUMBER: _builtins.int
+    COUNT_GRANULARITY_FIELD_NUMBER: _builtins.int
+    DP_ANALYST_SHARE_FIELD_NUMBER: _builtins.int
     site: _builtins.str
     weakest_privacy: _builtins.str
     min_cohort: _builtins.int
@@ -264,6 +266,10 @@ class DisclosurePolicy(_message.Message):
     """what remains of the dataset's DP budget, as ε at dp_delta"""
     dp_delta: _builtins.float
     dataset: _builtins.str
+    count_granularity: _builtins.int
+    """participant counts this site reports are multiples of it"""
+    dp_analyst_share: _builtins.float
+    """fraction of the dataset's DP budget one analyst may spend"""
     @_builtins.property
     def allowed_analyses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -282,10 +288,12 @@ class DisclosurePolicy(_message.Message):
         dp_epsilon_remaining: _builtins.float = ...,
         dp_delta: _builtins.float = ...,
         dataset: _builtins.str = ...,
+        count_granularity: _builtins.int = ...,
+        dp_analyst_share: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_analyses", b"allowed_analyses", "allowed_privacy", b"allowed_privacy", "dataset", b"dataset", "dp_delta", b"dp_delta", "dp_epsilon_remaining", b"dp_epsilon_remaining", "max_params_ratio", b"max_params_ratio", "min_cell_count", b"min_cell_count", "min_cohort", b"min_cohort", "min_sites", b"min_sites", "site", b"site", "weakest_privacy", b"weakest_privacy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_analyses", b"allowed_analyses", "allowed_privacy", b"allowed_privacy", "count_granularity", b"count_granularity", "dataset", b"dataset", "dp_analyst_share", b"dp_analyst_share", "dp_delta", b"dp_delta", "dp_epsilon_remaining", b"dp_epsilon_remaining", "max_params_ratio", b"max_params_ratio", "min_cell_count", b"min_cell_count", "min_cohort", b"min_cohort", "min_sites", b"min_sites", "site", b"site", "weakest_privacy", b"weakest_privacy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

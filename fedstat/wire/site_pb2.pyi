@@ -419,6 +419,8 @@ class JobDecision(_message.Message):
     CONSENT_EXCLUDED_FIELD_NUMBER: _builtins.int
     DP_BUDGET_FIELD_NUMBER: _builtins.int
     MIN_CELL_COUNT_FIELD_NUMBER: _builtins.int
+    COUNT_GRANULARITY_FIELD_NUMBER: _builtins.int
+    COHORT_FINGERPRINT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     accept: _builtins.bool
     reason: _builtins.str
@@ -432,6 +434,14 @@ class JobDecision(_message.Message):
     """--privacy dp: what this job charged and what remains (aggregate text)"""
     min_cell_count: _builtins.int
     """disclosure control: this site's smallest releasable case/control cell"""
+    count_granularity: _builtins.int
+    """cohort_size and consent_excluded are rounded down to multiples of this (site policy
+    count_granularity; 0 then reads "fewer than it"); 0 = withheld (differential privacy): both are 0
+    """
+    cohort_fingerprint: _builtins.str
+    """keyed fingerprint of the job's cohort (HMAC under a site secret of its members' keyed IDs and the
+    job id): a resumed job compares it to tell that the site's cohort did not change
+    """
     def __init__(
         self,
         *,
@@ -443,10 +453,12 @@ class JobDecision(_message.Message):
         consent_excluded: _builtins.int = ...,
         dp_budget: _builtins.str = ...,
         min_cell_count: _builtins.int = ...,
+        count_granularity: _builtins.int = ...,
+        cohort_fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "cohort_size", b"cohort_size", "consent_excluded", b"consent_excluded", "dp_budget", b"dp_budget", "job_id", b"job_id", "min_cell_count", b"min_cell_count", "n_variants", b"n_variants", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "cohort_fingerprint", b"cohort_fingerprint", "cohort_size", b"cohort_size", "consent_excluded", b"consent_excluded", "count_granularity", b"count_granularity", "dp_budget", b"dp_budget", "job_id", b"job_id", "min_cell_count", b"min_cell_count", "n_variants", b"n_variants", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -529,6 +541,7 @@ class RoundProgress(_message.Message):
     FINISHED_FIELD_NUMBER: _builtins.int
     COHORT_SIZE_FIELD_NUMBER: _builtins.int
     CONTRIBUTION_FIELD_NUMBER: _builtins.int
+    COUNT_GRANULARITY_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     attempt: _builtins.int
@@ -540,6 +553,8 @@ class RoundProgress(_message.Message):
     """Participants the site's job holds after this round (a count; it changes only when a round
     drops participants locally, e.g. --mind), so the job log can say how many each site removed.
     """
+    count_granularity: _builtins.int
+    """cohort_size is coarsened as JobDecision's counts: a multiple of this, 0 = withheld"""
     @_builtins.property
     def contribution(self) -> Global___Contribution:
         """Set on the finished progress of a round under a mode whose totals the analyst decrypts
@@ -557,10 +572,11 @@ class RoundProgress(_message.Message):
         finished: _builtins.bool = ...,
         cohort_size: _builtins.int = ...,
         contribution: Global___Contribution | None = ...,
+        count_granularity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["contribution", b"contribution"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "blocks_done", b"blocks_done", "blocks_total", b"blocks_total", "cohort_size", b"cohort_size", "contribution", b"contribution", "finished", b"finished", "job_id", b"job_id", "round", b"round"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "blocks_done", b"blocks_done", "blocks_total", b"blocks_total", "cohort_size", b"cohort_size", "contribution", b"contribution", "count_granularity", b"count_granularity", "finished", b"finished", "job_id", b"job_id", "round", b"round"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
