@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 import fedstat
+from fedstat.bounds import round_arrays
 from fedstat.config import CoordinatorConfig
 from fedstat.data.variants import Harmonization, VariantTable, harmonize
 from fedstat.errors import (
@@ -578,15 +579,16 @@ class _JobRunner:
         attempt = self.attempt
         ctx = RoundContext(job_id=self.job_id, round=round_no, attempt=attempt, participants=participants)
         mode = get_mode(spec.privacy)
-        aggregator = mode.aggregator(
-            ctx,
-            options=spec.options,
-            decrypt=self.decrypt_with_analyst if mode.needs_public_key else None,
-        )
         arrays = dict(plan.arrays)
         if plan.variants is not None:
             arrays["variants"] = np.asarray(plan.variants, dtype=np.int64)
             n_variants = len(plan.variants)
+        aggregator = mode.aggregator(
+            ctx,
+            options=spec.options,
+            decrypt=self.decrypt_with_analyst if mode.needs_public_key else None,
+            expected=round_arrays(plan, n_variants),  # every site's chunks are checked against it first
+        )
         self.phase(f"round {round_no}", round=round_no)
         self.log(f"round {round_no}: {plan.computation} over {n_variants} variants")
         ctx = replace(ctx, round_digest=round_digest(plan.computation, plan.params, arrays, plan.variants is not None))
