@@ -228,13 +228,37 @@ def round_digest(computation: str, params: Mapping[str, str], arrays: Mapping[st
     return h.hexdigest()
 
 
-class RoundDataAssembler:
-    """Collects RoundData chunks at a site into full arrays."""
+#: Most distinct arrays one round's coordinator data may hold when no limits are given.
+MAX_ROUND_ARRAYS = 8
 
-    def __init__(self) -> None:
+
+class RoundDataAssembler:
+    """Collects RoundData chunks at a site into full arrays.
+
+    ``limits`` (:func:`fedstat.jobs.round_input_limits`): the arrays the job's rounds may carry,
+    each with its most elements; any other array, or a longer one, is a ProtocolError before
+    anything is allocated. Without limits, at most :data:`MAX_ROUND_ARRAYS` arrays of
+    :data:`MAX_DECLARED_ELEMENTS` elements each.
+    """
+
+    def __init__(self, limits: Mapping[str, int] | None = None) -> None:
         self.arrays: dict[str, np.ndarray] = {}
         self.received: dict[str, int] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
+        self.limits = dict(limits) if limits is not None else None
+
+    def _limit(self, name: str) -> int:
+        """The most elements array ``name`` may declare; ProtocolError for an array no round carries."""
+        if self.limits is None:
+            if len(self.arrays) >= MAX_ROUND_ARRAYS:
+                raise ProtocolError(f"the coordinator sent more than {MAX_ROUND_ARRAYS} round arrays for one round")
+            return MAX_DECLARED_ELEMENTS
+        if name not in self.limits:
+            raise ProtocolError(
+                f"the coordinator sent round array {shown(name)}, which no round of this job carries "
+                f"(at most: {', '.join(sorted(self.limits))}); refused before allocating anything"
+            )
+        return self.limits[name]
 
     def add(self, c: common_pb2.SumsChunk) -> None:
         name = shown(c.name)
@@ -243,7 +267,9 @@ class RoundDataAssembler:
             raise ProtocolError(f"round array {name} has unknown encoding {shown(c.encoding)}")
         flat = self.arrays.get(c.name)
         if flat is None:
-            total = _declared(f"round array {name}", c.total_length)
+            total = _declared(
+                f"round array {name} (variants × per-variant width of the job)", c.total_length, self._limit(c.name)
+            )
             if int(np.prod(c.shape, dtype=np.int64)) != total and len(c.shape):
                 raise ProtocolError(f"round array {name}: its shape does not match its length")
             flat = self.arrays[c.name] = np.zeros(total, dtype=dtype.newbyteorder("="))
@@ -251,7 +277,7 @@ class RoundDataAssembler:
         if len(c.data) % dtype.itemsize:
             raise ProtocolError(f"round array {name}: chunk bytes are not whole values")
         values = np.frombuffer(c.data, dtype=dtype)
-        if c.offset + len(values) > flat.size:
+        if c.offset < 0 or c.offset + len(values) > flat.size:
             raise ProtocolError(f"round array {name}: chunk beyond its length")
         flat[c.offset : c.offset + len(values)] = values
         self.received[c.name] += len(values)
