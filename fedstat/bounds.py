@@ -10,9 +10,13 @@ Both ends of a round check the other against these before they allocate or compu
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fedstat.errors import ProtocolError
+import numpy as np
+
+from fedstat.errors import ProtocolError, shown
 from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec, derived_columns, expand_names, pca_components, qc_filters
 from fedstat.privacy.base import PlannedArray
 from fedstat.stats import allele, glm_logistic, pca
@@ -113,19 +117,58 @@ class RoundTallies:
         tally.admit(round_no, attempt)
 
 
-def round_input_limits(spec: JobSpec, n_variants: int) -> dict[str, int]:
-    """The arrays a coordinator may send in any round of ``spec`` over ``n_variants`` harmonized
-    variants, with their most elements: variants × the per-variant width the signed spec allows
+@dataclass(frozen=True)
+class InputLimit:
+    """The largest array of one name a coordinator may send in a round of a job.
+
+    Attributes
+    ----------
+    rows : most rows (the harmonized variants: every coordinator array is per variant)
+    width : most columns of a (variants × columns) array; 0 for a one-dimensional one
+    """
+
+    rows: int
+    width: int = 0
+
+    def check(self, name: str, shape: tuple[int, ...], total: int) -> None:
+        """ProtocolError unless an array of ``shape`` (empty = one-dimensional) and ``total``
+        elements fits."""
+        shape = shape or (total,)
+        fits = (len(shape) == 1 and self.width == 0) or (len(shape) == 2 and 1 <= shape[1] <= self.width)
+        if not fits or shape[0] > self.rows or math.prod(shape) != total:
+            form = f"at most {self.rows} × {self.width}" if self.width else f"at most {self.rows} long, one-dimensional"
+            raise ProtocolError(
+                f"round array {name} declares shape {shown(shape)} of {total} elements; the job the analyst signed "
+                f"needs it {form} (variants × per-variant width); refused before allocating anything"
+            )
+
+
+def round_input_limits(spec: JobSpec, n_variants: int) -> dict[str, InputLimit]:
+    """The arrays a coordinator may send in a round of ``spec`` over ``n_variants`` harmonized
+    variants, each with its largest shape: variants × the per-variant width the signed spec allows
     (the round's variant subset; --pca's frequencies, basis and weights; --glm's Newton
-    coefficients and Firth flags). A site refuses any other array, or a longer one, before it
+    coefficients and Firth flags). A site refuses any other array, or a larger one, before it
     allocates anything."""
-    widths = {"variants": 1}
+    limits = {"variants": InputLimit(n_variants)}
     k = pca_components(spec)
     if k:
-        widths |= {"freq": 1, "v": pca.basis_width(k), "w": k}
+        limits |= {"freq": InputLimit(n_variants), "v": InputLimit(n_variants, pca.basis_width(k))}
+        limits["w"] = InputLimit(n_variants, k)
     if "glm" in spec.analyses:
-        widths |= {"coef": 2 + len(expand_names(spec.covar_names)), "firth": 1}  # x = [1, g, covariates]
-    return {name: n_variants * width for name, width in widths.items()}
+        n_pred = 2 + len(expand_names(spec.covar_names))  # x = [1, g, covariates]
+        limits |= {"coef": InputLimit(n_variants, n_pred), "firth": InputLimit(n_variants)}
+    return limits
+
+
+def check_round_inputs(arrays: Mapping[str, np.ndarray], n_variants: int) -> None:
+    """ProtocolError unless every coordinator array of a round (its variant subset taken out) has
+    one row per variant of the round."""
+    for name, arr in arrays.items():
+        if np.ndim(arr) == 0 or np.shape(arr)[0] != n_variants:
+            raise ProtocolError(
+                f"round array {shown(name)} has shape {np.shape(arr)}, not one row for each of the round's "
+                f"{n_variants} variants"
+            )
 
 
 def round_arrays(plan: RoundPlan, n_variants: int) -> dict[str, PlannedArray]:

@@ -26,7 +26,7 @@ import grpc
 import numpy as np
 
 import fedstat
-from fedstat.bounds import RoundTallies, round_input_limits
+from fedstat.bounds import RoundTallies, check_round_inputs, round_input_limits
 from fedstat.config import SiteConfig
 from fedstat.data.dataset import Dataset, open_dataset
 from fedstat.data.variants import SitePlan
@@ -648,6 +648,7 @@ class SiteAgent:
         variants = arrays.pop("variants") if req.subset else np.arange(n_global, dtype=np.int64)
         if variants.size and (variants.min() < 0 or variants.max() >= n_global):
             raise ProtocolError(f"round {req.round}: variant subset outside the harmonized list")
+        check_round_inputs(arrays, len(variants))
         inp = RoundInput(params=dict(req.params), arrays=arrays, variants=variants)
         ctx = RoundContext(
             job_id=job.job_id,

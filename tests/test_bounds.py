@@ -18,7 +18,16 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from fedstat.bounds import MAX_ATTEMPTS_PER_ROUND, RoundCaps, RoundTally, round_arrays, round_caps, round_input_limits
+from fedstat.bounds import (
+    MAX_ATTEMPTS_PER_ROUND,
+    InputLimit,
+    RoundCaps,
+    RoundTally,
+    check_round_inputs,
+    round_arrays,
+    round_caps,
+    round_input_limits,
+)
 from fedstat.client import Client
 from fedstat.errors import ProtocolError
 from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec
@@ -211,21 +220,36 @@ def test_round_input_limits__variants_times_the_widths_the_spec_allows():
     spec = JobSpec(
         analyses=("pca", "glm"), pheno_names=("CC",), covar_names=("AGE", "PC1-PC3"), options={"pca": "3"}
     ).validated()
-    limits = round_input_limits(spec, 100)
-    assert limits == {"variants": 100, "freq": 100, "v": 100 * pca.basis_width(3), "w": 300, "coef": 600, "firth": 100}
-    assert round_input_limits(JobSpec(analyses=("freq",)).validated(), 100) == {"variants": 100}
+    assert round_input_limits(spec, 100) == {
+        "variants": InputLimit(100),
+        "freq": InputLimit(100),
+        "v": InputLimit(100, pca.basis_width(3)),
+        "w": InputLimit(100, 3),
+        "coef": InputLimit(100, 6),  # [1, g, AGE, PC1, PC2, PC3]
+        "firth": InputLimit(100),
+    }
+    assert round_input_limits(JobSpec(analyses=("freq",)).validated(), 100) == {"variants": InputLimit(100)}
+
+
+PCA_SPEC = JobSpec(analyses=("pca",), options={"pca": "3"})
 
 
 @pytest.mark.parametrize(
     ("chunk", "message"),
     [
-        (_round_chunk("v", 1 << 40), "no round of this job carries"),
-        (_round_chunk("variants", 1 << 40), r"declares 1099511627776 elements; at most 100 are accepted"),
-        (_round_chunk("variants", 101), "at most 100 are accepted"),
+        (_round_chunk("coef", 1 << 40), r"round array 'coef', which no round of this job carries"),
+        (_round_chunk("variants", 1 << 40), r"declares shape \(1099511627776,\) of 1099511627776 elements"),
+        (_round_chunk("variants", 101), r"needs it at most 100 long, one-dimensional"),
+        (
+            _round_chunk("v", 100 * 17, (1, 1700)),
+            r"'v' declares shape \(1, 1700\) of 1700 elements; .* at most 100 × 20",
+        ),
+        (_round_chunk("w", 100 * 3, (300,)), r"'w' declares shape \(300,\) .* at most 100 × 3"),
+        (_round_chunk("w", 100 * 3, (10, 10, 3)), r"'w' declares shape \(10, 10, 3\)"),
     ],
 )
 def test_round_data__an_array_beyond_the_signed_spec_is_refused_before_allocating(chunk, message):
-    assembler = RoundDataAssembler(round_input_limits(JobSpec(analyses=("freq",)).validated(), 100))
+    assembler = RoundDataAssembler(round_input_limits(PCA_SPEC.validated(), 100))
     tracemalloc.start()
     try:
         with pytest.raises(ProtocolError, match=message):
@@ -234,7 +258,16 @@ def test_round_data__an_array_beyond_the_signed_spec_is_refused_before_allocatin
     finally:
         tracemalloc.stop()
     assert peak < MB
-    assembler.add(_round_chunk("variants", 100))  # what the round needs is accepted
+    for name, total, shape in (("variants", 100, ()), ("v", 2000, (100, 20)), ("w", 300, (100, 3))):
+        assembler.add(_round_chunk(name, total, shape))  # what a round needs is accepted
+
+
+def test_check_round_inputs__an_array_with_other_rows_than_the_round_has_variants_is_refused():
+    check_round_inputs({"freq": np.zeros(5), "v": np.zeros((5, 2))}, 5)
+    with pytest.raises(
+        ProtocolError, match=r"round array 'v' has shape \(4, 2\), not one row for each of the round's 5"
+    ):
+        check_round_inputs({"freq": np.zeros(5), "v": np.zeros((4, 2))}, 5)
 
 
 def test_round_data__without_limits_the_number_of_arrays_is_bounded():
