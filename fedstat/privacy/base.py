@@ -96,12 +96,12 @@ class Protector(abc.ABC):
 class Aggregator(abc.ABC):
     """Coordinator side: combines every participant's chunks into the totals only.
 
-    ``expected`` is the round's plan of arrays (:func:`fedstat.jobs.round_arrays`): every chunk is
-    checked against it (array name, whole shape and length, integer or real encoding, at least one
-    new element per chunk) before anything is allocated for it, so a site's declared lengths never
+    ``expected`` is the round's plan of arrays (:func:`fedstat.bounds.round_arrays`): every chunk
+    is checked against it (array name, whole shape and length, integer or real encoding, at least
+    one element per chunk) before anything is allocated for it, so a site's declared lengths never
     decide the coordinator's memory; a site is complete when it sent every planned element. Without
-    a plan (tests of a mode alone) only a chunk's consistency with the site's earlier chunks is
-    checked.
+    a plan (tests of a mode alone) a chunk is checked against the site's earlier chunks and an array
+    may declare at most :data:`MAX_UNPLANNED_ELEMENTS` elements.
     """
 
     #: the chunk encoding of integer sums and of real sums in this mode

@@ -94,7 +94,7 @@ class SumArray:
     """One array a local computation sends in a round, declared before the round runs.
 
     The coordinator checks every chunk a site sends against these declarations before it
-    allocates anything (:func:`fedstat.jobs.round_arrays`); the site checks its own outputs
+    allocates anything (:func:`fedstat.bounds.round_arrays`); the site checks its own outputs
     against them too (:func:`run_local`).
 
     Attributes
