@@ -460,11 +460,11 @@ def test_caps__a_deviating_coordinator_retrying_a_round_once_too_often_is_refuse
 
     original = engine._JobRunner.run_round
 
-    def retried(self, spec, round_no, plan, n_variants):  # attempts of round 1 that nobody dropped out of
+    def retried(self, spec, round_no, plan, n_variants, **kw):  # attempts of round 1 that nobody dropped out of
         for _ in range(MAX_ATTEMPTS_PER_ROUND):
-            original(self, spec, round_no, plan, n_variants)
+            original(self, spec, round_no, plan, n_variants, **kw)
             self.attempt += 1
-        return original(self, spec, round_no, plan, n_variants)
+        return original(self, spec, round_no, plan, n_variants, **kw)
 
     monkeypatch.setattr(engine._JobRunner, "run_round", retried)
     _, port = consortium
