@@ -563,17 +563,6 @@ class SiteAgent:
         except ProtocolError:
             pass
 
-    def _round_data(self, job: _Job, d: site_pb2.RoundData) -> None:
-        """Collect the coordinator's arrays for the next round, bounded by what the signed spec's rounds
-        need over the harmonized variants; only one round's arrays are held (each round's come right
-        before its request, so arrays of another round that was never requested are dropped)."""
-        if job.plan is None:
-            raise ProtocolError(f"round {d.round}: round arrays arrived before the variant plan")
-        key = (d.round, d.attempt)
-        if key not in job.round_data:
-            job.round_data = {key: RoundDataAssembler(round_input_limits(job.spec, len(job.plan.local_index)))}
-        job.round_data[key].add(d.chunk)
-
     def _round_key(self, job: _Job, req: site_pb2.RoundKeyRequest) -> None:
         """A fresh signed X25519 key for one round attempt (secure aggregation)."""
         participants = tuple(req.participants)
@@ -609,6 +598,17 @@ class SiteAgent:
                 )
             )
         )
+
+    def _round_data(self, job: _Job, d: site_pb2.RoundData) -> None:
+        """Collect the coordinator's arrays for the next round, bounded by what the signed spec's rounds
+        need over the harmonized variants; only one round's arrays are held (each round's come right
+        before its request, so arrays of another round that was never requested are dropped)."""
+        if job.plan is None:
+            raise ProtocolError(f"round {d.round}: round arrays arrived before the variant plan")
+        key = (d.round, d.attempt)
+        if key not in job.round_data:
+            job.round_data = {key: RoundDataAssembler(round_input_limits(job.spec, len(job.plan.local_index)))}
+        job.round_data[key].add(d.chunk)
 
     def _verified_keys(self, job: _Job, req: site_pb2.RoundRequest, ctx: RoundContext) -> tuple[RoundKeyPair, dict]:
         mine = job.round_keys.pop((req.round, req.attempt), None)
