@@ -15,7 +15,7 @@ from fedstat.client import Client
 from fedstat.data.variants import VariantTable
 from fedstat.jobs import JobSpec
 from fedstat.net import secure_channel
-from fedstat.privacy.base import ProtectedChunk, RoundContext, get_mode
+from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.protocol import chunk_to_pb, keys_chunks
 from fedstat.wire import site_pb2, site_pb2_grpc
 from tests.conftest import analyst_profile, coordinator_config
@@ -82,7 +82,7 @@ class FakeSite:
         except Exception:  # noqa: BLE001 - the stream ends when the test cancels it
             pass
 
-    def chunks(self, ctx: RoundContext) -> list[ProtectedChunk]:
+    def chunks(self, ctx: RoundContext) -> list:
         """The chunks this site sends for a round: genotype counts of the three variants."""
         sums = {
             "hom_ref": np.array([10, 20, 30]),
