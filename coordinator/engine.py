@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 import fedstat
+from fedstat.bounds import round_arrays
 from fedstat.config import CoordinatorConfig
 from fedstat.counts import WITHHELD, describe_count
 from fedstat.data.variants import Harmonization, VariantTable, harmonize
@@ -609,15 +610,16 @@ class _JobRunner:
         # checked here against what arrived and forwarded with the decryption requests
         received = {s: ChunkDigest() for s in participants} if mode.needs_public_key else None
         contributions: dict[str, Contribution] = {}
-        aggregator = mode.aggregator(
-            ctx,
-            options=spec.options,
-            decrypt=partial(self.decrypt_with_analyst, contributions) if mode.needs_public_key else None,
-        )
         arrays = dict(plan.arrays)
         if plan.variants is not None:
             arrays["variants"] = np.asarray(plan.variants, dtype=np.int64)
             n_variants = len(plan.variants)
+        aggregator = mode.aggregator(
+            ctx,
+            options=spec.options,
+            decrypt=partial(self.decrypt_with_analyst, contributions) if mode.needs_public_key else None,
+            expected=round_arrays(plan, n_variants),  # every site's chunks are checked against it first
+        )
         self.phase(f"round {round_no}", round=round_no)
         self.log(f"round {round_no}: {plan.computation} over {n_variants} variants")
         ctx = replace(ctx, round_digest=round_digest(plan.computation, plan.params, arrays, plan.variants is not None))

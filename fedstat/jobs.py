@@ -28,7 +28,17 @@ from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError, ProtocolError, shown
 from fedstat.report.gwas import JobContext, assoc_section, glm_outputs, write_report
 from fedstat.stats import allele, assoc, glm, pca
-from fedstat.stats.base import Cohort, JobAnalysis, LocalComputation, RoundInput, RoundPlan, SiteUpdate
+from fedstat.stats.base import (
+    Cohort,
+    JobAnalysis,
+    LocalComputation,
+    RoundInput,
+    RoundPlan,
+    SiteUpdate,
+    SumArray,
+    cohort_level,
+    per_variant,
+)
 from fedstat.stats.qc import QcResult, VariantQc, variant_filter
 
 #: Analyses this version runs, as plink2 (or PLINK 1.9: assoc, model) flag names without dashes.
@@ -354,6 +364,9 @@ def expand_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 class _AlleleCounts:
     """Site side of --freq/--geno-counts/--hardy/--missing: four genotype counts per variant."""
 
+    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
+        return per_variant(allele.SUM_NAMES, integer=True)
+
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         return {}
 
@@ -386,6 +399,9 @@ class _SampleMissing:
     """Site side of --mind: each participant's missing-call rate over the round's variants; those
     above the threshold leave the job at this site. Only the count removed is summed."""
 
+    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
+        return cohort_level(("removed",), 1, integer=True)
+
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         return {}
 
@@ -410,6 +426,10 @@ class _SampleMissing:
 
 class _QcCounts:
     """Site side of the QC round: genotype counts, plus counts among the controls of ``params['controls']``."""
+
+    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
+        names = [*allele.SUM_NAMES, *(f"control_{k}" for k in allele.SUM_NAMES if params.get("controls"))]
+        return per_variant(names, integer=True)
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         return {}

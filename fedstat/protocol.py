@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -239,13 +240,41 @@ def round_digest(computation: str, params: Mapping[str, str], arrays: Mapping[st
     return h.hexdigest()
 
 
-class RoundDataAssembler:
-    """Collects RoundData chunks at a site into full arrays."""
+#: Most distinct arrays one round's coordinator data may hold when no limits are given.
+MAX_ROUND_ARRAYS = 8
 
-    def __init__(self) -> None:
+
+class RoundDataAssembler:
+    """Collects RoundData chunks at a site into full arrays.
+
+    ``limits`` (:func:`fedstat.bounds.round_input_limits`): the arrays the job's rounds may carry,
+    each with its largest shape (anything with a ``check(name, shape, total)`` raising
+    ProtocolError); any other array, or a larger one, is refused before anything is allocated.
+    Without limits, at most :data:`MAX_ROUND_ARRAYS` arrays of :data:`MAX_DECLARED_ELEMENTS`
+    elements each.
+    """
+
+    def __init__(self, limits: Mapping[str, Any] | None = None) -> None:
         self.arrays: dict[str, np.ndarray] = {}
         self.received: dict[str, int] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
+        self.limits = dict(limits) if limits is not None else None
+
+    def _check(self, c: common_pb2.SumsChunk) -> int:
+        """The elements of a new array ``c`` starts; ProtocolError for an array no round carries,
+        or one larger than the limits."""
+        name = shown(c.name)
+        if self.limits is None:
+            if len(self.arrays) >= MAX_ROUND_ARRAYS:
+                raise ProtocolError(f"the coordinator sent more than {MAX_ROUND_ARRAYS} round arrays for one round")
+            return _declared(f"round array {name}", c.total_length)
+        if c.name not in self.limits:
+            raise ProtocolError(
+                f"the coordinator sent round array {name}, which no round of this job carries "
+                f"(at most: {', '.join(sorted(self.limits))}); refused before allocating anything"
+            )
+        self.limits[c.name].check(name, tuple(c.shape), int(c.total_length))
+        return int(c.total_length)
 
     def add(self, c: common_pb2.SumsChunk) -> None:
         name = shown(c.name)
@@ -254,7 +283,7 @@ class RoundDataAssembler:
             raise ProtocolError(f"round array {name} has unknown encoding {shown(c.encoding)}")
         flat = self.arrays.get(c.name)
         if flat is None:
-            total = _declared(f"round array {name}", c.total_length)
+            total = self._check(c)
             if int(np.prod(c.shape, dtype=np.int64)) != total and len(c.shape):
                 raise ProtocolError(f"round array {name}: its shape does not match its length")
             flat = self.arrays[c.name] = np.zeros(total, dtype=dtype.newbyteorder("="))
@@ -262,11 +291,11 @@ class RoundDataAssembler:
         if len(c.data) % dtype.itemsize:
             raise ProtocolError(f"round array {name}: chunk bytes are not whole values")
         values = np.frombuffer(c.data, dtype=dtype)
-        if c.offset + len(values) > flat.size:
+        if c.offset < 0 or c.offset + len(values) > flat.size:
             raise ProtocolError(f"round array {name}: chunk beyond its length")
         flat[c.offset : c.offset + len(values)] = values
         self.received[c.name] += len(values)
-        self._shapes[c.name] = tuple(c.shape) or (c.total_length,)
+        self._shapes.setdefault(c.name, tuple(c.shape) or (c.total_length,))  # the first chunk's, as checked
 
     def complete(self, names: list[str]) -> bool:
         return all(n in self.arrays and self.received[n] == self.arrays[n].size for n in names)

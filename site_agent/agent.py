@@ -26,6 +26,7 @@ import grpc
 import numpy as np
 
 import fedstat
+from fedstat.bounds import RoundTallies, check_round_inputs, round_input_limits
 from fedstat.config import SiteConfig
 from fedstat.data.dataset import Dataset, open_dataset
 from fedstat.data.variants import SitePlan
@@ -136,6 +137,7 @@ class SiteAgent:
         self.gate = ReleaseGate(config.state_dir)  # every round's sums are cleared here before they leave
         self._coordinator_pem = b""  # the coordinator's certificate, as presented at the last connection
         self._jobs: dict[str, _Job] = {}
+        self.tallies = RoundTallies()  # rounds and attempts computed per job, held to its spec's caps
         self._outbox: queue.Queue[site_pb2.SiteMessage | None] | None = None
         self._call: grpc.Future | None = None
         self.connected = threading.Event()
@@ -536,8 +538,7 @@ class SiteAgent:
                         ):
                             raise ProtocolError("the coordinator's variant plan names variants this site does not have")
                 elif kind == "round_data":
-                    d = msg.round_data
-                    job.round_data.setdefault((d.round, d.attempt), RoundDataAssembler()).add(d.chunk)
+                    self._round_data(job, msg.round_data)
                 elif kind == "key_request":
                     self._round_key(job, msg.key_request)
                 elif kind == "round":
@@ -578,6 +579,7 @@ class SiteAgent:
         participants = tuple(req.participants)
         if self.name not in participants:
             raise ProtocolError("the key request does not list this site among the round's participants")
+        self.tallies.admit(job.job_id, job.spec, req.round, req.attempt)  # no key beyond the spec's caps
         if len(set(participants)) < self.config.policy.min_sites:
             raise PolicyRefused(
                 f"secure aggregation over {len(set(participants))} site(s) is below this site's minimum of "
@@ -607,6 +609,17 @@ class SiteAgent:
                 )
             )
         )
+
+    def _round_data(self, job: _Job, d: site_pb2.RoundData) -> None:
+        """Collect the coordinator's arrays for the next round, bounded by what the signed spec's rounds
+        need over the harmonized variants; only one round's arrays are held (each round's come right
+        before its request, so arrays of another round that was never requested are dropped)."""
+        if job.plan is None:
+            raise ProtocolError(f"round {d.round}: round arrays arrived before the variant plan")
+        key = (d.round, d.attempt)
+        if key not in job.round_data:
+            job.round_data = {key: RoundDataAssembler(round_input_limits(job.spec, len(job.plan.local_index)))}
+        job.round_data[key].add(d.chunk)
 
     def _verified_keys(self, job: _Job, req: site_pb2.RoundRequest, ctx: RoundContext) -> tuple[RoundKeyPair, dict]:
         mine = job.round_keys.pop((req.round, req.attempt), None)
@@ -640,11 +653,13 @@ class SiteAgent:
         arrays = received.result()
         digest = round_digest(req.analysis, dict(req.params), arrays, req.subset)  # what this site will compute
         check_round(job.spec, req.analysis, dict(req.params))
+        self.tallies.admit(job.job_id, job.spec, req.round, req.attempt)
         plan = job.plan
         n_global = len(plan.local_index)
         variants = arrays.pop("variants") if req.subset else np.arange(n_global, dtype=np.int64)
         if variants.size and (variants.min() < 0 or variants.max() >= n_global):
             raise ProtocolError(f"round {req.round}: variant subset outside the harmonized list")
+        check_round_inputs(arrays, len(variants))
         inp = RoundInput(params=dict(req.params), arrays=arrays, variants=variants)
         ctx = RoundContext(
             job_id=job.job_id,

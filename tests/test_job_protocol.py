@@ -59,21 +59,14 @@ class FakeSite:
                         self.call.cancel()
                         return
                     ctx = RoundContext(r.job_id, r.round, r.attempt, tuple(r.participants))
-                    sums = {
-                        "hom_ref": np.array([10, 20, 30]),
-                        "het": np.array([30, 20, 10]),
-                        "hom_alt": np.array([10, 10, 10]),
-                        "missing": np.array([0, 0, 0]),
-                    }
-                    for name, arr in sums.items():
-                        for c in get_mode("none").protector(ctx, self.name).protect(name, 0, 3, arr):
-                            self.outbox.put(
-                                site_pb2.SiteMessage(
-                                    sums=site_pb2.SumsMessage(
-                                        job_id=r.job_id, round=r.round, attempt=r.attempt, chunk=chunk_to_pb(c)
-                                    )
+                    for c in self.chunks(ctx):
+                        self.outbox.put(
+                            site_pb2.SiteMessage(
+                                sums=site_pb2.SumsMessage(
+                                    job_id=r.job_id, round=r.round, attempt=r.attempt, chunk=chunk_to_pb(c)
                                 )
                             )
+                        )
                     self.outbox.put(
                         site_pb2.SiteMessage(
                             progress=site_pb2.RoundProgress(
@@ -88,6 +81,17 @@ class FakeSite:
                     )
         except Exception:  # noqa: BLE001 - the stream ends when the test cancels it
             pass
+
+    def chunks(self, ctx: RoundContext) -> list:
+        """The chunks this site sends for a round: genotype counts of the three variants."""
+        sums = {
+            "hom_ref": np.array([10, 20, 30]),
+            "het": np.array([30, 20, 10]),
+            "hom_alt": np.array([10, 10, 10]),
+            "missing": np.array([0, 0, 0]),
+        }
+        protector = get_mode("none").protector(ctx, self.name)
+        return [c for name, arr in sums.items() for c in protector.protect(name, 0, 3, arr)]
 
     def close(self) -> None:
         self.outbox.put(None)

@@ -15,6 +15,7 @@ derive fresh keys (job, round, attempt, participants).
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,9 @@ from fedstat.errors import PrivacyError, ProtocolError, shown
 
 #: Largest payload of one chunk: 1 MiB, a quarter of gRPC's default 4 MiB message limit.
 MAX_CHUNK_BYTES = 1 << 20
+#: Most elements of one array an aggregator built without a round plan accepts (tests of a mode
+#: alone; the coordinator always passes the plan, see :class:`Aggregator`).
+MAX_UNPLANNED_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,19 @@ class ProtectedChunk:
     shape: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class PlannedArray:
+    """An array a round's plan lets each participant send: its whole shape, and whether it holds
+    integer sums (exact encodings) or real ones (fixed-point or float encodings)."""
+
+    shape: tuple[int, ...]
+    integer: bool
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
 class Protector(abc.ABC):
     """Site side: protects slices of the site's sum arrays before they leave the site."""
 
@@ -83,23 +100,73 @@ class Protector(abc.ABC):
 
 
 class Aggregator(abc.ABC):
-    """Coordinator side: combines every participant's chunks into the totals only."""
+    """Coordinator side: combines every participant's chunks into the totals only.
 
-    def __init__(self, ctx: RoundContext):
+    ``expected`` is the round's plan of arrays (:func:`fedstat.bounds.round_arrays`): every chunk
+    is checked against it (array name, whole shape and length, integer or real encoding, at least
+    one element per chunk) before anything is allocated for it, so a site's declared lengths never
+    decide the coordinator's memory; a site is complete when it sent every planned element. Without
+    a plan (tests of a mode alone) a chunk is checked against the site's earlier chunks and an array
+    may declare at most :data:`MAX_UNPLANNED_ELEMENTS` elements.
+    """
+
+    #: the chunk encoding of integer sums and of real sums in this mode
+    encodings: Mapping[bool, str] = {}
+
+    def __init__(self, ctx: RoundContext, expected: Mapping[str, PlannedArray] | None = None):
         self.ctx = ctx
+        self.expected = dict(expected) if expected is not None else None
         self._covered: dict[tuple[str, str], int] = {}
         self._lengths: dict[str, int] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
+        if self.expected is not None:  # every planned array must arrive in full, from every site
+            self._lengths = {n: a.size for n, a in self.expected.items() if a.size}
+            self._shapes = {n: a.shape for n, a in self.expected.items()}
+
+    def _check_planned(self, site: str, chunk: ProtectedChunk) -> None:
+        """ProtocolError naming the site and array when ``chunk`` is not what the round's plan has."""
+        if self.expected is None:
+            if not 0 <= chunk.total_length <= MAX_UNPLANNED_ELEMENTS:
+                raise ProtocolError(
+                    f"site {site}: array {shown(chunk.name)} declares {chunk.total_length} elements; without a "
+                    f"round plan at most {MAX_UNPLANNED_ELEMENTS} are accepted"
+                )
+            return
+        r, name = self.ctx.round, shown(chunk.name)
+        planned = self.expected.get(chunk.name)
+        if planned is None:
+            raise ProtocolError(
+                f"site {site} sent array {name}, which round {r}'s plan does not have "
+                f"(planned: {', '.join(sorted(self.expected)) or 'none'}); refused before allocating anything"
+            )
+        shape = tuple(chunk.shape) or (chunk.total_length,)
+        if shape != planned.shape or chunk.total_length != planned.size:
+            raise ProtocolError(
+                f"site {site}: array {name} declares shape {shown(shape)} of {chunk.total_length} elements; "
+                f"round {r}'s plan has shape {planned.shape} ({planned.size} elements); refused before allocating"
+            )
+        kind = "integer" if planned.integer else "real"
+        if chunk.encoding != self.encodings.get(planned.integer):
+            raise ProtocolError(
+                f"site {site}: array {name} comes encoded {shown(chunk.encoding)}; round {r}'s plan has {kind} sums, "
+                f"encoded {self.encodings.get(planned.integer)!r} in this privacy mode"
+            )
+        if chunk.length < 1 or chunk.offset < 0:
+            raise ProtocolError(
+                f"site {site}: a chunk of array {name} carries no element (offset {chunk.offset}, length "
+                f"{chunk.length}); each chunk must carry at least one, so a site sends at most {planned.size}"
+            )
 
     def add(self, site: str, chunk: ProtectedChunk) -> None:
         """Accept one chunk from ``site`` (a participant of this round)."""
         if site not in self.ctx.participants:
             raise ProtocolError(f"site {site} is not a participant of round {self.ctx.round}")
+        self._check_planned(site, chunk)  # before anything is allocated for it
         known = self._lengths.setdefault(chunk.name, chunk.total_length)
         shape = self._shapes.setdefault(chunk.name, tuple(chunk.shape) or (chunk.total_length,))
         if shape != (tuple(chunk.shape) or (chunk.total_length,)) or int(np.prod(shape)) != known:
             raise ProtocolError(f"site {site}: array {chunk.name!r} has inconsistent shape {tuple(chunk.shape)}")
-        if known != chunk.total_length or chunk.offset + chunk.length > chunk.total_length:
+        if known != chunk.total_length or chunk.offset < 0 or chunk.offset + chunk.length > chunk.total_length:
             raise ProtocolError(
                 f"site {site}: chunk of {chunk.name!r} at {chunk.offset}+{chunk.length} does not fit "
                 f"an array of length {known}"
@@ -153,10 +220,16 @@ class PrivacyMode(abc.ABC):
 
     @abc.abstractmethod
     def aggregator(
-        self, ctx: RoundContext, *, options: Mapping[str, str] | None = None, decrypt: Any = None
+        self,
+        ctx: RoundContext,
+        *,
+        options: Mapping[str, str] | None = None,
+        decrypt: Any = None,
+        expected: Mapping[str, PlannedArray] | None = None,
     ) -> Aggregator:
-        """The coordinator's combiner for one round; ``options`` are the job's options and
-        ``decrypt`` the analyst's decryptor (used by modes that encrypt to the analyst)."""
+        """The coordinator's combiner for one round; ``options`` are the job's options,
+        ``decrypt`` the analyst's decryptor (used by modes that encrypt to the analyst) and
+        ``expected`` the round's plan of arrays (see :class:`Aggregator`)."""
 
 
 def split_chunks(values: np.ndarray, max_bytes: int = MAX_CHUNK_BYTES) -> Iterator[tuple[int, np.ndarray]]:

@@ -6,13 +6,14 @@ travel as exact int64, real sums as float64. Sites may refuse this mode in their
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
 from fedstat.errors import ProtocolError
 from fedstat.privacy.base import (
     Aggregator,
+    PlannedArray,
     PrivacyMode,
     ProtectedChunk,
     Protector,
@@ -45,8 +46,10 @@ class _PlainProtector(Protector):
 
 
 class _PlainAggregator(Aggregator):
-    def __init__(self, ctx: RoundContext):
-        super().__init__(ctx)
+    encodings = {True: "i64", False: "f64"}
+
+    def __init__(self, ctx: RoundContext, expected: Mapping[str, PlannedArray] | None = None):
+        super().__init__(ctx, expected)
         self._sums: dict[str, np.ndarray] = {}
 
     def _accumulate(self, site: str, chunk: ProtectedChunk) -> None:
@@ -75,8 +78,8 @@ class NoneMode(PrivacyMode):
     def protector(self, ctx: RoundContext, site: str, keys=None, *, noise=None) -> Protector:
         return _PlainProtector(ctx, site)
 
-    def aggregator(self, ctx: RoundContext, *, options=None, decrypt=None) -> Aggregator:
-        return _PlainAggregator(ctx)
+    def aggregator(self, ctx: RoundContext, *, options=None, decrypt=None, expected=None) -> Aggregator:
+        return _PlainAggregator(ctx, expected)
 
 
 register(NoneMode())

@@ -53,6 +53,7 @@ from fedstat.errors import InputError, PrivacyError, ProtocolError
 from fedstat.privacy.base import (
     MAX_CHUNK_BYTES,
     Aggregator,
+    PlannedArray,
     PrivacyMode,
     ProtectedChunk,
     Protector,
@@ -189,8 +190,16 @@ Decrypt = Callable[[RoundContext, Sequence[EncryptedSum], PaillierPublicKey], Ma
 class PaillierAggregator(Aggregator):
     """Coordinator side: multiplies ciphertexts slot-aligned; the totals come back from the analyst."""
 
-    def __init__(self, ctx: RoundContext, public_key: PaillierPublicKey, decrypt: Decrypt | None):
-        super().__init__(ctx)
+    encodings = {True: "paillier-ring64", False: "paillier-ring64x2"}
+
+    def __init__(
+        self,
+        ctx: RoundContext,
+        public_key: PaillierPublicKey,
+        decrypt: Decrypt | None,
+        expected: Mapping[str, PlannedArray] | None = None,
+    ):
+        super().__init__(ctx, expected)
         if len(ctx.participants) < 2:
             raise PrivacyError("paillier: a lone site's sum is never released; a round needs two participants")
         self.public_key = public_key
@@ -262,9 +271,14 @@ class PaillierMode(PrivacyMode):
         return PaillierProtector(ctx, site, keys)
 
     def aggregator(
-        self, ctx: RoundContext, *, options: Mapping[str, str] | None = None, decrypt: Decrypt | None = None
+        self,
+        ctx: RoundContext,
+        *,
+        options: Mapping[str, str] | None = None,
+        decrypt: Decrypt | None = None,
+        expected: Mapping[str, PlannedArray] | None = None,
     ) -> Aggregator:
-        return PaillierAggregator(ctx, job_public_key(options or {}), decrypt)
+        return PaillierAggregator(ctx, job_public_key(options or {}), decrypt, expected)
 
 
 class PaillierDpMode(NoisyMode, PaillierMode):

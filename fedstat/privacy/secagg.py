@@ -53,6 +53,7 @@ from fedstat.pki import issued_by_bundle, verify_statement
 from fedstat.privacy.base import (
     MAX_CHUNK_BYTES,
     Aggregator,
+    PlannedArray,
     PrivacyMode,
     ProtectedChunk,
     Protector,
@@ -322,8 +323,10 @@ class SecAggProtector(Protector):
 class SecAggAggregator(Aggregator):
     """Coordinator side: adds masked ring vectors; only the total (masks cancelled) is decoded."""
 
-    def __init__(self, ctx: RoundContext):
-        super().__init__(ctx)
+    encodings = {True: "ring64", False: "ring64x2"}
+
+    def __init__(self, ctx: RoundContext, expected: Mapping[str, PlannedArray] | None = None):
+        super().__init__(ctx, expected)
         if len(ctx.participants) < 2:
             raise PrivacyError(
                 "secure aggregation needs at least two participants; a lone site's sum is never released"
@@ -365,8 +368,8 @@ class SecAggMode(PrivacyMode):
         keypair, peers = keys
         return SecAggProtector(ctx, site, keypair, peers)
 
-    def aggregator(self, ctx: RoundContext, *, options=None, decrypt=None) -> Aggregator:
-        return SecAggAggregator(ctx)
+    def aggregator(self, ctx: RoundContext, *, options=None, decrypt=None, expected=None) -> Aggregator:
+        return SecAggAggregator(ctx, expected)
 
 
 register(SecAggMode())

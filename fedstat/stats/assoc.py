@@ -46,7 +46,15 @@ from scipy import special
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.formats.plink2 import atomic_write_text
-from fedstat.stats.base import Cohort, LocalComputation, RoundInput, RoundPlan
+from fedstat.stats.base import (
+    Cohort,
+    LocalComputation,
+    RoundInput,
+    RoundPlan,
+    SumArray,
+    cohort_level,
+    per_variant,
+)
 
 __all__ = [
     "ASSOC_HEADER_FIELDS",
@@ -113,6 +121,9 @@ class AssocCounts:
     """
 
     name = COMPUTATION
+
+    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
+        return per_variant(SUM_NAMES, integer=True) | cohort_level(COHORT_SUM_NAMES, 1, integer=True)
 
     def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         """Everyone (the minor allele is chosen over all samples), the cases, the controls."""

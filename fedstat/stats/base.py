@@ -17,7 +17,7 @@ variants whose logistic fit has not converged yet). Nothing per-participant ever
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from fedstat.data.variants import VariantTable
+from fedstat.errors import ProtocolError
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,47 @@ class SiteUpdate:
     sums: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SumArray:
+    """One array a local computation sends in a round, declared before the round runs.
+
+    The coordinator checks every chunk a site sends against these declarations before it
+    allocates anything (:func:`fedstat.bounds.round_arrays`); the site checks its own outputs
+    against them too (:func:`run_local`).
+
+    Attributes
+    ----------
+    shape : the whole array's shape; for a per-variant array the shape of one variant's row
+        (``()`` for one number per variant)
+    integer : integer sums (counts, exact int64) rather than real sums (float64)
+    per_variant : a block sum whose first axis is the round's variants
+    """
+
+    shape: tuple[int, ...] = ()
+    integer: bool = False
+    per_variant: bool = False
+
+    def full_shape(self, n_variants: int) -> tuple[int, ...]:
+        """The whole array's shape in a round over ``n_variants`` variants."""
+        return (n_variants, *self.shape) if self.per_variant else self.shape
+
+
+def per_variant(names: Iterable[str], *shape: int, integer: bool = False) -> dict[str, SumArray]:
+    """Declarations of per-variant arrays ``names``, each row of ``shape``."""
+    return {name: SumArray(tuple(shape), integer, True) for name in names}
+
+
+def cohort_level(names: Iterable[str], *shape: int, integer: bool = False) -> dict[str, SumArray]:
+    """Declarations of cohort-level (not per-variant) arrays ``names`` of ``shape``."""
+    return {name: SumArray(tuple(shape), integer, False) for name in names}
+
+
 class LocalComputation(Protocol):
     """Site side of an analysis round. Must be vectorised: no Python loop per sample or variant.
+
+    Every computation declares the arrays a round sends with ``sum_arrays(params, arrays)``:
+    name → :class:`SumArray`, from the round's parameters and the coordinator's arrays alone
+    (never the site's data), so the coordinator knows them before any site sends.
 
     Optional methods, looked up with ``getattr``:
 
@@ -102,6 +142,10 @@ class LocalComputation(Protocol):
       cases and the controls), checked by the site's release ledger before anything is computed;
       without it, the whole cohort (see :func:`release_groups`).
     """
+
+    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
+        """The arrays a round of this computation sends (per-variant ones by their row shape)."""
+        ...
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         """Sums over the site's participants that are not per variant (any shape); may be empty."""
@@ -189,21 +233,38 @@ def run_local(
     yields ``(offset, block)`` over ``inp.variants``; it is called twice for two-pass computations.
     ``on_block(done)`` is called after each block of the main pass.
     """
+    n = len(inp.variants)
+    declared = declared_arrays(compute, inp.params, inp.arrays)
+
+    def checked(out: Output) -> Output:
+        """``out`` if the computation declared it so (name, shape, integer or real, per variant)."""
+        d = declared.get(out.name) if declared is not None else None
+        if declared is not None and (
+            d is None
+            or d.full_shape(n) != out.shape
+            or d.per_variant != out.per_variant
+            or d.integer != (out.values.dtype.kind in "iu")
+        ):
+            raise ProtocolError(
+                f"{type(compute).__name__} sends array {out.name!r} of shape {out.shape} ({out.values.dtype}), "
+                "which its sum_arrays declaration does not list so; fix the declaration"
+            )
+        return out
+
     for name, values in compute.cohort_sums(cohort, inp).items():
         values = np.asarray(values)
-        yield Output(name, 0, values.size, values.reshape(-1), values.shape)
+        yield checked(Output(name, 0, values.size, values.reshape(-1), values.shape))
     first_pass = getattr(compute, "first_pass", None)
     if first_pass is not None:
         for offset, block in read_blocks():
             first_pass(block, cohort, inp, slice(offset, offset + block.shape[0]))
-    n = len(inp.variants)
     for done, (offset, block) in enumerate(read_blocks(), start=1):
         sums = compute.block_sums(block, cohort, inp, slice(offset, offset + block.shape[0]))
         for name, values in sums.items():
             values = np.asarray(values)
             assert values.shape[0] == block.shape[0], f"{name} is not per variant"
             per_row = int(np.prod(values.shape[1:], dtype=np.int64))
-            yield Output(name, offset * per_row, n * per_row, values.reshape(-1), (n, *values.shape[1:]), True)
+            yield checked(Output(name, offset * per_row, n * per_row, values.reshape(-1), (n, *values.shape[1:]), True))
         if on_block is not None:
             on_block(done)
     finish = getattr(compute, "finish", None)
@@ -211,8 +272,17 @@ def run_local(
         update = finish(cohort, inp)
         for name, values in update.sums.items():
             values = np.asarray(values)
-            yield Output(name, 0, values.size, values.reshape(-1), values.shape)
+            yield checked(Output(name, 0, values.size, values.reshape(-1), values.shape))
         yield update
+
+
+def declared_arrays(
+    compute: LocalComputation, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]
+) -> dict[str, SumArray] | None:
+    """What ``compute`` declares a round with ``params`` and coordinator ``arrays`` sends; None for
+    a computation without a declaration (a test's stand-in)."""
+    declare = getattr(compute, "sum_arrays", None)
+    return None if declare is None else dict(declare(params, arrays))
 
 
 def release_groups(compute: LocalComputation, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:

@@ -37,7 +37,16 @@ import numpy as np
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.formats.plink2 import _mantissa_1p5, atomic_write_text, format_g
-from fedstat.stats.base import Cohort, LocalComputation, RoundInput, RoundPlan, release_groups
+from fedstat.stats.base import (
+    Cohort,
+    LocalComputation,
+    RoundInput,
+    RoundPlan,
+    SumArray,
+    cohort_level,
+    per_variant,
+    release_groups,
+)
 
 __all__ = [
     "LOCAL_COMPUTATIONS",
@@ -120,11 +129,15 @@ def encode_specs(specs: Sequence[PhenoSpec]) -> str:
 
 
 def decode_specs(inp: RoundInput) -> list[PhenoSpec]:
+    return specs_of(inp.params)
+
+
+def specs_of(params: Mapping[str, str]) -> list[PhenoSpec]:
+    """The phenotype specs of a glm round's parameters; InputError when they cannot be read."""
     try:
-        raw = json.loads(inp.params["spec"])
-    except (KeyError, ValueError) as exc:
+        return [PhenoSpec.from_json(d) for d in json.loads(params["spec"])]
+    except (KeyError, ValueError, TypeError) as exc:
         raise InputError("glm round is missing a valid 'spec' parameter") from exc
-    return [PhenoSpec.from_json(d) for d in raw]
 
 
 @dataclass(frozen=True, eq=False)
@@ -569,6 +582,18 @@ def errcode_strings(err: np.ndarray, sep_allele: np.ndarray | None = None) -> np
 class GlmDescribe:
     """Site side of ``glm_describe``: column summaries and per-variant ALT counts."""
 
+    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
+        try:
+            n_cols = len(json.loads(params.get("columns", "[]")))
+        except (ValueError, TypeError) as exc:
+            raise InputError("glm_describe round has no valid 'columns' parameter") from exc
+        counts = ("nonmiss", "n0", "n1", "n2", "zero_dropped")
+        return (
+            cohort_level((f"describe.{k}" for k in counts), n_cols, integer=True)
+            | cohort_level(("describe.sum", "describe.ssq"), n_cols)
+            | per_variant(("describe.alt_ct", "describe.nobs"), integer=True)
+        )
+
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         names = json.loads(inp.params.get("columns", "[]"))
         out = {k: np.zeros(len(names), dtype=np.int64) for k in ("nonmiss", "n0", "n1", "n2", "zero_dropped")}
@@ -802,6 +827,9 @@ class _Deferred:
             module, name = self._where
             self._impl = getattr(importlib.import_module(module), name)()
         return self._impl
+
+    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
+        return self._get().sum_arrays(params, arrays)
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         return self._get().cohort_sums(cohort, inp)

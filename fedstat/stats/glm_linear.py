@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse
 from scipy import special, stats
 
-from fedstat.stats.base import Cohort, RoundInput
+from fedstat.stats.base import Cohort, RoundInput, SumArray, cohort_level, per_variant
 from fedstat.stats.glm import (
     ERR_INVALID,
     ERR_NONE,
@@ -43,6 +43,7 @@ from fedstat.stats.glm import (
     pre_checks,
     safe_inv,
     site_design,
+    specs_of,
     valid_parameters,
 )
 
@@ -63,6 +64,16 @@ class LinearSums:
 
     _z_cache: dict[int, tuple[Design, np.ndarray]] = {}
     _wide_cache: dict[int, tuple[Design, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+
+    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
+        out: dict[str, SumArray] = {}
+        for k, spec in enumerate(specs_of(params)):
+            q = 1 + len(spec.covars)  # design c = [1, covariates]
+            out |= cohort_level([f"lin{k}.xtx"], q, q) | cohort_level([f"lin{k}.xty"], q)
+            out |= cohort_level([f"lin{k}.yty"], 1) | cohort_level([f"lin{k}.n"], 1, integer=True)
+            out |= per_variant([f"lin{k}.gc"], q) | per_variant([f"lin{k}.gy", f"lin{k}.gg"])
+            out |= per_variant([f"lin{k}.mz"], q * (q + 1) // 2 + q + 1) | per_variant([f"lin{k}.mct"], integer=True)
+        return out
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}

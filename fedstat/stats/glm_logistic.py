@@ -35,7 +35,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import special, stats
 
-from fedstat.stats.base import Cohort, RoundInput, RoundPlan
+from fedstat.stats.base import Cohort, RoundInput, RoundPlan, SumArray, cohort_level, per_variant
 from fedstat.stats.glm import (
     ERR_FIRTH,
     ERR_INVALID,
@@ -57,11 +57,12 @@ from fedstat.stats.glm import (
     pre_checks,
     safe_inv,
     site_design,
+    specs_of,
     triple_products,
     valid_parameters,
 )
 
-__all__ = ["LogisticFit", "LogisticSums"]
+__all__ = ["LogisticFit", "LogisticSums", "max_rounds"]
 
 _LN2 = float(np.log(2.0))
 _DONE, _LOGISTIC, _FIRTH = 0, 1, 2
@@ -71,10 +72,37 @@ FIRTH_XCONV = 1e-4  # max |Δβ|
 FIRTH_GCONV = 1e-4  # max |U*|
 FIRTH_LCONV = 1e-4  # |Δ penalized log-likelihood|
 FIRTH_MAX_ITER = 25
+FIRTH_MAX_HALF_STEPS = 5  # step halvings per Firth iteration
+LOGISTIC_MAX_ITER = 15  # plink2 LogisticRegression: UNFINISHED (or failed) after 15 iterations
+
+
+def max_rounds(firth_mode: str) -> int:
+    """Most ``glm_logistic`` rounds one case/control phenotype takes under ``firth_mode``
+    (``"no-firth"``, ``"firth"``, ``"fallback"``); every variant iterates in the same rounds.
+
+    Logistic: one Newton step per round, at most :data:`LOGISTIC_MAX_ITER`. Firth: a first
+    evaluation, then per iteration at most :data:`FIRTH_MAX_HALF_STEPS` half-step evaluations and
+    the evaluation that ends it (which starts the next), for :data:`FIRTH_MAX_ITER` iterations.
+    Fallback: a variant whose logistic fit fails (at the latest in its last iteration) restarts
+    under Firth in the next round.
+    """
+    firth = 1 + FIRTH_MAX_ITER * (FIRTH_MAX_HALF_STEPS + 1)
+    return {"no-firth": LOGISTIC_MAX_ITER, "firth": firth}.get(firth_mode, LOGISTIC_MAX_ITER + firth)
 
 
 class LogisticSums:
     """Site side of ``glm_logistic``: information, score (and Firth pieces) at given β."""
+
+    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
+        (spec,) = specs_of(params)
+        q = 1 + len(spec.covars)  # design c = [1, covariates]; x = [1, g, c]
+        n_q2, n_q3 = q * (q + 1) // 2, (q * (q + 1) * (q + 2)) // 6
+        out = cohort_level(["lg.xtx"], q, q) | cohort_level(["lg.n", "lg.ncase"], 1, integer=True)
+        out |= per_variant(["lg.hc"], n_q2) | per_variant(["lg.hg", "lg.sc"], q) | per_variant(["lg.hgg", "lg.sg"])
+        if (np.asarray(arrays.get("firth", ())) > 0).any():  # Firth pieces in rounds with a Firth variant
+            out |= per_variant(["lg.ll", "lg.t0"]) | per_variant(["lg.t3"], n_q3) | per_variant(["lg.t2"], n_q2)
+            out |= per_variant(["lg.t1"], q)
+        return out
 
     def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         """The phenotype's regression cohort (phenotype and covariates present)."""
@@ -298,7 +326,7 @@ class LogisticFit:
         self.f_phase = np.zeros(v, dtype=np.int64)  # 0: initial evaluation, 1: half-step loop
         self.f_iter = np.zeros(v, dtype=np.int64)
         self.f_hs = np.ones(v, dtype=np.int64)
-        self.f_maxhs = np.full(v, 5, dtype=np.int64)
+        self.f_maxhs = np.full(v, FIRTH_MAX_HALF_STEPS, dtype=np.int64)
         self.f_bail = np.zeros(v, dtype=bool)
         self.f_conv = np.zeros(v, dtype=bool)
         self.f_last = np.zeros(v, dtype=bool)
@@ -473,7 +501,7 @@ class LogisticFit:
         fail = ~np.isfinite(delta)
         late = (k > 3) & ~fail
         fail |= late & (((delta > 20.0) & (delta > 2.0 * min_delta)) | ((k > 6) & (np.abs(1.0 - delta) < 1e-3)))
-        capped = (k > 13) & ~fail
+        capped = (k >= LOGISTIC_MAX_ITER - 1) & ~fail  # plink2: k > 13
         big = np.abs(coef).max(axis=1)
         fail |= capped & (big > 8e3)
         unfinished = capped & ~fail
@@ -565,7 +593,7 @@ class LogisticFit:
         self.f_dmax[j], self.f_gmax[j], self.f_conv[j] = dmax, gmax, conv
         self.f_old[j] = llp[it]
         self.f_thresh[j] = llp[it] - np.where(conv, 0.999999 * FIRTH_LCONV, 0.0)
-        self.f_maxhs[j] = 5
+        self.f_maxhs[j] = FIRTH_MAX_HALF_STEPS
         self.f_hs[j] = 1
         self.f_phase[j] = 1
 

@@ -42,14 +42,19 @@ from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.formats.plink2 import atomic_write_text, format_g_array
 from fedstat.stats import allele
-from fedstat.stats.base import Cohort, RoundInput, RoundPlan, SiteUpdate
+from fedstat.stats.base import Cohort, RoundInput, RoundPlan, SiteUpdate, SumArray, cohort_level, per_variant
 
-__all__ = ["LOCAL_COMPUTATIONS", "MAX_PCS", "PcaAnalysis", "RESIDUAL_TOL", "pc_names"]
+__all__ = ["LOCAL_COMPUTATIONS", "MAX_ITERATIONS", "MAX_PCS", "PcaAnalysis", "RESIDUAL_TOL", "basis_width", "pc_names"]
 
 MAX_PCS = 100
 RESIDUAL_TOL = 1e-6  # relative Ritz residual of every requested pair at convergence
 MAX_ITERATIONS = 400
 _SEED = 0x5EED  # the start subspace is fixed, so a resumed job replays identically
+
+
+def basis_width(k: int) -> int:
+    """Most columns of the subspace iteration's basis for ``--pca k`` (the ``v`` a round sends)."""
+    return max(2 * k + 10, 20)
 
 
 def pc_names(k: int) -> tuple[str, ...]:
@@ -98,8 +103,17 @@ def _row_scale(inp: RoundInput) -> np.ndarray:
     return np.where(observed > 0, m / np.maximum(observed, 1.0), 0.0)
 
 
+def _columns(arrays: Mapping[str, np.ndarray], name: str) -> int:
+    """Columns of the round's (variants × columns) array ``name``; 0 when it is missing or not 2-D."""
+    shape = np.shape(arrays.get(name, ()))
+    return int(shape[1]) if len(shape) == 2 else 0
+
+
 class _Multiply:
     """``X_sᵀ (D⁻² X_s V)`` per variant, in two passes over the round's blocks."""
+
+    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
+        return per_variant(("z",), _columns(arrays, "v"))
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         return {}
@@ -116,6 +130,9 @@ class _Multiply:
 
 class _Scores:
     """Each participant's scores ``D⁻¹ X_s W`` on the released weights; they stay at the site."""
+
+    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
+        return cohort_level(("score_sum", "score_sumsq"), _columns(arrays, "w"))
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         return {}
@@ -209,7 +226,7 @@ class PcaAnalysis:
                     f"--pca {self.k}: only {cap} components can be computed from {poly} polymorphic variants"
                     + (f" and {self.n_samples} participants" if self.n_samples else "")
                 )
-            width = min(self.m, cap, max(2 * self.k + 10, 20))
+            width = min(self.m, cap, basis_width(self.k))
             start = np.random.default_rng(_SEED).standard_normal((self.m, width))
             self.v = np.linalg.qr(start)[0]
             self._stage = "iterate"
