@@ -6,17 +6,17 @@ Two exact sums over groups that differ by one person reveal that person (Denning
 combinations of many releases can isolate a person even when every pair differs by many. The
 ledger keeps, per dataset and durably, the partition of the dataset's participants into *atoms*:
 the participants that share one membership pattern across every group the site has ever released
-sums over, and which atoms each released group covers (the atoms × groups matrix ``M``).
+sums over. A new release is allowed only if every atom it creates or splits has at least
+``min_group`` members; then no linear combination of released sums singles out fewer than
+``min_group`` participants (a sufficient condition; Chin & Özsoyoğlu 1982). Repeating a group, or
+releasing a union of existing atoms, splits nothing and is always allowed.
 
-A linear combination ``Σ c_g S(g)`` of released sums weighs every participant of an atom alike, so
-it is a combination of atom sums ``w = M c``; it combines the values of the participants of the
-atoms where ``w ≠ 0``. A release is allowed when, with it, every nonzero combination weighs at
-least ``min_group`` participants. That holds at once when every atom has ``min_group`` members (the
-cheap sufficient rule of Chin & Özsoyoğlu 1982); otherwise :func:`isolates` checks it exactly over
-the combinations that are zero on every big atom (their minimal-support vectors, enumerated). It
-lets through, for example, a GWAS of a second phenotype after one of the first when one participant
-misses both (everyone's, QT's and CC's sums cannot be combined to isolate them), and refuses the
-release that would (``QT ∩ CC``: all − QT − CC + QT∩CC is that participant). Repeating a group is always allowed.
+Why not an exact test over rational combinations: a rule that lets an atom below ``min_group``
+stand as long as no rational combination of released sums is supported on fewer than ``min_group``
+participants is unsound here, because the sums are of integer genotypes 0/1/2. Groups
+P∪X∪{p}, X∪{p}∪Q and P∪Q∪{p} (P, X, Q ten people each) pass it, yet A + B − C = 2·S(X) + x_p
+tells x_p mod 2 (heterozygous or not) at every variant; four groups give x_p mod 3, the genotype
+itself (``tests/test_release_ledger.py``). The atom rule refuses both.
 
 Participants are keyed by a keyed hash of their genotype-file ID, so the ledger follows them when
 the dataset grows or is reordered; the groups themselves never leave the site.
@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import json
-import math
 import os
 import secrets
 import sqlite3
@@ -56,8 +54,7 @@ CREATE TABLE IF NOT EXISTS partition (
     dataset TEXT PRIMARY KEY,
     keys BLOB NOT NULL,      -- sorted uint64 keyed hashes of participant IDs (zlib)
     labels BLOB NOT NULL,    -- int64 atom label per key, 0 = in no released group (zlib)
-    releases INTEGER NOT NULL,
-    cover BLOB              -- bool (atoms + 1, groups): which atoms each released group covers (zlib); NULL = not kept yet
+    releases INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS jobs (
     dataset TEXT NOT NULL,
@@ -138,161 +135,6 @@ def small_atoms(before: np.ndarray, after: np.ndarray, min_group: int) -> int:
     return int(np.count_nonzero(changed & (size_after[atoms] < min_group)))
 
 
-def cover_after(cover: np.ndarray, before: np.ndarray, after: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarray:
-    """The atoms × groups matrix after a release over ``groups``.
-
-    Parameters
-    ----------
-    cover : [array, shape: (atoms_before + 1, n_groups), dtype bool] row ``a``: which released
-        groups atom ``a`` of ``before`` lies in (row 0, "in no released group", is all False)
-    before, after : [array, shape: (n,), dtype int64] atom labels before and after the release
-        (``after`` refines ``before``: see :func:`refine`)
-    groups : each [array, shape: (n,), dtype bool], a group of the release
-
-    Returns
-    -------
-    [array, shape: (atoms_after + 1, n_groups'), dtype bool]; a group equal to one released
-    before adds no column.
-    """
-    n_atoms = int(after.max(initial=0))
-    parent = np.zeros(n_atoms + 1, dtype=np.int64)
-    parent[after] = before  # every atom of `after` lies inside one atom of `before`
-    out = cover[parent]
-    out[0] = False
-    for g in groups:
-        col = np.zeros(n_atoms + 1, dtype=bool)
-        col[after[np.asarray(g, dtype=bool)]] = True
-        col[0] = False
-        if not (out == col[:, None]).all(axis=0).any():
-            out = np.concatenate([out, col[:, None]], axis=1)
-    return out
-
-
-def isolates(cover: np.ndarray, sizes: np.ndarray, min_group: int) -> bool:
-    """Whether some linear combination of the released groups' sums weighs fewer than
-    ``min_group`` participants.
-
-    A combination ``w = M c`` (``M = cover[1:]`` over nonempty atoms, ``c`` a coefficient per
-    group) weighs the participants of the atoms where ``w ≠ 0``. One that is nonzero on an atom of
-    at least ``min_group`` members weighs enough; the others form the subspace
-    ``V = {M_small c : M_big c = 0}`` over the small atoms. Every nonzero vector of ``V`` contains
-    the support of an *elementary* vector of ``V`` (one of minimal support), and each elementary
-    vector is the one vector of ``V`` (up to scale) that is zero on some ``dim V − 1`` coordinates.
-    So the answer is whether an elementary vector of ``V`` weighs fewer than ``min_group``:
-    enumerated exactly, modulo two random 31-bit primes (a spurious zero modulo a prime only
-    makes the check stricter; a missed dimension needs both primes to divide a nonzero minor).
-
-    Parameters
-    ----------
-    cover : [array, shape: (atoms + 1, n_groups), dtype bool] (see :func:`cover_after`)
-    sizes : [array, shape: (atoms + 1,), dtype int64] members per atom (index 0 ignored)
-    min_group : the fewest participants a combination may weigh
-
-    Returns
-    -------
-    True also when ``V`` has too many elementary vectors to enumerate (:data:`MAX_ELEMENTARY`):
-    the ledger then refuses, as the sufficient atom rule would.
-    """
-    rows = np.flatnonzero(sizes[1:]) + 1
-    m = cover[rows].astype(np.int64)
-    big = sizes[rows] >= min_group
-    if big.all():
-        return False
-    return any(_light_combination(m, big, sizes[rows][~big], min_group, _random_prime()) for _ in range(2))
-
-
-#: most elementary vectors :func:`isolates` enumerates before it refuses as the atom rule would
-MAX_ELEMENTARY = 20_000
-
-
-def _light_combination(m: np.ndarray, big: np.ndarray, small_sizes: np.ndarray, min_group: int, p: int) -> bool:
-    coefficients = _nullspace(m[big], p)  # c with M_big c = 0: [shape: (n_groups, k)]
-    if coefficients.shape[1] == 0:
-        return False
-    w = m[~big] @ coefficients % p  # their combinations over the small atoms: [shape: (n_small, k)]
-    basis, _ = _rref(w.T, p)
-    basis = basis[basis.any(axis=1)]  # a basis of V: [shape: (dim V, n_small)]
-    dim = basis.shape[0]
-    if dim == 0:
-        return False
-    if math.comb(basis.shape[1], dim - 1) > MAX_ELEMENTARY:
-        return True
-    for zeros in itertools.combinations(range(basis.shape[1]), dim - 1):
-        y = _nullspace(basis[:, list(zeros)].T, p)  # y with (yᵀ basis)[zeros] = 0
-        if y.shape[1] != 1:
-            continue
-        v = y[:, 0] @ basis % p
-        if 0 < small_sizes[v != 0].sum() < min_group:
-            return True
-    return False
-
-
-def _rref(a: np.ndarray, p: int) -> tuple[np.ndarray, list[int]]:
-    """Reduced row echelon form of ``a`` over GF(p) (p < 2^31, so products fit int64) and its pivot columns."""
-    a = np.asarray(a, dtype=np.int64) % p
-    pivots: list[int] = []
-    r = 0
-    for c in range(a.shape[1]):
-        if r == a.shape[0]:
-            break
-        nz = np.flatnonzero(a[r:, c])
-        if nz.size == 0:
-            continue
-        pivot = r + int(nz[0])
-        a[[r, pivot]] = a[[pivot, r]]
-        a[r] = a[r] * pow(int(a[r, c]), p - 2, p) % p
-        factors = a[:, c].copy()
-        factors[r] = 0
-        a = (a - np.outer(factors, a[r])) % p
-        pivots.append(c)
-        r += 1
-    return a, pivots
-
-
-def _nullspace(a: np.ndarray, p: int) -> np.ndarray:
-    """A basis of ``{x : a x = 0}`` over GF(p): [shape: (a.shape[1], nullity)]."""
-    r, pivots = _rref(a, p)
-    n = a.shape[1]
-    free = [c for c in range(n) if c not in set(pivots)]
-    basis = np.zeros((n, len(free)), dtype=np.int64)
-    for j, f in enumerate(free):
-        basis[f, j] = 1
-        for i, c in enumerate(pivots):
-            basis[c, j] = -r[i, f] % p
-    return basis
-
-
-def _random_prime() -> int:
-    """A uniformly drawn prime in [2^30, 2^31) (cryptographic randomness: a job designer cannot aim at it)."""
-    while True:
-        n = secrets.randbelow(1 << 30) | (1 << 30) | 1
-        if _is_prime(n):
-            return n
-
-
-def _is_prime(n: int) -> bool:
-    """Deterministic Miller–Rabin for n < 4,759,123,141 (bases 2, 7, 61)."""
-    if n < 2:
-        return False
-    for q in (2, 3, 5, 7, 11, 13, 61):
-        if n % q == 0:
-            return n == q
-    d, r = n - 1, 0
-    while d % 2 == 0:
-        d, r = d // 2, r + 1
-    for a in (2, 7, 61):
-        x = pow(a, d, n)
-        if x in (1, n - 1):
-            continue
-        for _ in range(r - 1):
-            x = x * x % n
-            if x == n - 1:
-                break
-        else:
-            return False
-    return True
-
-
 def _pack(a: np.ndarray) -> bytes:
     return zlib.compress(np.ascontiguousarray(a).tobytes(), 6)
 
@@ -326,9 +168,6 @@ class ReleaseLedger:
         self._key = key_path.read_bytes()
         with self._connect() as con:
             con.executescript(_SCHEMA)
-            columns = {r[1] for r in con.execute("PRAGMA table_info(partition)")}
-            if "cover" not in columns:  # a ledger made before the groups were kept (see _load)
-                con.execute("ALTER TABLE partition ADD COLUMN cover BLOB")
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -387,8 +226,7 @@ class ReleaseLedger:
         with self._lock, self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
             try:
-                stored_keys, labels, n_releases, cover = self._load(con, dataset)
-                n_groups = cover.shape[1]
+                stored_keys, labels, n_releases = self._load(con, dataset)
                 all_keys = np.union1d(stored_keys, keys)  # sorted; participants new to the ledger get 0
                 full = np.zeros(all_keys.size, dtype=np.int64)
                 full[np.searchsorted(all_keys, stored_keys)] = labels
@@ -399,11 +237,7 @@ class ReleaseLedger:
                     g[pos[m]] = True
                     full_groups.append(g)
                 after = refine(full, full_groups)
-                cover = cover_after(cover, full, after, full_groups)
-                # an atom below min_group may stand (see the module docstring) while no combination
-                # of released sums isolates it: checked on every release, as a group that splits
-                # nothing (a union of atoms) can still complete such a combination
-                if isolates(cover, np.bincount(after, minlength=cover.shape[0]), self.min_group):
+                if small_atoms(full, after, self.min_group):
                     raise DifferencingRefused(
                         f"{computation}: together with earlier releases of dataset {dataset}, these sums would single "
                         f"out fewer than {self.min_group} participants (policy min_group): the cohort differs from one "
@@ -411,17 +245,16 @@ class ReleaseLedger:
                         "participants). Analyse a cohort released before, or one that differs from it by at least "
                         f"{self.min_group} participants; for --glm/--assoc on phenotypes or covariates with a few "
                         "missing values, add --require-pheno/--require-covar so that every round uses one cohort, "
-                        "and keep to one design: phenotypes analysed one by one and then on their common cohort "
-                        "can be combined to isolate the participants missing all of them"
+                        "and analyse several phenotypes on their common cohort from the start"
                     )
                 if not self.allow_site_differencing:
                     self._check_sites(con, dataset, query, set(sites), computation)
                 # a refinement changes the partition iff it adds atoms or releases someone new
                 changed = np.unique(after).size != np.unique(full).size or not np.array_equal(after == 0, full == 0)
-                if changed or all_keys.size != stored_keys.size or cover.shape[1] != n_groups:
+                if changed or all_keys.size != stored_keys.size:
                     con.execute(
-                        "INSERT OR REPLACE INTO partition (dataset, keys, labels, releases, cover) VALUES (?, ?, ?, ?, ?)",
-                        (dataset, _pack(all_keys), _pack(after), n_releases + 1, _pack_cover(cover)),
+                        "INSERT OR REPLACE INTO partition (dataset, keys, labels, releases) VALUES (?, ?, ?, ?)",
+                        (dataset, _pack(all_keys), _pack(after if changed else full), n_releases + 1),
                     )
                 con.execute(
                     "INSERT OR IGNORE INTO site_sets (dataset, query, sites) VALUES (?, ?, ?)",
@@ -471,23 +304,11 @@ class ReleaseLedger:
             )
 
     @staticmethod
-    def _load(con: sqlite3.Connection, dataset: str) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-        """(participant keys, atom labels, number of releases, atoms × groups cover) of ``dataset``."""
-        row = con.execute(
-            "SELECT keys, labels, releases, cover FROM partition WHERE dataset = ?", (dataset,)
-        ).fetchone()
+    def _load(con: sqlite3.Connection, dataset: str) -> tuple[np.ndarray, np.ndarray, int]:
+        row = con.execute("SELECT keys, labels, releases FROM partition WHERE dataset = ?", (dataset,)).fetchone()
         if row is None:
-            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), 0, np.zeros((1, 0), dtype=bool)
-        labels = _unpack(row[1], np.int64)
-        if row[3] is None:
-            # a ledger from before the groups were kept: take every atom as a released group (its
-            # sums may be derivable), which only ever refuses more
-            n_atoms = int(labels.max(initial=0))
-            cover = np.zeros((n_atoms + 1, n_atoms), dtype=bool)
-            cover[np.arange(1, n_atoms + 1), np.arange(n_atoms)] = True
-        else:
-            cover = _unpack_cover(row[3])
-        return _unpack(row[0], np.uint64), labels, int(row[2]), cover
+            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), 0
+        return _unpack(row[0], np.uint64), _unpack(row[1], np.int64), int(row[2])
 
     def _check_sites(
         self, con: sqlite3.Connection, dataset: str, query: str, sites: set[str], computation: str
@@ -510,17 +331,6 @@ class ReleaseLedger:
                 "the difference would be one site's own sums (policy allow_site_differencing is off). Run the job "
                 "over the same sites as before, or over sets that differ by at least two sites"
             )
-
-
-def _pack_cover(cover: np.ndarray) -> bytes:
-    rows, cols = cover.shape
-    return rows.to_bytes(8, "little") + cols.to_bytes(8, "little") + zlib.compress(np.packbits(cover).tobytes(), 6)
-
-
-def _unpack_cover(b: bytes) -> np.ndarray:
-    rows, cols = int.from_bytes(b[:8], "little"), int.from_bytes(b[8:16], "little")
-    bits = np.unpackbits(np.frombuffer(zlib.decompress(b[16:]), dtype=np.uint8), count=rows * cols)
-    return bits.astype(bool).reshape(rows, cols)
 
 
 def _pack_key_set(keys: np.ndarray) -> bytes:

@@ -46,20 +46,15 @@ def test_release__identical_cohort_repeats_and_a_tracker_is_refused(tmp_path: Pa
 
 
 def test_release__combination_of_releases_that_each_differ_by_many_is_refused(tmp_path: Path, keys):
-    # A = 0..29, B = 20..49, C = 0..19 + 25..49: each differs from the others by 20 or more, and
-    # A + B − C = 2·S(20..24) + S(25..29) weighs 10 participants: allowed. D = 20..24 + 30..49 then
-    # gives B − D = S(25..29), five participants: refused
+    # A = 0..29, B = 20..49: atoms of 20, 10, 10; C = 0..19 + 25..49 would split the 10-atom 20..29
+    # into 5 + 5, although C differs from A and from B by 20 or more participants
     ledger = _ledger(tmp_path)
     _release(ledger, keys, {"cohort": _mask(range(0, 30))})
     _release(ledger, keys, {"cohort": _mask(range(20, 50))})
-    assert _release(ledger, keys, {"cohort": _mask(list(range(0, 20)) + list(range(25, 50)))}).new_groups
     with pytest.raises(DifferencingRefused):
-        _release(ledger, keys, {"cohort": _mask(list(range(20, 25)) + list(range(30, 50)))})
-    # a union of atoms splits nothing and is still refused when it completes a combination:
-    # S(0..49) − C = S(20..24)
-    with pytest.raises(DifferencingRefused):
-        _release(ledger, keys, {"cohort": _mask(range(0, 50))})
-    assert not _release(ledger, keys, {"cohort": _mask(range(0, 30))}).new_groups  # a repeat
+        _release(ledger, keys, {"cohort": _mask(list(range(0, 20)) + list(range(25, 50)))})
+    # a union of existing atoms splits nothing
+    assert not _release(ledger, keys, {"cohort": _mask(range(0, 50))}).new_groups
 
 
 def test_release__groups_of_one_round_are_checked_together(tmp_path: Path, keys):
@@ -160,63 +155,46 @@ def test_gate__min_cohort_after_every_step_and_nobody_left_are_refused_and_relea
     assert record["computation"] == "glm_linear" and record["sites"] == ["A", "B"] and len(record["groups"]) == 1
 
 
-def test_release__second_phenotype_allowed_when_no_combination_isolates_and_the_fourth_refused(tmp_path: Path, keys):
-    # QT missing for 0..11, CC missing for 11..22: participant 11 misses both. all, QT's cohort and
-    # CC's cohort cannot be combined to isolate 11 (the rank rule), although the atom {11} is one
-    # person; QT ∩ CC then would: all − QT − CC + QT∩CC is participant 11's sums
-    ledger = _ledger(tmp_path)
-    everyone = _mask(range(N))
-    qt = ~_mask(range(0, 12))
-    cc = ~_mask(range(11, 23))
-    _release(ledger, keys, {"cohort": everyone})
-    _release(ledger, keys, {"QT": qt}, computation="glm_linear")
-    assert _release(ledger, keys, {"CC": cc}, computation="glm_logistic").new_groups
-    with pytest.raises(DifferencingRefused, match="fewer than 10 participants"):
-        _release(ledger, keys, {"QT": qt & cc, "CC": qt & cc}, computation="glm_linear")
-    # the refused release left no trace: the same three releases repeat, and a reopened ledger agrees
-    assert not _release(_ledger(tmp_path), keys, {"CC": cc}, computation="glm_logistic").new_groups
+def test_release__integer_genotypes_leak_through_unequal_weights_so_splitting_an_atom_is_refused(tmp_path: Path):
+    # found by red-teaming an "exact" rational rule: with P, X, Q ten people each and p one person,
+    # no rational combination of P∪X∪p, X∪p∪Q and P∪Q∪p is supported on fewer than 10 people, yet
+    # A + B − C = 2·S(X) + x_p gives x_p mod 2 at every variant (genotypes are integers 0/1/2); with
+    # G1..G4 below, G1 + G2 + G3 − G4 = x_a + 3·S(B) gives x_a mod 3: the genotype itself
+    n = 41
+    ledger = ReleaseLedger(tmp_path / "r.sqlite", min_group=10)
+    ids = ledger.participant_keys([f"x{i}" for i in range(n)])
+
+    def release(*parts, dataset):
+        m = np.zeros(n, dtype=bool)
+        m[[i for r in parts for i in r]] = True
+        ledger.release(dataset, ids, {"g": m}, computation="allele_counts", params={}, sites=["A", "B"])
+        return m.astype(np.int64)
+
+    p, P, X, Q = [0], range(1, 11), range(11, 21), range(21, 31)
+    a = release(P, X, p, dataset="parity")
+    b = release(X, p, Q, dataset="parity")
     with pytest.raises(DifferencingRefused):
-        _release(_ledger(tmp_path), keys, {"both": qt & cc})
+        release(P, Q, p, dataset="parity")
+    c = np.isin(np.arange(n), [*P, *Q, *p]).astype(np.int64)
+    x = np.random.default_rng(0).integers(0, 3, size=(n, 50))  # what C would have given away
+    assert np.array_equal((a @ x + b @ x - c @ x) % 2, x[0] % 2)
 
-
-def test_release__a_ledger_from_before_the_groups_were_kept_refuses_conservatively(tmp_path: Path, keys):
-    import sqlite3
-
-    a, b = {"A": _mask(range(0, 30))}, {"B": _mask(range(20, 50))}
-    c = {"C": _mask(list(range(19, 22)) + list(range(30, 48)))}
-    ledger = _ledger(tmp_path)
-    _release(ledger, keys, a)
-    _release(ledger, keys, b)
-    with sqlite3.connect(tmp_path / "releases.sqlite") as con:  # as an older fedstat left it
-        con.execute("UPDATE partition SET cover = NULL")
-    # every atom of the old ledger counts as released on its own (its sums may be derivable): C,
-    # which A and B alone could not be combined with to isolate anyone, is refused
+    a1, B, Xs, Y, Z = [0], range(1, 11), range(11, 21), range(21, 31), range(31, 41)
+    g = [release(a1, B, Xs, dataset="mod3"), release(B, Y, dataset="mod3"), release(B, Z, dataset="mod3")]
     with pytest.raises(DifferencingRefused):
-        _release(_ledger(tmp_path), keys, c)
-    fresh = ReleaseLedger(tmp_path / "fresh.sqlite", min_group=10)
-    for g in (a, b, c):
-        _release(fresh, keys, g)
-
-
-def test_rref__rank_modulo_a_random_prime_equals_the_rational_rank_of_0_1_matrices():
-    from site_agent.release_ledger import _random_prime, _rref
-
-    rng = np.random.default_rng(3)
-    for _ in range(200):
-        rows, cols = rng.integers(1, 12, size=2)
-        m = rng.random((rows, cols)) < rng.uniform(0.1, 0.9)
-        if rng.random() < 0.3:  # dependent columns
-            m = np.concatenate([m, m[:, :1] ^ m[:, -1:]], axis=1) if cols > 1 else m
-        assert len(_rref(m, _random_prime())[1]) == np.linalg.matrix_rank(m.astype(float))
+        release(Xs, Y, Z, dataset="mod3")
+    g4 = np.isin(np.arange(n), [*Xs, *Y, *Z]).astype(np.int64)
+    assert np.array_equal(((g[0] + g[1] + g[2] - g4) @ x) % 3, x[0])
 
 
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.sets(st.integers(0, 11), min_size=1), min_size=1, max_size=5), st.integers(2, 4))
-def test_release__no_combination_of_accepted_releases_isolates_fewer_than_min_group(
+def test_release__no_integer_combination_of_accepted_releases_isolates_fewer_than_min_group(
     tmp_path_factory, groups, min_group
 ):
-    # brute force over integer combinations of the accepted groups' indicator vectors: none has a
-    # support of 1 .. min_group-1 participants
+    # brute force over small integer combinations of the accepted groups' indicator vectors: none is
+    # supported on 1 .. min_group-1 participants, nor gives such a set's values modulo 2 or 3
+    # (zero modulo m on everyone else, nonzero modulo m on fewer than min_group)
     n = 12
     ledger = ReleaseLedger(tmp_path_factory.mktemp("l") / "r.sqlite", min_group=min_group)
     ids = ledger.participant_keys([f"x{i}" for i in range(n)])
@@ -231,6 +209,8 @@ def test_release__no_combination_of_accepted_releases_isolates_fewer_than_min_gr
     if not accepted:
         return
     a = np.stack(accepted)  # (groups, n)
-    for c in itertools.product(range(-2, 3), repeat=len(accepted)):
-        support = np.count_nonzero(np.asarray(c) @ a)
-        assert support == 0 or support >= min_group, (c, support)
+    for c in itertools.product(range(-3, 4), repeat=len(accepted)):
+        w = np.asarray(c) @ a
+        for m in (0, 2, 3):
+            support = np.count_nonzero(w if m == 0 else w % m)
+            assert support == 0 or support >= min_group, (c, m, support)
