@@ -27,6 +27,7 @@ from fedstat.pki import RevocationList, identity_from_subject
 from fedstat.protocol import spec_from_pb, spec_to_pb
 from fedstat.wire import analyst_pb2, analyst_pb2_grpc, common_pb2, site_pb2, site_pb2_grpc
 
+from .audit_heads import AuditHeads
 from .engine import JobEngine
 from .reports import render_text, summary_line
 from .scheduler import Scheduler
@@ -562,6 +563,7 @@ def strictest_policy(policies: list[common_pb2.DisclosurePolicy]) -> common_pb2.
 class SiteGatewayService(site_pb2_grpc.SiteGatewayServicer):
     def __init__(self, registry: SiteRegistry, store: Store):
         self.registry, self.store = registry, store
+        self.audit_heads = AuditHeads(store)  # the sites' signed audit heads, verified and kept
 
     def Connect(
         self, request_iterator: Iterator[site_pb2.SiteMessage], context: grpc.ServicerContext
@@ -580,6 +582,7 @@ class SiteGatewayService(site_pb2_grpc.SiteGatewayServicer):
         def pump() -> None:
             try:
                 for msg in request_iterator:
+                    self.audit_heads.observe(ident.name, session.certificate, msg)
                     self.registry.route(ident.name, msg)
             except grpc.RpcError:
                 pass
@@ -589,7 +592,11 @@ class SiteGatewayService(site_pb2_grpc.SiteGatewayServicer):
         threading.Thread(target=pump, name=f"site-{ident.name}", daemon=True).start()
         context.add_callback(lambda: self.registry.detach(session))
         yield site_pb2.CoordinatorMessage(
-            welcome=site_pb2.Welcome(coordinator_version=fedstat.__version__, site_name=ident.name)
+            welcome=site_pb2.Welcome(
+                coordinator_version=fedstat.__version__,
+                site_name=ident.name,
+                audit_head=self.audit_heads.welcome_head(ident.name),
+            )
         )
         while True:
             msg = session.outbox.get()

@@ -64,6 +64,7 @@ from fedstat.stats.base import Cohort, RoundInput, SiteUpdate, release_groups, r
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
 from .audit import AuditLog, AuditPayloadError, spec_digest
+from .audit_anchor import AuditAnchor
 from .gate import ReleaseGate
 from .policy import ConsentSetup, check_access, decide
 
@@ -131,6 +132,8 @@ class SiteAgent:
         self._stop = threading.Event()
         self._ontology: DiseaseOntology | None = None
         self._audit: AuditLog | None = None
+        # signs the audit head sent with offer replies and round ends; checks the coordinator's copy at connect
+        self.anchor = AuditAnchor(self.name, config.state_dir / "audit.log", lambda: self.audit)
         self.gate = ReleaseGate(config.state_dir)  # every round's sums are cleared here before they leave
         self._coordinator_pem = b""  # the coordinator's certificate, as presented at the last connection
         self._jobs: dict[str, _Job] = {}
@@ -307,6 +310,8 @@ class SiteAgent:
     def _dispatch(self, msg: site_pb2.CoordinatorMessage) -> None:
         kind = msg.WhichOneof("kind")
         if kind == "welcome":
+            welcome = msg.welcome
+            self.anchor.check(welcome.audit_head if welcome.HasField("audit_head") else None, ca_pem=self._ca_pem)
             self.connected.set()
             log.info("connected to coordinator %s as %s", self.config.coordinator, msg.welcome.site_name)
         elif kind == "offer":
@@ -373,6 +378,7 @@ class SiteAgent:
     def _offer(self, offer: site_pb2.JobOffer) -> None:
         spec = spec_from_pb(offer.spec)
         try:
+            self.anchor.refuse_if_alarmed()  # an audit log cut since the coordinator's copy: no job
             spec.validated()  # the coordinator validated it too; a site checks for itself
             try:
                 ds_name = self.config.dataset(spec.dataset).name
@@ -404,7 +410,7 @@ class SiteAgent:
         except FedstatError as exc:
             log.info("refused job %s from %s: %s", offer.job_id, offer.analyst, exc)
             self._record(offer, spec, decision="refused", reason=str(exc))
-            self.send(
+            self._send_with_head(
                 site_pb2.SiteMessage(decision=site_pb2.JobDecision(job_id=offer.job_id, accept=False, reason=str(exc)))
             )
             return
@@ -433,7 +439,7 @@ class SiteAgent:
             excluded,
             spec.purpose or "GRU",
         )
-        self.send(
+        self._send_with_head(
             site_pb2.SiteMessage(
                 decision=site_pb2.JobDecision(
                     job_id=job.job_id,
@@ -481,10 +487,13 @@ class SiteAgent:
             return None
         return {"epsilon": float(spec.options["dp_epsilon"]), "delta": float(spec.options["dp_delta"])}
 
-    def _charge_budget(self, job_id: str, dataset: str, spec: JobSpec, *, dry_run: bool = False) -> str:
+    def _charge_budget(
+        self, job_id: str, dataset: str, spec: JobSpec, *, dry_run: bool = False, round_no: int | None = None
+    ) -> str:
         """Charge the job's ρ to the dataset's ledger once (idempotent per job), or with ``dry_run``
         only check it fits; BudgetExceeded (a PolicyRefused stating what remains) when it would
-        overspend."""
+        overspend. A charge (for round ``round_no``) is audited as a ``dp_charge`` record: ε, δ, the ρ it
+        added (0 after the job's first release) and the ρ remaining."""
         epsilon, delta = float(spec.options["dp_epsilon"]), float(spec.options["dp_delta"])
         receipt = self._ledger().charge(
             dataset,
@@ -494,6 +503,9 @@ class SiteAgent:
             dry_run=dry_run,
         )
         r = receipt.remaining
+        if not dry_run:
+            dp = {"epsilon": epsilon, "delta": delta, "rho": receipt.rho_added, "remaining": r.rho}
+            self.audit.append(event="dp_charge", job_id=job_id, dataset=dataset, round=round_no, dp=dp)
         verb = "will charge at its first release" if dry_run else "charged"
         return (
             f"{verb} ε={epsilon:g}, δ={delta:g} (ρ={receipt.rho_job:.4g}); remaining ρ={r.rho:.4g} "
@@ -679,7 +691,7 @@ class SiteAgent:
             # noise is drawn once per (job, round): a retried attempt would let averaging cut it, so a
             # round this site released under dp is never released again; the job is charged now
             self.gate.ledger(self.config.policy).noisy_round(job.dataset.name, job.job_id, req.round, req.attempt)
-            note = self._charge_budget(job.job_id, job.dataset.name, job.spec)
+            note = self._charge_budget(job.job_id, job.dataset.name, job.spec, round_no=req.round)
             log.info("job %s: differential privacy budget %s", job.job_id, note)
             self.send(site_pb2.SiteMessage(policy=self._policy(job.dataset.name)))
         block_size = job.spec.block_size or self.config.block_size
@@ -751,8 +763,12 @@ class SiteAgent:
             k_min=k_min,
         )
 
+    def _send_with_head(self, msg: site_pb2.SiteMessage) -> None:
+        """Send an offer reply or a round's end with this site's signed audit head attached."""
+        self.anchor.send(self.send, msg, key_pem=self._key_pem, certificate_pem=self._cert_pem)
+
     def _progress(self, job: _Job, req: site_pb2.RoundRequest, done: int, total: int, *, finished: bool) -> None:
-        self.send(
+        (self._send_with_head if finished else self.send)(
             site_pb2.SiteMessage(
                 progress=site_pb2.RoundProgress(
                     job_id=job.job_id,

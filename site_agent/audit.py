@@ -741,6 +741,7 @@ class VerifyResult:
     problem : the first problem, naming the file and line ("" when ok)
     problems : every problem found, in file order (verify steps over truncated or garbled lines and
         stops at the first break of the chain)
+    against_problem : with ``against``: why the log does not hold that signed head ("" when it does)
     """
 
     ok: bool
@@ -748,9 +749,12 @@ class VerifyResult:
     first_bad_line: int | None
     problem: str
     problems: tuple[str, ...] = ()
+    against_problem: str = ""
 
 
-def verify(path: str | os.PathLike[str], *, check_head: bool = True) -> VerifyResult:
+def verify(
+    path: str | os.PathLike[str], *, check_head: bool = True, against: tuple[int, str] | None = None
+) -> VerifyResult:
     """Check an audit log: every record's hash, the seq order, the ``prev`` chain and the head anchor.
 
     A line that is not a valid record (truncated by a crash, garbled, or edited) is a problem; it
@@ -758,6 +762,12 @@ def verify(path: str | os.PathLike[str], *, check_head: bool = True) -> VerifyRe
     continues after a crash. A seq out of order or a ``prev`` that does not match ends the check.
     The head anchor must name the last record, or the one before it (a crash between writing a
     record and moving the anchor); ``check_head=False`` skips it, e.g. for a copy of the log alone.
+
+    ``against=(seq, hash)`` is a head this site signed and the coordinator kept
+    (:mod:`fedstat.audit_head`): the unbroken chain must reach record ``seq`` and its hash must be
+    ``hash``. As a record's hash commits to every record before it, this detects records removed
+    from the end (anchor rewritten too), and any edit, deletion, insertion or reordering up to that
+    record even when the whole chain and anchor were rewritten consistently.
 
     Raises
     ------
@@ -771,6 +781,7 @@ def verify(path: str | os.PathLike[str], *, check_head: bool = True) -> VerifyRe
     last: dict[str, Any] | None = None
     before_last: dict[str, Any] | None = None
     n_lines, chain_broken = 0, False
+    found: str | None = None  # the hash of record `against` seq, once the chain reaches it
     try:
         with open(path, "rb") as f:
             for lineno, raw in enumerate(f, 1):
@@ -802,6 +813,8 @@ def verify(path: str | os.PathLike[str], *, check_head: bool = True) -> VerifyRe
                     )
                     first_bad, chain_broken = first_bad or lineno, True
                     break
+                if against is not None and record["seq"] == against[0]:
+                    found = record["hash"]
                 n, last_digest, before_last, last = n + 1, _line_digest(text), last, record
     except OSError as exc:
         raise AuditError(f"{path}: cannot read the audit log: {exc.strerror}") from exc
@@ -809,12 +822,34 @@ def verify(path: str | os.PathLike[str], *, check_head: bool = True) -> VerifyRe
         head_problem = _check_head(_head_path(path), last, before_last, last_digest, n_lines)
         if head_problem:
             problems.append(head_problem)
+    against_problem = "" if against is None else _check_against(path, against, found, n, chain_broken)
+    if against_problem:
+        problems.append(against_problem)
     return VerifyResult(
         ok=not problems,
         n_records=n,
         first_bad_line=first_bad,
         problem=problems[0] if problems else "",
         problems=tuple(problems),
+        against_problem=against_problem,
+    )
+
+
+def _check_against(path: Path, against: tuple[int, str], found: str | None, n: int, chain_broken: bool) -> str:
+    """Why the log does not hold the signed head ``against`` (seq, hash), or ""."""
+    seq, digest = against
+    if found == digest:
+        return ""
+    if found is not None:
+        return (
+            f"{path}: record seq {seq} is not the one this site signed as its audit head (hash {digest[:12]}…): "
+            f"that record or one before it was edited, removed, inserted or moved, and the chain rewritten"
+        )
+    if chain_broken:
+        return f"{path}: the chain breaks before record seq {seq}, which this site signed as its audit head"
+    return (
+        f"{path}: the log ends at seq {n - 1} but this site signed an audit head at seq {seq}: "
+        f"{seq - n + 1} record(s) were removed from the end"
     )
 
 

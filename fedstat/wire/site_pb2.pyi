@@ -57,22 +57,79 @@ class Welcome(_message.Message):
 
     COORDINATOR_VERSION_FIELD_NUMBER: _builtins.int
     SITE_NAME_FIELD_NUMBER: _builtins.int
+    AUDIT_HEAD_FIELD_NUMBER: _builtins.int
     coordinator_version: _builtins.str
     site_name: _builtins.str
     """the name the coordinator knows this site by (from its certificate)"""
+    @_builtins.property
+    def audit_head(self) -> Global___AuditHead:
+        """The latest audit head this site signed that the coordinator holds (unset: none yet). The site
+        checks its audit log still holds that record and refuses jobs when it does not.
+        """
+
     def __init__(
         self,
         *,
         coordinator_version: _builtins.str = ...,
         site_name: _builtins.str = ...,
+        audit_head: Global___AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audit_head", b"audit_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["coordinator_version", b"coordinator_version", "site_name", b"site_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_head", b"audit_head", "coordinator_version", b"coordinator_version", "site_name", b"site_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Welcome: _TypeAlias = Welcome  # noqa: Y015
+
+@_typing.final
+class AuditHead(_message.Message):
+    """A site's signed audit head: the last record of its hash-chained audit log (fedstat.audit_head).
+    The signature (ECDSA-SHA256 with the site's certificate key) covers the site, seq, hash, time and
+    conflict, so the coordinator's copy is a proof of what the site's log held: a later head with a
+    lower seq, or another hash at the same seq, proves records were cut or rewritten.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    CONFLICT_FIELD_NUMBER: _builtins.int
+    site: _builtins.str
+    seq: _builtins.int
+    """the record's seq (0, 1, 2, ...)"""
+    hash: _builtins.str
+    """the record's hash field (hex SHA-256)"""
+    time: _builtins.str
+    """when the head was signed, UTC ISO-8601"""
+    signature: _builtins.bytes
+    """DER ECDSA-SHA256 over fedstat.audit_head.head_statement"""
+    certificate: _builtins.bytes
+    """the signer's PEM certificate (the coordinator checks it is the session's)"""
+    conflict: _builtins.bool
+    """The site found that its log does not hold the head the coordinator sent it at connect."""
+    def __init__(
+        self,
+        *,
+        site: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        hash: _builtins.str = ...,
+        time: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+        certificate: _builtins.bytes = ...,
+        conflict: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "conflict", b"conflict", "hash", b"hash", "seq", b"seq", "signature", b"signature", "site", b"site", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditHead: _TypeAlias = AuditHead  # noqa: Y015
 
 @_typing.final
 class JobOffer(_message.Message):
@@ -419,6 +476,7 @@ class JobDecision(_message.Message):
     CONSENT_EXCLUDED_FIELD_NUMBER: _builtins.int
     DP_BUDGET_FIELD_NUMBER: _builtins.int
     MIN_CELL_COUNT_FIELD_NUMBER: _builtins.int
+    AUDIT_HEAD_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     accept: _builtins.bool
     reason: _builtins.str
@@ -432,6 +490,10 @@ class JobDecision(_message.Message):
     """--privacy dp: what this job charged and what remains (aggregate text)"""
     min_cell_count: _builtins.int
     """disclosure control: this site's smallest releasable case/control cell"""
+    @_builtins.property
+    def audit_head(self) -> Global___AuditHead:
+        """the site's signed audit head after recording this decision"""
+
     def __init__(
         self,
         *,
@@ -443,10 +505,11 @@ class JobDecision(_message.Message):
         consent_excluded: _builtins.int = ...,
         dp_budget: _builtins.str = ...,
         min_cell_count: _builtins.int = ...,
+        audit_head: Global___AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audit_head", b"audit_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "cohort_size", b"cohort_size", "consent_excluded", b"consent_excluded", "dp_budget", b"dp_budget", "job_id", b"job_id", "min_cell_count", b"min_cell_count", "n_variants", b"n_variants", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "audit_head", b"audit_head", "cohort_size", b"cohort_size", "consent_excluded", b"consent_excluded", "dp_budget", b"dp_budget", "job_id", b"job_id", "min_cell_count", b"min_cell_count", "n_variants", b"n_variants", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -528,6 +591,7 @@ class RoundProgress(_message.Message):
     BLOCKS_TOTAL_FIELD_NUMBER: _builtins.int
     FINISHED_FIELD_NUMBER: _builtins.int
     COHORT_SIZE_FIELD_NUMBER: _builtins.int
+    AUDIT_HEAD_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     attempt: _builtins.int
@@ -539,6 +603,10 @@ class RoundProgress(_message.Message):
     """Participants the site's job holds after this round (a count; it changes only when a round
     drops participants locally, e.g. --mind), so the job log can say how many each site removed.
     """
+    @_builtins.property
+    def audit_head(self) -> Global___AuditHead:
+        """finished = true: the site's signed audit head after the round"""
+
     def __init__(
         self,
         *,
@@ -549,10 +617,11 @@ class RoundProgress(_message.Message):
         blocks_total: _builtins.int = ...,
         finished: _builtins.bool = ...,
         cohort_size: _builtins.int = ...,
+        audit_head: Global___AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audit_head", b"audit_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "blocks_done", b"blocks_done", "blocks_total", b"blocks_total", "cohort_size", b"cohort_size", "finished", b"finished", "job_id", b"job_id", "round", b"round"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "audit_head", b"audit_head", "blocks_done", b"blocks_done", "blocks_total", b"blocks_total", "cohort_size", b"cohort_size", "finished", b"finished", "job_id", b"job_id", "round", b"round"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
