@@ -73,6 +73,8 @@ def test_wire__no_message_has_a_per_participant_field():
     ]
     assert sorted(bytes_fields) == [
         "AddScheduleRequest.spec_signature",  # the owner's signature of a schedule's job template
+        "AuditHead.certificate",  # a site's signed audit head: its public certificate (PEM) …
+        "AuditHead.signature",  # … and its signature of (site, seq, hash, time)
         "DecryptReply.words",  # --privacy paillier: round totals (all sites), decrypted by the analyst
         "DecryptRequest.ciphertexts",  # the product of every participant's ciphertexts
         "JobOffer.analyst_certificate",  # the submitting analyst's public certificate (PEM)
