@@ -561,9 +561,9 @@ def strictest_policy(policies: list[common_pb2.DisclosurePolicy]) -> common_pb2.
 
 
 class SiteGatewayService(site_pb2_grpc.SiteGatewayServicer):
-    def __init__(self, registry: SiteRegistry, store: Store):
+    def __init__(self, registry: SiteRegistry, store: Store, audit_heads: AuditHeads):
         self.registry, self.store = registry, store
-        self.audit_heads = AuditHeads(store)  # the sites' signed audit heads, verified and kept
+        self.audit_heads = audit_heads  # the sites' signed audit heads, verified and kept
 
     def Connect(
         self, request_iterator: Iterator[site_pb2.SiteMessage], context: grpc.ServicerContext
@@ -623,6 +623,7 @@ class Coordinator:
         self.revocations = RevocationList(config.tls.crl, config.tls.ca)
         self.watches = WatchLimiter()
         self.registry = SiteRegistry()
+        self.audit_heads = AuditHeads(self.store)
         self.engine = JobEngine(config, self.store, self.registry, revocations=self.revocations)
         self.scheduler = Scheduler(
             self.store,
@@ -642,7 +643,9 @@ class Coordinator:
             options=SERVER_OPTIONS,
         )
         analyst_pb2_grpc.add_AnalystServicer_to_server(AnalystService(self), self.server)
-        site_pb2_grpc.add_SiteGatewayServicer_to_server(SiteGatewayService(self.registry, self.store), self.server)
+        site_pb2_grpc.add_SiteGatewayServicer_to_server(
+            SiteGatewayService(self.registry, self.store, self.audit_heads), self.server
+        )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = self.server.add_secure_port(address or config.listen, server_credentials(config.tls))
@@ -684,6 +687,7 @@ class Coordinator:
             s.close()
         self.engine.shutdown()
         self.server.stop(grace).wait()
+        self.audit_heads.close()
         self.store.close()
 
 

@@ -512,37 +512,38 @@ class Store:
 
         Returns the new alarm's kind, ``"open"`` (not kept: an alarm is open), or ``""`` (kept).
         """
+        return self.put_audit_heads([(site, head)])[0]
+
+    def put_audit_heads(self, heads: list[tuple[str, SignedHead]]) -> list[str]:
+        """:meth:`put_audit_head` for each ``(site, head)`` in order, in one transaction (one fsync)."""
         with self._tx() as db:
-            row = db.execute("SELECT head_json FROM audit_heads WHERE site = ?", (site,)).fetchone()
-            kept = None if row is None else head_from_json(json.loads(row[0]))
-            kinds = {
-                r[0]
-                for r in db.execute("SELECT kind FROM audit_head_alarms WHERE site = ? AND resolved_at = ''", (site,))
-            }
-            kind = classify(kept, head)
-            if kind:
-                if kind in kinds:
-                    return "open"
-                db.execute(
-                    "INSERT INTO audit_head_alarms (site, kind, kept_json, offending_json, at) VALUES (?, ?, ?, ?, ?)",
-                    (
-                        site,
-                        kind,
-                        json.dumps(head_to_json(kept)) if kept else "",
-                        json.dumps(head_to_json(head)),
-                        now_iso(),
-                    ),
-                )
-                return kind
-            if kinds:
+            return [self._put_audit_head(db, site, head) for site, head in heads]
+
+    @staticmethod
+    def _put_audit_head(db: sqlite3.Connection, site: str, head: SignedHead) -> str:
+        row = db.execute("SELECT head_json FROM audit_heads WHERE site = ?", (site,)).fetchone()
+        kept = None if row is None else head_from_json(json.loads(row[0]))
+        kinds = {
+            r[0] for r in db.execute("SELECT kind FROM audit_head_alarms WHERE site = ? AND resolved_at = ''", (site,))
+        }
+        kind = classify(kept, head)
+        if kind:
+            if kind in kinds:
                 return "open"
-            if kept is None or head.seq > kept.seq or head.time > kept.time:
-                db.execute(
-                    "INSERT INTO audit_heads (site, head_json, updated_at) VALUES (?, ?, ?) ON CONFLICT(site) "
-                    "DO UPDATE SET head_json = excluded.head_json, updated_at = excluded.updated_at",
-                    (site, json.dumps(head_to_json(head)), now_iso()),
-                )
-            return ""
+            db.execute(
+                "INSERT INTO audit_head_alarms (site, kind, kept_json, offending_json, at) VALUES (?, ?, ?, ?, ?)",
+                (site, kind, json.dumps(head_to_json(kept)) if kept else "", json.dumps(head_to_json(head)), now_iso()),
+            )
+            return kind
+        if kinds:
+            return "open"
+        if kept is None or head.seq > kept.seq or head.time > kept.time:
+            db.execute(
+                "INSERT INTO audit_heads (site, head_json, updated_at) VALUES (?, ?, ?) ON CONFLICT(site) "
+                "DO UPDATE SET head_json = excluded.head_json, updated_at = excluded.updated_at",
+                (site, json.dumps(head_to_json(head)), now_iso()),
+            )
+        return ""
 
     def audit_heads(self) -> dict[str, SignedHead]:
         """The latest verified head kept for each site."""

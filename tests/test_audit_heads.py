@@ -182,37 +182,52 @@ def _decision(head: SignedHead) -> site_pb2.SiteMessage:
     return site_pb2.SiteMessage(decision=site_pb2.JobDecision(job_id="j", accept=False, audit_head=head_to_pb(head)))
 
 
+def _observed(heads: AuditHeads, site: str, cert: bytes, msg: site_pb2.SiteMessage) -> dict[str, int]:
+    """What became of the head ``msg`` carries (counts added by it)."""
+    before = dict(heads.counts)
+    heads.observe(site, cert, msg)
+    heads.flush()
+    return {k: v - before.get(k, 0) for k, v in heads.counts.items() if v != before.get(k, 0)}
+
+
 def test_audit_heads_observe__a_forged_head_is_refused_and_not_kept(session_pki, tmp_path, caplog):
     store = Store(tmp_path / "c.db")
     heads = AuditHeads(store)
     eur_cert = session_pki.tls("EUR").cert.read_bytes()
-    assert heads.observe("EUR", eur_cert, _decision(_head(session_pki, "EUR", 5))) == "kept"
+    assert _observed(heads, "EUR", eur_cert, _decision(_head(session_pki, "EUR", 5))) == {"kept": 1}
     forged = dataclasses.replace(_head(session_pki, "EUR", 9), seq=90)  # signature over seq 9
-    assert heads.observe("EUR", eur_cert, _decision(forged)) == "refused"
+    assert _observed(heads, "EUR", eur_cert, _decision(forged)) == {"refused": 1}
     assert "site EUR sent an audit head that does not check out" in caplog.text
     afr = _head(session_pki, "AFR", 50)  # another site's genuine head, relayed on EUR's session
-    assert heads.observe("EUR", eur_cert, _decision(afr)) == "refused"
-    # signed with EUR's key but checked against the session's certificate: AFR's session cannot pass it off
-    assert heads.observe("AFR", session_pki.tls("AFR").cert.read_bytes(), _decision(dataclasses.replace(afr))) == "kept"
-    assert heads.observe("AFR", eur_cert, _decision(_head(session_pki, "AFR", 60))) == "refused"
-    assert store.audit_heads()["EUR"].seq == 5 and heads.refused == 3
+    assert _observed(heads, "EUR", eur_cert, _decision(afr)) == {"refused": 1}
+    assert _observed(heads, "AFR", session_pki.tls("AFR").cert.read_bytes(), _decision(afr)) == {"kept": 1}
+    # signed with AFR's key but checked against the session's certificate: EUR's session cannot pass it off
+    assert _observed(heads, "AFR", eur_cert, _decision(_head(session_pki, "AFR", 60))) == {"refused": 1}
+    assert store.audit_heads()["EUR"].seq == 5 and store.audit_heads()["AFR"].seq == 50
     assert store.audit_head_alarms() == []
     progress = site_pb2.SiteMessage(progress=site_pb2.RoundProgress(job_id="j", finished=True))
-    assert heads.observe("EUR", eur_cert, progress) == ""  # no head attached: nothing to do
+    assert _observed(heads, "EUR", eur_cert, progress) == {}  # no head attached: nothing to do
     assert heads.welcome_head("EUR") == head_to_pb(store.audit_heads()["EUR"])
     assert heads.welcome_head("EAS") is None
+    heads.close()
 
 
 def test_audit_heads_observe__a_lower_seq_is_flagged_as_an_alarm(session_pki, tmp_path, caplog):
     store = Store(tmp_path / "c.db")
     heads = AuditHeads(store)
     cert = session_pki.tls("EUR").cert.read_bytes()
-    heads.observe("EUR", cert, _decision(_head(session_pki, "EUR", 20)))
+    for seq in (18, 20):  # queued together: kept in order, in one transaction
+        heads.observe("EUR", cert, _decision(_head(session_pki, "EUR", seq)))
+    heads.flush()
     done = site_pb2.RoundProgress(job_id="j", finished=True, audit_head=head_to_pb(_head(session_pki, "EUR", 17)))
-    assert heads.observe("EUR", cert, site_pb2.SiteMessage(progress=done)) == "truncated"
+    assert _observed(heads, "EUR", cert, site_pb2.SiteMessage(progress=done)) == {"truncated": 1}
+    assert heads.counts["kept"] == 2
     assert "AUDIT ALARM: site EUR signed audit head seq 17" in caplog.text
-    assert "records were removed from its audit log" in caplog.text
+    assert "records were removed from its audit log (kept head: seq 20" in caplog.text
     assert [a.kind for a in store.audit_head_alarms()] == ["truncated"] and store.audit_heads()["EUR"].seq == 20
+    heads.close()
+    store.close()
+    heads.close()  # closing twice is harmless
 
 
 # --- the site's log against a signed head -------------------------------------------------

@@ -73,6 +73,7 @@ def test_audit_heads__the_coordinator_keeps_each_sites_head_after_every_offer_re
 ):
     coord, port = consortium
     assert _run(port, session_pki).state == "DONE"
+    coord.audit_heads.flush()  # heads are kept off the message path, on their own thread
     kept = coord.store.audit_heads()
     for name in GWAS_SITES:  # the round's end carried the head after its release record
         assert (kept[name].seq, kept[name].hash) == consortium_agents[name].audit.head
@@ -93,6 +94,7 @@ def test_audit_heads__a_cut_or_rewritten_log_is_caught_at_reconnect_and_by_verif
     agents = consortium_agents
     for _ in range(2):
         assert _run(port, session_pki).state == "DONE"
+    coord.audit_heads.flush()
     coordinator_toml = _coordinator_toml(session_pki, coord, tmp_path)
     heads_file = tmp_path / "heads.json"
     assert cli(["coordinator", "audit-heads", "--config", str(coordinator_toml), "--out", str(heads_file)]) == 0
@@ -160,7 +162,78 @@ def test_audit_heads__a_cut_or_rewritten_log_is_caught_at_reconnect_and_by_verif
     for name in ("EUR", "AFR"):
         _restart(coord, agents, name)
     assert _run(port, session_pki).state == "DONE"
+    coord.audit_heads.flush()
     now = coord.store.audit_heads()
     assert now["EUR"].seq == 5 and now["AFR"].seq == 1  # EUR's restored log went on; AFR's new log began
     assert [a.kind for a in coord.store.audit_head_alarms(site="AFR")] == ["reported", "reset"]
     assert coord.store.audit_head_alarms(open_only=True) == []
+
+
+def _raw_site(session_pki, port: int, name: str):
+    """A raw site stream over mTLS as ``name``: (outbox, (channel, call), welcome)."""
+    import queue
+
+    from fedstat.net import secure_channel
+    from fedstat.wire import site_pb2, site_pb2_grpc
+
+    outbox: queue.Queue = queue.Queue()
+    outbox.put(site_pb2.SiteMessage(hello=site_pb2.Hello(agent_version="test")))
+    channel = secure_channel(f"localhost:{port}", session_pki.tls(name))
+    call = site_pb2_grpc.SiteGatewayStub(channel).Connect(iter(outbox.get, None), timeout=30)
+    return outbox, (channel, call), next(call).welcome
+
+
+def test_audit_heads__forged_heads_are_refused_and_a_lower_seq_is_flagged_by_the_running_coordinator(
+    session_pki, coordinator
+):
+    import dataclasses
+
+    from fedstat.audit_head import check_head, head_from_pb, head_to_pb, sign_head
+    from fedstat.wire import site_pb2
+
+    coord, port = coordinator
+    key, cert = (session_pki.tls("EUR").key.read_bytes(), session_pki.tls("EUR").cert.read_bytes())
+
+    def reply(head) -> site_pb2.SiteMessage:
+        return site_pb2.SiteMessage(decision=site_pb2.JobDecision(job_id="j", audit_head=head_to_pb(head)))
+
+    def settle(outbox) -> None:  # a marker behind the heads: once its head is kept, the ones before were seen
+        nonlocal marker
+        marker += 1
+        outbox.put(reply(sign_head("EAS", marker, "f" * 64, key_pem=eas_key, certificate_pem=eas_cert)))
+        deadline = time.monotonic() + 10
+        while coord.store.audit_heads().get("EAS", None) is None or coord.store.audit_heads()["EAS"].seq != marker:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+    eas_key, eas_cert = session_pki.tls("EAS").key.read_bytes(), session_pki.tls("EAS").cert.read_bytes()
+    marker = 0
+    outbox, channel, welcome = _raw_site(session_pki, port, "EUR")
+    eas_outbox, eas_channel, _ = _raw_site(session_pki, port, "EAS")
+    assert not welcome.HasField("audit_head")  # nothing kept yet
+    good = sign_head("EUR", 5, "a" * 64, key_pem=key, certificate_pem=cert)
+    outbox.put(reply(good))
+    outbox.put(reply(dataclasses.replace(sign_head("EUR", 7, "b" * 64, key_pem=key, certificate_pem=cert), seq=9)))
+    afr = session_pki.tls("AFR")
+    outbox.put(
+        reply(sign_head("AFR", 8, "c" * 64, key_pem=afr.key.read_bytes(), certificate_pem=afr.cert.read_bytes()))
+    )
+    outbox.put(reply(sign_head("EUR", 3, "d" * 64, key_pem=key, certificate_pem=cert)))  # genuinely signed, lower
+    deadline = time.monotonic() + 10
+    while not coord.store.audit_head_alarms():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    settle(eas_outbox)
+    assert coord.store.audit_heads()["EUR"].seq == 5  # the forged and the other site's heads were not kept
+    ((site, kind, lower),) = [(a.site, a.kind, a.offending.seq) for a in coord.store.audit_head_alarms()]
+    assert (site, kind, lower) == ("EUR", "truncated", 3)
+    outbox.put(None)
+    channel[0].close()
+    # at the next connection the coordinator hands EUR back the head it keeps, signed by EUR
+    outbox, channel, welcome = _raw_site(session_pki, port, "EUR")
+    kept = head_from_pb(welcome.audit_head)
+    check_head(kept, ca_pem=session_pki.tls("EUR").ca.read_bytes(), site="EUR")
+    assert (kept.seq, kept.hash) == (5, "a" * 64)
+    for box, ch in ((outbox, channel), (eas_outbox, eas_channel)):
+        box.put(None)
+        ch[0].close()
