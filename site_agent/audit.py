@@ -27,9 +27,11 @@ What is detected, and what is not
 a removed, inserted or reordered record (seq gap, or ``prev`` not the previous line's digest),
 a truncated or garbled line, and — through the head anchor — records removed from the end, which a
 hash chain alone cannot reveal. The chain is unkeyed: someone who can write the files can rewrite
-the whole chain and the anchor consistently, and that is not detectable locally. Tamper-evidence
-against the site's own administrators needs the head ``(seq, hash)`` (:attr:`AuditLog.head`) to be
-kept somewhere they cannot write, e.g. sent to the coordinator or a transparency log.
+the whole chain and the anchor consistently, and that is not detectable locally. So the head
+``(seq, hash)`` (:attr:`AuditLog.head`) is signed and kept where the site's administrators cannot
+write: the agent sends it to the coordinator with every offer reply and round
+(:mod:`site_agent.audit_anchor`, :mod:`fedstat.audit_head`), and ``verify(..., against=(seq,
+hash))`` checks the log still holds that record, which detects such a rewrite up to that record.
 
 Crashes
 -------
