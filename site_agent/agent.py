@@ -310,8 +310,7 @@ class SiteAgent:
     def _dispatch(self, msg: site_pb2.CoordinatorMessage) -> None:
         kind = msg.WhichOneof("kind")
         if kind == "welcome":
-            welcome = msg.welcome
-            self.anchor.check(welcome.audit_head if welcome.HasField("audit_head") else None, ca_pem=self._ca_pem)
+            self.anchor.check(msg.welcome, ca_pem=self._ca_pem)  # does the log hold the coordinator's copy of its head?
             self.connected.set()
             log.info("connected to coordinator %s as %s", self.config.coordinator, msg.welcome.site_name)
         elif kind == "offer":

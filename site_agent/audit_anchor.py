@@ -47,13 +47,14 @@ class AuditAnchor:
         self.alarm = ""  # why the log does not hold the coordinator's head; "" when it does
         self.kept: SignedHead | None = None  # the coordinator's head, as checked at this connection
 
-    def check(self, head: site_pb2.AuditHead | None, *, ca_pem: bytes) -> None:
-        """At connect: the coordinator's kept head (None: it holds none) must be in the local log."""
+    def check(self, welcome: site_pb2.Welcome, *, ca_pem: bytes) -> None:
+        """At connect: the coordinator's kept head (``welcome.audit_head``; unset: it keeps none) must be
+        a head this site signed, and its record must be in the local log."""
         self.alarm, self.kept = "", None
-        if head is None:
+        if not welcome.HasField("audit_head"):
             return
         try:
-            kept = head_from_pb(head)
+            kept = head_from_pb(welcome.audit_head)
             check_head(kept, ca_pem=ca_pem, site=self.site)
         except (ProtocolError, AuthError) as exc:  # the coordinator's fault, not the log's: nothing to stop
             log.warning("the coordinator's copy of this site's audit head is not one this site signed: %s", exc)

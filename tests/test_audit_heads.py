@@ -284,7 +284,7 @@ def test_audit_anchor__a_cut_log_raises_the_alarm_and_jobs_are_refused(session_p
     backup = {p.name: p.read_bytes() for p in (path, path.with_name("audit.log.head"))}
     audit_tamper.tamper(path, audit_tamper.cut_last(2))
     anchor = _anchor(session_pki, path)
-    anchor.check(head_to_pb(kept), ca_pem=_ca(session_pki))
+    anchor.check(site_pb2.Welcome(audit_head=head_to_pb(kept)), ca_pem=_ca(session_pki))
     assert "AUDIT ALARM" in caplog.text and "2 record(s) were removed from the end" in anchor.alarm
     with pytest.raises(
         PolicyRefused, match=r"site EUR's audit log no longer holds record seq 5, which the site signed"
@@ -302,7 +302,7 @@ def test_audit_anchor__a_cut_log_raises_the_alarm_and_jobs_are_refused(session_p
     for name, data in backup.items():
         (tmp_path / name).write_bytes(data)
     anchor = _anchor(session_pki, path)
-    anchor.check(head_to_pb(kept), ca_pem=_ca(session_pki))
+    anchor.check(site_pb2.Welcome(audit_head=head_to_pb(kept)), ca_pem=_ca(session_pki))
     assert anchor.alarm == ""
     anchor.refuse_if_alarmed()
 
@@ -312,10 +312,10 @@ def test_audit_anchor__a_head_this_site_did_not_sign_is_ignored(session_pki, tmp
     _log(path, 2).close()
     anchor = _anchor(session_pki, path)
     forged = dataclasses.replace(_head(session_pki, "EUR", 900), seq=901)  # a coordinator's invention
-    anchor.check(head_to_pb(forged), ca_pem=_ca(session_pki))
+    anchor.check(site_pb2.Welcome(audit_head=head_to_pb(forged)), ca_pem=_ca(session_pki))
     assert anchor.alarm == "" and "is not one this site signed" in caplog.text
     assert audit_tamper.records(path)[-1]["event"] == "audit_check"
-    anchor.check(None, ca_pem=_ca(session_pki))  # the coordinator keeps no head yet
+    anchor.check(site_pb2.Welcome(), ca_pem=_ca(session_pki))  # the coordinator keeps no head yet
     assert anchor.alarm == ""
 
 
