@@ -367,3 +367,18 @@ def test_site_audit_verify_against__cli(session_pki, tmp_path, capsys):
     write_heads(heads, [])
     assert cli(["site", "audit", "verify", "--config", str(config), "--against", str(heads)]) == 2
     assert "holds no audit head for site EUR" in capsys.readouterr().err
+
+
+def test_store__a_database_from_before_audit_heads_gets_the_tables(session_pki, tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "old.db")
+    db.execute("CREATE TABLE sites (name TEXT PRIMARY KEY, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL)")
+    db.execute("INSERT INTO sites VALUES ('EUR', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')")
+    db.commit()
+    db.close()
+    store = Store(tmp_path / "old.db")
+    assert store.audit_heads() == {} and store.audit_head_alarms() == []
+    head = _head(session_pki, "EUR", 4)
+    assert store.put_audit_head("EUR", head) == "" and store.audit_heads() == {"EUR": head}
+    store.close()
