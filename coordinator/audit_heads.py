@@ -44,7 +44,8 @@ class AuditHeads:
 
     def __init__(self, store: Store):
         self.store = store
-        #: what became of the heads so far: "kept", "refused", "open" (not kept: an alarm is open) or an alarm kind
+        #: what became of the heads so far: "kept", "refused", "open" (not kept: an alarm is open), "stale" (not
+        #: kept: an older head arriving late) or an alarm kind
         self.counts: collections.Counter[str] = collections.Counter()
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="audit-heads", daemon=True)

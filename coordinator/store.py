@@ -510,7 +510,8 @@ class Store:
         it cannot replace the kept one: then the kept head stays and the new one is kept beside it as
         an alarm (one open alarm per site and kind). While an alarm is open the kept head is frozen.
 
-        Returns the new alarm's kind, ``"open"`` (not kept: an alarm is open), or ``""`` (kept).
+        Returns the new alarm's kind, ``"open"`` (not kept: an alarm is open), ``"stale"`` (not kept: a
+        lower seq signed before the kept head) or ``""`` (kept).
         """
         return self.put_audit_heads([(site, head)])[0]
 
@@ -527,6 +528,8 @@ class Store:
             r[0] for r in db.execute("SELECT kind FROM audit_head_alarms WHERE site = ? AND resolved_at = ''", (site,))
         }
         kind = classify(kept, head)
+        if kind == "stale":  # an older head arriving late: the log held fewer records when it was signed
+            return kind
         if kind:
             if kind in kinds:
                 return "open"

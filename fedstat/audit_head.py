@@ -182,9 +182,11 @@ def check_head(
 
 def classify(kept: SignedHead | None, new: SignedHead) -> str:
     """How a verified ``new`` head of a site relates to the ``kept`` one: ``""`` when it may replace it
-    (the first head, a higher seq, or the same record signed again) or one of :data:`ALARM_KINDS`:
+    (the first head, a higher seq, or the same record signed again), ``"stale"`` for a lower seq
+    signed *before* the kept head (a late copy of an older head, e.g. from a closing stream: the log
+    held fewer records then; not kept, no alarm), or one of :data:`ALARM_KINDS`:
 
-    - ``truncated``: a lower seq than the kept head; the site signed both, so records were cut;
+    - ``truncated``: a lower seq signed after the kept head; the site signed both, so records were cut;
     - ``rewritten``: the same seq with another hash; the log was rewritten from there or before;
     - ``reported``: the site itself reports its log does not hold the head it was sent at connect
       (unless the kept head is such a report too: the first head after an accepted new log).
@@ -194,10 +196,14 @@ def classify(kept: SignedHead | None, new: SignedHead) -> str:
     if kept is None:
         return ""
     if new.seq < kept.seq:
-        return "truncated"
+        return "truncated" if _signed_at(new) >= _signed_at(kept) else "stale"
     if new.seq == kept.seq and new.hash != kept.hash:
         return "rewritten"
     return ""
+
+
+def _signed_at(head: SignedHead) -> dt.datetime:
+    return dt.datetime.fromisoformat(head.time)
 
 
 # --- wire and JSON forms -------------------------------------------------------------------

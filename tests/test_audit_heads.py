@@ -118,7 +118,9 @@ def test_classify__only_a_first_or_later_head_replaces_the_kept_one(session_pki)
     assert classify(None, kept) == ""
     assert classify(kept, _head(session_pki, "EUR", 11, "b" * 64)) == ""
     assert classify(kept, _head(session_pki, "EUR", 10, "a" * 64)) == ""  # the same record signed again
-    assert classify(kept, _head(session_pki, "EUR", 9, "b" * 64)) == "truncated"
+    assert classify(kept, _head(session_pki, "EUR", 9, "b" * 64)) == "truncated"  # signed after the kept head
+    older = _head(session_pki, "EUR", 9, "b" * 64, time="2026-01-01T00:00:00.000000Z")
+    assert classify(kept, older) == "stale"  # signed before it: the log held 9 records then, no proof of a cut
     assert classify(kept, _head(session_pki, "EUR", 10, "b" * 64)) == "rewritten"
     assert classify(kept, _head(session_pki, "EUR", 12, "b" * 64, conflict=True)) == "reported"
     reset = _head(session_pki, "EUR", 0, "c" * 64, conflict=True)  # first head after an accepted new log
@@ -134,6 +136,8 @@ def test_store_put_audit_head__keeps_the_latest_and_both_heads_of_a_truncation(s
     assert store.put_audit_head("EUR", h10) == "" and store.put_audit_head("EUR", h12) == ""
     assert store.audit_heads() == {"EUR": h12}
     lower = _head(session_pki, "EUR", 11, "c" * 64)
+    late = _head(session_pki, "EUR", 11, "c" * 64, time="2026-01-01T00:00:00.000000Z")
+    assert store.put_audit_head("EUR", late) == "stale" and store.audit_head_alarms() == []
     assert store.put_audit_head("EUR", lower) == "truncated"
     assert store.audit_heads() == {"EUR": h12}  # never goes backwards
     (alarm,) = store.audit_head_alarms(open_only=True)
