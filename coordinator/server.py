@@ -27,6 +27,7 @@ from fedstat.pki import RevocationList, identity_from_subject
 from fedstat.protocol import spec_from_pb, spec_to_pb
 from fedstat.wire import analyst_pb2, analyst_pb2_grpc, common_pb2, site_pb2, site_pb2_grpc
 
+from .audit_heads import AuditHeads
 from .engine import JobEngine
 from .reports import render_text, summary_line
 from .scheduler import Scheduler
@@ -563,8 +564,9 @@ def strictest_policy(policies: list[common_pb2.DisclosurePolicy]) -> common_pb2.
 
 
 class SiteGatewayService(site_pb2_grpc.SiteGatewayServicer):
-    def __init__(self, registry: SiteRegistry, store: Store):
+    def __init__(self, registry: SiteRegistry, store: Store, audit_heads: AuditHeads):
         self.registry, self.store = registry, store
+        self.audit_heads = audit_heads  # the sites' signed audit heads, verified and kept
 
     def Connect(
         self, request_iterator: Iterator[site_pb2.SiteMessage], context: grpc.ServicerContext
@@ -583,6 +585,7 @@ class SiteGatewayService(site_pb2_grpc.SiteGatewayServicer):
         def pump() -> None:
             try:
                 for msg in request_iterator:
+                    self.audit_heads.observe(ident.name, session.certificate, msg)
                     self.registry.route(ident.name, msg)
             except grpc.RpcError:
                 pass
@@ -592,7 +595,11 @@ class SiteGatewayService(site_pb2_grpc.SiteGatewayServicer):
         threading.Thread(target=pump, name=f"site-{ident.name}", daemon=True).start()
         context.add_callback(lambda: self.registry.detach(session))
         yield site_pb2.CoordinatorMessage(
-            welcome=site_pb2.Welcome(coordinator_version=fedstat.__version__, site_name=ident.name)
+            welcome=site_pb2.Welcome(
+                coordinator_version=fedstat.__version__,
+                site_name=ident.name,
+                audit_head=self.audit_heads.welcome_head(ident.name),
+            )
         )
         while True:
             msg = session.outbox.get()
@@ -619,6 +626,7 @@ class Coordinator:
         self.revocations = RevocationList(config.tls.crl, config.tls.ca)
         self.watches = WatchLimiter()
         self.registry = SiteRegistry()
+        self.audit_heads = AuditHeads(self.store)
         self.engine = JobEngine(config, self.store, self.registry, revocations=self.revocations)
         self.scheduler = Scheduler(
             self.store,
@@ -638,7 +646,9 @@ class Coordinator:
             options=SERVER_OPTIONS,
         )
         analyst_pb2_grpc.add_AnalystServicer_to_server(AnalystService(self), self.server)
-        site_pb2_grpc.add_SiteGatewayServicer_to_server(SiteGatewayService(self.registry, self.store), self.server)
+        site_pb2_grpc.add_SiteGatewayServicer_to_server(
+            SiteGatewayService(self.registry, self.store, self.audit_heads), self.server
+        )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = self.server.add_secure_port(address or config.listen, server_credentials(config.tls))
@@ -680,6 +690,7 @@ class Coordinator:
             s.close()
         self.engine.shutdown()
         self.server.stop(grace).wait()
+        self.audit_heads.close()
         self.store.close()
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from fedstat.audit_head import HeadAlarm, SignedHead, classify, head_from_json, head_to_json
 from fedstat.errors import InputError
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED"
@@ -101,6 +102,24 @@ CREATE TABLE IF NOT EXISTS schedule_runs (
     report_json TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS schedule_runs_schedule ON schedule_runs(schedule_id, run_no);
+-- signed audit heads (fedstat.audit_head): the latest verified head per site, and every head that
+-- could not replace it (a proof that the site's log was cut or rewritten), kept as evidence
+CREATE TABLE IF NOT EXISTS audit_heads (
+    site TEXT PRIMARY KEY,
+    head_json TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_head_alarms (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    site TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    kept_json TEXT NOT NULL DEFAULT '',
+    offending_json TEXT NOT NULL DEFAULT '',
+    at TEXT NOT NULL,
+    resolved_at TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_head_alarms_site ON audit_head_alarms(site, resolved_at);
 """
 
 
@@ -494,6 +513,111 @@ class Store:
                 "ON CONFLICT(name) DO UPDATE SET last_seen = excluded.last_seen",
                 (name, ts, ts),
             )
+
+    # --- signed audit heads of the sites -------------------------------------------------
+
+    def put_audit_head(self, site: str, head: SignedHead) -> str:
+        """Keep ``site``'s verified head as its latest, unless :func:`fedstat.audit_head.classify` finds
+        it cannot replace the kept one: then the kept head stays and the new one is kept beside it as
+        an alarm (one open alarm per site and kind). While an alarm is open the kept head is frozen.
+
+        Returns the new alarm's kind, ``"open"`` (not kept: an alarm is open), ``"stale"`` (not kept: a
+        lower seq signed before the kept head) or ``""`` (kept).
+        """
+        return self.put_audit_heads([(site, head)])[0]
+
+    def put_audit_heads(self, heads: list[tuple[str, SignedHead]]) -> list[str]:
+        """:meth:`put_audit_head` for each ``(site, head)`` in order, in one transaction (one fsync)."""
+        with self._tx() as db:
+            return [self._put_audit_head(db, site, head) for site, head in heads]
+
+    @staticmethod
+    def _put_audit_head(db: sqlite3.Connection, site: str, head: SignedHead) -> str:
+        row = db.execute("SELECT head_json FROM audit_heads WHERE site = ?", (site,)).fetchone()
+        kept = None if row is None else head_from_json(json.loads(row[0]))
+        kinds = {
+            r[0] for r in db.execute("SELECT kind FROM audit_head_alarms WHERE site = ? AND resolved_at = ''", (site,))
+        }
+        kind = classify(kept, head)
+        if kind == "stale":  # an older head arriving late: the log held fewer records when it was signed
+            return kind
+        if kind:
+            if kind in kinds:
+                return "open"
+            db.execute(
+                "INSERT INTO audit_head_alarms (site, kind, kept_json, offending_json, at) VALUES (?, ?, ?, ?, ?)",
+                (site, kind, json.dumps(head_to_json(kept)) if kept else "", json.dumps(head_to_json(head)), now_iso()),
+            )
+            return kind
+        if kinds:
+            return "open"
+        if kept is None or head.seq > kept.seq or head.time > kept.time:
+            db.execute(
+                "INSERT INTO audit_heads (site, head_json, updated_at) VALUES (?, ?, ?) ON CONFLICT(site) "
+                "DO UPDATE SET head_json = excluded.head_json, updated_at = excluded.updated_at",
+                (site, json.dumps(head_to_json(head)), now_iso()),
+            )
+        return ""
+
+    def audit_heads(self) -> dict[str, SignedHead]:
+        """The latest verified head kept for each site."""
+        with self._lock:
+            rows = self._db.execute("SELECT site, head_json FROM audit_heads ORDER BY site").fetchall()
+        return {site: head_from_json(json.loads(text)) for site, text in rows}
+
+    def audit_head_alarms(self, *, site: str | None = None, open_only: bool = False) -> list[HeadAlarm]:
+        """Alarms in the order they were raised."""
+        conds, args = [], []
+        if site is not None:
+            conds.append("site = ?")
+            args.append(site)
+        if open_only:
+            conds.append("resolved_at = ''")
+        where = ("WHERE " + " AND ".join(conds)) if conds else ""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT site, kind, at, kept_json, offending_json, resolved_at, note FROM audit_head_alarms "  # noqa: S608
+                f"{where} ORDER BY id",
+                args,
+            ).fetchall()
+        return [
+            HeadAlarm(
+                site=r[0],
+                kind=r[1],
+                at=r[2],
+                kept=head_from_json(json.loads(r[3])) if r[3] else None,
+                offending=head_from_json(json.loads(r[4])) if r[4] else None,
+                resolved_at=r[5],
+                note=r[6],
+            )
+            for r in rows
+        ]
+
+    def resolve_audit_alarms(self, site: str, note: str, *, new_log: bool = False) -> int:
+        """The operator has acted on ``site``'s alarms: they are resolved with ``note`` (the kept head
+        is unfrozen). With ``new_log`` the consortium accepts that the site's audit log starts again:
+        the kept head also moves to an alarm of kind ``reset`` (evidence) and the site's next head is
+        kept. Returns the number of open alarms resolved; InputError when there is nothing to act on."""
+        ts = now_iso()
+        with self._tx() as db:
+            row = db.execute("SELECT head_json FROM audit_heads WHERE site = ?", (site,)).fetchone()
+            n = db.execute(
+                "UPDATE audit_head_alarms SET resolved_at = ?, note = ? WHERE site = ? AND resolved_at = ''",
+                (ts, note, site),
+            ).rowcount
+            if n == 0 and (row is None or not new_log):
+                raise InputError(
+                    f"site {site!r} has no open audit alarm"
+                    + ("" if row is not None else " and the coordinator keeps no audit head for it")
+                )
+            if new_log and row is not None:
+                db.execute(
+                    "INSERT INTO audit_head_alarms (site, kind, kept_json, at, resolved_at, note) "
+                    "VALUES (?, 'reset', ?, ?, ?, ?)",
+                    (site, row[0], ts, ts, note),
+                )
+                db.execute("DELETE FROM audit_heads WHERE site = ?", (site,))
+        return n
 
     # --- schedules and their reports ------------------------------------------------------
 

@@ -67,6 +67,7 @@ from fedstat.stats.base import Cohort, RoundInput, SiteUpdate, release_groups, r
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
 from .audit import AuditLog, AuditPayloadError, spec_digest
+from .audit_anchor import AuditAnchor
 from .gate import ReleaseGate, reported_count
 from .policy import ConsentSetup, check_access, decide
 
@@ -134,6 +135,8 @@ class SiteAgent:
         self._stop = threading.Event()
         self._ontology: DiseaseOntology | None = None
         self._audit: AuditLog | None = None
+        # signs the audit head sent with offer replies and round ends; checks the coordinator's copy at connect
+        self.anchor = AuditAnchor(self.name, config.state_dir / "audit.log", lambda: self.audit)
         self.gate = ReleaseGate(config.state_dir)  # every round's sums are cleared here before they leave
         self._coordinator_pem = b""  # the coordinator's certificate, as presented at the last connection
         self._jobs: dict[str, _Job] = {}
@@ -314,6 +317,7 @@ class SiteAgent:
     def _dispatch(self, msg: site_pb2.CoordinatorMessage) -> None:
         kind = msg.WhichOneof("kind")
         if kind == "welcome":
+            self.anchor.check(msg.welcome, ca_pem=self._ca_pem)  # does the log hold the coordinator's copy of its head?
             self.connected.set()
             log.info("connected to coordinator %s as %s", self.config.coordinator, msg.welcome.site_name)
         elif kind == "offer":
@@ -380,6 +384,7 @@ class SiteAgent:
     def _offer(self, offer: site_pb2.JobOffer) -> None:
         spec = spec_from_pb(offer.spec)
         try:
+            self.anchor.refuse_if_alarmed()  # an audit log cut since the coordinator's copy: no job
             spec.validated()  # the coordinator validated it too; a site checks for itself
             try:
                 ds_name = self.config.dataset(spec.dataset).name
@@ -411,7 +416,7 @@ class SiteAgent:
         except FedstatError as exc:
             log.info("refused job %s from %s: %s", offer.job_id, offer.analyst, exc)
             self._record(offer, spec, decision="refused", reason=str(exc))
-            self.send(
+            self._send_with_head(
                 site_pb2.SiteMessage(decision=site_pb2.JobDecision(job_id=offer.job_id, accept=False, reason=str(exc)))
             )
             return
@@ -443,7 +448,7 @@ class SiteAgent:
             excluded,
             spec.purpose or "GRU",
         )
-        self.send(
+        self._send_with_head(
             site_pb2.SiteMessage(
                 decision=site_pb2.JobDecision(
                     job_id=job.job_id,
@@ -493,10 +498,21 @@ class SiteAgent:
             return None
         return {"epsilon": float(spec.options["dp_epsilon"]), "delta": float(spec.options["dp_delta"])}
 
-    def _charge_budget(self, job_id: str, dataset: str, spec: JobSpec, analyst: str, *, dry_run: bool = False) -> str:
+    def _charge_budget(
+        self,
+        job_id: str,
+        dataset: str,
+        spec: JobSpec,
+        analyst: str,
+        *,
+        dry_run: bool = False,
+        round_no: int | None = None,
+    ) -> str:
         """Charge the job's ρ to the dataset's ledger once (idempotent per job), or with ``dry_run``
         only check it fits; BudgetExceeded (a PolicyRefused stating what remains) when it would
-        overspend the dataset or the analyst's share of it (policy ``dp_analyst_share``)."""
+        overspend the dataset or the analyst's share of it (policy ``dp_analyst_share``). A charge
+        (for round ``round_no``) is audited as a ``dp_charge`` record: ε, δ, the ρ it added (0 after
+        the job's first release) and the ρ remaining."""
         epsilon, delta = float(spec.options["dp_epsilon"]), float(spec.options["dp_delta"])
         receipt = self._ledger().charge(
             dataset,
@@ -507,6 +523,9 @@ class SiteAgent:
             analyst=analyst,
         )
         r = receipt.remaining
+        if not dry_run:
+            dp = {"epsilon": epsilon, "delta": delta, "rho": receipt.rho_added, "remaining": r.rho}
+            self.audit.append(event="dp_charge", job_id=job_id, dataset=dataset, round=round_no, dp=dp)
         verb = "will charge at its first release" if dry_run else "charged"
         return (
             f"{verb} ε={epsilon:g}, δ={delta:g} (ρ={receipt.rho_job:.4g}); remaining ρ={r.rho:.4g} "
@@ -705,7 +724,7 @@ class SiteAgent:
             # noise is drawn once per (job, round): a retried attempt would let averaging cut it, so a
             # round this site released under dp is never released again; the job is charged now
             self.gate.ledger(self.config.policy).noisy_round(job.dataset.name, job.job_id, req.round, req.attempt)
-            note = self._charge_budget(job.job_id, job.dataset.name, job.spec, job.analyst)
+            note = self._charge_budget(job.job_id, job.dataset.name, job.spec, job.analyst, round_no=req.round)
             log.info("job %s: differential privacy budget %s", job.job_id, note)
             self.send(site_pb2.SiteMessage(policy=self._policy(job.dataset.name)))
         block_size = job.spec.block_size or self.config.block_size
@@ -771,11 +790,15 @@ class SiteAgent:
             k_min=max(1, min(self.config.policy.min_sites, len(set(req.participants)))),
         )
 
+    def _send_with_head(self, msg: site_pb2.SiteMessage) -> None:
+        """Send an offer reply or a round's end with this site's signed audit head attached."""
+        self.anchor.send(self.send, msg, key_pem=self._key_pem, certificate_pem=self._cert_pem)
+
     def _progress(self, job: _Job, req: site_pb2.RoundRequest, done: int, total: int, **fields: Any) -> None:
         """``fields``: ``finished`` and, on the round's last progress, a signed ``contribution``."""
         noisy = get_mode(job.spec.privacy).adds_noise
         cohort_size, granularity = reported_count(self.config.policy, job.cohort.n, noisy=noisy)
-        self.send(
+        (self._send_with_head if fields.get("finished") else self.send)(
             site_pb2.SiteMessage(
                 progress=site_pb2.RoundProgress(
                     job_id=job.job_id,

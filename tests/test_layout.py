@@ -73,6 +73,8 @@ def test_wire__no_message_has_a_per_participant_field():
     ]
     assert sorted(bytes_fields) == [
         "AddScheduleRequest.spec_signature",  # the owner's signature of a schedule's job template
+        "AuditHead.certificate",  # a site's signed audit head: its public certificate (PEM) …
+        "AuditHead.signature",  # … and its signature of (site, seq, hash, time)
         "Contribution.certificate",  # --privacy paillier: a site's signed statement of its round's chunks
         "Contribution.chunks_digest",
         "Contribution.signature",

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fedstat.cli.main import main as cli
 from fedstat.client import Client
 from fedstat.jobs import JobSpec
+from fedstat.privacy.dp import epsilon_to_rho
 from site_agent import audit
 from tests.conftest import analyst_profile
 
@@ -40,8 +43,14 @@ def test_audit__accept_budget_refusal_and_policy_refusal_are_recorded(session_pk
     assert released["job_id"] == ok.job_id and released["computation"] == "allele_counts" and released["round"] == 1
     assert released["cohort_size"] == first["cohort_size"] and released["sites"] == ["AFR", "EAS", "EUR"]
     assert len(released["groups"]) == 1 and len(released["groups"][0]) == 16  # a fingerprint, never members
-    assert audit.verify(log).ok and audit.verify(log).n_records == len(records) == 4
-    assert [r["event"] for r in audit.show(log, job_id=ok.job_id)] == ["offer", "release"]
+    # under dp the release is followed by what it charged: the job's whole ρ at its first release
+    (charged,) = [r for r in records if r["event"] == "dp_charge"]
+    assert charged["job_id"] == ok.job_id and charged["round"] == 1 and charged["dataset"] == "main"
+    assert charged["dp"]["epsilon"] == 8.0 and charged["dp"]["delta"] == 1e-6
+    assert charged["dp"]["rho"] == pytest.approx(epsilon_to_rho(8.0, 1e-6))
+    assert charged["dp"]["remaining"] == pytest.approx(epsilon_to_rho(10.0, 1e-6) - epsilon_to_rho(8.0, 1e-6))
+    assert audit.verify(log).ok and audit.verify(log).n_records == len(records) == 5
+    assert [r["event"] for r in audit.show(log, job_id=ok.job_id)] == ["offer", "release", "dp_charge"]
 
 
 def test_site_audit_cli__verify_detects_an_edited_record(session_pki, consortium, tmp_path, capsys):

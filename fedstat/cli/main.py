@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s = p.add_parser("serve", help="run the coordinator (foreground; SIGTERM drains)")
     s.add_argument("--config", required=True, type=Path)
+    from fedstat.cli import audit as audit_cli  # noqa: PLC0415 - `site audit` and `coordinator audit-heads`
+
+    audit_cli.add_coordinator_parser(p)
 
     p = sub.add_parser("site", help="the site agent daemon").add_subparsers(
         dest="site_command", required=True, metavar="ACTION"
@@ -267,13 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True, type=Path)
     s = p.add_parser("check", help="open and validate the site's datasets, building caches")
     s.add_argument("--config", required=True, type=Path)
-    s = p.add_parser("audit", help="the site's hash-chained audit log: verify it or show records")
-    s.add_argument("audit_action", choices=("verify", "show"))
-    s.add_argument("--config", required=True, type=Path)
-    s.add_argument("--analyst", help="show: records of this analyst (certificate name)")
-    s.add_argument("--job", help="show: records of this job id")
-    s.add_argument("--since", help="show: from this date/time (ISO, UTC)")
-    s.add_argument("--until", help="show: before this date/time (ISO, UTC)")
+    audit_cli.add_site_audit_parser(p)
 
     p = sub.add_parser(
         "status",
@@ -634,6 +631,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from fedstat import logs  # noqa: PLC0415
     from fedstat.config import load_coordinator_config, load_site_config  # noqa: PLC0415
 
+    if args.command == "coordinator" and args.coordinator_command == "audit-heads":
+        from fedstat.cli.audit import run_audit_heads  # noqa: PLC0415
+
+        return run_audit_heads(args)
     if args.command == "coordinator":
         from coordinator.server import serve  # noqa: PLC0415
 
@@ -653,19 +654,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             print(f"dataset {name}: BROKEN: {problem}")
         return 2 if agent.problems else 0
     if args.site_command == "audit":
-        from site_agent import audit  # noqa: PLC0415
+        from fedstat.cli.audit import run_site_audit  # noqa: PLC0415
 
-        path = load_site_config(args.config).state_dir / "audit.log"
-        if args.audit_action == "verify":
-            result = audit.verify(path)
-            if result.ok:
-                print(f"{path}: OK, {result.n_records} records, hash chain and head intact")
-                return 0
-            print(f"{path}: TAMPERED or damaged at line {result.first_bad_line}: {result.problem}", file=sys.stderr)
-            return 1
-        for record in audit.show(path, analyst=args.analyst, job_id=args.job, since=args.since, until=args.until):
-            print(audit.format_record(record))
-        return 0
+        return run_site_audit(args)
     from site_agent.agent import serve as site_serve  # noqa: PLC0415
 
     site_config = load_site_config(args.config)

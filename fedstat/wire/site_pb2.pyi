@@ -57,22 +57,79 @@ class Welcome(_message.Message):
 
     COORDINATOR_VERSION_FIELD_NUMBER: _builtins.int
     SITE_NAME_FIELD_NUMBER: _builtins.int
+    AUDIT_HEAD_FIELD_NUMBER: _builtins.int
     coordinator_version: _builtins.str
     site_name: _builtins.str
     """the name the coordinator knows this site by (from its certificate)"""
+    @_builtins.property
+    def audit_head(self) -> Global___AuditHead:
+        """The latest audit head this site signed that the coordinator holds (unset: none yet). The site
+        checks its audit log still holds that record and refuses jobs when it does not.
+        """
+
     def __init__(
         self,
         *,
         coordinator_version: _builtins.str = ...,
         site_name: _builtins.str = ...,
+        audit_head: Global___AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audit_head", b"audit_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["coordinator_version", b"coordinator_version", "site_name", b"site_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_head", b"audit_head", "coordinator_version", b"coordinator_version", "site_name", b"site_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Welcome: _TypeAlias = Welcome  # noqa: Y015
+
+@_typing.final
+class AuditHead(_message.Message):
+    """A site's signed audit head: the last record of its hash-chained audit log (fedstat.audit_head).
+    The signature (ECDSA-SHA256 with the site's certificate key) covers the site, seq, hash, time and
+    conflict, so the coordinator's copy is a proof of what the site's log held: a later head with a
+    lower seq, or another hash at the same seq, proves records were cut or rewritten.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    CONFLICT_FIELD_NUMBER: _builtins.int
+    site: _builtins.str
+    seq: _builtins.int
+    """the record's seq (0, 1, 2, ...)"""
+    hash: _builtins.str
+    """the record's hash field (hex SHA-256)"""
+    time: _builtins.str
+    """when the head was signed, UTC ISO-8601"""
+    signature: _builtins.bytes
+    """DER ECDSA-SHA256 over fedstat.audit_head.head_statement"""
+    certificate: _builtins.bytes
+    """the signer's PEM certificate (the coordinator checks it is the session's)"""
+    conflict: _builtins.bool
+    """The site found that its log does not hold the head the coordinator sent it at connect."""
+    def __init__(
+        self,
+        *,
+        site: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        hash: _builtins.str = ...,
+        time: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+        certificate: _builtins.bytes = ...,
+        conflict: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "conflict", b"conflict", "hash", b"hash", "seq", b"seq", "signature", b"signature", "site", b"site", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditHead: _TypeAlias = AuditHead  # noqa: Y015
 
 @_typing.final
 class JobOffer(_message.Message):
@@ -421,6 +478,7 @@ class JobDecision(_message.Message):
     MIN_CELL_COUNT_FIELD_NUMBER: _builtins.int
     COUNT_GRANULARITY_FIELD_NUMBER: _builtins.int
     COHORT_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    AUDIT_HEAD_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     accept: _builtins.bool
     reason: _builtins.str
@@ -442,6 +500,10 @@ class JobDecision(_message.Message):
     """keyed fingerprint of the job's cohort (HMAC under a site secret of its members' keyed IDs and the
     job id): a resumed job compares it to tell that the site's cohort did not change
     """
+    @_builtins.property
+    def audit_head(self) -> Global___AuditHead:
+        """the site's signed audit head after recording this decision"""
+
     def __init__(
         self,
         *,
@@ -455,10 +517,11 @@ class JobDecision(_message.Message):
         min_cell_count: _builtins.int = ...,
         count_granularity: _builtins.int = ...,
         cohort_fingerprint: _builtins.str = ...,
+        audit_head: Global___AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audit_head", b"audit_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "cohort_fingerprint", b"cohort_fingerprint", "cohort_size", b"cohort_size", "consent_excluded", b"consent_excluded", "count_granularity", b"count_granularity", "dp_budget", b"dp_budget", "job_id", b"job_id", "min_cell_count", b"min_cell_count", "n_variants", b"n_variants", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "audit_head", b"audit_head", "cohort_fingerprint", b"cohort_fingerprint", "cohort_size", b"cohort_size", "consent_excluded", b"consent_excluded", "count_granularity", b"count_granularity", "dp_budget", b"dp_budget", "job_id", b"job_id", "min_cell_count", b"min_cell_count", "n_variants", b"n_variants", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -542,6 +605,7 @@ class RoundProgress(_message.Message):
     COHORT_SIZE_FIELD_NUMBER: _builtins.int
     CONTRIBUTION_FIELD_NUMBER: _builtins.int
     COUNT_GRANULARITY_FIELD_NUMBER: _builtins.int
+    AUDIT_HEAD_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     attempt: _builtins.int
@@ -561,6 +625,10 @@ class RoundProgress(_message.Message):
         (paillier): the site's signed statement of what it contributed to this round attempt.
         """
 
+    @_builtins.property
+    def audit_head(self) -> Global___AuditHead:
+        """finished = true: the site's signed audit head after the round"""
+
     def __init__(
         self,
         *,
@@ -573,10 +641,11 @@ class RoundProgress(_message.Message):
         cohort_size: _builtins.int = ...,
         contribution: Global___Contribution | None = ...,
         count_granularity: _builtins.int = ...,
+        audit_head: Global___AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contribution", b"contribution"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audit_head", b"audit_head", "contribution", b"contribution"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "blocks_done", b"blocks_done", "blocks_total", b"blocks_total", "cohort_size", b"cohort_size", "contribution", b"contribution", "count_granularity", b"count_granularity", "finished", b"finished", "job_id", b"job_id", "round", b"round"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "audit_head", b"audit_head", "blocks_done", b"blocks_done", "blocks_total", b"blocks_total", "cohort_size", b"cohort_size", "contribution", b"contribution", "count_granularity", b"count_granularity", "finished", b"finished", "job_id", b"job_id", "round", b"round"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
