@@ -25,6 +25,7 @@ import numpy as np
 
 import fedstat
 from fedstat.bounds import round_arrays
+from fedstat.computations import COMPUTATIONS
 from fedstat.config import CoordinatorConfig
 from fedstat.counts import WITHHELD, describe_count
 from fedstat.data.variants import Harmonization, VariantTable, harmonize
@@ -37,7 +38,7 @@ from fedstat.errors import (
     SiteDropped,
     SiteUnavailable,
 )
-from fedstat.jobs import SITE_STATE_COMPUTATIONS, JobSpec, RoundPlan, plan_job
+from fedstat.jobs import JobSpec, RoundPlan, plan_job
 from fedstat.pki import RevocationList
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.contribution import ChunkDigest, Contribution
@@ -317,7 +318,7 @@ class _JobRunner:
                     f"cannot resume after round {round_no}: the stored round does not match the job's plan; "
                     "submit the job again"
                 )
-            if plan.computation in SITE_STATE_COMPUTATIONS:
+            if COMPUTATIONS[plan.computation].changes_site_state:
                 self.state_rounds.append((round_no, plan))
             sums = totals
         self.round_no = done[-1][0]
@@ -358,7 +359,7 @@ class _JobRunner:
                     self.restore_site_state(spec, n_variants)
                     self.log(f"retrying round {self.round_no} as attempt {self.attempt} (fresh keys)")
             self.unmasked = True
-            if plan.computation in SITE_STATE_COMPUTATIONS:
+            if COMPUTATIONS[plan.computation].changes_site_state:
                 self.state_rounds.append((self.round_no, plan))
             seconds = time.monotonic() - t0
             self.store.save_round(
@@ -689,11 +690,11 @@ class _JobRunner:
         """Log a site's cohort after a round that may change it (e.g. --mind), as the site reports
         it: coarsened to ``granularity`` (the number removed is never stated), or withheld."""
         before = self.cohort.get(site, 0)
-        if granularity == WITHHELD or not (size != before or computation == "sample_missing"):
+        entry = COMPUTATIONS[computation]
+        if granularity == WITHHELD or not (size != before or entry.changes_site_state):
             return
-        what = "--mind" if computation == "sample_missing" else computation
         self.log(
-            f"site {site}: after {what}, {describe_count(size, granularity)} remain "
+            f"site {site}: after {entry.label}, {describe_count(size, granularity)} remain "
             f"(before: {describe_count(before, granularity)})"
         )
         self.cohort[site] = size

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedstat.computations import COMPUTATIONS
 from fedstat.errors import ProtocolError, shown
-from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec, derived_columns, expand_names, pca_components, qc_filters
+from fedstat.jobs import JobSpec, derived_columns, expand_names, pca_components, qc_filters
 from fedstat.privacy.base import PlannedArray
 from fedstat.stats import allele, glm_logistic, pca
 from fedstat.stats.base import RoundPlan, declared_arrays
@@ -182,8 +183,8 @@ def round_arrays(plan: RoundPlan, n_variants: int) -> dict[str, PlannedArray]:
     ProtocolError
         the plan names a computation this version does not have
     """
-    compute = LOCAL_COMPUTATIONS.get(plan.computation)
-    declared = declared_arrays(compute, plan.params, plan.arrays) if compute is not None else None
+    entry = COMPUTATIONS.get(plan.computation)
+    declared = declared_arrays(entry.kernel, plan.params, plan.arrays) if entry is not None else None
     if declared is None:
         raise ProtocolError(f"round computation {plan.computation!r} declares no arrays; it cannot be run")
     return {name: PlannedArray(a.full_shape(n_variants), a.integer) for name, a in declared.items()}

@@ -10,14 +10,8 @@ Coordinator, CLI and reports show a count with :func:`describe_count`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 #: the granularity that marks counts as withheld (differential privacy: nothing is sent)
 WITHHELD = 0
-
-#: Per local computation, its arrays that are counts of participants (not sums over their data):
-#: each site's release gate coarsens them like the counts in job logs (``--mind``'s number removed)
-COUNT_ARRAYS: Mapping[str, tuple[str, ...]] = {"sample_missing": ("removed",)}
 
 
 def coarsen(n: int, granularity: int) -> int:

@@ -5,11 +5,9 @@ coordinator names a *local computation* and its parameters, every site runs it o
 harmonized variant blocks and returns named sum arrays, and the coordinator's analysis turns
 the global sums into the next round or the final result files.
 
-This module holds the registry on both sides:
-
-- :data:`LOCAL_COMPUTATIONS` (site side): name → :class:`~fedstat.stats.base.LocalComputation`
-- :func:`plan_job` (coordinator side): spec → :class:`~fedstat.stats.base.JobAnalysis` that
-  proposes rounds and writes results.
+The site side of every computation, with what it declares, is in :mod:`fedstat.computations`;
+here :func:`plan_job` (coordinator side) turns a spec into the
+:class:`~fedstat.stats.base.JobAnalysis` that proposes rounds and writes results.
 """
 
 from __future__ import annotations
@@ -28,21 +26,14 @@ from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError, ProtocolError, shown
 from fedstat.report.gwas import JobContext, assoc_section, glm_outputs, write_report
 from fedstat.stats import allele, assoc, glm, pca
-from fedstat.stats.base import (
-    Cohort,
-    JobAnalysis,
-    LocalComputation,
-    RoundInput,
-    RoundPlan,
-    SiteUpdate,
-    SumArray,
-    cohort_level,
-    per_variant,
-)
+from fedstat.stats.base import JobAnalysis, RoundPlan
 from fedstat.stats.qc import QcResult, VariantQc, variant_filter
 
 #: Analyses this version runs, as plink2 (or PLINK 1.9: assoc, model) flag names without dashes.
 KNOWN_ANALYSES: tuple[str, ...] = (*allele.ANALYSES, "pca", "glm", "assoc", "model")
+#: Analyses available under differential privacy: their rounds' computations declare DP
+#: sensitivities (fedstat.computations); --glm and --pca sums are real-valued and need clipping bounds
+DP_ANALYSES = ("freq", "geno-counts", "hardy", "missing", "assoc", "model")
 #: --glm modifiers as plink2 spells them, plus fedstat's ``show-covar`` (covariate rows are
 #: hidden by default, as with plink2's ``hide-covar``).
 GLM_MODIFIERS = frozenset({"hide-covar", "show-covar", "firth", "no-firth", "firth-fallback", "allow-no-covars"})
@@ -258,6 +249,18 @@ def pca_components(spec: JobSpec) -> int:
     return int(raw)
 
 
+def fitted_parameters(spec: JobSpec) -> int:
+    """Parameters a job's regressions fit per variant (intercept, genotype, covariates; ``--glm``),
+    0 for a job without regressions: what a site's ``max_params_ratio`` limits."""
+    return 2 + len(spec.covar_names) if "glm" in spec.analyses else 0
+
+
+def checks_pooled_coding(spec: JobSpec) -> bool:
+    """Whether the job's analyses check a phenotype's case/control coding over the pooled data
+    (``--glm``, ``--assoc``, ``--model``), so a site may read 0 as missing under ``--require-pheno``."""
+    return bool({"glm", "assoc", "model"} & set(spec.analyses))
+
+
 def derived_columns(spec: JobSpec) -> frozenset[str]:
     """Covariates the job computes itself (``PC1``… of its own --pca), which no sample table needs."""
     k = pca_components(spec)
@@ -361,22 +364,7 @@ def expand_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 # --- site side -----------------------------------------------------------------------------
 
 
-class _AlleleCounts:
-    """Site side of --freq/--geno-counts/--hardy/--missing: four genotype counts per variant."""
-
-    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
-        return per_variant(allele.SUM_NAMES, integer=True)
-
-    def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
-        return {}
-
-    def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
-        return allele.local_sums(block)
-
-
 def _check_dp(spec: JobSpec) -> None:
-    from fedstat.privacy.dpmode import DP_ANALYSES  # noqa: PLC0415
-
     bad = [a for a in spec.analyses if a not in DP_ANALYSES]
     if bad:
         raise InputError(
@@ -393,76 +381,6 @@ def _check_dp(spec: JobSpec) -> None:
             raise InputError(f"{flag} must be a number, got {shown(raw)}") from None
         if not lo < value <= hi:
             raise InputError(f"{flag} must be in ({lo:g}, {hi:g}], got {raw}")
-
-
-class _SampleMissing:
-    """Site side of --mind: each participant's missing-call rate over the round's variants; those
-    above the threshold leave the job at this site. Only the count removed is summed."""
-
-    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
-        return cohort_level(("removed",), 1, integer=True)
-
-    def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
-        return {}
-
-    def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
-        if "missing" not in inp.local:
-            inp.local["missing"] = np.zeros(cohort.n, dtype=np.int64)
-        inp.local["missing"] += np.count_nonzero(block < 0, axis=0)
-        return {}
-
-    def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
-        """None: the round releases no sum over participants' data, only how many it removed; the
-        rounds after it release over the participants left, which the ledger checks."""
-        return {}
-
-    def finish(self, cohort: Cohort, inp: RoundInput) -> SiteUpdate:
-        threshold = float(inp.params["mind"])
-        missing = inp.local.get("missing", np.zeros(cohort.n, dtype=np.int64))
-        n = max(len(inp.variants), 1)
-        keep = missing / n <= threshold  # plink2 removes samples whose rate exceeds it
-        return SiteUpdate(keep=keep, sums={"removed": np.array([cohort.n - int(keep.sum())], dtype=np.int64)})
-
-
-class _QcCounts:
-    """Site side of the QC round: genotype counts, plus counts among the controls of ``params['controls']``."""
-
-    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
-        names = [*allele.SUM_NAMES, *(f"control_{k}" for k in allele.SUM_NAMES if params.get("controls"))]
-        return per_variant(names, integer=True)
-
-    def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
-        return {}
-
-    def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
-        groups = {"cohort": np.ones(cohort.n, dtype=bool)}
-        pheno = inp.params.get("controls")
-        if pheno:
-            groups["controls"] = assoc.case_control_masks(cohort, pheno, "--hwe controls")[1]
-        return groups
-
-    def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
-        out = allele.local_sums(block)
-        pheno = inp.params.get("controls")
-        if pheno:
-            _, controls = assoc.case_control_masks(cohort, pheno, "--hwe controls")
-            out |= {f"control_{k}": v for k, v in allele.local_sums(block[:, controls]).items()}
-        return out
-
-
-#: Computations whose rounds change what a site holds for the job's later rounds (participants,
-#: derived columns); a site that is offered the job again must run them again.
-SITE_STATE_COMPUTATIONS = frozenset({"sample_missing", "pca_scores"})
-
-#: Local computations a site can run, by name (the RoundPlan's ``computation``).
-LOCAL_COMPUTATIONS: Mapping[str, LocalComputation] = {
-    "allele_counts": _AlleleCounts(),
-    "sample_missing": _SampleMissing(),
-    "qc_counts": _QcCounts(),
-    **pca.LOCAL_COMPUTATIONS,
-    **assoc.LOCAL_COMPUTATIONS,
-    **glm.LOCAL_COMPUTATIONS,
-}
 
 
 # --- coordinator side ------------------------------------------------------------------------

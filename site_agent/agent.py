@@ -27,6 +27,7 @@ import numpy as np
 
 import fedstat
 from fedstat.bounds import RoundTallies, check_round_inputs, round_input_limits
+from fedstat.computations import COMPUTATIONS, Computation
 from fedstat.config import SiteConfig
 from fedstat.data.dataset import Dataset, open_dataset
 from fedstat.data.variants import SitePlan
@@ -39,7 +40,7 @@ from fedstat.errors import (
     SiteUnavailable,
     shown,
 )
-from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec, check_round, derived_columns
+from fedstat.jobs import JobSpec, check_round, derived_columns
 from fedstat.net import secure_channel, server_certificate
 from fedstat.pki import (
     RevocationList,
@@ -659,11 +660,12 @@ class SiteAgent:
     def _round(self, job: _Job, req: site_pb2.RoundRequest) -> None:
         if job.plan is None:
             raise ProtocolError(f"round {req.round} requested before the variant plan arrived")
-        compute = LOCAL_COMPUTATIONS.get(req.analysis)
-        if compute is None:
+        entry = COMPUTATIONS.get(req.analysis)
+        if entry is None:
             raise ProtocolError(
                 f"unknown local computation {req.analysis!r}; this agent is fedstat {fedstat.__version__}"
             )
+        compute = entry.kernel
         if self.name not in req.participants:
             raise ProtocolError("this site is not listed among the round's participants")
         received = job.round_data.pop((req.round, req.attempt), RoundDataAssembler())
@@ -694,7 +696,7 @@ class SiteAgent:
 
             keys = PaillierKeys(keypair=keys[0], peers=keys[1], encryptor=self._encryptor(job))
         n = len(variants)
-        noise = self._round_noise(job, req, n) if mode.adds_noise else None
+        noise = self._round_noise(job, req, entry, n) if mode.adds_noise else None
         protector = mode.protector(ctx, self.name, keys, noise=noise)  # under dp it noises every array
 
         def send_array(name: str, offset: int, total: int, values: np.ndarray, shape: tuple[int, ...]) -> None:
@@ -752,7 +754,9 @@ class SiteAgent:
             if isinstance(out, SiteUpdate):
                 update = out
                 continue
-            values = self.gate.outgoing(self.config.policy, req.analysis, out.name, out.values, noisy=mode.adds_noise)
+            values = self.gate.outgoing(
+                self.config.policy, entry.count_arrays, out.name, out.values, noisy=mode.adds_noise
+            )
             send_array(out.name, out.offset, out.total, values, out.shape)
         if update is not None:
             if update.keep is not None:
@@ -780,7 +784,7 @@ class SiteAgent:
             log.info("job %s: Paillier encryptor ready in %.1f s", job.job_id, time.monotonic() - t0)
         return job.encryptor
 
-    def _round_noise(self, job: _Job, req: site_pb2.RoundRequest, n_variants: int) -> RoundNoise:
+    def _round_noise(self, job: _Job, req: site_pb2.RoundRequest, entry: Computation, n_variants: int) -> RoundNoise:
         """What the dp protector calibrates this round's noise from (fedstat.privacy.dpmode)."""
         return RoundNoise(
             epsilon=float(job.spec.options["dp_epsilon"]),
@@ -788,6 +792,7 @@ class SiteAgent:
             computation=req.analysis,
             n_variants=n_variants,
             k_min=max(1, min(self.config.policy.min_sites, len(set(req.participants)))),
+            declaration=entry.dp,
         )
 
     def _send_with_head(self, msg: site_pb2.SiteMessage) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fedstat.config import SitePolicy
-from fedstat.counts import COUNT_ARRAYS, WITHHELD, coarsen, describe_count
+from fedstat.counts import WITHHELD, coarsen, describe_count
 from fedstat.data.dataset import Dataset
 from fedstat.errors import PolicyRefused
 
@@ -84,11 +84,13 @@ class ReleaseGate:
         return keys
 
     @staticmethod
-    def outgoing(policy: SitePolicy, computation: str, name: str, values: np.ndarray, *, noisy: bool) -> np.ndarray:
+    def outgoing(
+        policy: SitePolicy, count_arrays: Sequence[str], name: str, values: np.ndarray, *, noisy: bool
+    ) -> np.ndarray:
         """A round's array as it leaves: an array its computation declares a participant count
-        (:data:`fedstat.counts.COUNT_ARRAYS`) is coarsened as :func:`reported_count`; under dp the
-        mode's protector noises what is declared and refuses the rest."""
-        if noisy or name not in COUNT_ARRAYS.get(computation, ()):
+        (``count_arrays``: its :mod:`fedstat.computations` entry's) is coarsened as
+        :func:`reported_count`; under dp the mode's protector noises what is declared and refuses the rest."""
+        if noisy or name not in count_arrays:
             return values
         return np.array([reported_count(policy, int(v), noisy=False)[0] for v in values], dtype=np.int64)
 

@@ -22,7 +22,7 @@ from fedstat.config import SitePolicy
 from fedstat.data.dataset import Dataset
 from fedstat.data.samples import text_column_message
 from fedstat.errors import InputError, PolicyRefused
-from fedstat.jobs import JobSpec, derived_columns
+from fedstat.jobs import JobSpec, checks_pooled_coding, derived_columns, fitted_parameters
 from fedstat.privacy.consent import (
     ConsentSummary,
     DiseaseOntology,
@@ -134,8 +134,8 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
             f"the job's cohort at this site ({count_words(policy, len(cohort))}) is below this site's minimum of "
             f"{policy.min_cohort} participants (policy min_cohort)"
         )
-    if "glm" in spec.analyses:
-        n_params = 2 + len(spec.covar_names)  # intercept, genotype, covariates
+    n_params = fitted_parameters(spec)
+    if n_params:
         if n_params > policy.max_params_ratio * len(cohort):
             raise PolicyRefused(
                 f"--glm fits {n_params} parameters; this site's cohort for the job ({count_words(policy, len(cohort))}) "
@@ -167,8 +167,7 @@ def required_rows(spec: JobSpec, dataset: Dataset, rows: np.ndarray) -> tuple[np
                 zero_dropped[name] = int(np.count_nonzero(keep & (v == 0.0)))
                 present &= v != 0.0
             keep &= present
-    checks_coding = bool({"glm", "assoc", "model"} & set(spec.analyses))  # these verify the pooled coding
-    if any(zero_dropped.values()) and not checks_coding:
+    if any(zero_dropped.values()) and not checks_pooled_coding(spec):
         raise InputError(
             "--require-pheno: a phenotype holds 0 values here, which are missing only if it is case/control over "
             "the pooled data, and this job has no --glm/--assoc/--model to check that; write missing values as NA "

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fedstat.computations import LOCAL_COMPUTATIONS
 from fedstat.data.samples import read_sample_table
 from fedstat.data.variants import VariantTable
-from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec, derived_columns, plan_job
+from fedstat.jobs import JobSpec, derived_columns, plan_job
 from fedstat.report.gwas import JobContext
 from fedstat.stats.base import Cohort, Output, RoundInput, SiteUpdate, run_local, updated_cohort
 from tests.conftest import read_pooled

@@ -29,8 +29,9 @@ from fedstat.bounds import (
     round_input_limits,
 )
 from fedstat.client import Client
+from fedstat.computations import LOCAL_COMPUTATIONS
 from fedstat.errors import ProtocolError
-from fedstat.jobs import LOCAL_COMPUTATIONS, JobSpec
+from fedstat.jobs import JobSpec
 from fedstat.privacy.base import PlannedArray, ProtectedChunk, RoundContext, get_mode
 from fedstat.protocol import RoundDataAssembler
 from fedstat.stats import glm_logistic, pca

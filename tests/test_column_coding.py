@@ -296,7 +296,7 @@ def test_e2e__unused_text_column_does_not_stop_freq(workspace: Path, tmp_path: P
 
 
 def test_hwe_controls__quantitative_phenotype_is_refused_not_read_as_controls():
-    from fedstat.jobs import LOCAL_COMPUTATIONS
+    from fedstat.computations import LOCAL_COMPUTATIONS
     from fedstat.stats.base import Cohort, RoundInput
 
     qc = LOCAL_COMPUTATIONS["qc_counts"]

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from fedstat.client import Client
+from fedstat.computations import COMPUTATIONS
 from fedstat.config import ConfigError, SitePolicy, load_site_config
 from fedstat.counts import describe_count
 from fedstat.data.dataset import open_dataset
@@ -25,7 +26,7 @@ from fedstat.jobs import JobSpec
 from fedstat.privacy import dp
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.budget import BudgetExceeded, BudgetLedger
-from fedstat.privacy.dpmode import DP_SENSITIVITY, NoisyProtector, RoundNoise, round_sigma
+from fedstat.privacy.dpmode import NoisyProtector, RoundNoise, round_sigma
 from site_agent.gate import ReleaseGate, count_words, reported_count
 from tests.conftest import GWAS, analyst_profile
 from tests.test_attacks import LEDGER, _edit_sites, _submit
@@ -72,11 +73,12 @@ def test_site_policy__count_granularity_and_analyst_share_load_and_are_checked(t
 
 def test_gate_outgoing__mind_removal_count_is_coarsened_other_arrays_untouched():
     policy = SitePolicy()
-    removed = ReleaseGate.outgoing(policy, "sample_missing", "removed", np.array([7]), noisy=False)
+    mind, allele_counts = COMPUTATIONS["sample_missing"].count_arrays, COMPUTATIONS["allele_counts"].count_arrays
+    removed = ReleaseGate.outgoing(policy, mind, "removed", np.array([7]), noisy=False)
     assert removed.tolist() == [0]
-    assert ReleaseGate.outgoing(policy, "sample_missing", "removed", np.array([95]), noisy=False).tolist() == [90]
+    assert ReleaseGate.outgoing(policy, mind, "removed", np.array([95]), noisy=False).tolist() == [90]
     counts = np.array([5, 3, 1])
-    assert ReleaseGate.outgoing(policy, "allele_counts", "het", counts, noisy=False) is counts
+    assert ReleaseGate.outgoing(policy, allele_counts, "het", counts, noisy=False) is counts
 
 
 def test_cohort_fingerprint__equal_for_the_same_cohort_only_and_bound_to_the_job(tmp_path):
@@ -95,7 +97,14 @@ def test_cohort_fingerprint__equal_for_the_same_cohort_only_and_bound_to_the_job
 
 
 def _noisy(computation: str, n_variants: int, k_min: int = 3) -> NoisyProtector:
-    noise = RoundNoise(epsilon=1.0, delta=1e-6, computation=computation, n_variants=n_variants, k_min=k_min)
+    noise = RoundNoise(
+        epsilon=1.0,
+        delta=1e-6,
+        computation=computation,
+        n_variants=n_variants,
+        k_min=k_min,
+        declaration=getattr(COMPUTATIONS.get(computation), "dp", None),
+    )
     protector = get_mode("dp").protector(CTX, "A", keys=_secagg_keys(), noise=noise)
     assert isinstance(protector, NoisyProtector)
     return NoisyProtector(get_mode("none").protector(CTX, "A"), noise)  # plaintext inside: the noise is visible
@@ -135,7 +144,7 @@ def test_noisy_protector__allele_counts_keep_the_scale_of_before():
     d = 500  # one cell per person per variant over 4 arrays, no cohort sums: Δ₂ = √(2d), as before
     expected = dp.calibrate_distributed(1.0, 1e-6, sensitivity=math.sqrt(2 * d), k_min=2, dimension=4 * d)
     assert _noisy("allele_counts", d, k_min=2).sigma == pytest.approx(expected.sigma_site, rel=1e-12)
-    assert set(DP_SENSITIVITY) == {"allele_counts", "assoc_counts"}
+    assert {n for n, c in COMPUTATIONS.items() if c.dp is not None} == {"allele_counts", "assoc_counts"}
 
 
 def test_noisy_protector__undeclared_arrays_and_computations_are_refused():

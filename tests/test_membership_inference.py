@@ -53,6 +53,7 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu
 
+from fedstat.computations import COMPUTATIONS
 from fedstat.privacy import dp, dpmode
 from fedstat.stats import allele
 
@@ -284,7 +285,7 @@ def test_membership_inference__within_dp_bound(cohort, epsilon):
     )
     assert cal.epsilon <= epsilon and cal.delta == DELTA
     agent_sigma = dpmode.site_sigma(
-        epsilon, DELTA, computation="allele_counts", n_variants=D_SNPS, n_arrays=4, k_min=N_SITES
+        epsilon, DELTA, declaration=COMPUTATIONS["allele_counts"].dp, n_variants=D_SNPS, k_min=N_SITES
     )
     assert agent_sigma == cal.sigma_site  # the scale a site agent would use for this --freq job
     mix = _release(cohort, sigma_site=cal.sigma_site)

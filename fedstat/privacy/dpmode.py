@@ -5,7 +5,8 @@ protector) adds discrete Gaussian noise (OpenDP, integer domain) to **every** ar
 per-variant count arrays and cohort-level counts alike, before they are masked or encrypted. The
 noise scale is calibrated once per round (:func:`round_sigma`, from
 :func:`fedstat.privacy.dp.calibrate_distributed`) from the job's (ε, δ), the round's variant
-count, the sensitivities its computation declares in :data:`DP_SENSITIVITY` and ``k_min`` =
+count, the sensitivities its computation declares (its :mod:`fedstat.computations` entry's ``dp``,
+carried in :class:`RoundNoise`) and ``k_min`` =
 ``min(policy min_sites, participants)``, so the *total* carries the noise for (ε, δ) as long as
 ``k_min`` sites' noise is in it. An array its computation does not declare is refused (nothing is
 sent); so is a round of a computation with no declaration.
@@ -25,13 +26,13 @@ so a retry cannot re-send the same noise). The coordinator clips noisy totals at
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fedstat.errors import InputError, PrivacyError
+from fedstat.errors import PrivacyError
 from fedstat.privacy.base import ProtectedChunk, Protector, RoundContext, register
 from fedstat.privacy.dp import calibrate_distributed, discrete_gaussian
 from fedstat.privacy.secagg import SecAggMode
@@ -66,42 +67,14 @@ class CountSensitivity:
         return name in self.variant_arrays or name in self.cohort_arrays
 
 
-_GENOS = ("hom_ref", "het", "hom_alt")
-#: Per local computation, the arrays it releases under DP and their sensitivity (the one table;
-#: fedstat.stats.allele.SUM_NAMES and fedstat.stats.assoc.SUM_NAMES / COHORT_SUM_NAMES name them)
-DP_SENSITIVITY: Mapping[str, CountSensitivity] = {
-    # a person's call is in one of four genotype classes (missing included)
-    "allele_counts": CountSensitivity((*_GENOS, "missing"), 1),
-    # a person is in their group's table (case or control, if any) and in the all-samples table; and
-    # in one of n_case, n_ctrl, n_missing_pheno
-    "assoc_counts": CountSensitivity(
-        tuple(f"{g}_{k}" for g in ("case", "ctrl", "all") for k in _GENOS),
-        2,
-        ("n_case", "n_ctrl", "n_missing_pheno"),
-        1,
-    ),
-}
-#: analyses available under DP (their rounds use the computations above)
-DP_ANALYSES = ("freq", "geno-counts", "hardy", "missing", "assoc", "model")
-
-
-def declared(computation: str) -> CountSensitivity:
-    """The DP declaration of ``computation``; PrivacyError when it has none."""
-    decl = DP_SENSITIVITY.get(computation)
-    if decl is None:
+def declared(noise: RoundNoise) -> CountSensitivity:
+    """The round's DP declaration; PrivacyError when its computation declares none."""
+    if noise.declaration is None:
         raise PrivacyError(
-            f"{computation} sums cannot be released under differential privacy: no sensitivity is declared for "
-            f"its arrays (available: {', '.join(sorted(DP_SENSITIVITY))}); run the job under secagg or paillier"
+            f"{noise.computation} sums cannot be released under differential privacy: its computation declares no "
+            "sensitivity for its arrays (fedstat.computations); run the job under secagg or paillier"
         )
-    return decl
-
-
-def count_sensitivity(computation: str, n_variants: int) -> float:
-    """Δ₂ of a round's count arrays (replace-one neighbouring)."""
-    try:
-        return declared(computation).sensitivity(n_variants)
-    except PrivacyError as exc:
-        raise InputError(str(exc)) from None
+    return noise.declaration
 
 
 def noise_counts(arrays: dict[str, np.ndarray], *, sigma: float) -> dict[str, np.ndarray]:
@@ -111,18 +84,20 @@ def noise_counts(arrays: dict[str, np.ndarray], *, sigma: float) -> dict[str, np
 
 @dataclass(frozen=True)
 class RoundNoise:
-    """What a noisy protector calibrates one round from (the job's target and the round's shape)."""
+    """What a noisy protector calibrates one round from: the job's target, the round's shape and
+    what the round's computation declares (its registry entry's ``dp``; None: nothing may be released)."""
 
     epsilon: float
     delta: float
-    computation: str
+    computation: str  # for messages only
     n_variants: int
     k_min: int  # sites whose noise is guaranteed in the total: min(policy min_sites, participants)
+    declaration: CountSensitivity | None = None
 
 
 def round_sigma(noise: RoundNoise) -> float:
     """The per-site scale σ for one round (the declared arrays of its computation over its variants)."""
-    decl = declared(noise.computation)
+    decl = declared(noise)
     cal = calibrate_distributed(
         noise.epsilon,
         noise.delta,
@@ -133,14 +108,9 @@ def round_sigma(noise: RoundNoise) -> float:
     return cal.sigma_site
 
 
-def site_sigma(
-    epsilon: float, delta: float, *, computation: str, n_variants: int, k_min: int, n_arrays: int | None = None
-) -> float:
-    """The per-site scale for one round of ``computation`` over ``n_variants`` variants
-    (``n_arrays``, if given, must be the number of per-variant arrays it declares)."""
-    if n_arrays is not None and n_arrays != len(declared(computation).variant_arrays):
-        raise InputError(f"{computation} declares {len(declared(computation).variant_arrays)} per-variant arrays")
-    return round_sigma(RoundNoise(epsilon, delta, computation, n_variants, k_min))
+def site_sigma(epsilon: float, delta: float, *, declaration: CountSensitivity, n_variants: int, k_min: int) -> float:
+    """The per-site scale for one round over ``n_variants`` variants of a computation declaring ``declaration``."""
+    return round_sigma(RoundNoise(epsilon, delta, "round", n_variants, k_min, declaration))
 
 
 class NoisyProtector(Protector):
@@ -149,7 +119,7 @@ class NoisyProtector(Protector):
     def __init__(self, inner: Protector, noise: RoundNoise):
         super().__init__(inner.ctx, inner.site)
         self.inner, self.noise = inner, noise
-        self.declaration = declared(noise.computation)
+        self.declaration = declared(noise)
         self.sigma = round_sigma(noise)
 
     def protect(

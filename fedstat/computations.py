@@ -1,0 +1,167 @@
+"""The registry of site computations: one entry per computation, read by the daemons, DP and bounds.
+
+A job's rounds name a *local computation* (:attr:`fedstat.stats.base.RoundPlan.computation`).
+Everything the rest of fedstat needs to know about one lives in its :class:`Computation` entry
+here, so the site agent, the coordinator, the privacy layer and the CLI branch on no analysis
+names:
+
+- ``kernel``: the site side (:class:`~fedstat.stats.base.LocalComputation`); its ``sum_arrays``
+  declares the arrays a round sends (names, per-variant shapes, integer or real), which the
+  coordinator checks every site's chunks against before allocating (:mod:`fedstat.bounds`);
+- ``dp``: the arrays it may release under differential privacy and how many of their cells one
+  person is in (:class:`~fedstat.privacy.dpmode.CountSensitivity`); ``None``: not under dp;
+- ``count_arrays``: arrays that are counts of participants, coarsened by each site's release gate
+  like the counts in job logs (``--mind``'s number removed);
+- ``changes_site_state``: whether a round drops participants or adds derived columns at the site
+  for the job's later rounds (a site offered the job again runs it again);
+- ``label``: how the job log names the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedstat.privacy.dpmode import CountSensitivity
+from fedstat.stats import allele, assoc, glm, pca
+from fedstat.stats.base import (
+    Cohort,
+    LocalComputation,
+    RoundInput,
+    SiteUpdate,
+    SumArray,
+    cohort_level,
+    per_variant,
+)
+
+
+@dataclass(frozen=True)
+class Computation:
+    """One site computation and what it declares (see the module docstring)."""
+
+    name: str
+    kernel: LocalComputation
+    dp: CountSensitivity | None = None
+    count_arrays: tuple[str, ...] = ()
+    changes_site_state: bool = False
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+
+
+# --- kernels of the allele reports and QC (the others live with their analyses) ----------------
+
+
+class _AlleleCounts:
+    """Site side of --freq/--geno-counts/--hardy/--missing: four genotype counts per variant."""
+
+    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
+        return per_variant(allele.SUM_NAMES, integer=True)
+
+    def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        return {}
+
+    def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
+        return allele.local_sums(block)
+
+
+class _SampleMissing:
+    """Site side of --mind: each participant's missing-call rate over the round's variants; those
+    above the threshold leave the job at this site. Only the count removed is summed."""
+
+    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
+        return cohort_level(("removed",), 1, integer=True)
+
+    def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        return {}
+
+    def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
+        if "missing" not in inp.local:
+            inp.local["missing"] = np.zeros(cohort.n, dtype=np.int64)
+        inp.local["missing"] += np.count_nonzero(block < 0, axis=0)
+        return {}
+
+    def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        """None: the round releases no sum over participants' data, only how many it removed; the
+        rounds after it release over the participants left, which the ledger checks."""
+        return {}
+
+    def finish(self, cohort: Cohort, inp: RoundInput) -> SiteUpdate:
+        threshold = float(inp.params["mind"])
+        missing = inp.local.get("missing", np.zeros(cohort.n, dtype=np.int64))
+        n = max(len(inp.variants), 1)
+        keep = missing / n <= threshold  # plink2 removes samples whose rate exceeds it
+        return SiteUpdate(keep=keep, sums={"removed": np.array([cohort.n - int(keep.sum())], dtype=np.int64)})
+
+
+class _QcCounts:
+    """Site side of the QC round: genotype counts, plus counts among the controls of ``params['controls']``."""
+
+    def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
+        names = [*allele.SUM_NAMES, *(f"control_{k}" for k in allele.SUM_NAMES if params.get("controls"))]
+        return per_variant(names, integer=True)
+
+    def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        return {}
+
+    def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        groups = {"cohort": np.ones(cohort.n, dtype=bool)}
+        pheno = inp.params.get("controls")
+        if pheno:
+            groups["controls"] = assoc.case_control_masks(cohort, pheno, "--hwe controls")[1]
+        return groups
+
+    def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
+        out = allele.local_sums(block)
+        pheno = inp.params.get("controls")
+        if pheno:
+            _, controls = assoc.case_control_masks(cohort, pheno, "--hwe controls")
+            out |= {f"control_{k}": v for k, v in allele.local_sums(block[:, controls]).items()}
+        return out
+
+
+_GENOS = ("hom_ref", "het", "hom_alt")
+
+#: Every local computation a site can run, by name.
+COMPUTATIONS: Mapping[str, Computation] = {
+    c.name: c
+    for c in (
+        Computation(
+            "allele_counts",
+            _AlleleCounts(),
+            # a person's call is in one of four genotype classes (missing included)
+            dp=CountSensitivity((*allele.SUM_NAMES,), 1),
+        ),
+        Computation(
+            "sample_missing",
+            _SampleMissing(),
+            count_arrays=("removed",),
+            changes_site_state=True,
+            label="--mind",
+        ),
+        Computation("qc_counts", _QcCounts(), label="QC"),
+        Computation("pca_multiply", pca.LOCAL_COMPUTATIONS["pca_multiply"], label="--pca"),
+        Computation("pca_scores", pca.LOCAL_COMPUTATIONS["pca_scores"], changes_site_state=True, label="PC scores"),
+        Computation(
+            assoc.COMPUTATION,
+            assoc.LOCAL_COMPUTATIONS[assoc.COMPUTATION],
+            # a person is in their group's table (case or control, if any) and in the all-samples
+            # table; and in one of n_case, n_ctrl, n_missing_pheno
+            dp=CountSensitivity(
+                tuple(f"{g}_{k}" for g in ("case", "ctrl", "all") for k in _GENOS),
+                2,
+                ("n_case", "n_ctrl", "n_missing_pheno"),
+                1,
+            ),
+            label="--assoc/--model",
+        ),
+        *(Computation(name, kernel, label="--glm") for name, kernel in glm.LOCAL_COMPUTATIONS.items()),
+    )
+}
+
+#: The kernels alone, by name (for in-process harnesses and tests).
+LOCAL_COMPUTATIONS: Mapping[str, LocalComputation] = {name: c.kernel for name, c in COMPUTATIONS.items()}
