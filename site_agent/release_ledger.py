@@ -21,10 +21,12 @@ itself (``tests/test_release_ledger.py``). The atom rule refuses both.
 Participants are keyed by a keyed hash of their genotype-file ID, so the ledger follows them when
 the dataset grows or is reordered; the groups themselves never leave the site.
 
-The same rule, one level up, over *sites*: for each identical round (computation, parameters and
-this site's groups), the ledger keeps the site sets it took part in, and refuses a site set that
-would isolate one site's sums against an earlier one (the job over four sites, then over three:
-every one of the three refuses, protecting the fourth).
+The same rule, one level up, over *sites*: for each set of groups this site released sums over,
+in any computation with any parameters, the ledger keeps the site sets it took part in, and refuses
+a site set that would isolate one site's sums against an earlier one (the job over four sites,
+then over three: every one of the three refuses, protecting the fourth). Computations are not told
+apart: ``--freq`` over four sites and a QC or ``--glm`` round over three of them release the same
+genotype counts (``--glm``'s genotype sums are functions of them).
 
 Residual risk (documented in docs/privacy.md): per-variant sums leave out participants whose call
 is missing at that variant, so at such a variant an atom can be smaller than ``min_group``.
@@ -208,7 +210,7 @@ class ReleaseLedger:
             participants (genotype-file order)
         groups : name -> [array, shape: (n,), dtype bool] members of each group the round
             releases sums over
-        computation, params : the round (with ``groups``, the "query" of the site-set rule)
+        computation, params : the round (named in refusals; the site-set rule keys on ``groups`` alone)
         sites : the sites whose sums the round adds up
 
         Raises
@@ -219,9 +221,9 @@ class ReleaseLedger:
         names = sorted(groups)
         masks = [np.asarray(groups[n], dtype=bool) for n in names]
         fingerprints = tuple(hashlib.sha256(_pack_key_set(keys[m])).hexdigest()[:16] for m in masks)
-        query = hashlib.sha256(
-            json.dumps([computation, sorted(params.items()), list(zip(names, fingerprints, strict=True))]).encode()
-        ).hexdigest()
+        # the site rule's "query" is the groups alone: sums of any computation over the same groups
+        # (allele counts and QC counts, or a --glm round's genotype sums) difference one another
+        query = hashlib.sha256(json.dumps(["groups", sorted(fingerprints)]).encode()).hexdigest()
         site_key = json.dumps(sorted(set(sites)))
         with self._lock, self._connect() as con:
             con.execute("BEGIN IMMEDIATE")

@@ -97,8 +97,12 @@ def test_release__site_set_isolating_one_site_is_refused_unless_allowed(tmp_path
         _release(ledger, keys, everyone, sites=("A", "B", "C"))
     _release(ledger, keys, everyone, sites=("A", "B", "C", "D"))  # the same set again
     _release(ledger, keys, everyone, sites=("A", "B"))  # differs by two sites
-    # another computation is another query
-    _release(ledger, keys, everyone, sites=("A", "B", "C"), computation="glm_describe")
+    # another computation over the same groups is the same query: QC counts (or --glm's genotype
+    # sums) over three sites would give the fourth site's --freq counts
+    with pytest.raises(DifferencingRefused, match="one site's own sums"):
+        _release(ledger, keys, everyone, sites=("A", "B", "C"), computation="qc_counts")
+    # other groups are another query
+    _release(ledger, keys, {"cohort": _mask(range(10, N))}, sites=("A", "B", "C"), computation="qc_counts")
     relaxed = ReleaseLedger(tmp_path / "relaxed.sqlite", min_group=10, allow_site_differencing=True)
     _release(relaxed, keys, everyone, sites=("A", "B", "C", "D"))
     _release(relaxed, keys, everyone, sites=("A", "B", "C"))
