@@ -7,6 +7,7 @@ import json
 import queue
 import threading
 import time
+import types
 
 import grpc
 import numpy as np
@@ -16,8 +17,9 @@ from fedstat.data.variants import VariantTable
 from fedstat.jobs import JobSpec
 from fedstat.net import secure_channel
 from fedstat.privacy.base import RoundContext, get_mode
-from fedstat.protocol import chunk_to_pb, keys_chunks
+from fedstat.protocol import chunk_to_pb
 from fedstat.wire import site_pb2, site_pb2_grpc
+from site_agent.harmonize import SiteHarmonizer, SiteIdentity
 from tests.conftest import analyst_profile, coordinator_config
 
 VARIANTS = VariantTable.from_lists(["1", "1", "2"], [10, 20, 5], ["a", "b", "c"], ["A", "C", "G"], ["G", "T", "A"])
@@ -33,6 +35,16 @@ class FakeSite:
         self.channel = secure_channel(f"localhost:{port}", session_pki.tls(name))
         self.call = site_pb2_grpc.SiteGatewayStub(self.channel).Connect(iter(self.outbox.get, None))
         self.seen: list[str] = []
+        tls = session_pki.tls(name)
+        self.identity = SiteIdentity(
+            name=name,
+            key_pem=tls.key.read_bytes(),
+            cert_pem=tls.cert.read_bytes(),
+            ca_pem=tls.ca.read_bytes(),
+            revoked=None,
+            min_sites=2,
+        )
+        self.harmonizer: SiteHarmonizer | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -50,9 +62,11 @@ class FakeSite:
                         n_variants=3,
                     )
                     self.outbox.put(site_pb2.SiteMessage(decision=d))
-                elif kind == "keys_request":
-                    for c in keys_chunks(msg.keys_request.job_id, VARIANTS, multiallelic=0, non_snv=0):
-                        self.outbox.put(site_pb2.SiteMessage(keys=c))
+                    genotypes = types.SimpleNamespace(variants=VARIANTS, multiallelic_skipped=0)
+                    self.harmonizer = SiteHarmonizer(msg.offer.job_id, self.identity, genotypes)
+                elif kind in ("keys_request", "harmonize", "intersection"):
+                    for out in self.harmonizer.handle(msg):  # the real site's private harmonization
+                        self.outbox.put(out)
                 elif kind == "round":
                     r = msg.round
                     if self.vanish_in_round is True or self.vanish_in_round == r.round:
