@@ -28,10 +28,9 @@ from fedstat.bounds import round_arrays
 from fedstat.computations import COMPUTATIONS
 from fedstat.config import CoordinatorConfig
 from fedstat.counts import WITHHELD, describe_count
-from fedstat.data.variants import Harmonization, VariantTable, harmonize
+from fedstat.data.variants import Harmonization, VariantTable
 from fedstat.errors import (
     FedstatError,
-    InputError,
     JobFailed,
     PolicyRefused,
     ProtocolError,
@@ -55,7 +54,7 @@ from fedstat.report.gwas import JobContext
 from fedstat.wire import site_pb2
 
 from .decryptors import DecryptorRegistry
-from .harmonizer import Exchange, Revealed, site_rows
+from .harmonizer import Exchange, Revealed, harmonize_revealed, site_rows
 from .sessions import SiteRegistry, SiteSession
 from .store import CANCELLED, DONE, FAILED, RUNNING, Store
 
@@ -546,7 +545,7 @@ class _JobRunner:
         self.phase("harmonize")
         t0 = time.monotonic()
         revealed = self.private_keys(list(self.sites))
-        h = self.harmonize_revealed(revealed)
+        h = harmonize_revealed(revealed)
         digest = variants_digest(h.variants)
         if self.variants_digest and digest != self.variants_digest:
             raise JobFailed("cannot resume: the sites' variants changed since the job started; submit the job again")
@@ -581,20 +580,6 @@ class _JobRunner:
                 )
         return revealed
 
-    def harmonize_revealed(self, revealed: Revealed) -> Harmonization:
-        """fedstat.data.variants.harmonize over the revealed intersection, with the counts the
-        sites' hashes give (absent at some site, duplicated at a site)."""
-        try:
-            h = harmonize(revealed.tables)
-        except InputError as exc:
-            raise JobFailed(f"harmonization failed: {exc}") from exc
-        if len(h.variants) != len(revealed.intersection.hashes):
-            raise JobFailed(
-                "harmonization failed: the variant keys the sites revealed do not match the intersection of their "
-                f"hashes ({len(h.variants)} of {len(revealed.intersection.hashes)} in common); a site's agent is faulty"
-            )
-        return replace(h, n_excluded=revealed.intersection.n_excluded, n_duplicate=revealed.n_duplicate)
-
     def send_plan(self, site: str, *, recheck: bool = False) -> None:
         """Send a site its part of the harmonization. After a reconnect the site no longer holds the
         exchange the plan was made from: harmonize again (a fresh exchange among all the job's sites)
@@ -603,7 +588,7 @@ class _JobRunner:
             assert self.harmonized is not None
             old = site_rows(self.tables[site], self.harmonized.plans[site].local_index)
             revealed = self.private_keys(list(self.sites))
-            again = self.harmonize_revealed(revealed)
+            again = harmonize_revealed(revealed)
             new = site_rows(revealed.tables[site], again.plans[site].local_index)
             if variants_digest(again.variants) != self.variants_digest or variants_digest(new) != variants_digest(old):
                 raise JobFailed(f"site {site}'s variants changed while the job ran; submit the job again")

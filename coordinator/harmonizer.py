@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from fedstat.data.variants import VariantTable
-from fedstat.errors import ProtocolError
+from fedstat.data.variants import Harmonization, VariantTable, harmonize
+from fedstat.errors import InputError, JobFailed, ProtocolError
 from fedstat.privacy import psi
 from fedstat.protocol import HashAssembler, KeysAssembler, intersection_chunks
 from fedstat.wire import site_pb2
@@ -67,6 +67,10 @@ class Exchange:
             if taken:
                 waiting.discard(site)
 
+    def intersection_for(self, site: str, common: psi.Intersection) -> np.ndarray:
+        """The hashes ``site`` is asked to reveal: the intersection (a deviating coordinator's seam)."""
+        return common.hashes
+
     def run(self) -> Revealed:
         job_id, attempt, names = self.job_id, self.attempt, self.names
         for name in names:
@@ -113,9 +117,8 @@ class Exchange:
 
         self._collect("variant hashes", on_hashes)
         common = psi.intersect({n: a.hashes() for n, a in hashes.items()})
-        chunks = list(intersection_chunks(job_id, attempt, common.hashes))
         for name in names:
-            for c in chunks:
+            for c in intersection_chunks(job_id, attempt, self.intersection_for(name, common)):
                 self.runner.send(name, intersection=c)
         tags: dict[str, site_pb2.HarmonizeTag] = {}
 
@@ -148,6 +151,21 @@ class Exchange:
             multiallelic={n: a.multiallelic for n, a in hashes.items()},
             non_snv={n: a.non_snv for n, a in hashes.items()},
         )
+
+
+def harmonize_revealed(revealed: Revealed) -> Harmonization:
+    """:func:`fedstat.data.variants.harmonize` over the revealed intersection, with the counts the
+    sites' hashes give (keys absent at some site; keys listed twice at a site)."""
+    try:
+        h = harmonize(revealed.tables)
+    except InputError as exc:
+        raise JobFailed(f"harmonization failed: {exc}") from exc
+    if len(h.variants) != len(revealed.intersection.hashes):
+        raise JobFailed(
+            "harmonization failed: the variant keys the sites revealed do not match the intersection of their "
+            f"hashes ({len(h.variants)} of {len(revealed.intersection.hashes)} in common); a site's agent is faulty"
+        )
+    return replace(h, n_excluded=revealed.intersection.n_excluded, n_duplicate=revealed.n_duplicate)
 
 
 def site_rows(table: VariantTable, local_index: np.ndarray) -> VariantTable:
