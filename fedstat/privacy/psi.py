@@ -13,9 +13,10 @@ holds. The steps (the coordinator relays every message):
    ``K = HKDF(shares in site order; job, exchange, participants)``: every share counts, so no site
    alone chooses K, and a changed, dropped or replayed share fails to open.
 3. **Keyed hashes.** A variant's key is what :func:`fedstat.data.variants.harmonize` joins on:
-   chromosome (as written), position and the two alleles sorted. Each site sends
-   ``BLAKE2b-128(key=K, key)`` of every variant whose key it lists once, sorted by hash value (so
-   their order says nothing about positions), and the number of keys it lists more than once.
+   chromosome (as written), position and the two alleles sorted. Each site sends a 16-byte
+   pseudorandom function of it under K (:func:`variant_prf`) for every variant whose key it lists
+   once, sorted by value (so their order says nothing about positions), and the number of keys it
+   lists more than once.
 4. **Confirmed intersection.** The coordinator sends every site the hashes present at all sites.
    A site checks it holds each of them, then sends ``HMAC-SHA256(K; job, exchange, site,
    SHA-256(intersection))``. The coordinator relays all these tags; a site reveals (chromosome,
@@ -37,7 +38,8 @@ References
 Meadows, "A more efficient cryptographic matchmaking protocol", IEEE S&P 1986; De Cristofaro and
 Tsudik, "Practical private set intersection protocols", FC 2010 (keyed-hash PSI with a key
 unknown to the server). RFC 7748 (X25519), RFC 5869 (HKDF), RFC 8439 (ChaCha20-Poly1305),
-RFC 7693 (BLAKE2).
+RFC 7693 (BLAKE2); Bellare, Kilian and Rogaway, "The security of the cipher block chaining
+message authentication code", JCSS 2000 (CBC-MAC is a PRF on fixed-length inputs).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import numpy as np
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -178,19 +181,6 @@ class GroupKeyAgreement:
         return _hkdf(material, _info(self.ctx, "group", ",".join(self.ctx.participants)))
 
 
-def normalized_keys(vt: VariantTable) -> list[bytes]:
-    """Each variant's join key as bytes: chromosome, position and the two alleles sorted, each
-    length-prefixed (unambiguous whatever the strings hold)."""
-    ref = vt.ref.astype(str)
-    alt = vt.alt.astype(str)
-    swap = ref > alt
-    lo = np.where(swap, alt, ref).tolist()
-    hi = np.where(swap, ref, alt).tolist()
-    chrom = vt.chrom.astype(str).tolist()
-    pos = vt.pos.astype(np.int64).tolist()
-    return [f"{len(c)}:{c}{p}:{len(a)}:{a}{b}".encode() for c, p, a, b in zip(chrom, pos, lo, hi, strict=True)]
-
-
 @dataclass(frozen=True)
 class HashedVariants:
     """A site's keyed hashes of the variant keys it lists once.
@@ -211,24 +201,57 @@ class HashedVariants:
         here; ProtocolError otherwise (the coordinator asks for a variant this site lacks)."""
         if len(intersection) > 1 and not np.all(intersection[1:] > intersection[:-1]):
             raise ProtocolError("the harmonization intersection is not a sorted list of distinct hashes")
-        at = np.searchsorted(self.hashes, intersection)
-        held = at < len(self.hashes)
-        held[held] = self.hashes[at[held]] == intersection[held]
+        held = _held(intersection, self.hashes)
         if not np.all(held):
             raise ProtocolError(
                 f"the coordinator's harmonization intersection holds {int((~held).sum())} hash(es) this site does "
                 "not hold; it is not the intersection, so this site reveals nothing (a deviating coordinator)"
             )
-        return np.sort(self.rows[at])
+        return np.sort(self.rows[np.searchsorted(self.hashes, intersection)])
+
+
+def _tags(values: np.ndarray, key: bytes, size: int) -> np.ndarray:
+    """A keyed BLAKE2b tag of each distinct string in ``values``, as rows of ``size`` bytes."""
+    out = b"".join(hashlib.blake2b(v.encode(), key=key, digest_size=size).digest() for v in values.tolist())
+    return np.frombuffer(out, dtype=np.uint8).reshape(-1, size)
+
+
+def variant_prf(vt: VariantTable, key: bytes) -> np.ndarray:
+    """A 16-byte pseudorandom function under ``key`` of each variant's join key (chromosome as
+    written, position, the two alleles sorted): [array, shape: (n_variants,), dtype S16].
+
+    Vectorised for 10^5-10^7 variants: each distinct chromosome gets a keyed BLAKE2b-64 tag and
+    each distinct allele pair a BLAKE2b-128 tag (few of either); the variant's two blocks
+    ``chromosome tag ‖ position`` and ``allele tag`` go through AES-256 CBC-MAC (a PRF on
+    fixed-length inputs) in two calls over all variants.
+    """
+    if len(key) != 32:
+        raise PrivacyError("harmonization: the group key must be 32 bytes")
+    k_chrom, k_alleles, k_mac = (_hkdf(key, PROTOCOL + b"\x00prf\x00" + w) for w in (b"chrom", b"alleles", b"mac"))
+    n = len(vt)
+    if n == 0:
+        return np.zeros(0, dtype=f"S{HASH_BYTES}")
+    ref, alt = vt.ref.astype(str), vt.alt.astype(str)
+    swap = ref > alt
+    lo, hi = np.where(swap, alt, ref), np.where(swap, ref, alt)
+    chroms, chrom_of = np.unique(vt.chrom.astype(str), return_inverse=True)
+    alleles, allele_of = np.unique(np.concatenate([lo, hi]), return_inverse=True)
+    pairs, pair_of = np.unique(allele_of[:n] * len(alleles) + allele_of[n:], return_inverse=True)
+    lo_u, hi_u = alleles[pairs // len(alleles)], alleles[pairs % len(alleles)]
+    pair_text = np.array([f"{len(a)}:{a}{b}" for a, b in zip(lo_u.tolist(), hi_u.tolist(), strict=True)], dtype=object)
+    first = np.empty((n, 16), dtype=np.uint8)
+    first[:, :8] = _tags(chroms.astype(object), k_chrom, 8)[chrom_of.reshape(-1)]
+    first[:, 8:] = vt.pos.astype(">i8").view(np.uint8).reshape(n, 8)
+    second = _tags(pair_text, k_alleles, 16)[pair_of.reshape(-1)]
+    aes = Cipher(algorithms.AES(k_mac), modes.ECB())
+    c1 = np.frombuffer(aes.encryptor().update(first.tobytes()), dtype=np.uint8).reshape(n, 16)
+    c2 = aes.encryptor().update((c1 ^ second).tobytes())
+    return np.frombuffer(c2, dtype=f"S{HASH_BYTES}")
 
 
 def hash_variants(vt: VariantTable, key: bytes) -> HashedVariants:
-    """BLAKE2b-128 under ``key`` of every variant key listed once in ``vt``, sorted."""
-    if len(key) != 32:
-        raise PrivacyError("harmonization: the group key must be 32 bytes")
-    blake = hashlib.blake2b
-    digests = b"".join([blake(k, key=key, digest_size=HASH_BYTES).digest() for k in normalized_keys(vt)])
-    arr = np.frombuffer(digests, dtype=f"S{HASH_BYTES}")
+    """The keyed hashes (:func:`variant_prf`) of every variant key listed once in ``vt``, sorted."""
+    arr = variant_prf(vt, key)
     uniq, first, counts = np.unique(arr, return_index=True, return_counts=True)
     once = counts == 1
     return HashedVariants(
@@ -261,16 +284,31 @@ class Intersection:
         return self.n_union - len(self.hashes)
 
 
+def _held(values: np.ndarray, sorted_hashes: np.ndarray) -> np.ndarray:
+    """For each of ``values``, whether the sorted array ``sorted_hashes`` holds it (bool mask)."""
+    if not len(sorted_hashes):
+        return np.zeros(len(values), dtype=bool)
+    at = np.searchsorted(sorted_hashes, values)
+    at[at == len(sorted_hashes)] = 0
+    return sorted_hashes[at] == values
+
+
 def intersect(site_hashes: Mapping[str, np.ndarray]) -> Intersection:
-    """The hashes every site holds (each site's list holds distinct hashes)."""
+    """The hashes every site holds; each site's list is sorted and holds distinct hashes (binary
+    searches: no sort of the concatenated lists)."""
     lists = list(site_hashes.values())
     if not lists:
         raise ProtocolError("harmonization needs at least one site's hashes")
     common = lists[0]
     for other in lists[1:]:
-        common = np.intersect1d(common, other, assume_unique=True)
-    n_union = len(np.unique(np.concatenate(lists))) if len(lists) > 1 else len(lists[0])
-    return Intersection(hashes=np.sort(common), n_union=int(n_union))
+        common = common[_held(common, other)]
+    n_union = 0
+    for k, own in enumerate(lists):  # each list's hashes that no earlier list holds
+        earlier = np.zeros(len(own), dtype=bool)
+        for j in range(k):
+            earlier |= _held(own, lists[j])
+        n_union += int(np.count_nonzero(~earlier))
+    return Intersection(hashes=common, n_union=n_union)
 
 
 def intersection_tag(key: bytes, ctx: RoundContext, site: str, intersection: np.ndarray) -> bytes:
