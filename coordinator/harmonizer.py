@@ -157,10 +157,13 @@ def harmonize_revealed(revealed: Revealed) -> Harmonization:
     """:func:`fedstat.data.variants.harmonize` over the revealed intersection, with the counts the
     sites' hashes give (keys absent at some site; keys listed twice at a site)."""
     try:
-        h = harmonize(revealed.tables)
+        h = harmonize(revealed.tables, keys_unique=True)  # each site revealed distinct keys
     except InputError as exc:
         raise JobFailed(f"harmonization failed: {exc}") from exc
-    if len(h.variants) != len(revealed.intersection.hashes):
+    n = len(revealed.intersection.hashes)
+    if len(h.variants) != n or any(
+        len(p.local_index) != n or np.any(np.bincount(p.local_index, minlength=n) != 1) for p in h.plans.values()
+    ):
         raise JobFailed(
             "harmonization failed: the variant keys the sites revealed do not match the intersection of their "
             f"hashes ({len(h.variants)} of {len(revealed.intersection.hashes)} in common); a site's agent is faulty"

@@ -395,3 +395,15 @@ def test_o1__a_coordinator_asking_one_site_for_its_private_variant_gets_nothing(
     assert "did not confirm the intersection this site was sent" in job.error, job.error
     assert not [m for _, m in recorded if m.WhichOneof("kind") == "keys" and m.keys.revealed]
     assert str(PRIVATE[1]).encode() not in b"".join(m.SerializeToString() for _, m in recorded)
+
+
+def test_harmonize_revealed__a_site_revealing_other_keys_than_the_intersection_fails_the_job(session_pki):
+    from fedstat.errors import JobFailed
+
+    relay = Relay(session_pki, _random_tables(8))
+    revealed = relay.run()
+    afr = revealed.tables["AFR"]
+    doubled = afr.take(np.r_[0, np.arange(len(afr) - 1)])  # its first key twice, its last one left out
+    bad = type(revealed)(**{**revealed.__dict__, "tables": {**revealed.tables, "AFR": doubled}})
+    with pytest.raises(JobFailed, match="do not match the intersection of their hashes"):
+        harmonize_revealed(bad)

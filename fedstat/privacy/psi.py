@@ -252,11 +252,16 @@ def variant_prf(vt: VariantTable, key: bytes) -> np.ndarray:
 def hash_variants(vt: VariantTable, key: bytes) -> HashedVariants:
     """The keyed hashes (:func:`variant_prf`) of every variant key listed once in ``vt``, sorted."""
     arr = variant_prf(vt, key)
-    uniq, first, counts = np.unique(arr, return_index=True, return_counts=True)
-    once = counts == 1
-    return HashedVariants(
-        hashes=uniq[once], rows=first[once].astype(np.int64), n_duplicate=int(np.count_nonzero(~once))
-    )
+    words = np.frombuffer(arr.tobytes(), dtype=">u8").reshape(-1, 2)  # byte order = (word 0, word 1) order
+    order = np.lexsort((words[:, 1], words[:, 0]))
+    ranked = words[order]
+    same = np.all(ranked[1:] == ranked[:-1], axis=1)  # equal to the next hash
+    dup = np.zeros(len(arr), dtype=bool)
+    dup[1:] |= same
+    dup[:-1] |= same
+    n_duplicate = int(np.count_nonzero(same & ~np.concatenate([[False], same[:-1]])))  # distinct keys listed twice
+    keep = order[~dup]
+    return HashedVariants(hashes=arr[keep], rows=keep.astype(np.int64), n_duplicate=n_duplicate)
 
 
 def as_hashes(data: bytes) -> np.ndarray:
