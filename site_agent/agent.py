@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import queue
@@ -426,7 +427,13 @@ class SiteAgent:
             job_id=offer.job_id, spec=spec, dataset=dataset, members=members, cohort=cohort, analyst=offer.analyst
         )
         job.plan_parts = PlanAssembler(max_variants=dataset.genotypes.n_variants)  # a plan never names more
-        job.harmonizer = SiteHarmonizer(job.job_id, self._identity(), dataset.genotypes, sites=spec.sites)
+        job.harmonizer = SiteHarmonizer(
+            job.job_id,
+            self._identity(),
+            dataset.genotypes,
+            sites=spec.sites,
+            on_reveal=functools.partial(self._record_reveal, job),
+        )
         self._jobs[job.job_id] = job
         threading.Thread(target=self._job_worker, args=(job,), name=f"job-{job.job_id}", daemon=True).start()
         excluded = decision.consent.n_excluded if decision.consent is not None else 0
@@ -591,6 +598,18 @@ class SiteAgent:
             )
         except ProtocolError:
             pass
+
+    def _record_reveal(self, job: _Job, sites: tuple[str, ...], n_revealed: int, n_hashed: int) -> None:
+        """The audit record of a harmonization: which sites learnt which variant keys (counts only)."""
+        self.audit.append(
+            event="harmonize",
+            job_id=job.job_id,
+            analyst=job.analyst,
+            dataset=job.dataset.name,
+            sites=list(sites),
+            reason=f"revealed the keys of the {n_revealed} variants every site confirmed holding; "
+            f"keyed hashes of {n_hashed} sent",
+        )
 
     def _identity(self) -> SiteIdentity:
         return SiteIdentity(

@@ -42,8 +42,19 @@ class SiteIdentity:
 class SiteHarmonizer:
     """One job's harmonization exchanges at this site (a later exchange replaces an earlier one)."""
 
-    def __init__(self, job_id: str, identity: SiteIdentity, genotypes, *, sites: tuple[str, ...] = ()):  # noqa: ANN001
+    def __init__(
+        self,
+        job_id: str,
+        identity: SiteIdentity,
+        genotypes,  # noqa: ANN001 - a GenotypeSource (its variants and skipped counts)
+        *,
+        sites: tuple[str, ...] = (),
+        on_reveal: Callable[[tuple[str, ...], int, int], None] | None = None,
+    ):
+        """``sites``: the signed spec's --sites (empty: any); ``on_reveal(participants, n_revealed,
+        n_hashed)`` is called before the site reveals the intersection's keys (its audit record)."""
         self.job_id, self.me, self.genotypes, self.job_sites = job_id, identity, genotypes, tuple(sorted(sites))
+        self.on_reveal = on_reveal
         self.attempt = -1
         self.participants: tuple[str, ...] | None = None  # pinned at the job's first exchange
         self._agreement: psi.GroupKeyAgreement | None = None
@@ -151,6 +162,9 @@ class SiteHarmonizer:
         psi.check_tags(self._key, self._agreement.ctx, self._common, tags)
         rows = self._revealed[self.attempt]
         self._key = None  # the exchange is over: nothing more is hashed or revealed under K
+        if self.on_reveal is not None:
+            assert self.participants is not None and self._hashed is not None
+            self.on_reveal(self.participants, len(rows), len(self._hashed.hashes))
         for chunk in keys_chunks(self.job_id, self.genotypes.variants.take(rows), attempt=self.attempt):
             yield self._out(keys=chunk)
 
