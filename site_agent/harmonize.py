@@ -100,7 +100,8 @@ class SiteHarmonizer:
         if len(participants) < self.me.min_sites:
             raise PolicyRefused(
                 f"harmonization over {len(participants)} site(s) is below this site's minimum of "
-                f"{self.me.min_sites} (policy min_sites): it would reveal this site's variant list"
+                f"{self.me.min_sites} (policy min_sites): this site reveals its variants only where at least "
+                f"{self.me.min_sites} sites hold them"
             )
         if self.job_sites and participants != self.job_sites:
             raise ProtocolError("the harmonization request names other sites than the job's signed --sites")
