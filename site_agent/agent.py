@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import hashlib
 import logging
 import queue
@@ -70,7 +69,7 @@ from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 from .audit import AuditLog, AuditPayloadError, spec_digest
 from .audit_anchor import AuditAnchor
 from .gate import ReleaseGate, reported_count
-from .harmonize import SiteHarmonizer, SiteIdentity
+from .harmonize import SiteHarmonizer, SiteIdentity, reveal_recorder
 from .policy import ConsentSetup, check_access, decide
 
 log = logging.getLogger("fedstat.site")
@@ -427,13 +426,16 @@ class SiteAgent:
             job_id=offer.job_id, spec=spec, dataset=dataset, members=members, cohort=cohort, analyst=offer.analyst
         )
         job.plan_parts = PlanAssembler(max_variants=dataset.genotypes.n_variants)  # a plan never names more
-        job.harmonizer = SiteHarmonizer(
-            job.job_id,
-            self._identity(),
-            dataset.genotypes,
-            sites=spec.sites,
-            on_reveal=functools.partial(self._record_reveal, job),
+        identity = SiteIdentity(  # what the job's private harmonization signs and verifies with
+            self.name,
+            self._key_pem,
+            self._cert_pem,
+            self._ca_pem,
+            self.revocations.is_revoked,
+            self.config.policy.min_sites,
         )
+        audited = reveal_recorder(lambda: self.audit, job_id=job.job_id, analyst=offer.analyst, dataset=ds_name)
+        job.harmonizer = SiteHarmonizer(job.job_id, identity, dataset.genotypes, sites=spec.sites, on_reveal=audited)
         self._jobs[job.job_id] = job
         threading.Thread(target=self._job_worker, args=(job,), name=f"job-{job.job_id}", daemon=True).start()
         excluded = decision.consent.n_excluded if decision.consent is not None else 0
@@ -598,28 +600,6 @@ class SiteAgent:
             )
         except ProtocolError:
             pass
-
-    def _record_reveal(self, job: _Job, sites: tuple[str, ...], n_revealed: int, n_hashed: int) -> None:
-        """The audit record of a harmonization: which sites learnt which variant keys (counts only)."""
-        self.audit.append(
-            event="harmonize",
-            job_id=job.job_id,
-            analyst=job.analyst,
-            dataset=job.dataset.name,
-            sites=list(sites),
-            reason=f"revealed the keys of the {n_revealed} variants every site confirmed holding; "
-            f"keyed hashes of {n_hashed} sent",
-        )
-
-    def _identity(self) -> SiteIdentity:
-        return SiteIdentity(
-            name=self.name,
-            key_pem=self._key_pem,
-            cert_pem=self._cert_pem,
-            ca_pem=self._ca_pem,
-            revoked=self.revocations.is_revoked,
-            min_sites=self.config.policy.min_sites,
-        )
 
     def _round_key(self, job: _Job, req: site_pb2.RoundKeyRequest) -> None:
         """A fresh signed X25519 key for one round attempt (secure aggregation)."""

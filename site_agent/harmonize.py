@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -180,3 +181,23 @@ class SiteHarmonizer:
         if idx.size and (idx.min() < 0 or idx.max() >= len(rows)):
             raise ProtocolError("the coordinator's variant plan names variants this site did not reveal")
         return SitePlan(local_index=rows[idx], flip=plan.flip)
+
+
+def reveal_recorder(
+    audit: Callable[[], Any], *, job_id: str, analyst: str, dataset: str
+) -> Callable[[tuple[str, ...], int, int], None]:
+    """``on_reveal`` writing the site's audit record of a harmonization (``audit()``: the site's
+    AuditLog): which sites learnt how many variant keys (counts of variants only)."""
+
+    def record(sites: tuple[str, ...], n_revealed: int, n_hashed: int) -> None:
+        audit().append(
+            event="harmonize",
+            job_id=job_id,
+            analyst=analyst,
+            dataset=dataset,
+            sites=list(sites),
+            reason=f"revealed the keys of the {n_revealed} variants every site confirmed holding; "
+            f"keyed hashes of {n_hashed} sent",
+        )
+
+    return record
