@@ -64,6 +64,7 @@ class SiteHarmonizer:
         self._intersection: HashAssembler | None = None
         self._common: np.ndarray | None = None
         self._revealed: dict[int, np.ndarray] = {}  # exchange -> file rows revealed, ascending
+        self._index: psi.KeyIndex | None = None
 
     def _out(self, **kind) -> site_pb2.SiteMessage:  # noqa: ANN003
         return site_pb2.SiteMessage(**kind)
@@ -72,6 +73,8 @@ class SiteHarmonizer:
         kind = msg.WhichOneof("kind")
         if kind == "keys_request":
             yield self._start(msg.keys_request)
+            if self._index is None:  # the keyless part of the hashing, while the keys go round
+                self._index = psi.key_index(self.genotypes.variants)
             return
         body = getattr(msg, kind)
         if body.attempt != self.attempt or self._agreement is None:
@@ -127,7 +130,7 @@ class SiteHarmonizer:
             raise ProtocolError("harmonization shares relayed twice in one exchange")
         self._key = self._agreement.open_shares(shares_from_pb(relay.shares))
         g = self.genotypes
-        self._hashed = psi.hash_variants(g.variants, self._key)
+        self._hashed = psi.hash_variants(self._index if self._index is not None else g.variants, self._key)
         self._intersection = HashAssembler("the harmonization intersection", max_hashes=len(self._hashed.hashes))
         for chunk in hash_chunks(
             self.job_id,

@@ -216,7 +216,52 @@ def _tags(values: np.ndarray, key: bytes, size: int) -> np.ndarray:
     return np.frombuffer(out, dtype=np.uint8).reshape(-1, size)
 
 
-def variant_prf(vt: VariantTable, key: bytes) -> np.ndarray:
+@dataclass(frozen=True)
+class KeyIndex:
+    """The part of :func:`variant_prf` that needs no key, made once per variant table.
+
+    Attributes
+    ----------
+    chroms : [array, shape: (n_chroms,), dtype object] the distinct chromosome names
+    chrom_of : [array, shape: (n_variants,), dtype int64] each variant's row in ``chroms``
+    pairs : [array, shape: (n_pairs,), dtype object] the distinct allele pairs, sorted within the
+        pair and length-prefixed (``"1:AG"``)
+    pair_of : [array, shape: (n_variants,), dtype int64] each variant's row in ``pairs``
+    pos : [array, shape: (n_variants, 8), dtype uint8] positions, big-endian int64
+    """
+
+    chroms: np.ndarray
+    chrom_of: np.ndarray
+    pairs: np.ndarray
+    pair_of: np.ndarray
+    pos: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.chrom_of)
+
+
+def key_index(vt: VariantTable) -> KeyIndex:
+    """The join keys of ``vt`` (chromosome as written, position, the alleles sorted), factorised."""
+    n = len(vt)
+    ref, alt = vt.ref.astype(str), vt.alt.astype(str)
+    swap = ref > alt
+    lo, hi = np.where(swap, alt, ref), np.where(swap, ref, alt)
+    chroms, chrom_of = np.unique(vt.chrom.astype(str), return_inverse=True)
+    alleles, allele_of = np.unique(np.concatenate([lo, hi]), return_inverse=True)
+    allele_of = allele_of.reshape(-1)
+    pairs, pair_of = np.unique(allele_of[:n] * len(alleles) + allele_of[n:], return_inverse=True)
+    lo_u, hi_u = alleles[pairs // max(1, len(alleles))], alleles[pairs % max(1, len(alleles))]
+    text = [f"{len(a)}:{a}{b}" for a, b in zip(lo_u.tolist(), hi_u.tolist(), strict=True)]
+    return KeyIndex(
+        chroms=chroms.astype(object),
+        chrom_of=chrom_of.reshape(-1).astype(np.int64),
+        pairs=np.array(text, dtype=object),
+        pair_of=pair_of.reshape(-1).astype(np.int64),
+        pos=np.ascontiguousarray(vt.pos.astype(">i8")).view(np.uint8).reshape(n, 8),
+    )
+
+
+def variant_prf(keys: VariantTable | KeyIndex, key: bytes) -> np.ndarray:
     """A 16-byte pseudorandom function under ``key`` of each variant's join key (chromosome as
     written, position, the two alleles sorted): [array, shape: (n_variants,), dtype S16].
 
@@ -227,31 +272,24 @@ def variant_prf(vt: VariantTable, key: bytes) -> np.ndarray:
     """
     if len(key) != 32:
         raise PrivacyError("harmonization: the group key must be 32 bytes")
-    k_chrom, k_alleles, k_mac = (_hkdf(key, PROTOCOL + b"\x00prf\x00" + w) for w in (b"chrom", b"alleles", b"mac"))
-    n = len(vt)
+    index = keys if isinstance(keys, KeyIndex) else key_index(keys)
+    n = len(index)
     if n == 0:
         return np.zeros(0, dtype=f"S{HASH_BYTES}")
-    ref, alt = vt.ref.astype(str), vt.alt.astype(str)
-    swap = ref > alt
-    lo, hi = np.where(swap, alt, ref), np.where(swap, ref, alt)
-    chroms, chrom_of = np.unique(vt.chrom.astype(str), return_inverse=True)
-    alleles, allele_of = np.unique(np.concatenate([lo, hi]), return_inverse=True)
-    pairs, pair_of = np.unique(allele_of[:n] * len(alleles) + allele_of[n:], return_inverse=True)
-    lo_u, hi_u = alleles[pairs // len(alleles)], alleles[pairs % len(alleles)]
-    pair_text = np.array([f"{len(a)}:{a}{b}" for a, b in zip(lo_u.tolist(), hi_u.tolist(), strict=True)], dtype=object)
+    k_chrom, k_alleles, k_mac = (_hkdf(key, PROTOCOL + b"\x00prf\x00" + w) for w in (b"chrom", b"alleles", b"mac"))
     first = np.empty((n, 16), dtype=np.uint8)
-    first[:, :8] = _tags(chroms.astype(object), k_chrom, 8)[chrom_of.reshape(-1)]
-    first[:, 8:] = vt.pos.astype(">i8").view(np.uint8).reshape(n, 8)
-    second = _tags(pair_text, k_alleles, 16)[pair_of.reshape(-1)]
+    first[:, :8] = _tags(index.chroms, k_chrom, 8)[index.chrom_of]
+    first[:, 8:] = index.pos
+    second = _tags(index.pairs, k_alleles, 16)[index.pair_of]
     aes = Cipher(algorithms.AES(k_mac), modes.ECB())
     c1 = np.frombuffer(aes.encryptor().update(first.tobytes()), dtype=np.uint8).reshape(n, 16)
     c2 = aes.encryptor().update((c1 ^ second).tobytes())
     return np.frombuffer(c2, dtype=f"S{HASH_BYTES}")
 
 
-def hash_variants(vt: VariantTable, key: bytes) -> HashedVariants:
-    """The keyed hashes (:func:`variant_prf`) of every variant key listed once in ``vt``, sorted."""
-    arr = variant_prf(vt, key)
+def hash_variants(keys: VariantTable | KeyIndex, key: bytes) -> HashedVariants:
+    """The keyed hashes (:func:`variant_prf`) of every variant key listed once, sorted."""
+    arr = variant_prf(keys, key)
     words = np.frombuffer(arr.tobytes(), dtype=">u8").reshape(-1, 2)  # byte order = (word 0, word 1) order
     order = np.lexsort((words[:, 1], words[:, 0]))
     ranked = words[order]
