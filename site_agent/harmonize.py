@@ -7,13 +7,14 @@ and the plaintext keys only of the variants every participant confirmed holding.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fedstat.data.variants import SitePlan
+from fedstat.data.variants import SitePlan, VariantTable
 from fedstat.errors import PolicyRefused, ProtocolError
 from fedstat.privacy import psi
 from fedstat.protocol import (
@@ -38,6 +39,18 @@ class SiteIdentity:
     ca_pem: bytes
     revoked: Callable | None
     min_sites: int
+
+
+#: The keyless part of the hashing per variant table the agent holds (by identity; dropped with it).
+_INDEXES: dict[int, psi.KeyIndex] = {}
+
+
+def _key_index(vt: VariantTable) -> psi.KeyIndex:
+    index = _INDEXES.get(id(vt))
+    if index is None or len(index) != len(vt):
+        index = _INDEXES[id(vt)] = psi.key_index(vt)
+        weakref.finalize(vt, _INDEXES.pop, id(vt), None)
+    return index
 
 
 class SiteHarmonizer:
@@ -74,7 +87,7 @@ class SiteHarmonizer:
         if kind == "keys_request":
             yield self._start(msg.keys_request)
             if self._index is None:  # the keyless part of the hashing, while the keys go round
-                self._index = psi.key_index(self.genotypes.variants)
+                self._index = _key_index(self.genotypes.variants)
             return
         body = getattr(msg, kind)
         if body.attempt != self.attempt or self._agreement is None:
