@@ -28,10 +28,9 @@ from fedstat.bounds import round_arrays
 from fedstat.computations import COMPUTATIONS
 from fedstat.config import CoordinatorConfig
 from fedstat.counts import WITHHELD, describe_count
-from fedstat.data.variants import Harmonization, VariantTable, harmonize
+from fedstat.data.variants import Harmonization, VariantTable
 from fedstat.errors import (
     FedstatError,
-    InputError,
     JobFailed,
     PolicyRefused,
     ProtocolError,
@@ -44,7 +43,6 @@ from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.contribution import ChunkDigest, Contribution
 from fedstat.privacy.paillier import job_public_key
 from fedstat.protocol import (
-    KeysAssembler,
     chunk_from_pb,
     contribution_from_pb,
     plan_chunks,
@@ -56,6 +54,7 @@ from fedstat.report.gwas import JobContext
 from fedstat.wire import site_pb2
 
 from .decryptors import DecryptorRegistry
+from .harmonizer import Exchange, Revealed, harmonize_revealed, site_rows
 from .sessions import SiteRegistry, SiteSession
 from .store import CANCELLED, DONE, FAILED, RUNNING, Store
 
@@ -201,8 +200,10 @@ class _JobRunner:
         self.certificate = b""  # the analyst's certificate, forwarded with offers
         self.signature = b""  # the analyst's signature of the spec, forwarded with offers
         self.variants_digest = ""
-        self.tables: dict[str, VariantTable] = {}
+        self.tables: dict[str, VariantTable] = {}  # per site, the variant keys it revealed (the intersection)
         self.harmonized: Harmonization | None = None
+        self.exchanges = 0  # private harmonization exchanges run (each has its own number)
+        self.plan_exchange: dict[str, int] = {}  # per site, the exchange its plan's rows refer to
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -543,18 +544,16 @@ class _JobRunner:
     def harmonize(self) -> Harmonization:
         self.phase("harmonize")
         t0 = time.monotonic()
-        tables = self.collect_keys(list(self.sites))
-        try:
-            h = harmonize(tables)
-        except InputError as exc:
-            raise JobFailed(f"harmonization failed: {exc}") from exc
+        revealed = self.private_keys(list(self.sites))
+        h = harmonize_revealed(revealed)
         digest = variants_digest(h.variants)
         if self.variants_digest and digest != self.variants_digest:
             raise JobFailed("cannot resume: the sites' variants changed since the job started; submit the job again")
         if not self.variants_digest:
             self.store.set_job_extra(self.job_id, variants_digest=digest)
             self.variants_digest = digest
-        self.tables, self.harmonized = tables, h
+        self.tables, self.harmonized = revealed.tables, h
+        self.plan_exchange = dict.fromkeys(self.sites, self.exchanges)
         self.log(
             f"harmonized {len(h.variants)} variants present at all {len(self.sites)} sites; "
             f"{h.n_excluded} excluded (absent at some sites) in {time.monotonic() - t0:.2f} s"
@@ -568,34 +567,35 @@ class _JobRunner:
             self.send_plan(name)
         return h
 
-    def collect_keys(self, names: list[str]) -> dict[str, VariantTable]:
-        """Each named site's variant keys (the first step of harmonization)."""
-        for name in names:
-            self.send(name, keys_request=site_pb2.KeysRequest(job_id=self.job_id))
-        assemblers = {name: KeysAssembler() for name in names}
-        waiting = set(names)
-        deadline = time.monotonic() + self.engine.config.round_timeout_s
-        while waiting:
-            site, msg = self.receive(deadline, "variant keys", lambda: sorted(waiting))
-            if site not in waiting:
-                continue
-            if msg.WhichOneof("kind") != "keys":
-                raise ProtocolError(f"site {site} sent {msg.WhichOneof('kind')} during harmonization")
-            if assemblers[site].add(msg.keys):
-                waiting.discard(site)
-        for name, a in assemblers.items():
-            if a.multiallelic or a.non_snv:
-                self.log(f"site {name}: skipped {a.multiallelic} multiallelic and {a.non_snv} non-SNV variants")
-        return {name: a.table() for name, a in assemblers.items()}
+    def private_keys(self, names: list[str]) -> Revealed:
+        """Run one private harmonization exchange (fedstat.privacy.psi) among ``names``: the sites
+        reveal the plaintext keys of the variants present at all of them, nothing else."""
+        self.exchanges += 1
+        revealed = Exchange(self, names, self.exchanges, self.engine.config.round_timeout_s).run()
+        for name in sorted(names):
+            if revealed.multiallelic[name] or revealed.non_snv[name]:
+                self.log(
+                    f"site {name}: skipped {revealed.multiallelic[name]} multiallelic and "
+                    f"{revealed.non_snv[name]} non-SNV variants"
+                )
+        return revealed
 
     def send_plan(self, site: str, *, recheck: bool = False) -> None:
-        """Send a site its part of the harmonization; after a reconnect, first check that its
-        variants are still the ones the plan was made from."""
+        """Send a site its part of the harmonization. After a reconnect the site no longer holds the
+        exchange the plan was made from: harmonize again (a fresh exchange among all the job's sites)
+        and check that the variant list and the site's variants in it are unchanged."""
         if recheck:
-            again = self.collect_keys([site])[site]
-            if variants_digest(again) != variants_digest(self.tables[site]):
+            assert self.harmonized is not None
+            old = site_rows(self.tables[site], self.harmonized.plans[site].local_index)
+            revealed = self.private_keys(list(self.sites))
+            again = harmonize_revealed(revealed)
+            new = site_rows(revealed.tables[site], again.plans[site].local_index)
+            if variants_digest(again.variants) != self.variants_digest or variants_digest(new) != variants_digest(old):
                 raise JobFailed(f"site {site}'s variants changed while the job ran; submit the job again")
-        for chunk in plan_chunks(self.job_id, self.harmonized.plans[site]):
+            self.tables[site] = revealed.tables[site]
+            self.harmonized = replace(self.harmonized, plans={**self.harmonized.plans, site: again.plans[site]})
+            self.plan_exchange[site] = self.exchanges
+        for chunk in plan_chunks(self.job_id, self.harmonized.plans[site], attempt=self.plan_exchange[site]):
             self.send(site, plan=chunk)
 
     def run_round(

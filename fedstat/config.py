@@ -53,7 +53,7 @@ site.toml::
     count_granularity = 10           # counts reaching job logs are rounded down to multiples (default min_group)
     dp_analyst_share = 1.0           # --privacy dp: fraction of each dataset's budget one analyst may spend
     allow_site_differencing = false  # true: allow site sets whose difference is one site's sums
-    min_sites = 2                    # refuse a secure-aggregation round with fewer participants
+    min_sites = 2                    # refuse a secure-aggregation round or a harmonization with fewer participants
     min_cell_count = 3               # --assoc/--model: rows with a genotype cell of 1-2 are suppressed
     max_params_ratio = 0.33          # --glm: at most 0.33 parameters per cohort member
 

@@ -18,6 +18,8 @@ from fedstat.errors import ProtocolError, shown
 from fedstat.jobs import JobSpec
 from fedstat.privacy.base import ProtectedChunk
 from fedstat.privacy.contribution import Contribution
+from fedstat.privacy.psi import HASH_BYTES, HashedVariants, SealedShare, as_hashes
+from fedstat.privacy.secagg import SignedRoundKey
 from fedstat.wire import common_pb2, site_pb2
 
 #: Variants per key or plan chunk: ~40 bytes a variant keeps a chunk near 1 MiB at most.
@@ -87,8 +89,22 @@ def contribution_from_pb(pb: site_pb2.Contribution) -> Contribution:
     return Contribution(**{**fields, "participants": tuple(pb.participants)})
 
 
-def keys_chunks(job_id: str, vt: VariantTable, *, multiallelic: int, non_snv: int) -> Iterator[site_pb2.KeysChunk]:
-    """Split a site's variant table into KeysChunk messages (always at least one)."""
+#: Most elements one coordinator-sent array or plan may declare (2^28: 2 GiB of int64), so a
+#: malformed or hostile message cannot make a site allocate without bound.
+MAX_DECLARED_ELEMENTS = 1 << 28
+
+
+def _declared(what: str, total: int, limit: int = MAX_DECLARED_ELEMENTS) -> int:
+    if not 0 <= total <= limit:
+        raise ProtocolError(f"{what} declares {total} elements; at most {limit} are accepted")
+    return int(total)
+
+
+def keys_chunks(
+    job_id: str, vt: VariantTable, *, multiallelic: int = 0, non_snv: int = 0, attempt: int = 0
+) -> Iterator[site_pb2.KeysChunk]:
+    """Split the variant keys a site reveals (the harmonization intersection) into KeysChunk
+    messages (always at least one)."""
     n = len(vt)
     for start in range(0, max(n, 1), VARIANTS_PER_CHUNK):
         sl = slice(start, min(n, start + VARIANTS_PER_CHUNK))
@@ -98,17 +114,120 @@ def keys_chunks(job_id: str, vt: VariantTable, *, multiallelic: int, non_snv: in
             total=n,
             keys=common_pb2.VariantKeys(
                 chrom=[str(x) for x in vt.chrom[sl]],
-                pos=[int(x) for x in vt.pos[sl]],
+                pos=vt.pos[sl].tolist(),
                 id=[str(x) for x in vt.id[sl]],
                 ref=[str(x) for x in vt.ref[sl]],
                 alt=[str(x) for x in vt.alt[sl]],
             ),
             multiallelic_skipped=multiallelic if start == 0 else 0,
             non_snv_skipped=non_snv if start == 0 else 0,
+            attempt=attempt,
+            revealed=True,
         )
 
 
-def plan_chunks(job_id: str, plan: SitePlan) -> Iterator[site_pb2.VariantPlanChunk]:
+#: Keyed hashes per chunk (16 bytes each: 1 MiB).
+HASHES_PER_CHUNK = 65_536
+
+
+def hash_chunks(
+    job_id: str, attempt: int, hashed: HashedVariants, *, multiallelic: int, non_snv: int
+) -> Iterator[site_pb2.KeysChunk]:
+    """A site's keyed variant hashes (sorted) as KeysChunk messages, with its file's counts."""
+    data = hashed.hashes.tobytes()
+    n = len(hashed.hashes)
+    for start in range(0, max(n, 1), HASHES_PER_CHUNK):
+        yield site_pb2.KeysChunk(
+            job_id=job_id,
+            attempt=attempt,
+            offset=start,
+            total=n,
+            hashes=data[start * HASH_BYTES : min(n, start + HASHES_PER_CHUNK) * HASH_BYTES],
+            multiallelic_skipped=multiallelic if start == 0 else 0,
+            non_snv_skipped=non_snv if start == 0 else 0,
+            duplicates=hashed.n_duplicate if start == 0 else 0,
+        )
+
+
+def intersection_chunks(job_id: str, attempt: int, hashes: np.ndarray) -> Iterator[site_pb2.HarmonizeIntersection]:
+    data = np.ascontiguousarray(hashes).tobytes()
+    n = len(hashes)
+    for start in range(0, max(n, 1), HASHES_PER_CHUNK):
+        yield site_pb2.HarmonizeIntersection(
+            job_id=job_id,
+            attempt=attempt,
+            offset=start,
+            total=n,
+            hashes=data[start * HASH_BYTES : min(n, start + HASHES_PER_CHUNK) * HASH_BYTES],
+        )
+
+
+class HashAssembler:
+    """Collects chunked keyed hashes (a site's list at the coordinator, or the intersection at a
+    site) into one sorted array; at most ``max_hashes`` are accepted."""
+
+    def __init__(self, what: str, *, max_hashes: int = MAX_DECLARED_ELEMENTS) -> None:
+        self.what, self.max_hashes = what, max_hashes
+        self.total: int | None = None
+        self.parts: dict[int, np.ndarray] = {}
+        self.received = 0
+        self.multiallelic = self.non_snv = self.duplicates = 0
+
+    def add(self, c: site_pb2.KeysChunk | site_pb2.HarmonizeIntersection) -> bool:
+        """Add a chunk; True when every hash arrived."""
+        if self.total is None:
+            self.total = _declared(self.what, c.total, self.max_hashes)
+        if c.total != self.total:
+            raise ProtocolError(f"{self.what}: chunks disagree on the number of hashes")
+        hashes = as_hashes(c.hashes)
+        if c.offset in self.parts or c.offset + len(hashes) > self.total:
+            raise ProtocolError(f"{self.what}: a chunk repeats or reaches beyond the declared number of hashes")
+        self.parts[c.offset] = hashes
+        self.received += len(hashes)
+        if isinstance(c, site_pb2.KeysChunk):
+            self.multiallelic += c.multiallelic_skipped
+            self.non_snv += c.non_snv_skipped
+            self.duplicates += c.duplicates
+        return self.received >= self.total
+
+    def hashes(self) -> np.ndarray:
+        arr = np.concatenate([self.parts[o] for o in sorted(self.parts)]) if self.parts else as_hashes(b"")
+        if len(arr) > 1 and not np.all(arr[1:] > arr[:-1]):
+            raise ProtocolError(f"{self.what}: the hashes are not sorted and distinct")
+        return arr
+
+
+def shares_to_pb(shares: list[SealedShare]) -> list[site_pb2.HarmonizeShare]:
+    return [
+        site_pb2.HarmonizeShare(sender=s.sender, recipient=s.recipient, nonce=s.nonce, ciphertext=s.ciphertext)
+        for s in shares
+    ]
+
+
+def shares_from_pb(shares) -> list[SealedShare]:  # noqa: ANN001 - a repeated protobuf field
+    return [SealedShare(sender=s.sender, recipient=s.recipient, nonce=s.nonce, ciphertext=s.ciphertext) for s in shares]
+
+
+def round_key_to_pb(job_id: str, ctx_round: int, attempt: int, k: SignedRoundKey) -> site_pb2.RoundKey:
+    return site_pb2.RoundKey(
+        job_id=job_id,
+        round=ctx_round,
+        attempt=attempt,
+        site=k.site,
+        public_key=k.public_key,
+        signature=k.signature,
+        certificate=k.certificate,
+    )
+
+
+def round_keys_from_pb(keys) -> list[SignedRoundKey]:  # noqa: ANN001 - a repeated protobuf field
+    return [
+        SignedRoundKey(site=k.site, public_key=k.public_key, signature=k.signature, certificate=k.certificate)
+        for k in keys
+    ]
+
+
+def plan_chunks(job_id: str, plan: SitePlan, *, attempt: int = 0) -> Iterator[site_pb2.VariantPlanChunk]:
     n = len(plan.local_index)
     for start in range(0, max(n, 1), VARIANTS_PER_CHUNK):
         stop = min(n, start + VARIANTS_PER_CHUNK)
@@ -118,11 +237,12 @@ def plan_chunks(job_id: str, plan: SitePlan) -> Iterator[site_pb2.VariantPlanChu
             total=n,
             local_index=plan.local_index[start:stop].astype("<i8").tobytes(),
             flip=plan.flip[start:stop].astype(np.uint8).tobytes(),
+            attempt=attempt,
         )
 
 
 class KeysAssembler:
-    """Collects one site's KeysChunk messages into a VariantTable."""
+    """Collects one site's revealed KeysChunk messages into a VariantTable."""
 
     def __init__(self) -> None:
         self.total: int | None = None
@@ -133,6 +253,8 @@ class KeysAssembler:
 
     def add(self, c: site_pb2.KeysChunk) -> bool:
         """Add a chunk; True when the table is complete."""
+        if self.total is not None and c.total != self.total:
+            raise ProtocolError("revealed variant key chunks disagree on the number of variants")
         self.total = c.total
         self.parts[c.offset] = c.keys
         self.received += len(c.keys.pos)
@@ -146,17 +268,6 @@ class KeysAssembler:
             for k in cols:
                 cols[k].extend(getattr(self.parts[off], k))
         return VariantTable.from_lists(**cols)
-
-
-#: Most elements one coordinator-sent array or plan may declare (2^28: 2 GiB of int64), so a
-#: malformed or hostile message cannot make a site allocate without bound.
-MAX_DECLARED_ELEMENTS = 1 << 28
-
-
-def _declared(what: str, total: int, limit: int = MAX_DECLARED_ELEMENTS) -> int:
-    if not 0 <= total <= limit:
-        raise ProtocolError(f"{what} declares {total} elements; at most {limit} are accepted")
-    return int(total)
 
 
 class PlanAssembler:

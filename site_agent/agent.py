@@ -60,7 +60,6 @@ from fedstat.protocol import (
     RoundDataAssembler,
     chunk_to_pb,
     contribution_to_pb,
-    keys_chunks,
     round_digest,
     spec_from_pb,
 )
@@ -70,6 +69,7 @@ from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 from .audit import AuditLog, AuditPayloadError, spec_digest
 from .audit_anchor import AuditAnchor
 from .gate import ReleaseGate, reported_count
+from .harmonize import SiteHarmonizer, SiteIdentity, reveal_recorder
 from .policy import ConsentSetup, check_access, decide
 
 log = logging.getLogger("fedstat.site")
@@ -92,6 +92,7 @@ class _Job:
     round_keys: dict[tuple[int, int], tuple[RoundKeyPair, SignedRoundKey, str]] = field(default_factory=dict)
     encryptor: Any = None  # --privacy paillier: a PaillierEncryptor for the analyst's key, made at round 1
     analyst: str = ""
+    harmonizer: SiteHarmonizer | None = None  # private harmonization (fedstat.privacy.psi)
 
     def end(self) -> None:
         """Stop the job's worker at its next step; it then frees what it holds."""
@@ -338,7 +339,7 @@ class SiteAgent:
                     log.info("job %s finished", job.job_id)
                 else:
                     log.info("job %s cancelled by the coordinator: %s", job.job_id, msg.cancel.reason)
-        elif kind in ("keys_request", "plan", "round", "round_data", "key_request"):
+        elif kind in ("keys_request", "plan", "round", "round_data", "key_request", "harmonize", "intersection"):
             job = self._jobs.get(getattr(msg, kind).job_id)
             if job is not None:
                 job.inbox.put(msg)
@@ -425,6 +426,16 @@ class SiteAgent:
             job_id=offer.job_id, spec=spec, dataset=dataset, members=members, cohort=cohort, analyst=offer.analyst
         )
         job.plan_parts = PlanAssembler(max_variants=dataset.genotypes.n_variants)  # a plan never names more
+        identity = SiteIdentity(  # what the job's private harmonization signs and verifies with
+            self.name,
+            self._key_pem,
+            self._cert_pem,
+            self._ca_pem,
+            self.revocations.is_revoked,
+            self.config.policy.min_sites,
+        )
+        audited = reveal_recorder(lambda: self.audit, job_id=job.job_id, analyst=offer.analyst, dataset=ds_name)
+        job.harmonizer = SiteHarmonizer(job.job_id, identity, dataset.genotypes, sites=spec.sites, on_reveal=audited)
         self._jobs[job.job_id] = job
         threading.Thread(target=self._job_worker, args=(job,), name=f"job-{job.job_id}", daemon=True).start()
         excluded = decision.consent.n_excluded if decision.consent is not None else 0
@@ -540,18 +551,14 @@ class SiteAgent:
                 if msg is None:
                     return
                 kind = msg.WhichOneof("kind")
-                if kind == "keys_request":
-                    g = job.dataset.genotypes
-                    for chunk in keys_chunks(
-                        job.job_id,
-                        g.variants,
-                        multiallelic=g.multiallelic_skipped,
-                        non_snv=getattr(g, "non_snv_skipped", 0),
-                    ):
-                        self.send(site_pb2.SiteMessage(keys=chunk))
+                if kind in ("keys_request", "harmonize", "intersection"):
+                    assert job.harmonizer is not None
+                    for out in job.harmonizer.handle(msg):
+                        self.send(out)
                 elif kind == "plan":
                     if job.plan_parts.add(msg.plan):
-                        job.plan = job.plan_parts.plan()
+                        assert job.harmonizer is not None
+                        job.plan = job.harmonizer.site_plan(job.plan_parts.plan(), msg.plan.attempt)
                         if job.plan.local_index.size and (
                             job.plan.local_index.min() < 0
                             or job.plan.local_index.max() >= job.dataset.genotypes.n_variants

@@ -85,7 +85,13 @@ GWAS_SITES = ("AFR", "EAS", "EUR")
 
 
 @pytest.fixture()
-def consortium_agents(session_pki, coordinator, tmp_path) -> Iterator[dict[str, object]]:
+def consortium_data() -> Path:
+    """The datasets of ``consortium_agents`` (a test module may override it with its own copy)."""
+    return GWAS
+
+
+@pytest.fixture()
+def consortium_agents(session_pki, coordinator, tmp_path, consortium_data) -> Iterator[dict[str, object]]:
     """Three in-process site agents on the GWAS fixture, connected to the in-process coordinator.
     A test may swap an agent's ``config`` (e.g. its policy) between jobs."""
     coord, port = coordinator
@@ -96,7 +102,7 @@ def consortium_agents(session_pki, coordinator, tmp_path) -> Iterator[dict[str, 
             coordinator=f"localhost:{port}",
             state_dir=tmp_path / name,
             tls=session_pki.tls(name),
-            datasets=(DatasetConfig(name="main", path=GWAS / name),),
+            datasets=(DatasetConfig(name="main", path=consortium_data / name),),
             policy=SitePolicy(),
             block_size=256,
         )

@@ -77,11 +77,11 @@ def test_audit_heads__the_coordinator_keeps_each_sites_head_after_every_offer_re
     kept = coord.store.audit_heads()
     for name in GWAS_SITES:  # the round's end carried the head after its release record
         assert (kept[name].seq, kept[name].hash) == consortium_agents[name].audit.head
-        assert kept[name].seq == 1  # offer, release
+        assert kept[name].seq == 2  # offer, harmonize, release
     refused = _run(port, session_pki, JobSpec(analyses=("freq",), pheno_names=("NOPE",), out_name="x"))
     assert refused.state == "FAILED"
     deadline = time.monotonic() + 10
-    while any(coord.store.audit_heads()[n].seq != 2 for n in GWAS_SITES):  # a refusal's reply carries it too
+    while any(coord.store.audit_heads()[n].seq != 3 for n in GWAS_SITES):  # a refusal's reply carries it too
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert coord.store.audit_head_alarms() == []
@@ -100,7 +100,7 @@ def test_audit_heads__a_cut_or_rewritten_log_is_caught_at_reconnect_and_by_verif
     assert cli(["coordinator", "audit-heads", "--config", str(coordinator_toml), "--out", str(heads_file)]) == 0
     assert "wrote 3 head(s) and 0 alarm(s)" in capsys.readouterr().out
     kept = coord.store.audit_heads()
-    assert kept["EUR"].seq == kept["AFR"].seq == 3
+    assert kept["EUR"].seq == kept["AFR"].seq == 5  # two jobs: offer, harmonize, release each
 
     # the attack: with the agents stopped, EUR's last 2 records are cut and AFR's first record is edited;
     # each chain and its anchor are rewritten, so a plain verify passes at both sites
@@ -117,18 +117,18 @@ def test_audit_heads__a_cut_or_rewritten_log_is_caught_at_reconnect_and_by_verif
     assert cli(["site", "audit", "verify", "--config", str(eur_toml)]) == 0
     capsys.readouterr()
     assert cli(["site", "audit", "verify", "--config", str(eur_toml), "--against", str(heads_file)]) == 1
-    assert "the log ends at seq 1 but this site signed an audit head at seq 3" in capsys.readouterr().err
+    assert "the log ends at seq 3 but this site signed an audit head at seq 5" in capsys.readouterr().err
     assert cli(["site", "audit", "verify", "--config", str(afr_toml), "--against", str(heads_file)]) == 1
-    assert "record seq 3 is not the one this site signed" in capsys.readouterr().err
+    assert "record seq 5 is not the one this site signed" in capsys.readouterr().err
 
     # at reconnect each site finds the coordinator's head missing from its log and refuses jobs
     for name in ("EUR", "AFR"):
         _restart(coord, agents, name)
     assert "2 record(s) were removed from the end" in agents["EUR"].anchor.alarm
-    assert "record seq 3 is not the one this site signed" in agents["AFR"].anchor.alarm
+    assert "record seq 5 is not the one this site signed" in agents["AFR"].anchor.alarm
     job = _run(port, session_pki)
     assert job.state == "FAILED"
-    assert "audit log no longer holds record seq 3, which the site signed to the coordinator" in job.error
+    assert "audit log no longer holds record seq 5, which the site signed to the coordinator" in job.error
     assert "the site takes no job until its operator restores the log or the consortium accepts a new one" in job.error
     for name in ("EUR", "AFR"):
         events = [r["event"] for r in audit.show(tmp_path / name / "audit.log")]
@@ -139,7 +139,7 @@ def test_audit_heads__a_cut_or_rewritten_log_is_caught_at_reconnect_and_by_verif
         time.sleep(0.05)
     assert {(a.site, a.kind) for a in coord.store.audit_head_alarms()} == {("EUR", "reported"), ("AFR", "reported")}
     now = coord.store.audit_heads()  # the coordinator's copy does not move while an alarm is open
-    assert now["EUR"] == kept["EUR"] and now["AFR"] == kept["AFR"] and now["EAS"].seq == 4
+    assert now["EUR"] == kept["EUR"] and now["AFR"] == kept["AFR"] and now["EAS"].seq == 6
     capsys.readouterr()
     assert cli(["coordinator", "audit-heads", "--config", str(coordinator_toml)]) == 1
     assert "ALARM EUR reported" in capsys.readouterr().out
@@ -164,7 +164,7 @@ def test_audit_heads__a_cut_or_rewritten_log_is_caught_at_reconnect_and_by_verif
     assert _run(port, session_pki).state == "DONE"
     coord.audit_heads.flush()
     now = coord.store.audit_heads()
-    assert now["EUR"].seq == 5 and now["AFR"].seq == 1  # EUR's restored log went on; AFR's new log began
+    assert now["EUR"].seq == 8 and now["AFR"].seq == 2  # EUR's restored log went on; AFR's new log began
     assert [a.kind for a in coord.store.audit_head_alarms(site="AFR")] == ["reported", "reset"]
     assert coord.store.audit_head_alarms(open_only=True) == []
 

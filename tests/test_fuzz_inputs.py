@@ -177,6 +177,34 @@ def _message_kinds():
         ),
         st.builds(lambda j: site_pb2.CoordinatorMessage(keys_request=site_pb2.KeysRequest(job_id=j)), job_ids),
         st.builds(
+            lambda j, p, a: site_pb2.CoordinatorMessage(
+                keys_request=site_pb2.KeysRequest(job_id=j, participants=p, attempt=a)
+            ),
+            job_ids,
+            st.lists(st.sampled_from(["AFR", "EAS", "EUR", "x"]), max_size=4),
+            st.integers(0, 3),
+        ),
+        st.builds(
+            lambda j, a, t, o, h: site_pb2.CoordinatorMessage(
+                intersection=site_pb2.HarmonizeIntersection(job_id=j, attempt=a, total=t, offset=o, hashes=h)
+            ),
+            job_ids,
+            st.integers(0, 3),
+            st.integers(0, 1 << 62),
+            st.integers(0, 1 << 62),
+            st.binary(max_size=64),
+        ),
+        st.builds(
+            lambda j, a, b: site_pb2.CoordinatorMessage(
+                harmonize=site_pb2.HarmonizeRelay(
+                    job_id=j, attempt=a, shares=[site_pb2.HarmonizeShare(sender="EAS", recipient="AFR", ciphertext=b)]
+                )
+            ),
+            job_ids,
+            st.integers(0, 3),
+            st.binary(max_size=64),
+        ),
+        st.builds(
             lambda j, t, o, idx: site_pb2.CoordinatorMessage(
                 plan=site_pb2.VariantPlanChunk(job_id=j, total=t, offset=o, local_index=idx, flip=idx[: len(idx) // 8])
             ),
@@ -243,7 +271,17 @@ def test_site_agent_dispatch__any_coordinator_message_is_handled(session_pki, tm
     while not agent._outbox.empty():
         reply = agent._outbox.get_nowait()
         kind = reply.WhichOneof("kind")
-        assert kind in ("decision", "error", "keys", "policy", "round_key", "sums", "progress"), kind
+        assert kind in (
+            "decision",
+            "error",
+            "keys",
+            "policy",
+            "round_key",
+            "sums",
+            "progress",
+            "harmonize_shares",
+            "harmonize_tag",
+        ), kind
         if kind == "decision" and not reply.decision.accept:
             assert reply.decision.reason and len(reply.decision.reason) < 1000
             assert "x" * 100 not in reply.decision.reason
@@ -255,7 +293,7 @@ def test_coordinator_routing__arbitrary_site_messages(data):
     """The coordinator routes any SiteMessage a site sends without raising, and decodes any sums or
     keys chunk in it to a value or a clear error."""
     from coordinator.sessions import SiteRegistry
-    from fedstat.protocol import KeysAssembler, chunk_from_pb
+    from fedstat.protocol import HashAssembler, KeysAssembler, chunk_from_pb
     from fedstat.wire import site_pb2
 
     try:
@@ -278,5 +316,9 @@ def test_coordinator_routing__arbitrary_site_messages(data):
     if msg.WhichOneof("kind") == "keys":
         try:
             KeysAssembler().add(msg.keys)
+        except FedstatError:
+            pass
+        try:
+            HashAssembler("hashes", max_hashes=1000).add(msg.keys)
         except FedstatError:
             pass

@@ -7,6 +7,7 @@ import json
 import queue
 import threading
 import time
+import types
 
 import grpc
 import numpy as np
@@ -16,8 +17,9 @@ from fedstat.data.variants import VariantTable
 from fedstat.jobs import JobSpec
 from fedstat.net import secure_channel
 from fedstat.privacy.base import RoundContext, get_mode
-from fedstat.protocol import chunk_to_pb, keys_chunks
+from fedstat.protocol import chunk_to_pb
 from fedstat.wire import site_pb2, site_pb2_grpc
+from site_agent.harmonize import SiteHarmonizer, SiteIdentity
 from tests.conftest import analyst_profile, coordinator_config
 
 VARIANTS = VariantTable.from_lists(["1", "1", "2"], [10, 20, 5], ["a", "b", "c"], ["A", "C", "G"], ["G", "T", "A"])
@@ -26,13 +28,32 @@ VARIANTS = VariantTable.from_lists(["1", "1", "2"], [10, 20, 5], ["a", "b", "c"]
 class FakeSite:
     """A site driven by the test: real stream, scripted behaviour."""
 
-    def __init__(self, session_pki, port: int, name: str, *, vanish_in_round: bool | int = False, refuse: str = ""):
-        self.name, self.vanish_in_round, self.refuse = name, vanish_in_round, refuse
+    def __init__(
+        self,
+        session_pki,
+        port: int,
+        name: str,
+        *,
+        vanish_in_round: bool | int = False,
+        refuse: str = "",
+        variants: VariantTable = VARIANTS,
+    ):
+        self.name, self.vanish_in_round, self.refuse, self.variants = name, vanish_in_round, refuse, variants
         self.outbox: queue.Queue = queue.Queue()
         self.outbox.put(site_pb2.SiteMessage(hello=site_pb2.Hello(agent_version="fake")))
         self.channel = secure_channel(f"localhost:{port}", session_pki.tls(name))
         self.call = site_pb2_grpc.SiteGatewayStub(self.channel).Connect(iter(self.outbox.get, None))
         self.seen: list[str] = []
+        tls = session_pki.tls(name)
+        self.identity = SiteIdentity(
+            name=name,
+            key_pem=tls.key.read_bytes(),
+            cert_pem=tls.cert.read_bytes(),
+            ca_pem=tls.ca.read_bytes(),
+            revoked=None,
+            min_sites=2,
+        )
+        self.harmonizer: SiteHarmonizer | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -50,9 +71,11 @@ class FakeSite:
                         n_variants=3,
                     )
                     self.outbox.put(site_pb2.SiteMessage(decision=d))
-                elif kind == "keys_request":
-                    for c in keys_chunks(msg.keys_request.job_id, VARIANTS, multiallelic=0, non_snv=0):
-                        self.outbox.put(site_pb2.SiteMessage(keys=c))
+                    genotypes = types.SimpleNamespace(variants=self.variants, multiallelic_skipped=0)
+                    self.harmonizer = SiteHarmonizer(msg.offer.job_id, self.identity, genotypes)
+                elif kind in ("keys_request", "harmonize", "intersection"):
+                    for out in self.harmonizer.handle(msg):  # the real site's private harmonization
+                        self.outbox.put(out)
                 elif kind == "round":
                     r = msg.round
                     if self.vanish_in_round is True or self.vanish_in_round == r.round:
@@ -191,6 +214,49 @@ def test_job__site_vanishing_after_totals_were_released_stops_the_job_instead_of
     assert "would reveal its sums by difference" in job.error
     assert "round 1 sums received from all sites" in log and "restarting the analysis" not in log
     assert not (coord.config.results_dir / job.job_id).exists()
+
+
+def _reconnecting_job(session_pki, tmp_path, variants_after: VariantTable):
+    """A geno-counts job over AFR, EAS, EUR where EUR vanishes in round 1 and comes back (within
+    the coordinator's 2 s) with ``variants_after``: (job status, its log, its .gcount rows)."""
+    from coordinator.server import running_coordinator
+
+    cfg = dataclasses.replace(coordinator_config(session_pki, tmp_path), min_sites=2)
+    with running_coordinator(cfg) as coord:
+        sites = [FakeSite(session_pki, coord.port, n) for n in ("AFR", "EAS")]
+        sites.append(FakeSite(session_pki, coord.port, "EUR", vanish_in_round=1))
+        try:
+            _wait_connected(coord, ["AFR", "EAS", "EUR"])
+            with Client(analyst_profile(session_pki, coord.port)) as c:
+                spec = JobSpec(analyses=("geno-counts",), out_name="g", privacy="none", sites=("AFR", "EAS", "EUR"))
+                job_id = c.submit(spec).job_id
+                sites[2].thread.join(timeout=20)  # EUR vanished in round 1
+                sites.append(FakeSite(session_pki, coord.port, "EUR", variants=variants_after))
+                job = c.wait(job_id, raise_on_failure=False)
+                log = "\n".join(c.get(job_id).log)
+                rows = []
+                if job.state == "DONE":
+                    c.fetch_results(job_id, tmp_path / "out")
+                    rows = [r.split("\t") for r in (tmp_path / "out" / "g.gcount").read_text().splitlines()[1:]]
+        finally:
+            for s in sites:
+                s.close()
+    return job, log, rows
+
+
+def test_job__site_reconnecting_is_harmonized_again_and_the_round_retried(session_pki, tmp_path):
+    reordered = VARIANTS.take(np.array([2, 0, 1]))  # the same variants in another file order
+    job, log, rows = _reconnecting_job(session_pki, tmp_path, reordered)
+    assert job.state == "DONE", job.error
+    assert "site EUR reconnected and accepted the job again" in log
+    assert [r[4:7] for r in rows] == [["30", "90", "30"], ["60", "60", "30"], ["90", "30", "30"]]
+
+
+def test_job__site_reconnecting_with_other_variants_fails_the_job(session_pki, tmp_path):
+    other = VariantTable.from_lists(["1", "1", "2"], [10, 20, 5], ["a", "b2", "c"], ["A", "C", "G"], ["G", "T", "A"])
+    job, _, _ = _reconnecting_job(session_pki, tmp_path, other)  # variant 1:20's ID changed
+    assert job.state == "FAILED"
+    assert job.error == "site EUR's variants changed while the job ran; submit the job again"
 
 
 def test_job__refusal_reason_reaches_the_analyst(session_pki, coordinator):

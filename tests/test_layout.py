@@ -80,8 +80,13 @@ def test_wire__no_message_has_a_per_participant_field():
         "Contribution.signature",
         "DecryptReply.words",  # --privacy paillier: round totals (all sites), decrypted by the analyst
         "DecryptRequest.ciphertexts",  # the product of every participant's ciphertexts
+        "HarmonizeIntersection.hashes",  # private harmonization: keyed hashes of variant keys (no data)
+        "HarmonizeShare.ciphertext",  # a site's sealed share of the harmonization group key
+        "HarmonizeShare.nonce",
+        "HarmonizeTag.tag",  # a site's MAC confirming the intersection
         "JobOffer.analyst_certificate",  # the submitting analyst's public certificate (PEM)
         "JobOffer.spec_signature",  # the analyst's signature of the job spec
+        "KeysChunk.hashes",  # keyed hashes of a site's variant keys, sorted (no data)
         "ResultChunk.data",
         "RoundKey.certificate",  # key material of the secure-aggregation exchange
         "RoundKey.public_key",

@@ -49,8 +49,8 @@ def test_audit__accept_budget_refusal_and_policy_refusal_are_recorded(session_pk
     assert charged["dp"]["epsilon"] == 8.0 and charged["dp"]["delta"] == 1e-6
     assert charged["dp"]["rho"] == pytest.approx(epsilon_to_rho(8.0, 1e-6))
     assert charged["dp"]["remaining"] == pytest.approx(epsilon_to_rho(10.0, 1e-6) - epsilon_to_rho(8.0, 1e-6))
-    assert audit.verify(log).ok and audit.verify(log).n_records == len(records) == 5
-    assert [r["event"] for r in audit.show(log, job_id=ok.job_id)] == ["offer", "release", "dp_charge"]
+    assert audit.verify(log).ok and audit.verify(log).n_records == len(records) == 6  # with the harmonization
+    assert [r["event"] for r in audit.show(log, job_id=ok.job_id)] == ["offer", "harmonize", "release", "dp_charge"]
 
 
 def test_site_audit_cli__verify_detects_an_edited_record(session_pki, consortium, tmp_path, capsys):
@@ -64,7 +64,7 @@ def test_site_audit_cli__verify_detects_an_edited_record(session_pki, consortium
         f'[tls]\nca = "ca.pem"\ncert = "a.pem"\nkey = "a.key"\n\n[[datasets]]\nname = "main"\npath = "{tmp_path}"\n'
     )
     assert cli(["site", "audit", "verify", "--config", str(config)]) == 0
-    assert "OK, 4 records" in capsys.readouterr().out  # two offers, two released rounds
+    assert "OK, 6 records" in capsys.readouterr().out  # two offers, two harmonizations, two released rounds
     assert cli(["site", "audit", "show", "--config", str(config), "--analyst", "alice"]) == 0
     assert capsys.readouterr().out.count("accepted") == 2
     log = tmp_path / "AFR" / "audit.log"

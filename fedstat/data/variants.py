@@ -134,12 +134,15 @@ def _chrom_rank(chrom: str) -> tuple[int, str]:
     return (order.get(c.upper(), 1000), c)
 
 
-def harmonize(site_variants: Mapping[str, VariantTable]) -> Harmonization:
+def harmonize(site_variants: Mapping[str, VariantTable], *, keys_unique: bool = False) -> Harmonization:
     """Intersect the sites' variants by key and fix one orientation.
 
     Parameters
     ----------
     site_variants : per site name, that site's :class:`VariantTable` in its file order.
+    keys_unique : the caller vouches that no table lists a key twice (the intersections revealed by
+        private harmonization, :mod:`fedstat.privacy.psi`): the duplicate search is skipped, and
+        ``n_excluded`` and ``n_duplicate`` are 0 for the caller to fill in from what it knows.
 
     Returns
     -------
@@ -175,11 +178,14 @@ def harmonize(site_variants: Mapping[str, VariantTable]) -> Harmonization:
                 "idx": np.arange(len(vt), dtype=np.int64),
             }
         )
+        if keys_unique:
+            n_duplicate[name], frames[name] = 0, df
+            continue
         dup = df.duplicated(key_cols, keep=False)
         n_duplicate[name] = int(df.loc[dup, key_cols].drop_duplicates().shape[0])
         frames[name] = df.loc[~dup]
 
-    n_union = pd.concat([f[key_cols] for f in frames.values()]).drop_duplicates().shape[0]
+    n_union = None if keys_unique else pd.concat([f[key_cols] for f in frames.values()]).drop_duplicates().shape[0]
     merged = frames[names[0]].rename(columns={"ref": "ref_0", "id": "id_0", "idx": "idx_0"})
     for k, name in enumerate(names[1:], start=1):
         other = frames[name].rename(columns={"ref": f"ref_{k}", "id": f"id_{k}", "idx": f"idx_{k}"})
@@ -189,7 +195,7 @@ def harmonize(site_variants: Mapping[str, VariantTable]) -> Harmonization:
             f"no variant is present at every site ({', '.join(names)}): check that all sites "
             "use the same genome build and chromosome naming"
         )
-    n_excluded = n_union - len(merged)
+    n_excluded = 0 if n_union is None else n_union - len(merged)
     ranks = {c: _chrom_rank(c) for c in merged["chrom"].unique()}
     order_keys = sorted(ranks, key=ranks.__getitem__)
     merged["_rank"] = merged["chrom"].map({c: i for i, c in enumerate(order_keys)})

@@ -184,24 +184,217 @@ Global___JobOffer: _TypeAlias = JobOffer  # noqa: Y015
 
 @_typing.final
 class KeysRequest(_message.Message):
-    """Ask for the dataset's variant keys (the first step of harmonization)."""
+    """Harmonization reveals only the intersection (fedstat.privacy.psi). A KeysRequest starts an
+    exchange among `participants`: each answers with a signed X25519 key (a RoundKey of round 0
+    signed over the fixed digest "harmonize/v1"); the coordinator relays the keys (HarmonizeRelay
+    peer_keys), each site seals a random share for each peer (HarmonizeShares), the coordinator
+    relays the sealed shares (HarmonizeRelay shares) and every site derives the group key K, which
+    the coordinator never holds. Each site sends keyed hashes of its variant keys, sorted
+    (KeysChunk hashes); the coordinator intersects them and sends every site the intersection
+    (HarmonizeIntersection); each site checks that it holds every hash and confirms with a MAC
+    under K (HarmonizeTag); the coordinator relays all confirmations (HarmonizeRelay tags) and a
+    site reveals the plaintext keys of the intersection only if every participant confirmed the
+    same intersection (KeysChunk keys, revealed).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    attempt: _builtins.int
+    """each exchange has its own number (fresh keys and shares)"""
+    @_builtins.property
+    def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the sites harmonized together"""
+
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        participants: _abc.Iterable[_builtins.str] | None = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job_id", b"job_id", "participants", b"participants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___KeysRequest: _TypeAlias = KeysRequest  # noqa: Y015
+
+@_typing.final
+class HarmonizeRelay(_message.Message):
+    """coordinator -> site: one relay step of a harmonization exchange (exactly one field set)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    PEER_KEYS_FIELD_NUMBER: _builtins.int
+    SHARES_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    attempt: _builtins.int
+    @_builtins.property
+    def peer_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoundKey]:
+        """every participant's signed key, as received"""
+
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___HarmonizeShare]:
+        """the sealed shares addressed to this site"""
+
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___HarmonizeTag]:
+        """every participant's confirmation of the intersection"""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        peer_keys: _abc.Iterable[Global___RoundKey] | None = ...,
+        shares: _abc.Iterable[Global___HarmonizeShare] | None = ...,
+        tags: _abc.Iterable[Global___HarmonizeTag] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job_id", b"job_id", "peer_keys", b"peer_keys", "shares", b"shares", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HarmonizeRelay: _TypeAlias = HarmonizeRelay  # noqa: Y015
+
+@_typing.final
+class HarmonizeShare(_message.Message):
+    """A site's random share of the group key, sealed (ChaCha20-Poly1305) for one peer under a key
+    derived from their signed X25519 agreement: the coordinator relays what it cannot read.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENDER_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    sender: _builtins.str
+    recipient: _builtins.str
+    nonce: _builtins.bytes
+    """12 bytes"""
+    ciphertext: _builtins.bytes
+    """32-byte share + 16-byte tag"""
+    def __init__(
+        self,
+        *,
+        sender: _builtins.str = ...,
+        recipient: _builtins.str = ...,
+        nonce: _builtins.bytes = ...,
+        ciphertext: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "nonce", b"nonce", "recipient", b"recipient", "sender", b"sender"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HarmonizeShare: _TypeAlias = HarmonizeShare  # noqa: Y015
+
+@_typing.final
+class HarmonizeShares(_message.Message):
+    """site -> coordinator: this site's sealed shares, one per peer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    SHARES_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    attempt: _builtins.int
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___HarmonizeShare]: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        shares: _abc.Iterable[Global___HarmonizeShare] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job_id", b"job_id", "shares", b"shares"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HarmonizeShares: _TypeAlias = HarmonizeShares  # noqa: Y015
+
+@_typing.final
+class HarmonizeTag(_message.Message):
+    """site -> coordinator: HMAC under K over the job, exchange, site and the intersection's digest,
+    sent once the site checked it holds every hash of the intersection.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    attempt: _builtins.int
+    site: _builtins.str
+    tag: _builtins.bytes
+    """32 bytes"""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        site: _builtins.str = ...,
+        tag: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job_id", b"job_id", "site", b"site", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HarmonizeTag: _TypeAlias = HarmonizeTag  # noqa: Y015
+
+@_typing.final
+class HarmonizeIntersection(_message.Message):
+    """coordinator -> site: the keyed hashes present at every participant, sorted, chunked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    HASHES_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    attempt: _builtins.int
+    offset: _builtins.int
+    """in hashes"""
+    total: _builtins.int
+    hashes: _builtins.bytes
+    """16 bytes per hash"""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        total: _builtins.int = ...,
+        hashes: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "hashes", b"hashes", "job_id", b"job_id", "offset", b"offset", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HarmonizeIntersection: _TypeAlias = HarmonizeIntersection  # noqa: Y015
 
 @_typing.final
 class VariantPlanChunk(_message.Message):
@@ -216,6 +409,7 @@ class VariantPlanChunk(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     LOCAL_INDEX_FIELD_NUMBER: _builtins.int
     FLIP_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     offset: _builtins.int
     total: _builtins.int
@@ -223,6 +417,10 @@ class VariantPlanChunk(_message.Message):
     """little-endian int64"""
     flip: _builtins.bytes
     """one byte per variant, 0/1"""
+    attempt: _builtins.int
+    """The harmonization exchange the plan was made from: local_index counts the rows this site
+    revealed in that exchange (in its file order), which the site maps to its own rows.
+    """
     def __init__(
         self,
         *,
@@ -231,10 +429,11 @@ class VariantPlanChunk(_message.Message):
         total: _builtins.int = ...,
         local_index: _builtins.bytes = ...,
         flip: _builtins.bytes = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["flip", b"flip", "job_id", b"job_id", "local_index", b"local_index", "offset", b"offset", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "flip", b"flip", "job_id", b"job_id", "local_index", b"local_index", "offset", b"offset", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -424,6 +623,8 @@ class CoordinatorMessage(_message.Message):
     CANCEL_FIELD_NUMBER: _builtins.int
     ROUND_DATA_FIELD_NUMBER: _builtins.int
     KEY_REQUEST_FIELD_NUMBER: _builtins.int
+    HARMONIZE_FIELD_NUMBER: _builtins.int
+    INTERSECTION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -440,6 +641,10 @@ class CoordinatorMessage(_message.Message):
     def round_data(self) -> Global___RoundData: ...
     @_builtins.property
     def key_request(self) -> Global___RoundKeyRequest: ...
+    @_builtins.property
+    def harmonize(self) -> Global___HarmonizeRelay: ...
+    @_builtins.property
+    def intersection(self) -> Global___HarmonizeIntersection: ...
     def __init__(
         self,
         *,
@@ -451,12 +656,14 @@ class CoordinatorMessage(_message.Message):
         cancel: Global___CancelJob | None = ...,
         round_data: Global___RoundData | None = ...,
         key_request: Global___RoundKeyRequest | None = ...,
+        harmonize: Global___HarmonizeRelay | None = ...,
+        intersection: Global___HarmonizeIntersection | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "key_request", b"key_request", "keys_request", b"keys_request", "kind", b"kind", "offer", b"offer", "plan", b"plan", "round", b"round", "round_data", b"round_data", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "harmonize", b"harmonize", "intersection", b"intersection", "key_request", b"key_request", "keys_request", b"keys_request", "kind", b"kind", "offer", b"offer", "plan", b"plan", "round", b"round", "round_data", b"round_data", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "key_request", b"key_request", "keys_request", b"keys_request", "kind", b"kind", "offer", b"offer", "plan", b"plan", "round", b"round", "round_data", b"round_data", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "harmonize", b"harmonize", "intersection", b"intersection", "key_request", b"key_request", "keys_request", b"keys_request", "kind", b"kind", "offer", b"offer", "plan", b"plan", "round", b"round", "round_data", b"round_data", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "offer", "keys_request", "plan", "round", "cancel", "round_data", "key_request"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "offer", "keys_request", "plan", "round", "cancel", "round_data", "key_request", "harmonize", "intersection"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -537,12 +744,25 @@ class KeysChunk(_message.Message):
     KEYS_FIELD_NUMBER: _builtins.int
     MULTIALLELIC_SKIPPED_FIELD_NUMBER: _builtins.int
     NON_SNV_SKIPPED_FIELD_NUMBER: _builtins.int
+    HASHES_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    REVEALED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     offset: _builtins.int
     total: _builtins.int
     multiallelic_skipped: _builtins.int
     """set on the first chunk"""
     non_snv_skipped: _builtins.int
+    hashes: _builtins.bytes
+    """Harmonization: without `revealed`, keys is empty and `hashes` holds the site's keyed hashes
+    (16 bytes each, sorted; offset and total count hashes); with `revealed`, keys holds the
+    plaintext keys of the intersection, in the site's file order.
+    """
+    attempt: _builtins.int
+    duplicates: _builtins.int
+    """distinct variant keys listed more than once (first chunk)"""
+    revealed: _builtins.bool
     @_builtins.property
     def keys(self) -> _common_pb2.VariantKeys: ...
     def __init__(
@@ -554,10 +774,14 @@ class KeysChunk(_message.Message):
         keys: _common_pb2.VariantKeys | None = ...,
         multiallelic_skipped: _builtins.int = ...,
         non_snv_skipped: _builtins.int = ...,
+        hashes: _builtins.bytes = ...,
+        attempt: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+        revealed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "keys", b"keys", "multiallelic_skipped", b"multiallelic_skipped", "non_snv_skipped", b"non_snv_skipped", "offset", b"offset", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "duplicates", b"duplicates", "hashes", b"hashes", "job_id", b"job_id", "keys", b"keys", "multiallelic_skipped", b"multiallelic_skipped", "non_snv_skipped", b"non_snv_skipped", "offset", b"offset", "revealed", b"revealed", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -792,6 +1016,8 @@ class SiteMessage(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     ROUND_KEY_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
+    HARMONIZE_SHARES_FIELD_NUMBER: _builtins.int
+    HARMONIZE_TAG_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -810,6 +1036,10 @@ class SiteMessage(_message.Message):
     def policy(self) -> _common_pb2.DisclosurePolicy:
         """a dataset's settings changed (e.g. DP budget spent)"""
 
+    @_builtins.property
+    def harmonize_shares(self) -> Global___HarmonizeShares: ...
+    @_builtins.property
+    def harmonize_tag(self) -> Global___HarmonizeTag: ...
     def __init__(
         self,
         *,
@@ -821,12 +1051,14 @@ class SiteMessage(_message.Message):
         error: Global___SiteError | None = ...,
         round_key: Global___RoundKey | None = ...,
         policy: _common_pb2.DisclosurePolicy | None = ...,
+        harmonize_shares: Global___HarmonizeShares | None = ...,
+        harmonize_tag: Global___HarmonizeTag | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "error", b"error", "hello", b"hello", "keys", b"keys", "kind", b"kind", "policy", b"policy", "progress", b"progress", "round_key", b"round_key", "sums", b"sums"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "error", b"error", "harmonize_shares", b"harmonize_shares", "harmonize_tag", b"harmonize_tag", "hello", b"hello", "keys", b"keys", "kind", b"kind", "policy", b"policy", "progress", b"progress", "round_key", b"round_key", "sums", b"sums"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "error", b"error", "hello", b"hello", "keys", b"keys", "kind", b"kind", "policy", b"policy", "progress", b"progress", "round_key", b"round_key", "sums", b"sums"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "error", b"error", "harmonize_shares", b"harmonize_shares", "harmonize_tag", b"harmonize_tag", "hello", b"hello", "keys", b"keys", "kind", b"kind", "policy", b"policy", "progress", b"progress", "round_key", b"round_key", "sums", b"sums"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "decision", "keys", "sums", "progress", "error", "round_key", "policy"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "decision", "keys", "sums", "progress", "error", "round_key", "policy", "harmonize_shares", "harmonize_tag"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

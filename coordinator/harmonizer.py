@@ -1,0 +1,176 @@
+"""The coordinator's side of private harmonization (fedstat.privacy.psi).
+
+The coordinator relays signed keys, sealed shares and confirmations it cannot read or forge,
+intersects the sites' keyed hashes, and receives the plaintext keys of the intersection only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from fedstat.data.variants import Harmonization, VariantTable, harmonize
+from fedstat.errors import InputError, JobFailed, ProtocolError
+from fedstat.privacy import psi
+from fedstat.protocol import HashAssembler, KeysAssembler, intersection_chunks
+from fedstat.wire import site_pb2
+
+#: Messages a site may still send from an abandoned round attempt while an exchange runs.
+_LATE = ("sums", "progress", "round_key", "keys", "harmonize_shares", "harmonize_tag")
+
+
+@dataclass(frozen=True)
+class Revealed:
+    """One exchange's outcome.
+
+    Attributes
+    ----------
+    tables : per site, the plaintext keys it revealed (the intersection, in its file order)
+    intersection : the hashes present at every site and the number of distinct hashes overall
+    n_duplicate, multiallelic, non_snv : per site, counts about its file (aggregate facts)
+    """
+
+    tables: dict[str, VariantTable]
+    intersection: psi.Intersection
+    n_duplicate: dict[str, int]
+    multiallelic: dict[str, int]
+    non_snv: dict[str, int]
+
+
+class Exchange:
+    """One harmonization exchange among ``names``, driven by a job runner's send/receive."""
+
+    def __init__(self, runner, names: list[str], attempt: int, timeout_s: float):  # noqa: ANN001
+        self.runner, self.job_id, self.attempt = runner, runner.job_id, attempt
+        self.names = sorted(names)
+        self.timeout_s = timeout_s
+
+    def _collect(self, what: str, step: Callable[[str, site_pb2.SiteMessage], bool | None]) -> None:
+        """Receive until ``step`` returned True for every site; ``step`` returns None for a
+        message it does not take (a late one of an earlier step or attempt)."""
+        waiting = set(self.names)
+        deadline = time.monotonic() + self.timeout_s
+        while waiting:
+            site, msg = self.runner.receive(deadline, what, lambda: sorted(waiting))
+            if site not in waiting:
+                continue
+            kind = msg.WhichOneof("kind")
+            body = getattr(msg, kind)
+            taken = step(site, msg) if getattr(body, "attempt", None) == self.attempt else None
+            if taken is None:
+                if kind in _LATE:
+                    continue
+                raise ProtocolError(f"site {site} sent {kind} during harmonization")
+            if taken:
+                waiting.discard(site)
+
+    def intersection_for(self, site: str, common: psi.Intersection) -> np.ndarray:
+        """The hashes ``site`` is asked to reveal: the intersection (a deviating coordinator's seam)."""
+        return common.hashes
+
+    def run(self) -> Revealed:
+        job_id, attempt, names = self.job_id, self.attempt, self.names
+        for name in names:
+            self.runner.send(
+                name, keys_request=site_pb2.KeysRequest(job_id=job_id, participants=names, attempt=attempt)
+            )
+        keys: dict[str, site_pb2.RoundKey] = {}
+
+        def on_key(site: str, msg: site_pb2.SiteMessage) -> bool | None:
+            k = msg.round_key
+            if msg.WhichOneof("kind") != "round_key" or k.round != psi.HARMONIZE_ROUND:
+                return None
+            if k.site != site:
+                raise ProtocolError(f"site {site} sent a harmonization key in the name of {k.site!r}")
+            keys[site] = k
+            return True
+
+        self._collect("harmonization keys", on_key)
+        relay = site_pb2.HarmonizeRelay(job_id=job_id, attempt=attempt, peer_keys=[keys[n] for n in names])
+        for name in names:
+            self.runner.send(name, harmonize=relay)
+        sealed: dict[str, list[site_pb2.HarmonizeShare]] = {n: [] for n in names}
+
+        def on_shares(site: str, msg: site_pb2.SiteMessage) -> bool | None:
+            if msg.WhichOneof("kind") != "harmonize_shares":
+                return None
+            for s in msg.harmonize_shares.shares:
+                if s.sender != site or s.recipient not in sealed:
+                    raise ProtocolError(f"site {site} sent a key share that is not its own for a participant")
+                sealed[s.recipient].append(s)
+            return True
+
+        self._collect("harmonization key shares", on_shares)
+        for name in names:
+            self.runner.send(
+                name, harmonize=site_pb2.HarmonizeRelay(job_id=job_id, attempt=attempt, shares=sealed[name])
+            )
+        hashes = {n: HashAssembler(f"site {n}'s harmonization hashes") for n in names}
+
+        def on_hashes(site: str, msg: site_pb2.SiteMessage) -> bool | None:
+            if msg.WhichOneof("kind") != "keys" or msg.keys.revealed:
+                return None
+            return hashes[site].add(msg.keys)
+
+        self._collect("variant hashes", on_hashes)
+        common = psi.intersect({n: a.hashes() for n, a in hashes.items()})
+        for name in names:
+            for c in intersection_chunks(job_id, attempt, self.intersection_for(name, common)):
+                self.runner.send(name, intersection=c)
+        tags: dict[str, site_pb2.HarmonizeTag] = {}
+
+        def on_tag(site: str, msg: site_pb2.SiteMessage) -> bool | None:
+            if msg.WhichOneof("kind") != "harmonize_tag":
+                return None
+            tags[site] = msg.harmonize_tag
+            return True
+
+        self._collect("confirmations of the intersection", on_tag)
+        relay = site_pb2.HarmonizeRelay(job_id=job_id, attempt=attempt, tags=[tags[n] for n in names])
+        for name in names:
+            self.runner.send(name, harmonize=relay)
+        revealed = {n: KeysAssembler() for n in names}
+
+        def on_revealed(site: str, msg: site_pb2.SiteMessage) -> bool | None:
+            if msg.WhichOneof("kind") != "keys" or not msg.keys.revealed:
+                return None
+            if msg.keys.total != len(common.hashes):
+                raise ProtocolError(
+                    f"site {site} revealed {msg.keys.total} variants for an intersection of {len(common.hashes)}"
+                )
+            return revealed[site].add(msg.keys)
+
+        self._collect("the intersection's variant keys", on_revealed)
+        return Revealed(
+            tables={n: a.table() for n, a in revealed.items()},
+            intersection=common,
+            n_duplicate={n: a.duplicates for n, a in hashes.items()},
+            multiallelic={n: a.multiallelic for n, a in hashes.items()},
+            non_snv={n: a.non_snv for n, a in hashes.items()},
+        )
+
+
+def harmonize_revealed(revealed: Revealed) -> Harmonization:
+    """:func:`fedstat.data.variants.harmonize` over the revealed intersection, with the counts the
+    sites' hashes give (keys absent at some site; keys listed twice at a site)."""
+    try:
+        h = harmonize(revealed.tables, keys_unique=True)  # each site revealed distinct keys
+    except InputError as exc:
+        raise JobFailed(f"harmonization failed: {exc}") from exc
+    n = len(revealed.intersection.hashes)
+    if len(h.variants) != n or any(
+        len(p.local_index) != n or np.any(np.bincount(p.local_index, minlength=n) != 1) for p in h.plans.values()
+    ):
+        raise JobFailed(
+            "harmonization failed: the variant keys the sites revealed do not match the intersection of their "
+            f"hashes ({len(h.variants)} of {len(revealed.intersection.hashes)} in common); a site's agent is faulty"
+        )
+    return replace(h, n_excluded=revealed.intersection.n_excluded, n_duplicate=revealed.n_duplicate)
+
+
+def site_rows(table: VariantTable, local_index: np.ndarray) -> VariantTable:
+    """A site's revealed rows in the global order of a plan."""
+    return table.take(np.asarray(local_index, dtype=np.int64))
