@@ -9,8 +9,6 @@ block. Only aggregate counts and protected per-variant sums ever leave the site.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import hashlib
 import logging
 import queue
 import random
@@ -38,16 +36,12 @@ from fedstat.errors import (
     PolicyRefused,
     ProtocolError,
     SiteUnavailable,
-    shown,
 )
 from fedstat.jobs import JobSpec, check_round, derived_columns
 from fedstat.net import secure_channel, server_certificate
 from fedstat.pki import (
     RevocationList,
     identity_from_pem,
-    identity_from_subject,
-    issued_by_bundle,
-    verify_statement,
 )
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.consent import DiseaseOntology, load_obo
@@ -66,10 +60,11 @@ from fedstat.protocol import (
 from fedstat.stats.base import Cohort, RoundInput, SiteUpdate, release_groups, run_local, updated_cohort
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
-from .audit import AuditLog, AuditPayloadError, spec_digest
+from .audit import AuditLog, spec_digest
 from .audit_anchor import AuditAnchor
 from .gate import ReleaseGate, reported_count
 from .harmonize import SiteHarmonizer, SiteIdentity, reveal_recorder
+from .offers import check_analyst, dp_fields, record_offer
 from .policy import ConsentSetup, check_access, decide
 
 log = logging.getLogger("fedstat.site")
@@ -354,35 +349,6 @@ class SiteAgent:
             self._audit = AuditLog(self.config.state_dir / "audit.log")
         return self._audit
 
-    def _record(self, offer: site_pb2.JobOffer, spec: JobSpec, **fields) -> None:
-        """One audit record about a job: who asked what, the decision and why (no participant data).
-        An offer too malformed to record as given (an invalid spec) is recorded with its fields
-        cut to what the log accepts, so every decision leaves a record."""
-        event = "reoffer" if offer.resumed else "offer"  # reoffer: after a coordinator restart or a reconnect
-        try:
-            self.audit.append(
-                event=event,
-                analyst=offer.analyst,
-                job_id=offer.job_id,
-                spec_digest=spec_digest(spec.to_json()),
-                signature=hashlib.sha256(offer.spec_signature).hexdigest() if offer.spec_signature else None,
-                analyses=list(spec.analyses),
-                privacy=spec.privacy,
-                purpose=spec.purpose or "GRU",
-                dataset=spec.dataset or self.config.datasets[0].name,
-                **fields,
-            )
-        except AuditPayloadError as exc:
-            log.warning("job %s: offer recorded in short form: %s", shown(offer.job_id), exc)
-            self.audit.append(
-                event=event,
-                analyst=_printable(offer.analyst),
-                job_id=_printable(offer.job_id),
-                spec_digest=spec_digest(spec.to_json()),
-                decision=fields.get("decision"),
-                reason=_printable(fields.get("reason", ""), 400) or None,
-            )
-
     def _offer(self, offer: site_pb2.JobOffer) -> None:
         spec = spec_from_pb(offer.spec)
         try:
@@ -398,7 +364,7 @@ class SiteAgent:
             ds_config = self.config.dataset(ds_name)
             if self._coordinator_pem and self.revocations.is_revoked_pem(self._coordinator_pem):
                 raise PolicyRefused("the coordinator's certificate has been revoked; this site takes no job from it")
-            self._check_analyst(offer, spec)
+            check_analyst(offer, spec, ca_pem=self._ca_pem, revocations=self.revocations)
             check_access(spec, self.config.policy, ds_name, offer.analyst, frozenset(offer.analyst_roles))
             (self.config.state_dir / "consent").mkdir(parents=True, exist_ok=True)
             consent = ConsentSetup(
@@ -417,7 +383,7 @@ class SiteAgent:
             dp_note = self._charge_budget(offer.job_id, ds_name, spec, offer.analyst, dry_run=True) if noisy else ""
         except FedstatError as exc:
             log.info("refused job %s from %s: %s", offer.job_id, offer.analyst, exc)
-            self._record(offer, spec, decision="refused", reason=str(exc))
+            record_offer(self.audit, offer, spec, self.config.datasets[0].name, decision="refused", reason=str(exc))
             self._send_with_head(
                 site_pb2.SiteMessage(decision=site_pb2.JobDecision(job_id=offer.job_id, accept=False, reason=str(exc)))
             )
@@ -442,14 +408,16 @@ class SiteAgent:
         # the counts leave the site only through the gate: coarsened, or withheld under dp
         cohort_size, granularity = reported_count(self.config.policy, len(members), noisy=noisy)
         consent_excluded, _ = reported_count(self.config.policy, excluded, noisy=noisy)
-        self._record(
+        record_offer(
+            self.audit,
             offer,
             spec,
+            self.config.datasets[0].name,
             decision="accepted",
             cohort_size=len(members),
             consent_excluded=excluded,
             reason=dp_note or "policy, consent and budget checks passed",
-            dp=self._dp_fields(spec, dp_note),
+            dp=dp_fields(spec) if dp_note else None,
         )
         log.info(
             "accepted job %s from %s: %s (%d participants, %d excluded by consent for purpose %s)",
@@ -475,40 +443,6 @@ class SiteAgent:
                 )
             )
         )
-
-    def _check_analyst(self, offer: site_pb2.JobOffer, spec: JobSpec) -> None:
-        """The analyst the coordinator names must hold a certificate from the consortium CA, for that
-        name and the analyst role, valid now and not on this site's revocation list, and must have
-        signed this very spec with its key (the coordinator cannot forge or change a job)."""
-        from cryptography import x509  # noqa: PLC0415
-
-        if not offer.analyst_certificate:
-            raise PolicyRefused("the offer carries no analyst certificate; this site accepts only identified analysts")
-        try:
-            cert = x509.load_pem_x509_certificate(offer.analyst_certificate)
-        except ValueError:
-            raise PolicyRefused("the analyst certificate in the offer is not a PEM certificate") from None
-        ident = identity_from_subject(cert.subject)
-        if not issued_by_bundle(cert, self._ca_pem):
-            raise PolicyRefused("the analyst certificate in the offer was not issued by the consortium CA")
-        if ident.name != offer.analyst or ident.role != "analyst":
-            raise PolicyRefused(f"the certificate in the offer is not analyst {offer.analyst}'s")
-        now = dt.datetime.now(dt.UTC)
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            raise PolicyRefused(f"analyst {offer.analyst}'s certificate is not valid now")
-        if self.revocations.is_revoked(cert):
-            raise PolicyRefused(f"analyst {offer.analyst}'s certificate has been revoked")
-        if not verify_statement(cert, spec.signing_bytes(), offer.spec_signature):
-            raise PolicyRefused(
-                f"the job spec is not signed by analyst {offer.analyst} (or was changed after signing); this site "
-                "runs only jobs their analyst signed with their certificate key"
-            )
-
-    @staticmethod
-    def _dp_fields(spec: JobSpec, note: str) -> dict | None:
-        if not note:
-            return None
-        return {"epsilon": float(spec.options["dp_epsilon"]), "delta": float(spec.options["dp_delta"])}
 
     def _charge_budget(
         self,
@@ -824,11 +758,6 @@ class SiteAgent:
                 )
             )
         )
-
-
-def _printable(text: str, limit: int = 100) -> str:
-    """``text`` without control characters, cut to ``limit`` characters (for a short audit record)."""
-    return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
 def _checked(
