@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,23 @@ from fedstat.data.variants import VariantTable
 from fedstat.pki import TlsFiles
 
 FIXTURE = Path(__file__).parent / "data" / "consortium"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """`fedstat.cli.main.main` routes the root logger to the sys.stderr of the moment, which pytest
+    closes after the test; restore the handlers so that a server thread still winding down does
+    not log to a closed stream in a later test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    for h in handlers:
+        if h not in root.handlers:
+            root.addHandler(h)
+    root.setLevel(level)
 
 
 def read_pooled(fixture: Path) -> tuple[np.ndarray, VariantTable, tuple[str, ...]]:
