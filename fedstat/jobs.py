@@ -50,7 +50,9 @@ KNOWN_OPTIONS = {
     "hwe": 60,
     "maf": 40,
     "pca": 40,
-    "require_pheno": 1,  # "1": plink2's --require-pheno over the job's --pheno-name columns
+    # "1": plink2's --require-pheno over the job's --pheno-name columns; or the phenotype columns
+    # named (comma-separated), as plink2's --require-pheno NAMES
+    "require_pheno": 1000,
     "require_covar": 1,  # "1": plink2's --require-covar over the job's --covar-name columns
 }
 #: Prefix of the statement an analyst signs for a job (:meth:`JobSpec.signing_bytes`).
@@ -106,9 +108,17 @@ class JobSpec:
         for key, value in self.options.items():
             if not isinstance(value, str) or len(value) > KNOWN_OPTIONS[key]:
                 raise InputError(f"job option {key} must be text of at most {KNOWN_OPTIONS[key]} characters")
-        for key in ("require_pheno", "require_covar"):
-            if self.options.get(key, "1") != "1":
-                raise InputError(f"job option {key} must be '1' (on) or absent")
+        if self.options.get("require_covar", "1") != "1":
+            raise InputError("job option require_covar must be '1' (on) or absent")
+        required = self.options.get("require_pheno", "1")
+        if required != "1":
+            names = required.split(",")
+            bad = [n for n in names if not _NAME_RE.match(n)]
+            if bad or len(set(names)) != len(names):
+                raise InputError(
+                    f"job option require_pheno must be '1' (the job's --pheno-name columns) or distinct column "
+                    f"names separated by commas, got {shown(required)}"
+                )
         for what, names in (("site", self.sites), ("dataset", (self.dataset,) if self.dataset else ())):
             bad = [n for n in names if not _NAME_RE.match(n)]
             if bad:
@@ -247,6 +257,16 @@ def pca_components(spec: JobSpec) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= pca.MAX_PCS:
         raise InputError(f"--pca takes a number of components from 1 to {pca.MAX_PCS}, got {shown(raw)}")
     return int(raw)
+
+
+def required_phenotypes(spec: JobSpec) -> tuple[str, ...]:
+    """The phenotype columns a participant must have to take part (``--require-pheno``): the job's
+    ``--pheno-name`` columns, the columns named (``--require-pheno QT,CC``, as plink2's
+    ``--require-pheno NAMES``), or none."""
+    required = spec.options.get("require_pheno")
+    if required is None:
+        return ()
+    return tuple(spec.pheno_names) if required == "1" else tuple(required.split(","))
 
 
 def fitted_parameters(spec: JobSpec) -> int:

@@ -134,15 +134,14 @@ def hash_chunks(
     job_id: str, attempt: int, hashed: HashedVariants, *, multiallelic: int, non_snv: int
 ) -> Iterator[site_pb2.KeysChunk]:
     """A site's keyed variant hashes (sorted) as KeysChunk messages, with its file's counts."""
-    data = hashed.hashes.tobytes()
     n = len(hashed.hashes)
-    for start in range(0, max(n, 1), HASHES_PER_CHUNK):
+    for start, piece in _hash_pieces(hashed.hashes):
         yield site_pb2.KeysChunk(
             job_id=job_id,
             attempt=attempt,
             offset=start,
             total=n,
-            hashes=data[start * HASH_BYTES : min(n, start + HASHES_PER_CHUNK) * HASH_BYTES],
+            hashes=piece,
             multiallelic_skipped=multiallelic if start == 0 else 0,
             non_snv_skipped=non_snv if start == 0 else 0,
             duplicates=hashed.n_duplicate if start == 0 else 0,
@@ -150,16 +149,18 @@ def hash_chunks(
 
 
 def intersection_chunks(job_id: str, attempt: int, hashes: np.ndarray) -> Iterator[site_pb2.HarmonizeIntersection]:
+    for start, piece in _hash_pieces(hashes):
+        yield site_pb2.HarmonizeIntersection(
+            job_id=job_id, attempt=attempt, offset=start, total=len(hashes), hashes=piece
+        )
+
+
+def _hash_pieces(hashes: np.ndarray) -> Iterator[tuple[int, bytes]]:
+    """(offset, bytes) pieces of a hash list of HASHES_PER_CHUNK hashes each (always at least one)."""
     data = np.ascontiguousarray(hashes).tobytes()
     n = len(hashes)
     for start in range(0, max(n, 1), HASHES_PER_CHUNK):
-        yield site_pb2.HarmonizeIntersection(
-            job_id=job_id,
-            attempt=attempt,
-            offset=start,
-            total=n,
-            hashes=data[start * HASH_BYTES : min(n, start + HASHES_PER_CHUNK) * HASH_BYTES],
-        )
+        yield start, data[start * HASH_BYTES : min(n, start + HASHES_PER_CHUNK) * HASH_BYTES]
 
 
 class HashAssembler:

@@ -9,6 +9,7 @@ missing values each, AGE and SEX), starts it as real daemons over mutual TLS, an
 It prints each job's outcome and, for a refused or failed one, the reason, then the count.
 
     python scripts/analysis_session.py                      # 3 x 400 participants x 3000 variants
+    python scripts/analysis_session.py --design common      # phenotypes on their common cohort
     python scripts/analysis_session.py --samples 3000 --variants 20000
 
 Every site keeps its release ledger across the session (the jobs are differenced against each
@@ -62,6 +63,28 @@ SESSION: list[tuple[str, list[str]]] = [
 ]
 
 
+#: The same analyst, who read the README first: phenotypes analysed together on their common cohort
+#: (--require-pheno) from the start, so no phenotype's cohort is released alone beside another's.
+COMMON: list[tuple[str, list[str]]] = [
+    *SESSION[:9],
+    ("GWAS of QT and CC on their common cohort", ["--glm", "--pheno-name", "QT,CC", "--require-pheno", *COV]),
+    ("the same job again (a repeat)", ["--glm", "--pheno-name", "QT,CC", "--require-pheno", *COV]),
+    ("the same, AGE only", ["--glm", "--pheno-name", "QT,CC", "--require-pheno", "--covar-name", "AGE"]),
+    ("the same with firth", ["--glm", "firth", "--pheno-name", "QT,CC", "--require-pheno", *COV]),
+    ("QC'd GWAS of both", [*QC, "--glm", "--pheno-name", "QT,CC", "--require-pheno", *COV]),
+    ("allelic test of CC, common cohort", ["--assoc", "--pheno-name", "CC", "--require-pheno", "QT,CC"]),
+    ("genotypic tests of CC, common cohort", ["--model", "--pheno-name", "CC", "--require-pheno", "QT,CC"]),
+    (
+        "HWE in controls, common cohort, then frequencies",
+        ["--hwe", "1e-6", "controls", "--pheno-name", "CC", "--require-pheno", "QT,CC", "--freq"],
+    ),
+    SESSION[18],
+    ("the pipeline again (a repeat)", SESSION[18][1]),
+    SESSION[19],
+]
+DESIGNS = {"separate": SESSION, "common": COMMON}
+
+
 def _fedstat(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "fedstat.cli.main", *argv]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
@@ -82,6 +105,13 @@ def main() -> int:
     ap.add_argument("--variants", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--work", type=Path, default=Path("/tmp/fedstat-session"))
+    ap.add_argument(
+        "--design",
+        choices=sorted(DESIGNS),
+        default="separate",
+        help="separate: each phenotype analysed on its own cohort (as many analysts start); common: "
+        "phenotypes analysed together on their common cohort from the start (--require-pheno)",
+    )
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO))
@@ -105,7 +135,7 @@ def main() -> int:
     profile = str(ws / "analyst.toml")
     outcomes: list[tuple[int, str, str, float, str]] = []
     try:
-        for k, (what, flags) in enumerate(SESSION, start=1):
+        for k, (what, flags) in enumerate(DESIGNS[args.design], start=1):
             t0 = time.monotonic()
             proc = _fedstat(
                 "submit", "--profile", profile, *flags, "--out", str(args.work / "out" / f"job{k:02d}"), check=False
@@ -121,7 +151,8 @@ def main() -> int:
     refused = [o for o in outcomes if o[2] != "ran"]
     print(
         f"\n{len(outcomes)} jobs, {len(outcomes) - len(refused)} ran, {len(refused)} refused or failed "
-        f"({args.samples} participants at 3 sites, {args.variants} variants, secagg, min_group 10)"
+        f"({args.design} design; {args.samples} participants at 3 sites, {args.variants} variants, secagg, "
+        "min_group 10)"
     )
     for k, what, _, _, reason in refused:
         print(f"  job {k} ({what}): {reason}")

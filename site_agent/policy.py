@@ -22,7 +22,7 @@ from fedstat.config import SitePolicy
 from fedstat.data.dataset import Dataset
 from fedstat.data.samples import text_column_message
 from fedstat.errors import InputError, PolicyRefused
-from fedstat.jobs import JobSpec, checks_pooled_coding, derived_columns, fitted_parameters
+from fedstat.jobs import JobSpec, checks_pooled_coding, derived_columns, fitted_parameters, required_phenotypes
 from fedstat.privacy.consent import (
     ConsentSummary,
     DiseaseOntology,
@@ -159,20 +159,25 @@ def required_rows(spec: JobSpec, dataset: Dataset, rows: np.ndarray) -> tuple[np
     derived = derived_columns(spec)
     keep = np.ones(len(rows), dtype=bool)
     zero_dropped: dict[str, int] = {}
-    if spec.options.get("require_pheno") == "1":
-        for name in spec.pheno_names:
-            v = np.asarray(dataset.samples.column(name))[rows]
-            present = ~np.isnan(v)
-            if np.isin(v[present], (0.0, 1.0, 2.0)).all():
-                zero_dropped[name] = int(np.count_nonzero(keep & (v == 0.0)))
-                present &= v != 0.0
-            keep &= present
-    if any(zero_dropped.values()) and not checks_pooled_coding(spec):
+    for name in required_phenotypes(spec):
+        v = np.asarray(dataset.samples.column(name))[rows]
+        present = ~np.isnan(v)
+        if np.isin(v[present], (0.0, 1.0, 2.0)).all():
+            zero_dropped[name] = int(np.count_nonzero(keep & (v == 0.0)))
+            present &= v != 0.0
+        keep &= present
+    # a 0 is missing only if the phenotype is case/control over the pooled data, which --glm,
+    # --assoc and --model check for the phenotypes they analyse, and nothing checks for the others
+    unchecked = [
+        n for n, k in zero_dropped.items() if k and (n not in spec.pheno_names or not checks_pooled_coding(spec))
+    ]
+    if unchecked:
         raise InputError(
-            "--require-pheno: a phenotype holds 0 values here, which are missing only if it is case/control over "
-            "the pooled data, and this job has no --glm/--assoc/--model to check that; write missing values as NA "
-            "in the sample table"
+            f"--require-pheno: phenotype {unchecked[0]} holds 0 values here, which are missing only if it is "
+            "case/control over the pooled data, and this job does not analyse it with --glm/--assoc/--model to "
+            "check that; write missing values as NA in the sample table"
         )
+    zero_dropped = {n: k for n, k in zero_dropped.items() if n in spec.pheno_names}
     if spec.options.get("require_covar") == "1":
         for name in spec.covar_names:
             if name not in derived:

@@ -247,7 +247,8 @@ class ReleaseLedger:
                         "participants). Analyse a cohort released before, or one that differs from it by at least "
                         f"{self.min_group} participants; for --glm/--assoc on phenotypes or covariates with a few "
                         "missing values, add --require-pheno/--require-covar so that every round uses one cohort, "
-                        "and analyse several phenotypes on their common cohort from the start"
+                        "and analyse several phenotypes on their common cohort from the start (--require-pheno A,B "
+                        "names them for an analysis of one)"
                     )
                 if not self.allow_site_differencing:
                     self._check_sites(con, dataset, query, set(sites), computation)

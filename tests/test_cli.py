@@ -293,3 +293,16 @@ def test_daemon__json_log_format_and_sigterm_drain(session_pki, tmp_path):
     assert proc.returncode == 0
     assert {r["logger"] for r in records} == {"fedstat.coordinator"}
     assert [r["message"] for r in records][-1] == "shutting down"
+
+
+def test_submit_require_pheno__takes_optional_names_as_plink2():
+    from fedstat.cli.main import build_parser
+
+    named = build_parser().parse_args(
+        ["submit", "--profile", "p", "--assoc", "--pheno-name", "CC", "--require-pheno", "QT,CC", "--out", "x"]
+    )
+    bare = build_parser().parse_args(
+        ["submit", "--profile", "p", "--glm", "--pheno-name", "QT,CC", "--require-pheno", "--out", "x"]
+    )
+    off = build_parser().parse_args(["submit", "--profile", "p", "--freq", "--out", "x"])
+    assert (named.require_pheno, bare.require_pheno, off.require_pheno) == ("QT,CC", "", None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -324,8 +325,46 @@ def test_require_pheno__zeros_dropped_only_where_the_pooled_coding_is_checked(tm
     assert len(decision.members) == int(np.isin(cc, (1.0, 2.0)).sum())
     assert decision.zero_dropped == {"CC12M": int((cc == 0).sum())}
     freq = JobSpec(analyses=("freq",), pheno_names=("CC12M",), options={"require_pheno": "1"})
-    with pytest.raises(InputError, match="this job has no --glm/--assoc/--model to check that"):
+    with pytest.raises(InputError, match="does not analyse it with --glm/--assoc/--model to check that"):
         decide(freq, policy, dataset)
+    # a required phenotype the job does not analyse: nothing checks its pooled coding either
+    other = JobSpec(analyses=("glm",), pheno_names=("QT2",), options={"require_pheno": "QT2,CC12M"})
+    with pytest.raises(InputError, match="phenotype CC12M holds 0 values here"):
+        decide(other, policy, dataset)
+
+
+def test_require_pheno_names__a_job_runs_on_the_common_cohort_of_the_phenotypes_named():
+    # as plink2's --require-pheno QT CC: an --assoc of CC keeps only participants who have QT too
+    from fedstat.config import SitePolicy
+    from fedstat.data.dataset import open_dataset
+
+    gwas = Path(__file__).parent / "data" / "gwas"
+    dataset = open_dataset("EUR", gwas / "EUR", cache_dir=Path(tempfile.mkdtemp()))
+    qt, cc = (np.asarray(dataset.samples.column(n)) for n in ("QT", "CC"))
+    assert np.isnan(qt).any() and np.isnan(cc).any() and not (np.isnan(qt) & np.isnan(cc)).all()
+    policy = SitePolicy(min_cohort=10)
+    cc_only = decide(JobSpec(analyses=("assoc",), pheno_names=("CC",), options={"require_pheno": "1"}), policy, dataset)
+    common = decide(
+        JobSpec(analyses=("assoc",), pheno_names=("CC",), options={"require_pheno": "QT,CC"}), policy, dataset
+    )
+    rows_of = np.asarray(dataset.genotype_index)
+    assert len(cc_only.members) == int((~np.isnan(cc)).sum())
+    assert sorted(common.members.tolist()) == sorted(rows_of[~np.isnan(qt) & ~np.isnan(cc)].tolist())
+    # the same cohort as the GWAS of both on their common cohort
+    both = decide(JobSpec(analyses=("glm",), pheno_names=("QT", "CC"), options={"require_pheno": "1"}), policy, dataset)
+    assert np.array_equal(np.sort(both.members), np.sort(common.members))
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [("1", True), ("QT,CC", True), ("QT", True), ("QT,,CC", False), ("Q T", False), ("QT,QT", False)]
+)
+def test_job_spec__require_pheno_is_on_or_names_columns(value, ok):
+    spec = JobSpec(analyses=("assoc",), pheno_names=("CC",), out_name="o", options={"require_pheno": value})
+    if ok:
+        spec.validated()
+    else:
+        with pytest.raises(InputError, match="require_pheno must be"):
+            spec.validated()
 
 
 def test_glm__a_site_that_dropped_zeros_of_a_pooled_quantitative_phenotype_stops_the_job():

@@ -125,10 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--maf", type=float, metavar="FREQ", help="drop variants with minor allele frequency below FREQ")
     q.add_argument(
         "--require-pheno",
-        action="store_true",
-        help="leave out, at every site and before anything else, participants missing any --pheno-name phenotype "
-        "(as plink2 --require-pheno): the job's analyses then share one cohort, which the sites' release ledgers "
-        "need when phenotypes have a few missing values",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="A,B",
+        help="leave out, at every site and before anything else, participants missing any --pheno-name phenotype, "
+        "or any phenotype named here (as plink2 --require-pheno [names]): the job's analyses then share one "
+        "cohort, which the sites' release ledgers need when phenotypes have a few missing values. Name the "
+        "phenotypes of your other analyses to keep every job on their common cohort, e.g. "
+        "--assoc --pheno-name CC --require-pheno QT,CC",
     )
     q.add_argument(
         "--require-covar",
@@ -401,9 +406,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["hwe"] = " ".join(args.hwe)
     if args.pca is not None:
         options["pca"] = str(args.pca)
-    for key in ("require_pheno", "require_covar"):
-        if getattr(args, key):
-            options[key] = "1"
+    if args.require_pheno is not None:
+        options["require_pheno"] = ",".join(_split(args.require_pheno)) or "1"
+    if args.require_covar:
+        options["require_covar"] = "1"
     out = Path(args.out)
     spec = JobSpec(
         analyses=analyses,
