@@ -9,6 +9,7 @@ block. Only aggregate counts and protected per-variant sums ever leave the site.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import queue
 import random
@@ -85,6 +86,7 @@ class _Job:
     plan_parts: PlanAssembler = field(default_factory=PlanAssembler)
     round_data: dict[tuple[int, int], RoundDataAssembler] = field(default_factory=dict)
     round_keys: dict[tuple[int, int], tuple[RoundKeyPair, SignedRoundKey, str]] = field(default_factory=dict)
+    keyed: set[tuple[int, int]] = field(default_factory=set)  # (round, attempt) this site made a key for
     encryptor: Any = None  # --privacy paillier: a PaillierEncryptor for the analyst's key, made at round 1
     analyst: str = ""
     harmonizer: SiteHarmonizer | None = None  # private harmonization (fedstat.privacy.psi)
@@ -313,7 +315,9 @@ class SiteAgent:
 
     def _dispatch(self, msg: site_pb2.CoordinatorMessage) -> None:
         kind = msg.WhichOneof("kind")
-        if kind == "welcome":
+        if kind == "welcome" and self.connected.is_set():
+            log.warning("ignoring a second Welcome from the coordinator on the same connection")
+        elif kind == "welcome":
             self.anchor.check(msg.welcome, ca_pem=self._ca_pem)  # does the log hold the coordinator's copy of its head?
             self.connected.set()
             log.info("connected to coordinator %s as %s", self.config.coordinator, msg.welcome.site_name)
@@ -402,6 +406,11 @@ class SiteAgent:
         )
         audited = reveal_recorder(lambda: self.audit, job_id=job.job_id, analyst=offer.analyst, dataset=ds_name)
         job.harmonizer = SiteHarmonizer(job.job_id, identity, dataset.genotypes, sites=spec.sites, on_reveal=audited)
+        old = self._jobs.get(job.job_id)
+        if old is not None:  # re-offered while it runs (the coordinator recovers another site): it starts over
+            old.end()
+            if old.harmonizer is not None:  # on the same sites as before: a re-offer never widens what is revealed
+                job.harmonizer.participants = old.harmonizer.participants
         self._jobs[job.job_id] = job
         threading.Thread(target=self._job_worker, args=(job,), name=f"job-{job.job_id}", daemon=True).start()
         excluded = decision.consent.n_excluded if decision.consent is not None else 0
@@ -453,8 +462,11 @@ class SiteAgent:
         *,
         dry_run: bool = False,
         round_no: int | None = None,
+        rounds: int = 1,
     ) -> str:
-        """Charge the job's ρ to the dataset's ledger once (idempotent per job), or with ``dry_run``
+        """Charge the job's ρ for its ``rounds`` noisy rounds released so far to the dataset's ledger
+        (each round is noised for the job's ε, δ: sequential composition; idempotent per job and
+        count), or with ``dry_run``
         only check it fits; BudgetExceeded (a PolicyRefused stating what remains) when it would
         overspend the dataset or the analyst's share of it (policy ``dp_analyst_share``). A charge
         (for round ``round_no``) is audited as a ``dp_charge`` record: ε, δ, the ρ it added (0 after
@@ -463,8 +475,8 @@ class SiteAgent:
         receipt = self._ledger().charge(
             dataset,
             job_id,
-            epsilon_to_rho(epsilon, delta),
-            detail=f"{','.join(spec.analyses)} eps={epsilon} delta={delta}",
+            rounds * epsilon_to_rho(epsilon, delta),
+            detail=f"{','.join(spec.analyses)} eps={epsilon} delta={delta} rounds={rounds}",
             dry_run=dry_run,
             analyst=analyst,
         )
@@ -491,13 +503,9 @@ class SiteAgent:
                         self.send(out)
                 elif kind == "plan":
                     if job.plan_parts.add(msg.plan):
-                        assert job.harmonizer is not None
-                        job.plan = job.harmonizer.site_plan(job.plan_parts.plan(), msg.plan.attempt)
-                        if job.plan.local_index.size and (
-                            job.plan.local_index.min() < 0
-                            or job.plan.local_index.max() >= job.dataset.genotypes.n_variants
-                        ):
-                            raise ProtocolError("the coordinator's variant plan names variants this site does not have")
+                        assembled = job.plan_parts.plan()
+                        job.plan_parts = PlanAssembler(max_variants=job.dataset.genotypes.n_variants)
+                        self._fix_plan(job, assembled, msg.plan.attempt)
                 elif kind == "round_data":
                     self._round_data(job, msg.round_data)
                 elif kind == "key_request":
@@ -535,12 +543,44 @@ class SiteAgent:
         except ProtocolError:
             pass
 
+    def _fix_plan(self, job: _Job, assembled: SitePlan, attempt: int) -> None:
+        """Take the harmonized plan the coordinator sent, in this site's file rows. A job's plan never
+        changes: a second plan (a re-harmonization after a reconnect) must be the same, and so must
+        a re-offered job's, durably (with another plan the same round's sums, released twice, would
+        difference one site's variants against each other)."""
+        assert job.harmonizer is not None and job.harmonizer.participants is not None
+        plan = job.harmonizer.site_plan(assembled, attempt)
+        if plan.local_index.size and (
+            plan.local_index.min() < 0 or plan.local_index.max() >= job.dataset.genotypes.n_variants
+        ):
+            raise ProtocolError("the coordinator's variant plan names variants this site does not have")
+        if job.plan is not None and not (
+            np.array_equal(job.plan.local_index, plan.local_index) and np.array_equal(job.plan.flip, plan.flip)
+        ):
+            raise ProtocolError(
+                "the coordinator sent another variant plan for a job whose plan was fixed; a job's variants and "
+                "orientation never change (a deviating coordinator)"
+            )
+        digest = hashlib.sha256(
+            np.ascontiguousarray(plan.local_index, dtype="<i8").tobytes()
+            + np.asarray(plan.flip, dtype=np.uint8).tobytes()
+        ).hexdigest()
+        ledger = self.gate.ledger(self.config.policy)
+        ledger.bind_plan(job.dataset.name, job.job_id, job.harmonizer.participants, digest)
+        job.plan = plan
+
     def _round_key(self, job: _Job, req: site_pb2.RoundKeyRequest) -> None:
         """A fresh signed X25519 key for one round attempt (secure aggregation)."""
         participants = tuple(req.participants)
         if self.name not in participants:
             raise ProtocolError("the key request does not list this site among the round's participants")
         self.tallies.admit(job.job_id, job.spec, req.round, req.attempt)  # no key beyond the spec's caps
+        if (req.round, req.attempt) in job.keyed:
+            raise ProtocolError(
+                f"round {req.round} (attempt {req.attempt}): a second key request for a round attempt this site "
+                "already keyed; each attempt is computed once (a deviating coordinator)"
+            )
+        job.keyed.add((req.round, req.attempt))
         if len(set(participants)) < self.config.policy.min_sites:
             raise PolicyRefused(
                 f"secure aggregation over {len(set(participants))} site(s) is below this site's minimum of "
@@ -666,8 +706,12 @@ class SiteAgent:
         if noise is not None:
             # noise is drawn once per (job, round): a retried attempt would let averaging cut it, so a
             # round this site released under dp is never released again; the job is charged now
-            self.gate.ledger(self.config.policy).noisy_round(job.dataset.name, job.job_id, req.round, req.attempt)
-            note = self._charge_budget(job.job_id, job.dataset.name, job.spec, job.analyst, round_no=req.round)
+            released = self.gate.ledger(self.config.policy).noisy_round(
+                job.dataset.name, job.job_id, req.round, req.attempt
+            )
+            note = self._charge_budget(
+                job.job_id, job.dataset.name, job.spec, job.analyst, round_no=req.round, rounds=released
+            )
             log.info("job %s: differential privacy budget %s", job.job_id, note)
             self.send(site_pb2.SiteMessage(policy=self._policy(job.dataset.name)))
         block_size = job.spec.block_size or self.config.block_size

@@ -45,6 +45,11 @@ class SiteIdentity:
 _INDEXES: dict[int, psi.KeyIndex] = {}
 
 
+#: most harmonization exchanges one job may start at a site: the first, and one for each of a few
+#: reconnects (a deviating coordinator looping exchanges would cost the site a hash pass each)
+MAX_EXCHANGES = 8
+
+
 def _key_index(vt: VariantTable) -> psi.KeyIndex:
     index = _INDEXES.get(id(vt))
     if index is None or len(index) != len(vt):
@@ -77,6 +82,7 @@ class SiteHarmonizer:
         self._intersection: HashAssembler | None = None
         self._common: np.ndarray | None = None
         self._revealed: dict[int, np.ndarray] = {}  # exchange -> file rows revealed, ascending
+        self.exchanges = 0  # exchanges started for the job (capped: MAX_EXCHANGES)
         self._index: psi.KeyIndex | None = None
 
     def _out(self, **kind) -> site_pb2.SiteMessage:  # noqa: ANN003
@@ -129,7 +135,15 @@ class SiteHarmonizer:
             )
         if req.attempt <= self.attempt:
             raise ProtocolError(f"harmonization exchange {req.attempt} is not newer than exchange {self.attempt}")
+        self.exchanges += 1
+        if self.exchanges > MAX_EXCHANGES:
+            raise ProtocolError(
+                f"harmonization exchange {req.attempt}: more than {MAX_EXCHANGES} exchanges for one job at this "
+                "site (one, and one more for each reconnect); each costs a pass over the variants"
+            )
         self.participants, self.attempt = participants, req.attempt
+        # the reveal of an older exchange is needed no more (a plan names the latest or the one before)
+        self._revealed = {a: r for a, r in self._revealed.items() if a >= self.attempt - 1}
         ctx = psi.harmonize_context(self.job_id, req.attempt, participants)
         self._agreement = psi.GroupKeyAgreement(ctx, self.me.name)
         self._key = self._hashed = self._common = None

@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from fedstat.config import SitePolicy
+from fedstat.counts import coarsen
 from fedstat.data.dataset import Dataset
 from fedstat.data.samples import text_column_message
 from fedstat.errors import InputError, PolicyRefused
 from fedstat.jobs import JobSpec, checks_pooled_coding, derived_columns, fitted_parameters, required_phenotypes
+from fedstat.privacy.base import get_mode
 from fedstat.privacy.consent import (
     ConsentSummary,
     DiseaseOntology,
@@ -129,16 +131,21 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
         summary = selection.summary
     rows, zero_dropped = required_rows(spec, dataset, rows)
     cohort = np.sort(dataset.genotype_index[rows])
+    noisy = get_mode(spec.privacy).adds_noise
     if len(cohort) < policy.min_cohort:
         raise PolicyRefused(
-            f"the job's cohort at this site ({count_words(policy, len(cohort))}) is below this site's minimum of "
+            f"the job's cohort at this site ({count_words(policy, len(cohort), noisy=noisy)}) is below this site's "
+            "minimum of "
             f"{policy.min_cohort} participants (policy min_cohort)"
         )
     n_params = fitted_parameters(spec)
     if n_params:
-        if n_params > policy.max_params_ratio * len(cohort):
+        # decided on the coarsened count: the analyst chooses n_params, so a decision on the exact
+        # count would tell it to within one participant (a --pca K stepped one PC at a time)
+        if n_params > policy.max_params_ratio * coarsen(len(cohort), policy.granularity):
             raise PolicyRefused(
-                f"--glm fits {n_params} parameters; this site's cohort for the job ({count_words(policy, len(cohort))}) "
+                f"--glm fits {n_params} parameters; this site's cohort for the job "
+                f"({count_words(policy, len(cohort), noisy=noisy)}) "
                 f"allows fewer (policy max_params_ratio {policy.max_params_ratio:g}: parameters per participant)"
             )
     return Decision(members=cohort, consent=summary, zero_dropped=zero_dropped)

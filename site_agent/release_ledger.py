@@ -21,8 +21,8 @@ itself (``tests/test_release_ledger.py``). The atom rule refuses both.
 Participants are keyed by a keyed hash of their genotype-file ID, so the ledger follows them when
 the dataset grows or is reordered; the groups themselves never leave the site.
 
-The same rule, one level up, over *sites*: for each set of groups this site released sums over,
-in any computation with any parameters, the ledger keeps the site sets it took part in, and refuses
+The same rule, one level up, over *sites*: for each group this site released sums over, in any
+computation with any parameters and beside any other groups, the ledger keeps the site sets it took part in, and refuses
 a site set that would isolate one site's sums against an earlier one (the job over four sites,
 then over three: every one of the three refuses, protecting the fourth). Computations are not told
 apart: ``--freq`` over four sites and a QC or ``--glm`` round over three of them release the same
@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT NOT NULL,
     spec_digest TEXT NOT NULL,  -- the spec the site accepted the job with
     PRIMARY KEY (dataset, job_id)
+);
+CREATE TABLE IF NOT EXISTS plans (
+    dataset TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    sites TEXT NOT NULL,        -- JSON list of the harmonization's sites, sorted
+    digest TEXT NOT NULL,       -- SHA-256 of the site's plan in its file rows (rows, flips)
+    PRIMARY KEY (dataset, job_id, sites)
 );
 CREATE TABLE IF NOT EXISTS noisy_rounds (
     dataset TEXT NOT NULL,
@@ -221,9 +228,14 @@ class ReleaseLedger:
         names = sorted(groups)
         masks = [np.asarray(groups[n], dtype=bool) for n in names]
         fingerprints = tuple(hashlib.sha256(_pack_key_set(keys[m])).hexdigest()[:16] for m in masks)
-        # the site rule's "query" is the groups alone: sums of any computation over the same groups
-        # (allele counts and QC counts, or a --glm round's genotype sums) difference one another
-        query = hashlib.sha256(json.dumps(["groups", sorted(fingerprints)]).encode()).hexdigest()
+        # the site rule's "queries" are the groups, one by one: sums of any computation over a group
+        # (allele counts, QC counts, --model's all-samples table, a --glm round's genotype sums)
+        # difference sums over the same group from any other computation
+        # (and their union: cases and controls add up to the cohort)
+        union = hashlib.sha256(_pack_key_set(keys[np.logical_or.reduce(masks)])).hexdigest()[:16] if masks else ""
+        queries = sorted(
+            {hashlib.sha256(json.dumps(["group", f]).encode()).hexdigest() for f in (*fingerprints, union) if f}
+        )
         site_key = json.dumps(sorted(set(sites)))
         with self._lock, self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
@@ -251,7 +263,8 @@ class ReleaseLedger:
                         "names them for an analysis of one)"
                     )
                 if not self.allow_site_differencing:
-                    self._check_sites(con, dataset, query, set(sites), computation)
+                    for query in queries:
+                        self._check_sites(con, dataset, query, set(sites), computation)
                 # a refinement changes the partition iff it adds atoms or releases someone new
                 changed = np.unique(after).size != np.unique(full).size or not np.array_equal(after == 0, full == 0)
                 if changed or all_keys.size != stored_keys.size:
@@ -259,9 +272,9 @@ class ReleaseLedger:
                         "INSERT OR REPLACE INTO partition (dataset, keys, labels, releases) VALUES (?, ?, ?, ?)",
                         (dataset, _pack(all_keys), _pack(after if changed else full), n_releases + 1),
                     )
-                con.execute(
+                con.executemany(
                     "INSERT OR IGNORE INTO site_sets (dataset, query, sites) VALUES (?, ?, ?)",
-                    (dataset, query, site_key),
+                    [(dataset, query, site_key) for query in queries],
                 )
                 con.execute("COMMIT")
             except BaseException:
@@ -286,25 +299,58 @@ class ReleaseLedger:
                 "(submit a new job)"
             )
 
-    def noisy_round(self, dataset: str, job_id: str, round_no: int, attempt: int) -> None:
-        """Record that this site releases round ``round_no`` of a differentially private job in
-        ``attempt``; refuse any other attempt of the same round (fresh noise for each attempt would let
-        an averaging coordinator cut it, while the budget is charged once)."""
+    def bind_plan(self, dataset: str, job_id: str, sites: Sequence[str], digest: str) -> None:
+        """Record the variant plan (digest of its file rows and flips) a job's rounds are computed
+        with over ``sites``; refuse another one for the same job and sites, even after a re-offer
+        (the same round over another plan, e.g. with flipped alleles, would difference this
+        site's own variants against each other)."""
+        key = json.dumps(sorted(set(sites)))
         with self._lock, self._connect() as con:
             con.execute(
-                "INSERT OR IGNORE INTO noisy_rounds (dataset, job_id, round, attempt) VALUES (?, ?, ?, ?)",
-                (dataset, job_id, round_no, attempt),
+                "INSERT OR IGNORE INTO plans (dataset, job_id, sites, digest) VALUES (?, ?, ?, ?)",
+                (dataset, job_id, key, digest),
             )
             row = con.execute(
-                "SELECT attempt FROM noisy_rounds WHERE dataset = ? AND job_id = ? AND round = ?",
-                (dataset, job_id, round_no),
+                "SELECT digest FROM plans WHERE dataset = ? AND job_id = ? AND sites = ?", (dataset, job_id, key)
             ).fetchone()
-        if int(row[0]) != attempt:
+        if row[0] != digest:
+            raise DifferencingRefused(
+                f"job {job_id}: the coordinator sent this site another variant plan than the one the job's rounds "
+                "were computed with; a job's variants and their orientation never change (submit a new job)"
+            )
+
+    def noisy_round(self, dataset: str, job_id: str, round_no: int, attempt: int) -> int:
+        """Record that this site releases round ``round_no`` of a differentially private job (in
+        ``attempt``) and return how many rounds of the job it has released so far, this one
+        included (each is charged: sequential composition). Refuse a round released before, in any
+        attempt or the same one again: fresh noise for each release would let an averaging
+        coordinator cut it."""
+        with self._lock, self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                row = con.execute(
+                    "SELECT attempt FROM noisy_rounds WHERE dataset = ? AND job_id = ? AND round = ?",
+                    (dataset, job_id, round_no),
+                ).fetchone()
+                if row is None:
+                    con.execute(
+                        "INSERT INTO noisy_rounds (dataset, job_id, round, attempt) VALUES (?, ?, ?, ?)",
+                        (dataset, job_id, round_no, attempt),
+                    )
+                (released,) = con.execute(
+                    "SELECT COUNT(*) FROM noisy_rounds WHERE dataset = ? AND job_id = ?", (dataset, job_id)
+                ).fetchone()
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        if row is not None:
             raise DifferencingRefused(
                 f"round {round_no} of job {job_id} was released by this site under differential privacy already "
-                "(another attempt); its noise is drawn once, so it is not released again: submit the job again "
-                "(a new job is charged to the budget again)"
+                f"(attempt {int(row[0])}); its noise is drawn once, so it is not released again: submit the job "
+                "again (a new job is charged to the budget again)"
             )
+        return int(released)
 
     @staticmethod
     def _load(con: sqlite3.Connection, dataset: str) -> tuple[np.ndarray, np.ndarray, int]:

@@ -88,10 +88,14 @@ def test_dp__a_retried_attempt_of_a_released_round_is_refused(tmp_path):
     from site_agent.release_ledger import DifferencingRefused, ReleaseLedger
 
     ledger = ReleaseLedger(tmp_path / "r.sqlite", min_group=10)
-    ledger.noisy_round("main", "J1", 1, 0)
-    ledger.noisy_round("main", "J1", 1, 0)  # the same attempt (a duplicate message) is fine
-    with pytest.raises(DifferencingRefused, match="released by this site under differential privacy already"):
-        ledger.noisy_round("main", "J1", 1, 1)
+    assert ledger.noisy_round("main", "J1", 1, 0) == 1
+    # the same attempt again (a coordinator repeating the round: 30 repeats cut the noise's sd from
+    # 181 to 33 in a red-team run) and another attempt are refused
+    for attempt in (0, 1):
+        with pytest.raises(DifferencingRefused, match="released by this site under differential privacy already"):
+            ledger.noisy_round("main", "J1", 1, attempt)
+    # each round released is counted (and charged: sequential composition), durably
+    assert ReleaseLedger(tmp_path / "r.sqlite", min_group=10).noisy_round("main", "J1", 2, 0) == 2
     ledger.bind_job("main", "J1", "a" * 64)
     ledger.bind_job("main", "J1", "a" * 64)
     with pytest.raises(DifferencingRefused, match="offered to this site before with another spec"):
@@ -108,3 +112,24 @@ def test_dp__glm_refused_at_submit():
         assert "--glm cannot run under --privacy dp" in str(exc)
     else:
         raise AssertionError("--glm under dp was accepted")
+
+
+def test_dp__a_job_with_two_noisy_rounds_is_charged_for_both(session_pki, consortium, consortium_agents):
+    # found in review: --geno-counts --model releases two rounds each noised for the job's ε, δ, and
+    # was charged one ρ
+    from fedstat.privacy.dp import BudgetLedger, epsilon_to_rho
+
+    _, port = consortium
+    spec = JobSpec(
+        analyses=("geno-counts", "model"),
+        pheno_names=("CC",),
+        privacy="dp",
+        out_name="m",
+        options={"dp_epsilon": "1.0", "dp_delta": "1e-06", "require_pheno": "1"},
+    )
+    with Client(analyst_profile(session_pki, port)) as c:
+        job = c.wait(c.submit(spec).job_id)
+    assert job.state == "DONE"
+    afr = consortium_agents["AFR"]
+    ledger = BudgetLedger(afr.config.state_dir / "dp-budget.sqlite", total_epsilon=10.0, total_delta=1e-6)
+    assert ledger.spent("main").rho == pytest.approx(2 * epsilon_to_rho(1.0, 1e-6))

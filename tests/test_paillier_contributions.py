@@ -224,7 +224,8 @@ def test_analyst_decryptor__without_sites_the_first_round_fixes_the_participants
 
 def test_analyst_decryptor__a_round_is_decrypted_under_one_attempt_only(session_pki, keypair, encryptor):
     d = _decryptor(session_pki, keypair)
-    d.decrypt(**_round(session_pki, keypair, encryptor, _ctx(round_no=1, attempt=0), name="x"))
+    first = _round(session_pki, keypair, encryptor, _ctx(round_no=1, attempt=0), name="x")
+    d.decrypt(**first)
     # round 1 again under attempt 1: fresh masks and ciphertexts, validly signed by every site, any
     # array name; it is refused even though only one array of round 1 was decrypted so far
     for name in ("x", "y"):
@@ -234,9 +235,22 @@ def test_analyst_decryptor__a_round_is_decrypted_under_one_attempt_only(session_
             match="refusing to decrypt round 1 again under attempt 1: it was decrypted under attempt 0; each round",
         ):
             d.decrypt(**again)
-    # the same attempt goes on (another array of round 1), and so does the next round
-    assert d.decrypt(**_round(session_pki, keypair, encryptor, _ctx(round_no=1, attempt=0), name="y"))[:1] == [6]
+    # the same attempt goes on (another array of round 1, under the round's statements), and so does
+    # the next round
+    other = _round(session_pki, keypair, encryptor, _ctx(round_no=1, attempt=0), name="y")
+    assert d.decrypt(**{**other, "contributions": first["contributions"]})[:1] == [6]
     assert d.decrypt(**_round(session_pki, keypair, encryptor, _ctx(round_no=2, attempt=1)))[:1] == [6]
+
+
+def test_analyst_decryptor__a_round_recomputed_under_the_same_attempt_is_refused(session_pki, keypair, encryptor):
+    # found in review: the sites asked for round 1, attempt 0 again (e.g. over a changed plan) sign
+    # fresh statements for the same (round, attempt); decrypting those under new array names would
+    # difference the two computations
+    d = _decryptor(session_pki, keypair)
+    d.decrypt(**_round(session_pki, keypair, encryptor, _ctx(round_no=1, attempt=0), name="x"))
+    again = _round(session_pki, keypair, encryptor, _ctx(round_no=1, attempt=0), name="x#again")
+    with pytest.raises(PrivacyError, match="the round was decrypted with other signed contributions"):
+        d.decrypt(**again)
 
 
 def test_analyst_decryptor__revoked_site_certificates_are_refused(session_pki, keypair, encryptor):

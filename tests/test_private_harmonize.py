@@ -259,6 +259,13 @@ def test_site_harmonizer__refuses_too_few_sites_other_sites_and_stale_exchanges(
         request(["AFR", "EAS", "SAS"], attempt=2)
     with pytest.raises(ProtocolError, match="is not newer than exchange 1"):
         request(["AFR", "EAS", "EUR"], attempt=1)
+    # a coordinator looping exchanges (each a pass over the site's variants) is stopped
+    from site_agent.harmonize import MAX_EXCHANGES
+
+    for attempt in range(2, MAX_EXCHANGES + 1):
+        assert request(["AFR", "EAS", "EUR"], attempt=attempt)
+    with pytest.raises(ProtocolError, match=f"more than {MAX_EXCHANGES} exchanges for one job"):
+        request(["AFR", "EAS", "EUR"], attempt=MAX_EXCHANGES + 1)
     pinned = SiteHarmonizer("J", identity(session_pki, "AFR"), geno, sites=("AFR", "EAS", "EUR"))
     with pytest.raises(ProtocolError, match="other sites than the job's signed --sites"):
         list(

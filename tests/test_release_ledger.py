@@ -101,6 +101,16 @@ def test_release__site_set_isolating_one_site_is_refused_unless_allowed(tmp_path
     # sums) over three sites would give the fourth site's --freq counts
     with pytest.raises(DifferencingRefused, match="one site's own sums"):
         _release(ledger, keys, everyone, sites=("A", "B", "C"), computation="qc_counts")
+    # a group released beside others is checked on its own: --model's all-samples table over three
+    # sites beside its cases and controls would give the fourth site's --geno-counts counts too
+    with pytest.raises(DifferencingRefused, match="one site's own sums"):
+        _release(
+            ledger,
+            keys,
+            {"all": _mask(range(N)), "cases": _mask(range(30)), "controls": _mask(range(30, N))},
+            sites=("A", "B", "C"),
+            computation="assoc_counts",
+        )
     # other groups are another query
     _release(ledger, keys, {"cohort": _mask(range(10, N))}, sites=("A", "B", "C"), computation="qc_counts")
     relaxed = ReleaseLedger(tmp_path / "relaxed.sqlite", min_group=10, allow_site_differencing=True)
@@ -218,3 +228,17 @@ def test_release__no_integer_combination_of_accepted_releases_isolates_fewer_tha
         for m in (0, 2, 3):
             support = np.count_nonzero(w if m == 0 else w % m)
             assert support == 0 or support >= min_group, (c, m, support)
+
+
+def test_release__site_rule_checks_the_union_of_a_rounds_groups(tmp_path: Path, keys):
+    # cases and controls over three sites add up to the cohort released over four
+    ledger = _ledger(tmp_path)
+    _release(ledger, keys, {"cohort": _mask(range(N))}, sites=("A", "B", "C", "D"))
+    with pytest.raises(DifferencingRefused, match="one site's own sums"):
+        _release(
+            ledger,
+            keys,
+            {"cases": _mask(range(30)), "controls": _mask(range(30, N))},
+            sites=("A", "B", "C"),
+            computation="assoc_counts",
+        )

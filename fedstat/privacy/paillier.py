@@ -329,6 +329,7 @@ class AnalystDecryptor:
         self._signed_sites = tuple(sorted(sites))  # the spec's --sites, signed by the analyst
         self._sites: tuple[str, ...] = self._signed_sites  # or fixed at the first round decrypted
         self._attempts: dict[int, int] = {}  # round -> the one attempt decrypted
+        self._statements: dict[int, frozenset[tuple[str, bytes, str]]] = {}  # round -> the contributions decrypted
         self._done: set[tuple[int, str, int]] = set()  # (round, array, ciphertext position)
         self._seen: set[bytes] = set()  # digests of every ciphertext decrypted
         self._lock = threading.Lock()
@@ -373,6 +374,13 @@ class AnalystDecryptor:
                     f"paillier: refusing to decrypt round {round_no} again under attempt {attempt}: it was decrypted "
                     f"under attempt {done_attempt}; each round of a job is decrypted under one attempt only"
                 )
+            statements = frozenset((c.site, bytes(c.chunks_digest), c.round_digest) for c in contributions)
+            if self._statements.get(round_no, statements) != statements:
+                raise PrivacyError(
+                    f"paillier: refusing to decrypt {name!r} of round {round_no}: the round was decrypted with other "
+                    "signed contributions (its sites computed it again); each round is decrypted from one set of "
+                    "ciphertexts only"
+                )
             if any(k in self._done for k in keys) or digests & self._seen or len(digests) < len(ciphertexts):
                 raise PrivacyError(
                     f"paillier: the coordinator asked again to decrypt {name!r} of round {round_no} "
@@ -380,6 +388,7 @@ class AnalystDecryptor:
                 )
             self._sites = participants
             self._attempts[round_no] = attempt
+            self._statements[round_no] = statements
             self._done.update(keys)
             self._seen.update(digests)
         plaintexts = self.decryptor.decrypt_plaintexts(ciphertexts)

@@ -606,7 +606,9 @@ class GlmDescribe:
             out["n0"][j] = np.count_nonzero(present == 0.0)
             out["n1"][j] = np.count_nonzero(present == 1.0)
             out["n2"][j] = np.count_nonzero(present == 2.0)
-            out["zero_dropped"][j] = cohort.zero_dropped.get(name, 0)
+            # whether this site left out 0s (only that is checked): never how many, a count outside
+            # every released group
+            out["zero_dropped"][j] = min(cohort.zero_dropped.get(name, 0), 1)
             out["sum"][j] = present.sum()
             out["ssq"][j] = present @ present
         return {f"describe.{k}": v for k, v in out.items()}
