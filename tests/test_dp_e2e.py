@@ -12,7 +12,7 @@ from fedstat.client import Client
 from fedstat.computations import COMPUTATIONS
 from fedstat.errors import InputError
 from fedstat.jobs import JobSpec
-from fedstat.privacy.dpmode import site_sigma
+from fedstat.privacy.dpmode import RoundNoise, round_sigma
 from tests.conftest import analyst_profile
 
 
@@ -39,7 +39,7 @@ def test_dp__frequencies_are_noisy_but_close_and_provenance_names_the_budget(ses
     assert fa.shape == fb.shape and not np.array_equal(na, nb)  # noise was added
     # OBS_CT = 2 (hom_ref + het + hom_alt): its noise has variance 4 · 3 · σ_total², where each of the 3
     # sites adds σ_site calibrated as if only min_sites = 2 of them were honest
-    sigma = site_sigma(8.0, 1e-6, declaration=COMPUTATIONS["allele_counts"].dp, n_variants=fa.size, k_min=2)
+    sigma = round_sigma(RoundNoise(8.0, 1e-6, "allele_counts", fa.size, 2, COMPUTATIONS["allele_counts"].dp))
     expected_sd = 2 * np.sqrt(3) * np.sqrt(3) * sigma
     assert 0.85 < np.std(nb - na) / expected_sd < 1.15
     assert np.all((fb >= 0) & (fb <= 1)) and np.median(np.abs(fa - fb)) < 0.1

@@ -13,10 +13,10 @@ Set-up (one simulated population, at the scale of the reference notes: 20k SNPs,
   estimates the population frequency Pop_j (it never sees p_j itself).
 
 With DP the release follows ``--privacy dp``: each site adds discrete Gaussian noise to its four
-count arrays with ``fedstat.privacy.dpmode.noise_counts`` (``fedstat.privacy.dp.discrete_gaussian``:
+count arrays with ``fedstat.privacy.dp.discrete_gaussian`` (what ``dpmode.NoisyProtector`` draws:
 OpenDP over OpenSSL randomness), at the scale ``calibrate_distributed`` gives for (ε, δ),
 Δ₂ = ``genotype_count_sensitivity(d)`` and ``k_min = 3`` (checked equal to the scale the site agent
-takes from ``dpmode.site_sigma``); the coordinator clips the noisy totals at zero (as
+takes from ``dpmode.round_sigma``); the coordinator clips the noisy totals at zero (as
 ``coordinator/engine.py`` does) and the frequencies follow with ``allele.finish``. numpy's seeded
 generator is used for the *simulation* only.
 
@@ -126,7 +126,7 @@ def _release(cohort: Cohort, *, sigma_site: float | None) -> np.ndarray:
     """The pool's ALT frequencies M_j as the attacker reads them: [array, shape: (D_SNPS,)].
 
     Each site's four count arrays (``allele.SUM_NAMES``) get N_Z(0, sigma_site²) noise unless
-    ``sigma_site`` is None (the site agent's ``noise_counts``), then the sites' arrays are summed
+    ``sigma_site`` is None (as the site's noisy protector draws it), then the sites' arrays are summed
     (what secure aggregation reveals). Under DP the totals are clipped at zero (the coordinator's
     post-processing); ``allele.finish`` gives the frequencies, and a variant left with no genotype
     (0/0) falls back to the attacker's Pop_j.
@@ -135,7 +135,7 @@ def _release(cohort: Cohort, *, sigma_site: float | None) -> np.ndarray:
     for site in np.array_split(np.arange(POOL), N_SITES):
         sums = allele.local_sums(cohort.members[site].T)
         if sigma_site is not None:
-            sums = dpmode.noise_counts(sums, sigma=sigma_site)
+            sums = {k: dp.discrete_gaussian(np.asarray(v, dtype=np.int64), sigma_site) for k, v in sums.items()}
         for name in allele.SUM_NAMES:
             totals[name] += sums[name]
     if sigma_site is not None:
@@ -284,8 +284,8 @@ def test_membership_inference__within_dp_bound(cohort, epsilon):
         dimension=len(allele.SUM_NAMES) * D_SNPS,
     )
     assert cal.epsilon <= epsilon and cal.delta == DELTA
-    agent_sigma = dpmode.site_sigma(
-        epsilon, DELTA, declaration=COMPUTATIONS["allele_counts"].dp, n_variants=D_SNPS, k_min=N_SITES
+    agent_sigma = dpmode.round_sigma(
+        dpmode.RoundNoise(epsilon, DELTA, "allele_counts", D_SNPS, N_SITES, COMPUTATIONS["allele_counts"].dp)
     )
     assert agent_sigma == cal.sigma_site  # the scale a site agent would use for this --freq job
     mix = _release(cohort, sigma_site=cal.sigma_site)

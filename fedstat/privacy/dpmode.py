@@ -77,11 +77,6 @@ def declared(noise: RoundNoise) -> CountSensitivity:
     return noise.declaration
 
 
-def noise_counts(arrays: dict[str, np.ndarray], *, sigma: float) -> dict[str, np.ndarray]:
-    """The arrays plus independent discrete Gaussian noise of scale ``sigma`` (int64 kept)."""
-    return {name: discrete_gaussian(np.asarray(v, dtype=np.int64), sigma) for name, v in arrays.items()}
-
-
 @dataclass(frozen=True)
 class RoundNoise:
     """What a noisy protector calibrates one round from: the job's target, the round's shape and
@@ -106,11 +101,6 @@ def round_sigma(noise: RoundNoise) -> float:
         dimension=max(1, decl.dimension(noise.n_variants)),
     )
     return cal.sigma_site
-
-
-def site_sigma(epsilon: float, delta: float, *, declaration: CountSensitivity, n_variants: int, k_min: int) -> float:
-    """The per-site scale for one round over ``n_variants`` variants of a computation declaring ``declaration``."""
-    return round_sigma(RoundNoise(epsilon, delta, "round", n_variants, k_min, declaration))
 
 
 class NoisyProtector(Protector):
