@@ -102,6 +102,17 @@ GWAS = Path(__file__).parent / "data" / "gwas"
 GWAS_SITES = ("AFR", "EAS", "EUR")
 
 
+def missing_rates(site: str, cache_dir: Path) -> tuple[int, np.ndarray]:
+    """(participants, their missing-call rates, highest first) of a GWAS fixture site: what an
+    attacker's --mind binary search aims its thresholds at."""
+    from fedstat.data.dataset import open_dataset
+
+    dataset = open_dataset(site, GWAS / site, cache_dir=cache_dir)
+    n_var = dataset.genotypes.n_variants
+    ((_, block),) = dataset.genotypes.read_blocks(np.arange(n_var), block_size=n_var)
+    return dataset.genotypes.n_samples, np.sort((block < 0).sum(axis=0) / n_var)[::-1]
+
+
 @pytest.fixture()
 def consortium_data() -> Path:
     """The datasets of ``consortium_agents`` (a test module may override it with its own copy)."""

@@ -14,16 +14,14 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fedstat.client import Client
 from fedstat.config import DatasetConfig
-from fedstat.data.dataset import open_dataset
 from fedstat.errors import JobFailed
 from fedstat.jobs import JobSpec
 from fedstat.pki import sign_statement
-from tests.conftest import GWAS, GWAS_SITES, analyst_profile
+from tests.conftest import GWAS, GWAS_SITES, analyst_profile, missing_rates
 
 LEDGER = "together with earlier releases of dataset main, these sums would single out fewer than 10 participants"
 
@@ -81,10 +79,7 @@ def test_a3_mind__threshold_dropping_one_participant_is_refused_after_a_job_with
 ):
     _, port = consortium
     # EUR has missing calls: pick a --mind threshold that removes exactly its most-missing participant
-    dataset = open_dataset("EUR", GWAS / "EUR", cache_dir=tmp_path / "cache")
-    n_var = dataset.genotypes.n_variants
-    ((_, block),) = dataset.genotypes.read_blocks(np.arange(n_var), block_size=n_var)
-    rates = np.sort((block < 0).sum(axis=0) / n_var)[::-1]
+    _, rates = missing_rates("EUR", tmp_path / "cache")
     assert rates[0] > rates[1]
     threshold = (rates[0] + rates[1]) / 2
     assert _submit(port, session_pki, JobSpec(analyses=("freq",), out_name="f")).state == "DONE"

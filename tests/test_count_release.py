@@ -28,7 +28,7 @@ from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.budget import BudgetExceeded, BudgetLedger
 from fedstat.privacy.dpmode import NoisyProtector, RoundNoise, round_sigma
 from site_agent.gate import ReleaseGate, count_words, reported_count
-from tests.conftest import GWAS, analyst_profile
+from tests.conftest import GWAS, analyst_profile, missing_rates
 from tests.test_attacks import LEDGER, _edit_sites, _submit
 
 CTX = RoundContext(job_id="j", round=1, attempt=0, participants=("A", "B", "C"))
@@ -210,11 +210,8 @@ def test_a3_mind_binary_search__the_released_counts_do_not_tell_one_removed_from
     session_pki, consortium, consortium_agents, tmp_path
 ):
     _, port = consortium
-    dataset = open_dataset("EUR", GWAS / "EUR", cache_dir=tmp_path / "cache")
-    n_var = dataset.genotypes.n_variants
-    ((_, block),) = dataset.genotypes.read_blocks(np.arange(n_var), block_size=n_var)
-    rates = np.sort((block < 0).sum(axis=0) / n_var)[::-1]
-    assert dataset.genotypes.n_samples == 260 and rates[0] > rates[1] > rates[2] and rates[4] > rates[5]
+    n_samples, rates = missing_rates("EUR", tmp_path / "cache")
+    assert n_samples == 260 and rates[0] > rates[1] > rates[2] and rates[4] > rates[5]
     seen = {}
     for k in (1, 2, 5):  # thresholds an attacker's search would try: they remove 1, 2 and 5 at EUR
         threshold = float((rates[k - 1] + rates[k]) / 2)
