@@ -27,14 +27,14 @@ least two digits (``1e-05``, ``5.36356e-300``).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedstat.data.variants import VariantTable
+from fedstat.formats.atomic import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover - import only for annotations, avoids a cycle
     from fedstat.stats.allele import AlleleStats
@@ -290,38 +290,6 @@ def _int_strings(values: np.ndarray) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # atomic writes
 # ---------------------------------------------------------------------------------------------
-
-
-def atomic_write_text(path: str | Path, write: Callable[[object], None] | Iterable[str]) -> Path:
-    """Write a text file atomically.
-
-    Parameters
-    ----------
-    path : destination.
-    write : either an iterable of string chunks, or a callable taking the open text file.
-
-    Returns
-    -------
-    Path
-        ``path``. Data goes to ``<path>.tmp`` first, is flushed and fsynced, then renamed over
-        ``path``; on any exception the temporary file is removed and the exception re-raised.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            if callable(write):
-                write(fh)
-            else:
-                for chunk in write:
-                    fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _table_lines(header: tuple[str, ...], columns: list[list[str]]) -> Iterable[str]:

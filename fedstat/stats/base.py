@@ -174,7 +174,7 @@ class RoundPlan:
 
     Attributes
     ----------
-    computation : key in :data:`fedstat.jobs.LOCAL_COMPUTATIONS`
+    computation : key in :data:`fedstat.computations.LOCAL_COMPUTATIONS`
     params : string parameters
     arrays : global arrays sent to every site (coefficients, inverses; never participant data)
     variants : harmonized-variant indices the round covers; None = all

@@ -164,7 +164,7 @@ LOCAL_COMPUTATIONS = {"pca_multiply": _Multiply(), "pca_scores": _Scores()}
 
 
 class PcaAnalysis:
-    """``--pca K`` over the variants it is given (a :class:`~fedstat.jobs.SubsetAnalysis` narrows them).
+    """``--pca K`` over the variants it is given (a :class:`~fedstat.jobs.steps.SubsetAnalysis` narrows them).
 
     Parameters
     ----------

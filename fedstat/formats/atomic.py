@@ -1,0 +1,101 @@
+"""Atomic file replacement: the one way fedstat writes a file that a reader may open at any time.
+
+Data goes to ``<path>.tmp`` next to the destination; the temporary file is flushed and fsynced,
+then renamed over ``path`` (and, with ``sync_dir``, the directory is fsynced so the rename itself
+survives a crash). On any exception the temporary file is removed and the exception re-raised, so
+a reader sees the old file or the new one, never half of one.
+
+- :func:`atomic_path`: a context manager yielding the temporary path, for writers that open the
+  file themselves (pgenlib, matplotlib, gzip);
+- :func:`atomic_write_bytes` and :func:`atomic_write_text`: whole contents at once, or a text
+  file written in chunks or by a callable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "fsync_dir"]
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """fsync a directory, so that a rename in it is durable."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | Path, *, file_mode: int | None = None, sync_dir: bool = False) -> Iterator[Path]:
+    """Yield ``<path>.tmp`` to write; on a clean exit fsync it and rename it over ``path``.
+
+    Parameters
+    ----------
+    path : destination.
+    file_mode : permission bits to create the temporary file with (e.g. ``0o600`` for a private
+        key): it never exists with wider ones. None: the process umask.
+    sync_dir : also fsync the directory after the rename.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        if file_mode is not None:
+            tmp.unlink(missing_ok=True)
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, file_mode))
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+        if sync_dir:
+            fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, file_mode: int | None = None, sync_dir: bool = False) -> Path:
+    """Replace ``path`` with ``data`` atomically (see :func:`atomic_path`); returns ``path``."""
+    with (
+        atomic_path(path, file_mode=file_mode, sync_dir=sync_dir) as tmp,
+        open(tmp, "r+b" if file_mode else "wb") as fh,
+    ):
+        fh.truncate(0)
+        fh.write(data)
+    return Path(path)
+
+
+def atomic_write_text(
+    path: str | Path,
+    write: Callable[[TextIO], None] | Iterable[str],
+    *,
+    file_mode: int | None = None,
+    sync_dir: bool = False,
+) -> Path:
+    """Write a UTF-8 text file (``\\n`` line ends) atomically; returns ``path``.
+
+    ``write`` is either an iterable of string chunks, or a callable taking the open text file.
+    """
+    with (
+        atomic_path(path, file_mode=file_mode, sync_dir=sync_dir) as tmp,
+        open(tmp, "r+" if file_mode else "w", encoding="utf-8", newline="\n") as fh,
+    ):
+        fh.truncate(0)
+        if callable(write):
+            write(fh)
+        else:
+            for chunk in write:
+                fh.write(chunk)
+    return Path(path)

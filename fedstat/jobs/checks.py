@@ -1,0 +1,87 @@
+"""A site's check that a round belongs to the job the analyst signed (a deviating coordinator).
+
+The site side of every computation, with what it declares, is in :mod:`fedstat.computations`;
+here :func:`check_round` ties a round's computation and parameters to the signed spec.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from fedstat.errors import ProtocolError
+from fedstat.jobs.options import derived_columns, qc_filters
+from fedstat.jobs.spec import JobSpec
+from fedstat.stats import allele
+
+__all__ = ["check_round"]
+
+
+def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> None:
+    """Refuse a round the analyst's signed spec does not ask for (a deviating coordinator).
+
+    Each site checks every round against the job it accepted: the computation belongs to one of
+    the spec's analyses, and its parameters (the ``--mind`` threshold, the phenotype of
+    ``--assoc`` / ``--hwe … controls``, the phenotypes and covariates of ``--glm``, the PC names
+    of ``--pca``) are the spec's own. What the coordinator still chooses (which variants, Newton
+    iterates, PCA subspaces) is bound into the signed key exchange with the round's digest, so all
+    sites compute the same round or none is unmasked.
+
+    Raises
+    ------
+    ProtocolError
+        naming the computation and the parameter that does not match the job
+    """
+
+    def refuse(why: str) -> ProtocolError:
+        return ProtocolError(f"round {computation!r} does not belong to the job the analyst signed: {why}")
+
+    analyses = set(spec.analyses)
+    phenos, covars = set(spec.pheno_names), set(spec.covar_names)
+    mind, qc, controls = qc_filters(spec)
+    if computation == "allele_counts":
+        if not analyses & {*allele.ANALYSES, "pca"}:
+            raise refuse("the job has no --freq/--geno-counts/--hardy/--missing/--pca")
+        expected: dict[str, str] = {}
+    elif computation == "sample_missing":
+        if mind is None:
+            raise refuse("the job has no --mind")
+        try:
+            if float(params.get("mind", "nan")) != mind:
+                raise refuse("its --mind threshold is not the job's")
+        except ValueError:
+            raise refuse("its --mind threshold is not a number") from None
+        expected = {"mind": params.get("mind", "")}
+    elif computation == "qc_counts":
+        if not qc.active:
+            raise refuse("the job has no --geno/--hwe/--maf")
+        expected = {"controls": spec.pheno_names[0]} if controls else {}
+    elif computation in ("pca_multiply", "pca_scores"):
+        if "pca" not in analyses:
+            raise refuse("the job has no --pca")
+        names = [n for n in params.get("names", "").split(",") if n]
+        if computation == "pca_scores" and not set(names) <= derived_columns(spec):
+            raise refuse("its PC names are not covariates of the job")
+        expected = {"names": params.get("names", "")} if computation == "pca_scores" else {}
+    elif computation == "assoc_counts":
+        if not analyses & {"assoc", "model"} or params.get("pheno") != spec.pheno_names[0]:
+            raise refuse("the job has no --assoc/--model on this phenotype")
+        expected = {"pheno": spec.pheno_names[0]}
+    elif computation in ("glm_describe", "glm_linear", "glm_logistic"):
+        if "glm" not in analyses:
+            raise refuse("the job has no --glm")
+        try:
+            if computation == "glm_describe":
+                if not set(json.loads(params.get("columns", "[]"))) <= phenos | covars:
+                    raise refuse("it describes columns the job does not name")
+            else:
+                for d in json.loads(params.get("spec", "[]")):
+                    if d["name"] not in phenos or not set(d["covars"]) | set(d["mask_covars"]) <= covars:
+                        raise refuse("its phenotype or covariates are not the job's")
+        except (ValueError, KeyError, TypeError):
+            raise refuse("its parameters cannot be read") from None
+        expected = {k: params[k] for k in ("columns", "spec") if k in params}
+    else:
+        raise refuse("unknown computation")
+    if dict(params) != expected:
+        raise refuse(f"unexpected parameters {sorted(set(params) ^ set(expected))}")

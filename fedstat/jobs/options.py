@@ -1,0 +1,181 @@
+"""What a job's options mean: the analyses, modifiers and limits a spec may name, and the
+readers that turn its option text into thresholds (``--mind``, ``--geno``, ``--hwe``, ``--maf``,
+``--pca``, ``--require-pheno``, ``--epsilon``/``--delta``) and column names (plink2's ranges).
+
+Both sides read a spec through these functions: the coordinator to plan the job
+(:mod:`fedstat.jobs.planner`), every site to check its rounds (:mod:`fedstat.jobs.checks`) and
+its policy.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING
+
+from fedstat.errors import InputError, shown
+from fedstat.stats import allele, pca
+from fedstat.stats.qc import VariantQc
+
+if TYPE_CHECKING:
+    from fedstat.jobs.spec import JobSpec
+
+__all__ = [
+    "DP_ANALYSES",
+    "GLM_MODIFIERS",
+    "HWE_MODIFIERS",
+    "KNOWN_ANALYSES",
+    "KNOWN_OPTIONS",
+    "NAME_RE",
+    "QC_OPTIONS",
+    "check_dp",
+    "checks_pooled_coding",
+    "derived_columns",
+    "expand_names",
+    "fitted_parameters",
+    "pca_components",
+    "qc_filters",
+    "required_phenotypes",
+]
+
+#: Analyses this version runs, as plink2 (or PLINK 1.9: assoc, model) flag names without dashes.
+KNOWN_ANALYSES: tuple[str, ...] = (*allele.ANALYSES, "pca", "glm", "assoc", "model")
+#: Analyses available under differential privacy: their rounds' computations declare DP
+#: sensitivities (fedstat.computations); --glm and --pca sums are real-valued and need clipping bounds
+DP_ANALYSES = ("freq", "geno-counts", "hardy", "missing", "assoc", "model")
+#: --glm modifiers as plink2 spells them, plus fedstat's ``show-covar`` (covariate rows are
+#: hidden by default, as with plink2's ``hide-covar``).
+GLM_MODIFIERS = frozenset({"hide-covar", "show-covar", "firth", "no-firth", "firth-fallback", "allow-no-covars"})
+#: A site, dataset, column or output name.
+NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+#: Job options the coordinator and sites understand, with the longest value each may hold.
+KNOWN_OPTIONS = {
+    "glm": 200,
+    "genome_assembly": 40,
+    "dp_epsilon": 40,
+    "dp_delta": 40,
+    "paillier_public_key": 4096,
+    "mind": 40,
+    "geno": 40,
+    "hwe": 60,
+    "maf": 40,
+    "pca": 40,
+    # "1": plink2's --require-pheno over the job's --pheno-name columns; or the phenotype columns
+    # named (comma-separated), as plink2's --require-pheno NAMES
+    "require_pheno": 1000,
+    "require_covar": 1,  # "1": plink2's --require-covar over the job's --covar-name columns
+}
+#: Job options that filter samples or variants before the analyses (plink2's order of application).
+QC_OPTIONS = ("mind", "geno", "hwe", "maf")
+#: --hwe modifiers: ``controls`` (test the controls of the case/control --pheno-name only; PLINK
+#: 1.9's default for case/control data). plink2's ``midp`` is not supported.
+HWE_MODIFIERS = frozenset({"controls"})
+#: Most phenotypes, covariates (after range expansion) and sites one job may name.
+MAX_PHENOS, MAX_COVARS, MAX_SITES = 100, 1000, 1000
+MAX_BLOCK_SIZE = 1 << 20
+
+
+def _unit_option(spec: JobSpec, key: str) -> float | None:
+    raw = spec.options.get(key)
+    if raw is None:
+        return None
+    try:
+        value = float(raw.split()[0]) if raw.split() else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"--{key} takes a number between 0 and 1, got {shown(raw)}")
+    return value
+
+
+def qc_filters(spec: JobSpec) -> tuple[float | None, VariantQc, bool]:
+    """(--mind threshold, the variant filters, whether --hwe tests controls only) from a spec's options."""
+    mind = _unit_option(spec, "mind")
+    hwe_words = spec.options.get("hwe", "").split()
+    bad = [w for w in hwe_words[1:] if w not in HWE_MODIFIERS]
+    if bad:
+        raise InputError(f"unknown --hwe modifier {shown(bad[0])}; known: {', '.join(sorted(HWE_MODIFIERS))}")
+    controls = "controls" in hwe_words[1:]
+    if controls and len(expand_names(spec.pheno_names)) != 1:
+        raise InputError("--hwe ... controls tests the controls of one case/control phenotype: give one --pheno-name")
+    qc = VariantQc(geno=_unit_option(spec, "geno"), hwe=_unit_option(spec, "hwe"), maf=_unit_option(spec, "maf"))
+    return mind, qc, controls
+
+
+def pca_components(spec: JobSpec) -> int:
+    """--pca K from the spec's options (0 when absent)."""
+    raw = spec.options.get("pca")
+    if raw is None:
+        return 0
+    if not raw.isdigit() or not 1 <= int(raw) <= pca.MAX_PCS:
+        raise InputError(f"--pca takes a number of components from 1 to {pca.MAX_PCS}, got {shown(raw)}")
+    return int(raw)
+
+
+def required_phenotypes(spec: JobSpec) -> tuple[str, ...]:
+    """The phenotype columns a participant must have to take part (``--require-pheno``): the job's
+    ``--pheno-name`` columns, the columns named (``--require-pheno QT,CC``, as plink2's
+    ``--require-pheno NAMES``), or none."""
+    required = spec.options.get("require_pheno")
+    if required is None:
+        return ()
+    return tuple(spec.pheno_names) if required == "1" else tuple(required.split(","))
+
+
+def fitted_parameters(spec: JobSpec) -> int:
+    """Parameters a job's regressions fit per variant (intercept, genotype, covariates; ``--glm``),
+    0 for a job without regressions: what a site's ``max_params_ratio`` limits."""
+    return 2 + len(spec.covar_names) if "glm" in spec.analyses else 0
+
+
+def checks_pooled_coding(spec: JobSpec) -> bool:
+    """Whether the job's analyses check a phenotype's case/control coding over the pooled data
+    (``--glm``, ``--assoc``, ``--model``), so a site may read 0 as missing under ``--require-pheno``."""
+    return bool({"glm", "assoc", "model"} & set(spec.analyses))
+
+
+def derived_columns(spec: JobSpec) -> frozenset[str]:
+    """Covariates the job computes itself (``PC1``… of its own --pca), which no sample table needs."""
+    k = pca_components(spec)
+    return frozenset(c for c in spec.covar_names if c in pca.pc_names(k))
+
+
+_RANGE_RE = re.compile(r"^([A-Za-z_.]*?)(\d+)-\1(\d+)$")
+
+
+def expand_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Expand plink2-style ranges: ``("AGE", "PC1-PC3")`` -> ``("AGE", "PC1", "PC2", "PC3")``."""
+    out: list[str] = []
+    for name in names:
+        m = _RANGE_RE.match(name)
+        if m:
+            prefix, lo, hi = m.group(1), int(m.group(2)), int(m.group(3))
+            if hi < lo:
+                raise InputError(f"column range {shown(name)} runs backwards")
+            if hi - lo >= MAX_COVARS:
+                raise InputError(f"column range {shown(name)} names more than {MAX_COVARS} columns")
+            out.extend(f"{prefix}{i}" for i in range(lo, hi + 1))
+        else:
+            out.append(name)
+    if len(set(out)) != len(out):
+        raise InputError(f"a column is named twice in {', '.join(names)}")
+    return tuple(out)
+
+
+def check_dp(spec: JobSpec) -> None:
+    bad = [a for a in spec.analyses if a not in DP_ANALYSES]
+    if bad:
+        raise InputError(
+            f"{', '.join('--' + a for a in bad)} cannot run under --privacy dp in this version (its sums are "
+            f"real-valued and need clipping bounds); available under dp: {', '.join('--' + a for a in DP_ANALYSES)}"
+        )
+    for key, flag, lo, hi in (("dp_epsilon", "--epsilon", 0.0, 100.0), ("dp_delta", "--delta", 0.0, 0.01)):
+        raw = spec.options.get(key)
+        if raw is None:
+            raise InputError(f"--privacy dp needs {flag} (e.g. --epsilon 1 --delta 1e-6)")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise InputError(f"{flag} must be a number, got {shown(raw)}") from None
+        if not lo < value <= hi:
+            raise InputError(f"{flag} must be in ({lo:g}, {hi:g}], got {raw}")

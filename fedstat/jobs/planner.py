@@ -1,0 +1,66 @@
+"""Planning: a validated spec becomes the coordinator's :class:`~fedstat.stats.base.JobAnalysis`,
+its steps in plink2's order."""
+
+from __future__ import annotations
+
+from fedstat.jobs.options import derived_columns, pca_components, qc_filters
+from fedstat.jobs.spec import JobSpec
+from fedstat.jobs.steps import (
+    AlleleAnalysis,
+    CompositeAnalysis,
+    GwasOutputs,
+    KeptVariants,
+    MindAnalysis,
+    QcAnalysis,
+    SubsetAnalysis,
+)
+from fedstat.report.gwas import JobContext
+from fedstat.stats import allele, assoc, glm, pca
+from fedstat.stats.base import JobAnalysis
+
+__all__ = ["plan_job"]
+
+
+def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
+    """The coordinator-side analysis for a validated spec (``ctx``: facts for the HTML report).
+
+    Steps run in plink2's order: ``--mind`` (at each site), the variant filters on pooled
+    counts, then the analyses over the variants kept: allele reports, ``--pca`` (whose PCs later
+    steps may use as covariates), ``--glm`` / ``--assoc`` / ``--model`` and the GWAS outputs.
+    """
+    ctx = ctx or JobContext(spec=spec.to_json())
+    parts: list[JobAnalysis] = []
+    mind, qc, controls = qc_filters(spec)
+    if mind is not None:
+        parts.append(MindAnalysis(mind))
+    kept = KeptVariants()
+    if qc.active:
+        parts.append(QcAnalysis(qc, kept, controls=spec.pheno_names[0] if controls else ""))
+    allele_flags = tuple(a for a in spec.analyses if a in allele.ANALYSES)
+    if allele_flags:
+        parts.append(SubsetAnalysis(AlleleAnalysis(allele_flags), kept))
+    k = pca_components(spec)
+    if k:
+        scores = tuple(c for c in spec.covar_names if c in derived_columns(spec))
+        n_samples = sum(n for _, n in ctx.sites)
+        parts.append(SubsetAnalysis(pca.PcaAnalysis(k, scores=scores, n_samples=n_samples), kept))
+    glm_job = assoc_job = None
+    if "glm" in spec.analyses:
+        mods = {m for m in spec.options.get("glm", "").split(",") if m}
+        if "show-covar" in mods:
+            mods.discard("show-covar")
+        else:
+            mods.add("hide-covar")  # fedstat's default: covariate rows hidden
+        glm_job = glm.plan_glm(spec.pheno_names, spec.covar_names, frozenset(mods))
+        parts.append(SubsetAnalysis(glm_job, kept))
+    if "assoc" in spec.analyses or "model" in spec.analyses:
+        assoc_job = assoc.plan_assoc(
+            spec.pheno_names[0],
+            assoc="assoc" in spec.analyses,
+            model="model" in spec.analyses,
+            min_cell_count=ctx.min_cell_count,
+        )
+        parts.append(SubsetAnalysis(assoc_job, kept))
+    if glm_job is not None or assoc_job is not None:
+        parts.append(SubsetAnalysis(GwasOutputs(ctx, glm_job, assoc_job, spec.pheno_names[0]), kept))
+    return CompositeAnalysis(parts)

@@ -1,0 +1,213 @@
+"""The coordinator-side steps a job is made of: the allele reports, ``--mind``, the variant
+filters, the QC'd subset, the sequence of steps, and the GWAS outputs (SSF, plots, report).
+
+Each is a :class:`~fedstat.stats.base.JobAnalysis`; :func:`fedstat.jobs.planner.plan_job`
+chains them in plink2's order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from fedstat.data.variants import VariantTable
+from fedstat.errors import InputError
+from fedstat.report.gwas import JobContext, assoc_section, glm_outputs, write_report
+from fedstat.stats import allele, assoc, glm
+from fedstat.stats.base import JobAnalysis, RoundPlan
+from fedstat.stats.qc import QcResult, VariantQc, variant_filter
+
+__all__ = [
+    "AlleleAnalysis",
+    "CompositeAnalysis",
+    "GwasOutputs",
+    "KeptVariants",
+    "MindAnalysis",
+    "QcAnalysis",
+    "SubsetAnalysis",
+]
+
+
+class AlleleAnalysis:
+    """``--freq --geno-counts --hardy --missing``: one round of genotype counts."""
+
+    def __init__(self, analyses: tuple[str, ...]):
+        self.analyses = analyses
+        self.stats: allele.AlleleStats | None = None
+
+    def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
+        if sums is None:
+            return RoundPlan("allele_counts")
+        self.stats = allele.finish(sums)
+        return None
+
+    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
+        assert self.stats is not None, "write() before the counts round finished"
+        return [Path(p) for p in allele.write_reports(out_prefix, variants, self.stats, self.analyses)]
+
+    def log_lines(self) -> list[str]:
+        return []
+
+
+class MindAnalysis:
+    """``--mind``: one round over every harmonized variant; each site drops its own participants whose
+    missing-call rate exceeds the threshold (per-participant data never leaves the site)."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.removed: int | None = None
+
+    def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
+        if sums is None:
+            return RoundPlan("sample_missing", params={"mind": repr(self.threshold)})
+        self.removed = int(np.asarray(sums["removed"]).sum())
+        return None
+
+    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
+        return []
+
+    def log_lines(self) -> list[str]:
+        if self.removed is None:
+            return []
+        # each site reports its count rounded down to its policy's count_granularity (fedstat.counts)
+        return [
+            f"--mind {self.threshold:g}: {self.removed} participants removed due to missing genotype data "
+            "(sites round their counts down to their count_granularity)"
+        ]
+
+
+class KeptVariants:
+    """The harmonized variants the QC round kept (shared by the later steps of a job); None = all."""
+
+    def __init__(self) -> None:
+        self.index: np.ndarray | None = None
+
+
+class QcAnalysis:
+    """``--geno``, ``--hwe``, ``--maf``: one round of pooled genotype counts, then plink2's filters."""
+
+    def __init__(self, qc: VariantQc, kept: KeptVariants, *, controls: str = ""):
+        self.qc, self.kept, self.controls = qc, kept, controls
+        self.result: QcResult | None = None
+
+    def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
+        if sums is None:
+            return RoundPlan("qc_counts", params={"controls": self.controls} if self.controls else {})
+        counts = {k: np.asarray(sums[k]) for k in allele.SUM_NAMES}
+        if not self.controls:
+            result = variant_filter(self.qc, **counts)
+        else:  # plink2's order, geno then hwe then maf; hwe on the controls' counts
+            controls = {k: np.asarray(sums[f"control_{k}"]) for k in allele.SUM_NAMES}
+            geno = variant_filter(VariantQc(geno=self.qc.geno), **counts)
+            hwe_fail = ~variant_filter(VariantQc(hwe=self.qc.hwe), **controls).keep & geno.keep
+            maf = variant_filter(VariantQc(maf=self.qc.maf), **counts)
+            removed = {"geno": geno.removed["geno"]} if self.qc.geno is not None else {}
+            removed["hwe"] = int(hwe_fail.sum())
+            if self.qc.maf is not None:
+                removed["maf"] = int((~maf.keep & geno.keep & ~hwe_fail).sum())
+            result = QcResult(keep=geno.keep & ~hwe_fail & maf.keep, removed=removed)
+        self.result = result
+        self.kept.index = np.flatnonzero(result.keep).astype(np.int64)
+        return None
+
+    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
+        return []
+
+    def log_lines(self) -> list[str]:
+        if self.result is None:
+            return []
+        lines = self.result.log_lines()
+        if self.controls and "hwe" in self.result.removed:
+            lines[list(self.result.removed).index("hwe")] += f" (in the controls of {self.controls})"
+        return lines
+
+
+class SubsetAnalysis:
+    """Runs ``inner`` on the variants QC kept: its rounds cover (subsets of) them and it writes them only."""
+
+    def __init__(self, inner: JobAnalysis, kept: KeptVariants):
+        self.inner, self.kept = inner, kept
+
+    def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
+        plan = self.inner.next_round(sums)
+        if plan is None or self.kept.index is None:
+            return plan
+        index = self.kept.index if plan.variants is None else self.kept.index[np.asarray(plan.variants)]
+        return replace(plan, variants=index)
+
+    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
+        return self.inner.write(out_prefix, variants if self.kept.index is None else variants.take(self.kept.index))
+
+    def log_lines(self) -> list[str]:
+        return self.inner.log_lines()
+
+
+class CompositeAnalysis:
+    """Runs several analyses one after another; their rounds follow each other."""
+
+    def __init__(self, parts: list[JobAnalysis]):
+        if not parts:
+            raise InputError("no analysis to run")
+        self.parts = parts
+        self._i = 0
+
+    def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
+        plan = self.parts[self._i].next_round(sums)
+        while plan is None and self._i + 1 < len(self.parts):
+            self._i += 1
+            plan = self.parts[self._i].next_round(None)
+        return plan
+
+    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
+        return [f for part in self.parts for f in part.write(out_prefix, variants)]
+
+    def log_lines(self) -> list[str]:
+        return [line for part in self.parts for line in part.log_lines()]
+
+
+class GwasOutputs:
+    """No rounds of its own: after --glm / --assoc finish, writes GWAS-SSF, plots and the HTML report."""
+
+    def __init__(self, ctx: JobContext, glm_job: glm.GlmJob | None, assoc_job: assoc.AssocAnalysis | None, pheno: str):
+        self.ctx, self.glm_job, self.assoc_job, self.pheno = ctx, glm_job, assoc_job, pheno
+
+    def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
+        return None
+
+    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
+        files: list[Path] = []
+        sections = []
+        if self.glm_job is not None:
+            notes = self.glm_job.log_lines()
+            for res in self.glm_job.results.values():
+                written, section = glm_outputs(out_prefix, variants, res, self.ctx, notes)
+                files += written
+                sections.append(section)
+        if self.assoc_job is not None:
+            names = [
+                f"{out_prefix.name}.{ext}"
+                for ext, on in (("assoc", self.assoc_job.assoc), ("model", self.assoc_job.model))
+                if on
+            ]
+            written, section = assoc_section(out_prefix, variants, self.pheno, self.assoc_job.result(variants), names)
+            files += written
+            sections.append(section)
+        files.append(write_report(out_prefix, self.ctx, sections, []))
+        return files
+
+    def log_lines(self) -> list[str]:
+        """Genomic inflation λGC of each ADD test (the median χ²₁ of its p-values / 0.4549)."""
+        from fedstat.report.plots import lambda_gc  # noqa: PLC0415 - matplotlib only when reporting
+
+        lines = []
+        if self.glm_job is not None:
+            for res in self.glm_job.results.values():
+                log10_p = res.log_p[:, 0] / math.log(10.0)
+                lam = lambda_gc(np.exp(res.log_p[:, 0]), log10_p)
+                covars = ", ".join(res.covariates) or "no covariates"
+                lines.append(f"λGC {res.pheno} (--glm ADD, {covars}): {lam:.4f}")
+        return lines
