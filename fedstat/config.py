@@ -384,7 +384,7 @@ def load_site_config(path: Path) -> SiteConfig:
         dr.check_unknown({"name", "path", "consent_default"})
         default = dr.get("consent_default", str, "")
         if default:
-            from fedstat.privacy.consent import parse_consent  # noqa: PLC0415
+            from fedstat.consent import parse_consent  # noqa: PLC0415
 
             try:
                 parse_consent(default)

@@ -28,6 +28,7 @@ import fedstat
 from fedstat.bounds import RoundTallies, check_round_inputs, round_input_limits
 from fedstat.computations import COMPUTATIONS, Computation
 from fedstat.config import SiteConfig
+from fedstat.consent import DiseaseOntology, load_obo
 from fedstat.data.dataset import Dataset, open_dataset
 from fedstat.data.variants import SitePlan
 from fedstat.errors import (
@@ -45,7 +46,6 @@ from fedstat.pki import (
     identity_from_pem,
 )
 from fedstat.privacy.base import RoundContext, get_mode
-from fedstat.privacy.consent import DiseaseOntology, load_obo
 from fedstat.privacy.contribution import Contribution
 from fedstat.privacy.dp import BudgetLedger, epsilon_to_rho
 from fedstat.privacy.dpmode import RoundNoise

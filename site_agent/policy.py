@@ -6,7 +6,7 @@ the analyst will see. Reasons name settings and column names, never participants
 
 Consent: when the sample table has a ``consent`` column or the dataset declares
 ``consent_default``, only participants whose DUO consent matches the job's ``--purpose`` take
-part (:mod:`fedstat.privacy.consent`; a job that declares no purpose is general research use,
+part (:mod:`fedstat.consent`; a job that declares no purpose is general research use,
 GRU). A participant once marked WITHDRAWN is recorded in the site's withdrawal registry and never
 included again. Without any consent information every participant of the table takes part.
 """
@@ -19,19 +19,19 @@ from pathlib import Path
 import numpy as np
 
 from fedstat.config import SitePolicy
-from fedstat.counts import coarsen
-from fedstat.data.dataset import Dataset
-from fedstat.data.samples import text_column_message
-from fedstat.errors import InputError, PolicyRefused
-from fedstat.jobs import JobSpec, checks_pooled_coding, derived_columns, fitted_parameters, required_phenotypes
-from fedstat.privacy.base import get_mode
-from fedstat.privacy.consent import (
+from fedstat.consent import (
     ConsentSummary,
     DiseaseOntology,
     WithdrawalRegistry,
     parse_purpose,
     select_participants,
 )
+from fedstat.counts import coarsen
+from fedstat.data.dataset import Dataset
+from fedstat.data.samples import text_column_message
+from fedstat.errors import InputError, PolicyRefused
+from fedstat.jobs import JobSpec, checks_pooled_coding, derived_columns, fitted_parameters, required_phenotypes
+from fedstat.privacy.base import get_mode
 
 from .gate import count_words
 

@@ -10,9 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedstat.errors import InputError
-from fedstat.privacy import consent
-from fedstat.privacy.consent import (
+from fedstat.consent import (
     REVIEW_MODIFIERS,
     WITHDRAWN,
     ConsentCode,
@@ -31,6 +29,8 @@ from fedstat.privacy.consent import (
     parse_purpose,
     select_participants,
 )
+from fedstat.consent import selection as consent  # parse_consent as the column step calls it
+from fedstat.errors import InputError
 
 T2D = "MONDO:0005148"  # type 2 diabetes mellitus
 T1D = "MONDO:0005147"  # type 1 diabetes mellitus

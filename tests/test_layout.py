@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PURE = ("stats", "privacy", "data", "formats")
+PURE = ("stats", "privacy", "consent", "data", "formats")
 
 
 def test_layering__numeric_core_never_imports_grpc_or_wire():

@@ -114,7 +114,7 @@ class JobSpec:
         elif "dp_epsilon" in self.options or "dp_delta" in self.options:
             raise InputError("--epsilon and --delta apply to --privacy dp only")
         if self.purpose:
-            from fedstat.privacy.consent import parse_purpose  # noqa: PLC0415
+            from fedstat.consent import parse_purpose  # noqa: PLC0415
 
             purpose = str(parse_purpose(self.purpose))  # canonical text; InputError naming the bad code
         else:
