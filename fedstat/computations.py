@@ -9,7 +9,7 @@ names:
   declares the arrays a round sends (names, per-variant shapes, integer or real), which the
   coordinator checks every site's chunks against before allocating (:mod:`fedstat.bounds`);
 - ``dp``: the arrays it may release under differential privacy and how many of their cells one
-  person is in (:class:`~fedstat.privacy.dpmode.CountSensitivity`); ``None``: not under dp;
+  person is in (:class:`~fedstat.privacy.dp.CountSensitivity`); ``None``: not under dp;
 - ``count_arrays``: arrays that are counts of participants, coarsened by each site's release gate
   like the counts in job logs (``--mind``'s number removed);
 - ``changes_site_state``: whether a round drops participants or adds derived columns at the site
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedstat.privacy.dpmode import CountSensitivity
+from fedstat.privacy.dp import CountSensitivity
 from fedstat.stats import allele, assoc, glm, pca
 from fedstat.stats.base import (
     Cohort,

@@ -25,7 +25,7 @@ from fedstat.errors import PrivacyError
 from fedstat.jobs import JobSpec
 from fedstat.privacy import dp
 from fedstat.privacy.base import RoundContext, get_mode
-from fedstat.privacy.budget import BudgetExceeded, BudgetLedger
+from fedstat.privacy.dp import BudgetExceeded, BudgetLedger
 from fedstat.privacy.dpmode import NoisyProtector, RoundNoise, round_sigma
 from site_agent.gate import ReleaseGate, count_words, reported_count
 from tests.conftest import GWAS, analyst_profile, missing_rates

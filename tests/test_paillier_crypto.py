@@ -11,7 +11,6 @@ from phe import PaillierPublicKey, generate_paillier_keypair
 
 from fedstat.errors import PrivacyError
 from fedstat.privacy import paillier_crypto
-from fedstat.privacy.encoding import decode_fixed, encode_fixed
 from fedstat.privacy.paillier_crypto import (
     EncryptedVector,
     PaillierDecryptor,
@@ -32,6 +31,16 @@ from fedstat.privacy.paillier_crypto import (
 # Small fixed-base windows keep table building fast in tests; the arithmetic is the same.
 WINDOW = 4
 U64_MAX = np.iinfo(np.uint64).max
+
+
+def encode_fixed(values, *, frac_bits=24):
+    """Signed reals as uint64 ring elements: round(x · 2^f) in two's complement (the ring Z/2^64)."""
+    return np.rint(np.asarray(values, dtype=np.float64) * 2.0**frac_bits).astype(np.int64).view(np.uint64)
+
+
+def decode_fixed(ring, *, frac_bits=24):
+    """A sum of :func:`encode_fixed` ring elements back to float64."""
+    return np.asarray(ring, dtype=np.uint64).view(np.int64).astype(np.float64) / 2.0**frac_bits
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import pytest
 
 from fedstat.errors import PrivacyError, ProtocolError
 from fedstat.privacy.base import MAX_CHUNK_BYTES, RoundContext, get_mode, split_chunks
-from fedstat.privacy.encoding import decode_fixed, encode_fixed
 
 CTX = RoundContext(job_id="j", round=1, attempt=0, participants=("A", "B", "C"))
 
@@ -68,20 +67,3 @@ def test_split_chunks__stay_under_the_limit():
 def test_get_mode__unknown_mode_lists_available():
     with pytest.raises(PrivacyError, match="available: dp, none, paillier, paillier,dp, secagg"):
         get_mode("magic")
-
-
-def test_encode_fixed__sum_of_encodings_decodes_to_sum_including_negatives():
-    a, b = np.array([1.5, -2.25, 0.0]), np.array([-3.0, 1.0, 1e6])
-    total = encode_fixed(a) + encode_fixed(b)  # uint64 wraps: the ring Z/2^64
-    np.testing.assert_allclose(decode_fixed(total), a + b, atol=2**-24)
-    ints = encode_fixed(np.array([5, -7]), frac_bits=0) + encode_fixed(np.array([-10, 3]), frac_bits=0)
-    np.testing.assert_array_equal(decode_fixed(ints, frac_bits=0), [-5, -4])
-
-
-def test_encode_fixed__overflow_is_detected_not_wrapped():
-    with pytest.raises(PrivacyError, match="overflow"):
-        encode_fixed(np.array([2.0**40]), frac_bits=24)
-    with pytest.raises(PrivacyError, match="overflow"):
-        encode_fixed(np.array([1.0]), frac_bits=24, max_abs_total=2.0**39)
-    with pytest.raises(PrivacyError, match="non-finite"):
-        encode_fixed(np.array([np.nan]))

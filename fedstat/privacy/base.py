@@ -7,8 +7,8 @@ accepts every site's chunks (in any order, any interleaving) and returns only th
 Every chunk names its array, its offset in the full array and the full length, so a round's
 arrays can be produced block by block at the site and combined incrementally at the
 coordinator. Chunks stay well under gRPC's 4 MiB message limit (:data:`MAX_CHUNK_BYTES`).
-Modes that work in a ring (secure aggregation) encode floats as fixed point with
-:mod:`fedstat.privacy.encoding`; the per-round :class:`RoundContext` carries what they need to
+Modes that work in a ring (secure aggregation) encode floats as fixed point (``ring64x2`` in
+:mod:`fedstat.privacy.secagg`); the per-round :class:`RoundContext` carries what they need to
 derive fresh keys (job, round, attempt, participants).
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,8 +274,3 @@ def get_mode(name: str) -> PrivacyMode:
         return _MODES[canonical_mode(name)]
     except KeyError:
         raise PrivacyError(f"unknown privacy mode {shown(name)}; available: {', '.join(sorted(_MODES))}") from None
-
-
-def available_modes() -> Sequence[str]:
-    _load_modes()
-    return sorted(_MODES)

@@ -11,11 +11,9 @@ carried in :class:`RoundNoise`) and ``k_min`` =
 ``k_min`` sites' noise is in it. An array its computation does not declare is refused (nothing is
 sent); so is a round of a computation with no declaration.
 
-Sensitivity (replace-one neighbouring): a person is counted in ``cells_per_variant`` cells per
-variant across the computation's per-variant arrays and in ``cohort_cells`` cells of its
-cohort-level arrays; replacing one person moves at most twice as many cells by one, so
-Δ₂ = √(2 (cells_per_variant · d + cohort_cells)) over d variants. Analyses whose sums are
-real-valued (``--glm``) need clipping bounds and are refused under DP in this version.
+Sensitivity: :class:`fedstat.privacy.dp.CountSensitivity` (replace-one neighbouring, over the
+round's d variants). Analyses whose sums are real-valued (``--glm``) need clipping bounds and are
+refused under DP in this version.
 
 The site charges its per-dataset budget ledger at its first release of a job and releases each
 round once (a retried attempt is refused: OpenDP's sampler draws from OpenSSL and takes no seed,
@@ -34,37 +32,8 @@ import numpy as np
 
 from fedstat.errors import PrivacyError
 from fedstat.privacy.base import ProtectedChunk, Protector, RoundContext, register
-from fedstat.privacy.dp import calibrate_distributed, discrete_gaussian
+from fedstat.privacy.dp import CountSensitivity, calibrate_distributed, discrete_gaussian
 from fedstat.privacy.secagg import SecAggMode
-
-
-@dataclass(frozen=True)
-class CountSensitivity:
-    """What one local computation releases under DP, and how many of its cells one person is in.
-
-    Attributes
-    ----------
-    variant_arrays : per-variant count arrays, each of shape (d,) over the round's d variants
-    cells_per_variant : cells per variant one person is counted in, across ``variant_arrays``
-    cohort_arrays : cohort-level count arrays, each of shape (1,)
-    cohort_cells : cells one person is counted in across ``cohort_arrays``
-    """
-
-    variant_arrays: tuple[str, ...]
-    cells_per_variant: int
-    cohort_arrays: tuple[str, ...] = ()
-    cohort_cells: int = 0
-
-    def sensitivity(self, n_variants: int) -> float:
-        """Δ₂ of the round's integer arrays over ``n_variants`` variants (replace-one)."""
-        return math.sqrt(2.0 * (self.cells_per_variant * n_variants + self.cohort_cells))
-
-    def dimension(self, n_variants: int) -> int:
-        """Noised coordinates in the round's release."""
-        return len(self.variant_arrays) * n_variants + len(self.cohort_arrays)
-
-    def declares(self, name: str) -> bool:
-        return name in self.variant_arrays or name in self.cohort_arrays
 
 
 def declared(noise: RoundNoise) -> CountSensitivity:

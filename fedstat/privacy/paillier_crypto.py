@@ -20,7 +20,7 @@ packed plaintext, and every sum of at most ``2^headroom_bits`` of them, stays be
 
 After decryption each slot is read back modulo ``2^min(slot_bits, 64)``:
 
-* ``value_bits = 64`` (ring elements from :func:`fedstat.privacy.encoding.encode_fixed`): the
+* ``value_bits = 64`` (two's-complement ring elements, :mod:`fedstat.privacy.secagg`'s encodings): the
   slot sum reduced mod 2^64, i.e. the ring sum, which decodes to the signed fixed-point total;
 * ``value_bits < 64`` (non-negative counts; the layout requires ``slot_bits ≤ 64``): the exact
   sum of the counts, which cannot exceed ``2^slot_bits − 1``.
@@ -255,7 +255,7 @@ class SlotLayout:
         Parameters
         ----------
         values : [array, shape: (n_values,), integer dtype] ring elements (``value_bits = 64``,
-            e.g. from ``encode_fixed``) or non-negative counts below ``2^value_bits``
+            two's complement) or non-negative counts below ``2^value_bits``
 
         Returns
         -------
@@ -267,7 +267,9 @@ class SlotLayout:
         if arr.dtype.kind not in "iu":
             raise PrivacyError(f"packing needs integer values (uint64 ring elements or counts), not dtype {arr.dtype}")
         if arr.dtype.kind == "i" and arr.size and int(arr.min()) < 0:
-            raise PrivacyError("packing refuses negative integers: encode signed values with encode_fixed (uint64)")
+            raise PrivacyError(
+                "packing refuses negative integers: encode signed values as two's-complement uint64 ring elements"
+            )
         if self.value_bits < 64 and arr.size and int(arr.max()) >> self.value_bits:
             raise PrivacyError(f"a value does not fit the declared {self.value_bits}-bit slot value width")
         flat = arr.astype(np.uint64, copy=False).tolist()

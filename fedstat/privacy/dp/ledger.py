@@ -1,8 +1,8 @@
 """The per-dataset differential-privacy budget ledger (SQLite, ρ-zCDP), with a per-analyst share.
 
-Split out of :mod:`fedstat.privacy.dp` (which re-exports these names). A site charges its ledger
-once per job at its first release; :meth:`BudgetLedger.charge` refuses a charge that would take
-the dataset past its total, or the job's analyst past their share of it (``analyst_share``).
+A site charges its ledger once per job at its first release; :meth:`BudgetLedger.charge` refuses
+a charge that would take the dataset past its total, or the job's analyst past their share of it
+(``analyst_share``), with :class:`BudgetExceeded`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fedstat.errors import InputError, PolicyRefused, PrivacyError
-from fedstat.privacy.dp import (
+from fedstat.privacy.dp.accounting import (
     Conversion,
     _check_conversion,
     _check_delta,
