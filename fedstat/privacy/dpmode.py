@@ -109,13 +109,14 @@ class NoisyProtector(Protector):
 class NoisyMode:
     """Mixin for a privacy mode whose protector noises every array (put it before the base mode)."""
 
+    name: str
     adds_noise = True
 
     def protector(
         self, ctx: RoundContext, site: str, keys: Any = None, *, noise: RoundNoise | None = None
     ) -> Protector:
         if noise is None:
-            raise PrivacyError(f"privacy mode {self.name}: a round needs its noise calibration (RoundNoise)")  # type: ignore[attr-defined]
+            raise PrivacyError(f"privacy mode {self.name}: a round needs its noise calibration (RoundNoise)")
         inner = super().protector(ctx, site, keys)  # type: ignore[misc]
         return NoisyProtector(inner, noise)
 

@@ -7,6 +7,7 @@ travel as exact int64, real sums as float64. Sites may refuse this mode in their
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -75,10 +76,17 @@ class _PlainAggregator(Aggregator):
 class NoneMode(PrivacyMode):
     name = "none"
 
-    def protector(self, ctx: RoundContext, site: str, keys=None, *, noise=None) -> Protector:
+    def protector(self, ctx: RoundContext, site: str, keys: Any = None, *, noise: Any = None) -> Protector:
         return _PlainProtector(ctx, site)
 
-    def aggregator(self, ctx: RoundContext, *, options=None, decrypt=None, expected=None) -> Aggregator:
+    def aggregator(
+        self,
+        ctx: RoundContext,
+        *,
+        options: Mapping[str, str] | None = None,
+        decrypt: Any = None,
+        expected: Mapping[str, PlannedArray] | None = None,
+    ) -> Aggregator:
         return _PlainAggregator(ctx, expected)
 
 

@@ -74,10 +74,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import gmpy2
+import gmpy2  # type: ignore[import-untyped]  # gmpy2 ships no type information
 import numpy as np
 from gmpy2 import mpz
-from phe import PaillierPrivateKey, PaillierPublicKey, generate_paillier_keypair
+from phe import (  # type: ignore[import-untyped]  # nor does phe
+    PaillierPrivateKey,
+    PaillierPublicKey,
+    generate_paillier_keypair,
+)
 
 from fedstat.errors import PrivacyError
 
@@ -188,7 +192,7 @@ def public_key_from_bytes(data: bytes) -> PaillierPublicKey:
 
 def ciphertext_bytes(public_key: PaillierPublicKey) -> int:
     """Width of one serialized ciphertext: ``2 · ⌈|n| / 8⌉`` bytes (room for any value below n²)."""
-    return 2 * ((public_key.n.bit_length() + 7) // 8)
+    return 2 * ((int(public_key.n.bit_length()) + 7) // 8)
 
 
 # --- slot layout ----------------------------------------------------------------------------------
@@ -434,7 +438,7 @@ def _random_unit(n: mpz) -> mpz:
 
 def _exponent_bits(n: mpz) -> int:
     """Bits of a short obfuscation exponent: ⌈|n| / 2⌉."""
-    return (n.bit_length() + 1) // 2
+    return (int(n.bit_length()) + 1) // 2
 
 
 def default_window_bits(key_bits: int) -> int:

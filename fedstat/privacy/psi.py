@@ -333,7 +333,8 @@ def _held(values: np.ndarray, sorted_hashes: np.ndarray) -> np.ndarray:
         return np.zeros(len(values), dtype=bool)
     at = np.searchsorted(sorted_hashes, values)
     at[at == len(sorted_hashes)] = 0
-    return sorted_hashes[at] == values
+    held: np.ndarray = sorted_hashes[at] == values
+    return held
 
 
 def intersect(site_hashes: Mapping[str, np.ndarray]) -> Intersection:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from cryptography import x509
@@ -362,13 +363,27 @@ class SecAggMode(PrivacyMode):
     needs_round_keys = True
     protects_site_sums = True
 
-    def protector(self, ctx: RoundContext, site: str, keys=None, *, noise=None) -> Protector:
+    def protector(
+        self,
+        ctx: RoundContext,
+        site: str,
+        keys: tuple[RoundKeyPair, Mapping[str, bytes]] | None = None,
+        *,
+        noise: Any = None,
+    ) -> Protector:
         if keys is None:
             raise PrivacyError("secure aggregation needs the round's verified peer keys")
         keypair, peers = keys
         return SecAggProtector(ctx, site, keypair, peers)
 
-    def aggregator(self, ctx: RoundContext, *, options=None, decrypt=None, expected=None) -> Aggregator:
+    def aggregator(
+        self,
+        ctx: RoundContext,
+        *,
+        options: Mapping[str, str] | None = None,
+        decrypt: Any = None,
+        expected: Mapping[str, PlannedArray] | None = None,
+    ) -> Aggregator:
         return SecAggAggregator(ctx, expected)
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+import numpy.typing as npt
+from scipy.optimize import minimize_scalar  # type: ignore[import-untyped]  # scipy ships no type information
 
 from fedstat.errors import InputError
 
 Conversion = Literal["cks20", "standard"]
+_T = TypeVar("_T", npt.NDArray[np.float64], np.float64)  # a grid of t, or one t
 
 #: Grid of t = log(α − 1) searched before refining (α from 1 + 1e-13 to 1 + 1e26).
 _T_GRID = np.linspace(-30.0, 60.0, 901)
@@ -45,11 +47,12 @@ def _check_conversion(conversion: str) -> None:
         raise InputError(f"unknown zCDP conversion {conversion!r}; use 'cks20' or 'standard'")
 
 
-def _cks20_curve(t: np.ndarray, rho: float, log_inv_delta: float) -> np.ndarray:
+def _cks20_curve(t: _T, rho: float, log_inv_delta: float) -> _T:
     """ε(α) of [CKS20] Cor. 13 at α = 1 + e^t: αρ + (log(1/δ) − log α)/(α − 1) + log(1 − 1/α)."""
     log_alpha = np.logaddexp(0.0, t)  # log(1 + e^t), exact for large t
     # log(1 − 1/α) = log(α − 1) − log α = t − log α, free of cancellation near α = 1
-    return np.exp(log_alpha) * rho + (log_inv_delta - log_alpha) * np.exp(-t) + (t - log_alpha)
+    curve: _T = np.exp(log_alpha) * rho + (log_inv_delta - log_alpha) * np.exp(-t) + (t - log_alpha)
+    return curve
 
 
 def _cks20_epsilon(rho: float, log_inv_delta: float) -> float:
