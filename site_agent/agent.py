@@ -61,8 +61,9 @@ from fedstat.protocol import (
 from fedstat.stats.base import Cohort, RoundInput, SiteUpdate, release_groups, run_local, updated_cohort
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
-from .audit import AuditLog, spec_digest
 from .audit_anchor import AuditAnchor
+from .audit_log import AuditLog
+from .audit_schema import spec_digest
 from .gate import ReleaseGate, reported_count
 from .harmonize import SiteHarmonizer, SiteIdentity, reveal_recorder
 from .offers import check_analyst, dp_fields, record_offer

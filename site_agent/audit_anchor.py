@@ -21,7 +21,9 @@ from fedstat.audit_head import SignedHead, check_head, head_from_pb, head_to_pb,
 from fedstat.errors import AuthError, PolicyRefused, ProtocolError
 from fedstat.wire import site_pb2
 
-from .audit import AuditError, AuditLog, verify
+from .audit_log import AuditLog
+from .audit_schema import AuditError
+from .audit_verify import verify
 
 log = logging.getLogger("fedstat.site.audit")
 

@@ -1,6 +1,6 @@
 """The audit record's schema: its fields and their checks, the canonical form, digests, and the
-parsing of one stored line (:mod:`site_agent.audit` holds the log itself; its notes describe the
-file format). Nothing here writes a file.
+parsing of one stored line (:mod:`site_agent.audit_log` writes the log, and its notes describe the
+file format; :mod:`site_agent.audit_verify` checks and reads it). Nothing here writes a file.
 """
 
 from __future__ import annotations
