@@ -81,7 +81,7 @@ class _Job:
     dataset: Dataset
     members: np.ndarray  # genotype columns of the participants taking part, sorted
     cohort: Cohort  # their phenotype/covariate columns, in the same order
-    inbox: queue.Queue = field(default_factory=queue.Queue)
+    inbox: queue.Queue[site_pb2.CoordinatorMessage | None] = field(default_factory=queue.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     plan: SitePlan | None = None
     plan_parts: PlanAssembler = field(default_factory=PlanAssembler)
@@ -142,7 +142,7 @@ class SiteAgent:
         self._jobs: dict[str, _Job] = {}
         self.tallies = RoundTallies()  # rounds and attempts computed per job, held to its spec's caps
         self._outbox: queue.Queue[site_pb2.SiteMessage | None] | None = None
-        self._call: grpc.Future | None = None
+        self._call: grpc.Call | None = None
         self.connected = threading.Event()
 
     # --- datasets -------------------------------------------------------------------------
@@ -623,7 +623,9 @@ class SiteAgent:
             job.round_data = {key: RoundDataAssembler(round_input_limits(job.spec, len(job.plan.local_index)))}
         job.round_data[key].add(d.chunk)
 
-    def _verified_keys(self, job: _Job, req: site_pb2.RoundRequest, ctx: RoundContext) -> tuple[RoundKeyPair, dict]:
+    def _verified_keys(
+        self, job: _Job, req: site_pb2.RoundRequest, ctx: RoundContext
+    ) -> tuple[RoundKeyPair, dict[str, bytes]]:
         mine = job.round_keys.pop((req.round, req.attempt), None)
         if mine is None:
             raise ProtocolError(f"round {req.round} (attempt {req.attempt}) requested without a key exchange")
