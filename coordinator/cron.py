@@ -103,15 +103,6 @@ class Cron:
             return t
         raise InputError(f"cron expression {shown(self.text)} never fires (no matching date in {_HORIZON_YEARS} years)")
 
-    def last_at_or_before(self, when: dt.datetime, *, after: dt.datetime) -> dt.datetime | None:
-        """The latest fire time in ``(after, when]``, or None (used to name a missed slot)."""
-        last, t = None, _utc(after)
-        while True:
-            t = self.next_after(t)
-            if t > _utc(when):
-                return last
-            last = t
-
 
 def _utc(when: dt.datetime) -> dt.datetime:
     if when.tzinfo is None:

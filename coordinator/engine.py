@@ -55,7 +55,7 @@ from fedstat.wire import site_pb2
 
 from .decryptors import DecryptorRegistry
 from .harmonizer import Exchange, Revealed, harmonize_revealed, site_rows
-from .sessions import SiteRegistry, SiteSession
+from .sessions import Inbox, SiteRegistry, SiteSession
 from .store import CANCELLED, DONE, FAILED, RUNNING, Store
 
 log = logging.getLogger("fedstat.coordinator")
@@ -181,7 +181,7 @@ class JobEngine:
 class _JobRunner:
     """One job's run. Phases: offer → harmonize → rounds → write."""
 
-    def __init__(self, engine: JobEngine, job_id: str, inbox: queue.Queue, cancel: threading.Event):
+    def __init__(self, engine: JobEngine, job_id: str, inbox: Inbox, cancel: threading.Event):
         self.engine, self.job_id, self.inbox, self.cancel = engine, job_id, inbox, cancel
         self.store = engine.store
         self.sites: dict[str, SiteSession] = {}
@@ -432,7 +432,7 @@ class _JobRunner:
             f"(attempt {self.attempt}, fresh keys)"
         )
 
-    def choose_sites(self, spec: JobSpec, *, resume_from: Any = None, done: list | None = None) -> None:
+    def choose_sites(self, spec: JobSpec, *, resume_from: Any = None, done: list[Any] | None = None) -> None:
         if resume_from is not None:  # the sites the job ran on, once they have reconnected
             expected = (
                 list(done[-1][2])
@@ -584,8 +584,8 @@ class _JobRunner:
         """Send a site its part of the harmonization. After a reconnect the site no longer holds the
         exchange the plan was made from: harmonize again (a fresh exchange among all the job's sites)
         and check that the variant list and the site's variants in it are unchanged."""
+        assert self.harmonized is not None
         if recheck:
-            assert self.harmonized is not None
             old = site_rows(self.tables[site], self.harmonized.plans[site].local_index)
             revealed = self.private_keys(list(self.sites))
             again = harmonize_revealed(revealed)
@@ -639,8 +639,8 @@ class _JobRunner:
         data = list(round_data_messages(self.job_id, round_no, attempt, arrays))
         for name in participants:
             self.store.set_site(self.job_id, name, state="RUNNING", blocks_done=0, blocks_total=0)
-            for msg in data:
-                self.send(name, round_data=msg)
+            for part in data:
+                self.send(name, round_data=part)
             self.send(name, round=request)
         waiting = set(participants)
         deadline = time.monotonic() + self.engine.config.round_timeout_s

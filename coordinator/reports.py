@@ -99,7 +99,8 @@ def _provenance(directory: Path, files: tuple[str, ...]) -> dict[str, Any] | Non
     for name in files:
         if name.endswith(".provenance.json"):
             try:
-                return json.loads((directory / name).read_text())
+                provenance: dict[str, Any] = json.loads((directory / name).read_text())
+                return provenance
             except (OSError, ValueError):
                 return None
     return None

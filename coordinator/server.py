@@ -6,6 +6,7 @@ Authorization (which role may call which service) lives in :class:`RoleIntercept
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -22,8 +23,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 import fedstat
 from fedstat.config import AccessConfig, CoordinatorConfig
 from fedstat.errors import AuthError, FedstatError, shown
+from fedstat.jobs import JobSpec
 from fedstat.net import SERVER_OPTIONS, peer_certificate, peer_identity, server_credentials, status_for
 from fedstat.pki import RevocationList, identity_from_subject
+from fedstat.privacy.base import STRENGTH, get_mode
 from fedstat.protocol import spec_from_pb, spec_to_pb
 from fedstat.wire import analyst_pb2, analyst_pb2_grpc, common_pb2, site_pb2, site_pb2_grpc
 
@@ -194,8 +197,6 @@ def _abort(context: grpc.ServicerContext, exc: FedstatError) -> None:
 
 
 def job_to_pb(job: JobRow) -> analyst_pb2.JobStatus:
-    from fedstat.jobs import JobSpec  # noqa: PLC0415
-
     return analyst_pb2.JobStatus(
         job_id=job.id,
         state=job.state,
@@ -355,10 +356,7 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
         except StopIteration:  # an empty or undecodable first message (a clean abort lets the server drain)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the stream ended before its first message")
         job = self._own_job(first.job_id, context)
-        from fedstat.jobs import JobSpec  # noqa: PLC0415
-        from fedstat.privacy.base import get_mode  # noqa: PLC0415
-
-        if job.analyst != peer_identity(context).name:  # type: ignore[union-attr]
+        if job.analyst != self._roles(context)[0]:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "only the analyst who submitted a job decrypts it")
         if not get_mode(JobSpec.from_json(job.spec).privacy).needs_public_key:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job {job.id} does not use --privacy paillier")
@@ -494,8 +492,6 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
 
 
 def schedule_to_pb(row: ScheduleRow) -> analyst_pb2.Schedule:
-    from fedstat.jobs import JobSpec  # noqa: PLC0415
-
     return analyst_pb2.Schedule(
         schedule_id=row.id,
         name=row.name,
@@ -509,8 +505,6 @@ def schedule_to_pb(row: ScheduleRow) -> analyst_pb2.Schedule:
 
 
 def report_to_pb(run: RunRow, *, detail: bool) -> analyst_pb2.Report:
-    import json  # noqa: PLC0415
-
     pb = analyst_pb2.Report(
         report_id=run.id,
         schedule_id=run.schedule_id,
@@ -540,8 +534,6 @@ def connected_site(s: SiteSession) -> analyst_pb2.ConnectedSite:
 
 def strictest_policy(policies: list[common_pb2.DisclosurePolicy]) -> common_pb2.DisclosurePolicy:
     """What a job over every one of ``policies`` must satisfy: the strictest value of each setting."""
-    from fedstat.privacy.base import STRENGTH  # noqa: PLC0415
-
     if not policies:
         return common_pb2.DisclosurePolicy()
     analyses = [a for a in policies[0].allowed_analyses if all(a in p.allowed_analyses for p in policies)]

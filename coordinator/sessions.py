@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from fedstat.wire import common_pb2, site_pb2
 
@@ -19,7 +20,8 @@ from .store import now_iso
 
 log = logging.getLogger("fedstat.coordinator")
 
-Inbox = "queue.Queue[tuple[str, site_pb2.SiteMessage | None]]"
+#: A job's inbox: ``(site, message)``, and ``(site, None)`` when that site disconnects.
+Inbox: TypeAlias = queue.Queue[tuple[str, site_pb2.SiteMessage | None]]
 
 
 @dataclass
@@ -73,7 +75,7 @@ class SiteRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[str, SiteSession] = {}
-        self._inboxes: dict[str, queue.Queue[tuple[str, site_pb2.SiteMessage | None]]] = {}
+        self._inboxes: dict[str, Inbox] = {}
 
     def attach(self, name: str, hello: site_pb2.Hello, *, certificate: bytes = b"") -> SiteSession:
         """Register a newly connected site; an older session under the same name is closed."""
@@ -120,8 +122,8 @@ class SiteRegistry:
                 return None
             time.sleep(0.1)
 
-    def open_inbox(self, job_id: str) -> queue.Queue[tuple[str, site_pb2.SiteMessage | None]]:
-        inbox: queue.Queue[tuple[str, site_pb2.SiteMessage | None]] = queue.Queue()
+    def open_inbox(self, job_id: str) -> Inbox:
+        inbox: Inbox = queue.Queue()
         with self._lock:
             self._inboxes[job_id] = inbox
         return inbox

@@ -321,7 +321,7 @@ class Store:
         """Record a completed round with its global totals (aggregates over every participating
         site, never one site's sums), so a restarted coordinator resumes after it."""
         buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(v) for k, v in totals.items()})
+        np.savez(buf, allow_pickle=False, **{k: np.asarray(v) for k, v in totals.items()})
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO rounds (job_id, round, attempt, computation, participants, seconds, "
@@ -635,7 +635,7 @@ class Store:
 
     @staticmethod
     def _run(r: tuple[Any, ...]) -> RunRow:
-        return RunRow(*r[:4], int(r[4]), *r[5:12], json.loads(r[12]) if r[12] else None)
+        return RunRow(*(*r[:4], int(r[4]), *r[5:12], json.loads(r[12]) if r[12] else None))
 
     def create_schedule(
         self,

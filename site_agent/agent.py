@@ -18,7 +18,6 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -39,7 +38,7 @@ from fedstat.errors import (
     ProtocolError,
     SiteUnavailable,
 )
-from fedstat.jobs import JobSpec, check_round, derived_columns
+from fedstat.jobs import JobSpec, check_round
 from fedstat.net import secure_channel, server_certificate
 from fedstat.pki import (
     RevocationList,
@@ -58,61 +57,21 @@ from fedstat.protocol import (
     round_digest,
     spec_from_pb,
 )
-from fedstat.stats.base import Cohort, RoundInput, SiteUpdate, release_groups, run_local, updated_cohort
+from fedstat.stats.base import RoundInput, SiteUpdate, release_groups, run_local, updated_cohort
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
-from .audit import AuditLog, spec_digest
 from .audit_anchor import AuditAnchor
+from .audit_log import AuditLog
+from .audit_schema import spec_digest
 from .gate import ReleaseGate, reported_count
 from .harmonize import SiteHarmonizer, SiteIdentity, reveal_recorder
+from .job import Job, build_cohort
 from .offers import check_analyst, dp_fields, record_offer
 from .policy import ConsentSetup, check_access, decide
 
 log = logging.getLogger("fedstat.site")
 
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
-
-
-@dataclass
-class _Job:
-    job_id: str
-    spec: JobSpec
-    dataset: Dataset
-    members: np.ndarray  # genotype columns of the participants taking part, sorted
-    cohort: Cohort  # their phenotype/covariate columns, in the same order
-    inbox: queue.Queue = field(default_factory=queue.Queue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    plan: SitePlan | None = None
-    plan_parts: PlanAssembler = field(default_factory=PlanAssembler)
-    round_data: dict[tuple[int, int], RoundDataAssembler] = field(default_factory=dict)
-    round_keys: dict[tuple[int, int], tuple[RoundKeyPair, SignedRoundKey, str]] = field(default_factory=dict)
-    keyed: set[tuple[int, int]] = field(default_factory=set)  # (round, attempt) this site made a key for
-    encryptor: Any = None  # --privacy paillier: a PaillierEncryptor for the analyst's key, made at round 1
-    analyst: str = ""
-    harmonizer: SiteHarmonizer | None = None  # private harmonization (fedstat.privacy.psi)
-
-    def end(self) -> None:
-        """Stop the job's worker at its next step; it then frees what it holds."""
-        self.cancelled.set()
-        self.inbox.put(None)
-
-    def release(self) -> None:
-        if self.encryptor is not None:
-            self.encryptor.close()
-            self.encryptor = None
-
-
-def build_cohort(
-    spec: JobSpec, dataset: Dataset, members: np.ndarray, zero_dropped: dict[str, int] | None = None
-) -> Cohort:
-    """The job's phenotype and covariate columns for ``members`` (sorted genotype columns)."""
-    row_of_column = np.empty(dataset.genotypes.n_samples, dtype=np.int64)
-    row_of_column[dataset.genotype_index] = np.arange(len(dataset.genotype_index))
-    rows = row_of_column[members]
-    derived = derived_columns(spec)  # e.g. PC1… of the job's own --pca: computed in a later round
-    names = dict.fromkeys(n for n in (*spec.pheno_names, *spec.covar_names) if n not in derived)
-    columns = {n: np.asarray(dataset.samples.column(n), dtype=np.float64)[rows] for n in names}
-    return Cohort(n=len(members), columns=columns, zero_dropped=zero_dropped or {})
 
 
 class SiteAgent:
@@ -138,10 +97,10 @@ class SiteAgent:
         self.anchor = AuditAnchor(self.name, config.state_dir / "audit.log", lambda: self.audit)
         self.gate = ReleaseGate(config.state_dir)  # every round's sums are cleared here before they leave
         self._coordinator_pem = b""  # the coordinator's certificate, as presented at the last connection
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, Job] = {}
         self.tallies = RoundTallies()  # rounds and attempts computed per job, held to its spec's caps
         self._outbox: queue.Queue[site_pb2.SiteMessage | None] | None = None
-        self._call: grpc.Future | None = None
+        self._call: grpc.Call | None = None
         self.connected = threading.Event()
 
     # --- datasets -------------------------------------------------------------------------
@@ -392,7 +351,7 @@ class SiteAgent:
                 site_pb2.SiteMessage(decision=site_pb2.JobDecision(job_id=offer.job_id, accept=False, reason=str(exc)))
             )
             return
-        job = _Job(
+        job = Job(
             job_id=offer.job_id, spec=spec, dataset=dataset, members=members, cohort=cohort, analyst=offer.analyst
         )
         job.plan_parts = PlanAssembler(max_variants=dataset.genotypes.n_variants)  # a plan never names more
@@ -490,7 +449,7 @@ class SiteAgent:
             f"(ε={r.epsilon:.3g} at δ={r.delta:g})"
         )
 
-    def _job_worker(self, job: _Job) -> None:
+    def _job_worker(self, job: Job) -> None:
         try:
             while not job.cancelled.is_set():
                 msg = job.inbox.get()
@@ -543,7 +502,7 @@ class SiteAgent:
         except ProtocolError:
             pass
 
-    def _fix_plan(self, job: _Job, assembled: SitePlan, attempt: int) -> None:
+    def _fix_plan(self, job: Job, assembled: SitePlan, attempt: int) -> None:
         """Take the harmonized plan the coordinator sent, in this site's file rows. A job's plan never
         changes: a second plan (a re-harmonization after a reconnect) must be the same, and so must
         a re-offered job's, durably (with another plan the same round's sums, released twice, would
@@ -569,7 +528,7 @@ class SiteAgent:
         ledger.bind_plan(job.dataset.name, job.job_id, job.harmonizer.participants, digest)
         job.plan = plan
 
-    def _round_key(self, job: _Job, req: site_pb2.RoundKeyRequest) -> None:
+    def _round_key(self, job: Job, req: site_pb2.RoundKeyRequest) -> None:
         """A fresh signed X25519 key for one round attempt (secure aggregation)."""
         participants = tuple(req.participants)
         if self.name not in participants:
@@ -611,7 +570,7 @@ class SiteAgent:
             )
         )
 
-    def _round_data(self, job: _Job, d: site_pb2.RoundData) -> None:
+    def _round_data(self, job: Job, d: site_pb2.RoundData) -> None:
         """Collect the coordinator's arrays for the next round, bounded by what the signed spec's rounds
         need over the harmonized variants; only one round's arrays are held (each round's come right
         before its request, so arrays of another round that was never requested are dropped)."""
@@ -622,7 +581,9 @@ class SiteAgent:
             job.round_data = {key: RoundDataAssembler(round_input_limits(job.spec, len(job.plan.local_index)))}
         job.round_data[key].add(d.chunk)
 
-    def _verified_keys(self, job: _Job, req: site_pb2.RoundRequest, ctx: RoundContext) -> tuple[RoundKeyPair, dict]:
+    def _verified_keys(
+        self, job: Job, req: site_pb2.RoundRequest, ctx: RoundContext
+    ) -> tuple[RoundKeyPair, dict[str, bytes]]:
         mine = job.round_keys.pop((req.round, req.attempt), None)
         if mine is None:
             raise ProtocolError(f"round {req.round} (attempt {req.attempt}) requested without a key exchange")
@@ -638,7 +599,7 @@ class SiteAgent:
         ]
         return pair, verify_round_keys(ctx, keys, ca_pem=self._ca_pem, own=signed, revoked=self.revocations.is_revoked)
 
-    def _round(self, job: _Job, req: site_pb2.RoundRequest) -> None:
+    def _round(self, job: Job, req: site_pb2.RoundRequest) -> None:
         if job.plan is None:
             raise ProtocolError(f"round {req.round} requested before the variant plan arrived")
         entry = COMPUTATIONS.get(req.analysis)
@@ -754,7 +715,7 @@ class SiteAgent:
         contribution = contribution_to_pb(statement) if statement is not None else None
         self._progress(job, req, n_blocks, n_blocks, finished=True, contribution=contribution)
 
-    def _encryptor(self, job: _Job) -> Any:
+    def _encryptor(self, job: Job) -> Any:
         """The job's Paillier encryptor under the analyst's public key (one per job, all rounds):
         fixed-base tables in ``threads`` worker processes, or in this process for one thread."""
         if job.encryptor is None:
@@ -769,7 +730,7 @@ class SiteAgent:
             log.info("job %s: Paillier encryptor ready in %.1f s", job.job_id, time.monotonic() - t0)
         return job.encryptor
 
-    def _round_noise(self, job: _Job, req: site_pb2.RoundRequest, entry: Computation, n_variants: int) -> RoundNoise:
+    def _round_noise(self, job: Job, req: site_pb2.RoundRequest, entry: Computation, n_variants: int) -> RoundNoise:
         """What the dp protector calibrates this round's noise from (fedstat.privacy.dpmode)."""
         return RoundNoise(
             epsilon=float(job.spec.options["dp_epsilon"]),
@@ -784,7 +745,7 @@ class SiteAgent:
         """Send an offer reply or a round's end with this site's signed audit head attached."""
         self.anchor.send(self.send, msg, key_pem=self._key_pem, certificate_pem=self._cert_pem)
 
-    def _progress(self, job: _Job, req: site_pb2.RoundRequest, done: int, total: int, **fields: Any) -> None:
+    def _progress(self, job: Job, req: site_pb2.RoundRequest, done: int, total: int, **fields: Any) -> None:
         """``fields``: ``finished`` and, on the round's last progress, a signed ``contribution``."""
         noisy = get_mode(job.spec.privacy).adds_noise
         cohort_size, granularity = reported_count(self.config.policy, job.cohort.n, noisy=noisy)

@@ -21,7 +21,9 @@ from fedstat.audit_head import SignedHead, check_head, head_from_pb, head_to_pb,
 from fedstat.errors import AuthError, PolicyRefused, ProtocolError
 from fedstat.wire import site_pb2
 
-from .audit import AuditError, AuditLog, verify
+from .audit_log import AuditLog
+from .audit_schema import AuditError
+from .audit_verify import verify
 
 log = logging.getLogger("fedstat.site.audit")
 
@@ -111,7 +113,9 @@ class AuditAnchor:
     ) -> None:
         """``send(msg)`` with the signed head attached to its ``decision`` or ``progress``; signing and
         queueing under one lock, so the coordinator receives this site's heads in seq order."""
-        part = getattr(msg, msg.WhichOneof("kind"))
+        kind = msg.WhichOneof("kind")
+        assert kind is not None, "a message to send names its kind"
+        part = getattr(msg, kind)
         with self._send_lock:
             head = self.signed_head(key_pem=key_pem, certificate_pem=certificate_pem)
             if head is not None:

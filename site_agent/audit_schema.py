@@ -1,6 +1,6 @@
 """The audit record's schema: its fields and their checks, the canonical form, digests, and the
-parsing of one stored line (:mod:`site_agent.audit` holds the log itself; its notes describe the
-file format). Nothing here writes a file.
+parsing of one stored line (:mod:`site_agent.audit_log` writes the log, and its notes describe the
+file format; :mod:`site_agent.audit_verify` checks and reads it). Nothing here writes a file.
 """
 
 from __future__ import annotations
@@ -184,21 +184,24 @@ def _amount(name: str, value: Any) -> float:
 
 
 def _event(name: str, value: Any) -> str:
-    if not _EVENT.match(_text(name, value)):
+    text = _text(name, value)
+    if not _EVENT.match(text):
         raise AuditPayloadError(f"audit field {name!r} must be a lower-case name (letters, digits, _; up to 32)")
-    return value
+    return text
 
 
 def _digest(name: str, value: Any) -> str:
-    if not _HEX64.match(_text(name, value)):
+    text = _text(name, value)
+    if not _HEX64.match(text):
         raise AuditPayloadError(f"audit field {name!r} must be 64 lower-case hex digits (a SHA-256)")
-    return value
+    return text
 
 
 def _decision(name: str, value: Any) -> str:
-    if _text(name, value) not in DECISIONS:
+    text = _text(name, value)
+    if text not in DECISIONS:
         raise AuditPayloadError(f"audit field {name!r} must be one of: {', '.join(sorted(DECISIONS))}")
-    return value
+    return text
 
 
 def _reason(name: str, value: Any) -> str:

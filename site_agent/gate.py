@@ -32,7 +32,7 @@ from fedstat.counts import WITHHELD, coarsen, describe_count
 from fedstat.data.dataset import Dataset
 from fedstat.errors import PolicyRefused
 
-from .audit import AuditLog
+from .audit_log import AuditLog
 from .release_ledger import ReleaseLedger
 
 

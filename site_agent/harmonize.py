@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from cryptography import x509
 
 from fedstat.data.variants import SitePlan, VariantTable
 from fedstat.errors import PolicyRefused, ProtocolError
@@ -37,7 +38,7 @@ class SiteIdentity:
     key_pem: bytes
     cert_pem: bytes
     ca_pem: bytes
-    revoked: Callable | None
+    revoked: Callable[[x509.Certificate], bool] | None
     min_sites: int
 
 
@@ -95,6 +96,7 @@ class SiteHarmonizer:
             if self._index is None:  # the keyless part of the hashing, while the keys go round
                 self._index = _key_index(self.genotypes.variants)
             return
+        assert kind in ("harmonize", "intersection"), kind  # the agent hands this class nothing else
         body = getattr(msg, kind)
         if body.attempt != self.attempt or self._agreement is None:
             raise ProtocolError(f"harmonization message for exchange {body.attempt}, which this site did not start")

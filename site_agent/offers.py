@@ -13,7 +13,8 @@ from fedstat.jobs import JobSpec
 from fedstat.pki import RevocationList, identity_from_subject, issued_by_bundle, verify_statement
 from fedstat.wire import site_pb2
 
-from .audit import AuditLog, AuditPayloadError, spec_digest
+from .audit_log import AuditLog
+from .audit_schema import AuditPayloadError, spec_digest
 
 log = logging.getLogger("fedstat.site")
 

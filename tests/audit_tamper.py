@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from site_agent import audit
+from site_agent.audit_schema import GENESIS, canonical_json
+from site_agent.audit_verify import verify
 
 
 def records(log: Path) -> list[dict[str, Any]]:
@@ -19,17 +20,17 @@ def records(log: Path) -> list[dict[str, Any]]:
 
 def rewrite(log: Path, recs: list[dict[str, Any]]) -> None:
     """Write ``recs`` as a fresh, consistent chain (seq, prev, hash recomputed) and its anchor."""
-    prev, lines, digest = audit.GENESIS, [], audit.GENESIS
+    prev, lines, digest = GENESIS, [], GENESIS
     for i, r in enumerate(recs):
         r = {k: v for k, v in r.items() if k != "hash"} | {"seq": i, "prev": prev}
-        r["hash"] = hashlib.sha256(audit.canonical_json(r).encode()).hexdigest()
-        line = audit.canonical_json(r)
+        r["hash"] = hashlib.sha256(canonical_json(r).encode()).hexdigest()
+        line = canonical_json(r)
         lines.append(line)
         prev = hashlib.sha256(line.encode()).hexdigest()
         digest = r["hash"]
     log.write_text("".join(line + "\n" for line in lines))
     anchor = {"seq": len(recs) - 1, "hash": digest, "line_sha256": prev}
-    log.with_name(log.name + ".head").write_text(audit.canonical_json(anchor) + "\n")
+    log.with_name(log.name + ".head").write_text(canonical_json(anchor) + "\n")
 
 
 def cut_last(n: int) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
@@ -53,7 +54,7 @@ def swap_first_two(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def tamper(log: Path, how: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
     """Change the log's records with ``how`` and rewrite chain and anchor consistently."""
     rewrite(log, how(records(log)))
-    assert audit.verify(log).ok  # the attack works against a plain verify
+    assert verify(log).ok  # the attack works against a plain verify
 
 
 def site_toml(session_pki: Any, state_dir: Path, name: str, path: Path) -> Path:

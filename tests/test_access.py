@@ -200,7 +200,7 @@ def test_site_policy_access__excludes_analyst_and_analysis(session_pki, consorti
         done.error
         == "site EUR refused the job: analyst bob may not run jobs on dataset main at this site (policy access)"
     )
-    from site_agent.audit import show
+    from site_agent.audit_verify import show
 
     records = list(show(agent.config.state_dir / "audit.log", job_id=job.job_id))
     assert [(r["analyst"], r["decision"]) for r in records] == [("bob", "refused")]

@@ -177,9 +177,9 @@ def test_c2_forged_job__a_spec_alice_never_signed_is_refused_by_every_site(sessi
     job = _wait_job(port, session_pki, coord.engine.submit(spec, "alice", certificate=alice_cert, signature=signature))
     assert job.state == "DONE", job.error
     # and the site's audit log records the signature's digest with the offer
-    from site_agent import audit
+    from site_agent.audit_verify import show
 
-    offers = [r for r in audit.show(tmp_path / "AFR" / "audit.log") if r["event"] == "offer"]
+    offers = [r for r in show(tmp_path / "AFR" / "audit.log") if r["event"] == "offer"]
     assert [("signature" in r, r["decision"]) for r in offers] == [
         (False, "refused"),
         (True, "refused"),

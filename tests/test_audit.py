@@ -13,22 +13,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-import site_agent.audit as audit_module
+import site_agent.audit_log as audit_module
 from fedstat.errors import FedstatError, InputError
-from site_agent.audit import (
+from site_agent.audit_log import AuditLog
+from site_agent.audit_schema import (
     GENESIS,
     MAX_LIST_ITEMS,
     AuditError,
-    AuditLog,
     AuditPayloadError,
     canonical_json,
     check_no_participant_data,
-    format_record,
-    show,
     spec_digest,
     validate_payload,
-    verify,
 )
+from site_agent.audit_verify import format_record, show, verify
 
 SPEC = {"analyses": ["freq", "glm"], "pheno_names": ["BMI"], "privacy": "dp", "options": {"glm": "hide-covar"}}
 

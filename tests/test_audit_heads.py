@@ -26,8 +26,9 @@ from fedstat.audit_head import (
 from fedstat.cli.main import main as cli
 from fedstat.errors import AuthError, InputError, PolicyRefused, ProtocolError
 from fedstat.wire import site_pb2
-from site_agent import audit
 from site_agent.audit_anchor import AuditAnchor
+from site_agent.audit_log import AuditLog
+from site_agent.audit_verify import verify
 from tests import audit_tamper
 
 
@@ -45,8 +46,8 @@ def _ca(session_pki) -> bytes:
     return (session_pki.ca / "ca.pem").read_bytes()
 
 
-def _log(path: Path, n: int) -> audit.AuditLog:
-    log = audit.AuditLog(path)
+def _log(path: Path, n: int) -> AuditLog:
+    log = AuditLog(path)
     for i in range(n):
         log.append(event="offer", job_id=f"job-{i}", decision="accepted", reason=f"record {i}")
     return log
@@ -251,7 +252,7 @@ def test_verify_against__detects_a_cut_edit_deletion_and_reordering_with_the_cha
     with _log(path, 10) as log:
         signed = log.head
     audit_tamper.tamper(path, how)  # a plain verify passes (asserted inside)
-    result = audit.verify(path, against=signed)
+    result = verify(path, against=signed)
     assert not result.ok and message in result.against_problem and result.against_problem in result.problems
 
 
@@ -260,18 +261,18 @@ def test_verify_against__an_intact_log_that_grew_since_passes(tmp_path):
     with _log(path, 4) as log:
         signed = log.head
         log.append(event="release", job_id="job-9", round=1)
-    result = audit.verify(path, against=signed)
+    result = verify(path, against=signed)
     assert result.ok and result.against_problem == "" and result.n_records == 5
     mid = audit_tamper.records(path)[2]
-    assert audit.verify(path, against=(2, mid["hash"])).ok
+    assert verify(path, against=(2, mid["hash"])).ok
 
 
 def _anchor(session_pki, path: Path) -> AuditAnchor:
-    opened: list[audit.AuditLog] = []
+    opened: list[AuditLog] = []
 
-    def open_log() -> audit.AuditLog:
+    def open_log() -> AuditLog:
         if not opened:
-            opened.append(audit.AuditLog(path))
+            opened.append(AuditLog(path))
         return opened[0]
 
     anchor = AuditAnchor("EUR", path, open_log)

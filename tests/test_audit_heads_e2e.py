@@ -15,7 +15,7 @@ from pathlib import Path
 from fedstat.cli.main import main
 from fedstat.client import Client
 from fedstat.jobs import JobSpec
-from site_agent import audit
+from site_agent.audit_verify import show
 from tests import audit_tamper
 from tests.conftest import GWAS_SITES, analyst_profile
 
@@ -131,7 +131,7 @@ def test_audit_heads__a_cut_or_rewritten_log_is_caught_at_reconnect_and_by_verif
     assert "audit log no longer holds record seq 5, which the site signed to the coordinator" in job.error
     assert "the site takes no job until its operator restores the log or the consortium accepts a new one" in job.error
     for name in ("EUR", "AFR"):
-        events = [r["event"] for r in audit.show(tmp_path / name / "audit.log")]
+        events = [r["event"] for r in show(tmp_path / name / "audit.log")]
         assert "audit_alarm" in events
     deadline = time.monotonic() + 10
     while {a.site for a in coord.store.audit_head_alarms()} != {"EUR", "AFR"}:  # the refusals' heads report it

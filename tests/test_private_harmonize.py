@@ -368,9 +368,9 @@ def test_o1__a_variant_listed_at_one_site_never_reaches_the_coordinator(session_
     assert "harmonized 800 variants present at all 3 sites; 1 excluded (absent at some sites)" in log
     afreq = next(f for f in files if f.name == "f.afreq").read_text()
     assert len(afreq.splitlines()) == 801 and id_ not in afreq and id_ not in log
-    from site_agent import audit
+    from site_agent.audit_verify import show
 
-    (record,) = [r for r in audit.show(tmp_path / "EAS" / "audit.log") if r["event"] == "harmonize"]
+    (record,) = [r for r in show(tmp_path / "EAS" / "audit.log") if r["event"] == "harmonize"]
     assert record["job_id"] == job.job_id and record["sites"] == ["AFR", "EAS", "EUR"]
     assert (
         record["reason"]

@@ -147,7 +147,8 @@ def test_gate__min_cohort_after_every_step_and_nobody_left_are_refused_and_relea
     from fedstat.config import SitePolicy
     from fedstat.data.dataset import open_dataset
     from fedstat.errors import PolicyRefused
-    from site_agent.audit import AuditLog, show
+    from site_agent.audit_log import AuditLog
+    from site_agent.audit_verify import show
     from site_agent.gate import ReleaseGate
     from tests.conftest import GWAS
 

@@ -11,7 +11,8 @@ from fedstat.cli.main import main as cli
 from fedstat.client import Client
 from fedstat.jobs import JobSpec
 from fedstat.privacy.dp import epsilon_to_rho
-from site_agent import audit
+from site_agent.audit_schema import canonical_json
+from site_agent.audit_verify import show, verify
 from tests.conftest import analyst_profile
 
 
@@ -28,7 +29,7 @@ def test_audit__accept_budget_refusal_and_policy_refusal_are_recorded(session_pk
             c.submit(JobSpec(analyses=("freq",), pheno_names=("NOPE",), out_name="x")).job_id, raise_on_failure=False
         )
     log = tmp_path / "EUR" / "audit.log"
-    records = list(audit.show(log))
+    records = list(show(log))
     by_job = {r["job_id"]: r for r in records if r["event"] == "offer"}
     first = by_job[ok.job_id]
     assert first["decision"] == "accepted" and first["analyst"] == "alice" and first["privacy"] == "dp"
@@ -49,8 +50,8 @@ def test_audit__accept_budget_refusal_and_policy_refusal_are_recorded(session_pk
     assert charged["dp"]["epsilon"] == 8.0 and charged["dp"]["delta"] == 1e-6
     assert charged["dp"]["rho"] == pytest.approx(epsilon_to_rho(8.0, 1e-6))
     assert charged["dp"]["remaining"] == pytest.approx(epsilon_to_rho(10.0, 1e-6) - epsilon_to_rho(8.0, 1e-6))
-    assert audit.verify(log).ok and audit.verify(log).n_records == len(records) == 6  # with the harmonization
-    assert [r["event"] for r in audit.show(log, job_id=ok.job_id)] == ["offer", "harmonize", "release", "dp_charge"]
+    assert verify(log).ok and verify(log).n_records == len(records) == 6  # with the harmonization
+    assert [r["event"] for r in show(log, job_id=ok.job_id)] == ["offer", "harmonize", "release", "dp_charge"]
 
 
 def test_site_audit_cli__verify_detects_an_edited_record(session_pki, consortium, tmp_path, capsys):
@@ -71,7 +72,7 @@ def test_site_audit_cli__verify_detects_an_edited_record(session_pki, consortium
     lines = log.read_text().splitlines()
     first = json.loads(lines[0])
     first["cohort_size"] += 1  # someone edits a number in the first record
-    lines[0] = audit.canonical_json(first)
+    lines[0] = canonical_json(first)
     log.write_text("\n".join(lines) + "\n")
     assert cli(["site", "audit", "verify", "--config", str(config)]) == 1
     assert "TAMPERED or damaged at line 1" in capsys.readouterr().err

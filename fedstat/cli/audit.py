@@ -58,7 +58,7 @@ def _site_verify(args: argparse.Namespace) -> int:
     from fedstat.audit_head import check_head, read_heads  # noqa: PLC0415
     from fedstat.config import load_site_config  # noqa: PLC0415
     from fedstat.pki import identity_from_pem  # noqa: PLC0415
-    from site_agent import audit  # noqa: PLC0415
+    from site_agent import audit_verify as audit  # noqa: PLC0415
 
     config = load_site_config(args.config)
     path = config.state_dir / "audit.log"
@@ -88,7 +88,7 @@ def _site_verify(args: argparse.Namespace) -> int:
 
 def run_site_audit(args: argparse.Namespace) -> int:
     from fedstat.config import load_site_config  # noqa: PLC0415
-    from site_agent import audit  # noqa: PLC0415
+    from site_agent import audit_verify as audit  # noqa: PLC0415
 
     if args.audit_action == "verify":
         return _site_verify(args)
