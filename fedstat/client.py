@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 JobStatus = analyst_pb2.JobStatus
 FINISHED_STATES = ("DONE", "FAILED", "CANCELLED")
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 
 
 class Client:
@@ -80,9 +83,9 @@ class Client:
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.close()
 
-    def _call(self, fn: Callable, request: object, **kw: object):  # type: ignore[no-untyped-def]
+    def _call(self, fn: grpc.UnaryUnaryMultiCallable[_Request, _Response], request: _Request) -> _Response:
         try:
-            return fn(request, timeout=kw.pop("timeout", self.timeout), **kw)
+            return fn(request, timeout=self.timeout)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, address=self.profile.coordinator) from exc
 
@@ -130,7 +133,12 @@ class Client:
         replies.put(analyst_pb2.DecryptReply(job_id=decryptor.job_id))
         call = self._stub.Decrypt(iter(replies.get, None))
         ended = threading.Event()
-        threading.Thread(target=lambda: (_first_set(stop, ended), call.cancel()), daemon=True).start()
+
+        def cancel_when_done() -> None:
+            _first_set(stop, ended)
+            call.cancel()
+
+        threading.Thread(target=cancel_when_done, daemon=True).start()
         try:
             for req in call:
                 reply = analyst_pb2.DecryptReply(
@@ -160,7 +168,7 @@ class Client:
     def get(self, job_id: str) -> JobStatus:
         return self._call(self._stub.GetJob, analyst_pb2.GetJobRequest(job_id=job_id))
 
-    def list(self, limit: int = 50, *, all_analysts: bool = False, state: str = "") -> list[JobStatus]:
+    def list_jobs(self, limit: int = 50, *, all_analysts: bool = False, state: str = "") -> list[JobStatus]:
         """Your jobs, newest first (every analyst's with ``all_analysts``: role view-all)."""
         request = analyst_pb2.ListJobsRequest(limit=limit, all_analysts=all_analysts, state=state)
         return list(self._call(self._stub.ListJobs, request).jobs)
@@ -281,7 +289,7 @@ class Client:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
-        current = None
+        current = ""  # the file being written ("" before the first: no file is named "")
         handle = None
         try:
             for chunk in self._stub.FetchResults(analyst_pb2.GetJobRequest(job_id=job_id)):
@@ -305,7 +313,7 @@ class Client:
         finally:
             if handle is not None:
                 handle.close()
-                (out_dir / (current + ".part")).unlink(missing_ok=True)  # type: ignore[operator]
+                (out_dir / (current + ".part")).unlink(missing_ok=True)
         return written
 
     def run(

@@ -167,7 +167,7 @@ def _missing(path: Path, section: str) -> Any:
 
 
 def _address(r: _Reader, key: str) -> str:
-    value = r.get(key, str)
+    value: str = r.get(key, str)
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"{r.where(key)} must be host:port, got {value!r}")
@@ -274,7 +274,7 @@ def load_coordinator_config(path: Path) -> CoordinatorConfig:
 
 
 def _log_format(r: _Reader) -> str:
-    value = r.get("log_format", str, "text")
+    value: str = r.get("log_format", str, "text")
     if value not in LOG_FORMATS:
         raise ConfigError(f"{r.where('log_format')} must be one of {', '.join(LOG_FORMATS)}, got {value!r}")
     return value

@@ -68,7 +68,8 @@ def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
         return config
 
     initial = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
-    return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=True)
+    # grpc documents that the fetcher returns None for "no change"; types-grpcio types it as never None
+    return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=True)  # type: ignore[arg-type]
 
 
 def _stamp(tls: TlsFiles) -> tuple[int, ...] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -205,7 +205,7 @@ def shares_to_pb(shares: list[SealedShare]) -> list[site_pb2.HarmonizeShare]:
     ]
 
 
-def shares_from_pb(shares) -> list[SealedShare]:  # noqa: ANN001 - a repeated protobuf field
+def shares_from_pb(shares: Iterable[site_pb2.HarmonizeShare]) -> list[SealedShare]:
     return [SealedShare(sender=s.sender, recipient=s.recipient, nonce=s.nonce, ciphertext=s.ciphertext) for s in shares]
 
 
@@ -221,7 +221,7 @@ def round_key_to_pb(job_id: str, ctx_round: int, attempt: int, k: SignedRoundKey
     )
 
 
-def round_keys_from_pb(keys) -> list[SignedRoundKey]:  # noqa: ANN001 - a repeated protobuf field
+def round_keys_from_pb(keys: Iterable[site_pb2.RoundKey]) -> list[SignedRoundKey]:
     return [
         SignedRoundKey(site=k.site, public_key=k.public_key, signature=k.signature, certificate=k.certificate)
         for k in keys
@@ -264,11 +264,14 @@ class KeysAssembler:
         return self.received >= self.total
 
     def table(self) -> VariantTable:
-        cols: dict[str, list] = {k: [] for k in ("chrom", "pos", "id", "ref", "alt")}
-        for off in sorted(self.parts):
-            for k in cols:
-                cols[k].extend(getattr(self.parts[off], k))
-        return VariantTable.from_lists(**cols)
+        parts = [self.parts[off] for off in sorted(self.parts)]  # in offset order
+        return VariantTable.from_lists(
+            chrom=[v for p in parts for v in p.chrom],
+            pos=[v for p in parts for v in p.pos],
+            id=[v for p in parts for v in p.id],
+            ref=[v for p in parts for v in p.ref],
+            alt=[v for p in parts for v in p.alt],
+        )
 
 
 class PlanAssembler:

@@ -191,7 +191,8 @@ def simulate_consortium(
     pooled_dir.mkdir(parents=True, exist_ok=True)
     all_ids = tuple(i for name in names for i in sample_ids[name])
     all_g = np.concatenate([genos[name] for name in names], axis=1)
-    sexes, rows = [], []
+    sexes: list[int] = []
+    rows: list[str] = []
     for name in names:
         lines = (out / name / "samples.tsv").read_text().splitlines()[1:]
         rows.extend(lines)
@@ -308,7 +309,7 @@ def _simulate_variants(
 
 def _balding_nichols(rng: np.random.Generator, anc: np.ndarray, kind: np.ndarray, fst: float) -> np.ndarray:
     """Site ALT frequency: Beta(p(1-F)/F, (1-p)(1-F)/F) by inverse CDF of a uniform."""
-    u = rng.random(anc.shape[0])
+    u = rng.random(len(anc))  # one uniform per variant
     freq = anc.copy()
     poly = kind != 2
     scale = (1.0 - fst) / fst

@@ -362,7 +362,7 @@ class Poller(threading.Thread):
 
     ``db``: a read-only snapshot of the coordinator's SQLite database -- one consistent count of
     RUNNING jobs (and, per site, of RUNNING jobs the site has accepted) at a time.
-    ``api``: each analyst's ``Client.list()``; the analysts are asked one after another, so a
+    ``api``: each analyst's ``Client.list_jobs()``; the analysts are asked one after another, so a
     sample may count a job that just ended together with one that just started.
     """
 
@@ -393,7 +393,7 @@ class Poller(threading.Thread):
     def _api_sample(self) -> None:
         running = 0
         for c in self.clients.values():
-            running += sum(1 for j in c.list(self.limit) if j.state == "RUNNING")
+            running += sum(1 for j in c.list_jobs(self.limit) if j.state == "RUNNING")
         self.max_api = max(self.max_api, running)
         self.samples_api += 1
 
@@ -675,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
             # nothing lost, nothing leaked: each analyst lists exactly their own jobs
             listed: dict[str, dict[str, str]] = {}
             for n, c in clients.items():
-                listed[n] = {s.job_id: s.analyst for s in c.list(args.jobs + len(KINDS) + 10)}
+                listed[n] = {s.job_id: s.analyst for s in c.list_jobs(args.jobs + len(KINDS) + 10)}
         finally:
             for c in clients.values():
                 c.close()

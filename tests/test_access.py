@@ -116,7 +116,7 @@ def test_analyst_roles__submit_view_own_view_all_admin(ca, coordinator_with_acce
         who = c._stub.WhoAmI(analyst_pb2.WhoAmIRequest())
         assert (who.name, who.role, list(who.roles)) == ("dave", "analyst", [])
     with _client(ca, coord, "bob") as c:  # view-own: may look, may not submit
-        assert c.list() == []
+        assert c.list_jobs() == []
         code, details = _code(lambda: c._stub.Submit(spec))
         assert code == grpc.StatusCode.PERMISSION_DENIED and "lacks the role 'submit'" in details
         code, _ = _code(lambda: c._stub.Status(analyst_pb2.StatusRequest()))

@@ -228,7 +228,7 @@ def test_broken_dataset__job_fails_naming_site_file_and_line(tmp_path: Path, cap
         assert "site EUR refused the job: dataset main cannot be used:" in err
         assert "samples.tsv: line 7:" in err
         with Client.from_profile(ws / "analyst.toml") as c:
-            (job,) = c.list()
+            (job,) = c.list_jobs()
             assert job.state == "FAILED" and "site EUR" in job.error
     finally:
         poc.stop(ws)

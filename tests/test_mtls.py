@@ -23,7 +23,7 @@ def test_coordinator__accepts_analyst_from_consortium_ca(session_pki, coordinato
     _, port = coordinator
     with Client(analyst_profile(session_pki, port)) as c:
         assert c.sites() == []
-        assert c.list() == []
+        assert c.list_jobs() == []
 
 
 def test_coordinator__refuses_client_without_certificate(session_pki, coordinator):
@@ -107,7 +107,7 @@ def test_jobs__analyst_sees_only_own_jobs(session_pki, coordinator):
         assert done.state == "FAILED"
         assert "no site is connected" in done.error
     with Client(analyst_profile(session_pki, port, "bob")) as bob:
-        assert bob.list() == []
+        assert bob.list_jobs() == []
         from fedstat.errors import InputError
 
         with pytest.raises(InputError, match="no job"):
@@ -122,4 +122,4 @@ def test_error_from_rpc__permission_denied_is_auth_error(session_pki, coordinato
         path=session_pki.root / "x.toml", coordinator=f"localhost:{port}", tls=session_pki.tls("AFR")
     )
     with Client(profile) as c, pytest.raises(AuthError, match="may not call"):
-        c.list()
+        c.list_jobs()

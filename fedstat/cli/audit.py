@@ -15,7 +15,7 @@ from pathlib import Path
 from fedstat.errors import InputError
 
 
-def add_site_audit_parser(site: argparse._SubParsersAction) -> None:
+def add_site_audit_parser(site: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = site.add_parser("audit", help="the site's hash-chained audit log: verify it or show records")
     s.add_argument("audit_action", choices=("verify", "show"))
     s.add_argument("--config", required=True, type=Path)
@@ -33,7 +33,7 @@ def add_site_audit_parser(site: argparse._SubParsersAction) -> None:
     s.add_argument("--until", help="show: before this date/time (ISO, UTC)")
 
 
-def add_coordinator_parser(coordinator: argparse._SubParsersAction) -> None:
+def add_coordinator_parser(coordinator: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = coordinator.add_parser(
         "audit-heads",
         help="the sites' signed audit heads the coordinator keeps, and their alarms (exit 1 while one is open)",

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         from fedstat.client import Client  # noqa: PLC0415
 
         with Client.from_profile(profile) as c:
-            job_id = c.list(1)[0].job_id
+            job_id = c.list_jobs(1)[0].job_id
         refetch = ["jobs", "results", "--profile", profile, job_id, "--out", str(ws / "results" / "fetched" / "run1")]
         _say("fedstat jobs results: fetch the finished job's files again")
         if (rc := cli(refetch)) != 0:

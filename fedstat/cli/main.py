@@ -11,8 +11,9 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fedstat
 from fedstat.counts import WITHHELD, describe_count
@@ -25,6 +26,9 @@ from fedstat.errors import (
     PolicyRefused,
     SiteUnavailable,
 )
+
+if TYPE_CHECKING:
+    from fedstat.wire import analyst_pb2, common_pb2
 
 EPILOG_SUBMIT = """\
 examples:
@@ -259,23 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("ca_dir", type=Path)
 
-    p = sub.add_parser("coordinator", help="the coordinator daemon").add_subparsers(
+    coordinator = sub.add_parser("coordinator", help="the coordinator daemon").add_subparsers(
         dest="coordinator_command", required=True, metavar="ACTION"
     )
-    s = p.add_parser("serve", help="run the coordinator (foreground; SIGTERM drains)")
+    s = coordinator.add_parser("serve", help="run the coordinator (foreground; SIGTERM drains)")
     s.add_argument("--config", required=True, type=Path)
     from fedstat.cli import audit as audit_cli  # noqa: PLC0415 - `site audit` and `coordinator audit-heads`
 
-    audit_cli.add_coordinator_parser(p)
+    audit_cli.add_coordinator_parser(coordinator)
 
-    p = sub.add_parser("site", help="the site agent daemon").add_subparsers(
+    site = sub.add_parser("site", help="the site agent daemon").add_subparsers(
         dest="site_command", required=True, metavar="ACTION"
     )
-    s = p.add_parser("serve", help="run the site agent (foreground; dials out to the coordinator)")
+    s = site.add_parser("serve", help="run the site agent (foreground; dials out to the coordinator)")
     s.add_argument("--config", required=True, type=Path)
-    s = p.add_parser("check", help="open and validate the site's datasets, building caches")
+    s = site.add_parser("check", help="open and validate the site's datasets, building caches")
     s.add_argument("--config", required=True, type=Path)
-    audit_cli.add_site_audit_parser(p)
+    audit_cli.add_site_audit_parser(site)
 
     p = sub.add_parser(
         "status",
@@ -348,29 +352,30 @@ def _split(s: str) -> tuple[str, ...]:
 PROGRESS_LOG_INTERVAL_S = 5.0
 
 
-def _progress_printer() -> object:
-    last = {"line": "", "phase": "", "at": 0.0}
+def _progress_printer() -> Callable[[analyst_pb2.JobStatus], None]:
+    last_line, last_phase, last_at = "", "", 0.0
     is_tty = sys.stderr.isatty()
 
-    def show(status: object) -> None:
+    def show(status: analyst_pb2.JobStatus) -> None:
+        nonlocal last_line, last_phase, last_at
         sites = []
-        for s in status.sites:  # type: ignore[attr-defined]
+        for s in status.sites:
             blocks = f" {s.blocks_done}/{s.blocks_total}" if s.blocks_total else ""
             sites.append(f"{s.site}:{s.state.lower()}{blocks}")
-        phase = f"{status.state.lower()} {status.phase}"  # type: ignore[attr-defined]
-        line = f"[{status.job_id}] {phase}  " + " ".join(sites)  # type: ignore[attr-defined]
-        if line == last["line"]:
+        phase = f"{status.state.lower()} {status.phase}"
+        line = f"[{status.job_id}] {phase}  " + " ".join(sites)
+        if line == last_line:
             return
         now = time.monotonic()
         if is_tty:
             sys.stderr.write("\r\033[K" + line)
-        elif phase != last["phase"] or now - last["at"] >= PROGRESS_LOG_INTERVAL_S:
+        elif phase != last_phase or now - last_at >= PROGRESS_LOG_INTERVAL_S:
             sys.stderr.write(line + "\n")
-            last["phase"], last["at"] = phase, now
+            last_phase, last_at = phase, now
         else:
             return
         sys.stderr.flush()
-        last["line"] = line
+        last_line = line
 
     return show
 
@@ -436,7 +441,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"submitted job {job.job_id}", file=sys.stderr)
         started = time.monotonic()
         try:
-            final = c.wait(job.job_id, progress=_progress_printer())  # type: ignore[arg-type]
+            final = c.wait(job.job_id, progress=_progress_printer())
         finally:
             if sys.stderr.isatty():
                 sys.stderr.write("\n")
@@ -450,37 +455,36 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(site: object) -> str:
+def _count(site: analyst_pb2.SiteStatus) -> str:
     """A site's participants as it reported them (coarsened or withheld; :mod:`fedstat.counts`)."""
-    return describe_count(site.cohort_size, site.count_granularity, "").strip()  # type: ignore[attr-defined]
+    return describe_count(site.cohort_size, site.count_granularity, "").strip()
 
 
-def _total_participants(sites: Sequence[object]) -> str:
-    total = sum(s.cohort_size for s in sites)  # type: ignore[attr-defined]
-    if any(s.count_granularity == WITHHELD for s in sites):  # type: ignore[attr-defined]
+def _total_participants(sites: Sequence[analyst_pb2.SiteStatus]) -> str:
+    total = sum(s.cohort_size for s in sites)
+    if any(s.count_granularity == WITHHELD for s in sites):
         return "participants withheld (differential privacy)"
-    coarse = any(s.count_granularity != 1 for s in sites)  # type: ignore[attr-defined]
+    coarse = any(s.count_granularity != 1 for s in sites)
     return f"{'at least ' if coarse else ''}{total} participants"
 
 
-def _print_job(job: object, *, detail: bool) -> None:
-    j = job
+def _print_job(j: analyst_pb2.JobStatus, *, detail: bool) -> None:
     print(
-        f"{j.job_id}  {j.state:<9} {j.created_at}  {' '.join('--' + a for a in j.spec.analyses)}"  # type: ignore[attr-defined]
+        f"{j.job_id}  {j.state:<9} {j.created_at}  {' '.join('--' + a for a in j.spec.analyses)}"
         + (f"  error: {j.error}" if j.error and not detail else "")
-    )  # type: ignore[attr-defined]
+    )
     if detail:
-        print(f"  phase: {j.phase}   privacy: {j.spec.privacy}   analyst: {j.analyst}")  # type: ignore[attr-defined]
-        if j.error:  # type: ignore[attr-defined]
-            print(f"  error: {j.error}")  # type: ignore[attr-defined]
-        for s in j.sites:  # type: ignore[attr-defined]
+        print(f"  phase: {j.phase}   privacy: {j.spec.privacy}   analyst: {j.analyst}")
+        if j.error:
+            print(f"  error: {j.error}")
+        for s in j.sites:
             print(
                 f"  site {s.site:<10} {s.state:<9} participants={_count(s)} blocks={s.blocks_done}/{s.blocks_total}"
                 + (f"  {s.detail}" if s.detail else "")
             )
-        for line in j.log:  # type: ignore[attr-defined]
+        for line in j.log:
             print(f"  | {line}")
-        for f in j.result_files:  # type: ignore[attr-defined]
+        for f in j.result_files:
             print(f"  file: {f}")
 
 
@@ -489,7 +493,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
     with Client.from_profile(args.profile) as c:
         if args.jobs_command == "list":
-            jobs = c.list(args.limit, all_analysts=args.all, state=args.state or "")
+            jobs = c.list_jobs(args.limit, all_analysts=args.all, state=args.state or "")
             if not jobs:
                 print("no jobs yet")
             for j in jobs:
@@ -519,8 +523,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_policies(resp: object) -> None:
-    rows = list(resp.sites)  # type: ignore[attr-defined]
+def _print_policies(resp: analyst_pb2.SitePoliciesResponse) -> None:
+    rows: list[common_pb2.DisclosurePolicy] = list(resp.sites)
     if not rows:
         print("no site is connected")
         return
@@ -537,7 +541,7 @@ def _print_policies(resp: object) -> None:
         "DP share/analyst",
     )
     table = [head]
-    for p in [*rows, resp.strictest]:  # type: ignore[attr-defined]
+    for p in [*rows, resp.strictest]:
         table.append(
             (
                 p.site or "STRICTEST",
@@ -555,7 +559,7 @@ def _print_policies(resp: object) -> None:
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     for r in table:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    common = list(resp.strictest.allowed_analyses)  # type: ignore[attr-defined]
+    common = list(resp.strictest.allowed_analyses)
     print("analyses every site allows: " + (", ".join("--" + a for a in common) or "none"))
 
 

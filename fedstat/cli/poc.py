@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import grpc
 
@@ -31,7 +32,15 @@ from fedstat.jobs import KNOWN_ANALYSES
 
 COORDINATOR = "coordinator"
 START_TIMEOUT_S = 180.0
-_CHILDREN: list[subprocess.Popen] = []
+_CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
+class PocMeta(TypedDict):
+    """``W/poc.json``: what ``prepare`` set up, read by the other commands."""
+
+    address: str  # the coordinator's host:port
+    sites: dict[str, str]  # site name -> its directory
+    analyst: str
 
 
 def _free_port() -> int:
@@ -137,9 +146,10 @@ def prepare(
     return workspace
 
 
-def _load(workspace: Path) -> dict:
+def _load(workspace: Path) -> PocMeta:
     try:
-        return json.loads((workspace / "poc.json").read_text())
+        meta: PocMeta = json.loads((workspace / "poc.json").read_text())
+        return meta
     except FileNotFoundError:
         raise ConfigError(
             f"{workspace} is not a prepared workspace: run `fedstat poc prepare --workspace {workspace} ...`"
@@ -197,7 +207,11 @@ def _health(workspace: Path, timeout: float = 2.0) -> str:
     profile = load_analyst_profile(workspace / "analyst.toml")
     channel = secure_channel(profile.coordinator, profile.tls)
     try:
-        resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        # types-grpcio-health-checking declares HealthStub without its RPC attributes (Check, Watch)
+        stub = health_pb2_grpc.HealthStub(channel)
+        resp: health_pb2.HealthCheckResponse = stub.Check(  # type: ignore[attr-defined]
+            health_pb2.HealthCheckRequest(), timeout=timeout
+        )
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
     except grpc.RpcError as exc:
         return f"UNREACHABLE ({exc.code().name})"

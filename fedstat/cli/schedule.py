@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from fedstat.errors import FedstatError, InputError, JobFailed
+
+if TYPE_CHECKING:
+    from fedstat.client import Client
+    from fedstat.jobs import JobSpec
+    from fedstat.wire import analyst_pb2
 
 EPILOG_ADD = """\
 cron expressions (UTC): minute hour day-of-month month day-of-week, each *, a number, a range a-b,
@@ -36,10 +42,10 @@ examples:
 """
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``schedule`` and ``reports`` commands to the ``fedstat`` parser."""
     from fedstat.cli.main import _add_profile  # noqa: PLC0415 - main imports this module
 
-    """Add the ``schedule`` and ``reports`` commands to the ``fedstat`` parser."""
     raw = argparse.RawDescriptionHelpFormatter
     schedule = sub.add_parser(
         "schedule",
@@ -111,7 +117,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report's JSON document instead of its text")
 
 
-def _spec(args: argparse.Namespace) -> object:
+def _spec(args: argparse.Namespace) -> JobSpec:
     from fedstat.jobs import JobSpec  # noqa: PLC0415
 
     flags = (("freq", args.freq), ("geno-counts", args.geno_counts), ("hardy", args.hardy), ("missing", args.missing))
@@ -131,18 +137,18 @@ def _spec(args: argparse.Namespace) -> object:
     ).validated()
 
 
-def _print_schedule(s: object, *, owner: bool) -> None:
-    analyses = " ".join("--" + a for a in s.spec.analyses)  # type: ignore[attr-defined]
-    who = f"  owner {s.owner}" if owner else ""  # type: ignore[attr-defined]
+def _print_schedule(s: analyst_pb2.Schedule, *, owner: bool) -> None:
+    analyses = " ".join("--" + a for a in s.spec.analyses)
+    who = f"  owner {s.owner}" if owner else ""
     print(
-        f"{s.schedule_id}  {s.name:<20} {s.cron!r:<16} next {s.next_run_at}  runs {s.runs:<4} "  # type: ignore[attr-defined]
-        f"{analyses} privacy={s.spec.privacy}{who}"  # type: ignore[attr-defined]
+        f"{s.schedule_id}  {s.name:<20} {s.cron!r:<16} next {s.next_run_at}  runs {s.runs:<4} "
+        f"{analyses} privacy={s.spec.privacy}{who}"
     )
 
 
-def _wait_for_report(c: object, report_id: str, poll_s: float = 1.0) -> object:
+def _wait_for_report(c: Client, report_id: str, poll_s: float = 1.0) -> analyst_pb2.Report:
     while True:
-        r = c.report(report_id)  # type: ignore[attr-defined]
+        r = c.report(report_id)
         if r.state not in ("PENDING", "RUNNING"):
             return r
         time.sleep(poll_s)
@@ -159,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     with Client.from_profile(args.profile) as c:
         if args.command == "schedule":
             if args.schedule_command == "add":
-                s = c.add_schedule(args.name, args.cron, spec)  # type: ignore[arg-type]
+                s = c.add_schedule(args.name, args.cron, spec)
                 print(f"schedule {s.name} added ({s.schedule_id}): {s.cron!r} UTC, first run {s.next_run_at}")
             elif args.schedule_command == "list":
                 rows = c.schedules(all_analysts=args.all)

@@ -80,9 +80,9 @@ class JobSpec:
             raise InputError("job option require_covar must be '1' (on) or absent")
         required = self.options.get("require_pheno", "1")
         if required != "1":
-            names = required.split(",")
-            bad = [n for n in names if not NAME_RE.match(n)]
-            if bad or len(set(names)) != len(names):
+            columns = required.split(",")
+            bad = [n for n in columns if not NAME_RE.match(n)]
+            if bad or len(set(columns)) != len(columns):
                 raise InputError(
                     f"job option require_pheno must be '1' (the job's --pheno-name columns) or distinct column "
                     f"names separated by commas, got {shown(required)}"
@@ -184,4 +184,7 @@ class JobSpec:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> JobSpec:
         tuples = {"analyses", "pheno_names", "covar_names", "sites"}
-        return cls(**{k: (tuple(v) if k in tuples else v) for k, v in d.items() if k in cls.__dataclass_fields__})
+        fields: dict[str, Any] = {
+            k: (tuple(v) if k in tuples else v) for k, v in d.items() if k in cls.__dataclass_fields__
+        }
+        return cls(**fields)
