@@ -46,8 +46,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gmpy2 import mpz  # type: ignore[import-untyped]  # gmpy2 ships no type information
-from phe import PaillierPublicKey  # type: ignore[import-untyped]  # nor does phe
+from gmpy2 import mpz
+from phe import PaillierPublicKey
 
 from fedstat.errors import InputError, PrivacyError, ProtocolError
 from fedstat.privacy.base import (

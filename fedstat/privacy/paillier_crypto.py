@@ -74,10 +74,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import gmpy2  # type: ignore[import-untyped]  # gmpy2 ships no type information
+import gmpy2
 import numpy as np
 from gmpy2 import mpz
-from phe import (  # type: ignore[import-untyped]  # nor does phe
+from phe import (
     PaillierPrivateKey,
     PaillierPublicKey,
     generate_paillier_keypair,

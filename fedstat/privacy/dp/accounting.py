@@ -13,7 +13,7 @@ from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import minimize_scalar  # type: ignore[import-untyped]  # scipy ships no type information
+from scipy.optimize import minimize_scalar
 
 from fedstat.errors import InputError
 
