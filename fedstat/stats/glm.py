@@ -71,6 +71,7 @@ __all__ = [
 ]
 
 MODIFIERS = frozenset({"hide-covar", "firth", "no-firth", "firth-fallback", "allow-no-covars"})
+# the round spec, a site's design, the packed sums and plink2's checks: fedstat.stats.glm_common
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,6 +496,9 @@ class GlmJob:
     def tests_for(self, covars: Sequence[str]) -> tuple[str, ...]:
         return ("ADD",) if self.hide_covar else ("ADD", *covars)
 
+    def note(self, line: str) -> None:
+        self._log.append(line)
+
     def drop_constant_in_mask(self, spec: PhenoSpec, xtx: np.ndarray, n: float) -> list[int]:
         """Indices (into the spec's covars) of covariates kept; logs the ones constant in the mask."""
         keep = []
@@ -510,9 +514,6 @@ class GlmJob:
 
     def skip(self, pheno: str, why: str) -> None:
         self._log.append(f"Note: Skipping --glm regression on phenotype '{pheno}', since {why}.")
-
-    def note(self, line: str) -> None:
-        self._log.append(line)
 
 
 def case_control_refusal(name: str, *, n0: int, n1: int, n2: int) -> str:
