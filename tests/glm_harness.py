@@ -73,9 +73,10 @@ def run_job(
         rounds += 1
         comp = LOCAL_COMPUTATIONS[plan.computation]
         variants = np.arange(n_var) if plan.variants is None else np.asarray(plan.variants)
-        inp = RoundInput(params=plan.params, arrays=plan.arrays, variants=variants)
         total: dict[str, np.ndarray] = {}
         for cohort, idx in cohorts:
+            # one RoundInput per site, as each site agent builds its own: inp.local is that site's
+            inp = RoundInput(params=plan.params, arrays=plan.arrays, variants=variants)
             parts = dict(comp.cohort_sums(cohort, inp))
             blocks: dict[str, list[np.ndarray]] = {}
             for start in range(0, variants.size, block):

@@ -36,7 +36,7 @@ from fedstat.privacy.base import PlannedArray, ProtectedChunk, RoundContext, get
 from fedstat.protocol import RoundDataAssembler
 from fedstat.stats import glm_logistic, pca
 from fedstat.stats.base import Cohort, Output, RoundInput, RoundPlan, run_local
-from fedstat.stats.glm import PhenoSpec, encode_specs
+from fedstat.stats.glm_common import PhenoSpec, encode_specs
 from fedstat.wire import common_pb2
 from tests.conftest import analyst_profile
 from tests.test_job_protocol import FakeSite, _wait_connected
@@ -318,7 +318,7 @@ class _LogisticJob:
     """The parts of GlmJob a LogisticFit uses: one variant, no covariates, A1 = ALT."""
 
     def __init__(self, mode: str):
-        self._n_var, self.firth_mode, self._a1_is_ref = 1, mode, np.zeros(1, dtype=bool)
+        self.n_var, self.firth_mode, self.a1_is_ref = 1, mode, np.zeros(1, dtype=bool)
 
     def drop_constant_in_mask(self, spec, xtx, n):
         return []

@@ -20,29 +20,29 @@ plink2 2.00a3.5 ``GlmLinearThread`` / ``GlmLinearBatchThread`` (``plink2_glm_lin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import scipy.sparse
 from scipy import special, stats
 
 from fedstat.stats.base import Cohort, RoundInput, SumArray, cohort_level, per_variant
-from fedstat.stats.glm import (
+from fedstat.stats.glm_common import (
     ERR_INVALID,
     ERR_NONE,
     ERR_RANK,
     Design,
-    GlmResult,
+    Fit,
+    JobView,
+    PhenoSpec,
     corr_vif_check,
     covariate_check,
     decode_specs,
-    empty_result,
-    errcode_strings,
     flip_matrix,
     pair_products,
     pre_checks,
+    round_design,
     safe_inv,
-    site_design,
     specs_of,
     valid_parameters,
 )
@@ -60,10 +60,11 @@ def _mask(n: int, idx: np.ndarray) -> np.ndarray:
 
 
 class LinearSums:
-    """Site side of ``glm_linear`` (every quantitative phenotype of the job in one round)."""
+    """Site side of ``glm_linear`` (every quantitative phenotype of the job in one round).
 
-    _z_cache: dict[int, tuple[Design, np.ndarray]] = {}
-    _wide_cache: dict[int, tuple[Design, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    Stateless: each phenotype's design and the arrays derived from it are built once per round
+    into the round's ``inp.local`` (keys ``lin{k}.*``), which only this site's run of the round sees.
+    """
 
     def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
         out: dict[str, SumArray] = {}
@@ -78,7 +79,7 @@ class LinearSums:
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         for k, spec in enumerate(decode_specs(inp)):
-            d = site_design(cohort, spec)
+            d = round_design(cohort, spec, inp, f"lin{k}")
             out[f"lin{k}.xtx"] = d.c.T @ d.c  # Σ c cᵀ, (Q, Q)
             out[f"lin{k}.xty"] = d.c.T @ d.y  # Σ c y, (Q,)
             out[f"lin{k}.yty"] = np.array([d.y @ d.y])
@@ -87,35 +88,33 @@ class LinearSums:
 
     def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         """Each phenotype's regression cohort (phenotype and covariates present)."""
-        return {spec.name: _mask(cohort.n, site_design(cohort, spec).idx) for spec in decode_specs(inp)}
+        return {
+            spec.name: _mask(cohort.n, round_design(cohort, spec, inp, f"lin{k}").idx)
+            for k, spec in enumerate(decode_specs(inp))
+        }
 
-    def _z(self, d: Design) -> np.ndarray:
-        hit = self._z_cache.get(id(d))
-        if hit is not None and hit[0] is d:
-            return hit[1]
-        z = np.column_stack([pair_products(d.c), d.c * d.y[:, None], d.y * d.y]) if d.idx.size else np.zeros((0, 0))
-        if len(self._z_cache) > 8:
-            self._z_cache.clear()
-        self._z_cache[id(d)] = (d, z)
+    @staticmethod
+    def _z(d: Design, local: dict[str, np.ndarray], key: str) -> np.ndarray:
+        """[shape: (m, Q(Q+1)/2 + Q + 1)] each regression sample's [c⊗c, c y, y²], once per round."""
+        z = local.get(f"{key}.z")
+        if z is None:
+            z = np.column_stack([pair_products(d.c), d.c * d.y[:, None], d.y * d.y]) if d.idx.size else np.zeros((0, 0))
+            local[f"{key}.z"] = z
         return z
 
-    def _wide(self, d: Design, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    @staticmethod
+    def _wide(d: Design, n: int, local: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Over the whole cohort: [c, y] with zero rows for samples outside the regression, the
-        regression indicator, and each cohort column's row in the design (-1 if excluded)."""
-        hit = self._wide_cache.get(id(d))
-        if hit is not None and hit[0] is d:
-            return hit[1]
-        q = d.c.shape[1]
-        wide = np.zeros((n, q + 1))
-        wide[d.idx, :q] = d.c
-        wide[d.idx, q] = d.y
-        pos = np.full(n, -1, dtype=np.int64)
-        pos[d.idx] = np.arange(d.idx.size)
-        inreg = pos >= 0
-        if len(self._wide_cache) > 8:
-            self._wide_cache.clear()
-        self._wide_cache[id(d)] = (d, (wide, inreg, pos))
-        return wide, inreg, pos
+        regression indicator, and each cohort column's row in the design (-1 if excluded); once per round."""
+        if f"{key}.wide" not in local:
+            q = d.c.shape[1]
+            wide = np.zeros((n, q + 1))
+            wide[d.idx, :q] = d.c
+            wide[d.idx, q] = d.y
+            pos = np.full(n, -1, dtype=np.int64)
+            pos[d.idx] = np.arange(d.idx.size)
+            local[f"{key}.wide"], local[f"{key}.inreg"], local[f"{key}.pos"] = wide, pos >= 0, pos
+        return local[f"{key}.wide"], local[f"{key}.inreg"], local[f"{key}.pos"]
 
     def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
         block = np.asarray(block)
@@ -129,10 +128,10 @@ class LinearSums:
         else:
             miss_r = miss_c = np.zeros(0, dtype=np.int64)
         for k, spec in enumerate(decode_specs(inp)):
-            d = site_design(cohort, spec)
+            d = round_design(cohort, spec, inp, f"lin{k}")
             q = d.c.shape[1]
             n_z = q * (q + 1) // 2 + q + 1
-            wide, inreg, pos = self._wide(d, cohort.n)
+            wide, inreg, pos = self._wide(d, cohort.n, inp.local, f"lin{k}")
             a = np.empty((b, q + 1))
             gg = np.empty(b)
             for lo in range(0, b, _CHUNK):  # cache-sized float64 steps; missing calls count as −9 here
@@ -144,7 +143,7 @@ class LinearSums:
             mct = np.bincount(r, minlength=b).astype(np.int64)
             if r.size:
                 ind = scipy.sparse.csr_matrix((np.ones(r.size), (r, c)), shape=(b, d.idx.size))
-                mz = np.asarray(ind @ self._z(d))  # Σ_missing [c⊗c, c y, y²]
+                mz = np.asarray(ind @ self._z(d, inp.local, f"lin{k}"))  # Σ_missing [c⊗c, c y, y²]
                 m_cy = np.asarray(ind @ np.column_stack([d.c, d.y]))  # Σ_missing [c, y]
                 a += 9.0 * m_cy  # undo the −9 codes: missing calls contribute 0
                 gg -= 81.0 * mct
@@ -166,7 +165,7 @@ def t_log_p(t_abs: np.ndarray, df: np.ndarray) -> np.ndarray:
     is summed in log space.
     """
     t_abs, df = np.broadcast_arrays(np.asarray(t_abs, dtype=np.float64), np.asarray(df, dtype=np.float64))
-    out = _LN2 + stats.t.logsf(t_abs, df)
+    out = np.asarray(_LN2 + stats.t.logsf(t_abs, df), dtype=np.float64)
     bad = ~np.isfinite(out) & np.isfinite(t_abs)
     if bad.any():
         t, nu = t_abs[bad], df[bad]
@@ -193,18 +192,21 @@ def _full_sym(packed: np.ndarray, q: int) -> np.ndarray:
     return out
 
 
-def finish_linear(job, sums: Mapping[str, np.ndarray]) -> list[GlmResult]:
-    """Results of every quantitative phenotype of ``job`` from the ``glm_linear`` round's sums."""
+def finish_linear(sums: Mapping[str, np.ndarray], *, specs: Sequence[PhenoSpec], job: JobView) -> list[Fit]:
+    """Fits of the quantitative phenotypes ``specs`` (the round's, in order) from the ``glm_linear`` sums.
+
+    Phenotypes that cannot be analysed are logged to ``job`` and left out.
+    """
     results = []
-    n_var = job._n_var
-    for k, spec in enumerate(job._linear_specs):
+    n_var = job.n_var
+    for k, spec in enumerate(specs):
         q = len(spec.covars) + 1
         xtx = np.asarray(sums[f"lin{k}.xtx"], dtype=np.float64).reshape(q, q)
         xty = np.asarray(sums[f"lin{k}.xty"], dtype=np.float64).reshape(q)
         yty = float(np.asarray(sums[f"lin{k}.yty"]).reshape(-1)[0])
         n = float(np.asarray(sums[f"lin{k}.n"]).reshape(-1)[0])
         if n < 3 or yty - xty[0] ** 2 / n <= 1e-10 * yty:
-            job._log.append(f"--glm: Skipping constant quantitative phenotype '{spec.name}'.")
+            job.note(f"--glm: Skipping constant quantitative phenotype '{spec.name}'.")
             continue
         keep = job.drop_constant_in_mask(spec, xtx, n)
         ck = np.array([0] + [j + 1 for j in keep])
@@ -218,15 +220,6 @@ def finish_linear(job, sums: Mapping[str, np.ndarray]) -> list[GlmResult]:
             job.skip(spec.name, "# samples <= # predictor columns")
             continue
         tests = job.tests_for(covars)
-        res = empty_result(
-            spec.name,
-            is_binary=False,
-            method="linear",
-            covariates=covars,
-            tests=tests,
-            n_var=n_var,
-            a1_is_ref=job._a1_is_ref,
-        )
         gc = np.asarray(sums[f"lin{k}.gc"], dtype=np.float64).reshape(n_var, q)
         gy = np.asarray(sums[f"lin{k}.gy"], dtype=np.float64).reshape(n_var)
         gg = np.asarray(sums[f"lin{k}.gg"], dtype=np.float64).reshape(n_var)
@@ -253,7 +246,7 @@ def finish_linear(job, sums: Mapping[str, np.ndarray]) -> list[GlmResult]:
         bvec = bvec[:, pk]
         assert m.shape == (n_var, p, p)
         # to A1 coding (g -> 2 - g where A1 is REF): X'X -> T X'X T, X'y -> T X'y
-        flip = job._a1_is_ref
+        flip = job.a1_is_ref
         t = flip_matrix(p)
         m[flip] = t @ m[flip] @ t.T
         bvec[flip] = bvec[flip] @ t.T
@@ -277,14 +270,35 @@ def finish_linear(job, sums: Mapping[str, np.ndarray]) -> list[GlmResult]:
         rep = slice(1, 1 + len(tests))
         b_rep, se_rep = beta[ok][:, rep], se[:, rep]
         tstat = b_rep / se_rep
-        res["beta"][good] = b_rep
-        res["se"][good] = se_rep
-        res["stat"][good] = tstat
-        res["log_p"][good] = t_log_p(np.abs(tstat), df[ok][:, None])
-        res["errcode"] = np.where(err == ERR_NONE, ".", errcode_strings(err))
-        res["obs_ct"] = np.rint(n_v).astype(np.int64)
+        out = {k: np.full((n_var, len(tests)), np.nan) for k in ("beta", "se", "stat", "log_p")}
+        out["beta"][good] = b_rep
+        out["se"][good] = se_rep
+        out["stat"][good] = tstat
+        out["log_p"][good] = t_log_p(np.abs(tstat), df[ok][:, None])
         a1_ct = np.where(flip, 2.0 * n_v - sum_g, sum_g)
         with np.errstate(invalid="ignore", divide="ignore"):
-            res["a1_freq"] = a1_ct / (2.0 * n_v)
-        results.append(GlmResult(n_samples=int(n), n_cases=0, n_controls=0, **res))
+            a1_freq = a1_ct / (2.0 * n_v)
+        results.append(
+            Fit(
+                pheno=spec.name,
+                is_binary=False,
+                method="linear",
+                covariates=covars,
+                tests=tests,
+                n_samples=int(n),
+                n_cases=0,
+                n_controls=0,
+                obs_ct=np.rint(n_v).astype(np.int64),
+                a1_freq=a1_freq,
+                beta=out["beta"],
+                se=out["se"],
+                stat=out["stat"],
+                log_p=out["log_p"],
+                err=err,
+                sep_allele=None,
+                reported=err == ERR_NONE,
+                unfinished=np.zeros(n_var, dtype=bool),
+                firth=np.zeros(n_var, dtype=bool),
+            )
+        )
     return results

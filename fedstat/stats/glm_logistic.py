@@ -31,32 +31,32 @@ plink2 2.00a3.5 ``LogisticRegression``, ``FirthRegression``, ``GlmLogisticThread
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy import special, stats
 
 from fedstat.stats.base import Cohort, RoundInput, RoundPlan, SumArray, cohort_level, per_variant
-from fedstat.stats.glm import (
+from fedstat.stats.glm_common import (
     ERR_FIRTH,
     ERR_INVALID,
     ERR_LOGISTIC,
     ERR_NONE,
     ERR_SEPARATION,
     Design,
-    GlmResult,
+    Fit,
+    JobView,
     PhenoSpec,
     assemble,
     corr_vif_check,
     covariate_check,
     decode_specs,
-    empty_result,
     encode_specs,
-    errcode_strings,
     flip_matrix,
     pair_products,
     pre_checks,
+    round_design,
     safe_inv,
-    site_design,
     specs_of,
     triple_products,
     valid_parameters,
@@ -91,7 +91,11 @@ def max_rounds(firth_mode: str) -> int:
 
 
 class LogisticSums:
-    """Site side of ``glm_logistic``: information, score (and Firth pieces) at given β."""
+    """Site side of ``glm_logistic``: information, score (and Firth pieces) at given β.
+
+    Stateless: the phenotype's design and its spread over the cohort are built once per round into
+    the round's ``inp.local`` (keys ``lg.*``), which only this site's run of the round sees.
+    """
 
     def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
         (spec,) = specs_of(params)
@@ -108,12 +112,12 @@ class LogisticSums:
         """The phenotype's regression cohort (phenotype and covariates present)."""
         (spec,) = decode_specs(inp)
         mask = np.zeros(cohort.n, dtype=bool)
-        mask[site_design(cohort, spec).idx] = True
+        mask[round_design(cohort, spec, inp, "lg").idx] = True
         return {spec.name: mask}
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         (spec,) = decode_specs(inp)
-        d = site_design(cohort, spec)
+        d = round_design(cohort, spec, inp, "lg")
         return {
             "lg.xtx": d.c.T @ d.c,
             "lg.n": np.array([d.idx.size], dtype=np.int64),
@@ -122,7 +126,7 @@ class LogisticSums:
 
     def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
         (spec,) = decode_specs(inp)
-        d = site_design(cohort, spec)
+        d = round_design(cohort, spec, inp, "lg")
         block = np.asarray(block)
         b = block.shape[0]
         q = d.c.shape[1]
@@ -130,7 +134,7 @@ class LogisticSums:
         is_firth = np.asarray(inp.arrays["firth"])[rows] > 0
         assert coef.shape == (b, q + 1)
         n_q2, n_q3 = q * (q + 1) // 2, (q * (q + 1) * (q + 2)) // 6
-        out = {
+        out: dict[str, np.ndarray] = {
             "lg.hc": np.zeros((b, n_q2)),
             "lg.hg": np.zeros((b, q)),
             "lg.hgg": np.zeros(b),
@@ -149,8 +153,8 @@ class LogisticSums:
                     "lg.t0": np.zeros(b),
                 }
             )
-        wide = _wide_design(d, cohort.n)
-        c3 = wide.c3() if is_firth.any() else None
+        wide = _wide_design(d, cohort.n, inp.local)
+        c3 = _c3(wide, inp.local) if is_firth.any() else None
         cpos = np.array([0, *range(2, q + 1)])
         # chunks of rows keep the (rows, samples) temporaries in cache
         for lo in range(0, b, _CHUNK):
@@ -159,7 +163,15 @@ class LogisticSums:
         return out
 
     @staticmethod
-    def _chunk(gm, w, coef, is_firth, cpos, c3, out) -> None:
+    def _chunk(
+        gm: np.ndarray,
+        w: _Wide,
+        coef: np.ndarray,
+        is_firth: np.ndarray,
+        cpos: np.ndarray,
+        c3: np.ndarray | None,
+        out: dict[str, np.ndarray],
+    ) -> None:
         """Fisher information and score pieces for rows ``gm`` over the whole cohort.
 
         Samples outside the regression have zero covariate rows (intercept included) and a zeroed
@@ -180,12 +192,15 @@ class LogisticSums:
             _chunk_at(g, w, coef, cpos, miss, out)
         f = np.flatnonzero(is_firth)
         if f.size:  # Firth's convergence test is on |U*| < 1e-4 itself: its rows are redone in float64
+            assert c3 is not None
             firth = _firth_pieces(gm[f], g[f], coef[f], w, cpos, c3)
             for k, val in firth.items():
                 out[k][f] = val
 
 
-def _chunk_at(g, w, coef, cpos, miss, out) -> None:
+def _chunk_at(
+    g: np.ndarray, w: _Wide, coef: np.ndarray, cpos: np.ndarray, miss: np.ndarray | None, out: dict[str, np.ndarray]
+) -> None:
     """The pieces at each row's β (logistic Newton steps)."""
     b, n = g.shape
     eta = coef[:, cpos] @ w.c.T  # η = β_c c + β_g g, (b, n)
@@ -212,7 +227,7 @@ def _chunk_at(g, w, coef, cpos, miss, out) -> None:
     out["lg.hgg"][...] = np.vecdot(vg, g)  # Σ v g²
 
 
-def _chunk_at_zero(g, w, miss, out) -> None:
+def _chunk_at_zero(g: np.ndarray, w: _Wide, miss: np.ndarray | None, out: dict[str, np.ndarray]) -> None:
     """The pieces at β = 0, where p = ½ and v = ¼ for every sample with a call: products with the
     cohort's column sums, minus the missing calls' share (sparse)."""
     b, n = g.shape
@@ -230,7 +245,9 @@ def _chunk_at_zero(g, w, miss, out) -> None:
     out["lg.sc"][...] = sc
 
 
-def _firth_pieces(gm, g, coef, w, cpos, c3) -> dict[str, np.ndarray]:
+def _firth_pieces(
+    gm: np.ndarray, g: np.ndarray, coef: np.ndarray, w: _Wide, cpos: np.ndarray, c3: np.ndarray
+) -> dict[str, np.ndarray]:
     """Every piece of the Firth rows in float64: information, score, log-likelihood and the
     third-moment tensor."""
     eta = coef[:, cpos] @ w.c.T + g * coef[:, 1:2]
@@ -257,54 +274,73 @@ def _firth_pieces(gm, g, coef, w, cpos, c3) -> dict[str, np.ndarray]:
     }
 
 
+@dataclass(frozen=True, eq=False)
 class _Wide:
     """A design spread over the whole cohort: rows outside the regression are zero (y too)."""
 
-    def __init__(self, d: Design, n: int):
-        self.full = d.full
-        self.inreg = np.zeros(n, dtype=bool)
-        self.inreg[d.idx] = True
-        self.c = np.zeros((n, d.c.shape[1]))
-        self.c[d.idx] = d.c
-        self.y = np.zeros(n)
-        self.y[d.idx] = d.y
-        self.out_cols = np.flatnonzero(~self.inreg)
-        self.y_centered = np.where(self.inreg, self.y - 0.5, 0.0)
-        self.c2 = pair_products(self.c)
-        self.cy = np.column_stack([self.c, self.y_centered])
-        self.c2_sum = self.c2.sum(axis=0)
-        self.cy_sum = self.c.T @ self.y_centered  # Σ c (y − ½)
-        self._c3: np.ndarray | None = None
+    inreg: np.ndarray
+    c: np.ndarray
+    y: np.ndarray
+    out_cols: np.ndarray
+    y_centered: np.ndarray
+    c2: np.ndarray
+    cy: np.ndarray
+    c2_sum: np.ndarray
+    cy_sum: np.ndarray
 
-    def c3(self) -> np.ndarray:
-        if self._c3 is None:
-            self._c3 = triple_products(self.c)
-        return self._c3
+    @classmethod
+    def of(cls, d: Design, n: int) -> _Wide:
+        inreg = np.zeros(n, dtype=bool)
+        inreg[d.idx] = True
+        c = np.zeros((n, d.c.shape[1]))
+        c[d.idx] = d.c
+        y = np.zeros(n)
+        y[d.idx] = d.y
+        y_centered = np.where(inreg, y - 0.5, 0.0)
+        c2 = pair_products(c)
+        return cls(
+            inreg=inreg,
+            c=c,
+            y=y,
+            out_cols=np.flatnonzero(~inreg),
+            y_centered=y_centered,
+            c2=c2,
+            cy=np.column_stack([c, y_centered]),
+            c2_sum=c2.sum(axis=0),
+            cy_sum=c.T @ y_centered,  # Σ c (y − ½)
+        )
 
 
-_WIDE_CACHE: dict[int, tuple[Design, _Wide]] = {}
+_WIDE_KEY = "lg.wide."  # the round's inp.local keys of the _Wide arrays
 
 
-def _wide_design(d: Design, n: int) -> _Wide:
-    hit = _WIDE_CACHE.get(id(d))
-    if hit is not None and hit[0] is d:
-        return hit[1]
-    if len(_WIDE_CACHE) > 8:
-        _WIDE_CACHE.clear()
-    wide = _Wide(d, n)
-    _WIDE_CACHE[id(d)] = (d, wide)
+def _wide_design(d: Design, n: int, local: dict[str, np.ndarray]) -> _Wide:
+    """The design ``d`` spread over the cohort of ``n``, built once per round into ``local``."""
+    names = [f.name for f in fields(_Wide)]
+    if _WIDE_KEY + "c" in local:
+        return _Wide(**{name: local[_WIDE_KEY + name] for name in names})
+    wide = _Wide.of(d, n)
+    local.update({_WIDE_KEY + name: getattr(wide, name) for name in names})
     return wide
+
+
+def _c3(w: _Wide, local: dict[str, np.ndarray]) -> np.ndarray:
+    """[shape: (n, C(Q+2, 3))] ``c_i c_j c_k`` of the spread design, once per round (Firth rounds only)."""
+    c3 = local.get(_WIDE_KEY + "c3")
+    if c3 is None:
+        c3 = local[_WIDE_KEY + "c3"] = triple_products(w.c)
+    return c3
 
 
 class LogisticFit:
     """Coordinator side for one case/control phenotype: a state machine over rounds."""
 
-    def __init__(self, job, spec: PhenoSpec):
+    def __init__(self, job: JobView, spec: PhenoSpec):
         self.job = job
         self.spec = spec
-        self.n_var = job._n_var
+        self.n_var = job.n_var
         self.mode = job.firth_mode
-        self.flip = job._a1_is_ref
+        self.flip = job.a1_is_ref
         self.n_pred = len(spec.covars) + 2
         self.round_vars = np.arange(self.n_var)
         self.first = True
@@ -599,37 +635,44 @@ class LogisticFit:
 
     # -- result -----------------------------------------------------------------------------
 
-    def result(self) -> GlmResult | None:
+    def result(self) -> Fit | None:
+        """The phenotype's fit once :meth:`step` has returned None; None when it was skipped."""
         if self.skipped:
             return None
-        job, spec = self.job, self.spec
-        tests = job.tests_for(spec.covars)
+        spec = self.spec
+        tests = self.job.tests_for(spec.covars)
         method = {"fallback": "logistic-firth-hybrid", "no-firth": "logistic", "firth": "firth"}[self.mode]
-        res = empty_result(
-            spec.name,
-            is_binary=True,
-            method=method,
-            covariates=spec.covars,
-            tests=tests,
-            n_var=self.n_var,
-            a1_is_ref=self.flip,
-        )
         ok = (self.err == ERR_NONE) & np.isfinite(self.beta[:, 1])
         rep = slice(1, 1 + len(tests))
         beta = self.beta[ok][:, rep]
         se = np.sqrt(self.var[ok][:, rep])
         z = beta / se
-        res["beta"][ok] = beta
-        res["se"][ok] = se
-        res["stat"][ok] = z
-        res["log_p"][ok] = _LN2 + stats.norm.logsf(np.abs(z))
-        codes = errcode_strings(self.err, self.sep_allele)
-        codes[ok & self.unfinished] = "UNFINISHED"
-        codes[ok & ~self.unfinished] = "."
-        res["errcode"] = codes
-        res["firth"] = self.firth_used if self.mode == "fallback" else np.full(self.n_var, self.mode == "firth")
-        res["obs_ct"] = np.rint(self.n_v).astype(np.int64)
+        out = {k: np.full((self.n_var, len(tests)), np.nan) for k in ("beta", "se", "stat", "log_p")}
+        out["beta"][ok] = beta
+        out["se"][ok] = se
+        out["stat"][ok] = z
+        out["log_p"][ok] = _LN2 + stats.norm.logsf(np.abs(z))
         a1_ct = np.where(self.flip, 2.0 * self.n_v - self.sum_g, self.sum_g)
         with np.errstate(invalid="ignore", divide="ignore"):
-            res["a1_freq"] = a1_ct / (2.0 * self.n_v)
-        return GlmResult(n_samples=self.n, n_cases=self.n_case, n_controls=self.n - self.n_case, **res)
+            a1_freq = a1_ct / (2.0 * self.n_v)
+        return Fit(
+            pheno=spec.name,
+            is_binary=True,
+            method=method,
+            covariates=spec.covars,
+            tests=tests,
+            n_samples=self.n,
+            n_cases=self.n_case,
+            n_controls=self.n - self.n_case,
+            obs_ct=np.rint(self.n_v).astype(np.int64),
+            a1_freq=a1_freq,
+            beta=out["beta"],
+            se=out["se"],
+            stat=out["stat"],
+            log_p=out["log_p"],
+            err=self.err,
+            sep_allele=self.sep_allele,
+            reported=ok,
+            unfinished=self.unfinished,
+            firth=self.firth_used if self.mode == "fallback" else np.full(self.n_var, self.mode == "firth"),
+        )
