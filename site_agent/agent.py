@@ -44,6 +44,7 @@ from fedstat.pki import (
     RevocationList,
     identity_from_pem,
 )
+from fedstat.privacy import psi
 from fedstat.privacy.base import RoundContext, get_mode
 from fedstat.privacy.contribution import Contribution
 from fedstat.privacy.dp import BudgetLedger, epsilon_to_rho
@@ -89,6 +90,7 @@ class SiteAgent:
         self.rounds_running = 0
         self.peak_rounds_running = 0  # the most rounds this agent ever computed at once
         self.datasets: dict[str, Dataset] = {}
+        self._key_indexes: dict[str, psi.KeyIndex] = {}  # per loaded dataset (private harmonization)
         self.problems: dict[str, str] = {}
         self._stop = threading.Event()
         self._ontology: DiseaseOntology | None = None
@@ -107,6 +109,7 @@ class SiteAgent:
 
     def load_datasets(self) -> None:
         """Open every configured dataset; a broken one is recorded and reported, not fatal."""
+        self._key_indexes.clear()
         if self.config.policy.disease_ontology is not None:
             self._ontology = load_obo(self.config.policy.disease_ontology)
             log.info("disease ontology %s: %d terms", self.config.policy.disease_ontology, len(self._ontology))
@@ -131,6 +134,13 @@ class SiteAgent:
                     f"cannot be read ({type(exc).__name__} in the reader); see `fedstat site check`"
                 )
                 log.error("dataset %s cannot be used: %s in the reader", ds.name, type(exc).__name__)
+
+    def _key_index(self, dataset: str) -> psi.KeyIndex:
+        """The keyless part of private harmonization's hashing of a dataset's variants (kept while loaded)."""
+        index = self._key_indexes.get(dataset)
+        if index is None:
+            index = self._key_indexes[dataset] = psi.key_index(self.datasets[dataset].genotypes.variants)
+        return index
 
     def _hello(self) -> site_pb2.SiteMessage:
         infos = []
@@ -364,7 +374,14 @@ class SiteAgent:
             self.config.policy.min_sites,
         )
         audited = reveal_recorder(lambda: self.audit, job_id=job.job_id, analyst=offer.analyst, dataset=ds_name)
-        job.harmonizer = SiteHarmonizer(job.job_id, identity, dataset.genotypes, sites=spec.sites, on_reveal=audited)
+        job.harmonizer = SiteHarmonizer(
+            job.job_id,
+            identity,
+            dataset.genotypes,
+            sites=spec.sites,
+            on_reveal=audited,
+            key_index=lambda: self._key_index(ds_name),
+        )
         old = self._jobs.get(job.job_id)
         if old is not None:  # re-offered while it runs (the coordinator recovers another site): it starts over
             old.end()

@@ -7,7 +7,6 @@ and the plaintext keys only of the variants every participant confirmed holding.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 from cryptography import x509
 
-from fedstat.data.variants import SitePlan, VariantTable
+from fedstat.data.variants import SitePlan
 from fedstat.errors import PolicyRefused, ProtocolError
 from fedstat.privacy import psi
 from fedstat.protocol import (
@@ -42,21 +41,9 @@ class SiteIdentity:
     min_sites: int
 
 
-#: The keyless part of the hashing per variant table the agent holds (by identity; dropped with it).
-_INDEXES: dict[int, psi.KeyIndex] = {}
-
-
 #: most harmonization exchanges one job may start at a site: the first, and one for each of a few
 #: reconnects (a deviating coordinator looping exchanges would cost the site a hash pass each)
 MAX_EXCHANGES = 8
-
-
-def _key_index(vt: VariantTable) -> psi.KeyIndex:
-    index = _INDEXES.get(id(vt))
-    if index is None or len(index) != len(vt):
-        index = _INDEXES[id(vt)] = psi.key_index(vt)
-        weakref.finalize(vt, _INDEXES.pop, id(vt), None)
-    return index
 
 
 class SiteHarmonizer:
@@ -70,11 +57,15 @@ class SiteHarmonizer:
         *,
         sites: tuple[str, ...] = (),
         on_reveal: Callable[[tuple[str, ...], int, int], None] | None = None,
+        key_index: Callable[[], psi.KeyIndex] | None = None,
     ):
         """``sites``: the signed spec's --sites (empty: any); ``on_reveal(participants, n_revealed,
-        n_hashed)`` is called before the site reveals the intersection's keys (its audit record)."""
+        n_hashed)`` is called before the site reveals the intersection's keys (its audit record);
+        ``key_index()`` gives the keyless part of the hashing of ``genotypes``' variants (the agent
+        keeps one per dataset; None: computed for this job)."""
         self.job_id, self.me, self.genotypes, self.job_sites = job_id, identity, genotypes, tuple(sorted(sites))
         self.on_reveal = on_reveal
+        self._key_index = key_index or (lambda: psi.key_index(genotypes.variants))
         self.attempt = -1
         self.participants: tuple[str, ...] | None = None  # pinned at the job's first exchange
         self._agreement: psi.GroupKeyAgreement | None = None
@@ -94,7 +85,7 @@ class SiteHarmonizer:
         if kind == "keys_request":
             yield self._start(msg.keys_request)
             if self._index is None:  # the keyless part of the hashing, while the keys go round
-                self._index = _key_index(self.genotypes.variants)
+                self._index = self._key_index()
             return
         assert kind in ("harmonize", "intersection"), kind  # the agent hands this class nothing else
         body = getattr(msg, kind)
