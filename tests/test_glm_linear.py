@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedstat.formats.numbers import lntoa_g
 from fedstat.stats.base import Cohort
-from fedstat.stats.glm import GlmJob, lntoa_g
+from fedstat.stats.glm import GlmJob
 from fedstat.stats.glm_linear import t_log_p
 from tests import glm_harness as h
 

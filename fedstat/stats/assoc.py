@@ -45,7 +45,8 @@ from scipy import special
 
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
-from fedstat.formats.plink2 import atomic_write_text
+from fedstat.formats.atomic import atomic_write_text
+from fedstat.formats.numbers import CachedFormat, format_wxp4
 from fedstat.stats.base import (
     Cohort,
     LocalComputation,
@@ -462,166 +463,13 @@ def suppress_small_cells(stats: AssocStats, min_cell_count: int) -> AssocStats:
 
 
 # ---------------------------------------------------------------------------------------------
-# PLINK 1.9 number formatting: dtoa_g_wxp4 (4 significant digits, right-aligned)
-# ---------------------------------------------------------------------------------------------
-
-_BR10 = (0.49999999995, 0.50000000005)  # banker_round10
-
-
-def _bround(x: float) -> int:
-    """PLINK ``double_bround`` with banker_round10 (x >= 0)."""
-    r = int(x)
-    return r + int((x - r) + _BR10[r & 1])
-
-
-def _qr(x: float, scale: int) -> tuple[int, int]:
-    v = _bround(x * scale)
-    return divmod(v, scale)
-
-
-def _mant_1p3(x: float) -> str:
-    """``double_bround3`` + ``qrtoa_1p3``: x in [1, 10) -> ``d[.ddd]``."""
-    q, r = _qr(x, 1000)
-    return f"{q}.{f'{r:03d}'.rstrip('0')}" if r else str(q)
-
-
-def _so4(x: float) -> str:
-    """PLINK ``dtoa_so4``: 4 significant digits for 0.99995 <= x < 9999.5."""
-    if x < 99.994999999999:
-        if x < 9.9994999999999:
-            return _mant_1p3(x)
-        q, r = _qr(x, 100)
-        return f"{q:02d}.{f'{r:02d}'.rstrip('0')}" if r else f"{q:02d}"
-    if x < 999.94999999999:
-        q, r = _qr(x, 10)
-        return f"{q}.{r}" if r else str(q)
-    return f"{_bround(x):04d}"
-
-
-def _g4(x: float) -> str:
-    """The digits ``dtoa_g_wxp4`` writes for a finite nonzero x (before padding)."""
-    sign = ""
-    if x < 0:
-        sign, x = "-", -x
-    xp10 = 0
-    if x < 9.9994999999999e-5:
-        if x < 9.9994999999999e-16:
-            if x < 9.9994999999999e-128:
-                if x < 9.9994999999999e-256:
-                    x *= 1.0e256
-                    xp10 |= 256
-                else:
-                    x *= 1.0e128
-                    xp10 |= 128
-            if x < 9.9994999999999e-64:
-                x *= 1.0e64
-                xp10 |= 64
-            if x < 9.9994999999999e-32:
-                x *= 1.0e32
-                xp10 |= 32
-            if x < 9.9994999999999e-16:
-                x *= 1.0e16
-                xp10 |= 16
-        if x < 9.9994999999999e-8:
-            x *= 100000000.0
-            xp10 |= 8
-        if x < 9.9994999999999e-4:
-            x *= 10000.0
-            xp10 |= 4
-        if x < 9.9994999999999e-2:
-            x *= 100.0
-            xp10 |= 2
-        if x < 9.9994999999999e-1:
-            x *= 10.0
-            xp10 += 1
-        return f"{sign}{_mant_1p3(x)}e-{xp10:02d}"
-    if x >= 9999.4999999999:
-        if x >= 9.9994999999999e15:
-            if x >= 9.9994999999999e127:
-                if x >= 9.9994999999999e255:
-                    x *= 1.0e-256
-                    xp10 |= 256
-                else:
-                    x *= 1.0e-128
-                    xp10 |= 128
-            if x >= 9.9994999999999e63:
-                x *= 1.0e-64
-                xp10 |= 64
-            if x >= 9.9994999999999e31:
-                x *= 1.0e-32
-                xp10 |= 32
-            if x >= 9.9994999999999e15:
-                x *= 1.0e-16
-                xp10 |= 16
-        if x >= 9.9994999999999e7:
-            x *= 1.0e-8
-            xp10 |= 8
-        if x >= 9.9994999999999e3:
-            x *= 1.0e-4
-            xp10 |= 4
-        if x >= 9.9994999999999e1:
-            x *= 1.0e-2
-            xp10 |= 2
-        if x >= 9.9994999999999e0:
-            x *= 1.0e-1
-            xp10 += 1
-        return f"{sign}{_mant_1p3(x)}e+{xp10:02d}"
-    if x >= 0.99994999999999:
-        return sign + _so4(x)
-    lead = ""
-    if x < 9.9994999999999e-3:
-        x *= 100.0
-        lead = "00"
-    if x < 9.9994999999999e-2:
-        x *= 10.0
-        lead += "0"
-    return f"{sign}0.{lead}{f'{_bround(x * 10000.0):04d}'.rstrip('0')}"
-
-
-def format_wxp4(x: float, width: int) -> str:
-    """A number as PLINK 1.9 ``dtoa_g_wxp4`` prints it: 4 significant digits, right-aligned.
-
-    Parameters
-    ----------
-    x : the value
-    width : minimum field width (longer results are not cut)
-
-    Returns
-    -------
-    str
-        E.g. ``format_wxp4(0.13581, 12) == '      0.1358'``, ``'   1.234e-05'``, ``'0'``
-        right-aligned for zero, ``nan`` and `` inf`` spelled as PLINK spells them.
-    """
-    x = float(x)
-    if x != x:
-        return "nan".rjust(width)
-    if x == 0.0:
-        return "0".rjust(width)
-    if x in (np.inf, -np.inf):
-        return (" inf" if x > 0 else "-inf").rjust(width)
-    return _g4(x).rjust(width)
-
-
-class _Fmt:
-    """Memoised :func:`format_wxp4` for one width, NaN -> ``NA``."""
-
-    def __init__(self, width: int):
-        self.width = width
-        self.cache: dict[float, str] = {}
-        self.na = "NA".rjust(width)
-
-    def __call__(self, x: float) -> str:
-        if x != x:
-            return self.na
-        s = self.cache.get(x)
-        if s is None:
-            s = self.cache[x] = format_wxp4(x, self.width)
-        return s
-
-
-# ---------------------------------------------------------------------------------------------
 # writers
 # ---------------------------------------------------------------------------------------------
+
+
+def _na_format(width: int) -> CachedFormat:
+    """Memoised :func:`format_wxp4` for one width, NaN -> ``NA``."""
+    return CachedFormat(lambda x: format_wxp4(x, width), na="NA".rjust(width))
 
 
 def _plink1_chrom_codes(chrom: Iterable[object]) -> np.ndarray:
@@ -673,7 +521,7 @@ def write_assoc(path: str | Path, variants: VariantTable, stats: AssocStats) -> 
     """
     _check(variants, stats)
     rows, chrom, a1, a2, width = _prefixes(variants, stats)
-    f8, f12 = _Fmt(8), _Fmt(12)
+    f8, f12 = _na_format(8), _na_format(12)
     ids = variants.id
 
     def lines() -> Iterable[str]:
@@ -706,7 +554,7 @@ def write_model(path: str | Path, variants: VariantTable, stats: AssocStats) -> 
     """
     _check(variants, stats)
     rows, chrom, a1, a2, width = _prefixes(variants, stats)
-    f12 = _Fmt(12)
+    f12 = _na_format(12)
     ids = variants.id
     allelic, allelic_p = stats.allelic_chisq, stats.allelic_p
     na_tail = "          NA   NA           NA\n"

@@ -26,7 +26,6 @@ FirthRegression, AppendGlmErrstr, ``lntoa_g``).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations_with_replacement
@@ -36,7 +35,8 @@ import numpy as np
 
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
-from fedstat.formats.plink2 import _mantissa_1p5, atomic_write_text, format_g
+from fedstat.formats.atomic import atomic_write_text
+from fedstat.formats.numbers import CachedFormat, format_g, lntoa_g
 from fedstat.stats.base import (
     Cohort,
     LocalComputation,
@@ -433,55 +433,6 @@ class GlmResult:
         }[self.method]
 
 
-_LN10 = 2.3025850929940457
-_RECIP_LN10 = 0.43429448190325176
-
-
-def lntoa_g(ln_val: float) -> str:
-    """plink2 ``lntoa_g``: print exp(ln_val) with 6 significant digits, any exponent.
-
-    p-values are printed from their logarithm, so P < 1e-308 prints as e.g. ``2.77486e-3369``.
-    """
-    if ln_val != ln_val:
-        return "nan"
-    if ln_val < 13.81551005796414:
-        if ln_val > -9.210340871976317:
-            return format_g(math.exp(ln_val))
-        if ln_val < 0x7FFFFFFB * (-_LN10):
-            return "0"
-    elif ln_val > 0x7FFFFFFB * _LN10:
-        return "inf"
-    xp10 = int(ln_val * _RECIP_LN10 + 5.000001349509205e-7 * _RECIP_LN10)
-    mantissa = math.exp(ln_val - xp10 * _LN10)
-    if mantissa < 0.99999949999999:
-        mantissa *= 10
-        xp10 -= 1
-    elif mantissa > 9.9999949999999:
-        mantissa *= 0.1
-        xp10 += 1
-    head = _mantissa_1p5(mantissa)
-    if head.startswith("10"):  # rounding carried into a new digit
-        head, xp10 = "1", xp10 + 1
-    if xp10 < 0:
-        return f"{head}e-{-xp10:02d}"
-    return f"{head}e+{xp10:02d}"
-
-
-def _fmt(values: np.ndarray, fn) -> list[str]:
-    out: list[str] = []
-    cache: dict[float, str] = {}
-    for v in values.tolist():
-        if v != v:
-            out.append("NA")
-            continue
-        s = cache.get(v)
-        if s is None:
-            s = fn(v)
-            cache[v] = s
-        out.append(s)
-    return out
-
-
 def write_glm(path: str | Path, variants: VariantTable, res: GlmResult) -> Path:
     """Write ``res`` as plink2 writes ``--glm`` output (default columns of 2.00a3.5).
 
@@ -521,10 +472,11 @@ def write_glm(path: str | Path, variants: VariantTable, res: GlmResult) -> Path:
     cols.append(list(res.tests) * n_var)
     cols.append([str(x) for x in res.obs_ct[rep].tolist()])
     beta = res.beta.reshape(-1)
-    cols.append(_fmt(beta, lntoa_g) if res.is_binary else _fmt(beta, format_g))
-    cols.append(_fmt(res.se.reshape(-1), format_g))
-    cols.append(_fmt(res.stat.reshape(-1), format_g))
-    cols.append(_fmt(res.log_p.reshape(-1), lntoa_g))
+    g, ln = CachedFormat(format_g, na="NA"), CachedFormat(lntoa_g, na="NA")
+    cols.append((ln if res.is_binary else g).column(beta))
+    cols.append(g.column(res.se.reshape(-1)))
+    cols.append(g.column(res.stat.reshape(-1)))
+    cols.append(ln.column(res.log_p.reshape(-1)))
     cols.append([str(e) for e in res.errcode[rep].tolist()])
 
     def lines():
