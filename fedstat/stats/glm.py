@@ -29,14 +29,11 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations_with_replacement
-from pathlib import Path
 
 import numpy as np
 
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
-from fedstat.formats.atomic import atomic_write_text
-from fedstat.formats.numbers import CachedFormat, format_g, lntoa_g
 from fedstat.stats.base import (
     Cohort,
     LocalComputation,
@@ -54,9 +51,8 @@ __all__ = [
     "VIF_THRESH",
     "GlmJob",
     "GlmResult",
-    "lntoa_g",
+    "GlmTables",
     "plan_glm",
-    "write_glm",
 ]
 
 MAX_CORR = 0.999  # plink2 --max-corr default
@@ -374,7 +370,7 @@ def covariate_check(xtx: np.ndarray, n: float) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# results and the plink2 table writer
+# results (fedstat.formats.plink2.write_glm writes them)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -433,59 +429,18 @@ class GlmResult:
         }[self.method]
 
 
-def write_glm(path: str | Path, variants: VariantTable, res: GlmResult) -> Path:
-    """Write ``res`` as plink2 writes ``--glm`` output (default columns of 2.00a3.5).
+@dataclass(frozen=True)
+class GlmTables:
+    """The ``--glm`` results of a job: one :class:`GlmResult` per phenotype analysed, in order.
 
-    ``#CHROM POS ID REF ALT A1 [FIRTH?] TEST OBS_CT BETA|OR SE|LOG(OR)_SE T_STAT|Z_STAT P ERRCODE``;
-    one row per variant and test; OR and P printed from their logarithms (``lntoa_g``).
+    Attributes
+    ----------
+    variants : the variants tested, one row per row of each result
+    results : per phenotype, written as ``<out>.<PHENO>.<GlmResult.extension>``
     """
-    n_var = len(variants)
-    if res.obs_ct.shape[0] != n_var:
-        raise InputError(f"write_glm: {n_var} variants but results for {res.obs_ct.shape[0]}")
-    n_t = len(res.tests)
-    hybrid = res.method == "logistic-firth-hybrid"
-    header = ["#CHROM", "POS", "ID", "REF", "ALT", "A1"]
-    if hybrid:
-        header.append("FIRTH?")
-    header += ["TEST", "OBS_CT"]
-    if res.is_binary:
-        header += ["OR", "LOG(OR)_SE", "Z_STAT", "P", "ERRCODE"]
-    else:
-        header += ["BETA", "SE", "T_STAT", "P", "ERRCODE"]
-    rep = np.repeat(np.arange(n_var), n_t)
-    a1 = np.where(res.a1_is_ref, variants.ref, variants.alt)
-    prefix = [
-        "\t".join(x)
-        for x in zip(
-            [str(c) for c in variants.chrom.tolist()],
-            [str(p) for p in variants.pos.tolist()],
-            [str(i) for i in variants.id.tolist()],
-            [str(r) for r in variants.ref.tolist()],
-            [str(a) for a in variants.alt.tolist()],
-            [str(a) for a in a1.tolist()],
-            strict=True,
-        )
-    ]
-    cols: list[list[str]] = [[prefix[i] for i in rep.tolist()]]
-    if hybrid:
-        cols.append(["Y" if f else "N" for f in res.firth[rep].tolist()])
-    cols.append(list(res.tests) * n_var)
-    cols.append([str(x) for x in res.obs_ct[rep].tolist()])
-    beta = res.beta.reshape(-1)
-    g, ln = CachedFormat(format_g, na="NA"), CachedFormat(lntoa_g, na="NA")
-    cols.append((ln if res.is_binary else g).column(beta))
-    cols.append(g.column(res.se.reshape(-1)))
-    cols.append(g.column(res.stat.reshape(-1)))
-    cols.append(ln.column(res.log_p.reshape(-1)))
-    cols.append([str(e) for e in res.errcode[rep].tolist()])
 
-    def lines():
-        yield "\t".join(header) + "\n"
-        rows = ["\t".join(r) for r in zip(*cols, strict=True)]
-        for start in range(0, len(rows), 8192):
-            yield "\n".join(rows[start : start + 8192]) + "\n"
-
-    return atomic_write_text(path, lines())
+    variants: VariantTable
+    results: tuple[GlmResult, ...]
 
 
 def empty_result(
@@ -698,14 +653,6 @@ class GlmJob:
             spec = PhenoSpec(name, self._cols.binary[name], tuple(covars), tuple(covars))
             (self._binary_specs if spec.binary else self._linear_specs).append(spec)
 
-    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
-        paths = []
-        for name in self.pheno_names:
-            res = self.results.get(name)
-            if res is not None:
-                paths.append(write_glm(Path(f"{out_prefix}.{name}.{res.extension}"), variants, res))
-        return paths
-
     def log_lines(self) -> list[str]:
         return list(self._log)
 
@@ -729,6 +676,10 @@ class GlmJob:
 
     def skip(self, pheno: str, why: str) -> None:
         self._log.append(f"Note: Skipping --glm regression on phenotype '{pheno}', since {why}.")
+
+    def result(self, variants: VariantTable) -> GlmTables:
+        """The phenotypes' results over ``variants``, in the order of :attr:`pheno_names` (those analysed)."""
+        return GlmTables(variants, tuple(self.results[n] for n in self.pheno_names if n in self.results))
 
 
 def case_control_refusal(name: str, *, n0: int, n1: int, n2: int) -> str:
