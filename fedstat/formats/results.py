@@ -47,35 +47,17 @@ def write_result(result: object, out_prefix: Path) -> list[Path]:
 
 
 @write_result.register
-def _none(result: None, out_prefix: Path) -> list[Path]:
+def _nothing(result: None, out_prefix: Path) -> list[Path]:
     return []
 
 
 @write_result.register
-def _results(result: Results, out_prefix: Path) -> list[Path]:
+def _in_order(result: Results, out_prefix: Path) -> list[Path]:
     return [f for part in result.parts for f in write_result(part, out_prefix)]
 
 
-@write_result.register
-def _allele(result: AlleleReports, out_prefix: Path) -> list[Path]:
-    return plink2.write_allele_reports(result, out_prefix)
-
-
-@write_result.register
-def _pca(result: PcaResult, out_prefix: Path) -> list[Path]:
-    return plink2.write_pca(result, out_prefix)
-
-
-@write_result.register
-def _glm(result: GlmTables, out_prefix: Path) -> list[Path]:
-    return plink2.write_glm_tables(result, out_prefix)
-
-
-@write_result.register
-def _assoc(result: AssocTables, out_prefix: Path) -> list[Path]:
-    return plink1.write_assoc_tables(result, out_prefix)
-
-
-@write_result.register
-def _gwas(result: GwasReport, out_prefix: Path) -> list[Path]:
-    return write_gwas(result, out_prefix)
+write_result.register(AlleleReports, plink2.write_allele_reports)
+write_result.register(PcaResult, plink2.write_pca)
+write_result.register(GlmTables, plink2.write_glm_tables)
+write_result.register(AssocTables, plink1.write_assoc_tables)
+write_result.register(GwasReport, write_gwas)
