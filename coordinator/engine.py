@@ -37,10 +37,13 @@ from fedstat.errors import (
     SiteDropped,
     SiteUnavailable,
 )
+from fedstat.formats.atomic import atomic_write_text
+from fedstat.formats.results import write_result
 from fedstat.jobs import JobSpec, RoundPlan, plan_job
 from fedstat.pki import RevocationList
-from fedstat.privacy.base import RoundContext, get_mode
+from fedstat.privacy.base import RoundContext
 from fedstat.privacy.contribution import ChunkDigest, Contribution
+from fedstat.privacy.modes import get_mode
 from fedstat.privacy.paillier import job_public_key
 from fedstat.protocol import (
     chunk_from_pb,
@@ -757,7 +760,7 @@ class _JobRunner:
         staging = final.with_name(final.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        files = analysis.write(staging / spec.out_name, variants)
+        files = write_result(analysis.result(variants), staging / spec.out_name)
         job = self.store.get_job(self.job_id)
         provenance = {
             "fedstat_version": fedstat.__version__,
@@ -784,7 +787,7 @@ class _JobRunner:
             "seeds": None,
         }
         prov = staging / f"{spec.out_name}.provenance.json"
-        prov.write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(prov, [json.dumps(provenance, indent=2, sort_keys=True) + "\n"])
         files.append(prov)
         if final.exists():
             shutil.rmtree(final)

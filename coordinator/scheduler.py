@@ -30,7 +30,7 @@ from fedstat.config import AccessConfig
 from fedstat.errors import FedstatError, InputError, PolicyRefused
 from fedstat.jobs import JobSpec
 from fedstat.pki import RevocationList
-from fedstat.privacy.base import get_mode
+from fedstat.privacy.modes import get_mode
 
 from .cron import parse_cron
 from .reports import build_report

@@ -26,7 +26,8 @@ from fedstat.errors import AuthError, FedstatError, shown
 from fedstat.jobs import JobSpec
 from fedstat.net import SERVER_OPTIONS, peer_certificate, peer_identity, server_credentials, status_for
 from fedstat.pki import RevocationList, identity_from_subject
-from fedstat.privacy.base import STRENGTH, get_mode
+from fedstat.privacy.base import STRENGTH
+from fedstat.privacy.modes import get_mode
 from fedstat.protocol import spec_from_pb, spec_to_pb
 from fedstat.wire import analyst_pb2, analyst_pb2_grpc, common_pb2, site_pb2, site_pb2_grpc
 

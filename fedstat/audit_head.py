@@ -32,6 +32,7 @@ from typing import Any
 from cryptography import x509
 
 from fedstat.errors import AuthError, InputError, ProtocolError
+from fedstat.formats.atomic import atomic_write_bytes
 from fedstat.pki import identity_from_subject, issued_by_bundle, sign_statement, verify_statement
 from fedstat.wire import site_pb2
 
@@ -323,7 +324,7 @@ def write_heads(path: str | Path, heads: Iterable[SignedHead], alarms: Iterable[
         "alarms": [a.to_json() for a in alarms],
     }
     try:
-        path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="ascii")
+        atomic_write_bytes(path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("ascii"))
     except OSError as exc:
         raise InputError(f"{path}: cannot write the audit heads: {exc.strerror}") from exc
     return path

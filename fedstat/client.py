@@ -27,7 +27,7 @@ from fedstat.errors import AuthError, InputError, JobFailed, PrivacyError, Proto
 from fedstat.jobs import JobSpec
 from fedstat.net import error_from_rpc, secure_channel, server_certificate
 from fedstat.pki import RevocationList, sign_statement
-from fedstat.privacy.base import get_mode
+from fedstat.privacy.modes import get_mode
 from fedstat.privacy.paillier import PUBLIC_KEY_OPTION, AnalystDecryptor
 from fedstat.privacy.paillier_crypto import DEFAULT_KEY_BITS, PaillierDecryptor, generate_keypair, public_key_to_bytes
 from fedstat.protocol import contribution_from_pb, spec_to_pb

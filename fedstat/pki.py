@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedstat.errors import AuthError, ConfigError, InputError
+from fedstat.formats.atomic import atomic_write_bytes
 
 ROLES = ("coordinator", "site", "analyst")
 CA_VALID_DAYS = 3650
@@ -50,19 +50,14 @@ class Identity:
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """A private key: never readable by others, not even while it is written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data, file_mode=0o600)
 
 
 def _write_public(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

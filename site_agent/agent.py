@@ -45,10 +45,11 @@ from fedstat.pki import (
     identity_from_pem,
 )
 from fedstat.privacy import psi
-from fedstat.privacy.base import RoundContext, get_mode
+from fedstat.privacy.base import RoundContext
 from fedstat.privacy.contribution import Contribution
 from fedstat.privacy.dp import BudgetLedger, epsilon_to_rho
 from fedstat.privacy.dpmode import RoundNoise
+from fedstat.privacy.modes import get_mode
 from fedstat.privacy.secagg import RoundKeyPair, SignedRoundKey, verify_round_keys
 from fedstat.protocol import (
     PlanAssembler,
@@ -137,10 +138,9 @@ class SiteAgent:
 
     def _key_index(self, dataset: str) -> psi.KeyIndex:
         """The keyless part of private harmonization's hashing of a dataset's variants (kept while loaded)."""
-        index = self._key_indexes.get(dataset)
-        if index is None:
-            index = self._key_indexes[dataset] = psi.key_index(self.datasets[dataset].genotypes.variants)
-        return index
+        if dataset not in self._key_indexes:
+            self._key_indexes[dataset] = psi.key_index(self.datasets[dataset].genotypes.variants)
+        return self._key_indexes[dataset]
 
     def _hello(self) -> site_pb2.SiteMessage:
         infos = []

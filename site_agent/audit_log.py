@@ -73,14 +73,14 @@ from typing import Any
 from fedstat.formats.atomic import atomic_write_bytes
 
 from .audit_schema import (
-    _HEX64,
     GENESIS,
+    HEX64,
     AuditError,
-    _line_digest,
-    _parse_line,
-    _record_hash,
-    _sha256,
     canonical_json,
+    line_digest,
+    parse_line,
+    record_hash,
+    sha256,
     validate_payload,
 )
 
@@ -91,18 +91,18 @@ log = logging.getLogger("fedstat.site.audit")
 # --- the log's files ---------------------------------------------------------------------
 
 
-def _head_path(path: Path) -> Path:
+def head_path_for(path: Path) -> Path:
     return path.with_name(path.name + ".head")
 
 
 @dataclass(frozen=True)
-class _Head:
+class Head:
     seq: int
     hash: str
     line_sha256: str
 
 
-def _read_head(head_path: Path) -> _Head | None:
+def read_head(head_path: Path) -> Head | None:
     """The anchor, or None when the file does not exist; AuditError when it is unreadable."""
     try:
         text = head_path.read_text(encoding="ascii")
@@ -112,20 +112,20 @@ def _read_head(head_path: Path) -> _Head | None:
         raise AuditError(f"{head_path}: cannot read the audit head anchor ({type(exc).__name__})") from exc
     try:
         obj = json.loads(text)
-        head = _Head(seq=obj["seq"], hash=obj["hash"], line_sha256=obj["line_sha256"])
+        head = Head(seq=obj["seq"], hash=obj["hash"], line_sha256=obj["line_sha256"])
     except (ValueError, KeyError, TypeError) as exc:
         raise AuditError(f"{head_path}: the audit head anchor is not valid (expected seq, hash, line_sha256)") from exc
     if (
         isinstance(head.seq, bool)
         or not isinstance(head.seq, int)
         or head.seq < -1
-        or not all(isinstance(h, str) and _HEX64.match(h) for h in (head.hash, head.line_sha256))
+        or not all(isinstance(h, str) and HEX64.match(h) for h in (head.hash, head.line_sha256))
     ):
         raise AuditError(f"{head_path}: the audit head anchor is not valid (expected seq, hash, line_sha256)")
     return head
 
 
-def _write_head(head_path: Path, head: _Head) -> None:
+def _write_head(head_path: Path, head: Head) -> None:
     """Replace the anchor atomically (:func:`~fedstat.formats.atomic.atomic_write_bytes`)."""
     data = (canonical_json({"seq": head.seq, "hash": head.hash, "line_sha256": head.line_sha256}) + "\n").encode()
     try:
@@ -161,9 +161,9 @@ def _last_record(fd: int, size: int) -> tuple[dict[str, Any] | None, str, int, i
     for start, text in _lines_backwards(fd, size):
         if not text and start == size:  # the file ends with a newline (or is empty)
             continue
-        record, _ = _parse_line(text)
+        record, _ = parse_line(text)
         if record is not None:
-            return record, _line_digest(text), start, debris
+            return record, line_digest(text), start, debris
         debris += 1
     return None, GENESIS, 0, debris
 
@@ -215,10 +215,10 @@ class AuditLog:
 
     def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], datetime] = _utc_now):
         self.path = Path(path)
-        self.head_path = _head_path(self.path)
+        self.head_path = head_path_for(self.path)
         self._clock = clock
         self._lock = threading.Lock()
-        self._head = _Head(seq=-1, hash=GENESIS, line_sha256=GENESIS)
+        self._head = Head(seq=-1, hash=GENESIS, line_sha256=GENESIS)
         try:
             self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as exc:
@@ -242,7 +242,7 @@ class AuditLog:
         size = os.fstat(fd).st_size
         last, last_digest, last_start, debris = _last_record(fd, size)
         last_seq = -1 if last is None else int(last["seq"])
-        tail = _Head(seq=last_seq, hash=GENESIS if last is None else last["hash"], line_sha256=last_digest)
+        tail = Head(seq=last_seq, hash=GENESIS if last is None else last["hash"], line_sha256=last_digest)
 
         def where() -> str:  # for messages only: numbering the line reads the whole file
             if last is None:
@@ -257,7 +257,7 @@ class AuditLog:
                 debris,
                 "the start" if last is None else f"seq {last_seq}",
             )
-        head = _read_head(self.head_path)
+        head = read_head(self.head_path)
         if head is None:
             if size:
                 raise AuditError(
@@ -332,7 +332,7 @@ class AuditLog:
                         self._head.seq + 1,
                         self._head.line_sha256,
                     ):
-                        self._head = _Head(seq=landed["seq"], hash=landed["hash"], line_sha256=digest)
+                        self._head = Head(seq=landed["seq"], hash=landed["hash"], line_sha256=digest)
                 ends_open = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
             except OSError as exc:
                 raise AuditError(f"{self.path}: cannot read the audit log: {exc.strerror}") from exc
@@ -342,7 +342,7 @@ class AuditLog:
                 "time": _format_time(self._clock()),
                 "prev": self._head.line_sha256,
             }
-            record["hash"] = _record_hash(record)
+            record["hash"] = record_hash(record)
             line = canonical_json(record)
             data = ("\n" if ends_open else "").encode() + line.encode("ascii") + b"\n"
             try:
@@ -352,7 +352,7 @@ class AuditLog:
                 self._torn = True  # the next append looks at what was written before going on
                 raise AuditError(f"{self.path}: cannot write to the audit log: {exc.strerror}") from exc
             self._size, self._torn = size + len(data), False
-            self._head = _Head(seq=record["seq"], hash=record["hash"], line_sha256=_sha256(line))
+            self._head = Head(seq=record["seq"], hash=record["hash"], line_sha256=sha256(line))
             _write_head(self.head_path, self._head)
             return dict(record)
 

@@ -54,7 +54,7 @@ MAX_REASON = 2000
 #: Longest value of the other text fields.
 MAX_TEXT = 256
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 _EVENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -78,7 +78,7 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
-def _sha256(text: str) -> str:
+def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
@@ -98,12 +98,12 @@ def spec_digest(spec_json: Mapping[str, Any]) -> str:
         raise AuditPayloadError(
             "job spec is not plain JSON (dicts, lists, text, finite numbers, booleans, null)"
         ) from exc
-    return _sha256(text)
+    return sha256(text)
 
 
-def _record_hash(record: Mapping[str, Any]) -> str:
+def record_hash(record: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical JSON of the record without its ``hash`` field."""
-    return _sha256(canonical_json({k: v for k, v in record.items() if k != "hash"}))
+    return sha256(canonical_json({k: v for k, v in record.items() if k != "hash"}))
 
 
 # --- payload validation --------------------------------------------------------------------
@@ -192,7 +192,7 @@ def _event(name: str, value: Any) -> str:
 
 def _digest(name: str, value: Any) -> str:
     text = _text(name, value)
-    if not _HEX64.match(text):
+    if not HEX64.match(text):
         raise AuditPayloadError(f"audit field {name!r} must be 64 lower-case hex digits (a SHA-256)")
     return text
 
@@ -294,14 +294,14 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _parse_time(value: str) -> datetime:
+def parse_time(value: str) -> datetime:
     t = datetime.fromisoformat(value)
     if t.tzinfo is None:
         raise ValueError("no time zone")
     return t
 
 
-def _parse_line(text: bytes) -> tuple[dict[str, Any] | None, str]:
+def parse_line(text: bytes) -> tuple[dict[str, Any] | None, str]:
     """A stored line (without its newline) as a checked record, or ``(None, what is wrong)``.
 
     Checks the structure, the canonical form, the record's own hash and its payload — not its
@@ -323,15 +323,15 @@ def _parse_line(text: bytes) -> tuple[dict[str, Any] | None, str]:
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         return None, "field 'seq' is missing or not an integer >= 0"
     for key in ("prev", "hash"):
-        if not isinstance(obj.get(key), str) or not _HEX64.match(obj[key]):
+        if not isinstance(obj.get(key), str) or not HEX64.match(obj[key]):
             return None, f"field {key!r} is missing or not a hex SHA-256"
     try:
-        _parse_time(obj["time"])
+        parse_time(obj["time"])
     except (KeyError, TypeError, ValueError):
         return None, "field 'time' is missing or not an ISO-8601 time with a time zone"
     if canonical_json(obj) != s:
         return None, "not in canonical form (sorted keys, no spaces, ASCII)"
-    if obj["hash"] != _record_hash(obj):
+    if obj["hash"] != record_hash(obj):
         return None, "hash does not match the record's content (the record was edited)"
     try:
         validate_payload({k: v for k, v in obj.items() if k not in RESERVED_FIELDS})
@@ -340,5 +340,5 @@ def _parse_line(text: bytes) -> tuple[dict[str, Any] | None, str]:
     return obj, ""
 
 
-def _line_digest(text: bytes) -> str:
+def line_digest(text: bytes) -> str:
     return hashlib.sha256(text).hexdigest()

@@ -28,8 +28,8 @@ from typing import Any
 
 from fedstat.errors import InputError
 
-from .audit_log import _Head, _head_path, _read_head
-from .audit_schema import GENESIS, AuditError, _line_digest, _parse_line, _parse_time
+from .audit_log import Head, head_path_for, read_head
+from .audit_schema import GENESIS, AuditError, line_digest, parse_line, parse_time
 
 __all__ = ["VerifyResult", "format_record", "show", "verify"]
 
@@ -101,7 +101,7 @@ def verify(
                     first_bad = first_bad or lineno
                     continue
                 text = raw[:-1]
-                record, why = _parse_line(text)
+                record, why = parse_line(text)
                 if record is None:
                     problems.append(f"{path} line {lineno}: {why}")
                     first_bad = first_bad or lineno
@@ -113,11 +113,11 @@ def verify(
                     break
                 if against is not None and record["seq"] == against[0]:
                     found = record["hash"]
-                n, last_digest, before_last, last = n + 1, _line_digest(text), last, record
+                n, last_digest, before_last, last = n + 1, line_digest(text), last, record
     except OSError as exc:
         raise AuditError(f"{path}: cannot read the audit log: {exc.strerror}") from exc
     if check_head and not chain_broken:
-        head_problem = _check_head(_head_path(path), last, before_last, last_digest, n_lines)
+        head_problem = _check_head(head_path_for(path), last, before_last, last_digest, n_lines)
         if head_problem:
             problems.append(head_problem)
     against_problem = "" if against is None else _check_against(path, against, found, n, chain_broken)
@@ -166,7 +166,7 @@ def _check_head(
 ) -> str:
     """The head anchor's disagreement with the log's last valid record, or ""."""
     try:
-        head = _read_head(head_path)
+        head = read_head(head_path)
     except AuditError as exc:
         return str(exc)
     last_seq = -1 if last is None else int(last["seq"])
@@ -174,7 +174,7 @@ def _check_head(
         if n_lines == 0:
             return ""
         return f"{head_path}: the head anchor is missing, so records removed from the end cannot be ruled out"
-    if head == _Head(last_seq, GENESIS if last is None else last["hash"], last_digest):
+    if head == Head(last_seq, GENESIS if last is None else last["hash"], last_digest):
         return ""
     if last is not None and head.seq == last_seq - 1 and head.line_sha256 == last["prev"]:
         expected = GENESIS if before_last is None else before_last["hash"]
@@ -242,7 +242,7 @@ def _show(
             for lineno, raw in enumerate(f, 1):
                 try:
                     record = json.loads(raw)
-                    t = _parse_time(record["time"])
+                    t = parse_time(record["time"])
                 except (ValueError, KeyError, TypeError):
                     log.warning("%s line %d: not an audit record, skipped (run verify)", path, lineno)
                     continue

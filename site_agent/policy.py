@@ -31,7 +31,7 @@ from fedstat.data.dataset import Dataset
 from fedstat.data.samples import text_column_message
 from fedstat.errors import InputError, PolicyRefused
 from fedstat.jobs import JobSpec, checks_pooled_coding, derived_columns, fitted_parameters, required_phenotypes
-from fedstat.privacy.base import get_mode
+from fedstat.privacy.modes import get_mode
 
 from .gate import count_words
 

@@ -17,6 +17,7 @@ import numpy as np
 from fedstat.computations import LOCAL_COMPUTATIONS
 from fedstat.data.samples import read_sample_table
 from fedstat.data.variants import VariantTable
+from fedstat.formats.results import write_result
 from fedstat.jobs import JobSpec, derived_columns, plan_job
 from fedstat.report.gwas import JobContext
 from fedstat.stats.base import Cohort, Output, RoundInput, SiteUpdate, run_local, updated_cohort
@@ -100,5 +101,5 @@ def run_pipeline(
                 arr = arr.reshape(shapes[key])
                 total[key] = total[key] + arr if key in total else arr.copy()
         sums = total
-    files = analysis.write(out_prefix, variants) if out_prefix is not None else []
+    files = write_result(analysis.result(variants), out_prefix) if out_prefix is not None else []
     return Run(analysis=analysis, sites=sites, rounds=rounds, files=files)

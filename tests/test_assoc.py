@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
+from fedstat.formats import numbers, plink1
+from fedstat.formats.results import write_result
 from fedstat.stats import assoc
 from fedstat.stats.base import Cohort, RoundInput
 from tests.conftest import read_pooled
@@ -71,7 +73,7 @@ def three_sites() -> assoc.AssocAnalysis:
 
 
 def test_write__assoc_and_model_byte_identical_to_plink19(tmp_path, three_sites):
-    paths = three_sites.write(tmp_path / "fed", VARIANTS)
+    paths = write_result(three_sites.result(VARIANTS), tmp_path / "fed")
     assert [p.name for p in paths] == ["fed.assoc", "fed.model"]
     for path, ref in zip(paths, ("pooled.assoc", "pooled.model"), strict=True):
         got = path.read_bytes().splitlines(keepends=True)
@@ -87,7 +89,7 @@ def test_log_lines__counts_cases_controls_and_missing(three_sites):
 
 
 def test_result__per_variant_statistics_match_table(three_sites):
-    stats = three_sites.result(VARIANTS)
+    stats = three_sites.result(VARIANTS).stats
     rows = [line.split() for line in (EXPECTED / "pooled.assoc").read_text().splitlines()[1:]]
     a1, a2 = stats.alleles(VARIANTS)
     assert [r[3] for r in rows] == list(a1)
@@ -108,8 +110,8 @@ def test_any_split__gives_identical_tables(tmp_path_factory, three_sites, n_site
     order = data.draw(st.permutations(range(n_sites)), label="site order")
     parts = [np.flatnonzero(site_of == s) for s in order]
     out = tmp_path_factory.mktemp("split")
-    got = _run_sites(parts).write(out / "x", VARIANTS)
-    want = three_sites.write(out / "ref", VARIANTS)
+    got = write_result(_run_sites(parts).result(VARIANTS), out / "x")
+    want = write_result(three_sites.result(VARIANTS), out / "ref")
     for g, w in zip(got, want, strict=True):
         assert g.read_bytes() == w.read_bytes()
 
@@ -159,16 +161,16 @@ def test_finish__hand_worked_allelic_test():
     ],
 )
 def test_format_wxp4__matches_plink19_spellings(value, width, text):
-    assert assoc.format_wxp4(value, width) == text
+    assert numbers.format_wxp4(value, width) == text
 
 
 def test_plink_maxsnp__grows_in_file_order():
     # PLINK 1.9 widens the SNP column to len + 2 only for an ID longer than the current width
-    assert assoc._plink_maxsnp(["rs1"]) == 4
-    assert assoc._plink_maxsnp(["rs100000"]) == 10
-    assert assoc._plink_maxsnp(["rs100000", "rs1000000"]) == 10
-    assert assoc._plink_maxsnp(["rs10000", "rs1000000"]) == 9  # not max(len) + 2 = 11
-    assert assoc._plink_maxsnp(["rs1000", "rs10000000"]) == 12
+    assert plink1.plink_maxsnp(["rs1"]) == 4
+    assert plink1.plink_maxsnp(["rs100000"]) == 10
+    assert plink1.plink_maxsnp(["rs100000", "rs1000000"]) == 10
+    assert plink1.plink_maxsnp(["rs10000", "rs1000000"]) == 9  # not max(len) + 2 = 11
+    assert plink1.plink_maxsnp(["rs1000", "rs10000000"]) == 12
 
 
 def test_block_sums__rejects_non_binary_phenotype_and_bad_genotypes():
@@ -201,5 +203,5 @@ def test_finish__non_autosomal_variants_are_left_out(tmp_path):
     variants = VariantTable.from_lists(["1", "X"], [10, 20], ["a", "b"], ["A", "C"], ["G", "T"])
     stats = assoc.finish(sums, variants.chrom)
     assert stats.tested.tolist() == [True, False]
-    text = assoc.write_assoc(tmp_path / "t.assoc", variants, stats).read_text().splitlines()
+    text = plink1.write_assoc(tmp_path / "t.assoc", variants, stats).read_text().splitlines()
     assert len(text) == 2 and text[1].split()[1] == "a"

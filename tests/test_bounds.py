@@ -32,7 +32,8 @@ from fedstat.client import Client
 from fedstat.computations import LOCAL_COMPUTATIONS
 from fedstat.errors import ProtocolError
 from fedstat.jobs import JobSpec
-from fedstat.privacy.base import PlannedArray, ProtectedChunk, RoundContext, get_mode
+from fedstat.privacy.base import PlannedArray, ProtectedChunk, RoundContext
+from fedstat.privacy.modes import get_mode
 from fedstat.protocol import RoundDataAssembler
 from fedstat.stats import glm_logistic, pca
 from fedstat.stats.base import Cohort, Output, RoundInput, RoundPlan, run_local

@@ -25,6 +25,7 @@ from fedstat.data.genotypes import open_genotypes
 from fedstat.data.pgen_header import dosage_variant_count
 from fedstat.data.samples import read_sample_table
 from fedstat.errors import GenotypeFileError, InputError
+from fedstat.formats.results import write_result
 from fedstat.jobs import JobSpec
 from site_agent.policy import decide
 from tests.glm_harness import compare, load_pooled, run_split
@@ -48,7 +49,7 @@ def coding_glm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pooled = load_pooled()
     job = run_split(("QT2", "CC12M"), ("AGE", "B01", "C012"), frozenset(), pooled.site_of, 3, table=_coding_table())
     out = tmp_path_factory.mktemp("coding") / "coding"
-    job.write(out, pooled.variants)
+    write_result(job.result(pooled.variants), out)
     assert not any("constant covariate" in line for line in job.log_lines()), job.log_lines()
     return out
 

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedstat.stats.allele import ANALYSES, SUM_NAMES, AlleleStats, finish, local_sums, write_reports
+from fedstat.formats.plink2 import write_reports
+from fedstat.stats.allele import ANALYSES, SUM_NAMES, AlleleStats, finish, local_sums
 from tests.conftest import read_pooled
 
 FIXTURE = Path(__file__).parent / "data" / "consortium"

@@ -24,9 +24,10 @@ from fedstat.data.dataset import open_dataset
 from fedstat.errors import PrivacyError
 from fedstat.jobs import JobSpec
 from fedstat.privacy import dp
-from fedstat.privacy.base import RoundContext, get_mode
+from fedstat.privacy.base import RoundContext
 from fedstat.privacy.dp import BudgetExceeded, BudgetLedger
 from fedstat.privacy.dpmode import NoisyProtector, RoundNoise, round_sigma
+from fedstat.privacy.modes import get_mode
 from site_agent.gate import ReleaseGate, count_words, reported_count
 from tests.conftest import GWAS, analyst_profile, missing_rates
 from tests.test_attacks import LEDGER, _edit_sites, _submit

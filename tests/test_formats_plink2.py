@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 
 from fedstat.data.variants import VariantTable
+from fedstat.formats.atomic import atomic_write_text
+from fedstat.formats.numbers import format_g, format_g_array
 from fedstat.formats.plink2 import (
     AFREQ_HEADER,
-    atomic_write_text,
-    format_g,
-    format_g_array,
     write_afreq,
     write_hardy,
     write_vmiss,

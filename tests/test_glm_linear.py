@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedstat.formats.numbers import lntoa_g
+from fedstat.formats.results import write_result
 from fedstat.stats.base import Cohort
-from fedstat.stats.glm import GlmJob, lntoa_g
+from fedstat.stats.glm import GlmJob
 from fedstat.stats.glm_linear import t_log_p
 from tests import glm_harness as h
 
@@ -26,7 +28,7 @@ def test_glm_linear__matches_plink2_fixture(run, tmp_path):
     mods, covars = RUNS[run]
     pooled = h.load_pooled()
     job = h.run_split(("QT",), covars, mods, pooled.site_of, 3)
-    (path,) = job.write(tmp_path / run, pooled.variants)
+    (path,) = write_result(job.result(pooled.variants), tmp_path / run)
     assert path.name == f"{run}.QT.glm.linear"
     c = h.compare(path, h.EXPECTED / path.name)
     assert c.key_mismatch == 0, c.mismatches[:3]

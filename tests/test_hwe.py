@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedstat.formats.plink2 import format_g
+from fedstat.formats.numbers import format_g
 from fedstat.stats.hwe import hwe_exact_p
 
 FIXTURE = Path(__file__).parent / "data" / "consortium" / "expected"

@@ -16,7 +16,8 @@ from fedstat.client import Client
 from fedstat.data.variants import VariantTable
 from fedstat.jobs import JobSpec
 from fedstat.net import secure_channel
-from fedstat.privacy.base import RoundContext, get_mode
+from fedstat.privacy.base import RoundContext
+from fedstat.privacy.modes import get_mode
 from fedstat.protocol import chunk_to_pb
 from fedstat.wire import site_pb2, site_pb2_grpc
 from site_agent.harmonize import SiteHarmonizer, SiteIdentity

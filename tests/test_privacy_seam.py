@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from fedstat.errors import PrivacyError, ProtocolError
-from fedstat.privacy.base import MAX_CHUNK_BYTES, RoundContext, get_mode, split_chunks
+from fedstat.privacy.base import MAX_CHUNK_BYTES, RoundContext, split_chunks
+from fedstat.privacy.modes import get_mode
 
 CTX = RoundContext(job_id="j", round=1, attempt=0, participants=("A", "B", "C"))
 

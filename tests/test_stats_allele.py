@@ -7,7 +7,8 @@ import pytest
 
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
-from fedstat.stats.allele import ANALYSES, SUM_NAMES, AlleleStats, finish, local_sums, write_reports
+from fedstat.formats.plink2 import write_reports
+from fedstat.stats.allele import ANALYSES, SUM_NAMES, AlleleStats, finish, local_sums
 
 
 def test_local_sums__counts_each_genotype_class():

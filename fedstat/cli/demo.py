@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+from collections.abc import Callable, Sequence
 
 from fedstat.cli import poc
 from fedstat.errors import InputError
@@ -23,8 +24,8 @@ def _say(step: str) -> None:
     print(f"\n== {step}", flush=True)
 
 
-def run(args: argparse.Namespace) -> int:
-    from fedstat.cli.main import main as cli  # noqa: PLC0415
+def run(args: argparse.Namespace, *, cli: Callable[[Sequence[str]], int]) -> int:
+    """The demo; ``cli`` runs one ``fedstat`` command line (the command's own entry point)."""
     from fedstat.simulate import simulate_consortium  # noqa: PLC0415
 
     if args.samples < 3 * 10 or args.variants < 100:

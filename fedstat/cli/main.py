@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import fedstat
+from fedstat.cli.common import add_profile
 from fedstat.counts import WITHHELD, describe_count
 from fedstat.errors import (
     AuthError,
@@ -48,16 +49,6 @@ every job writes <out>.provenance.json (fedstat version, job spec, sites and cou
 """
 
 
-def _add_profile(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--profile",
-        required=True,
-        type=Path,
-        metavar="TOML",
-        help="analyst profile: coordinator address and your certificate (see README)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="fedstat",
@@ -82,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_SUBMIT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_profile(p)
+    add_profile(p)
     g = p.add_argument_group("analyses (plink2 flags)")
     g.add_argument("--freq", action="store_true", help="allele frequencies → <out>.afreq")
     g.add_argument("--geno-counts", action="store_true", help="genotype counts → <out>.gcount")
@@ -192,28 +183,28 @@ def build_parser() -> argparse.ArgumentParser:
         dest="jobs_command", required=True, metavar="ACTION"
     )
     p = jobs.add_parser("list", help="your jobs, newest first")
-    _add_profile(p)
+    add_profile(p)
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--all", action="store_true", help="every analyst's jobs (needs the view-all role)")
     p.add_argument("--state", choices=("QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED"), help="only jobs in STATE")
     p = jobs.add_parser("show", help="one job: state, sites, log")
-    _add_profile(p)
+    add_profile(p)
     p.add_argument("job_id")
     p = jobs.add_parser("cancel", help="cancel a job at the coordinator and every site")
-    _add_profile(p)
+    add_profile(p)
     p.add_argument("job_id")
     p = jobs.add_parser("results", help="download a finished job's files")
-    _add_profile(p)
+    add_profile(p)
     p.add_argument("job_id")
     p.add_argument("--out", required=True, help="output prefix or directory: files go to its directory")
     p = jobs.add_parser("sites", help="sites connected to the coordinator and their datasets")
-    _add_profile(p)
+    add_profile(p)
     p = jobs.add_parser(
         "policies",
         help="each connected site's disclosure-control settings (privacy modes, minimum cohort and cell "
         "counts, --glm parameter ratio, DP budget left) and the strictest, which your job must meet",
     )
-    _add_profile(p)
+    add_profile(p)
     p.add_argument("--dataset", default="", help="dataset name at each site (default: each site's first)")
 
     # operators
@@ -285,10 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="the coordinator's state: sites connected, jobs by state, round latencies (role admin)",
     )
-    _add_profile(p)
+    add_profile(p)
     p.add_argument("--json", action="store_true", help="print it as JSON (for monitoring)")
     p = sub.add_parser("whoami", help="your name and roles on the coordinator")
-    _add_profile(p)
+    add_profile(p)
 
     from fedstat.cli import schedule  # noqa: PLC0415 - `fedstat schedule` and `fedstat reports`
 
@@ -384,7 +375,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from fedstat.client import Client  # noqa: PLC0415
     from fedstat.errors import InputError  # noqa: PLC0415
     from fedstat.jobs import JobSpec  # noqa: PLC0415
-    from fedstat.privacy.base import get_mode  # noqa: PLC0415
+    from fedstat.privacy.modes import get_mode  # noqa: PLC0415
 
     flags = (
         ("freq", args.freq),
@@ -717,7 +708,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from fedstat.cli import demo  # noqa: PLC0415
 
-            return demo.run(args)
+            return demo.run(args, cli=main)
     except KeyboardInterrupt:
         print("fedstat: interrupted", file=sys.stderr)
         return 130

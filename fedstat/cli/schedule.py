@@ -7,6 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from fedstat.cli.common import add_profile
 from fedstat.errors import FedstatError, InputError, JobFailed
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ examples:
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``schedule`` and ``reports`` commands to the ``fedstat`` parser."""
-    from fedstat.cli.main import _add_profile  # noqa: PLC0415 - main imports this module
-
     raw = argparse.RawDescriptionHelpFormatter
     schedule = sub.add_parser(
         "schedule",
@@ -61,7 +60,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         epilog=EPILOG_ADD,
         formatter_class=raw,
     )
-    _add_profile(p)
+    add_profile(p)
     p.add_argument("--name", required=True, help="a name for it, unique among yours, e.g. weekly-afreq")
     p.add_argument(
         "--cron",
@@ -88,13 +87,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--out", default="", metavar="NAME", help="result file prefix (default: the schedule's name)")
 
     p = schedule.add_parser("list", help="your schedules: cron, next run, runs so far")
-    _add_profile(p)
+    add_profile(p)
     p.add_argument("--all", action="store_true", help="every analyst's schedules (needs the view-all role)")
     p = schedule.add_parser("remove", help="remove a schedule (its reports stay)")
-    _add_profile(p)
+    add_profile(p)
     p.add_argument("schedule", metavar="NAME_OR_ID")
     p = schedule.add_parser("run-now", help="start a run of a schedule now, outside its slots")
-    _add_profile(p)
+    add_profile(p)
     p.add_argument("schedule", metavar="NAME_OR_ID")
     p.add_argument("--wait", action="store_true", help="wait for the run's report and print it")
 
@@ -107,12 +106,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = reports.add_parser(
         "list", help="reports, newest first, one line each", epilog=EPILOG_REPORTS, formatter_class=raw
     )
-    _add_profile(p)
+    add_profile(p)
     p.add_argument("--schedule", default="", metavar="NAME_OR_ID", help="only this schedule's reports")
     p.add_argument("--all", action="store_true", help="every analyst's reports (needs the view-all role)")
     p.add_argument("--limit", type=int, default=20)
     p = reports.add_parser("get", help="one report in full", epilog=EPILOG_REPORTS, formatter_class=raw)
-    _add_profile(p)
+    add_profile(p)
     p.add_argument("report_id", metavar="REPORT_ID")
     p.add_argument("--json", action="store_true", help="print the report's JSON document instead of its text")
 

@@ -142,13 +142,13 @@ REVIEW_MODIFIERS = frozenset(
 #: Modifiers that may carry a parameter (``RS-PD``, ``GS:EU``); the parameter is dropped.
 _PARAMETERISED = frozenset({Modifier.RS, Modifier.GS, Modifier.MOR, Modifier.TS})
 
-_WITHDRAWN_TOKEN = "WITHDRAWN"
+WITHDRAWN_TOKEN = "WITHDRAWN"
 _GRU_CC = frozenset({"GRU-CC", "DUO:0000005"})
-_NPUNCU = frozenset({"NPUNCU", "DUO:0000018"})
-_PERMISSION_NAMES: Mapping[str, Permission] = MappingProxyType(
+NPUNCU_TOKENS = frozenset({"NPUNCU", "DUO:0000018"})
+PERMISSION_NAMES: Mapping[str, Permission] = MappingProxyType(
     {**{p.value: p for p in Permission}, **{p.curie: p for p in Permission}}
 )
-_MODIFIER_NAMES: Mapping[str, Modifier] = MappingProxyType(
+MODIFIER_NAMES: Mapping[str, Modifier] = MappingProxyType(
     {**{m.value: m for m in Modifier}, **{m.curie: m for m in Modifier}}
 )
 
@@ -162,22 +162,22 @@ _PARAM_RE = re.compile(r"^[A-Z0-9_.:\-]+$")
 _MAX_SHOWN = 40  # longest piece of cell text quoted in an error message
 
 
-def _shown(text: str) -> str:
+def quoted(text: str) -> str:
     """``text`` quoted for an error message, cut to :data:`_MAX_SHOWN` characters."""
     return repr(text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "…")
 
 
-def _tokens(text: str) -> list[str]:
+def split_tokens(text: str) -> list[str]:
     """Split a consent or purpose string into non-empty raw tokens (original case)."""
     return [t for t in _SPLIT_RE.split(_JOINERS_RE.sub(r"\1", text.strip())) if t]
 
 
-def _normalise(token: str) -> str:
+def normalise(token: str) -> str:
     upper = token.upper()
     return "DUO:" + upper[4:] if upper.startswith("DUO_") else upper
 
 
-def _key_and_arg(token: str) -> tuple[str, str | None]:
+def key_and_arg(token: str) -> tuple[str, str | None]:
     """A normalised token's code (``""`` when it is not one) and its argument, if any."""
     match = _TOKEN_RE.match(token)
     if match is None:
@@ -185,12 +185,12 @@ def _key_and_arg(token: str) -> tuple[str, str | None]:
     return match["key"], match["arg"] if match["arg"] is not None else match["parg"]
 
 
-def _disease_term(raw: str, arg: str | None, *, what: str) -> str:
+def disease_term(raw: str, arg: str | None, *, what: str) -> str:
     if not arg:
-        raise InputError(f"{what} {_shown(raw)} needs a disease term, e.g. DS:MONDO:0005148")
+        raise InputError(f"{what} {quoted(raw)} needs a disease term, e.g. DS:MONDO:0005148")
     term = normalise_term(arg)
     if not _TERM_RE.match(term):
-        raise InputError(f"{what} {_shown(raw)}: disease term must be a CURIE such as MONDO:0005148")
+        raise InputError(f"{what} {quoted(raw)}: disease term must be a CURIE such as MONDO:0005148")
     return term
 
 
@@ -225,7 +225,7 @@ class ConsentCode:
 
     def __str__(self) -> str:
         if self.withdrawn:
-            return _WITHDRAWN_TOKEN
+            return WITHDRAWN_TOKEN
         assert self.permission is not None
         if self.permission is Permission.DS:
             head = [f"DS:{d}" for d in self.diseases]
@@ -258,7 +258,7 @@ def parse_consent(text: str, *, default: ConsentCode | None = None) -> ConsentCo
         NRES with modifiers, a parameter on a code that takes none, or an empty cell without
         a default.
     """
-    tokens = _tokens(text)
+    tokens = split_tokens(text)
     if not tokens:
         if default is None:
             raise InputError("empty consent and no dataset default consent")
@@ -268,48 +268,48 @@ def parse_consent(text: str, *, default: ConsentCode | None = None) -> ConsentCo
     modifiers: set[Modifier] = set()
     withdrawn = False
     for raw in tokens:
-        token = _normalise(raw)
-        if token == _WITHDRAWN_TOKEN:
+        token = normalise(raw)
+        if token == WITHDRAWN_TOKEN:
             withdrawn = True
             continue
         if token in _GRU_CC:
             permissions.add(Permission.GRU)
             modifiers.add(Modifier.CC)
             continue
-        if token in _NPUNCU:
+        if token in NPUNCU_TOKENS:
             modifiers.update((Modifier.NPU, Modifier.NCU))
             continue
-        key, arg = _key_and_arg(token)
-        permission = _PERMISSION_NAMES.get(key)
+        key, arg = key_and_arg(token)
+        permission = PERMISSION_NAMES.get(key)
         if permission is not None:
             if permission is Permission.DS:
-                term = _disease_term(raw, arg, what="consent code")
+                term = disease_term(raw, arg, what="consent code")
                 if term not in diseases:
                     diseases.append(term)
             elif arg is not None:
-                raise InputError(f"consent code {_shown(raw)}: {permission.value} takes no argument")
+                raise InputError(f"consent code {quoted(raw)}: {permission.value} takes no argument")
             permissions.add(permission)
-        elif (modifier := _MODIFIER_NAMES.get(key)) is not None:
+        elif (modifier := MODIFIER_NAMES.get(key)) is not None:
             if arg is not None and (modifier not in _PARAMETERISED or not _PARAM_RE.match(arg)):
                 raise InputError(
-                    f"consent code {_shown(raw)}: {modifier.value} takes no argument"
+                    f"consent code {quoted(raw)}: {modifier.value} takes no argument"
                     if modifier not in _PARAMETERISED
-                    else f"consent code {_shown(raw)}: malformed {modifier.value} parameter"
+                    else f"consent code {quoted(raw)}: malformed {modifier.value} parameter"
                 )
             modifiers.add(modifier)
         else:
             raise InputError(
-                f"unknown consent code {_shown(raw)}; expected a DUO permission (GRU, HMB, DS:<disease>, POA, "
+                f"unknown consent code {quoted(raw)}; expected a DUO permission (GRU, HMB, DS:<disease>, POA, "
                 "NRES) or CURIE, DUO modifiers (NPU, NCU, NMDS, GSO, IRB, ...), or WITHDRAWN"
             )
     if withdrawn:
         return WITHDRAWN
     if not permissions:
-        raise InputError(f"consent {_shown(text)} has no data use permission (GRU, HMB, DS:<disease>, POA or NRES)")
+        raise InputError(f"consent {quoted(text)} has no data use permission (GRU, HMB, DS:<disease>, POA or NRES)")
     if len(permissions) > 1:
         names = ", ".join(sorted(p.value for p in permissions))
-        raise InputError(f"consent {_shown(text)} has more than one data use permission ({names})")
+        raise InputError(f"consent {quoted(text)} has more than one data use permission ({names})")
     (permission,) = permissions
     if permission is Permission.NRES and modifiers:
-        raise InputError(f"consent {_shown(text)}: NRES (no restriction) cannot carry modifiers")
+        raise InputError(f"consent {quoted(text)}: NRES (no restriction) cannot carry modifiers")
     return ConsentCode(permission=permission, diseases=tuple(diseases), modifiers=frozenset(modifiers))

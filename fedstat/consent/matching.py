@@ -43,7 +43,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
-from fedstat.consent.duo import _MODIFIER_NAMES, REVIEW_MODIFIERS, ConsentCode, Modifier, Permission, _normalise, _shown
+from fedstat.consent.duo import MODIFIER_NAMES, REVIEW_MODIFIERS, ConsentCode, Modifier, Permission, normalise, quoted
 from fedstat.consent.ontology import DiseaseOntology
 from fedstat.consent.purposes import Purpose
 from fedstat.errors import InputError
@@ -79,9 +79,9 @@ def clearable(modifiers: Iterable[Modifier | str]) -> frozenset[Modifier]:
     """
     out: set[Modifier] = set()
     for value in modifiers:
-        modifier = value if isinstance(value, Modifier) else _MODIFIER_NAMES.get(_normalise(str(value).strip()))
+        modifier = value if isinstance(value, Modifier) else MODIFIER_NAMES.get(normalise(str(value).strip()))
         if modifier is None:
-            raise InputError(f"cannot clear {_shown(str(value))}: not a DUO modifier")
+            raise InputError(f"cannot clear {quoted(str(value))}: not a DUO modifier")
         if modifier not in REVIEW_MODIFIERS:
             allowed = ", ".join(sorted(m.value for m in REVIEW_MODIFIERS))
             raise InputError(f"cannot clear {modifier.value}: it is decided automatically; clearable: {allowed}")

@@ -20,16 +20,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from fedstat.consent.duo import (
-    _MODIFIER_NAMES,
-    _NPUNCU,
-    _PERMISSION_NAMES,
-    _WITHDRAWN_TOKEN,
+    MODIFIER_NAMES,
+    NPUNCU_TOKENS,
+    PERMISSION_NAMES,
+    WITHDRAWN_TOKEN,
     Permission,
-    _disease_term,
-    _key_and_arg,
-    _normalise,
-    _shown,
-    _tokens,
+    disease_term,
+    key_and_arg,
+    normalise,
+    quoted,
+    split_tokens,
 )
 from fedstat.errors import InputError
 
@@ -90,35 +90,35 @@ def parse_purpose(text: str) -> Purpose:
         When the text is empty, names no research area or more than one, uses a consent-only
         code (NRES, a modifier, WITHDRAWN), or has an unknown token.
     """
-    tokens = _tokens(text)
+    tokens = split_tokens(text)
     if not tokens:
         raise InputError("no purpose given: declare one of GRU, HMB, POA or DS:<disease>, e.g. --purpose HMB")
     areas: list[tuple[Permission, str | None]] = []
     flags: set[str] = set()
     for raw in tokens:
-        token = _normalise(raw)
+        token = normalise(raw)
         if token in _PURPOSE_FLAGS:
             flags.add(_PURPOSE_FLAGS[token])
             continue
-        key, arg = _key_and_arg(token)
-        area = _PERMISSION_NAMES.get(key)
+        key, arg = key_and_arg(token)
+        area = PERMISSION_NAMES.get(key)
         if area is not None:
             if area is Permission.NRES:
                 raise InputError("purpose NRES: 'no restriction' describes a consent; declare GRU for general research")
             if area is Permission.DS:
-                areas.append((area, _disease_term(raw, arg, what="purpose")))
+                areas.append((area, disease_term(raw, arg, what="purpose")))
             elif arg is not None:
-                raise InputError(f"purpose {_shown(raw)}: {area.value} takes no argument")
+                raise InputError(f"purpose {quoted(raw)}: {area.value} takes no argument")
             else:
                 areas.append((area, None))
-        elif key in _MODIFIER_NAMES or token in _NPUNCU or token == _WITHDRAWN_TOKEN:
+        elif key in MODIFIER_NAMES or token in NPUNCU_TOKENS or token == WITHDRAWN_TOKEN:
             raise InputError(
-                f"purpose {_shown(raw)} is a consent code, not a purpose; "
+                f"purpose {quoted(raw)} is a consent code, not a purpose; "
                 "declare commercial use with COMMERCIAL and methods development with MDS"
             )
         else:
             raise InputError(
-                f"unknown purpose {_shown(raw)}; expected GRU, HMB, POA or DS:<disease>, optionally with MDS, COMMERCIAL"
+                f"unknown purpose {quoted(raw)}; expected GRU, HMB, POA or DS:<disease>, optionally with MDS, COMMERCIAL"
             )
     distinct = set(areas)
     if not distinct:

@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from fedstat.consent.duo import _WITHDRAWN_TOKEN, ConsentCode, Modifier, _normalise, _tokens, parse_consent
+from fedstat.consent.duo import WITHDRAWN_TOKEN, ConsentCode, Modifier, normalise, parse_consent, split_tokens
 from fedstat.consent.matching import Exclusion, clearable, exclusion_reason
 from fedstat.consent.ontology import DiseaseOntology
 from fedstat.consent.purposes import Purpose
@@ -109,7 +109,7 @@ class _Column:
 
 
 def _mentions_withdrawn(text: str) -> bool:
-    return any(_normalise(t) == _WITHDRAWN_TOKEN for t in _tokens(text))
+    return any(normalise(t) == WITHDRAWN_TOKEN for t in split_tokens(text))
 
 
 def _classify(cells: Iterable[str | None], *, default: ConsentCode | str | None) -> _Column:
@@ -174,7 +174,7 @@ def _select(
         assert isinstance(code, ConsentCode)
         reason = exclusion_reason(code, purpose, ontology=ontology, cleared=cleared)
         reason_u[k] = _INCLUDED if reason is None else _REASON_INDEX[reason]
-        defaulted_u[k] = not _tokens(cell)
+        defaulted_u[k] = not split_tokens(cell)
         cleared_u[k] = bool(code.modifiers & cleared)
 
     reason_all = reason_u[inverse]  # reason index per sample

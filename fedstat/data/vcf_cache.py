@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from fedstat.errors import GenotypeFileError
+from fedstat.formats.atomic import atomic_path
 
 #: Bump when the cache layout or the genotype conversion changes; old caches are rebuilt.
 #: 3: VCFs holding dosages (DS/GP/HDS) or no GT are refused, so older caches of them must go.
@@ -247,7 +248,8 @@ def pack_bed(geno: np.ndarray) -> np.ndarray:
     codes[:, :n_samp] = _BED_CODE[geno & 3]
     codes = codes.reshape(n_var, width, 4)
     # one byte = c0 | c1 << 2 | c2 << 4 | c3 << 6
-    return codes[..., 0] | (codes[..., 1] << 2) | (codes[..., 2] << 4) | (codes[..., 3] << 6)
+    packed: np.ndarray = codes[..., 0] | (codes[..., 1] << 2) | (codes[..., 2] << 4) | (codes[..., 3] << 6)
+    return packed
 
 
 def _alt_counts(gt: np.ndarray, out: np.ndarray) -> bool:
@@ -416,7 +418,7 @@ def _build(
                     vid = rec.ID or "."
                     if _WHITESPACE.search(chrom) or _WHITESPACE.search(vid):
                         raise GenotypeFileError(f"{source}: {where}: whitespace in CHROM or ID")
-                    fields = rec.FORMAT or ()
+                    fields: list[str] = rec.FORMAT or []
                     _refuse_dosages(source, fields, f" at {where}, undeclared in the header")
                     if "GT" in fields:
                         n_gt += 1
@@ -479,12 +481,14 @@ def _build(
             non_snv_skipped=n_non_snv,
             file_sizes={ext: tmp[ext].stat().st_size for ext in ("pgen", "pvar", "psam")},
         )
-        tmp["json"].write_text(json.dumps(record, indent=1), encoding="utf-8")
-        # the fingerprint goes first and comes back last: a cache without it is never used
-        with contextlib.suppress(FileNotFoundError):
-            paths["json"].unlink()
-        for ext in ("pgen", "pvar", "psam", "json"):
-            os.replace(tmp[ext], paths[ext])
+        # the fingerprint goes first and comes back last: a cache without it is never used. The
+        # files are renamed as their contexts exit, last entered first: pgen, pvar, psam, json.
+        with contextlib.ExitStack() as renames:
+            for ext in ("json", "psam", "pvar", "pgen"):
+                renames.enter_context(atomic_path(paths[ext], tmp=tmp[ext]))
+            tmp["json"].write_text(json.dumps(record, indent=1), encoding="utf-8")
+            with contextlib.suppress(FileNotFoundError):
+                paths["json"].unlink()
         return record
     except OSError as exc:
         raise GenotypeFileError(f"cannot write VCF cache in {cache_dir} ({exc.strerror or exc})") from exc

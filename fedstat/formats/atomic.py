@@ -40,7 +40,9 @@ def _fsync_file(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | Path, *, file_mode: int | None = None, sync_dir: bool = False) -> Iterator[Path]:
+def atomic_path(
+    path: str | Path, *, file_mode: int | None = None, sync_dir: bool = False, tmp: str | Path | None = None
+) -> Iterator[Path]:
     """Yield ``<path>.tmp`` to write; on a clean exit fsync it and rename it over ``path``.
 
     Parameters
@@ -49,9 +51,11 @@ def atomic_path(path: str | Path, *, file_mode: int | None = None, sync_dir: boo
     file_mode : permission bits to create the temporary file with (e.g. ``0o600`` for a private
         key): it never exists with wider ones. None: the process umask.
     sync_dir : also fsync the directory after the rename.
+    tmp : the temporary file, in the destination's directory; None: ``<path>.tmp``. A name of its
+        own for writers that may race for the same destination.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + ".tmp") if tmp is None else Path(tmp)
     try:
         if file_mode is not None:
             tmp.unlink(missing_ok=True)

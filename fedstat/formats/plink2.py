@@ -1,7 +1,7 @@
-"""plink2-format report tables and plink2's number formatting.
+"""plink2-format output files, byte for byte as plink2 2.00a3.5 writes them.
 
-The writers produce the same bytes plink2 2.00a3.5 writes for ``--freq``, ``--geno-counts``,
-``--hardy`` and ``--missing`` (variant report) on autosomal biallelic variants:
+Report tables for ``--freq``, ``--geno-counts``, ``--hardy`` and ``--missing`` (variant report)
+on autosomal biallelic variants (:func:`write_reports`):
 
 =========  ==========================================================================
 ``.afreq`` ``#CHROM ID REF ALT ALT_FREQS OBS_CT`` (OBS_CT: allele observations)
@@ -12,44 +12,53 @@ The writers produce the same bytes plink2 2.00a3.5 writes for ``--freq``, ``--ge
 ``.vmiss`` ``#CHROM ID MISSING_CT OBS_CT F_MISS`` (OBS_CT: all samples, missing included)
 =========  ==========================================================================
 
-Columns are tab-separated, lines end in ``\\n``. Non-finite values print as plink2 prints
-them: ``nan`` (not ``NA``) and ``inf``.
+``--glm`` results, ``<out>.<PHENO>.glm.linear`` / ``.glm.logistic.hybrid`` / ``.glm.logistic``
+/ ``.glm.firth`` (:func:`write_glm`), and ``--pca``'s ``.eigenval`` and ``.eigenvec.allele``
+(:func:`write_pca`).
 
-Every file is written atomically: to ``<path>.tmp``, flushed and fsynced, then renamed over
-``<path>``; on any error the temporary file is removed and ``<path>`` is left untouched.
+Columns are tab-separated, lines end in ``\\n``. Numbers print as plink2 prints them
+(:mod:`fedstat.formats.numbers`); in the report tables non-finite values are ``nan`` (not ``NA``)
+and ``inf``, in ``--glm`` output an undefined value is ``NA``.
+
+Every file is written atomically (:mod:`fedstat.formats.atomic`): to ``<path>.tmp``, flushed and
+fsynced, then renamed over ``<path>``; on any error the temporary file is removed and ``<path>``
+is left untouched.
 
 References
 ----------
-plink2 ``dtoa_g`` (``plink2_string.cc``): 6 significant digits, trailing zeros removed,
-banker's rounding of near-ties (within 5e-9 of a unit in the last place), exponents of at
-least two digits (``1e-05``, ``5.36356e-300``).
+plink2 2.00a3.5: ``plink2_misc.cc`` (the report tables), ``plink2_glm.cc`` (``--glm`` columns),
+``plink2_matrix_calc.cc`` (``--pca`` files).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedstat.data.variants import VariantTable
+from fedstat.errors import InputError
 from fedstat.formats.atomic import atomic_write_text
-
-if TYPE_CHECKING:  # pragma: no cover - import only for annotations, avoids a cycle
-    from fedstat.stats.allele import AlleleStats
+from fedstat.formats.numbers import CachedFormat, format_g, format_g_array, int_strings, lntoa_g
+from fedstat.stats.allele import ANALYSES, AlleleReports, AlleleStats
+from fedstat.stats.glm import GlmResult, GlmTables
+from fedstat.stats.pca import PcaResult, pc_names
 
 __all__ = [
     "AFREQ_HEADER",
+    "EXTENSIONS",
     "GCOUNT_HEADER",
     "HARDY_HEADER",
     "VMISS_HEADER",
-    "atomic_write_text",
-    "format_g",
-    "format_g_array",
     "write_afreq",
+    "write_allele_reports",
     "write_gcount",
+    "write_glm",
+    "write_glm_tables",
     "write_hardy",
+    "write_pca",
+    "write_reports",
     "write_vmiss",
 ]
 
@@ -81,218 +90,11 @@ HARDY_HEADER = (
 VMISS_HEADER = ("#CHROM", "ID", "MISSING_CT", "OBS_CT", "F_MISS")
 
 # ---------------------------------------------------------------------------------------------
-# dtoa_g: a literal port, so that every double rounds exactly as plink2 rounds it.
-# All arithmetic below is IEEE double arithmetic in the same order as the C code.
-# ---------------------------------------------------------------------------------------------
-
-_DBL_MAX = float(np.finfo(np.float64).max)
-# banker's rounding offsets, indexed by the parity of the truncated value
-_BANKER_ROUND8 = (0.499999995, 0.500000005)
-_T = 9.9999949999999  # "rounds to 10.0000 at 6 significant digits" mantissa threshold
-
-
-def _bround(x: float) -> int:
-    """plink2 ``double_bround`` with kBankerRound8: round half to even, with tolerance."""
-    r = int(x)
-    return r + int((x - r) + _BANKER_ROUND8[r & 1])
-
-
-def _trim(digits: str) -> str:
-    return digits.rstrip("0")
-
-
-def _mantissa_1p5(x: float) -> str:
-    """``double_bround5`` + ``qrtoa_1p5``: x in [1, 10) -> ``d[.ddddd]``."""
-    v = _bround(x * 100000)
-    q, r = divmod(v, 100000)
-    frac = _trim(f"{r:05d}") if r else ""
-    return f"{q}.{frac}" if frac else str(q)
-
-
-def _so6(x: float) -> str:
-    """plink2 ``dtoa_so6``: 6 significant digits for 0.99999949999999 <= x < 999999.5."""
-    if x < 99.999949999999:
-        if x < 9.9999949999999:
-            return _mantissa_1p5(x)
-        ndec, scale = 4, 10000
-    elif x < 9999.9949999999:
-        if x < 999.99949999999:
-            ndec, scale = 3, 1000
-        else:
-            ndec, scale = 2, 100
-    elif x >= 99999.949999999:
-        return f"{_bround(x):06d}"
-    else:
-        ndec, scale = 1, 10
-    v = _bround(x * scale)
-    q, r = divmod(v, scale)
-    if not r:
-        return str(q)
-    return f"{q}.{_trim(f'{r:0{ndec}d}')}"
-
-
-def _dtoa_g6(x: float) -> str:
-    if x != x:
-        return "nan"
-    sign = ""
-    if x < 0:
-        sign = "-"
-        x = -x
-    xp10 = 0
-    if x < 9.9999949999999e-5:
-        # exponential notation, negative exponent
-        if x < 9.9999949999999e-16:
-            if x < 9.9999949999999e-128:
-                if x == 0.0:
-                    return "0"
-                if x < 9.9999949999999e-256:
-                    x *= 1.0e256
-                    xp10 |= 256
-                else:
-                    x *= 1.0e128
-                    xp10 |= 128
-            if x < 9.9999949999999e-64:
-                x *= 1.0e64
-                xp10 |= 64
-            if x < 9.9999949999999e-32:
-                x *= 1.0e32
-                xp10 |= 32
-            if x < 9.9999949999999e-16:
-                x *= 1.0e16
-                xp10 |= 16
-        if x < 9.9999949999999e-8:
-            x *= 100000000.0
-            xp10 |= 8
-        if x < 9.9999949999999e-4:
-            x *= 10000.0
-            xp10 |= 4
-        if x < 9.9999949999999e-2:
-            x *= 100.0
-            xp10 |= 2
-        if x < 9.9999949999999e-1:
-            x *= 10.0
-            xp10 += 1
-        return f"{sign}{_mantissa_1p5(x)}e-{xp10:02d}"
-    if x >= 999999.49999999:
-        # exponential notation, positive exponent
-        if x >= 9.9999949999999e15:
-            if x >= 9.9999949999999e127:
-                if x > _DBL_MAX:
-                    return f"{sign}inf"
-                if x >= 9.9999949999999e255:
-                    x *= 1.0e-256
-                    xp10 |= 256
-                else:
-                    x *= 1.0e-128
-                    xp10 |= 128
-            if x >= 9.9999949999999e63:
-                x *= 1.0e-64
-                xp10 |= 64
-            if x >= 9.9999949999999e31:
-                x *= 1.0e-32
-                xp10 |= 32
-            if x >= 9.9999949999999e15:
-                x *= 1.0e-16
-                xp10 |= 16
-        if x >= 9.9999949999999e7:
-            x *= 1.0e-8
-            xp10 |= 8
-        if x >= 9.9999949999999e3:
-            x *= 1.0e-4
-            xp10 |= 4
-        if x >= 9.9999949999999e1:
-            x *= 1.0e-2
-            xp10 |= 2
-        if x >= _T:
-            x *= 1.0e-1
-            xp10 += 1
-        return f"{sign}{_mantissa_1p5(x)}e+{xp10:02d}"
-    if x >= 0.99999949999999:
-        return sign + _so6(x)
-    # plain decimal below 1: "0." then leading zeros then six digits, trailing zeros removed
-    lead = ""
-    if x < 9.9999949999999e-3:
-        x *= 100.0
-        lead = "00"
-    if x < 9.9999949999999e-2:
-        x *= 10.0
-        lead += "0"
-    return f"{sign}0.{lead}{_trim(f'{_bround(x * 1000000.0):06d}')}"
-
-
-def _generic_g(x: float, digits: int) -> str:
-    """%g-style formatting with ``digits`` significant digits, plink2 spellings."""
-    if x != x:
-        return "nan"
-    if x in (np.inf, -np.inf):
-        return "inf" if x > 0 else "-inf"
-    s = f"{x:.{digits}g}"
-    if "e" in s:
-        mant, exp = s.split("e")
-        if "." in mant:
-            mant = mant.rstrip("0").rstrip(".")
-        s = f"{mant}e{exp}"
-    return s
-
-
-def format_g(x: float, digits: int = 6) -> str:
-    """Format a number as plink2 prints it in report tables.
-
-    Parameters
-    ----------
-    x : the value (a Python or numpy float; integers are converted).
-    digits : significant digits. ``6`` (plink2's default ``dtoa_g``) is a bit-exact port of
-        plink2's routine, including its banker's rounding of near-ties; other values use
-        C ``%g`` with plink2's spellings of non-finite values.
-
-    Returns
-    -------
-    str
-        E.g. ``0.5``, ``0.415094``, ``1e-05``, ``5.36356e-300``, ``1.23457e+06``, ``nan``.
-    """
-    x = float(x)
-    if digits == 6:
-        return _dtoa_g6(x)
-    if digits < 1:
-        raise ValueError(f"format_g needs at least 1 significant digit, got {digits}")
-    return _generic_g(x, digits)
-
-
-def format_g_array(values: np.ndarray, digits: int = 6) -> list[str]:
-    """:func:`format_g` over an array; repeated values are formatted once.
-
-    Parameters
-    ----------
-    values : [array, shape: (n,)] floats
-
-    Returns
-    -------
-    list of n strings
-    """
-    cache: dict[float, str] = {}
-    out: list[str] = []
-    append = out.append
-    for v in np.asarray(values, dtype=np.float64).tolist():
-        s = cache.get(v)
-        if s is None:
-            # NaN never equals itself, so it is formatted each time (cheaply)
-            s = format_g(v, digits)
-            if v == v:
-                cache[v] = s
-        append(s)
-    return out
-
-
-def _int_strings(values: np.ndarray) -> list[str]:
-    return [str(v) for v in np.asarray(values, dtype=np.int64).tolist()]
-
-
-# ---------------------------------------------------------------------------------------------
-# atomic writes
+# tables
 # ---------------------------------------------------------------------------------------------
 
 
-def _table_lines(header: tuple[str, ...], columns: list[list[str]]) -> Iterable[str]:
+def _table_lines(header: Sequence[str], columns: list[list[str]]) -> Iterable[str]:
     yield "\t".join(header) + "\n"
     rows = ["\t".join(row) for row in zip(*columns, strict=True)]
     block = 8192
@@ -309,6 +111,11 @@ def _strs(values: np.ndarray) -> list[str]:
     return [str(v) for v in values.tolist()]
 
 
+def _keys(variants: VariantTable) -> list[list[str]]:
+    """The columns ``#CHROM ID REF ALT``."""
+    return [_strs(variants.chrom), _strs(variants.id), _strs(variants.ref), _strs(variants.alt)]
+
+
 def write_afreq(path: str | Path, variants: VariantTable, stats: AlleleStats) -> Path:
     """Write a plink2 ``.afreq`` table (``--freq``).
 
@@ -316,12 +123,9 @@ def write_afreq(path: str | Path, variants: VariantTable, stats: AlleleStats) ->
     """
     _check_rows(variants, stats, "write_afreq")
     cols = [
-        _strs(variants.chrom),
-        _strs(variants.id),
-        _strs(variants.ref),
-        _strs(variants.alt),
+        *_keys(variants),
         format_g_array(stats.alt_freq),
-        _int_strings(stats.obs_ct),
+        int_strings(stats.obs_ct),
     ]
     return atomic_write_text(path, _table_lines(AFREQ_HEADER, cols))
 
@@ -331,16 +135,13 @@ def write_gcount(path: str | Path, variants: VariantTable, stats: AlleleStats) -
     _check_rows(variants, stats, "write_gcount")
     zeros = ["0"] * len(variants)
     cols = [
-        _strs(variants.chrom),
-        _strs(variants.id),
-        _strs(variants.ref),
-        _strs(variants.alt),
-        _int_strings(stats.hom_ref),
-        _int_strings(stats.het),
-        _int_strings(stats.hom_alt),
+        *_keys(variants),
+        int_strings(stats.hom_ref),
+        int_strings(stats.het),
+        int_strings(stats.hom_alt),
         zeros,
         zeros,
-        _int_strings(stats.missing),
+        int_strings(stats.missing),
     ]
     return atomic_write_text(path, _table_lines(GCOUNT_HEADER, cols))
 
@@ -349,13 +150,10 @@ def write_hardy(path: str | Path, variants: VariantTable, stats: AlleleStats) ->
     """Write a plink2 ``.hardy`` table (``--hardy``), A1 = REF, AX = ALT."""
     _check_rows(variants, stats, "write_hardy")
     cols = [
-        _strs(variants.chrom),
-        _strs(variants.id),
-        _strs(variants.ref),
-        _strs(variants.alt),
-        _int_strings(stats.hom_ref),
-        _int_strings(stats.het),
-        _int_strings(stats.hom_alt),
+        *_keys(variants),
+        int_strings(stats.hom_ref),
+        int_strings(stats.het),
+        int_strings(stats.hom_alt),
         format_g_array(stats.het_obs_frac),
         format_g_array(stats.het_exp_frac),
         format_g_array(stats.hwe_p),
@@ -370,8 +168,139 @@ def write_vmiss(path: str | Path, variants: VariantTable, stats: AlleleStats) ->
     cols = [
         _strs(variants.chrom),
         _strs(variants.id),
-        _int_strings(stats.missing),
-        _int_strings(total),
+        int_strings(stats.missing),
+        int_strings(total),
         format_g_array(stats.f_miss),
     ]
     return atomic_write_text(path, _table_lines(VMISS_HEADER, cols))
+
+
+#: the file extension of each allele report (:data:`fedstat.stats.allele.ANALYSES`)
+EXTENSIONS = {"freq": "afreq", "geno-counts": "gcount", "hardy": "hardy", "missing": "vmiss"}
+_WRITERS = {"freq": write_afreq, "geno-counts": write_gcount, "hardy": write_hardy, "missing": write_vmiss}
+
+
+def write_reports(
+    out_prefix: str | Path,
+    variants: VariantTable,
+    stats: AlleleStats,
+    analyses: Iterable[str],
+) -> list[Path]:
+    """Write the plink2 tables for the requested analyses.
+
+    Parameters
+    ----------
+    out_prefix : path prefix; ``<out_prefix>.afreq`` etc. are written (atomically).
+    variants : the harmonized variants, one row per entry of ``stats``.
+    stats : from :func:`fedstat.stats.allele.finish`.
+    analyses : any of :data:`~fedstat.stats.allele.ANALYSES` (``freq`` -> .afreq,
+        ``geno-counts`` -> .gcount, ``hardy`` -> .hardy, ``missing`` -> .vmiss); a leading
+        ``--`` is accepted.
+
+    Returns
+    -------
+    list of Path
+        The files written, in the order requested (duplicates written once).
+
+    Raises
+    ------
+    InputError
+        If an analysis is unknown or ``variants`` and ``stats`` differ in length.
+    """
+    wanted: list[str] = []
+    for name in analyses:
+        key = name[2:] if name.startswith("--") else name
+        if key not in _WRITERS:
+            raise InputError(f"unknown allele analysis {name!r}; expected one of {ANALYSES}")
+        if key not in wanted:
+            wanted.append(key)
+    if len(variants) != len(stats):
+        raise InputError(f"write_reports: {len(variants)} variants but statistics for {len(stats)}")
+    prefix = str(out_prefix)
+    return [_WRITERS[key](Path(f"{prefix}.{EXTENSIONS[key]}"), variants, stats) for key in wanted]
+
+
+def write_allele_reports(reports: AlleleReports, out_prefix: str | Path) -> list[Path]:
+    """:func:`write_reports` for an :class:`~fedstat.stats.allele.AlleleReports`."""
+    return write_reports(out_prefix, reports.variants, reports.stats, reports.analyses)
+
+
+# ---------------------------------------------------------------------------------------------
+# --glm
+# ---------------------------------------------------------------------------------------------
+
+
+def write_glm(path: str | Path, variants: VariantTable, res: GlmResult) -> Path:
+    """Write ``res`` as plink2 writes ``--glm`` output (default columns of 2.00a3.5).
+
+    ``#CHROM POS ID REF ALT A1 [FIRTH?] TEST OBS_CT BETA|OR SE|LOG(OR)_SE T_STAT|Z_STAT P ERRCODE``;
+    one row per variant and test; OR and P printed from their logarithms (``lntoa_g``).
+    """
+    n_var = len(variants)
+    if res.obs_ct.shape[0] != n_var:
+        raise InputError(f"write_glm: {n_var} variants but results for {res.obs_ct.shape[0]}")
+    n_t = len(res.tests)
+    hybrid = res.method == "logistic-firth-hybrid"
+    header = ["#CHROM", "POS", "ID", "REF", "ALT", "A1"]
+    if hybrid:
+        header.append("FIRTH?")
+    header += ["TEST", "OBS_CT"]
+    if res.is_binary:
+        header += ["OR", "LOG(OR)_SE", "Z_STAT", "P", "ERRCODE"]
+    else:
+        header += ["BETA", "SE", "T_STAT", "P", "ERRCODE"]
+    rep = np.repeat(np.arange(n_var), n_t)
+    a1 = np.where(res.a1_is_ref, variants.ref, variants.alt)
+    chrom, ids, ref, alt = _keys(variants)
+    prefix = ["\t".join(x) for x in zip(chrom, _strs(variants.pos), ids, ref, alt, _strs(a1), strict=True)]
+    cols: list[list[str]] = [[prefix[i] for i in rep.tolist()]]
+    if hybrid:
+        cols.append(["Y" if f else "N" for f in res.firth[rep].tolist()])
+    cols.append(list(res.tests) * n_var)
+    cols.append(_strs(res.obs_ct[rep]))
+    g, ln = CachedFormat(format_g, na="NA"), CachedFormat(lntoa_g, na="NA")
+    cols.append((ln if res.is_binary else g).column(res.beta.reshape(-1)))
+    cols.append(g.column(res.se.reshape(-1)))
+    cols.append(g.column(res.stat.reshape(-1)))
+    cols.append(ln.column(res.log_p.reshape(-1)))
+    cols.append(_strs(res.errcode[rep]))
+    return atomic_write_text(path, _table_lines(header, cols))
+
+
+def write_glm_tables(tables: GlmTables, out_prefix: str | Path) -> list[Path]:
+    """One ``<out_prefix>.<PHENO>.<extension>`` file per phenotype's result, in order."""
+    return [
+        write_glm(Path(f"{out_prefix}.{res.pheno}.{res.extension}"), tables.variants, res) for res in tables.results
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# --pca
+# ---------------------------------------------------------------------------------------------
+
+
+def write_pca(result: PcaResult, out_prefix: str | Path) -> list[Path]:
+    """Write ``<out_prefix>.eigenval`` (one eigenvalue a line) and ``<out_prefix>.eigenvec.allele``.
+
+    ``.eigenvec.allele``: ``#CHROM ID REF ALT A1 PC1 …``, two rows per variant, A1 = REF (the
+    negated weights) then A1 = ALT (:attr:`~fedstat.stats.pca.PcaResult.allele_weights`).
+    """
+    out_prefix = Path(out_prefix)
+    variants, wts = result.variants, result.allele_weights
+    eigenval = atomic_write_text(
+        out_prefix.with_name(out_prefix.name + ".eigenval"),
+        [line + "\n" for line in format_g_array(result.eigenvalues)],
+    )
+    cols = [format_g_array(wts[:, j]) for j in range(wts.shape[1])]
+    neg = [format_g_array(-wts[:, j]) for j in range(wts.shape[1])]
+    header = "#CHROM\tID\tREF\tALT\tA1\t" + "\t".join(pc_names(wts.shape[1])) + "\n"
+
+    def lines() -> Iterable[str]:
+        yield header
+        for i in range(len(variants)):
+            key = f"{variants.chrom[i]}\t{variants.id[i]}\t{variants.ref[i]}\t{variants.alt[i]}"
+            yield f"{key}\t{variants.ref[i]}\t" + "\t".join(c[i] for c in neg) + "\n"
+            yield f"{key}\t{variants.alt[i]}\t" + "\t".join(c[i] for c in cols) + "\n"
+
+    allele_wts = atomic_write_text(out_prefix.with_name(out_prefix.name + ".eigenvec.allele"), lines())
+    return [eigenval, allele_wts]

@@ -58,7 +58,6 @@ import gzip
 import hashlib
 import json
 import math
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -68,7 +67,8 @@ import numpy as np
 
 from fedstat import __version__
 from fedstat.errors import InputError
-from fedstat.formats.plink2 import atomic_write_text, format_g
+from fedstat.formats.atomic import atomic_path, atomic_write_text
+from fedstat.formats.numbers import format_g
 
 __all__ = [
     "MANDATORY_COLUMNS",
@@ -286,25 +286,18 @@ def _complete(rows: SsfRows) -> np.ndarray:
     return ok
 
 
-def _atomic_write_gzip(path: Path, lines: Iterable[str]) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as raw:
-            # no timestamp, no file name: identical rows give identical bytes (and md5)
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz:  # speed over size
-                buf: list[str] = []
-                for line in lines:
-                    buf.append(line)
-                    if len(buf) >= 8192:
-                        gz.write("".join(buf).encode("utf-8"))
-                        buf.clear()
-                gz.write("".join(buf).encode("utf-8"))
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _write_gzip(path: Path, lines: Iterable[str]) -> Path:
+    """``lines`` as UTF-8 in a reproducible gzip file, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        # no timestamp, no file name: identical rows give identical bytes (and md5)
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz:  # speed over size
+            buf: list[str] = []
+            for line in lines:
+                buf.append(line)
+                if len(buf) >= 8192:
+                    gz.write("".join(buf).encode("utf-8"))
+                    buf.clear()
+            gz.write("".join(buf).encode("utf-8"))
     return path
 
 
@@ -497,6 +490,6 @@ def write_ssf(
                 fields.append("EA" if ref_is_effect[i] else "OA")
             yield "\t".join(fields) + "\n"
 
-    _atomic_write_gzip(data_path, lines())
+    _write_gzip(data_path, lines())
     atomic_write_text(meta_path, [_meta_yaml(meta, data_path, _md5(data_path), int(n - order.size))])
     return [data_path, meta_path]

@@ -3,6 +3,7 @@ its steps in plink2's order."""
 
 from __future__ import annotations
 
+from fedstat.formats.numbers import format_g_array
 from fedstat.jobs.options import derived_columns, pca_components, qc_filters
 from fedstat.jobs.spec import JobSpec
 from fedstat.jobs.steps import (
@@ -43,7 +44,9 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
     if k:
         scores = tuple(c for c in spec.covar_names if c in derived_columns(spec))
         n_samples = sum(n for _, n in ctx.sites)
-        parts.append(SubsetAnalysis(pca.PcaAnalysis(k, scores=scores, n_samples=n_samples), kept))
+        parts.append(
+            SubsetAnalysis(pca.PcaAnalysis(k, scores=scores, n_samples=n_samples, number_format=format_g_array), kept)
+        )
     glm_job = assoc_job = None
     if "glm" in spec.analyses:
         mods = {m for m in spec.options.get("glm", "").split(",") if m}

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from fedstat.consent import parse_purpose
 from fedstat.errors import InputError, shown
 from fedstat.jobs.options import (
     GLM_MODIFIERS,
@@ -28,6 +29,8 @@ from fedstat.jobs.options import (
     pca_components,
     qc_filters,
 )
+from fedstat.privacy.modes import canonical_mode, get_mode
+from fedstat.privacy.paillier import job_public_key
 
 __all__ = ["SPEC_SIGNATURE_LABEL", "JobSpec"]
 
@@ -65,8 +68,6 @@ class JobSpec:
 
     def validated(self) -> JobSpec:
         """Return the spec with analyses in canonical order; InputError naming what is wrong."""
-        from fedstat.privacy.base import canonical_mode, get_mode  # noqa: PLC0415 - avoids an import cycle
-
         unknown_options = sorted(set(self.options) - set(KNOWN_OPTIONS))
         if unknown_options:
             raise InputError(
@@ -106,16 +107,12 @@ class JobSpec:
             )
         mode = get_mode(self.privacy)
         if mode.needs_public_key and self.options.get("paillier_public_key"):
-            from fedstat.privacy.paillier import job_public_key  # noqa: PLC0415
-
             job_public_key(self.options)  # InputError naming a malformed key
         if mode.adds_noise:
             check_dp(self)
         elif "dp_epsilon" in self.options or "dp_delta" in self.options:
             raise InputError("--epsilon and --delta apply to --privacy dp only")
         if self.purpose:
-            from fedstat.consent import parse_purpose  # noqa: PLC0415
-
             purpose = str(parse_purpose(self.purpose))  # canonical text; InputError naming the bad code
         else:
             purpose = ""

@@ -2,7 +2,8 @@
 filters, the QC'd subset, the sequence of steps, and the GWAS outputs (SSF, plots, report).
 
 Each is a :class:`~fedstat.stats.base.JobAnalysis`; :func:`fedstat.jobs.planner.plan_job`
-chains them in plink2's order.
+chains them in plink2's order. Their results are frozen objects (None for the steps with no
+files: ``--mind``, the variant filters), written by :func:`fedstat.formats.results.write_result`.
 """
 
 from __future__ import annotations
@@ -10,15 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
-from fedstat.report.gwas import JobContext, assoc_section, glm_outputs, write_report
+from fedstat.report.gwas import GwasReport, JobContext
 from fedstat.stats import allele, assoc, glm
-from fedstat.stats.base import JobAnalysis, RoundPlan
+from fedstat.stats.base import JobAnalysis, Results, RoundPlan
 from fedstat.stats.qc import QcResult, VariantQc, variant_filter
 
 __all__ = [
@@ -45,9 +45,9 @@ class AlleleAnalysis:
         self.stats = allele.finish(sums)
         return None
 
-    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
-        assert self.stats is not None, "write() before the counts round finished"
-        return [Path(p) for p in allele.write_reports(out_prefix, variants, self.stats, self.analyses)]
+    def result(self, variants: VariantTable) -> allele.AlleleReports:
+        assert self.stats is not None, "result() before the counts round finished"
+        return allele.AlleleReports(variants, self.stats, self.analyses)
 
     def log_lines(self) -> list[str]:
         return []
@@ -67,8 +67,8 @@ class MindAnalysis:
         self.removed = int(np.asarray(sums["removed"]).sum())
         return None
 
-    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
-        return []
+    def result(self, variants: VariantTable) -> None:
+        return None
 
     def log_lines(self) -> list[str]:
         if self.removed is None:
@@ -92,7 +92,7 @@ class QcAnalysis:
 
     def __init__(self, qc: VariantQc, kept: KeptVariants, *, controls: str = ""):
         self.qc, self.kept, self.controls = qc, kept, controls
-        self.result: QcResult | None = None
+        self.outcome: QcResult | None = None
 
     def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
         if sums is None:
@@ -110,24 +110,24 @@ class QcAnalysis:
             if self.qc.maf is not None:
                 removed["maf"] = int((~maf.keep & geno.keep & ~hwe_fail).sum())
             result = QcResult(keep=geno.keep & ~hwe_fail & maf.keep, removed=removed)
-        self.result = result
+        self.outcome = result
         self.kept.index = np.flatnonzero(result.keep).astype(np.int64)
         return None
 
-    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
-        return []
+    def result(self, variants: VariantTable) -> None:
+        return None
 
     def log_lines(self) -> list[str]:
-        if self.result is None:
+        if self.outcome is None:
             return []
-        lines = self.result.log_lines()
-        if self.controls and "hwe" in self.result.removed:
-            lines[list(self.result.removed).index("hwe")] += f" (in the controls of {self.controls})"
+        lines = self.outcome.log_lines()
+        if self.controls and "hwe" in self.outcome.removed:
+            lines[list(self.outcome.removed).index("hwe")] += f" (in the controls of {self.controls})"
         return lines
 
 
 class SubsetAnalysis:
-    """Runs ``inner`` on the variants QC kept: its rounds cover (subsets of) them and it writes them only."""
+    """Runs ``inner`` on the variants QC kept: its rounds cover (subsets of) them and its result holds them only."""
 
     def __init__(self, inner: JobAnalysis, kept: KeptVariants):
         self.inner, self.kept = inner, kept
@@ -139,8 +139,8 @@ class SubsetAnalysis:
         index = self.kept.index if plan.variants is None else self.kept.index[np.asarray(plan.variants)]
         return replace(plan, variants=index)
 
-    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
-        return self.inner.write(out_prefix, variants if self.kept.index is None else variants.take(self.kept.index))
+    def result(self, variants: VariantTable) -> object | None:
+        return self.inner.result(variants if self.kept.index is None else variants.take(self.kept.index))
 
     def log_lines(self) -> list[str]:
         return self.inner.log_lines()
@@ -162,15 +162,15 @@ class CompositeAnalysis:
             plan = self.parts[self._i].next_round(None)
         return plan
 
-    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
-        return [f for part in self.parts for f in part.write(out_prefix, variants)]
+    def result(self, variants: VariantTable) -> Results:
+        return Results(tuple(part.result(variants) for part in self.parts))
 
     def log_lines(self) -> list[str]:
         return [line for part in self.parts for line in part.log_lines()]
 
 
 class GwasOutputs:
-    """No rounds of its own: after --glm / --assoc finish, writes GWAS-SSF, plots and the HTML report."""
+    """No rounds of its own: after --glm / --assoc finish, their GWAS-SSF, plots and HTML report."""
 
     def __init__(self, ctx: JobContext, glm_job: glm.GlmJob | None, assoc_job: assoc.AssocAnalysis | None, pheno: str):
         self.ctx, self.glm_job, self.assoc_job, self.pheno = ctx, glm_job, assoc_job, pheno
@@ -178,26 +178,15 @@ class GwasOutputs:
     def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
         return None
 
-    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
-        files: list[Path] = []
-        sections = []
-        if self.glm_job is not None:
-            notes = self.glm_job.log_lines()
-            for res in self.glm_job.results.values():
-                written, section = glm_outputs(out_prefix, variants, res, self.ctx, notes)
-                files += written
-                sections.append(section)
-        if self.assoc_job is not None:
-            names = [
-                f"{out_prefix.name}.{ext}"
-                for ext, on in (("assoc", self.assoc_job.assoc), ("model", self.assoc_job.model))
-                if on
-            ]
-            written, section = assoc_section(out_prefix, variants, self.pheno, self.assoc_job.result(variants), names)
-            files += written
-            sections.append(section)
-        files.append(write_report(out_prefix, self.ctx, sections, []))
-        return files
+    def result(self, variants: VariantTable) -> GwasReport:
+        return GwasReport(
+            variants,
+            self.ctx,
+            self.pheno,
+            glm=() if self.glm_job is None else tuple(self.glm_job.results.values()),
+            glm_notes=() if self.glm_job is None else tuple(self.glm_job.log_lines()),
+            assoc=None if self.assoc_job is None else self.assoc_job.result(variants),
+        )
 
     def log_lines(self) -> list[str]:
         """Genomic inflation λGC of each ADD test (the median χ²₁ of its p-values / 0.4549)."""

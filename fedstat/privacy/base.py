@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fedstat.errors import PrivacyError, ProtocolError, shown
+from fedstat.errors import ProtocolError, shown
 
 #: Largest payload of one chunk: 1 MiB, a quarter of gRPC's default 4 MiB message limit.
 MAX_CHUNK_BYTES = 1 << 20
@@ -197,7 +197,7 @@ class Aggregator(abc.ABC):
 
 
 class PrivacyMode(abc.ABC):
-    """A way to move sums from sites to the coordinator. Subclasses register in MODES."""
+    """A way to move sums from sites to the coordinator. The modes this version runs are listed in :mod:`fedstat.privacy.modes`."""
 
     name: str
     #: whether each round attempt starts with a signed key exchange among its participants;
@@ -239,38 +239,6 @@ def split_chunks(values: np.ndarray, max_bytes: int = MAX_CHUNK_BYTES) -> Iterat
         yield start, values[start : start + per]
 
 
-_MODES: dict[str, PrivacyMode] = {}
-
-#: Other spellings of mode names: ``dp`` is secure aggregation plus noise.
-_ALIASES = {"secagg,dp": "dp", "dp,secagg": "dp", "dp,paillier": "paillier,dp"}
-
 #: How strongly each mode protects a site's sums (disclosure control's ``weakest_privacy``):
 #: plaintext < the coordinator sees only totals < totals carry differential-privacy noise.
 STRENGTH = {"none": 0, "secagg": 1, "paillier": 1, "dp": 2, "paillier,dp": 2}
-
-
-def register(mode: PrivacyMode) -> PrivacyMode:
-    _MODES[mode.name] = mode
-    return mode
-
-
-def _load_modes() -> None:
-    import fedstat.privacy.dpmode  # noqa: F401, PLC0415
-    import fedstat.privacy.none  # noqa: F401, PLC0415 - each registers itself
-    import fedstat.privacy.paillier  # noqa: F401, PLC0415
-    import fedstat.privacy.secagg  # noqa: F401, PLC0415
-
-
-def canonical_mode(name: str) -> str:
-    """The registered name of a mode spelled ``name`` (``"secagg,dp"`` is ``"dp"``)."""
-    name = name.strip().lower().replace(" ", "")
-    return _ALIASES.get(name, name)
-
-
-def get_mode(name: str) -> PrivacyMode:
-    """The privacy mode called ``name``; PrivacyError listing the known ones otherwise."""
-    _load_modes()
-    try:
-        return _MODES[canonical_mode(name)]
-    except KeyError:
-        raise PrivacyError(f"unknown privacy mode {shown(name)}; available: {', '.join(sorted(_MODES))}") from None

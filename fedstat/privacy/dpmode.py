@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from fedstat.errors import PrivacyError
-from fedstat.privacy.base import ProtectedChunk, Protector, RoundContext, register
+from fedstat.privacy.base import ProtectedChunk, Protector, RoundContext
 from fedstat.privacy.dp import CountSensitivity, calibrate_distributed, discrete_gaussian
 from fedstat.privacy.secagg import SecAggMode
 
@@ -123,6 +123,3 @@ class NoisyMode:
 
 class DpMode(NoisyMode, SecAggMode):
     name = "dp"
-
-
-register(DpMode())

@@ -19,7 +19,6 @@ from fedstat.privacy.base import (
     ProtectedChunk,
     Protector,
     RoundContext,
-    register,
     split_chunks,
 )
 
@@ -88,6 +87,3 @@ class NoneMode(PrivacyMode):
         expected: Mapping[str, PlannedArray] | None = None,
     ) -> Aggregator:
         return _PlainAggregator(ctx, expected)
-
-
-register(NoneMode())

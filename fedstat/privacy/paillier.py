@@ -58,7 +58,6 @@ from fedstat.privacy.base import (
     ProtectedChunk,
     Protector,
     RoundContext,
-    register,
 )
 from fedstat.privacy.contribution import ChunkDigest, Contribution, verify_contributions
 from fedstat.privacy.dpmode import NoisyMode
@@ -285,10 +284,6 @@ class PaillierDpMode(NoisyMode, PaillierMode):
     """``paillier,dp``: sites add distributed discrete Gaussian noise (as in ``dp``), then encrypt."""
 
     name = "paillier,dp"
-
-
-register(PaillierMode())
-register(PaillierDpMode())
 
 
 # --- the analyst's side ------------------------------------------------------------------------

@@ -59,7 +59,6 @@ from fedstat.privacy.base import (
     ProtectedChunk,
     Protector,
     RoundContext,
-    register,
 )
 
 PROTOCOL = b"fedstat/secagg/v1"
@@ -385,6 +384,3 @@ class SecAggMode(PrivacyMode):
         expected: Mapping[str, PlannedArray] | None = None,
     ) -> Aggregator:
         return SecAggAggregator(ctx, expected)
-
-
-register(SecAggMode())

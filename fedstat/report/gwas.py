@@ -1,7 +1,10 @@
 """GWAS outputs beyond plink2's tables: GWAS-SSF files, Manhattan and QQ plots, the HTML report.
 
 Everything here is computed from released aggregate results (per-variant estimates and
-p-values, phenotype-level counts), never from participant data.
+p-values, phenotype-level counts), never from participant data. A job's :class:`GwasReport`
+(its ``--glm`` and ``--assoc`` results) is written by :func:`write_gwas`: per ``--glm``
+phenotype a GWAS-SSF file (:mod:`fedstat.formats.ssf`), a Manhattan and a QQ plot; for
+``--assoc`` a QQ plot; then one ``<out>.report.html`` with a section for each.
 """
 
 from __future__ import annotations
@@ -9,12 +12,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedstat.data.variants import VariantTable
 from fedstat.formats.ssf import SsfMeta, SsfRows, write_ssf
 from fedstat.report import html, plots
+
+if TYPE_CHECKING:  # the result types only; the report does not run the analyses
+    from fedstat.stats.assoc import AssocStats, AssocTables
+    from fedstat.stats.glm import GlmResult
+
+__all__ = ["GwasReport", "JobContext", "assoc_section", "glm_outputs", "write_gwas", "write_report"]
 
 _LN10 = float(np.log(10.0))
 _METHOD_TITLES = {
@@ -55,11 +65,51 @@ def _rsid(ids: np.ndarray) -> np.ndarray:
     )
 
 
+@dataclass(frozen=True)
+class GwasReport:
+    """What a job's GWAS outputs are made of (aggregate results only).
+
+    Attributes
+    ----------
+    variants : the variants tested, one row per row of each result
+    ctx : facts about the job for the HTML report
+    pheno : the case/control phenotype of ``assoc``
+    glm : one ``--glm`` result per phenotype analysed
+    glm_notes : the ``--glm`` log lines, shown in each ``--glm`` section
+    assoc : the ``--assoc`` / ``--model`` result, if the job has one
+    """
+
+    variants: VariantTable
+    ctx: JobContext
+    pheno: str
+    glm: tuple[GlmResult, ...] = ()
+    glm_notes: tuple[str, ...] = ()
+    assoc: AssocTables | None = None
+
+
+def write_gwas(report: GwasReport, out_prefix: Path) -> list[Path]:
+    """Write SSF files and plots per :class:`GwasReport` part, then the HTML report; returns the files."""
+    files: list[Path] = []
+    sections = []
+    for res in report.glm:
+        written, section = glm_outputs(out_prefix, report.variants, res, report.ctx, report.glm_notes)
+        files += written
+        sections.append(section)
+    if report.assoc is not None:
+        tables = report.assoc
+        names = [f"{out_prefix.name}.{ext}" for ext, on in (("assoc", tables.assoc), ("model", tables.model)) if on]
+        written, section = assoc_section(out_prefix, report.variants, report.pheno, tables.stats, names)
+        files += written
+        sections.append(section)
+    files.append(write_report(out_prefix, report.ctx, sections, []))
+    return files
+
+
 def glm_outputs(
-    out_prefix: Path, variants: VariantTable, res: object, ctx: JobContext, notes: Sequence[str] = ()
+    out_prefix: Path, variants: VariantTable, res: GlmResult, ctx: JobContext, notes: Sequence[str] = ()
 ) -> tuple[list[Path], html.Section]:
     """SSF, Manhattan and QQ for one phenotype's ``GlmResult``; returns files and its report section."""
-    r = res  # fedstat.stats.glm.GlmResult (duck-typed: report does not import the stats package)
+    r = res
     add = 0  # the ADD row is always the first test
     a1 = np.where(r.a1_is_ref, variants.ref, variants.alt)
     other = np.where(r.a1_is_ref, variants.alt, variants.ref)
@@ -140,9 +190,9 @@ def glm_outputs(
 
 
 def assoc_section(
-    out_prefix: Path, variants: VariantTable, pheno: str, stats: object, files: Sequence[str]
+    out_prefix: Path, variants: VariantTable, pheno: str, stats: AssocStats, files: Sequence[str]
 ) -> tuple[list[Path], html.Section]:
-    """QQ and top hits of the allelic test (``--assoc``); ``stats`` is an ``AssocStats``."""
+    """QQ and top hits of the allelic test (``--assoc``); returns the plot and the report section."""
     s = stats
     a1, _ = s.alleles(variants)
     p = np.asarray(s.p, dtype=np.float64)

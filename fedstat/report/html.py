@@ -25,7 +25,8 @@ import numpy as np
 
 from fedstat import __version__
 from fedstat.errors import InputError
-from fedstat.formats.plink2 import atomic_write_text, format_g
+from fedstat.formats.atomic import atomic_write_text
+from fedstat.formats.numbers import format_g
 
 __all__ = ["Figure", "Section", "Table", "top_hits", "write_report"]
 

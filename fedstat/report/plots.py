@@ -19,11 +19,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import special, stats
 
 from fedstat.errors import InputError
+from fedstat.formats.atomic import atomic_path
+
+if TYPE_CHECKING:  # matplotlib is imported only when a plot is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["CHI2_1DF_MEDIAN", "GENOME_WIDE", "SUGGESTIVE", "lambda_gc", "manhattan", "neg_log10_p", "qq"]
 
@@ -51,7 +57,7 @@ def neg_log10_p(p: np.ndarray, log10_p: np.ndarray | None = None) -> np.ndarray:
     """
     p = np.asarray(p, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = -np.log10(p)
+        out: np.ndarray = -np.log10(p)
     if log10_p is not None:
         lp = np.asarray(log10_p, dtype=np.float64)
         if lp.shape != p.shape:
@@ -64,7 +70,8 @@ def _chisq_1df(nlp: np.ndarray) -> np.ndarray:
     """1-df χ² quantiles of p given as −log10 p, computed in log space (valid far below 1e-308)."""
     ln_half_p = -nlp * math.log(10.0) - math.log(2.0)  # ln(p / 2)
     z = special.ndtri_exp(ln_half_p)  # Φ⁻¹(p / 2) = −|z|
-    return z * z
+    chisq: np.ndarray = z * z
+    return chisq
 
 
 def lambda_gc(p: np.ndarray, log10_p: np.ndarray | None = None) -> float:
@@ -121,7 +128,7 @@ class _YAxis:
     def limit(self) -> float:
         return float(self(self.top)) * 1.04 + 0.3
 
-    def decorate(self, ax) -> None:  # type: ignore[no-untyped-def]
+    def decorate(self, ax: Axes) -> None:
         from matplotlib.ticker import MaxNLocator
 
         ax.set_ylim(0, self.limit)
@@ -152,7 +159,7 @@ def _chrom_label(c: str) -> str:
     return {"23": "X", "24": "Y", "25": "XY", "26": "MT"}.get(s, s)
 
 
-def _figure(width_in: float, height_in: float):  # type: ignore[no-untyped-def]
+def _figure(width_in: float, height_in: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -161,19 +168,14 @@ def _figure(width_in: float, height_in: float):  # type: ignore[no-untyped-def]
     return fig
 
 
-def _save(fig, out_png: str | Path) -> Path:  # type: ignore[no-untyped-def]
+def _save(fig: Figure, out_png: str | Path) -> Path:
     out = Path(out_png)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
+    with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=_DPI, metadata={"Software": None})
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 
-def _style(ax) -> None:  # type: ignore[no-untyped-def]
+def _style(ax: Axes) -> None:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.tick_params(labelsize=9, colors="#333333")

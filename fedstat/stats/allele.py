@@ -3,9 +3,10 @@
 All four reports follow from four per-variant sums over participants: the numbers of
 homozygous-REF, heterozygous, homozygous-ALT and missing genotypes. A site computes them
 on its own samples (:func:`local_sums`); the coordinator adds the sites' sums and derives
-every reported quantity from the totals (:func:`finish`), then writes plink2-format tables
-(:func:`write_reports`). The totals, and so the reports, equal plink2's on the pooled
-samples, whatever the split of samples across sites.
+every reported quantity from the totals (:func:`finish`); :class:`AlleleReports` names the
+tables to write, which :func:`fedstat.formats.plink2.write_reports` writes in plink2's format.
+The totals, and so the reports, equal plink2's on the pooled samples, whatever the split of
+samples across sites.
 
 References
 ----------
@@ -15,36 +16,26 @@ biallelic variants; see :mod:`fedstat.formats.plink2` for the column layouts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
-from fedstat.formats import plink2 as fmt
 from fedstat.stats.hwe import hwe_exact_p
 
 __all__ = [
     "ANALYSES",
-    "EXTENSIONS",
     "SUM_NAMES",
+    "AlleleReports",
     "AlleleStats",
     "finish",
     "local_sums",
-    "write_reports",
 ]
 
 SUM_NAMES = ("hom_ref", "het", "hom_alt", "missing")
 ANALYSES = ("freq", "geno-counts", "hardy", "missing")  # plink2 flag names without '--'
-EXTENSIONS = {"freq": "afreq", "geno-counts": "gcount", "hardy": "hardy", "missing": "vmiss"}
-_WRITERS = {
-    "freq": fmt.write_afreq,
-    "geno-counts": fmt.write_gcount,
-    "hardy": fmt.write_hardy,
-    "missing": fmt.write_vmiss,
-}
 
 
 def local_sums(block: np.ndarray) -> dict[str, np.ndarray]:
@@ -116,7 +107,8 @@ class AlleleStats:
     @property
     def n_samples(self) -> np.ndarray:
         """[array, shape: (n_variants,), dtype int64] all samples, missing calls included."""
-        return self.hom_ref + self.het + self.hom_alt + self.missing
+        total: np.ndarray = self.hom_ref + self.het + self.hom_alt + self.missing
+        return total
 
 
 def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
@@ -182,40 +174,17 @@ def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
     )
 
 
-def write_reports(
-    out_prefix: str | Path,
-    variants: VariantTable,
-    stats: AlleleStats,
-    analyses: Iterable[str],
-) -> list[Path]:
-    """Write the plink2 tables for the requested analyses.
+@dataclass(frozen=True)
+class AlleleReports:
+    """The allele reports of a job: which plink2 tables, over which variants.
 
-    Parameters
+    Attributes
     ----------
-    out_prefix : path prefix; ``<out_prefix>.afreq`` etc. are written (atomically).
-    variants : the harmonized variants, one row per entry of ``stats``.
-    stats : from :func:`finish`.
-    analyses : any of :data:`ANALYSES` (``freq`` -> .afreq, ``geno-counts`` -> .gcount,
-        ``hardy`` -> .hardy, ``missing`` -> .vmiss); a leading ``--`` is accepted.
-
-    Returns
-    -------
-    list of Path
-        The files written, in the order requested (duplicates written once).
-
-    Raises
-    ------
-    InputError
-        If an analysis is unknown or ``variants`` and ``stats`` differ in length.
+    variants : the variants counted, one row per entry of ``stats``
+    stats : from :func:`finish`
+    analyses : the requested :data:`ANALYSES`, in order
     """
-    wanted: list[str] = []
-    for name in analyses:
-        key = name[2:] if name.startswith("--") else name
-        if key not in _WRITERS:
-            raise InputError(f"unknown allele analysis {name!r}; expected one of {ANALYSES}")
-        if key not in wanted:
-            wanted.append(key)
-    if len(variants) != len(stats):
-        raise InputError(f"write_reports: {len(variants)} variants but statistics for {len(stats)}")
-    prefix = str(out_prefix)
-    return [_WRITERS[key](Path(f"{prefix}.{EXTENSIONS[key]}"), variants, stats) for key in wanted]
+
+    variants: VariantTable
+    stats: AlleleStats
+    analyses: tuple[str, ...]

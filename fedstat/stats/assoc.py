@@ -5,9 +5,9 @@ of cases and controls at each variant (hom-ALT, het, hom-REF), plus the genotype
 all samples, which decide the allele PLINK 1.9 calls A1 (the minor allele of the pooled data).
 A site counts them for its own participants (:class:`AssocCounts`, registered as
 ``"assoc_counts"`` in :data:`LOCAL_COMPUTATIONS`); the coordinator adds the sites' counts and
-derives the tests in one round (:func:`plan_assoc`, :func:`finish`), then writes PLINK 1.9's
-fixed-width ``.assoc`` and ``.model`` tables byte for byte (:func:`write_assoc`,
-:func:`write_model`).
+derives the tests in one round (:func:`plan_assoc`, :func:`finish`); the result
+(:class:`AssocTables`) is written as PLINK 1.9's fixed-width ``.assoc`` and ``.model`` tables,
+byte for byte, by :mod:`fedstat.formats.plink1`.
 
 Tests, with A1 the minor allele (see :func:`finish`):
 
@@ -28,24 +28,20 @@ References
 PLINK v1.90b6.26: ``model_assoc()`` in ``plink_assoc.c`` (table layout, A1/A2 counts, NA
 rules), ``chi22_eval``/``chi22_evalx``/``chi23_evalx``/``ca_trend_evalx`` in
 ``plink_stats.c`` (the statistics, evaluated here in the same floating-point order),
-``dtoa_g_wxp4`` in ``plink_common.c`` (4 significant digits with banker's rounding of
-near-ties), ``calc_plink_maxsnp`` (SNP column width), ``calc_marker_reverse_bin`` (A1 =
-minor allele; A1 stays the ``.bim`` A1 = ALT when the REF frequency is exactly 0.5 or no
-genotype is observed).
+``calc_marker_reverse_bin`` (A1 = minor allele; A1 stays the ``.bim`` A1 = ALT when the REF
+frequency is exactly 0.5 or no genotype is observed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 from scipy import special
 
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
-from fedstat.formats.plink2 import atomic_write_text
 from fedstat.stats.base import (
     Cohort,
     LocalComputation,
@@ -66,11 +62,10 @@ __all__ = [
     "AssocAnalysis",
     "AssocCounts",
     "AssocStats",
+    "AssocTables",
     "finish",
-    "format_wxp4",
     "plan_assoc",
-    "write_assoc",
-    "write_model",
+    "plink1_chrom_codes",
 ]
 
 #: name of the site-side computation in :data:`LOCAL_COMPUTATIONS`
@@ -255,6 +250,18 @@ class AssocStats:
         return a1, a2
 
 
+def plink1_chrom_codes(chrom: Iterable[object]) -> np.ndarray:
+    """Chromosome codes as PLINK 1.9 prints them by default: 'chr' dropped, X=23 … MT=26."""
+    named = {"X": "23", "Y": "24", "XY": "25", "MT": "26", "M": "26"}
+    out = []
+    for c in chrom:
+        s = str(c)
+        if s[:3].lower() == "chr":
+            s = s[3:]
+        out.append(named.get(s.upper(), s.lstrip("0") or "0") if not s.isdigit() else str(int(s)))
+    return np.asarray(out, dtype=object)
+
+
 def _chiprob(chisq: np.ndarray, df: np.ndarray | float) -> np.ndarray:
     """Upper-tail chi-square p-value; NaN where the statistic is NaN (PLINK's -9)."""
     with np.errstate(invalid="ignore"):
@@ -375,7 +382,7 @@ def finish(sums: Mapping[str, np.ndarray], chrom: np.ndarray | None = None, *, c
     ukk = np.where(a1_is_alt, c["ctrl_hom_alt"], c["ctrl_hom_ref"])
     ujj = c["ctrl_het"]
     uii = np.where(a1_is_alt, c["ctrl_hom_ref"], c["ctrl_hom_alt"])
-    tested = np.ones(n, dtype=bool) if chrom is None else np.isin(_plink1_chrom_codes(chrom), list(_AUTOSOMES))
+    tested = np.ones(n, dtype=bool) if chrom is None else np.isin(plink1_chrom_codes(chrom), list(_AUTOSOMES))
 
     # --assoc: allele counts, A1 (da1, du1) and A2 (da2, du2) in cases (a) and controls (u)
     case_a1, case_a2 = 2 * uoo + unn, 2 * umm + unn
@@ -446,7 +453,7 @@ _STAT_FIELDS = (
 def small_cell_rows(cells: list[np.ndarray], min_cell_count: int) -> np.ndarray:
     """Variants (bool per row) where one of the case/control genotype ``cells`` is 1..min−1."""
     stacked = np.stack(cells)
-    return ((stacked > 0) & (stacked < min_cell_count)).any(axis=0)
+    return np.asarray(((stacked > 0) & (stacked < min_cell_count)).any(axis=0))
 
 
 def suppress_small_cells(stats: AssocStats, min_cell_count: int) -> AssocStats:
@@ -462,301 +469,31 @@ def suppress_small_cells(stats: AssocStats, min_cell_count: int) -> AssocStats:
 
 
 # ---------------------------------------------------------------------------------------------
-# PLINK 1.9 number formatting: dtoa_g_wxp4 (4 significant digits, right-aligned)
-# ---------------------------------------------------------------------------------------------
-
-_BR10 = (0.49999999995, 0.50000000005)  # banker_round10
-
-
-def _bround(x: float) -> int:
-    """PLINK ``double_bround`` with banker_round10 (x >= 0)."""
-    r = int(x)
-    return r + int((x - r) + _BR10[r & 1])
-
-
-def _qr(x: float, scale: int) -> tuple[int, int]:
-    v = _bround(x * scale)
-    return divmod(v, scale)
-
-
-def _mant_1p3(x: float) -> str:
-    """``double_bround3`` + ``qrtoa_1p3``: x in [1, 10) -> ``d[.ddd]``."""
-    q, r = _qr(x, 1000)
-    return f"{q}.{f'{r:03d}'.rstrip('0')}" if r else str(q)
-
-
-def _so4(x: float) -> str:
-    """PLINK ``dtoa_so4``: 4 significant digits for 0.99995 <= x < 9999.5."""
-    if x < 99.994999999999:
-        if x < 9.9994999999999:
-            return _mant_1p3(x)
-        q, r = _qr(x, 100)
-        return f"{q:02d}.{f'{r:02d}'.rstrip('0')}" if r else f"{q:02d}"
-    if x < 999.94999999999:
-        q, r = _qr(x, 10)
-        return f"{q}.{r}" if r else str(q)
-    return f"{_bround(x):04d}"
-
-
-def _g4(x: float) -> str:
-    """The digits ``dtoa_g_wxp4`` writes for a finite nonzero x (before padding)."""
-    sign = ""
-    if x < 0:
-        sign, x = "-", -x
-    xp10 = 0
-    if x < 9.9994999999999e-5:
-        if x < 9.9994999999999e-16:
-            if x < 9.9994999999999e-128:
-                if x < 9.9994999999999e-256:
-                    x *= 1.0e256
-                    xp10 |= 256
-                else:
-                    x *= 1.0e128
-                    xp10 |= 128
-            if x < 9.9994999999999e-64:
-                x *= 1.0e64
-                xp10 |= 64
-            if x < 9.9994999999999e-32:
-                x *= 1.0e32
-                xp10 |= 32
-            if x < 9.9994999999999e-16:
-                x *= 1.0e16
-                xp10 |= 16
-        if x < 9.9994999999999e-8:
-            x *= 100000000.0
-            xp10 |= 8
-        if x < 9.9994999999999e-4:
-            x *= 10000.0
-            xp10 |= 4
-        if x < 9.9994999999999e-2:
-            x *= 100.0
-            xp10 |= 2
-        if x < 9.9994999999999e-1:
-            x *= 10.0
-            xp10 += 1
-        return f"{sign}{_mant_1p3(x)}e-{xp10:02d}"
-    if x >= 9999.4999999999:
-        if x >= 9.9994999999999e15:
-            if x >= 9.9994999999999e127:
-                if x >= 9.9994999999999e255:
-                    x *= 1.0e-256
-                    xp10 |= 256
-                else:
-                    x *= 1.0e-128
-                    xp10 |= 128
-            if x >= 9.9994999999999e63:
-                x *= 1.0e-64
-                xp10 |= 64
-            if x >= 9.9994999999999e31:
-                x *= 1.0e-32
-                xp10 |= 32
-            if x >= 9.9994999999999e15:
-                x *= 1.0e-16
-                xp10 |= 16
-        if x >= 9.9994999999999e7:
-            x *= 1.0e-8
-            xp10 |= 8
-        if x >= 9.9994999999999e3:
-            x *= 1.0e-4
-            xp10 |= 4
-        if x >= 9.9994999999999e1:
-            x *= 1.0e-2
-            xp10 |= 2
-        if x >= 9.9994999999999e0:
-            x *= 1.0e-1
-            xp10 += 1
-        return f"{sign}{_mant_1p3(x)}e+{xp10:02d}"
-    if x >= 0.99994999999999:
-        return sign + _so4(x)
-    lead = ""
-    if x < 9.9994999999999e-3:
-        x *= 100.0
-        lead = "00"
-    if x < 9.9994999999999e-2:
-        x *= 10.0
-        lead += "0"
-    return f"{sign}0.{lead}{f'{_bround(x * 10000.0):04d}'.rstrip('0')}"
-
-
-def format_wxp4(x: float, width: int) -> str:
-    """A number as PLINK 1.9 ``dtoa_g_wxp4`` prints it: 4 significant digits, right-aligned.
-
-    Parameters
-    ----------
-    x : the value
-    width : minimum field width (longer results are not cut)
-
-    Returns
-    -------
-    str
-        E.g. ``format_wxp4(0.13581, 12) == '      0.1358'``, ``'   1.234e-05'``, ``'0'``
-        right-aligned for zero, ``nan`` and `` inf`` spelled as PLINK spells them.
-    """
-    x = float(x)
-    if x != x:
-        return "nan".rjust(width)
-    if x == 0.0:
-        return "0".rjust(width)
-    if x in (np.inf, -np.inf):
-        return (" inf" if x > 0 else "-inf").rjust(width)
-    return _g4(x).rjust(width)
-
-
-class _Fmt:
-    """Memoised :func:`format_wxp4` for one width, NaN -> ``NA``."""
-
-    def __init__(self, width: int):
-        self.width = width
-        self.cache: dict[float, str] = {}
-        self.na = "NA".rjust(width)
-
-    def __call__(self, x: float) -> str:
-        if x != x:
-            return self.na
-        s = self.cache.get(x)
-        if s is None:
-            s = self.cache[x] = format_wxp4(x, self.width)
-        return s
-
-
-# ---------------------------------------------------------------------------------------------
-# writers
-# ---------------------------------------------------------------------------------------------
-
-
-def _plink1_chrom_codes(chrom: Iterable[object]) -> np.ndarray:
-    """Chromosome codes as PLINK 1.9 prints them by default: 'chr' dropped, X=23 … MT=26."""
-    named = {"X": "23", "Y": "24", "XY": "25", "MT": "26", "M": "26"}
-    out = []
-    for c in chrom:
-        s = str(c)
-        if s[:3].lower() == "chr":
-            s = s[3:]
-        out.append(named.get(s.upper(), s.lstrip("0") or "0") if not s.isdigit() else str(int(s)))
-    return np.asarray(out, dtype=object)
-
-
-def _plink_maxsnp(ids: Iterable[str]) -> int:
-    """PLINK 1.9 ``calc_plink_maxsnp``: the SNP column width (grows to len + 2, in file order)."""
-    width = 4
-    for length in {len(s): None for s in ids}:  # first occurrences, in order
-        if length > width:
-            width = length + 2
-    return width
-
-
-def _check(variants: VariantTable, stats: AssocStats) -> None:
-    if len(variants) != len(stats):
-        raise InputError(f"assoc: {len(variants)} variants but statistics for {len(stats)}")
-
-
-def _prefixes(variants: VariantTable, stats: AssocStats) -> tuple[list[int], list[str], np.ndarray, np.ndarray, int]:
-    rows = np.flatnonzero(stats.tested).tolist()
-    chrom = _plink1_chrom_codes(variants.chrom)
-    a1, a2 = stats.alleles(variants)
-    width = _plink_maxsnp(str(s) for s in variants.id)
-    return rows, [str(c).rjust(4) for c in chrom], a1, a2, width
-
-
-def write_assoc(path: str | Path, variants: VariantTable, stats: AssocStats) -> Path:
-    """Write PLINK 1.9's ``.assoc`` table (fixed width, trailing space, as PLINK writes it).
-
-    Parameters
-    ----------
-    path : destination (written atomically)
-    variants : the harmonized variants, one row per entry of ``stats``
-    stats : from :func:`finish`
-
-    Returns
-    -------
-    Path
-    """
-    _check(variants, stats)
-    rows, chrom, a1, a2, width = _prefixes(variants, stats)
-    f8, f12 = _Fmt(8), _Fmt(12)
-    ids = variants.id
-
-    def lines() -> Iterable[str]:
-        yield (
-            f" CHR {'SNP'.rjust(width)}         BP   A1      F_A      F_U   A2 "
-            "       CHISQ            P           OR \n"
-        )
-        for i in rows:
-            yield (
-                f"{chrom[i]} {str(ids[i]).rjust(width)} {str(int(variants.pos[i])).rjust(10)} "
-                f"{str(a1[i]).rjust(4)} {f8(stats.f_a[i])} {f8(stats.f_u[i])} {str(a2[i]).rjust(4)} "
-                f"{f12(stats.chisq[i])} {f12(stats.p[i])} {f12(stats.odds_ratio[i])} \n"
-            )
-
-    return atomic_write_text(path, lines())
-
-
-def write_model(path: str | Path, variants: VariantTable, stats: AssocStats) -> Path:
-    """Write PLINK 1.9's ``.model`` table: rows GENO, TREND, ALLELIC, DOM, REC per variant.
-
-    Parameters
-    ----------
-    path : destination (written atomically)
-    variants : the harmonized variants, one row per entry of ``stats``
-    stats : from :func:`finish`
-
-    Returns
-    -------
-    Path
-    """
-    _check(variants, stats)
-    rows, chrom, a1, a2, width = _prefixes(variants, stats)
-    f12 = _Fmt(12)
-    ids = variants.id
-    allelic, allelic_p = stats.allelic_chisq, stats.allelic_p
-    na_tail = "          NA   NA           NA\n"
-    suppressed = stats.suppressed
-
-    def tail(chisq: float, df: int, p: float) -> str:
-        if chisq != chisq:
-            return na_tail
-        return f"{f12(chisq)}    {df} {f12(p)}\n"
-
-    def cell(*counts: int) -> str:
-        return "/".join(str(int(c)) for c in counts).rjust(14)
-
-    def lines() -> Iterable[str]:
-        yield (
-            f" CHR {'SNP'.rjust(width)}   A1   A2     TEST            AFF          UNAFF "
-            "       CHISQ   DF            P\n"
-        )
-        for i in rows:
-            head = f"{chrom[i]} {str(ids[i]).rjust(width)} {str(a1[i]).rjust(4)} {str(a2[i]).rjust(4)}  "
-            if suppressed is not None and suppressed[i]:
-                for test in MODEL_TESTS:
-                    yield f"{head}{test.rjust(7)} {'NA'.rjust(14)} {'NA'.rjust(14)} " + na_tail
-                continue
-            o, n, m = int(stats.case_a1a1[i]), int(stats.case_a1a2[i]), int(stats.case_a2a2[i])
-            k, j, u = int(stats.ctrl_a1a1[i]), int(stats.ctrl_a1a2[i]), int(stats.ctrl_a2a2[i])
-            yield f"{head}   GENO {cell(o, n, m)} {cell(k, j, u)} " + tail(
-                stats.geno_chisq[i], int(stats.geno_df[i]), stats.geno_p[i]
-            )
-            yield f"{head}  TREND {cell(2 * o + n, 2 * m + n)} {cell(2 * k + j, 2 * u + j)} " + tail(
-                stats.trend_chisq[i], 1, stats.trend_p[i]
-            )
-            yield f"{head}ALLELIC {cell(2 * o + n, 2 * m + n)} {cell(2 * k + j, 2 * u + j)} " + tail(
-                allelic[i], 1, allelic_p[i]
-            )
-            yield f"{head}    DOM {cell(o + n, m)} {cell(k + j, u)} " + tail(stats.dom_chisq[i], 1, stats.dom_p[i])
-            yield f"{head}    REC {cell(o, n + m)} {cell(k, j + u)} " + tail(stats.rec_chisq[i], 1, stats.rec_p[i])
-
-    return atomic_write_text(path, lines())
-
-
-# ---------------------------------------------------------------------------------------------
 # the job analysis
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AssocTables:
+    """The ``--assoc`` / ``--model`` result of a job: the statistics and which tables to write.
+
+    Attributes
+    ----------
+    variants : the harmonized variants, one row per entry of ``stats``
+    stats : from :func:`finish` (after disclosure control)
+    assoc, model : write ``<out>.assoc`` / ``<out>.model``
+    """
+
+    variants: VariantTable
+    stats: AssocStats
+    assoc: bool
+    model: bool
 
 
 class AssocAnalysis:
     """Coordinator side of ``--assoc``/``--model`` for one case/control phenotype: one round.
 
-    Files written by :meth:`write`: ``<out>.<PHENO>.assoc`` and/or ``<out>.<PHENO>.model``.
+    Its :meth:`result` is written as ``<out>.assoc`` and/or ``<out>.model``.
     """
 
     def __init__(self, pheno: str, *, model: bool, assoc: bool, cell: int = 5, min_cell_count: int = 0):
@@ -778,23 +515,13 @@ class AssocAnalysis:
         self.sums = {k: np.asarray(v) for k, v in sums.items()}
         return None
 
-    def result(self, variants: VariantTable) -> AssocStats:
-        """The per-variant statistics (after the round), for reports."""
+    def result(self, variants: VariantTable) -> AssocTables:
+        """The per-variant statistics (after the round) and the tables asked for."""
         if self.sums is None:
             raise InputError("assoc: no sums yet; run the round first")
         if self.stats is None:
             self.stats = suppress_small_cells(finish(self.sums, variants.chrom, cell=self.cell), self.min_cell_count)
-        return self.stats
-
-    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
-        stats = self.result(variants)
-        prefix = str(out_prefix)  # PLINK 1.9 names them <out>.assoc / <out>.model (one phenotype per job)
-        written = []
-        if self.assoc:
-            written.append(write_assoc(Path(f"{prefix}.assoc"), variants, stats))
-        if self.model:
-            written.append(write_model(Path(f"{prefix}.model"), variants, stats))
-        return written
+        return AssocTables(variants, self.stats, assoc=self.assoc, model=self.model)
 
     def log_lines(self) -> list[str]:
         if self.sums is None:
@@ -828,8 +555,8 @@ def plan_assoc(pheno: str, *, model: bool, assoc: bool, cell: int = 5, min_cell_
     Parameters
     ----------
     pheno : case/control column (1 = control, 2 = case)
-    model : write ``<out>.<pheno>.model``
-    assoc : write ``<out>.<pheno>.assoc``
+    model : write ``<out>.model``
+    assoc : write ``<out>.assoc``
     cell : PLINK's ``--cell`` (minimum genotype cell count for GENO/DOM/REC), default 5
     min_cell_count : disclosure control, see :func:`suppress_small_cells` (0: off)
 
@@ -837,6 +564,6 @@ def plan_assoc(pheno: str, *, model: bool, assoc: bool, cell: int = 5, min_cell_
     -------
     AssocAnalysis
         A :class:`~fedstat.stats.base.JobAnalysis`: one round of :data:`COMPUTATION`, then the
-        tables; :meth:`AssocAnalysis.result` gives the per-variant statistics for reports.
+        tables; :meth:`AssocAnalysis.result` gives the per-variant statistics and the tables.
     """
     return AssocAnalysis(pheno, model=model, assoc=assoc, cell=cell, min_cell_count=min_cell_count)

@@ -8,7 +8,9 @@ An analysis has two halves that never see the network or a privacy mode:
   block of genotypes, and cohort-level sums (not per variant) from
   :meth:`~LocalComputation.cohort_sums`, called once per round.
 - **coordinator side**, a :class:`JobAnalysis`: from the global (summed over sites) arrays of
-  one round it proposes the next :class:`RoundPlan` or finishes and writes result files.
+  one round it proposes the next :class:`RoundPlan` or finishes with a frozen result object
+  (:meth:`JobAnalysis.result`), which :func:`fedstat.formats.results.write_result` writes as files
+  chosen by its type: analyses never write files themselves.
 
 A round may carry *global* arrays from the coordinator to the sites (e.g. per-variant
 coefficients of a Newton step) and may cover a subset of the harmonized variants (e.g. the
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -197,13 +198,29 @@ class JobAnalysis(Protocol):
         """
         ...
 
-    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
-        """Write result files (atomically); returns their paths."""
+    def result(self, variants: VariantTable) -> object | None:
+        """The finished analysis as a frozen result object, None when it has no files to write.
+
+        ``variants`` are the harmonized variants the analysis ran on, one row per variant of its
+        results; :func:`fedstat.formats.results.write_result` picks the writer by the result's type.
+        """
         ...
 
     def log_lines(self) -> list[str]:
         """Aggregate facts for the job log (e.g. 'BATCH excluded: constant'); may be empty."""
         ...
+
+
+@dataclass(frozen=True)
+class Results:
+    """The results of several analyses of one job, written one after another.
+
+    Attributes
+    ----------
+    parts : each analysis' result, in the order the analyses ran (None: no files)
+    """
+
+    parts: tuple[object | None, ...]
 
 
 @dataclass(frozen=True)

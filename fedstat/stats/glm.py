@@ -26,16 +26,13 @@ FirthRegression, AppendGlmErrstr, ``lntoa_g``).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
-from fedstat.formats.plink2 import _mantissa_1p5, atomic_write_text, format_g
 from fedstat.stats.base import (
     Cohort,
     LocalComputation,
@@ -65,9 +62,8 @@ __all__ = [
     "VIF_THRESH",
     "GlmJob",
     "GlmResult",
-    "lntoa_g",
+    "GlmTables",
     "plan_glm",
-    "write_glm",
 ]
 
 MODIFIERS = frozenset({"hide-covar", "firth", "no-firth", "firth-fallback", "allow-no-covars"})
@@ -75,7 +71,7 @@ MODIFIERS = frozenset({"hide-covar", "firth", "no-firth", "firth-fallback", "all
 
 
 # ---------------------------------------------------------------------------------------------
-# results and the plink2 table writer
+# results (fedstat.formats.plink2.write_glm writes them)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -122,7 +118,8 @@ class GlmResult:
     @property
     def p(self) -> np.ndarray:
         """P values [shape: (V, len(tests))]; underflow to 0 below ~1e-308 (use ``log_p``)."""
-        return np.exp(self.log_p)
+        p: np.ndarray = np.exp(self.log_p)
+        return p
 
     @property
     def extension(self) -> str:
@@ -134,137 +131,18 @@ class GlmResult:
         }[self.method]
 
 
-_LN10 = 2.3025850929940457
-_RECIP_LN10 = 0.43429448190325176
+@dataclass(frozen=True)
+class GlmTables:
+    """The ``--glm`` results of a job: one :class:`GlmResult` per phenotype analysed, in order.
 
-
-def lntoa_g(ln_val: float) -> str:
-    """plink2 ``lntoa_g``: print exp(ln_val) with 6 significant digits, any exponent.
-
-    p-values are printed from their logarithm, so P < 1e-308 prints as e.g. ``2.77486e-3369``.
+    Attributes
+    ----------
+    variants : the variants tested, one row per row of each result
+    results : per phenotype, written as ``<out>.<PHENO>.<GlmResult.extension>``
     """
-    if ln_val != ln_val:
-        return "nan"
-    if ln_val < 13.81551005796414:
-        if ln_val > -9.210340871976317:
-            return format_g(math.exp(ln_val))
-        if ln_val < 0x7FFFFFFB * (-_LN10):
-            return "0"
-    elif ln_val > 0x7FFFFFFB * _LN10:
-        return "inf"
-    xp10 = int(ln_val * _RECIP_LN10 + 5.000001349509205e-7 * _RECIP_LN10)
-    mantissa = math.exp(ln_val - xp10 * _LN10)
-    if mantissa < 0.99999949999999:
-        mantissa *= 10
-        xp10 -= 1
-    elif mantissa > 9.9999949999999:
-        mantissa *= 0.1
-        xp10 += 1
-    head = _mantissa_1p5(mantissa)
-    if head.startswith("10"):  # rounding carried into a new digit
-        head, xp10 = "1", xp10 + 1
-    if xp10 < 0:
-        return f"{head}e-{-xp10:02d}"
-    return f"{head}e+{xp10:02d}"
 
-
-def _fmt(values: np.ndarray, fn) -> list[str]:
-    out: list[str] = []
-    cache: dict[float, str] = {}
-    for v in values.tolist():
-        if v != v:
-            out.append("NA")
-            continue
-        s = cache.get(v)
-        if s is None:
-            s = fn(v)
-            cache[v] = s
-        out.append(s)
-    return out
-
-
-def write_glm(path: str | Path, variants: VariantTable, res: GlmResult) -> Path:
-    """Write ``res`` as plink2 writes ``--glm`` output (default columns of 2.00a3.5).
-
-    ``#CHROM POS ID REF ALT A1 [FIRTH?] TEST OBS_CT BETA|OR SE|LOG(OR)_SE T_STAT|Z_STAT P ERRCODE``;
-    one row per variant and test; OR and P printed from their logarithms (``lntoa_g``).
-    """
-    n_var = len(variants)
-    if res.obs_ct.shape[0] != n_var:
-        raise InputError(f"write_glm: {n_var} variants but results for {res.obs_ct.shape[0]}")
-    n_t = len(res.tests)
-    hybrid = res.method == "logistic-firth-hybrid"
-    header = ["#CHROM", "POS", "ID", "REF", "ALT", "A1"]
-    if hybrid:
-        header.append("FIRTH?")
-    header += ["TEST", "OBS_CT"]
-    if res.is_binary:
-        header += ["OR", "LOG(OR)_SE", "Z_STAT", "P", "ERRCODE"]
-    else:
-        header += ["BETA", "SE", "T_STAT", "P", "ERRCODE"]
-    rep = np.repeat(np.arange(n_var), n_t)
-    a1 = np.where(res.a1_is_ref, variants.ref, variants.alt)
-    prefix = [
-        "\t".join(x)
-        for x in zip(
-            [str(c) for c in variants.chrom.tolist()],
-            [str(p) for p in variants.pos.tolist()],
-            [str(i) for i in variants.id.tolist()],
-            [str(r) for r in variants.ref.tolist()],
-            [str(a) for a in variants.alt.tolist()],
-            [str(a) for a in a1.tolist()],
-            strict=True,
-        )
-    ]
-    cols: list[list[str]] = [[prefix[i] for i in rep.tolist()]]
-    if hybrid:
-        cols.append(["Y" if f else "N" for f in res.firth[rep].tolist()])
-    cols.append(list(res.tests) * n_var)
-    cols.append([str(x) for x in res.obs_ct[rep].tolist()])
-    beta = res.beta.reshape(-1)
-    cols.append(_fmt(beta, lntoa_g) if res.is_binary else _fmt(beta, format_g))
-    cols.append(_fmt(res.se.reshape(-1), format_g))
-    cols.append(_fmt(res.stat.reshape(-1), format_g))
-    cols.append(_fmt(res.log_p.reshape(-1), lntoa_g))
-    cols.append([str(e) for e in res.errcode[rep].tolist()])
-
-    def lines():
-        yield "\t".join(header) + "\n"
-        rows = ["\t".join(r) for r in zip(*cols, strict=True)]
-        for start in range(0, len(rows), 8192):
-            yield "\n".join(rows[start : start + 8192]) + "\n"
-
-    return atomic_write_text(path, lines())
-
-
-def empty_result(
-    pheno: str,
-    *,
-    is_binary: bool,
-    method: str,
-    covariates: tuple[str, ...],
-    tests: tuple[str, ...],
-    n_var: int,
-    a1_is_ref: np.ndarray,
-) -> dict[str, object]:
-    """Keyword arguments of a GlmResult with every variant still undecided (NaN / '.')."""
-    nan = np.full((n_var, len(tests)), np.nan)
-    return {
-        "pheno": pheno,
-        "is_binary": is_binary,
-        "method": method,
-        "covariates": covariates,
-        "tests": tests,
-        "a1_is_ref": a1_is_ref,
-        "obs_ct": np.zeros(n_var, dtype=np.int64),
-        "a1_freq": np.full(n_var, np.nan),
-        "beta": nan.copy(),
-        "se": nan.copy(),
-        "stat": nan.copy(),
-        "log_p": nan.copy(),
-        "errcode": np.full(n_var, ".", dtype=object),
-        "firth": np.zeros(n_var, dtype=bool),
-    }
+    variants: VariantTable
+    results: tuple[GlmResult, ...]
 
 
 def errcode_strings(err: np.ndarray, sep_allele: np.ndarray | None = None) -> np.ndarray:
@@ -445,14 +323,6 @@ class GlmJob:
             spec = PhenoSpec(name, self._cols.binary[name], tuple(covars), tuple(covars))
             (self._binary_specs if spec.binary else self._linear_specs).append(spec)
 
-    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
-        paths = []
-        for name in self.pheno_names:
-            res = self.results.get(name)
-            if res is not None:
-                paths.append(write_glm(Path(f"{out_prefix}.{name}.{res.extension}"), variants, res))
-        return paths
-
     def log_lines(self) -> list[str]:
         return list(self._log)
 
@@ -514,6 +384,10 @@ class GlmJob:
 
     def skip(self, pheno: str, why: str) -> None:
         self._log.append(f"Note: Skipping --glm regression on phenotype '{pheno}', since {why}.")
+
+    def result(self, variants: VariantTable) -> GlmTables:
+        """The phenotypes' results over ``variants``, in the order of :attr:`pheno_names` (those analysed)."""
+        return GlmTables(variants, tuple(self.results[n] for n in self.pheno_names if n in self.results))
 
 
 def case_control_refusal(name: str, *, n0: int, n1: int, n2: int) -> str:

@@ -33,18 +33,35 @@ approximates it otherwise (see ``docs/pca.md``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
-from fedstat.formats.plink2 import atomic_write_text, format_g_array
 from fedstat.stats import allele
-from fedstat.stats.base import Cohort, RoundInput, RoundPlan, SiteUpdate, SumArray, cohort_level, per_variant
+from fedstat.stats.base import (
+    Cohort,
+    LocalComputation,
+    RoundInput,
+    RoundPlan,
+    SiteUpdate,
+    SumArray,
+    cohort_level,
+    per_variant,
+)
 
-__all__ = ["LOCAL_COMPUTATIONS", "MAX_ITERATIONS", "MAX_PCS", "PcaAnalysis", "RESIDUAL_TOL", "basis_width", "pc_names"]
+__all__ = [
+    "LOCAL_COMPUTATIONS",
+    "MAX_ITERATIONS",
+    "MAX_PCS",
+    "RESIDUAL_TOL",
+    "PcaAnalysis",
+    "PcaResult",
+    "basis_width",
+    "pc_names",
+]
 
 MAX_PCS = 100
 RESIDUAL_TOL = 1e-6  # relative Ritz residual of every requested pair at convergence
@@ -155,12 +172,33 @@ class _Scores:
         )
 
 
-LOCAL_COMPUTATIONS = {"pca_multiply": _Multiply(), "pca_scores": _Scores()}
+LOCAL_COMPUTATIONS: dict[str, LocalComputation] = {"pca_multiply": _Multiply(), "pca_scores": _Scores()}
 
 
 # ---------------------------------------------------------------------------------------------
 # coordinator side
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PcaResult:
+    """The principal components of a job, as plink2 writes them (``.eigenval``, ``.eigenvec.allele``).
+
+    Attributes
+    ----------
+    variants : the variants analysed
+    eigenvalues : [array, shape: (n_pcs,)] the relationship matrix's top eigenvalues, descending
+    allele_weights : [array, shape: (n_variants, n_pcs)] plink2's allele weights for A1 = ALT,
+        ``sqrt(M)/2 · v`` (negated for A1 = REF)
+    """
+
+    variants: VariantTable
+    eigenvalues: np.ndarray
+    allele_weights: np.ndarray
+
+
+def _g(values: np.ndarray) -> list[str]:
+    return [f"{v:g}" for v in values.tolist()]
 
 
 class PcaAnalysis:
@@ -171,12 +209,23 @@ class PcaAnalysis:
     k : number of principal components
     scores : PC column names the sites must compute for later steps (``PC1``…); empty = none
     n_samples : participants in the job (caps the number of components); 0 = unknown
+    number_format : how the job log prints the eigenvalues (the planner passes plink2's
+        :func:`fedstat.formats.numbers.format_g_array`, as in ``.eigenval``; analyses do not
+        import the file formats); default C ``%g``
     """
 
-    def __init__(self, k: int, *, scores: tuple[str, ...] = (), n_samples: int = 0):
+    def __init__(
+        self,
+        k: int,
+        *,
+        scores: tuple[str, ...] = (),
+        n_samples: int = 0,
+        number_format: Callable[[np.ndarray], list[str]] = _g,
+    ):
         if not 1 <= k <= MAX_PCS:
             raise InputError(f"--pca takes 1 to {MAX_PCS} components, got {k}")
         self.k, self.score_names, self.n_samples = k, scores, n_samples
+        self.number_format = number_format
         self.freq: np.ndarray | None = None
         self.m = 0
         self.v: np.ndarray | None = None  # current orthonormal basis (M x L)
@@ -239,6 +288,7 @@ class PcaAnalysis:
                 self._stage = "done"
                 return None
             self._stage = "scores"
+            assert self.theta is not None and self.freq is not None
             w = self.weights[:, : len(self.score_names)] / np.sqrt(self.theta[: len(self.score_names)])
             return RoundPlan(
                 "pca_scores",
@@ -252,6 +302,7 @@ class PcaAnalysis:
         raise AssertionError(f"next_round after the PCA finished ({self._stage})")
 
     def _multiply_plan(self) -> RoundPlan:
+        assert self.freq is not None and self.v is not None
         return RoundPlan("pca_multiply", arrays={"freq": self.freq, "v": np.ascontiguousarray(self.v)})
 
     def _ritz(self, z: np.ndarray) -> None:
@@ -269,38 +320,24 @@ class PcaAnalysis:
         self.theta, self.vectors = theta, vectors
         self.v = np.linalg.qr(zs)[0]
 
-    def write(self, out_prefix: Path, variants: VariantTable) -> list[Path]:
-        assert self.theta is not None, "write() before the PCA finished"
+    def result(self, variants: VariantTable) -> PcaResult:
+        """The eigenvalues and allele weights over ``variants`` (the :attr:`m` variants analysed)."""
+        assert self.theta is not None, "result() before the PCA finished"
         if len(variants) != self.m:
             raise InputError(f"--pca: {len(variants)} variants to write, {self.m} analysed")
-        eigenval = atomic_write_text(
-            out_prefix.with_name(out_prefix.name + ".eigenval"),
-            [line + "\n" for line in format_g_array(self.eigenvalues)],
-        )
         wts = self.weights * (math.sqrt(self.m) / 2.0)  # plink2's allele weights for A1 = ALT
-        cols = [format_g_array(wts[:, j]) for j in range(wts.shape[1])]
-        neg = [format_g_array(-wts[:, j]) for j in range(wts.shape[1])]
-        header = "#CHROM\tID\tREF\tALT\tA1\t" + "\t".join(pc_names(wts.shape[1])) + "\n"
-
-        def lines():
-            yield header
-            for i in range(self.m):
-                key = f"{variants.chrom[i]}\t{variants.id[i]}\t{variants.ref[i]}\t{variants.alt[i]}"
-                yield f"{key}\t{variants.ref[i]}\t" + "\t".join(c[i] for c in neg) + "\n"
-                yield f"{key}\t{variants.alt[i]}\t" + "\t".join(c[i] for c in cols) + "\n"
-
-        allele_wts = atomic_write_text(out_prefix.with_name(out_prefix.name + ".eigenvec.allele"), lines())
-        return [eigenval, allele_wts]
+        return PcaResult(variants=variants, eigenvalues=self.eigenvalues, allele_weights=wts)
 
     def log_lines(self) -> list[str]:
         if self.theta is None:
             return []
+        assert self.vectors is not None
         state = "converged" if self.residual <= RESIDUAL_TOL else "did NOT converge"
         lines = [
             f"--pca {self.k}: {self.m} variants; subspace iteration {state} after {self.iterations} rounds "
             f"(basis of {self.vectors.shape[1]}, largest relative Ritz residual {self.residual:.2e}, "
             f"tolerance {RESIDUAL_TOL:g})",
-            "--pca eigenvalues: " + " ".join(format_g_array(self.eigenvalues)),
+            "--pca eigenvalues: " + " ".join(self.number_format(self.eigenvalues)),
         ]
         if self.score_check is not None:
             sumsq = self.score_check[1]

@@ -24,25 +24,25 @@ _T = TypeVar("_T", npt.NDArray[np.float64], np.float64)  # a grid of t, or one t
 _T_GRID = np.linspace(-30.0, 60.0, 901)
 
 
-def _check_delta(delta: float) -> float:
+def check_delta(delta: float) -> float:
     if not (isinstance(delta, numbers.Real) and 0.0 < delta < 1.0):
         raise InputError(f"delta must lie strictly between 0 and 1, got {delta!r}")
     return float(delta)
 
 
-def _check_nonneg(name: str, value: float) -> float:
+def check_nonneg(name: str, value: float) -> float:
     if not isinstance(value, numbers.Real) or math.isnan(value) or value < 0:
         raise InputError(f"{name} must be a non-negative number, got {value!r}")
     return float(value)
 
 
-def _check_count(name: str, value: int) -> int:
+def check_count(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise InputError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
-def _check_conversion(conversion: str) -> None:
+def check_conversion(conversion: str) -> None:
     if conversion not in ("cks20", "standard"):
         raise InputError(f"unknown zCDP conversion {conversion!r}; use 'cks20' or 'standard'")
 
@@ -91,9 +91,9 @@ def rho_to_epsilon(rho: float, delta: float, *, conversion: Conversion = "cks20"
     [BS16] Proposition 1.3; [CKS20] Corollary 13 (the conversion OpenDP's ``make_zCDP_to_approxDP``
     uses, which the tests check against).
     """
-    rho = _check_nonneg("rho", rho)
-    delta = _check_delta(delta)
-    _check_conversion(conversion)
+    rho = check_nonneg("rho", rho)
+    delta = check_delta(delta)
+    check_conversion(conversion)
     if rho == 0.0:
         return 0.0
     if math.isinf(rho):
@@ -131,9 +131,9 @@ def epsilon_to_rho(epsilon: float, delta: float, *, conversion: Conversion = "ck
     ----------
     [BS16] Proposition 1.3; [CKS20] Corollary 13.
     """
-    epsilon = _check_nonneg("epsilon", epsilon)
-    delta = _check_delta(delta)
-    _check_conversion(conversion)
+    epsilon = check_nonneg("epsilon", epsilon)
+    delta = check_delta(delta)
+    check_conversion(conversion)
     if epsilon == 0.0:
         return 0.0
     if math.isinf(epsilon):

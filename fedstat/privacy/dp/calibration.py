@@ -16,8 +16,8 @@ import numpy as np
 from fedstat.errors import InputError, PrivacyError
 from fedstat.privacy.dp.accounting import (
     Conversion,
-    _check_count,
-    _check_nonneg,
+    check_count,
+    check_nonneg,
     epsilon_to_rho,
     rho_to_epsilon,
 )
@@ -85,9 +85,9 @@ def distributed_rho(sigma_site: float, *, sensitivity: float, k_min: int, dimens
     ----------
     [KLS21] Proposition 14; [CKS20].
     """
-    k_min = _check_count("k_min", k_min)
-    dimension = _check_count("dimension", dimension)
-    sensitivity = _check_nonneg("sensitivity", sensitivity)
+    k_min = check_count("k_min", k_min)
+    dimension = check_count("dimension", dimension)
+    sensitivity = check_nonneg("sensitivity", sensitivity)
     if not (math.isfinite(sigma_site) and sigma_site > 0):
         raise InputError(f"sigma_site must be a positive finite number, got {sigma_site!r}")
     if k_min >= 2 and sigma_site < 0.5:
@@ -144,11 +144,11 @@ def calibrate_distributed(
     rho_target = epsilon_to_rho(epsilon, delta, conversion=conversion)
     if rho_target <= 0.0:
         raise InputError(f"epsilon must be positive for a DP release, got {epsilon!r}")
-    sensitivity = _check_nonneg("sensitivity", sensitivity)
+    sensitivity = check_nonneg("sensitivity", sensitivity)
     if not math.isfinite(sensitivity):
         raise InputError("sensitivity must be finite; declare clipping bounds")
-    k_min = _check_count("k_min", k_min)
-    dimension = _check_count("dimension", dimension)
+    k_min = check_count("k_min", k_min)
+    dimension = check_count("dimension", dimension)
 
     def rho_at(s: float) -> float:
         return distributed_rho(s, sensitivity=sensitivity, k_min=k_min, dimension=dimension)

@@ -18,9 +18,9 @@ from pathlib import Path
 from fedstat.errors import InputError, PolicyRefused, PrivacyError
 from fedstat.privacy.dp.accounting import (
     Conversion,
-    _check_conversion,
-    _check_delta,
-    _check_nonneg,
+    check_conversion,
+    check_delta,
+    check_nonneg,
     epsilon_to_rho,
     rho_to_epsilon,
 )
@@ -167,14 +167,14 @@ class BudgetLedger:
     ):
         if (total_epsilon is None) == (total_rho is None):
             raise InputError("give the budget as exactly one of total_epsilon and total_rho (with total_delta)")
-        _check_conversion(conversion)
-        delta = _check_delta(total_delta)
+        check_conversion(conversion)
+        delta = check_delta(total_delta)
         self.path, self.conversion, self._timeout = Path(path), conversion, timeout
         if not 0.0 < analyst_share <= 1.0:
             raise InputError(f"analyst_share must be in (0, 1] (1 = no per-analyst cap), got {analyst_share!r}")
         self.analyst_share = float(analyst_share)
         if total_rho is not None:
-            rho = _check_nonneg("total_rho", total_rho)
+            rho = check_nonneg("total_rho", total_rho)
         else:
             assert total_epsilon is not None
             rho = epsilon_to_rho(total_epsilon, delta, conversion=conversion)
@@ -272,7 +272,7 @@ class BudgetLedger:
         """
         _check_name("dataset", dataset)
         _check_name("job_id", job_id)
-        rho = _check_nonneg("rho", rho)
+        rho = check_nonneg("rho", rho)
         if not math.isfinite(rho):
             raise InputError("rho to charge must be finite")
         with self._connect() as conn:

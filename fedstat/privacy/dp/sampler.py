@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from fedstat.errors import InputError, PrivacyError
-from fedstat.privacy.dp.accounting import _check_count
+from fedstat.privacy.dp.accounting import check_count
 
 #: Elements per OpenDP call: bounds the Python list OpenDP returns (~2.5 MB) and is the unit of
 #: work for the thread pool (OpenDP's ctypes calls release the GIL).
@@ -85,7 +85,7 @@ def discrete_gaussian(values: np.ndarray, sigma: float, *, workers: int | None =
         out[start : start + piece.size] = np.asarray(noisy, dtype=np.int64)
 
     starts = range(0, flat.size, _NOISE_CHUNK)
-    n_workers = min(4, os.cpu_count() or 1) if workers is None else _check_count("workers", workers)
+    n_workers = min(4, os.cpu_count() or 1) if workers is None else check_count("workers", workers)
     if n_workers == 1 or len(starts) == 1:
         for start in starts:
             draw(start)

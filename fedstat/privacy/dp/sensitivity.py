@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from fedstat.errors import InputError
-from fedstat.privacy.dp.accounting import _check_count
+from fedstat.privacy.dp.accounting import check_count
 
 Neighbouring = Literal["replace", "add_remove"]
 
@@ -81,7 +81,7 @@ def genotype_count_sensitivity(
     Dwork & Roth (2014), *The Algorithmic Foundations of Differential Privacy*, Def. 3.8 (ℓ2
     sensitivity); the reference notes: "one person changes each count by at most 2, so Δ₂ = 2√d".
     """
-    n_variants = _check_count("n_variants", n_variants)
+    n_variants = check_count("n_variants", n_variants)
     _check_neighbouring(neighbouring)
     unknown = [a for a in arrays if a not in _COUNT_CONTRIBUTIONS]
     if unknown or not arrays:
