@@ -39,7 +39,7 @@ from fedstat.errors import (
 )
 from fedstat.formats.atomic import atomic_write_text
 from fedstat.formats.results import write_result
-from fedstat.jobs import JobSpec, RoundPlan, plan_job
+from fedstat.jobs import JobSpec, RoundPlan, plan_job, seeded_randomness
 from fedstat.pki import RevocationList
 from fedstat.privacy.base import RoundContext
 from fedstat.privacy.contribution import ChunkDigest, Contribution
@@ -784,7 +784,7 @@ class _JobRunner:
             "n_variants": len(variants),
             "log": [line for line in self.store.get_job(self.job_id).log],
             "files": [f.name for f in files],
-            "seeds": None,
+            "seeds": seeded_randomness(spec),
         }
         prov = staging / f"{spec.out_name}.provenance.json"
         atomic_write_text(prov, [json.dumps(provenance, indent=2, sort_keys=True) + "\n"])

@@ -1,6 +1,6 @@
 """Signed audit heads: a site's signed statement of the last record of its audit log.
 
-A site's audit log (``site_agent/audit.py``) is hash-chained, so each record's hash commits to every
+A site's audit log (``site_agent/audit_log.py``) is hash-chained, so each record's hash commits to every
 record before it. What a chain alone cannot show is records cut from the end, or a whole chain
 rewritten by someone who can write the files. So each site signs its *head* — the seq and hash of
 its last record, and the time — with its certificate key and sends it with every reply to a job

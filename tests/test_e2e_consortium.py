@@ -87,6 +87,7 @@ def test_submit__allele_statistics_equal_plink2_on_pooled_data(workspace: Path, 
     assert prov["participants_total"] == 160 + 140 + 180
     assert {s: v["participants"] for s, v in prov["sites"].items()} == {"AFR": 160, "EAS": 140, "EUR": 180}
     assert prov["privacy"]["mode"] == "secagg"  # the default: exact integer sums through the masked ring
+    assert prov["seeds"] == {}  # nothing seeded: no --pca; masks and keys come from the OS's CSPRNG
     log = "\n".join(prov["log"])
     assert "site EUR: " in log and "REF/ALT swapped; flipped at the site" in log
     assert "0 excluded" in log

@@ -71,6 +71,10 @@ def test_pipeline__paillier_gives_the_same_results_as_secagg(workspace: Path, tm
     assert any("decrypted by the analyst's client" in line for line in log)
     a, b = np.loadtxt(tmp_path / "s.eigenval"), np.loadtxt(tmp_path / "p.eigenval")
     assert a.shape == (2,) and np.array_equal(a, b)
+    # provenance names the one seeded randomness (the PCA's start subspace), which is why both agree
+    for out in ("s", "p"):
+        prov = json.loads((tmp_path / f"{out}.provenance.json").read_text())
+        assert prov["seeds"] == {"pca_start_subspace": 0x5EED}
     rows = (tmp_path / "s.QT.glm.linear").read_text().count("\n") - 1
     c = compare(tmp_path / "p.QT.glm.linear", tmp_path / "s.QT.glm.linear")
     assert c.rows == rows > 300 and c.key_mismatch == 0 and c.max_log10p_dev <= 1e-4

@@ -33,6 +33,7 @@ from fedstat.jobs.options import (
     pca_components,
     qc_filters,
     required_phenotypes,
+    seeded_randomness,
 )
 from fedstat.jobs.planner import plan_job
 from fedstat.jobs.spec import SPEC_SIGNATURE_LABEL, JobSpec
@@ -61,4 +62,5 @@ __all__ = [
     "plan_job",
     "qc_filters",
     "required_phenotypes",
+    "seeded_randomness",
 ]

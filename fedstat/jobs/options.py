@@ -36,6 +36,7 @@ __all__ = [
     "pca_components",
     "qc_filters",
     "required_phenotypes",
+    "seeded_randomness",
 ]
 
 #: Analyses this version runs, as plink2 (or PLINK 1.9: assoc, model) flag names without dashes.
@@ -110,6 +111,13 @@ def pca_components(spec: JobSpec) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= pca.MAX_PCS:
         raise InputError(f"--pca takes a number of components from 1 to {pca.MAX_PCS}, got {shown(raw)}")
     return int(raw)
+
+
+def seeded_randomness(spec: JobSpec) -> dict[str, int]:
+    """The seeds of a job's seeded randomness, for its provenance: the PCA's start subspace
+    (fixed, so a resumed job replays identically). Masks, keys and DP noise are never seeded:
+    they come from the OS's CSPRNG."""
+    return {"pca_start_subspace": pca.START_SEED} if pca_components(spec) else {}
 
 
 def required_phenotypes(spec: JobSpec) -> tuple[str, ...]:

@@ -57,6 +57,7 @@ __all__ = [
     "MAX_ITERATIONS",
     "MAX_PCS",
     "RESIDUAL_TOL",
+    "START_SEED",
     "PcaAnalysis",
     "PcaResult",
     "basis_width",
@@ -66,7 +67,8 @@ __all__ = [
 MAX_PCS = 100
 RESIDUAL_TOL = 1e-6  # relative Ritz residual of every requested pair at convergence
 MAX_ITERATIONS = 400
-_SEED = 0x5EED  # the start subspace is fixed, so a resumed job replays identically
+#: Seed of the PCA's start subspace: fixed, so a resumed job replays identically (recorded in provenance).
+START_SEED = 0x5EED
 
 
 def basis_width(k: int) -> int:
@@ -276,7 +278,7 @@ class PcaAnalysis:
                     + (f" and {self.n_samples} participants" if self.n_samples else "")
                 )
             width = min(self.m, cap, basis_width(self.k))
-            start = np.random.default_rng(_SEED).standard_normal((self.m, width))
+            start = np.random.default_rng(START_SEED).standard_normal((self.m, width))
             self.v = np.linalg.qr(start)[0]
             self._stage = "iterate"
             return self._multiply_plan()
