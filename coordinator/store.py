@@ -321,7 +321,7 @@ class Store:
         """Record a completed round with its global totals (aggregates over every participating
         site, never one site's sums), so a restarted coordinator resumes after it."""
         buf = io.BytesIO()
-        np.savez(buf, allow_pickle=False, **{k: np.asarray(v) for k, v in totals.items()})
+        np.savez(buf, allow_pickle=False, **{k: np.asarray(v) for k, v in totals.items()})  # numpy >= 2.1
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO rounds (job_id, round, attempt, computation, participants, seconds, "

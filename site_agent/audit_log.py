@@ -198,7 +198,7 @@ class AuditLog:
 
     Opening creates the log (and its head anchor) if needed, takes an exclusive lock on it, and
     reads the last complete record to continue the chain: that record's own hash and its agreement
-    with the head anchor are checked (the whole chain is :func:`verify`'s job). Use as a context
+    with the head anchor are checked (the whole chain is :func:`site_agent.audit_verify.verify`'s job). Use as a context
     manager, or call :meth:`close`.
 
     Parameters
