@@ -1,11 +1,12 @@
 """The house rules of the code base (issue 15), checked on the source itself.
 
 - no import cycles between fedstat's modules (a cycle hides which layer owns what);
-- no module imports another module's private ``_name``;
+- no module imports another module's private ``_name``, and no code reads another object's
+  ``_attribute`` (only ``self``'s and ``cls``');
 - the analyses (``fedstat.stats``) never import the file formats: formats read results;
 - modules stay under 800 lines;
-- no module-level cache keyed by ``id()`` (an id is reused after garbage collection, so one
-  job could read another's entry).
+- no ``id()`` at all: as a cache key it outlives its object (an id is reused after garbage
+  collection, so one job could read another's entry).
 """
 
 from __future__ import annotations
@@ -182,4 +183,20 @@ def test_no_cache_keyed_by_id():
                 and len(node.args) == 1
             ):
                 offenders.append(f"{name}:{node.lineno}")
+    assert offenders == []
+
+
+def test_no_code_reads_another_objects_private_attributes():
+    """``obj._field`` only on ``self`` / ``cls``: another object's private state is not an interface
+    (argparse's ``_SubParsersAction`` is the type argparse's own API returns)."""
+    allowed = {"argparse._SubParsersAction"}
+    offenders = []
+    for name, path in _sources().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")):
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            if ast.unparse(node) not in allowed:
+                offenders.append(f"{name}:{node.lineno} {ast.unparse(node)}")
     assert offenders == []

@@ -345,7 +345,7 @@ class GenotypeSource:
         except RuntimeError as exc:
             raise GenotypeFileError(f"{self.genotype_path}: cannot open ({_pgenlib_message(exc)})") from exc
 
-    def _check_readable(self) -> None:
+    def check_readable(self) -> None:
         """Open the file and decode its last variant, which catches most truncation early."""
         if self._rows.n_file_rows == 0:
             return
@@ -658,5 +658,5 @@ def open_genotypes(
         )
     if len(samples) == 0:
         raise GenotypeFileError(f"{path}: no samples")
-    source._check_readable()
+    source.check_readable()
     return source
