@@ -321,7 +321,8 @@ class Store:
         """Record a completed round with its global totals (aggregates over every participating
         site, never one site's sums), so a restarted coordinator resumes after it."""
         buf = io.BytesIO()
-        np.savez(buf, allow_pickle=False, **{k: np.asarray(v) for k, v in totals.items()})  # numpy >= 2.1
+        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in totals.items()}  # numeric; loaded without pickle
+        np.savez(buf, **arrays)
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO rounds (job_id, round, attempt, computation, participants, seconds, "
