@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from fedstat.data.genotypes import BOTH, HARDCALLS, GenotypeBlock
 from fedstat.privacy.dp import CountSensitivity
 from fedstat.stats import allele, assoc, glm, pca
 from fedstat.stats.base import (
@@ -57,16 +59,24 @@ class Computation:
 
 
 class _AlleleCounts:
-    """Site side of --freq/--geno-counts/--hardy/--missing: four genotype counts per variant."""
+    """Site side of --freq/--geno-counts/--hardy/--missing: four genotype counts per variant (hard
+    calls), and with ``dosage=1`` (``--freq``) the ALT dosage sums plink2 computes frequencies from."""
+
+    def genotypes(self, params: Mapping[str, str]) -> str:
+        return BOTH if params.get("dosage") == "1" else HARDCALLS
 
     def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
-        return per_variant(allele.SUM_NAMES, integer=True)
+        names = allele.SUM_NAMES + (allele.DOSAGE_SUM_NAMES if params.get("dosage") == "1" else ())
+        return per_variant(names, integer=True)
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         return {}
 
-    def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
-        return allele.local_sums(block)
+    def block_sums(self, block: Any, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
+        if not isinstance(block, GenotypeBlock):
+            return allele.local_sums(block)
+        counts = allele.local_sums(block.hardcalls)
+        return counts | allele.local_dosage_sums(block.dosages, counts)
 
 
 class _SampleMissing:

@@ -59,7 +59,7 @@ from fedstat.protocol import (
     round_digest,
     spec_from_pb,
 )
-from fedstat.stats.base import RoundInput, SiteUpdate, release_groups, run_local, updated_cohort
+from fedstat.stats.base import RoundInput, SiteUpdate, genotype_values, release_groups, run_local, updated_cohort
 from fedstat.wire import common_pb2, site_pb2, site_pb2_grpc
 
 from .audit_anchor import AuditAnchor
@@ -696,16 +696,14 @@ class SiteAgent:
         n_blocks = (n + block_size - 1) // block_size
 
         def read_blocks() -> Iterator[tuple[int, np.ndarray]]:
-            return _checked(
-                job.dataset.genotypes.read_blocks(
-                    plan.local_index[variants],
-                    flip=plan.flip[variants],
-                    sample_index=job.members,
-                    block_size=block_size,
-                ),
-                block_size,
-                job.cancelled,
+            blocks = job.dataset.genotypes.read_blocks(
+                plan.local_index[variants],
+                flip=plan.flip[variants],
+                sample_index=job.members,
+                block_size=block_size,
+                values=genotype_values(compute, inp.params),
             )
+            return _checked(blocks, block_size, job.cancelled)
 
         def on_block(done: int) -> None:
             self._progress(job, req, done, n_blocks, finished=False)
@@ -786,7 +784,7 @@ def _checked(
     blocks: Iterator[tuple[int, np.ndarray]], block_size: int, cancelled: threading.Event
 ) -> Iterator[tuple[int, np.ndarray]]:
     for offset, block in blocks:
-        assert block.shape[0] <= block_size
+        assert block.shape[0] <= block_size  # an array, or a GenotypeBlock of two
         if cancelled.is_set():
             return
         yield offset, block

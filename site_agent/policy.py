@@ -30,7 +30,14 @@ from fedstat.counts import coarsen
 from fedstat.data.dataset import Dataset
 from fedstat.data.samples import text_column_message
 from fedstat.errors import InputError, PolicyRefused
-from fedstat.jobs import JobSpec, checks_pooled_coding, derived_columns, fitted_parameters, required_phenotypes
+from fedstat.jobs import (
+    JobSpec,
+    checks_pooled_coding,
+    derived_columns,
+    dosage_refusal,
+    fitted_parameters,
+    required_phenotypes,
+)
 from fedstat.privacy.modes import get_mode
 
 from .gate import count_words
@@ -98,6 +105,13 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
             f"privacy mode {spec.privacy!r} is weaker than this site's weakest accepted mode "
             f"{policy.weakest_privacy!r} (order: none < secagg = paillier < dp = paillier,dp)"
         )
+    if dataset.genotypes.has_dosages:
+        why = dosage_refusal(spec)
+        if why is not None:
+            raise PolicyRefused(
+                f"dataset {dataset.name} holds imputed dosages: {why}; leave that analysis out, or point a "
+                "dataset at a hard-call copy (plink2 --pfile … --make-pgen erase-dosage)"
+            )
     columns = set(dataset.samples.numeric)  # text columns (consent, words) are never phenotypes
     derived = derived_columns(spec)  # PC1… of the job's own --pca are computed at the site
     for kind, names in (("phenotype", spec.pheno_names), ("covariate", spec.covar_names)):

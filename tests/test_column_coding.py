@@ -164,18 +164,45 @@ def test_site_policy__used_text_column_is_refused_naming_column_and_dataset(tmp_
     assert "'A'" not in message and "'B'" not in message
 
 
-# --- dosages: refused with what the file holds, never hard-called without a word
+# --- dosages: a .pgen dosage track is read; VCF dosage fields are refused, never hard-called without a word
 
 
-def test_open_genotypes__plink2_dosage_pgen_is_refused_naming_file_and_track():
-    with pytest.raises(GenotypeFileError) as info:
-        open_genotypes(DOSAGE / "dosage.pgen")
-    message = str(info.value)
-    assert message.startswith(
-        f"{DOSAGE / 'dosage.pgen'}: holds imputed dosages (a dosage track on 12 of its 12 variants)"
-    )
-    assert "plink2 uses dosages in --freq, --glm and --pca" in message
-    assert f"plink2 --pfile {DOSAGE / 'dosage'} --make-pgen erase-dosage --out NEW" in message
+def _vcf_ds(path: Path) -> np.ndarray:
+    """The DS values of a GT:DS VCF, (variants, samples)."""
+    rows = [line.split("\t")[9:] for line in path.read_text().splitlines() if not line.startswith("#")]
+    return np.array([[float(cell.split(":")[1]) for cell in row] for row in rows])
+
+
+def test_open_genotypes__plink2_dosage_pgen_reads_its_dosages_and_hard_calls():
+    src = open_genotypes(DOSAGE / "dosage.pgen")
+    assert src.has_dosages
+    ds = _vcf_ds(DOSAGE / "gtds.vcf")
+    n_var = ds.shape[0]
+    ((_, dosages),) = src.read_blocks(np.arange(n_var), block_size=n_var, values="dosages")
+    ((_, hard),) = src.read_blocks(np.arange(n_var), block_size=n_var)
+    ((_, both),) = src.read_blocks(np.arange(n_var), block_size=n_var, values="both")
+    # plink2 stores DS at 1/16384 (rounded half up) and derives hard calls from it: a call where the
+    # dosage is within 0.1 of an integer (1638/16384), missing otherwise
+    units = np.floor(ds * 16384 + 0.5)
+    assert dosages.dtype == np.float32 and np.array_equal(dosages * 16384, units)
+    halfdist = np.abs(units % 16384 - 8192)
+    expect_hard = np.where(halfdist >= 8192 - 1638, np.floor((units + 8192) / 16384), -9)
+    assert hard.dtype == np.int8 and np.array_equal(hard, expect_hard)
+    assert (hard == -9).any() and (hard >= 0).any()  # the fixture holds both kinds
+    assert np.array_equal(both.hardcalls, hard) and np.array_equal(both.dosages, dosages)
+    # flipped (REF/ALT exchanged at this site): 2 - d, exactly
+    ((_, flipped),) = src.read_blocks(np.arange(n_var), block_size=n_var, values="dosages", flip=np.ones(n_var, bool))
+    assert np.array_equal(flipped, 2 - dosages)
+
+
+def test_open_genotypes__hard_call_file_gives_hard_calls_for_dosages():
+    src = open_genotypes(DATA / "consortium" / "EUR")
+    assert not src.has_dosages
+    ((_, hard),) = src.read_blocks(np.arange(5), block_size=5)
+    ((_, as_dosages),) = src.read_blocks(np.arange(5), block_size=5, values="dosages")
+    ((_, both),) = src.read_blocks(np.arange(5), block_size=5, values="both")
+    assert as_dosages.dtype == np.int8 and np.array_equal(as_dosages, hard)
+    assert both.dosages is None and np.array_equal(both.hardcalls, hard)
 
 
 @pytest.mark.parametrize(

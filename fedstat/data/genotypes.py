@@ -5,6 +5,11 @@ Every source is read through :class:`GenotypeSource`, which yields ALT allele co
 BCF is first converted once to a cached ``.pgen`` (:mod:`fedstat.data.vcf_cache`) and then read
 the same way, so no job ever parses text genotypes.
 
+Imputed dosages (a ``.pgen`` dosage track, as ``plink2 --vcf … dosage=DS`` or ``--bgen`` writes
+it) are read beside the hard calls: a block of float32 dosages costs 4 bytes per genotype against
+the hard calls' 1, and only the computations that use dosages as plink2 does (``--freq``,
+``--glm``) ask for them; a file without a dosage track is read as hard calls throughout.
+
 Allele convention (plink2): in a ``.bim``, column 5 (A1) is ALT and column 6 (A2) is REF;
 pgenlib returns counts of allele 1 (ALT) for both ``.bed`` and ``.pgen``.
 
@@ -31,7 +36,7 @@ import numpy as np
 
 from fedstat.data.pgen_header import dosage_variant_count
 from fedstat.data.variants import VariantTable
-from fedstat.data.vcf_cache import dosage_refusal, ensure_vcf_cache
+from fedstat.data.vcf_cache import ensure_vcf_cache
 from fedstat.errors import GenotypeFileError, InputError
 
 #: File names a site directory may hold its genotypes under (exactly one of them).
@@ -45,6 +50,13 @@ SOURCE_NAMES = (
 
 #: Default directory, next to a VCF, for its binary cache when no ``cache_dir`` is given.
 DEFAULT_CACHE_DIRNAME = ".fedstat-cache"
+
+#: What a genotype block may hold (:meth:`GenotypeSource.read_blocks` ``values=``).
+HARDCALLS, DOSAGES, BOTH = "hardcalls", "dosages", "both"
+GENOTYPE_VALUES = (HARDCALLS, DOSAGES, BOTH)
+#: One allele's dosage in plink2's integer dosage units (a .pgen stores dosages in 1/16384 steps), in
+#: which sums of dosages are exact integers.
+DOSAGE_UNIT = 16384
 
 _BED_MAGIC = bytes((0x6C, 0x1B, 0x01))
 _PVAR_REQUIRED = ("#CHROM", "POS", "ID", "REF", "ALT")
@@ -65,6 +77,25 @@ class SampleIds:
 
     def __len__(self) -> int:
         return len(self.iid)
+
+
+@dataclass(frozen=True)
+class GenotypeBlock:
+    """A block's hard calls and, where the file has them, its dosages (``values="both"``).
+
+    Attributes
+    ----------
+    hardcalls : [array, shape: (b, n), dtype int8] ALT counts 0/1/2, -9 missing
+    dosages : [array, shape: (b, n), dtype float32] ALT dosages, -9 where neither a dosage nor a
+        hard call is present; None for a file without a dosage track (the hard calls are its dosages)
+    """
+
+    hardcalls: np.ndarray
+    dosages: np.ndarray | None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.hardcalls.shape)
 
 
 @dataclass(frozen=True)
@@ -286,6 +317,8 @@ class GenotypeSource:
     variants : the exposed (biallelic) variants, in file order
     multiallelic_skipped : file rows not exposed because they have more than one ALT allele
     non_snv_skipped : VCF/BCF only: biallelic records skipped as not SNVs (0 for PLINK input)
+    has_dosages : the file carries imputed dosages (a ``.pgen`` dosage track) besides hard calls;
+        :meth:`read_blocks` returns them with ``values="dosages"`` or ``"both"``
     genotype_path : the file actually read (the cached ``.pgen`` for VCF/BCF)
 
     Notes
@@ -304,6 +337,7 @@ class GenotypeSource:
         samples: SampleIds,
         rows: _VariantRows,
         non_snv_skipped: int = 0,
+        has_dosages: bool = False,
     ) -> None:
         self.format = format
         self.path = path
@@ -312,6 +346,7 @@ class GenotypeSource:
         self.variants = rows.variants
         self.multiallelic_skipped = rows.multiallelic_skipped
         self.non_snv_skipped = non_snv_skipped
+        self.has_dosages = has_dosages
         self._rows = rows
         self._closed = False
 
@@ -366,7 +401,8 @@ class GenotypeSource:
         flip: np.ndarray | None = None,
         sample_index: np.ndarray | None = None,
         block_size: int = 4096,
-    ) -> Iterator[tuple[int, np.ndarray]]:
+        values: str = HARDCALLS,
+    ) -> Iterator[tuple[int, Any]]:
         """Read the requested variants in consecutive blocks.
 
         Parameters
@@ -378,14 +414,22 @@ class GenotypeSource:
         sample_index : [array, shape: (n_selected,), integer], optional; sample columns to
             return, in the order wanted (default: all samples in file order)
         block_size : maximum number of variants per block
+        values : what each block holds (:data:`GENOTYPE_VALUES`): ``"hardcalls"`` (default),
+            ``"dosages"`` (the ALT dosages where the file has a dosage track, as plink2's ``--glm``
+            reads them; the hard calls of a file without one), or ``"both"``
 
         Yields
         ------
         offset : int
             position of the block's first row within ``variant_index``
-        block : [array, shape: (n_in_block, n_selected), dtype int8]
-            ALT allele counts 0/1/2, -9 missing; a fresh array per block, ``n_in_block <=
-            block_size``
+        block : a fresh value per block, ``n_in_block <= block_size`` rows:
+
+            - hardcalls: [array, shape: (n_in_block, n_selected), dtype int8] ALT allele counts
+              0/1/2, -9 missing;
+            - dosages: from a file with dosages, [array, same shape, dtype float32] ALT dosages
+              in [0, 2] (multiples of 1/16384, a hard call where no dosage is stored), -9 where
+              neither is present; from one without, the int8 hard calls;
+            - both: a :class:`GenotypeBlock` of the two (``dosages`` None without a dosage track).
 
         Raises
         ------
@@ -404,6 +448,8 @@ class GenotypeSource:
             raise ValueError(f"{self!r} is closed")
         if block_size < 1:
             raise InputError(f"block_size must be positive, got {block_size}")
+        if values not in GENOTYPE_VALUES:
+            raise InputError(f"values must be one of {', '.join(GENOTYPE_VALUES)}, got {values!r}")
         vidx = np.asarray(variant_index)
         if vidx.ndim != 1 or not (vidx.size == 0 or np.issubdtype(vidx.dtype, np.integer)):
             raise InputError("variant_index must be a 1-d integer array")
@@ -428,7 +474,13 @@ class GenotypeSource:
             subset = subset.astype(np.uint32)
             if subset.size != sidx.size or not np.array_equal(subset, sidx):
                 order = inverse.reshape(-1)  # column j of the result = subset column order[j]
-        return self._blocks(file_rows, flips, subset, order, n_cols, block_size)
+        blocks = self._blocks(file_rows, flips, subset, order, n_cols, block_size, dosages=False)
+        if values == HARDCALLS or not self.has_dosages:
+            return blocks if values != BOTH else ((o, GenotypeBlock(b, None)) for o, b in blocks)
+        doses = self._blocks(file_rows, flips, subset, order, n_cols, block_size, dosages=True)
+        if values == DOSAGES:
+            return doses
+        return ((o, GenotypeBlock(h, d)) for (o, h), (_, d) in zip(blocks, doses, strict=True))
 
     def _blocks(
         self,
@@ -438,13 +490,16 @@ class GenotypeSource:
         order: np.ndarray | None,
         n_cols: int,
         block_size: int,
+        *,
+        dosages: bool,
     ) -> Iterator[tuple[int, np.ndarray]]:
         n = file_rows.size
+        dtype = np.float32 if dosages else np.int8
         if n == 0:
             return
         if n_cols == 0:  # an empty cohort: nothing to read, shapes still consistent
             for start in range(0, n, block_size):
-                yield start, np.empty((min(n, start + block_size) - start, 0), dtype=np.int8)
+                yield start, np.empty((min(n, start + block_size) - start, 0), dtype=dtype)
             return
         full = subset is not None and subset.size == self.n_samples
         reader = self._reader(None if subset is None or full else subset)
@@ -454,13 +509,16 @@ class GenotypeSource:
                 stop = min(n, start + block_size)
                 rows = file_rows[start:stop]
                 wide = rows.astype(np.int64)
-                block = np.empty((stop - start, n_read), dtype=np.int8)
+                block = np.empty((stop - start, n_read), dtype=dtype)
                 try:
                     if wide[-1] - wide[0] == wide.size - 1 and bool((np.diff(wide) == 1).all()):
                         # one run of consecutive file rows: the faster range read
-                        reader.read_range(int(wide[0]), int(wide[-1]) + 1, block)
+                        (reader.read_dosages_range if dosages else reader.read_range)(
+                            int(wide[0]), int(wide[-1]) + 1, block
+                        )
                     else:
-                        reader.read_list(np.ascontiguousarray(rows, dtype=np.uint32), block)
+                        rows32 = np.ascontiguousarray(rows, dtype=np.uint32)
+                        (reader.read_dosages_list if dosages else reader.read_list)(rows32, block)
                 except RuntimeError as exc:
                     raise GenotypeFileError(
                         f"{self.genotype_path}: truncated or corrupt, reading file rows "
@@ -473,7 +531,7 @@ class GenotypeSource:
                     f = flips[start:stop]
                     if f.any():
                         sub = block[f]
-                        # g -> 2 - g on flipped rows, missing (-9) unchanged
+                        # g -> 2 - g on flipped rows (exact for dosages too), missing (-9) unchanged
                         block[f] = np.where(sub >= 0, 2 - sub, sub)
                 assert block.shape == (stop - start, n_cols)
                 yield start, block
@@ -602,11 +660,11 @@ def open_genotypes(
     ------
     GenotypeFileError
         If a file is missing, malformed or inconsistent with its companions (naming the file
-        and line), or the genotype file is truncated or corrupt; or if it carries imputed
-        dosages (a ``.pgen`` dosage track, VCF/BCF ``DS``/``GP``/``HDS``) or no hard calls at
-        all (a VCF without ``GT``). fedstat reads hard calls only, while plink2 would use the
-        dosages in ``--freq``/``--glm``/``--pca``: such a file is refused, never hard-called
-        without a word. The message says how to make the hard-call choice explicit.
+        and line), or the genotype file is truncated or corrupt; or if a VCF/BCF carries imputed
+        dosages (``DS``/``GP``/``HDS``, not read from a VCF in this version) or no hard calls at
+        all (no ``GT``): such a file is refused, never hard-called without a word, and the message
+        says how to convert it (``plink2 --vcf … dosage=DS --make-pgen`` keeps the dosages).
+        A ``.pgen`` dosage track is read (:attr:`GenotypeSource.has_dosages`).
     """
     target = Path(directory_or_file)
     path = find_genotype_source(target) if target.is_dir() else target
@@ -626,15 +684,9 @@ def open_genotypes(
         samples = _read_psam(psam)
         _check_pgen_header(path, rows.n_file_rows, len(samples), pvar, psam)
         n_dosage = dosage_variant_count(path, rows.n_file_rows, len(samples))
-        if n_dosage:
-            raise GenotypeFileError(
-                dosage_refusal(
-                    path,
-                    f"a dosage track on {n_dosage} of its {rows.n_file_rows} variants",
-                    f"plink2 --pfile {_companion(path, '')} --make-pgen erase-dosage --out NEW",
-                )
-            )
-        source = GenotypeSource(format=fmt, path=path, genotype_path=path, samples=samples, rows=rows)
+        source = GenotypeSource(
+            format=fmt, path=path, genotype_path=path, samples=samples, rows=rows, has_dosages=n_dosage > 0
+        )
     else:
         cdir = Path(cache_dir) if cache_dir is not None else path.parent / DEFAULT_CACHE_DIRNAME
         info = ensure_vcf_cache(path, cdir, threads=threads)

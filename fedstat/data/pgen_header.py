@@ -2,9 +2,9 @@
 
 A ``.pgen`` made from imputed data (``plink2 --vcf … dosage=DS``, ``--bgen``) stores, next to
 each variant's hard calls, a dosage track for the samples whose dosage is not a hard call. plink2
-uses those dosages in ``--freq``, ``--glm`` and ``--pca``; fedstat reads hard calls only, so a
-dataset with a dosage track is refused when it is opened rather than analysed differently without
-a word (:func:`fedstat.data.genotypes.open_genotypes`).
+uses those dosages in ``--freq``, ``--glm`` and ``--pca``; fedstat reads them where plink2 does,
+so it must know when opening a file whether it has any
+(:attr:`fedstat.data.genotypes.GenotypeSource.has_dosages`).
 
 The header holds one record type per variant (``vrtype``); bits 5–6 (``0x60``) say a dosage
 track follows the hard calls. Reading the types costs one byte per variant, not a pass over the

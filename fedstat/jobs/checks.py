@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 
 from fedstat.errors import ProtocolError
-from fedstat.jobs.options import derived_columns, qc_filters
+from fedstat.jobs.options import derived_columns, qc_filters, reads_dosages
 from fedstat.jobs.spec import JobSpec
 from fedstat.stats import allele
 
@@ -42,7 +42,8 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
     if computation == "allele_counts":
         if not analyses & {*allele.ANALYSES, "pca"}:
             raise refuse("the job has no --freq/--geno-counts/--hardy/--missing/--pca")
-        expected: dict[str, str] = {}
+        # with dosage sums only for a --freq that reads dosages (fedstat.jobs.reads_dosages)
+        expected: dict[str, str] = {"dosage": "1"} if params.get("dosage") == "1" and reads_dosages(spec) else {}
     elif computation == "sample_missing":
         if mind is None:
             raise refuse("the job has no --mind")

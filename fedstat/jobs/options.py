@@ -14,6 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 from fedstat.errors import InputError, shown
+from fedstat.privacy.modes import get_mode
 from fedstat.stats import allele, pca
 from fedstat.stats.qc import VariantQc
 
@@ -31,6 +32,8 @@ __all__ = [
     "check_dp",
     "checks_pooled_coding",
     "derived_columns",
+    "dosage_refusal",
+    "reads_dosages",
     "expand_names",
     "fitted_parameters",
     "pca_components",
@@ -140,6 +143,28 @@ def checks_pooled_coding(spec: JobSpec) -> bool:
     """Whether the job's analyses check a phenotype's case/control coding over the pooled data
     (``--glm``, ``--assoc``, ``--model``), so a site may read 0 as missing under ``--require-pheno``."""
     return bool({"glm", "assoc", "model"} & set(spec.analyses))
+
+
+def reads_dosages(spec: JobSpec) -> bool:
+    """Whether the job's ``--freq`` reads dosages (its allele round sends dosage sums): always, but
+    under a mode that adds noise, whose sensitivities cover the genotype counts only."""
+    return "freq" in spec.analyses and not get_mode(spec.privacy).adds_noise
+
+
+def dosage_refusal(spec: JobSpec) -> str | None:
+    """Why a dataset with imputed dosages cannot take part in the job, or None.
+
+    plink2 computes ``--freq``, ``--glm`` and ``--pca``, and ``--maf`` through the frequencies, from
+    dosages; the others from hard calls. fedstat reads dosages in ``--freq`` and ``--glm``; a job
+    that would use them anywhere else is refused rather than computed from the hard calls.
+    """
+    if "freq" in spec.analyses and not reads_dosages(spec):
+        return f"--freq under --privacy {spec.privacy} reads hard calls only in this version, and plink2 would use the dosages"
+    if pca_components(spec):
+        return "--pca reads hard calls only in this version, and plink2 would use the dosages"
+    if spec.options.get("maf") is not None:
+        return "--maf reads hard-call frequencies in this version, and plink2 filters on dosage frequencies"
+    return None
 
 
 def derived_columns(spec: JobSpec) -> frozenset[str]:

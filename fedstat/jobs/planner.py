@@ -4,7 +4,7 @@ its steps in plink2's order."""
 from __future__ import annotations
 
 from fedstat.formats.numbers import format_g_array
-from fedstat.jobs.options import derived_columns, pca_components, qc_filters
+from fedstat.jobs.options import derived_columns, pca_components, qc_filters, reads_dosages
 from fedstat.jobs.spec import JobSpec
 from fedstat.jobs.steps import (
     AlleleAnalysis,
@@ -39,7 +39,7 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
         parts.append(QcAnalysis(qc, kept, controls=spec.pheno_names[0] if controls else ""))
     allele_flags = tuple(a for a in spec.analyses if a in allele.ANALYSES)
     if allele_flags:
-        parts.append(SubsetAnalysis(AlleleAnalysis(allele_flags), kept))
+        parts.append(SubsetAnalysis(AlleleAnalysis(allele_flags, dosage=reads_dosages(spec)), kept))
     k = pca_components(spec)
     if k:
         scores = tuple(c for c in spec.covar_names if c in derived_columns(spec))

@@ -35,13 +35,14 @@ __all__ = [
 class AlleleAnalysis:
     """``--freq --geno-counts --hardy --missing``: one round of genotype counts."""
 
-    def __init__(self, analyses: tuple[str, ...]):
+    def __init__(self, analyses: tuple[str, ...], *, dosage: bool = False):
         self.analyses = analyses
+        self.dosage = dosage  # --freq from the sites' dosages (plink2's); see fedstat.jobs.reads_dosages
         self.stats: allele.AlleleStats | None = None
 
     def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
         if sums is None:
-            return RoundPlan("allele_counts")
+            return RoundPlan("allele_counts", params={"dosage": "1"} if self.dosage else {})
         self.stats = allele.finish(sums)
         return None
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedstat.data.genotypes import DOSAGE_UNIT
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.stats.hwe import hwe_exact_p
@@ -35,6 +36,11 @@ __all__ = [
 ]
 
 SUM_NAMES = ("hom_ref", "het", "hom_alt", "missing")
+#: With dosages (``--freq`` as plink2 computes it: from the ALT dosages, a hard call where no dosage
+#: is stored): the ALT dosage sum in 1/16384 units (plink2's own resolution, so the sums are exact
+#: integers, :data:`~fedstat.data.genotypes.DOSAGE_UNIT`) and the samples with a dosage or a hard call.
+DOSAGE_SUM_NAMES = ("dosage_sum", "dosage_obs")
+
 ANALYSES = ("freq", "geno-counts", "hardy", "missing")  # plink2 flag names without '--'
 
 
@@ -70,6 +76,30 @@ def local_sums(block: np.ndarray) -> dict[str, np.ndarray]:
     return {"hom_ref": hom_ref, "het": het, "hom_alt": hom_alt, "missing": missing}
 
 
+def local_dosage_sums(dosages: np.ndarray | None, counts: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One site's :data:`DOSAGE_SUM_NAMES` for a block.
+
+    Parameters
+    ----------
+    dosages : [array, shape: (n_variants, n_samples), float] ALT dosages in [0, 2], negative where
+        absent; None for a file without dosages, whose hard calls are its dosages
+    counts : the block's :func:`local_sums`
+    """
+    if dosages is None:
+        alt = (counts["het"] + 2 * counts["hom_alt"]) * DOSAGE_UNIT
+        return {"dosage_sum": alt.astype(np.int64), "dosage_obs": counts["hom_ref"] + counts["het"] + counts["hom_alt"]}
+    d = np.asarray(dosages)
+    if d.size and float(d.max()) > 2.0:
+        raise InputError("local_dosage_sums: a dosage block holds an ALT dosage above 2")
+    present = d >= 0
+    # float64 sums of multiples of 2^-14 are exact far beyond any cohort size
+    total = np.where(present, d, 0).sum(axis=1, dtype=np.float64)
+    return {
+        "dosage_sum": np.rint(total * DOSAGE_UNIT).astype(np.int64),
+        "dosage_obs": np.count_nonzero(present, axis=1).astype(np.int64),
+    }
+
+
 @dataclass(frozen=True)
 class AlleleStats:
     """Global allele statistics. Every field is [array, shape: (n_variants,)].
@@ -78,9 +108,10 @@ class AlleleStats:
     ----------
     hom_ref, het, hom_alt, missing : int64 genotype counts (plink2 HOM_REF_CT,
         HET_REF_ALT_CTS, TWO_ALT_GENO_CTS, MISSING_CT)
-    obs_ct : int64 allele observations, ``2 (hom_ref + het + hom_alt)`` (.afreq OBS_CT)
-    alt_freq : float64 ALT allele frequency ``(het + 2 hom_alt) / obs_ct``; NaN when
-        ``obs_ct == 0`` (.afreq ALT_FREQS)
+    obs_ct : int64 allele observations, ``2 (hom_ref + het + hom_alt)`` (.afreq OBS_CT); with
+        dosages, twice the samples with a dosage or a hard call
+    alt_freq : float64 ALT allele frequency ``(het + 2 hom_alt) / obs_ct``, or the ALT dosage sum
+        over ``obs_ct`` with dosages; NaN when ``obs_ct == 0`` (.afreq ALT_FREQS)
     hwe_p : float64 exact Hardy–Weinberg p-value (.hardy P); 1 when no genotype is observed
     het_obs_frac : float64 observed heterozygote share ``het / (hom_ref + het + hom_alt)``;
         NaN when no genotype is observed (.hardy O(HET_A1))
@@ -117,7 +148,9 @@ def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
     Parameters
     ----------
     sums : for each name in :data:`SUM_NAMES`, [array, shape: (n_variants,)] of
-        non-negative integers (any integer or integral float dtype).
+        non-negative integers (any integer or integral float dtype); and, where the round read
+        dosages, :data:`DOSAGE_SUM_NAMES` (the frequencies then come from the dosages, as plink2's
+        ``--freq``; the other reports from the hard calls).
 
     Returns
     -------
@@ -133,7 +166,8 @@ def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
         raise InputError(f"allele statistics need the sums {SUM_NAMES}; missing {missing_names}")
     counts = {}
     shape = None
-    for name in SUM_NAMES:
+    names = SUM_NAMES + (DOSAGE_SUM_NAMES if DOSAGE_SUM_NAMES[0] in sums else ())
+    for name in names:
         raw = np.asarray(sums[name])
         if raw.ndim != 1:
             raise InputError(f"sum {name!r} must be 1-d, got shape {raw.shape}")
@@ -150,11 +184,17 @@ def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
     hom_ref, het, hom_alt, missing = (counts[n] for n in SUM_NAMES)
 
     n_obs = hom_ref + het + hom_alt  # genotyped samples
-    obs_ct = 2 * n_obs  # allele observations
     n_all = n_obs + missing
+    if "dosage_sum" in counts:
+        obs_ct = 2 * counts["dosage_obs"]
+        alt_units = counts["dosage_sum"]
+    else:
+        obs_ct = 2 * n_obs  # allele observations
+        alt_units = (het + 2 * hom_alt) * DOSAGE_UNIT
     with np.errstate(invalid="ignore", divide="ignore"):
-        # ALT frequency = ALT alleles / allele observations; 0/0 -> NaN as in plink2
-        alt_freq = (het + 2 * hom_alt).astype(np.float64) / obs_ct
+        # ALT frequency = ALT dosage / allele observations, as plink2 computes it (times the
+        # reciprocal of the total, in its dosage units); 0/0 -> NaN as in plink2
+        alt_freq = alt_units.astype(np.float64) * (1.0 / (obs_ct * DOSAGE_UNIT).astype(np.float64))
         het_obs = het.astype(np.float64) / n_obs
         ref_freq = (2 * hom_ref + het).astype(np.float64) / obs_ct
         f_miss = missing.astype(np.float64) / n_all

@@ -25,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fedstat.data.genotypes import HARDCALLS
 from fedstat.data.variants import VariantTable
 from fedstat.errors import ProtocolError
 
@@ -138,6 +139,12 @@ class LocalComputation(Protocol):
       the round's blocks (e.g. ``Xᵀ(X V)``) accumulates its first pass into ``inp.local``;
     - ``finish(cohort, inp) -> SiteUpdate``: called after the blocks; may drop participants or
       add derived columns for later rounds, and may return cohort-level sums;
+    - ``genotypes(params) -> str``: what the round's blocks hold
+      (:data:`fedstat.data.genotypes.GENOTYPE_VALUES`): ``"hardcalls"`` (the default: int8 ALT
+      counts, -9 missing), ``"dosages"`` (float32 ALT dosages where the site's file has them, -9
+      missing, else its int8 hard calls: the kernel takes either), or ``"both"`` (a
+      :class:`~fedstat.data.genotypes.GenotypeBlock`); a kernel asks for dosages exactly where
+      plink2 uses them;
     - ``release_groups(cohort, inp) -> dict[str, bool array (cohort.n,)]``: the groups of
       participants the round's sums are taken over (e.g. each phenotype's regression cohort, the
       cases and the controls), checked by the site's release ledger before anything is computed;
@@ -291,6 +298,13 @@ def run_local(
             values = np.asarray(values)
             yield checked(Output(name, 0, values.size, values.reshape(-1), values.shape))
         yield update
+
+
+def genotype_values(compute: LocalComputation, params: Mapping[str, str]) -> str:
+    """What the blocks of a round of ``compute`` hold (its optional ``genotypes(params)``; hard calls
+    when it declares nothing): the site reads its genotype file accordingly."""
+    declared = getattr(compute, "genotypes", None)
+    return HARDCALLS if declared is None else str(declared(params))
 
 
 def declared_arrays(

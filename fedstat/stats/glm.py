@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedstat.data.genotypes import DOSAGE_UNIT, DOSAGES
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.stats.base import (
@@ -159,7 +160,11 @@ def errcode_strings(err: np.ndarray, sep_allele: np.ndarray | None = None) -> np
 
 
 class GlmDescribe:
-    """Site side of ``glm_describe``: column summaries and per-variant ALT counts."""
+    """Site side of ``glm_describe``: column summaries and per-variant ALT dosage sums (in 1/16384
+    units, exact integers; a hard call is 0, 16384 or 32768) over the samples with a genotype."""
+
+    def genotypes(self, params: Mapping[str, str]) -> str:
+        return DOSAGES
 
     def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
         try:
@@ -199,7 +204,8 @@ class GlmDescribe:
         if block.ndim != 2 or block.shape[1] != cohort.n:
             raise InputError(f"glm: genotype block has shape {block.shape}, expected (variants, {cohort.n})")
         nobs = np.count_nonzero(block >= 0, axis=1).astype(np.int64)
-        alt = np.maximum(block, 0).sum(axis=1, dtype=np.int64)
+        # float64 sums of multiples of 2^-14 are exact
+        alt = np.rint(np.maximum(block, 0).sum(axis=1, dtype=np.float64) * DOSAGE_UNIT).astype(np.int64)
         return {"describe.alt_ct": alt, "describe.nobs": nobs}
 
 
@@ -312,7 +318,7 @@ class GlmJob:
         self._n_var = int(alt.shape[0])
         # plink2 ComputeMajAlleles: major = ALT iff REF frequency < 0.5 (an exact tie keeps REF
         # major), frequencies over all samples; A1 = the non-major allele
-        self._a1_is_ref = alt > nobs
+        self._a1_is_ref = alt > nobs * DOSAGE_UNIT
         covars = []
         for name in self.covar_names:
             if self._cols.const[name]:

@@ -290,20 +290,29 @@ def corr_vif_check(xtx: np.ndarray, n: np.ndarray) -> np.ndarray:
     return err
 
 
-def genotype_counts(n_v: np.ndarray, sum_g: np.ndarray, sum_gg: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(hom_ref, het, hom_alt) from the non-missing count, Σ g and Σ g² (exact integers)."""
-    het = np.rint(2.0 * sum_g - sum_gg)
-    hom_alt = np.rint((sum_gg - sum_g) / 2.0)
-    return np.rint(n_v) - het - hom_alt, het, hom_alt
+def constant_genotypes(n_v: np.ndarray, sum_g: np.ndarray, sum_gg: np.ndarray) -> np.ndarray:
+    """Where every sample's genotype (hard call or dosage) is the same: ``n Σg² = (Σg)²``.
+
+    plink2 tests this exactly on hard-call counts, and on its integer dosage sums (``DosageIsConstant``,
+    in 1/16384 units); the sums here are exact multiples of 2^-14 (Σg) and 2^-28 (Σg²), so the test
+    is made in integers of those units, with Python's unbounded ints where the float test is close.
+    """
+    n = np.rint(n_v)
+    with np.errstate(invalid="ignore"):
+        close = np.abs(n * sum_gg - sum_g * sum_g) <= 1e-9 * np.maximum(n * sum_gg, 1.0)
+    out = np.zeros(n.shape[0], dtype=bool)
+    for i in np.flatnonzero(close).tolist():
+        s = round(float(sum_g[i]) * 16384)
+        q = round(float(sum_gg[i]) * 268435456)
+        out[i] = int(n[i]) * q == s * s
+    return out
 
 
 def pre_checks(n_v: np.ndarray, n_pred: int, sum_g: np.ndarray, sum_gg: np.ndarray) -> np.ndarray:
     """SAMPLE_CT<=PREDICTOR_CT, then CONST_OMITTED_ALLELE (a constant genotype column)."""
-    hom_ref, het, hom_alt = genotype_counts(n_v, sum_g, sum_gg)
     n = np.rint(n_v)
     err = np.zeros(n_v.shape[0], dtype=np.int64)
-    const = (hom_ref == n) | (het == n) | (hom_alt == n)
-    err[const] = ERR_CONST_OMITTED
+    err[constant_genotypes(n_v, sum_g, sum_gg)] = ERR_CONST_OMITTED
     err[n <= n_pred] = ERR_SAMPLE_CT
     return err
 

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse
 from scipy import special, stats
 
+from fedstat.data.genotypes import DOSAGES
 from fedstat.stats.base import Cohort, RoundInput, SumArray, cohort_level, per_variant
 from fedstat.stats.glm_common import (
     ERR_INVALID,
@@ -65,6 +66,10 @@ class LinearSums:
     Stateless: each phenotype's design and the arrays derived from it are built once per round
     into the round's ``inp.local`` (keys ``lin{k}.*``), which only this site's run of the round sees.
     """
+
+    def genotypes(self, params: Mapping[str, str]) -> str:
+        """Dosages where the site's file has them (int8 hard calls otherwise), as plink2's ``--glm``."""
+        return DOSAGES
 
     def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
         out: dict[str, SumArray] = {}

@@ -36,6 +36,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy import special, stats
 
+from fedstat.data.genotypes import DOSAGES
 from fedstat.stats.base import Cohort, RoundInput, RoundPlan, SumArray, cohort_level, per_variant
 from fedstat.stats.glm_common import (
     ERR_FIRTH,
@@ -96,6 +97,10 @@ class LogisticSums:
     Stateless: the phenotype's design and its spread over the cohort are built once per round into
     the round's ``inp.local`` (keys ``lg.*``), which only this site's run of the round sees.
     """
+
+    def genotypes(self, params: Mapping[str, str]) -> str:
+        """Dosages where the site's file has them (int8 hard calls otherwise), as plink2's ``--glm``."""
+        return DOSAGES
 
     def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
         (spec,) = specs_of(params)
