@@ -474,7 +474,9 @@ class GenotypeSource:
             subset = subset.astype(np.uint32)
             if subset.size != sidx.size or not np.array_equal(subset, sidx):
                 order = inverse.reshape(-1)  # column j of the result = subset column order[j]
-        blocks = self._blocks(file_rows, flips, subset, order, n_cols, block_size, dosages=False)
+        blocks: Iterator[tuple[int, Any]] = self._blocks(
+            file_rows, flips, subset, order, n_cols, block_size, dosages=False
+        )
         if values == HARDCALLS or not self.has_dosages:
             return blocks if values != BOTH else ((o, GenotypeBlock(b, None)) for o, b in blocks)
         doses = self._blocks(file_rows, flips, subset, order, n_cols, block_size, dosages=True)
