@@ -196,7 +196,7 @@ def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
         # reciprocal of the total, in its dosage units); 0/0 -> NaN as in plink2
         alt_freq = alt_units.astype(np.float64) * (1.0 / (obs_ct * DOSAGE_UNIT).astype(np.float64))
         het_obs = het.astype(np.float64) / n_obs
-        ref_freq = (2 * hom_ref + het).astype(np.float64) / obs_ct
+        ref_freq = (2 * hom_ref + het).astype(np.float64) / (2 * n_obs)  # --hardy: hard calls
         f_miss = missing.astype(np.float64) / n_all
     het_exp = np.where(n_obs > 0, 2.0 * ref_freq * (1.0 - ref_freq), 0.0)
     hwe_p = hwe_exact_p(hom_ref, het, hom_alt)
