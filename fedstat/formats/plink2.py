@@ -33,7 +33,7 @@ plink2 2.00a3.5: ``plink2_misc.cc`` (the report tables), ``plink2_glm.cc`` (``--
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -312,7 +312,7 @@ def write_adjusted(path: str | Path, variants: VariantTable, res: GlmResult) -> 
     header: list[str] = []
     cols: list[list[str]] = []
     pre = "LOG10_" if log10 else ""
-    keyed = (
+    keyed: tuple[tuple[str, str, Callable[[], list[str]]], ...] = (
         ("chrom", "CHROM", lambda: _strs(variants.chrom[rows])),
         ("pos", "POS", lambda: _strs(variants.pos[rows])),
         ("id", "ID", lambda: _strs(variants.id[rows])),

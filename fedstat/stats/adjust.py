@@ -39,7 +39,15 @@ import numpy as np
 from fedstat.errors import InputError, shown
 from fedstat.stats.chisq1 import chisq_to_ln_p, ln_p_to_chisq
 
-__all__ = ["ADJUST_COLUMNS", "DEFAULT_COLUMNS", "AdjustOptions", "Adjusted", "lambda_log_line", "multcomp", "sort_order"]
+__all__ = [
+    "ADJUST_COLUMNS",
+    "DEFAULT_COLUMNS",
+    "AdjustOptions",
+    "Adjusted",
+    "lambda_log_line",
+    "multcomp",
+    "sort_order",
+]
 
 #: ``--adjust cols=`` column names in file order (plink2's; ``ID`` is always written).
 ADJUST_COLUMNS = (
@@ -226,7 +234,7 @@ def multcomp(log_p: np.ndarray, options: AdjustOptions) -> Adjusted | None:
 
 def _sidak(ln_p: np.ndarray, c: np.ndarray, ln_c: np.ndarray) -> np.ndarray:
     """ln(1 − (1 − p)^c), without cancellation for small p (plink2's three regimes)."""
-    out = ln_p + ln_c  # p <= 2^-90: 1 - (1-p)^c == c p in double precision
+    out: np.ndarray = ln_p + ln_c  # p <= 2^-90: 1 - (1-p)^c == c p in double precision
     mid = ln_p > -90 * _LN2
     pv = np.exp(ln_p[mid])
     cm = c[mid]
@@ -243,7 +251,7 @@ def sort_order(ln_p: np.ndarray) -> np.ndarray:
     Without exact ties any sort gives that order; with ties, std::sort (an introsort, not stable)
     decides which tied test comes first, so this replays libstdc++'s algorithm on the keys.
     """
-    order = np.argsort(ln_p, kind="stable")
+    order: np.ndarray = np.argsort(ln_p, kind="stable")
     ordered = ln_p[order]
     if not np.any(ordered[1:] == ordered[:-1]):
         return order

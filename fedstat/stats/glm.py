@@ -34,7 +34,7 @@ import numpy as np
 
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
-from fedstat.stats.adjust import AdjustOptions, Adjusted, lambda_log_line, multcomp
+from fedstat.stats.adjust import Adjusted, AdjustOptions, lambda_log_line, multcomp
 from fedstat.stats.base import (
     Cohort,
     LocalComputation,
