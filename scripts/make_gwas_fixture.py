@@ -5,8 +5,8 @@ A three-site consortium (AFR PLINK1 .bed, EAS VCF, EUR PLINK2 .pgen with REF/ALT
 missing calls) with phenotypes QT (quantitative) and CC (case/control, 1/2) and covariates AGE,
 SEX, BATCH (constant: plink2 excludes it with a warning), PC1, PC2. One rare variant separates
 cases from controls (every ALT carrier is a case: Firth fallback); monomorphic variants are
-included. The reference outputs are plink2 2.00a3.5 ``--glm`` and PLINK 1.9 ``--assoc --model``
-on the pooled data::
+included. The reference outputs are plink2 2.00a3.5 ``--glm`` (also with ``--ci 0.95 --adjust``,
+and ``--adjust-file`` over those p-values) and PLINK 1.9 ``--assoc --model`` on the pooled data::
 
     python scripts/make_gwas_fixture.py           # rebuild tests/data/gwas (commit the result)
     python scripts/make_gwas_fixture.py --check   # rebuild in a temp dir, fail on any difference
@@ -151,6 +151,15 @@ def build(out_dir: Path, plink2: str, plink19: str) -> None:
         # on the phenotypes' and covariates' common cohort, as the sites' release ledgers need it
         glm("required", ["--covar", str(pooled / "samples.tsv"), "--covar-name", COVARS, "--require-pheno",
                          "--require-covar"], ("hide-covar",))  # fmt: skip
+        # --ci 0.95 and --adjust (fedstat computes both at the coordinator from the --glm results)
+        glm("ci95", ["--covar", str(pooled / "samples.tsv"), "--covar-name", COVARS, "--ci", "0.95", "--adjust"],
+            ("hide-covar",))  # fmt: skip
+        # --adjust-file over plink2's own p-values: fedstat's --adjust fed the same values must
+        # write the same bytes (tests/test_glm_ci_adjust.py)
+        for pheno, ext in (("QT", "glm.linear"), ("CC", "glm.logistic.hybrid")):
+            for name, mods in (("adjust", []), ("adjust_gc_log10", ["gc", "log10", "cols=+qq,+pos,+ref,+alt"])):
+                _run([plink2, "--adjust-file", str(t / f"ci95.{pheno}.{ext}"), "test=ADD", *mods,
+                      "--out", str(t / f"{name}.{pheno}")])  # fmt: skip
         # PLINK 1.9 --assoc / --model on the same data (it wants a .bed and a header without '#')
         _run([plink2, "--pfile", str(pooled / "genotypes"), "--make-bed", "--out", str(t / "bed")])
         text = (pooled / "samples.tsv").read_text()
@@ -190,7 +199,7 @@ def build(out_dir: Path, plink2: str, plink19: str) -> None:
         for flag in ("--assoc", "--model"):
             _run([plink19, "--bfile", str(t / "bed"), "--pheno", str(t / "pheno.txt"), "--pheno-name", "CC", flag,
                   "--prune", "--allow-no-sex", "--out", str(t / "required")])  # fmt: skip
-        keep = sorted(f for f in t.iterdir() if ".glm." in f.name or f.suffix in (".assoc", ".model"))
+        keep = sorted(f for f in t.iterdir() if ".glm." in f.name or f.suffix in (".assoc", ".model", ".adjusted"))
         for f in keep:
             shutil.copyfile(f, expected / f.name)
         for log in sorted(t.glob("*.log")):

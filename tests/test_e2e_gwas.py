@@ -151,3 +151,40 @@ def test_glm__linear_and_logistic_match_plink2_on_pooled_data(workspace: Path, t
     report = (tmp_path / "gwas.report.html").read_text()
     assert "QT — linear regression" in report and "CC — logistic regression, Firth fallback" in report
     assert "Excluding constant covariate" in report and "https://" not in report
+
+
+def test_glm_ci_adjust__written_at_the_coordinator_from_the_released_results(workspace: Path, tmp_path: Path, capsys):
+    """--ci and --adjust through the daemons: the same cohort as above, so no new release at the
+    sites; the L95/U95 columns and .adjusted files come from the results the job already has."""
+    out = tmp_path / "ci"
+    rc = cli(
+        [
+            "submit",
+            "--profile",
+            str(workspace / "analyst.toml"),
+            "--glm",
+            "--ci",
+            "0.95",
+            "--adjust",
+            "--pheno-name",
+            "QT,CC",
+            "--covar-name",
+            "AGE,SEX,BATCH,PC1-PC2",
+            "--require-pheno",
+            "--require-covar",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    for name in ("ci.QT.glm.linear", "ci.CC.glm.logistic.hybrid"):
+        header = (tmp_path / name).read_text().split("\n", 1)[0]
+        assert header == (EXPECTED / name.replace("ci.", "ci95.", 1)).read_text().split("\n", 1)[0]
+        adjusted = _rows(tmp_path / f"{name}.adjusted")
+        assert adjusted[0] == _rows(EXPECTED / f"ci95.{name[3:]}.adjusted")[0]
+        assert len(adjusted) == 777  # 776 valid ADD tests, as plink2 on this cohort's data
+        unadj = [float(r[3]) for r in adjusted[1:]]
+        assert unadj == sorted(unadj)
+    provenance = (tmp_path / "ci.provenance.json").read_text()
+    assert "ci.QT.glm.linear.adjusted" in provenance and "ci.CC.glm.logistic.hybrid.adjusted" in provenance
+    assert "ci.QT.glm.linear.adjusted" in (tmp_path / "ci.report.html").read_text()

@@ -92,6 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
         "per variant → <out>.<PHENO>.glm.linear / .glm.logistic.hybrid, plus GWAS-SSF, plots and an HTML "
         "report. Modifiers as plink2: firth, no-firth; covariate rows are hidden unless show-covar",
     )
+    g.add_argument(
+        "--ci",
+        type=float,
+        metavar="SIZE",
+        help="with --glm: add SIZE confidence intervals, e.g. --ci 0.95 adds L95 and U95 after SE "
+        "(BETA ± z·SE with the normal quantile z, as plink2; odds-ratio scale for logistic)",
+    )
+    g.add_argument(
+        "--adjust",
+        nargs="*",
+        metavar="MODIFIER",
+        default=None,
+        help="with --glm: multiple-testing corrections of each phenotype's ADD p-values → "
+        "<out>.<PHENO>.glm.linear.adjusted (…logistic.hybrid.adjusted): GC, Bonferroni, Holm, Sidak, "
+        "Benjamini-Hochberg and -Yekutieli FDR, sorted by p; λGC goes to the job log. Modifiers as plink2: "
+        "gc (correct the GC p-values), log10 (-log10 values), cols=+qq,+pos,+ref,+alt1,+alt. Computed at the "
+        "coordinator from the released results: no extra round at the sites",
+    )
     g.add_argument("--assoc", action="store_true", help="allelic chi-square test (PLINK 1.9) → <out>.assoc")
     g.add_argument(
         "--model", action="store_true", help="genotypic tests incl. Cochran-Armitage TREND (PLINK 1.9) → <out>.model"
@@ -406,6 +424,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["require_pheno"] = ",".join(_split(args.require_pheno)) or "1"
     if args.require_covar:
         options["require_covar"] = "1"
+    if args.ci is not None:
+        options["ci"] = repr(args.ci)
+    if args.adjust is not None:
+        options["adjust"] = " ".join(args.adjust)
     out = Path(args.out)
     spec = JobSpec(
         analyses=analyses,

@@ -32,7 +32,8 @@ plink2 2.00a3.5: ``plink2_misc.cc`` (the report tables), ``plink2_glm.cc`` (``--
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ __all__ = [
     "GCOUNT_HEADER",
     "HARDY_HEADER",
     "VMISS_HEADER",
+    "write_adjusted",
     "write_afreq",
     "write_allele_reports",
     "write_gcount",
@@ -88,6 +90,7 @@ HARDY_HEADER = (
     "P",
 )
 VMISS_HEADER = ("#CHROM", "ID", "MISSING_CT", "OBS_CT", "F_MISS")
+_DBL_MAX = float(np.finfo(np.float64).max)
 
 # ---------------------------------------------------------------------------------------------
 # tables
@@ -233,8 +236,9 @@ def write_allele_reports(reports: AlleleReports, out_prefix: str | Path) -> list
 def write_glm(path: str | Path, variants: VariantTable, res: GlmResult) -> Path:
     """Write ``res`` as plink2 writes ``--glm`` output (default columns of 2.00a3.5).
 
-    ``#CHROM POS ID REF ALT A1 [FIRTH?] TEST OBS_CT BETA|OR SE|LOG(OR)_SE T_STAT|Z_STAT P ERRCODE``;
-    one row per variant and test; OR and P printed from their logarithms (``lntoa_g``).
+    ``#CHROM POS ID REF ALT A1 [FIRTH?] TEST OBS_CT BETA|OR SE|LOG(OR)_SE [L95 U95] T_STAT|Z_STAT P
+    ERRCODE``; one row per variant and test; OR, P and (logistic) the ``--ci`` bounds printed from
+    their logarithms (``lntoa_g``).
     """
     n_var = len(variants)
     if res.obs_ct.shape[0] != n_var:
@@ -245,10 +249,11 @@ def write_glm(path: str | Path, variants: VariantTable, res: GlmResult) -> Path:
     if hybrid:
         header.append("FIRTH?")
     header += ["TEST", "OBS_CT"]
-    if res.is_binary:
-        header += ["OR", "LOG(OR)_SE", "Z_STAT", "P", "ERRCODE"]
-    else:
-        header += ["BETA", "SE", "T_STAT", "P", "ERRCODE"]
+    header += ["OR", "LOG(OR)_SE"] if res.is_binary else ["BETA", "SE"]
+    if res.ci_lower is not None:
+        pct = format_g(res.ci_size * 100)  # plink2: "L" + dtoa_g(ci * 100), e.g. L95, L99.9
+        header += [f"L{pct}", f"U{pct}"]
+    header += ["Z_STAT", "P", "ERRCODE"] if res.is_binary else ["T_STAT", "P", "ERRCODE"]
     rep = np.repeat(np.arange(n_var), n_t)
     a1 = np.where(res.a1_is_ref, variants.ref, variants.alt)
     chrom, ids, ref, alt = _keys(variants)
@@ -261,6 +266,10 @@ def write_glm(path: str | Path, variants: VariantTable, res: GlmResult) -> Path:
     g, ln = CachedFormat(format_g, na="NA"), CachedFormat(lntoa_g, na="NA")
     cols.append((ln if res.is_binary else g).column(res.beta.reshape(-1)))
     cols.append(g.column(res.se.reshape(-1)))
+    if res.ci_lower is not None and res.ci_upper is not None:
+        # on the scale of BETA|OR: exp(beta ∓ z·se) for logistic
+        cols.append((ln if res.is_binary else g).column(res.ci_lower.reshape(-1)))
+        cols.append((ln if res.is_binary else g).column(res.ci_upper.reshape(-1)))
     cols.append(g.column(res.stat.reshape(-1)))
     cols.append(ln.column(res.log_p.reshape(-1)))
     cols.append(_strs(res.errcode[rep]))
@@ -268,10 +277,65 @@ def write_glm(path: str | Path, variants: VariantTable, res: GlmResult) -> Path:
 
 
 def write_glm_tables(tables: GlmTables, out_prefix: str | Path) -> list[Path]:
-    """One ``<out_prefix>.<PHENO>.<extension>`` file per phenotype's result, in order."""
-    return [
-        write_glm(Path(f"{out_prefix}.{res.pheno}.{res.extension}"), tables.variants, res) for res in tables.results
-    ]
+    """One ``<out_prefix>.<PHENO>.<extension>`` file per phenotype's result, in order, each
+    followed by its ``<…>.adjusted`` file under ``--adjust``."""
+    files = []
+    for res in tables.results:
+        path = write_glm(Path(f"{out_prefix}.{res.pheno}.{res.extension}"), tables.variants, res)
+        files.append(path)
+        if res.adjusted is not None:
+            files.append(write_adjusted(path.with_name(path.name + ".adjusted"), tables.variants, res))
+    return files
+
+
+def write_adjusted(path: str | Path, variants: VariantTable, res: GlmResult) -> Path:
+    """Write ``res.adjusted`` as plink2's ``--adjust`` file (``<out>.<PHENO>.glm.<type>.adjusted``).
+
+    Default columns ``#CHROM ID A1 UNADJ GC BONF HOLM SIDAK_SS SIDAK_SD FDR_BH FDR_BY``, one row per
+    valid ADD test in ascending order of P; ``cols=`` adds ``POS REF ALT1 ALT QQ`` in plink2's
+    column order; ``log10`` prints ``-log10`` values under ``LOG10_`` names (``2147483647`` for a
+    p-value of 0).
+    """
+    adj = res.adjusted
+    if adj is None:
+        raise InputError(f"write_adjusted: no --adjust result for phenotype {res.pheno}")
+    cols_on, log10 = adj.options.columns, adj.options.log10
+    rows = adj.rows
+    a1 = np.where(res.a1_is_ref[rows], variants.ref[rows], variants.alt[rows])
+    neg_ln10 = -1.0 / math.log(10.0)
+
+    def p_column(ln_p: np.ndarray) -> list[str]:
+        if log10:  # plink2: dtoa_g(ln p * (-1 / ln 10)); a p of 0 (ln p = -inf) prints INT32_MAX
+            return ["2147483647" if v == -math.inf else format_g(v * neg_ln10) for v in ln_p.tolist()]
+        return [lntoa_g(max(v, -_DBL_MAX)) for v in ln_p.tolist()]
+
+    header: list[str] = []
+    cols: list[list[str]] = []
+    pre = "LOG10_" if log10 else ""
+    keyed: tuple[tuple[str, str, Callable[[], list[str]]], ...] = (
+        ("chrom", "CHROM", lambda: _strs(variants.chrom[rows])),
+        ("pos", "POS", lambda: _strs(variants.pos[rows])),
+        ("id", "ID", lambda: _strs(variants.id[rows])),
+        ("ref", "REF", lambda: _strs(variants.ref[rows])),
+        ("alt1", "ALT1", lambda: _strs(variants.alt[rows])),
+        ("alt", "ALT", lambda: _strs(variants.alt[rows])),
+        ("a1", "A1", lambda: _strs(a1)),
+        ("unadj", pre + "UNADJ", lambda: p_column(adj.unadj)),
+        ("gc", pre + "GC", lambda: p_column(adj.gc)),
+        ("qq", pre + "QQ", lambda: format_g_array(np.log10(adj.qq) * -1.0 if log10 else adj.qq)),
+        ("bonf", pre + "BONF", lambda: p_column(adj.bonf)),
+        ("holm", pre + "HOLM", lambda: p_column(adj.holm)),
+        ("sidakss", pre + "SIDAK_SS", lambda: p_column(adj.sidak_ss)),
+        ("sidaksd", pre + "SIDAK_SD", lambda: p_column(adj.sidak_sd)),
+        ("fdrbh", pre + "FDR_BH", lambda: p_column(adj.fdr_bh)),
+        ("fdrby", pre + "FDR_BY", lambda: p_column(adj.fdr_by)),
+    )
+    for key, name, column in keyed:
+        if key == "id" or key in cols_on:
+            header.append(name)
+            cols.append(column())
+    header[0] = "#" + header[0]
+    return atomic_write_text(path, _table_lines(header, cols))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from fedstat.errors import InputError, shown
 from fedstat.privacy.modes import get_mode
 from fedstat.stats import allele, pca
+from fedstat.stats.adjust import AdjustOptions
 from fedstat.stats.qc import VariantQc
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ __all__ = [
     "reads_dosages",
     "expand_names",
     "fitted_parameters",
+    "glm_adjust",
+    "glm_ci",
     "pca_components",
     "qc_filters",
     "required_phenotypes",
@@ -68,6 +71,8 @@ KNOWN_OPTIONS = {
     # named (comma-separated), as plink2's --require-pheno NAMES
     "require_pheno": 1000,
     "require_covar": 1,  # "1": plink2's --require-covar over the job's --covar-name columns
+    "ci": 40,  # --glm's --ci level, e.g. "0.95"
+    "adjust": 200,  # --glm's --adjust: its modifiers separated by spaces ("" for none)
 }
 #: Job options that filter samples or variants before the analyses (plink2's order of application).
 QC_OPTIONS = ("mind", "geno", "hwe", "maf")
@@ -212,3 +217,29 @@ def check_dp(spec: JobSpec) -> None:
             raise InputError(f"{flag} must be a number, got {shown(raw)}") from None
         if not lo < value <= hi:
             raise InputError(f"{flag} must be in ({lo:g}, {hi:g}], got {raw}")
+
+
+def glm_ci(spec: JobSpec) -> float:
+    """--ci's confidence level for --glm's L/U columns (0.0 when absent); plink2's range [0.01, 1)."""
+    raw = spec.options.get("ci")
+    if raw is None:
+        return 0.0
+    if "glm" not in spec.analyses:
+        raise InputError("--ci adds confidence intervals to --glm's output: it needs --glm")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0.01 <= value < 1.0:
+        raise InputError(f"--ci takes a confidence level from 0.01 to below 1, e.g. --ci 0.95; got {shown(raw)}")
+    return value
+
+
+def glm_adjust(spec: JobSpec) -> AdjustOptions | None:
+    """--adjust's modifiers (None when absent): computed at the coordinator from --glm's p-values."""
+    raw = spec.options.get("adjust")
+    if raw is None:
+        return None
+    if "glm" not in spec.analyses:
+        raise InputError("--adjust corrects --glm's p-values for multiple testing: it needs --glm")
+    return AdjustOptions.parse(raw.split())

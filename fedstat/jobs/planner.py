@@ -4,7 +4,7 @@ its steps in plink2's order."""
 from __future__ import annotations
 
 from fedstat.formats.numbers import format_g_array
-from fedstat.jobs.options import derived_columns, pca_components, qc_filters, reads_dosages
+from fedstat.jobs.options import derived_columns, glm_adjust, glm_ci, pca_components, qc_filters, reads_dosages
 from fedstat.jobs.spec import JobSpec
 from fedstat.jobs.steps import (
     AlleleAnalysis,
@@ -54,7 +54,9 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
             mods.discard("show-covar")
         else:
             mods.add("hide-covar")  # fedstat's default: covariate rows hidden
-        glm_job = glm.plan_glm(spec.pheno_names, spec.covar_names, frozenset(mods))
+        glm_job = glm.plan_glm(
+            spec.pheno_names, spec.covar_names, frozenset(mods), ci=glm_ci(spec), adjust=glm_adjust(spec)
+        )
         parts.append(SubsetAnalysis(glm_job, kept))
     if "assoc" in spec.analyses or "model" in spec.analyses:
         assoc_job = assoc.plan_assoc(

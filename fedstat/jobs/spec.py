@@ -26,6 +26,8 @@ from fedstat.jobs.options import (
     QC_OPTIONS,
     check_dp,
     expand_names,
+    glm_adjust,
+    glm_ci,
     pca_components,
     qc_filters,
 )
@@ -136,6 +138,8 @@ class JobSpec:
             )
         if "firth" in modifiers and "no-firth" in modifiers:
             raise InputError("--glm firth and no-firth exclude each other")
+        glm_ci(self)  # InputError naming a bad --ci
+        glm_adjust(self)  # InputError naming a bad --adjust modifier
         if any(a in self.analyses for a in ("glm", "assoc", "model")) and not pheno:
             raise InputError("--glm, --assoc and --model need --pheno-name (the phenotype column(s) to test)")
         if ("assoc" in self.analyses or "model" in self.analyses) and len(pheno) != 1:

@@ -184,7 +184,11 @@ def glm_outputs(
         figures=(html.Figure("Manhattan plot", man), html.Figure("QQ plot", qq_png)),
         lambda_gc=lam,
         notes=tuple(notes),
-        files=(f"{Path(out_prefix).name}.{r.pheno}.{r.extension}", *(f.name for f in files)),
+        files=(
+            f"{Path(out_prefix).name}.{r.pheno}.{r.extension}",
+            *((f"{Path(out_prefix).name}.{r.pheno}.{r.extension}.adjusted",) if r.adjusted is not None else ()),
+            *(f.name for f in files),
+        ),
     )
     return files, section
 

@@ -26,6 +26,7 @@ FirthRegression, AppendGlmErrstr, ``lntoa_g``).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ import numpy as np
 from fedstat.data.genotypes import DOSAGE_UNIT, DOSAGES
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
+from fedstat.stats.adjust import Adjusted, AdjustOptions, lambda_log_line, multcomp
 from fedstat.stats.base import (
     Cohort,
     LocalComputation,
@@ -64,6 +66,7 @@ __all__ = [
     "GlmJob",
     "GlmResult",
     "GlmTables",
+    "ci_zscore",
     "plan_glm",
 ]
 
@@ -96,6 +99,11 @@ class GlmResult:
         T or Z statistic, natural log of P; NaN where ERRCODE is an error
     errcode : [shape: (V,), object] ``.``, ``UNFINISHED`` (results valid) or the error code
     firth : [shape: (V,), bool] Firth regression was used (FIRTH? = Y)
+    ci_size : ``--ci`` level (0.95 -> columns L95, U95); 0 without ``--ci``
+    ci_lower, ci_upper : [shape: (V, len(tests)), float64] ``BETA ∓ z·SE`` with z the normal
+        quantile of ``(1 + ci_size) / 2`` (log-odds for logistic; plink2 uses z, not t, for linear
+        too); NaN where ERRCODE is an error; None without ``--ci``
+    adjusted : ``--adjust``'s corrections of the ADD test's p-values, or None
     """
 
     pheno: str
@@ -115,6 +123,10 @@ class GlmResult:
     log_p: np.ndarray
     errcode: np.ndarray
     firth: np.ndarray
+    ci_size: float = 0.0
+    ci_lower: np.ndarray | None = None
+    ci_upper: np.ndarray | None = None
+    adjusted: Adjusted | None = None
 
     @property
     def p(self) -> np.ndarray:
@@ -226,7 +238,15 @@ class GlmJob:
     After it finishes, :attr:`results` maps each analysed phenotype to its :class:`GlmResult`.
     """
 
-    def __init__(self, pheno_names: tuple[str, ...], covar_names: tuple[str, ...], modifiers: frozenset[str]):
+    def __init__(
+        self,
+        pheno_names: tuple[str, ...],
+        covar_names: tuple[str, ...],
+        modifiers: frozenset[str],
+        *,
+        ci: float = 0.0,
+        adjust: AdjustOptions | None = None,
+    ):
         unknown = set(modifiers) - MODIFIERS
         if unknown:
             raise InputError(f"--glm: unsupported modifier(s) {sorted(unknown)}; supported: {sorted(MODIFIERS)}")
@@ -238,6 +258,10 @@ class GlmJob:
         dup = {n for n in (*pheno_names, *covar_names) if (*pheno_names, *covar_names).count(n) > 1}
         if dup:
             raise InputError(f"--glm: column(s) {sorted(dup)} given more than once")
+        if ci and not MIN_CI <= ci < 1.0:
+            raise InputError(f"--ci: the confidence level must be in [{MIN_CI}, 1), got {ci!r}")
+        self.ci = float(ci)
+        self.adjust = adjust
         self.pheno_names = tuple(pheno_names)
         self.covar_names = tuple(covar_names)
         self.hide_covar = "hide-covar" in modifiers
@@ -337,6 +361,19 @@ class GlmJob:
         errcode = errcode_strings(fit.err, fit.sep_allele)
         errcode[fit.reported & fit.unfinished] = "UNFINISHED"
         errcode[fit.reported & ~fit.unfinished] = "."
+        lower = upper = None
+        if self.ci:
+            # plink2: the normal quantile for linear and logistic alike; BETA ∓ z·SE
+            half_width = ci_zscore(self.ci) * fit.se
+            lower, upper = fit.beta - half_width, fit.beta + half_width
+        adjusted = None
+        if self.adjust is not None:
+            # the primary (ADD) test of each variant: values already in the released result
+            adjusted = multcomp(fit.log_p[:, 0], self.adjust)
+            if adjusted is None:
+                self._log.append("Zero valid tests; --adjust skipped.")
+            else:
+                self._log.append(lambda_log_line(adjusted.lambda_gc))
         return GlmResult(
             pheno=fit.pheno,
             is_binary=fit.is_binary,
@@ -355,6 +392,10 @@ class GlmJob:
             log_p=fit.log_p,
             errcode=errcode,
             firth=fit.firth,
+            ci_size=self.ci,
+            ci_lower=lower,
+            ci_upper=upper,
+            adjusted=adjusted,
         )
 
     # -- what the linear and logistic halves read and log (fedstat.stats.glm_common.JobView) --
@@ -418,7 +459,14 @@ def case_control_refusal(name: str, *, n0: int, n1: int, n2: int) -> str:
     return message
 
 
-def plan_glm(pheno_names: tuple[str, ...], covar_names: tuple[str, ...], modifiers: frozenset[str]) -> GlmJob:
+def plan_glm(
+    pheno_names: tuple[str, ...],
+    covar_names: tuple[str, ...],
+    modifiers: frozenset[str],
+    *,
+    ci: float = 0.0,
+    adjust: AdjustOptions | None = None,
+) -> GlmJob:
     """The coordinator-side job for ``--glm`` on the given phenotypes and covariates.
 
     Parameters
@@ -428,8 +476,49 @@ def plan_glm(pheno_names: tuple[str, ...], covar_names: tuple[str, ...], modifie
     covar_names : covariate columns (constant ones are excluded with plink2's warning)
     modifiers : plink2 spellings: ``hide-covar``, ``firth``, ``no-firth``, ``firth-fallback``
         (the default), ``allow-no-covars``
+    ci : ``--ci`` level in [0.01, 1) (confidence-interval columns), 0 for none
+    adjust : ``--adjust``'s modifiers (a ``.adjusted`` file per phenotype), None for none; both
+        are computed at the coordinator from the per-variant results, with no round of their own
     """
-    return GlmJob(tuple(pheno_names), tuple(covar_names), frozenset(modifiers))
+    return GlmJob(tuple(pheno_names), tuple(covar_names), frozenset(modifiers), ci=ci, adjust=adjust)
+
+
+#: plink2's smallest ``--ci`` level
+MIN_CI = 0.01
+# Acklam's rational approximation of the normal quantile, as plink2's QuantileToZscore
+_IVN_A = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+          -3.066479806614716e01, 2.506628277459239e00)  # fmt: skip
+_IVN_B = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+          -1.328068155288572e01)  # fmt: skip
+_IVN_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
+          4.374664141464968e00, 2.938163982698783e00)  # fmt: skip
+_IVN_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+
+
+def _acklam_tail(q: float) -> float:
+    c, d = _IVN_C, _IVN_D
+    num = ((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]
+    return num / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+
+
+def ci_zscore(ci: float) -> float:
+    """The z with ``Φ(z) = (1 + ci) / 2`` as plink2 computes it for ``--ci``.
+
+    References
+    ----------
+    plink2 ``QuantileToZscore`` (``plink2_stats.cc``): P. J. Acklam's rational approximation
+    (relative error below 1.15e-9), evaluated in the same order, so the bounds print as plink2's.
+    """
+    pp = (ci + 1.0) * 0.5
+    if pp < 0.02425:
+        return _acklam_tail(math.sqrt(-2 * math.log(pp)))
+    if pp > 0.97575:
+        return -_acklam_tail(math.sqrt(-2 * math.log(1 - pp)))
+    a, b = _IVN_A, _IVN_B
+    q = pp - 0.5
+    r = q * q
+    num = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
+    return num / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
 
 
 #: Site-side computations of ``--glm``, by RoundPlan name.
