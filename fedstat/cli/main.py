@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import fedstat
 from fedstat.cli.common import add_profile
+from fedstat.cli.selection import add_variant_selection, selection_options
 from fedstat.counts import WITHHELD, describe_count
 from fedstat.errors import (
     AuthError,
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="likewise for participants missing any --covar-name covariate (as plink2 --require-covar)",
     )
+    add_variant_selection(p)
     p.add_argument("--out", required=True, help="output prefix, e.g. results/run1 (as plink2's --out)")
     p.add_argument(
         "--genome-assembly",
@@ -406,6 +408,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["require_pheno"] = ",".join(_split(args.require_pheno)) or "1"
     if args.require_covar:
         options["require_covar"] = "1"
+    options.update(selection_options(args))
     out = Path(args.out)
     spec = JobSpec(
         analyses=analyses,

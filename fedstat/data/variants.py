@@ -125,6 +125,17 @@ class Harmonization:
     n_excluded: int
     n_duplicate: Mapping[str, int]
 
+    def take(self, idx: np.ndarray) -> Harmonization:
+        """The harmonization of the global variants ``idx`` only (an ascending integer index array,
+        so the order stays plink2's): each site's plan keeps its rows and flips for them."""
+        idx = np.asarray(idx, dtype=np.int64)
+        plans = {
+            name: SitePlan(local_index=plan.local_index[idx], flip=plan.flip[idx]) for name, plan in self.plans.items()
+        }
+        return Harmonization(
+            variants=self.variants.take(idx), plans=plans, n_excluded=self.n_excluded, n_duplicate=self.n_duplicate
+        )
+
 
 #: plink2's numeric codes of the human non-autosomes (``--chr-set`` default): 23 = X, 24 = Y,
 #: 25 = XY (pseudo-autosomal), 26 = MT, 27 = PAR1, 28 = PAR2.
