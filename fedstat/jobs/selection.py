@@ -2,7 +2,7 @@
 ``--extract``, ``--exclude`` and ``--snps-only``.
 
 A job's selection lives in its signed spec's options and is applied by the coordinator to the
-harmonized variant list, before any round (:func:`coordinator.harmonizer.harmonize_job`): every
+harmonized variant list, before any round (``coordinator.harmonizer.select_variants``): every
 analysis, ``--mind`` and the variant QC filters included, then sees the selected variants only,
 as plink2 does on the pooled file. Variant IDs are the harmonized ones (the IDs plink2 would read
 in the pooled file).
