@@ -7,7 +7,6 @@ progress and a failure always leaves the job FAILED with a reason that names the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import queue
@@ -57,7 +56,7 @@ from fedstat.report.gwas import JobContext
 from fedstat.wire import site_pb2
 
 from .decryptors import DecryptorRegistry
-from .harmonizer import Exchange, Revealed, harmonize_revealed, site_rows
+from .harmonizer import Exchange, Revealed, harmonize_revealed, select_variants, site_rows, variants_digest
 from .sessions import Inbox, SiteRegistry, SiteSession
 from .store import CANCELLED, DONE, FAILED, RUNNING, Store
 
@@ -66,14 +65,6 @@ log = logging.getLogger("fedstat.coordinator")
 
 class _Cancelled(Exception):
     pass
-
-
-def variants_digest(table: VariantTable) -> str:
-    """A digest of a variant list (chromosome, position, ID, alleles), to check it is unchanged."""
-    h = hashlib.sha256()
-    for name in ("chrom", "pos", "id", "ref", "alt"):
-        h.update("\x1f".join(map(str, getattr(table, name))).encode() + b"\x1e")
-    return h.hexdigest()
 
 
 class JobEngine:
@@ -205,6 +196,7 @@ class _JobRunner:
         self.variants_digest = ""
         self.tables: dict[str, VariantTable] = {}  # per site, the variant keys it revealed (the intersection)
         self.harmonized: Harmonization | None = None
+        self.spec = JobSpec(analyses=())  # the job's spec, once harmonize() has run
         self.exchanges = 0  # private harmonization exchanges run (each has its own number)
         self.plan_exchange: dict[str, int] = {}  # per site, the exchange its plan's rows refer to
 
@@ -283,7 +275,7 @@ class _JobRunner:
         self.analyst = job.analyst
         before = {s.site: s.cohort_fingerprint for s in job.sites} if resumed else None
         self.offer(list(self.sites), spec, resumed=resumed, previous=before)
-        harmonized = self.harmonize()
+        harmonized = self.harmonize(spec)
         sums = None
         while True:
             analysis = plan_job(spec, self.job_context(spec, job))
@@ -544,11 +536,15 @@ class _JobRunner:
                 self.log(f"site {site} differential privacy budget: {d.dp_budget}")
             waiting.discard(site)
 
-    def harmonize(self) -> Harmonization:
+    def harmonize(self, spec: JobSpec) -> Harmonization:
+        """Harmonize the sites' variants and select the job's (:func:`coordinator.harmonizer.select_variants`)."""
         self.phase("harmonize")
         t0 = time.monotonic()
         revealed = self.private_keys(list(self.sites))
         h = harmonize_revealed(revealed)
+        n_harmonized = len(h.variants)
+        h, selected = select_variants(h, spec)
+        self.spec = spec  # a re-harmonization after a reconnect selects as this one did
         digest = variants_digest(h.variants)
         if self.variants_digest and digest != self.variants_digest:
             raise JobFailed("cannot resume: the sites' variants changed since the job started; submit the job again")
@@ -558,9 +554,11 @@ class _JobRunner:
         self.tables, self.harmonized = revealed.tables, h
         self.plan_exchange = dict.fromkeys(self.sites, self.exchanges)
         self.log(
-            f"harmonized {len(h.variants)} variants present at all {len(self.sites)} sites; "
+            f"harmonized {n_harmonized} variants present at all {len(self.sites)} sites; "
             f"{h.n_excluded} excluded (absent at some sites) in {time.monotonic() - t0:.2f} s"
         )
+        for line in selected:
+            self.log(line)
         for name in self.sites:
             plan = h.plans[name]
             if plan.n_flipped:
@@ -591,7 +589,7 @@ class _JobRunner:
         if recheck:
             old = site_rows(self.tables[site], self.harmonized.plans[site].local_index)
             revealed = self.private_keys(list(self.sites))
-            again = harmonize_revealed(revealed)
+            again, _ = select_variants(harmonize_revealed(revealed), self.spec)
             new = site_rows(revealed.tables[site], again.plans[site].local_index)
             if variants_digest(again.variants) != self.variants_digest or variants_digest(new) != variants_digest(old):
                 raise JobFailed(f"site {site}'s variants changed while the job ran; submit the job again")

@@ -6,14 +6,16 @@ intersects the sites' keyed hashes, and receives the plaintext keys of the inter
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from fedstat.data.variants import Harmonization, VariantTable, harmonize
+from fedstat.data.variants import HAPLOID_CHROMS, Harmonization, VariantTable, harmonize
 from fedstat.errors import InputError, JobFailed, ProtocolError
+from fedstat.jobs import JobSpec, variant_selection
 from fedstat.privacy import psi
 from fedstat.protocol import HashAssembler, KeysAssembler, intersection_chunks
 from fedstat.wire import site_pb2
@@ -174,3 +176,52 @@ def harmonize_revealed(revealed: Revealed) -> Harmonization:
 def site_rows(table: VariantTable, local_index: np.ndarray) -> VariantTable:
     """A site's revealed rows in the global order of a plan."""
     return table.take(np.asarray(local_index, dtype=np.int64))
+
+
+def select_variants(h: Harmonization, spec: JobSpec) -> tuple[Harmonization, list[str]]:
+    """The job's variants: the harmonized ``h`` less the variants on X, Y and MT, and as the
+    spec's variant selection (``--chr``, ``--extract``, ...; :mod:`fedstat.jobs.selection`) chooses,
+    with the job-log lines saying what each left out. Every harmonization of a job (the first and
+    each after a reconnect) goes through here, so all select the same variants.
+
+    Variants on X, Y and MT are left out of every analysis: plink2 counts males haploid on X, Y in
+    males only and MT haploid (and writes --hardy on X to .hardy.x, adds a SEX covariate to --glm on
+    X), which fedstat does not yet do; XY, PAR1 and PAR2 (pseudo-autosomal, diploid) stay. Results
+    equal plink2's on the pooled data with ``--not-chr X,Y,MT``.
+
+    Raises
+    ------
+    JobFailed
+        If no variant is left.
+    """
+    lines: list[str] = []
+    haploid = np.isin(h.variants.chrom.astype(str), sorted(HAPLOID_CHROMS))
+    n_haploid = int(haploid.sum())
+    if n_haploid:
+        lines.append(
+            f"{n_haploid} variants on chrX/chrY/MT left out: fedstat does not yet apply plink2's haploid "
+            "handling of them (results are plink2's with --not-chr X,Y,MT)"
+        )
+    keep = ~haploid
+    selection = variant_selection(spec)
+    if selection.flags:
+        chosen = selection.keep(h.variants)
+        flags = "/".join(selection.flags)
+        if not (keep & chosen).any():
+            also = f" ({int(chosen.sum())} on chrX/chrY/MT, which fedstat leaves out)" if chosen.any() else ""
+            raise JobFailed(
+                f"no variant selected: {flags} keep none of the {len(h.variants)} harmonized variants{also}"
+            )
+        lines.append(f"{int((keep & chosen).sum())} of {int(keep.sum())} variants selected by {flags}")
+        keep &= chosen
+    if not keep.any():
+        raise JobFailed(f"no variant left: all {len(h.variants)} harmonized variants are on chrX/chrY/MT")
+    return (h if keep.all() else h.take(np.flatnonzero(keep))), lines
+
+
+def variants_digest(table: VariantTable) -> str:
+    """A digest of a variant list (chromosome, position, ID, alleles), to check it is unchanged."""
+    d = hashlib.sha256()
+    for name in ("chrom", "pos", "id", "ref", "alt"):
+        d.update("\x1f".join(map(str, getattr(table, name))).encode() + b"\x1e")
+    return d.hexdigest()

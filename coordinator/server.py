@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -197,12 +198,17 @@ def _abort(context: grpc.ServicerContext, exc: FedstatError) -> None:
     context.abort(status_for(exc), str(exc))
 
 
-def job_to_pb(job: JobRow) -> analyst_pb2.JobStatus:
+def job_to_pb(job: JobRow, *, id_lists: bool = True) -> analyst_pb2.JobStatus:
+    """A job's status; ``id_lists=False`` (a list of jobs) leaves out the spec's --extract/--exclude
+    variant IDs (up to 2 MB each), so that many jobs fit one message."""
+    spec = JobSpec.from_json(job.spec)
+    if not id_lists:
+        spec = replace(spec, options={k: v for k, v in spec.options.items() if k not in ("extract", "exclude")})
     return analyst_pb2.JobStatus(
         job_id=job.id,
         state=job.state,
         analyst=job.analyst,
-        spec=spec_to_pb(JobSpec.from_json(job.spec)),
+        spec=spec_to_pb(spec),
         created_at=job.created_at,
         updated_at=job.updated_at,
         phase=job.phase,
@@ -283,7 +289,7 @@ class AnalystService(analyst_pb2_grpc.AnalystServicer):
             analyst=None if request.all_analysts else name,
             state=request.state or None,
         )
-        return analyst_pb2.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs])
+        return analyst_pb2.ListJobsResponse(jobs=[job_to_pb(j, id_lists=False) for j in jobs])
 
     def CancelJob(self, request: analyst_pb2.CancelJobRequest, context: grpc.ServicerContext) -> analyst_pb2.JobStatus:  # noqa: N802
         job = self._own_job(request.job_id, context, needs="admin")

@@ -15,6 +15,11 @@ and the ``.log``, which holds host names and times, are dropped). For variant QC
 for each entry of ``QC_RUNS``, keeping the ``.snplist`` and, from the log, how many variants each
 filter removed (``expected/qc-<name>.removed``: one ``filter<TAB>count`` line each).
 
+For variant selection (plink2's load-time filters) it writes two variant ID lists,
+``select/extract.txt`` and ``select/exclude.txt`` (every 5th and every 3rd pooled ID, with mixed
+whitespace and IDs absent from the data, as analysts' files have them), and runs each entry of
+``SELECT_RUNS`` the same way into ``expected/sel-<name>.snplist`` and ``.removed``.
+
 Usage::
 
     python scripts/make_fixtures.py            # (re)write tests/data/consortium
@@ -64,6 +69,17 @@ QC_RUNS = {
     "all": ("--maf", "0.2", "--geno", "0.005", "--hwe", "0.01"),
     "mind": ("--mind", "0.021", "--geno", "0.01"),  # --mind runs first: --geno counts the samples left
 }
+#: Variant selection runs: name -> plink2 flags; ``{select}`` is the fixture's select/ directory. The
+#: last two check that the selection comes before --mind and the variant QC filters.
+SELECT_RUNS = {
+    "chr": ("--chr", "1-4,22"),
+    "not-chr": ("--not-chr", "2-21"),
+    "bp": ("--chr", "chr3", "--from-bp", "214494", "--to-bp", "430984"),
+    "extract": ("--extract", "{select}/extract.txt"),
+    "exclude": ("--exclude", "{select}/exclude.txt"),
+    "extract-maf": ("--extract", "{select}/extract.txt", "--exclude", "{select}/exclude.txt", "--maf", "0.05"),
+    "chr-mind": ("--chr", "1-11", "--mind", "0.021", "--geno", "0.01"),
+}
 _REMOVED = (  # plink2 2.00a3.5 log lines -> filter name
     (re.compile(r"^(\d+) samples? removed due to missing genotype data \(--mind\)"), "mind"),
     (re.compile(r"--geno: (\d+) variants? removed"), "geno"),
@@ -76,7 +92,7 @@ def build(out_dir: Path, plink2: str) -> None:
     """Simulate into ``out_dir`` and run plink2 on the pooled data."""
     from fedstat.simulate import simulate_consortium
 
-    for sub in (*PARAMS["sites"], "pooled", "expected"):
+    for sub in (*PARAMS["sites"], "pooled", "expected", "select"):
         shutil.rmtree(out_dir / sub, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     simulate_consortium(
@@ -112,8 +128,11 @@ def build(out_dir: Path, plink2: str) -> None:
             raise RuntimeError(f"plink2 failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
         for ext in KEEP_EXTENSIONS:
             shutil.copyfile(Path(tmp) / f"pooled.{ext}", expected / f"pooled.{ext}")
-        for name, flags in QC_RUNS.items():
-            prefix = Path(tmp) / f"qc-{name}"
+        select = _write_id_lists(out_dir)
+        runs = {f"qc-{n}": f for n, f in QC_RUNS.items()}
+        runs.update({f"sel-{n}": tuple(a.format(select=select) for a in f) for n, f in SELECT_RUNS.items()})
+        for name, flags in runs.items():
+            prefix = Path(tmp) / name
             cmd = [plink2, "--pfile", str(out_dir / "pooled" / "genotypes"), *flags, "--write-snplist"]
             done = subprocess.run(
                 [*cmd, "--threads", "1", "--out", str(prefix)], capture_output=True, text=True, check=False
@@ -122,14 +141,28 @@ def build(out_dir: Path, plink2: str) -> None:
                 raise RuntimeError(
                     f"plink2 {' '.join(flags)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
                 )
-            shutil.copyfile(prefix.with_suffix(".snplist"), expected / f"qc-{name}.snplist")
+            shutil.copyfile(prefix.with_suffix(".snplist"), expected / f"{name}.snplist")
             removed = []
             for line in prefix.with_suffix(".log").read_text().splitlines():
                 for pattern, filt in _REMOVED:
                     m = pattern.search(line)
                     if m:
                         removed.append(f"{filt}\t{m.group(1)}\n")
-            (expected / f"qc-{name}.removed").write_text("".join(removed))
+            (expected / f"{name}.removed").write_text("".join(removed))
+
+
+def _write_id_lists(out_dir: Path) -> Path:
+    """``select/extract.txt`` (every 5th pooled ID) and ``select/exclude.txt`` (every 3rd), each with
+    mixed whitespace (spaces, tabs, blank and CRLF lines) and two IDs absent from the data."""
+    ids = [line.split("\t")[2] for line in (out_dir / "pooled" / "genotypes.pvar").read_text().splitlines()[1:]]
+    select = out_dir / "select"
+    select.mkdir()
+    for name, step in (("extract", 5), ("exclude", 3)):
+        chosen = [*ids[::step], "rs_absent_1", "rs_absent_2"]
+        seps = ("\n", " ", "\t", "\r\n", "  \n\n")
+        text = "".join(f"{i}{seps[k % len(seps)]}" for k, i in enumerate(chosen))
+        (select / f"{name}.txt").write_bytes(text.encode())
+    return select
 
 
 def _pgen_genotypes(path: Path):

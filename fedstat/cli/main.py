@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import fedstat
 from fedstat.cli.common import add_profile
+from fedstat.cli.selection import add_variant_selection, selection_options
 from fedstat.counts import WITHHELD, describe_count
 from fedstat.errors import (
     AuthError,
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="likewise for participants missing any --covar-name covariate (as plink2 --require-covar)",
     )
+    add_variant_selection(p)
     p.add_argument("--out", required=True, help="output prefix, e.g. results/run1 (as plink2's --out)")
     p.add_argument(
         "--genome-assembly",
@@ -428,6 +430,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["ci"] = repr(args.ci)
     if args.adjust is not None:
         options["adjust"] = " ".join(args.adjust)
+    options.update(selection_options(args))
     out = Path(args.out)
     spec = JobSpec(
         analyses=analyses,

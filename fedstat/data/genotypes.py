@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from fedstat.data.pgen_header import dosage_variant_count
-from fedstat.data.variants import VariantTable
+from fedstat.data.variants import VariantTable, normalise_chrom
 from fedstat.data.vcf_cache import ensure_vcf_cache
 from fedstat.errors import GenotypeFileError, InputError
 
@@ -140,9 +140,11 @@ def _variant_rows(
     lineno_fields: list[tuple[int, list[str]]],
     cols: tuple[int, int, int, int, int],
 ) -> _VariantRows:
-    """Build the exposed table from split lines; ``cols`` = (chrom, pos, id, ref, alt)."""
+    """Build the exposed table from split lines; ``cols`` = (chrom, pos, id, ref, alt). Chromosome
+    codes are read as plink2 reads them (:func:`~fedstat.data.variants.normalise_chrom`), so sites
+    writing ``chr22`` and ``22`` hold the same variants."""
     c_chrom, c_pos, c_id, c_ref, c_alt = cols
-    chroms: dict[str, str] = {}  # share one str object per chromosome name
+    chroms: dict[str, str] = {}  # as written -> plink2's code, one str object per chromosome
     chrom: list[str] = []
     pos: list[int] = []
     ids: list[str] = []
@@ -158,7 +160,10 @@ def _variant_rows(
         if n_alt > 1:
             continue
         c = f[c_chrom]
-        chrom.append(chroms.setdefault(c, c))
+        code = chroms.get(c)
+        if code is None:
+            code = chroms[c] = normalise_chrom(c)
+        chrom.append(code)
         pos.append(p)
         ids.append(f[c_id])
         ref.append(f[c_ref])

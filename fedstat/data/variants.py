@@ -26,7 +26,8 @@ class VariantTable:
 
     Attributes
     ----------
-    chrom : [array, shape: (n_variants,), dtype object] chromosome codes as written in the file
+    chrom : [array, shape: (n_variants,), dtype object] chromosome codes as plink2 prints them
+        (:func:`normalise_chrom`: ``chr1`` -> ``1``, ``23`` -> ``X``) when read from a file
     pos : [array, shape: (n_variants,), dtype int64] 1-based positions
     id : [array, shape: (n_variants,), dtype object] variant IDs (``.`` when absent)
     ref, alt : [array, shape: (n_variants,), dtype object] reference and alternate allele
@@ -124,14 +125,65 @@ class Harmonization:
     n_excluded: int
     n_duplicate: Mapping[str, int]
 
+    def take(self, idx: np.ndarray) -> Harmonization:
+        """The harmonization of the global variants ``idx`` only (an ascending integer index array,
+        so the order stays plink2's): each site's plan keeps its rows and flips for them."""
+        idx = np.asarray(idx, dtype=np.int64)
+        plans = {
+            name: SitePlan(local_index=plan.local_index[idx], flip=plan.flip[idx]) for name, plan in self.plans.items()
+        }
+        return Harmonization(
+            variants=self.variants.take(idx), plans=plans, n_excluded=self.n_excluded, n_duplicate=self.n_duplicate
+        )
 
-def _chrom_rank(chrom: str) -> tuple[int, str]:
-    """Sort chromosomes as plink2 does: 1..22, X, Y, XY, MT, then others by name."""
-    c = chrom[3:] if chrom.lower().startswith("chr") else chrom
+
+#: plink2's numeric codes of the human non-autosomes (``--chr-set`` default): 23 = X, 24 = Y,
+#: 25 = XY (pseudo-autosomal), 26 = MT, 27 = PAR1, 28 = PAR2.
+_NUMBERED = {23: "X", 24: "Y", 25: "XY", 26: "MT", 27: "PAR1", 28: "PAR2"}
+#: Named codes (after an optional ``chr`` prefix, any case) and how plink2 prints them.
+_NAMED = {"X": "X", "Y": "Y", "XY": "XY", "M": "MT", "MT": "MT"}
+#: How :func:`chrom_order` ranks the named codes: after 1-22, in plink2's order.
+_RANK = {"X": 23, "Y": 24, "XY": 25, "MT": 26}
+#: Chromosomes plink2 treats as haploid for males (X, Y) or for everyone (MT); XY, PAR1 and PAR2
+#: (the pseudo-autosomal regions) are diploid, like an autosome.
+HAPLOID_CHROMS = frozenset({"X", "Y", "MT"})
+
+
+def normalise_chrom(code: str) -> str:
+    """A chromosome code as plink2 2.00a3.5 reads and prints it (human chromosome set).
+
+    ``chr1``/``01`` -> ``1``, ``23``/``chrX``/``x`` -> ``X``, ``24``/``chrY`` -> ``Y``,
+    ``25``/``xy`` -> ``XY``, ``26``/``chrM``/``M``/``mt`` -> ``MT``, ``27``/``par1`` -> ``PAR1``,
+    ``28`` -> ``PAR2``; any other contig (``chrUn_gl000220``, ``chr1_random``, ``100``) stays exactly
+    as written, prefix included. ``29``-``99``, which plink2 refuses as invalid codes, also stay as
+    written.
+
+    References
+    ----------
+    plink2 chromosome codes: https://www.cog-genomics.org/plink/2.0/input#allow_extra_chr (measured
+    with ``plink2 --pvar ... --make-just-pvar --allow-extra-chr``)
+    """
+    body = code[3:] if code[:3].lower() == "chr" else code
+    if body.isascii() and body.isdigit() and len(body) <= 2:
+        number = int(body)
+        return str(number) if number <= 22 else _NUMBERED.get(number, code)
+    named = _NAMED.get(body.upper())
+    if named is not None:
+        return named
+    if body is code and code.upper() in ("PAR1", "PAR2"):  # plink2 keeps chrPAR1 as a contig name
+        return code.upper()
+    return code
+
+
+def chrom_order(chrom: str) -> tuple[int, str]:
+    """Sort key of a chromosome code: 0..22, X, Y, XY, MT, then other contigs by name.
+
+    Codes are read as :func:`normalise_chrom` reads them, so ``chr2`` sorts as ``2``.
+    """
+    c = normalise_chrom(chrom)
     if c.isdigit():
         return (int(c), "")
-    order = {"X": 23, "Y": 24, "XY": 25, "MT": 26, "M": 26}
-    return (order.get(c.upper(), 1000), c)
+    return (_RANK.get(c, 1000), c)
 
 
 def harmonize(site_variants: Mapping[str, VariantTable], *, keys_unique: bool = False) -> Harmonization:
@@ -196,7 +248,7 @@ def harmonize(site_variants: Mapping[str, VariantTable], *, keys_unique: bool = 
             "use the same genome build and chromosome naming"
         )
     n_excluded = 0 if n_union is None else n_union - len(merged)
-    ranks = {c: _chrom_rank(c) for c in merged["chrom"].unique()}
+    ranks = {c: chrom_order(c) for c in merged["chrom"].unique()}
     order_keys = sorted(ranks, key=ranks.__getitem__)
     merged["_rank"] = merged["chrom"].map({c: i for i, c in enumerate(order_keys)})
     merged = merged.sort_values(["_rank", "pos", "idx_0"], kind="stable").reset_index(drop=True)

@@ -66,6 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from fedstat import __version__
+from fedstat.data.variants import normalise_chrom
 from fedstat.errors import InputError
 from fedstat.formats.atomic import atomic_path, atomic_write_text
 from fedstat.formats.numbers import format_g
@@ -94,7 +95,7 @@ MANDATORY_COLUMNS = (
     "p_value",
 )
 _EFFECT_KINDS = ("beta", "odds_ratio")
-_CHROM_CODES = {"X": 23, "Y": 24, "XY": 23, "MT": 25, "M": 25}
+_CHROM_CODES = {"X": 23, "Y": 24, "XY": 23, "MT": 25}
 _ALLELE_RE = re.compile(r"^[ACGTacgt]+$")
 _RSID_RE = re.compile(r"^rs[0-9]+$")
 _VARIANT_ID_RE = re.compile(r"^[A-Za-z0-9_]+$")
@@ -221,12 +222,10 @@ def chromosome_code(chrom: str) -> int:
     InputError
         For any other contig.
     """
-    s = str(chrom)
-    if s[:3].lower() == "chr":
-        s = s[3:]
-    if s.isdigit() and 1 <= int(s) <= 25:
+    s = normalise_chrom(str(chrom))  # plink2's code: 1-22, X, Y, XY, MT or a contig name
+    if s.isdigit() and 1 <= int(s) <= 22:
         return int(s)
-    code = _CHROM_CODES.get(s.upper())
+    code = _CHROM_CODES.get(s)
     if code is None:
         raise InputError(f"GWAS-SSF has no chromosome code for {chrom!r} (only 1-22, X, Y, XY, MT)")
     return code

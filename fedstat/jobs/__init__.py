@@ -7,6 +7,7 @@ the global sums into the next round or the final results.
 
 - :mod:`fedstat.jobs.spec`: :class:`JobSpec`, its validation and the bytes an analyst signs;
 - :mod:`fedstat.jobs.options`: what the spec's options and column names mean;
+- :mod:`fedstat.jobs.selection`: the variant selection flags (``--chr``, ``--extract``, ...);
 - :mod:`fedstat.jobs.checks`: a site's check that a round belongs to the signed spec;
 - :mod:`fedstat.jobs.steps` and :mod:`fedstat.jobs.planner`: the coordinator's steps and
   :func:`plan_job`, which chains them.
@@ -38,6 +39,7 @@ from fedstat.jobs.options import (
     seeded_randomness,
 )
 from fedstat.jobs.planner import plan_job
+from fedstat.jobs.selection import VariantSelection, variant_selection
 from fedstat.jobs.spec import SPEC_SIGNATURE_LABEL, JobSpec
 from fedstat.stats.base import RoundPlan
 
@@ -55,6 +57,7 @@ __all__ = [
     "SPEC_SIGNATURE_LABEL",
     "JobSpec",
     "RoundPlan",
+    "VariantSelection",
     "check_round",
     "checks_pooled_coding",
     "derived_columns",
@@ -67,4 +70,5 @@ __all__ = [
     "qc_filters",
     "required_phenotypes",
     "seeded_randomness",
+    "variant_selection",
 ]

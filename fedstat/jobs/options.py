@@ -73,6 +73,16 @@ KNOWN_OPTIONS = {
     "require_covar": 1,  # "1": plink2's --require-covar over the job's --covar-name columns
     "ci": 40,  # --glm's --ci level, e.g. "0.95"
     "adjust": 200,  # --glm's --adjust: its modifiers separated by spaces ("" for none)
+    # variant selection (fedstat.jobs.selection), applied to the harmonized variants before any round
+    "chr": 1000,
+    "not_chr": 1000,
+    "from_bp": 20,
+    "to_bp": 20,
+    # --extract/--exclude: variant IDs separated by spaces; 2 x 2 MB keeps the signed spec (sent whole
+    # in one gRPC message of at most 8 MiB, with the analyst's certificate) well within bounds
+    "extract": 2_000_000,
+    "exclude": 2_000_000,
+    "snps_only": 20,  # "1" or "just-acgt"
 }
 #: Job options that filter samples or variants before the analyses (plink2's order of application).
 QC_OPTIONS = ("mind", "geno", "hwe", "maf")

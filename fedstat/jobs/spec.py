@@ -31,6 +31,7 @@ from fedstat.jobs.options import (
     pca_components,
     qc_filters,
 )
+from fedstat.jobs.selection import variant_selection
 from fedstat.privacy.modes import canonical_mode, get_mode
 from fedstat.privacy.paillier import job_public_key
 
@@ -145,6 +146,7 @@ class JobSpec:
         if ("assoc" in self.analyses or "model" in self.analyses) and len(pheno) != 1:
             raise InputError("--assoc and --model test one case/control phenotype: give exactly one --pheno-name")
         qc_filters(self)  # InputError naming a bad --mind/--geno/--hwe/--maf
+        variant_selection(self)  # InputError naming a bad --chr/--from-bp/--extract/...
         k = pca_components(self)
         if ("pca" in self.analyses) != bool(k):
             raise InputError("--pca needs the number of components, e.g. --pca 10")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import special, stats
 
+from fedstat.data.variants import chrom_order, normalise_chrom
 from fedstat.errors import InputError
 from fedstat.formats.atomic import atomic_path
 
@@ -147,16 +148,9 @@ class _YAxis:
         ax.axhline(self.cut, color="#bbbbbb", linewidth=0.7, linestyle=(0, (6, 3)), zorder=0.6)
 
 
-def _chrom_key(c: str) -> tuple[int, str]:
-    s = c[3:] if c.lower().startswith("chr") else c
-    if s.isdigit():
-        return (int(s), "")
-    return ({"X": 23, "Y": 24, "XY": 25, "MT": 26, "M": 26}.get(s.upper(), 1000), s)
-
-
 def _chrom_label(c: str) -> str:
-    s = c[3:] if c.lower().startswith("chr") else c
-    return {"23": "X", "24": "Y", "25": "XY", "26": "MT"}.get(s, s)
+    """A chromosome's axis label: its code as plink2 prints it (``chr3`` -> ``3``, ``23`` -> ``X``)."""
+    return normalise_chrom(c)
 
 
 def _figure(width_in: float, height_in: float) -> Figure:
@@ -222,7 +216,7 @@ def manhattan(
     # p = 0 with no log10 p: draw at the top edge rather than lose the strongest hits
     nlp = np.where(np.isinf(nlp), max(finite_max, -math.log10(genome_wide)) * 1.05, nlp)
 
-    names = sorted({str(c) for c in chrom_s[ok]}, key=_chrom_key)
+    names = sorted({str(c) for c in chrom_s[ok]}, key=chrom_order)
     offsets, centers, x = {}, [], np.zeros(pos.shape)
     start, gap = 0.0, 0.0
     spans = {c: (pos[ok & (chrom_s == c)].min(), pos[ok & (chrom_s == c)].max()) for c in names}

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import special
 
-from fedstat.data.variants import VariantTable
+from fedstat.data.variants import VariantTable, normalise_chrom
 from fedstat.errors import InputError
 from fedstat.stats.base import (
     Cohort,
@@ -79,6 +79,7 @@ COHORT_SUM_NAMES = ("n_case", "n_ctrl", "n_missing_pheno")
 ASSOC_HEADER_FIELDS = ("CHR", "SNP", "BP", "A1", "F_A", "F_U", "A2", "CHISQ", "P", "OR")
 MODEL_TESTS = ("GENO", "TREND", "ALLELIC", "DOM", "REC")
 _AUTOSOMES = {str(i) for i in range(1, 23)}
+_PLINK1_CODES = {"X": "23", "Y": "24", "XY": "25", "MT": "26"}
 _SMALL_EPSILON = 2.0**-44  # PLINK 1.9 SMALL_EPSILON
 
 
@@ -251,14 +252,15 @@ class AssocStats:
 
 
 def plink1_chrom_codes(chrom: Iterable[object]) -> np.ndarray:
-    """Chromosome codes as PLINK 1.9 prints them by default: 'chr' dropped, X=23 … MT=26."""
-    named = {"X": "23", "Y": "24", "XY": "25", "MT": "26", "M": "26"}
+    """Chromosome codes as PLINK 1.9 prints them by default: X=23, Y=24, XY=25, MT=26, 'chr' dropped.
+
+    Codes are read as plink2 reads them (:func:`fedstat.data.variants.normalise_chrom`; a
+    :class:`VariantTable` read from a file holds them so already).
+    """
     out = []
     for c in chrom:
-        s = str(c)
-        if s[:3].lower() == "chr":
-            s = s[3:]
-        out.append(named.get(s.upper(), s.lstrip("0") or "0") if not s.isdigit() else str(int(s)))
+        s = normalise_chrom(str(c))
+        out.append(_PLINK1_CODES.get(s, s[3:] if s[:3].lower() == "chr" else s))
     return np.asarray(out, dtype=object)
 
 
