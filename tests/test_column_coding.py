@@ -208,11 +208,11 @@ def test_open_genotypes__hard_call_file_gives_hard_calls_for_dosages():
 @pytest.mark.parametrize(
     "name,holds,convert",
     [
-        ("gtds.vcf", "(FORMAT DS)", "plink2 --vcf {path} --make-pgen --out NEW"),
+        ("gtds.vcf", "(FORMAT DS)", "plink2 --vcf {path} dosage=DS --make-pgen --out NEW"),
         (
             "dsonly.vcf",
             "(FORMAT DS, and no GT: its calls are only in dosage fields)",
-            "plink2 --vcf {path} dosage=DS --make-pgen erase-dosage --out NEW",
+            "plink2 --vcf {path} dosage=DS --make-pgen --out NEW",
         ),
     ],
 )

@@ -204,12 +204,12 @@ def ensure_vcf_cache(vcf_path: str | Path, cache_dir: str | Path, *, threads: in
 
 
 def dosage_refusal(path: Path, holds: str, convert: str) -> str:
-    """Why a genotype file with imputed dosages is refused, and how to choose hard calls explicitly."""
+    """Why a VCF with imputed dosages is refused, and how to convert it so that its dosages are read."""
     return (
-        f"{path}: holds imputed dosages ({holds}). fedstat reads hard calls only in this version, while plink2 "
-        "uses dosages in --freq, --glm and --pca, so results would silently differ from plink2's; the file is "
-        f"refused. To analyse hard calls, make that choice explicit by converting it, e.g. `{convert}`, "
-        "and point the dataset at the result"
+        f"{path}: holds imputed dosages ({holds}). fedstat does not read dosages from a VCF in this version, "
+        "and plink2 would use them in --freq, --glm and --pca (given dosage=), so results would silently differ "
+        f"from plink2's; the file is refused. Convert it as plink2 would import it, e.g. `{convert}` (fedstat "
+        "reads a .pgen's dosages), and point the dataset at the result"
     )
 
 
@@ -222,10 +222,9 @@ def _refuse_dosages(source: Path, fields: set[str] | list[str], where: str = "")
     held = [f for f in DOSAGE_FIELDS if f in fields]
     if held:
         at = f"FORMAT {'/'.join(held)}{where}"
-        if "GT" in fields:  # plink2 reads GT alone unless told dosage=
-            convert = f"plink2 --vcf {source} --make-pgen --out NEW"
-        else:  # hard calls from the dosages by plink2's --hard-call-threshold (0.1)
-            convert = f"plink2 --vcf {source} dosage={held[0]} --make-pgen erase-dosage --out NEW"
+        # the dosages kept, hard calls from them by plink2's --hard-call-threshold (0.1)
+        convert = f"plink2 --vcf {source} dosage={held[0]} --make-pgen --out NEW"
+        if "GT" not in fields:
             at += ", and no GT: its calls are only in dosage fields"
         raise GenotypeFileError(dosage_refusal(source, at, convert))
 
