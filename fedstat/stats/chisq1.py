@@ -164,31 +164,18 @@ def _gamma_p_inv_half(qq: float) -> float:  # noqa: C901, PLR0912 - a literal po
                 delta = (1 if delta > 0 else -1) * result
         guess = result
         result -= delta
-        if result < min_guess:
-            big = abs(min_guess) < 1 and abs(result) > 1 and _DBL_MAX / abs(result) < abs(min_guess)
-            diff = 1000.0 if big else result / min_guess
+        if result < min_guess or result > max_guess:  # stepped out of the bracket: back off toward its side
+            bound = min_guess if result < min_guess else max_guess
+            big = abs(bound) < 1 and abs(result) > 1 and _DBL_MAX / abs(result) < abs(bound)
+            diff = 1000.0 if big else result / bound
             if abs(diff) < 1:
                 diff = 1 / diff
             if not out_of_bounds_sentry and 0 < diff < 3:
-                delta = 0.99 * (guess - min_guess)
+                delta = 0.99 * (guess - bound)
                 result = guess - delta
                 out_of_bounds_sentry = True
             else:
-                delta = (guess - min_guess) * 0.5
-                result = guess - delta
-                if result in (min_guess, max_guess):
-                    break
-        elif result > max_guess:
-            big = abs(max_guess) < 1 and abs(result) > 1 and _DBL_MAX / abs(result) < abs(max_guess)
-            diff = 1000.0 if big else result / max_guess
-            if abs(diff) < 1:
-                diff = 1 / diff
-            if not out_of_bounds_sentry and 0 < diff < 3:
-                delta = 0.99 * (guess - max_guess)
-                result = guess - delta
-                out_of_bounds_sentry = True
-            else:
-                delta = (guess - max_guess) * 0.5
+                delta = (guess - bound) * 0.5
                 result = guess - delta
                 if result in (min_guess, max_guess):
                     break
