@@ -33,12 +33,8 @@ plink2 ``--vcf`` import: https://www.cog-genomics.org/plink/2.0/input#vcf
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
 import re
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from fedstat.data.import_cache import cache_paths, cache_stem, commit, load_valid, source_fingerprint, temporary_files
 from fedstat.errors import GenotypeFileError
-from fedstat.formats.atomic import atomic_path
 
 #: Bump when the cache layout or the genotype conversion changes; old caches are rebuilt.
 #: 3: VCFs holding dosages (DS/GP/HDS) or no GT are refused, so older caches of them must go.
@@ -56,7 +52,6 @@ CACHE_FORMAT_VERSION = 3
 #: FORMAT fields holding imputed dosages, as plink2's ``--vcf … dosage=`` reads them.
 DOSAGE_FIELDS = ("DS", "HDS", "GP")
 
-_HASH_SPAN = 1 << 20  # bytes hashed at each end of the source file
 _SNV_BASES = frozenset("ACGT")
 _MAX_BLOCK_BYTES = 1 << 26  # bound on one in-memory genotype block while converting
 _BED_MAGIC = bytes((0x6C, 0x1B, 0x01))
@@ -97,60 +92,6 @@ class CacheInfo:
     rebuilt: bool
 
 
-def source_fingerprint(path: Path) -> dict[str, Any]:
-    """Size, mtime and a SHA-256 of the first and last MiB of ``path``."""
-    try:
-        st = path.stat()
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            digest.update(fh.read(_HASH_SPAN))
-            if st.st_size > 2 * _HASH_SPAN:
-                fh.seek(st.st_size - _HASH_SPAN)
-            digest.update(fh.read(_HASH_SPAN))
-    except OSError as exc:
-        raise GenotypeFileError(f"{path}: cannot read VCF ({exc.strerror})") from exc
-    return {
-        "source": str(path),
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "head_tail_sha256": digest.hexdigest(),
-    }
-
-
-def _cache_stem(source: Path) -> str:
-    name = source.name
-    for suffix in (".vcf.gz", ".vcf.bgz", ".vcf", ".bcf"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    key = hashlib.sha256(os.fsencode(source)).hexdigest()[:16]
-    return f"{name}-{key}"
-
-
-def _cache_paths(cache_dir: Path, stem: str) -> dict[str, Path]:
-    return {ext: cache_dir / f"{stem}.{ext}" for ext in ("pgen", "pvar", "psam", "json")}
-
-
-def _load_valid(paths: dict[str, Path], fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored fingerprint record if the cache is complete and matches, else None."""
-    try:
-        record = json.loads(paths["json"].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("format_version") != CACHE_FORMAT_VERSION:
-        return None
-    if any(record.get(k) != v for k, v in fingerprint.items()):
-        return None
-    sizes = record.get("file_sizes", {})
-    for ext in ("pgen", "pvar", "psam"):
-        try:
-            if paths[ext].stat().st_size != sizes.get(ext):
-                return None
-        except OSError:
-            return None
-    return record
-
-
 def ensure_vcf_cache(vcf_path: str | Path, cache_dir: str | Path, *, threads: int = 1) -> CacheInfo:
     """Build, or reuse, the binary cache of a VCF / BCF.
 
@@ -181,10 +122,10 @@ def ensure_vcf_cache(vcf_path: str | Path, cache_dir: str | Path, *, threads: in
     """
     source = Path(vcf_path).absolute()
     cache_dir = Path(cache_dir)
-    fingerprint = source_fingerprint(source)
-    stem = _cache_stem(source)
-    paths = _cache_paths(cache_dir, stem)
-    record = _load_valid(paths, fingerprint)
+    fingerprint = source_fingerprint(source, "VCF")
+    stem = cache_stem(source, (".vcf.gz", ".vcf.bgz", ".vcf", ".bcf"))
+    paths = cache_paths(cache_dir, stem)
+    record = load_valid(paths, fingerprint, CACHE_FORMAT_VERSION)
     rebuilt = False
     if record is None:
         record = _build(source, cache_dir, stem, paths, fingerprint, threads=threads)
@@ -359,13 +300,21 @@ def _build(
     import pgenlib
 
     _quiet_htslib(cyvcf2)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GenotypeFileError(f"cannot create VCF cache directory {cache_dir} ({exc.strerror})") from exc
-    tmp = {
-        ext: cache_dir / f".{stem}.tmp-{secrets.token_hex(6)}.{ext}" for ext in ("bed", "pgen", "pvar", "psam", "json")
-    }
+    with temporary_files(cache_dir, stem, ("bed", "pgen", "pvar", "psam", "json"), "VCF cache") as tmp:
+        return _convert(source, cache_dir, paths, tmp, fingerprint, threads=threads, cyvcf2=cyvcf2, pgenlib=pgenlib)
+
+
+def _convert(
+    source: Path,
+    cache_dir: Path,
+    paths: dict[str, Path],
+    tmp: dict[str, Path],
+    fingerprint: dict[str, Any],
+    *,
+    threads: int,
+    cyvcf2: Any,
+    pgenlib: Any,
+) -> dict[str, Any]:
     try:
         _check_bgzf_end(source)
         try:
@@ -473,25 +422,11 @@ def _build(
 
         record = dict(fingerprint)
         record.update(
-            format_version=CACHE_FORMAT_VERSION,
             n_samples=n_samples,
             n_variants=n_kept,
             multiallelic_skipped=n_multi,
             non_snv_skipped=n_non_snv,
-            file_sizes={ext: tmp[ext].stat().st_size for ext in ("pgen", "pvar", "psam")},
         )
-        # the fingerprint goes first and comes back last: a cache without it is never used. The
-        # files are renamed as their contexts exit, last entered first: pgen, pvar, psam, json.
-        with contextlib.ExitStack() as renames:
-            for ext in ("json", "psam", "pvar", "pgen"):
-                renames.enter_context(atomic_path(paths[ext], tmp=tmp[ext]))
-            tmp["json"].write_text(json.dumps(record, indent=1), encoding="utf-8")
-            with contextlib.suppress(FileNotFoundError):
-                paths["json"].unlink()
-        return record
+        return commit(paths, tmp, record, CACHE_FORMAT_VERSION)
     except OSError as exc:
         raise GenotypeFileError(f"cannot write VCF cache in {cache_dir} ({exc.strerror or exc})") from exc
-    finally:
-        for p in tmp.values():
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
