@@ -80,6 +80,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedstat.data.import_cache import BGEN_REF_ALLELES, DEFAULT_IMPORT, VCF_DOSAGE_FIELDS, ImportOptions
 from fedstat.errors import ConfigError
 from fedstat.jobs import KNOWN_ANALYSES as ALL_ANALYSES
 from fedstat.pki import TlsFiles
@@ -285,6 +286,7 @@ class DatasetConfig:
     name: str
     path: Path
     consent_default: str = ""  # DUO code for participants with an empty consent cell (e.g. "HMB;NPU")
+    import_options: ImportOptions = DEFAULT_IMPORT  # vcf_dosage / bgen_ref: how a VCF or BGEN is read
 
 
 @dataclass(frozen=True)
@@ -381,7 +383,7 @@ def load_site_config(path: Path) -> SiteConfig:
     datasets = []
     for i, raw in enumerate(raw_datasets):
         dr = _Reader(path, f"datasets[{i}]", raw)
-        dr.check_unknown({"name", "path", "consent_default"})
+        dr.check_unknown({"name", "path", "consent_default", "vcf_dosage", "bgen_ref"})
         default = dr.get("consent_default", str, "")
         if default:
             from fedstat.consent import parse_consent  # noqa: PLC0415
@@ -390,7 +392,26 @@ def load_site_config(path: Path) -> SiteConfig:
                 parse_consent(default)
             except ValueError as exc:
                 raise ConfigError(f"{dr.where('consent_default')}: {exc}") from None
-        datasets.append(DatasetConfig(name=dr.get("name", str), path=dr.path_("path"), consent_default=default))
+        vcf_dosage = dr.get("vcf_dosage", str, "")
+        if vcf_dosage and vcf_dosage not in VCF_DOSAGE_FIELDS:
+            raise ConfigError(
+                f"{dr.where('vcf_dosage')} must be one of {', '.join(VCF_DOSAGE_FIELDS)} (the FORMAT field holding "
+                f"dosages, as plink2's --vcf … dosage=; GT reads hard calls only), got {vcf_dosage!r}"
+            )
+        bgen_ref = dr.get("bgen_ref", str, "")
+        if bgen_ref and bgen_ref not in BGEN_REF_ALLELES:
+            raise ConfigError(
+                f'{dr.where("bgen_ref")} must be "first" or "last" (which allele of a BGEN record is REF, '
+                f"as plink2's --bgen ref-first / ref-last), got {bgen_ref!r}"
+            )
+        datasets.append(
+            DatasetConfig(
+                name=dr.get("name", str),
+                path=dr.path_("path"),
+                consent_default=default,
+                import_options=ImportOptions(vcf_dosage=vcf_dosage, bgen_ref=bgen_ref),
+            )
+        )
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: dataset names must be unique, got {', '.join(names)}")

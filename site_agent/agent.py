@@ -116,9 +116,9 @@ class SiteAgent:
             log.info("disease ontology %s: %d terms", self.config.policy.disease_ontology, len(self._ontology))
         for ds in self.config.datasets:
             try:
-                self.datasets[ds.name] = open_dataset(
-                    ds.name, ds.path, cache_dir=self.config.cache_dir / ds.name, threads=self.config.threads
-                )
+                cache, threads = self.config.cache_dir / ds.name, self.config.threads
+                opened = open_dataset(ds.name, ds.path, cache_dir=cache, threads=threads, options=ds.import_options)
+                self.datasets[ds.name] = opened
                 d = self.datasets[ds.name]
                 log.info(
                     "dataset %s: %s, %d samples, %d variants",

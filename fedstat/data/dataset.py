@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fedstat.data.genotypes import GenotypeSource, open_genotypes
+from fedstat.data.import_cache import DEFAULT_IMPORT, ImportOptions
 from fedstat.data.samples import SampleTable, read_sample_table
 from fedstat.errors import SampleTableError
 
@@ -54,10 +55,14 @@ def _keys(fid: tuple[str, ...] | None, iid: tuple[str, ...], use_fid: bool) -> l
     return list(iid)
 
 
-def open_dataset(name: str, directory: Path, *, cache_dir: Path, threads: int = 1) -> Dataset:
-    """Open and cross-check a dataset directory; raises InputError subclasses naming the problem."""
+def open_dataset(
+    name: str, directory: Path, *, cache_dir: Path, threads: int = 1, options: ImportOptions = DEFAULT_IMPORT
+) -> Dataset:
+    """Open and cross-check a dataset directory; raises InputError subclasses naming the problem.
+
+    ``options`` says how a VCF or BGEN is imported (the dataset's ``vcf_dosage`` / ``bgen_ref``)."""
     directory = Path(directory)
-    genotypes = open_genotypes(directory, cache_dir=cache_dir, threads=threads)
+    genotypes = open_genotypes(directory, cache_dir=cache_dir, threads=threads, options=options)
     try:
         table_path = directory / SAMPLES_FILE
         if not table_path.is_file():

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from fedstat.data.import_cache import DEFAULT_IMPORT, ImportOptions
 from fedstat.data.pgen_header import dosage_variant_count
 from fedstat.data.variants import VariantTable, normalise_chrom
 from fedstat.data.vcf_cache import ensure_vcf_cache
@@ -647,6 +648,7 @@ def open_genotypes(
     *,
     cache_dir: str | Path | None = None,
     threads: int = 1,
+    options: ImportOptions = DEFAULT_IMPORT,
 ) -> GenotypeSource:
     """Open a site's genotypes.
 
@@ -658,6 +660,7 @@ def open_genotypes(
     cache_dir : VCF/BCF only: where the binary cache lives (default: a
         ``.fedstat-cache`` directory next to the VCF)
     threads : VCF/BCF only: htslib threads used when the cache is (re)built
+    options : how a VCF or BGEN is imported (:class:`~fedstat.data.import_cache.ImportOptions`)
 
     Returns
     -------

@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,35 @@ from fedstat.errors import GenotypeFileError
 from fedstat.formats.atomic import atomic_path
 
 _HASH_SPAN = 1 << 20  # bytes hashed at each end of the source file
+
+#: Values of :attr:`ImportOptions.vcf_dosage`: plink2's ``--vcf … dosage=`` fields, or ``GT`` for
+#: hard calls only (plink2 without ``dosage=``).
+VCF_DOSAGE_FIELDS = ("DS", "HDS", "GP", "GT")
+
+#: Values of :attr:`ImportOptions.bgen_ref`: plink2's ``--bgen … ref-first`` / ``ref-last``.
+BGEN_REF_ALLELES = ("first", "last")
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How a site's VCF or BGEN is imported (a ``[[datasets]]`` entry's keys in ``site.toml``).
+
+    Attributes
+    ----------
+    vcf_dosage : which FORMAT field holds a VCF's dosages, as plink2's ``dosage=`` names it
+        (:data:`VCF_DOSAGE_FIELDS`); ``""`` refuses a VCF that holds dosage fields rather than
+        silently reading its hard calls
+    bgen_ref : which allele of each BGEN record is REF (:data:`BGEN_REF_ALLELES`); ``""`` is
+        refused for a BGEN, as plink2 refuses ``--bgen`` without ``ref-first``/``ref-last``
+    """
+
+    vcf_dosage: str = ""
+    bgen_ref: str = ""
+
+
+#: Import options when a dataset sets none.
+DEFAULT_IMPORT = ImportOptions()
+
 
 #: The files of one cache entry; ``json`` is the fingerprint record.
 CACHE_EXTS = ("pgen", "pvar", "psam", "json")
