@@ -24,7 +24,7 @@ from fedstat.cli.main import main as cli
 from fedstat.data.genotypes import open_genotypes
 from fedstat.data.pgen_header import dosage_variant_count
 from fedstat.data.samples import read_sample_table
-from fedstat.errors import GenotypeFileError, InputError
+from fedstat.errors import GenotypeFileError, InputError, PolicyRefused
 from fedstat.formats.results import write_result
 from fedstat.jobs import JobSpec
 from site_agent.policy import decide
@@ -148,20 +148,31 @@ def test_site_policy__unused_text_column_leaves_the_dataset_usable(tmp_path: Pat
     assert len(decision.members) == dataset.n_samples
 
 
-@pytest.mark.parametrize("field", ["pheno_names", "covar_names"])
-def test_site_policy__used_text_column_is_refused_naming_column_and_dataset(tmp_path: Path, field: str):
+def test_site_policy__text_column_as_phenotype_is_refused_naming_column_and_dataset(tmp_path: Path):
     from fedstat.config import SitePolicy
 
     dataset = _dataset(tmp_path)
     policy = SitePolicy(allowed_analyses=("glm",), allowed_privacy=("secagg",), min_cohort=10)
-    names = {"pheno_names": ("QT2",), "covar_names": ("AGE",)} | {field: ("CAT",)}
     with pytest.raises(InputError) as info:
-        decide(JobSpec(analyses=("glm",), **names), policy, dataset)
-    kind = "phenotype" if field == "pheno_names" else "covariate"
+        decide(JobSpec(analyses=("glm",), pheno_names=("CAT",), covar_names=("AGE",)), policy, dataset)
     message = str(info.value)
-    assert message.startswith(f"{kind} column 'CAT' in samples.tsv of dataset EUR holds text, not numbers")
-    assert "categorical covariates are not supported yet" in message
+    assert message.startswith("phenotype column 'CAT' in samples.tsv of dataset EUR holds words, not numbers")
     assert "'A'" not in message and "'B'" not in message
+
+
+def test_site_policy__text_column_as_covariate_is_categorical_with_its_categories_reported(tmp_path: Path):
+    from fedstat.config import SitePolicy
+
+    dataset = _dataset(tmp_path)
+    policy = SitePolicy(allowed_analyses=("glm",), allowed_privacy=("secagg",), min_cohort=10)
+    decision = decide(JobSpec(analyses=("glm",), pheno_names=("QT2",), covar_names=("AGE", "CAT")), policy, dataset)
+    assert decision.levels == {"CAT": ("A", "B", "C")}  # EUR holds 81, 97 and 82 of them
+    with pytest.raises(PolicyRefused, match="a category is held by fewer than 90"):
+        decide(
+            JobSpec(analyses=("glm",), pheno_names=("QT2",), covar_names=("AGE", "CAT")),
+            SitePolicy(allowed_analyses=("glm",), allowed_privacy=("secagg",), min_cohort=10, min_group=90),
+            dataset,
+        )
 
 
 # --- dosages: a .pgen dosage track is read; VCF dosage fields are refused, never hard-called without a word
@@ -307,14 +318,14 @@ def test_e2e_glm__zero_one_covariate_equals_plink2_through_the_daemons(workspace
     assert "constant covariate" not in log
 
 
-def test_e2e__used_text_column_is_refused_naming_column_and_site(workspace: Path, tmp_path: Path, capsys):
+def test_e2e__text_column_as_phenotype_is_refused_naming_column_and_site(workspace: Path, tmp_path: Path, capsys):
     rc = cli(
-        ["submit", "--profile", str(workspace / "analyst.toml"), "--glm", "--pheno-name", "QT2",
-         "--covar-name", "AGE,CAT", "--out", str(tmp_path / "cat")]
+        ["submit", "--profile", str(workspace / "analyst.toml"), "--glm", "--pheno-name", "CAT",
+         "--covar-name", "AGE", "--out", str(tmp_path / "cat")]
     )  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 1
-    assert "covariate column 'CAT' in samples.tsv of dataset" in err and "holds text" in err
+    assert "phenotype column 'CAT' in samples.tsv of dataset" in err and "holds words" in err
     assert any(f"site {s}" in err for s in SITES)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from fedstat.data.categories import split_indicator
 from fedstat.errors import ProtocolError
 from fedstat.jobs.options import derived_columns, qc_filters, reads_dosages
 from fedstat.jobs.spec import JobSpec
@@ -72,12 +73,22 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
         if "glm" not in analyses:
             raise refuse("the job has no --glm")
         try:
+            # a categorical covariate COL enters as indicators COL=LEVEL (any level: a site declares
+            # each category's members as a release group, so a rare one is refused by its ledger)
+            def job_covariates(names: list[str]) -> bool:
+                return all(n in covars or split_indicator(n, covars) is not None for n in names)
+
             if computation == "glm_describe":
-                if not set(json.loads(params.get("columns", "[]"))) <= phenos | covars:
+                columns = json.loads(params.get("columns", "[]"))
+                if not job_covariates([c for c in columns if c not in phenos]):
                     raise refuse("it describes columns the job does not name")
             else:
                 for d in json.loads(params.get("spec", "[]")):
-                    if d["name"] not in phenos or not set(d["covars"]) | set(d["mask_covars"]) <= covars:
+                    if (
+                        d["name"] not in phenos
+                        or not job_covariates(d["covars"])
+                        or not set(d["mask_covars"]) <= covars
+                    ):
                         raise refuse("its phenotype or covariates are not the job's")
         except (ValueError, KeyError, TypeError):
             raise refuse("its parameters cannot be read") from None

@@ -55,7 +55,12 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
         else:
             mods.add("hide-covar")  # fedstat's default: covariate rows hidden
         glm_job = glm.plan_glm(
-            spec.pheno_names, spec.covar_names, frozenset(mods), ci=glm_ci(spec), adjust=glm_adjust(spec)
+            spec.pheno_names,
+            spec.covar_names,
+            frozenset(mods),
+            ci=glm_ci(spec),
+            adjust=glm_adjust(spec),
+            categories=ctx.categories,
         )
         parts.append(SubsetAnalysis(glm_job, kept))
     if "assoc" in spec.analyses or "model" in spec.analyses:

@@ -45,11 +45,15 @@ class Cohort:
     zero_dropped : phenotype -> participants this site left out up front for a 0 under
         ``--require-pheno`` (0 is missing only for a case/control phenotype; ``--glm`` checks
         the pooled coding agrees)
+    categories : categorical covariate -> [array, shape: (n,), dtype object] each participant's
+        category, ``""`` where missing (:mod:`fedstat.data.categories`); ``--glm`` reads its
+        indicator columns ``COL=LEVEL`` through :func:`fedstat.stats.glm_common.cohort_column`
     """
 
     n: int
     columns: Mapping[str, np.ndarray]
     zero_dropped: Mapping[str, int] = field(default_factory=dict)
+    categories: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -337,6 +341,11 @@ def updated_cohort(cohort: Cohort, update: SiteUpdate) -> Cohort:
     """The cohort for later rounds after ``update``: derived columns added, dropped participants gone."""
     columns = {**cohort.columns, **{k: np.asarray(v, dtype=np.float64) for k, v in update.columns.items()}}
     if update.keep is None:
-        return Cohort(n=cohort.n, columns=columns, zero_dropped=cohort.zero_dropped)
+        return Cohort(n=cohort.n, columns=columns, zero_dropped=cohort.zero_dropped, categories=cohort.categories)
     keep = np.asarray(update.keep, dtype=bool)
-    return Cohort(n=int(keep.sum()), columns={k: v[keep] for k, v in columns.items()}, zero_dropped=cohort.zero_dropped)
+    return Cohort(
+        n=int(keep.sum()),
+        columns={k: v[keep] for k, v in columns.items()},
+        zero_dropped=cohort.zero_dropped,
+        categories={k: v[keep] for k, v in cohort.categories.items()},
+    )

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fedstat.data.categories import split_indicator
 from fedstat.errors import InputError
 from fedstat.stats.base import Cohort, RoundInput
 
@@ -133,14 +134,62 @@ class Design:
 
 
 def cohort_column(cohort: Cohort, name: str) -> np.ndarray:
-    """The cohort's column ``name`` as float64 [shape: (cohort.n,)]; InputError if it is absent or misshapen."""
-    try:
-        values = np.asarray(cohort.columns[name], dtype=np.float64)
-    except KeyError:
-        raise InputError(f"glm: the cohort has no column {name!r}") from None
+    """The cohort's column ``name`` as float64 [shape: (cohort.n,)]; InputError if it is absent or misshapen.
+
+    A categorical covariate ``COL`` gives 0 where its category is present and NaN where missing
+    (its missingness, for the regression's sample set); its indicator ``COL=LEVEL`` gives 1 for
+    the level, 0 for another category and NaN where missing, as plink2's expansion does.
+    """
+    if name not in cohort.columns:
+        return _categorical_column(cohort, name)
+    values = np.asarray(cohort.columns[name], dtype=np.float64)
     if values.shape != (cohort.n,):
         raise InputError(f"glm: column {name!r} has shape {values.shape}, expected ({cohort.n},)")
     return values
+
+
+def _categorical_column(cohort: Cohort, name: str) -> np.ndarray:
+    cats = cohort.categories.get(name)
+    level = None
+    if cats is None:
+        split = split_indicator(name, frozenset(cohort.categories) | frozenset(cohort.columns))
+        if split is None:
+            raise InputError(f"glm: the cohort has no column {name!r}")
+        column, level = split
+        cats = cohort.categories.get(column)
+        if cats is None:
+            numeric = np.asarray(cohort.columns[column], dtype=np.float64)
+            if not np.isnan(numeric).all():
+                raise InputError(
+                    f"covariate {column!r} holds numbers at this site and words (categories) at another: plink2 "
+                    "reads one type per column; write it the same way at every site"
+                )
+            return np.full(cohort.n, np.nan)  # no value here: none of this site's participants is in the regression
+    cats = np.asarray(cats, dtype=object)
+    if cats.shape != (cohort.n,):
+        raise InputError(f"glm: column {name!r} has shape {cats.shape}, expected ({cohort.n},)")
+    present = cats != ""
+    out = np.where(present, 0.0, np.nan)
+    if level is not None:
+        out[cats == level] = 1.0
+    return out
+
+
+def category_groups(cohort: Cohort, members: np.ndarray, name: str) -> dict[str, np.ndarray]:
+    """The release groups a categorical covariate adds to a group ``members`` [shape: (cohort.n,),
+    bool] named ``name``: the members of each category, one group per category they hold.
+
+    A site's sums over a regression with indicator columns are sums over each category's
+    members, so its release ledger must know them as groups: then a category held by fewer than
+    ``min_group`` of a regression's participants (a rare one, or one whose other members lack the
+    phenotype) is refused there, whatever level names the coordinator sends.
+    """
+    out = {}
+    for column, cats in cohort.categories.items():
+        cats = np.asarray(cats, dtype=object)
+        for level in sorted({str(v) for v in cats[members] if v}):
+            out[f"{name}|{column}={level}"] = members & (cats == level)
+    return out
 
 
 def _coded(values: np.ndarray, binary: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +210,10 @@ def site_design(cohort: Cohort, spec: PhenoSpec) -> Design:
         valid &= ~np.isnan(v)
         values[name] = v
     idx = np.flatnonzero(valid).astype(np.int64)
+    # a categorical covariate masks by its name and enters as indicators COL=LEVEL
+    for name in spec.covars:
+        if name not in values:
+            values[name] = cohort_column(cohort, name)
     cols = [np.ones(idx.size)] + [values[name][idx] for name in spec.covars]
     c = np.ascontiguousarray(np.column_stack(cols)) if idx.size else np.zeros((0, len(cols)))
     return Design(idx=idx, y=np.ascontiguousarray(y[idx]), c=c, full=bool(idx.size == cohort.n))
@@ -421,7 +474,12 @@ class JobView(Protocol):
         ...
 
     def drop_constant_in_mask(self, spec: PhenoSpec, xtx: np.ndarray, n: float) -> list[int]:
-        """Indices (into ``spec.covars``) of covariates kept; logs the ones constant in the mask."""
+        """Indices (into ``spec.covars``) of covariates kept; logs the ones constant in the mask.
+        A categorical covariate keeps the indicators of its categories present, but the reference."""
+        ...
+
+    def categorical_levels(self, spec: PhenoSpec, kept: Sequence[str]) -> dict[str, list[str]]:
+        """Each categorical covariate with an indicator in ``kept`` -> all its indicators in ``spec.covars``."""
         ...
 
     def skip(self, pheno: str, why: str) -> None:

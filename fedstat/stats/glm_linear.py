@@ -36,6 +36,7 @@ from fedstat.stats.glm_common import (
     Fit,
     JobView,
     PhenoSpec,
+    category_groups,
     corr_vif_check,
     covariate_check,
     decode_specs,
@@ -92,11 +93,14 @@ class LinearSums:
         return out
 
     def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
-        """Each phenotype's regression cohort (phenotype and covariates present)."""
-        return {
-            spec.name: _mask(cohort.n, round_design(cohort, spec, inp, f"lin{k}").idx)
-            for k, spec in enumerate(decode_specs(inp))
-        }
+        """Each phenotype's regression cohort (phenotype and covariates present), and its members of
+        each category of a categorical covariate."""
+        out: dict[str, np.ndarray] = {}
+        for k, spec in enumerate(decode_specs(inp)):
+            mask = _mask(cohort.n, round_design(cohort, spec, inp, f"lin{k}").idx)
+            out[spec.name] = mask
+            out |= category_groups(cohort, mask, spec.name)
+        return out
 
     @staticmethod
     def _z(d: Design, local: dict[str, np.ndarray], key: str) -> np.ndarray:
