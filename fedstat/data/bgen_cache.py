@@ -322,8 +322,8 @@ def _samples(source: Path, sample: Path | None, header: _Header, reader: Any) ->
     if embedded is not None and embedded != samples.iid:
         j = next(j for j, (a, b) in enumerate(zip(embedded, samples.iid, strict=True)) if a != b)
         raise GenotypeFileError(
-            f"{sample}: sample IDs differ from those embedded in {source.name}, first at sample {j + 1} (data line "
-            f"{j + 1}); the .sample must list the BGEN's samples in its order"
+            f"{sample}: sample IDs differ from those embedded in {source.name}, first at sample {j + 1}; the "
+            ".sample must list the BGEN's samples, in its order"
         )
     return samples
 
