@@ -43,6 +43,7 @@ site.toml::
     [[datasets]]
     name = "main"                    # the first dataset is the default
     path = "/data/afr"               # directory with genotypes.* and samples.tsv
+    # bgen_ref = "first"             # genotypes.bgen only: REF is each record's first allele ("last": the second)
 
     [policy]
     allowed_analyses = ["freq", "geno-counts", "hardy", "missing"]
