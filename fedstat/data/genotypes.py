@@ -6,7 +6,7 @@ BCF is first converted once to a cached ``.pgen`` (:mod:`fedstat.data.vcf_cache`
 the same way, so no job ever parses text genotypes.
 
 Imputed dosages (a ``.pgen`` dosage track, as ``plink2 --vcf … dosage=DS`` or ``--bgen`` writes
-it) are read beside the hard calls: a block of float32 dosages costs 4 bytes per genotype against
+it, or as the VCF cache holds it when the dataset sets ``vcf_dosage``) are read beside the hard calls: a block of float32 dosages costs 4 bytes per genotype against
 the hard calls' 1, and only the computations that use dosages as plink2 does (``--freq``,
 ``--glm``) ask for them; a file without a dosage track is read as hard calls throughout.
 

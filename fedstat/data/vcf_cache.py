@@ -404,6 +404,7 @@ def _dosage_record(
     declared: set[str],
     n_samples: int,
     hard: np.ndarray,
+    gt: np.ndarray | None,
     out: np.ndarray,
 ) -> None:
     """Fill ``out`` with one kept record's dosage row (:func:`~fedstat.data.vcf_dosage.dosage_row`)."""
@@ -436,8 +437,11 @@ def _dosage_record(
             f"{source}: {where}: DS without GT on chrX, chrY or MT, where a DS may be on the 0..1 (haploid) or "
             "0..2 scale; plink2 refuses this too: regenerate the file with GT"
         )
+    haploid = np.zeros(n_samples, dtype=bool)
+    if gt is not None:  # as plink2 reads the GT text: a haploid call has no "/" or "|" after its first allele
+        haploid = np.ones(n_samples, dtype=bool) if gt.shape[1] == 1 else gt[:, 1] == _GT_VECTOR_END
     try:
-        dosage_row(cols[9:], layout, dosage, hard, out)
+        dosage_row(cols[9:], layout, dosage, hard, haploid, out)
     except DosageParseError as exc:
         raise GenotypeFileError(f"{source}: {where}: {exc}") from None
 
@@ -519,6 +523,7 @@ def _convert(
                     if not dosage:
                         _refuse_dosages(source, fields, f" at {where}, undeclared in the header")
                     row = block[0 if with_dosages else filled]
+                    gt = None
                     if "GT" in fields:
                         n_gt += 1
                         try:
@@ -543,6 +548,7 @@ def _convert(
                             declared=header_fields,
                             n_samples=n_samples,
                             hard=row,
+                            gt=gt,
                             out=dblock[filled],
                         )
                     pvar_lines.append(f"{chrom}\t{rec.POS}\t{vid}\t{ref}\t{alt}\n")

@@ -203,7 +203,9 @@ def field_layout(format_keys: list[str], mode: str, declared: set[str]) -> Field
     return FieldLayout(gt=gt, dosage=dosage, hds=hds)
 
 
-def dosage_row(cells: list[str], layout: FieldLayout, mode: str, hard: np.ndarray, out: np.ndarray) -> None:
+def dosage_row(
+    cells: list[str], layout: FieldLayout, mode: str, hard: np.ndarray, haploid: np.ndarray, out: np.ndarray
+) -> None:
     """One record's dosage row, as plink2 ``--vcf … dosage=MODE`` imports it.
 
     Parameters
@@ -213,6 +215,8 @@ def dosage_row(cells: list[str], layout: FieldLayout, mode: str, hard: np.ndarra
     mode : ``"DS"``, ``"HDS"`` or ``"GP"``
     hard : [array, shape: (n_samples,), dtype int8] the GT hard calls (ALT counts, -9 missing),
         used where a sample has no dosage
+    haploid : [array, shape: (n_samples,), dtype bool] samples whose GT is a haploid call (plink2:
+        the GT's second character is neither ``/`` nor ``|``); all false without GT
     out : [array, shape: (n_samples,), dtype uint16] written in place: dosage units (0..32768)
         or :data:`MISSING`
 
@@ -223,23 +227,20 @@ def dosage_row(cells: list[str], layout: FieldLayout, mode: str, hard: np.ndarra
     """
     out[:] = np.where(hard >= 0, hard.astype(np.int32) * DOSAGE_UNIT, MISSING).astype(np.uint16)
     parts = [cell.split(":") for cell in cells]
-    if layout.gt is not None:
-        haploid = np.fromiter((len(c) < 2 or c[1] not in "/|" for c in cells), dtype=bool, count=len(cells))
-    else:
-        haploid = np.zeros(len(cells), dtype=bool)
     todo = np.ones(len(cells), dtype=bool)
     if layout.hds is not None:
         texts = _subfield(parts, layout.hds)
-        have = ~_missing(texts)
+        have, _ = _present(texts)
         _hds(texts, have, out)
         todo &= ~have
     if layout.dosage is not None and todo.any():
         texts = _subfield(parts, layout.dosage)
-        have = todo & ~_missing(texts)
+        present, numbers = _present(texts)
+        have = todo & present
         if mode == "GP":
             _gp(texts, have, haploid, out)
         else:
-            _ds(texts, have, haploid, out)
+            _ds(texts, have, haploid, out, checked=numbers)
 
 
 def _subfield(parts: list[list[str]], k: int) -> list[str]:
@@ -248,13 +249,16 @@ def _subfield(parts: list[list[str]], k: int) -> list[str]:
     return [p[k] if k < len(p) else "." for p in parts]
 
 
-def _missing(texts: list[str]) -> np.ndarray:
-    """plink2's missing value: ``?`` or ``.`` followed by anything but a digit."""
+def _present(texts: list[str]) -> tuple[np.ndarray, bool]:
+    """Where ``texts`` are not plink2's missing value (``?``, or ``.`` followed by anything but a
+    digit), and whether all of them are numbers (the common case, checked at once)."""
+    if _NUMBERS.fullmatch("\n".join(texts)) is not None:
+        return np.ones(len(texts), dtype=bool), True
     return np.fromiter(
-        (t[:1] == "?" or (t[:1] == "." and t[1:2] not in "0123456789") or t == "." for t in texts),
+        (not (t[:1] == "?" or t == "." or (t[:1] == "." and t[1:2] not in "0123456789")) for t in texts),
         dtype=bool,
         count=len(texts),
-    )
+    ), False
 
 
 def _numbers(texts: list[str], what: str) -> tuple[np.ndarray, list[str]]:
@@ -284,11 +288,16 @@ def _near_step(v: np.ndarray) -> np.ndarray:
     return near
 
 
-def _ds(texts: list[str], have: np.ndarray, haploid: np.ndarray, out: np.ndarray) -> None:
+def _ds(texts: list[str], have: np.ndarray, haploid: np.ndarray, out: np.ndarray, *, checked: bool) -> None:
+    """DS values; ``checked``: every one of ``texts`` is known to be a number."""
     idx = np.flatnonzero(have)
     if not len(idx):
         return
-    x, sub = _numbers([texts[i] for i in idx], "DS")
+    sub = texts if len(idx) == len(texts) else [texts[i] for i in idx]
+    if checked:
+        x = np.fromiter(map(float, sub), dtype=np.float64, count=len(sub))
+    else:
+        x, sub = _numbers(sub, "DS")
     hap = haploid[idx]
 
     def units(x: np.ndarray) -> np.ndarray:
