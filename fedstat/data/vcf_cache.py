@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -376,7 +376,7 @@ def _check_dosage_header(source: Path, dosage: str, declared: set[str]) -> None:
         )
 
 
-def _text_lines(source: Path) -> Iterator[str]:
+def _text_lines(source: Path) -> Generator[str, None, None]:
     """The VCF's record lines as text (header lines skipped), read beside htslib for the dosages'
     exact text."""
     import gzip  # noqa: PLC0415
@@ -465,6 +465,7 @@ def _convert(
             vcf = cyvcf2.VCF(str(source), gts012=True, threads=max(1, threads))
         except Exception as exc:  # cyvcf2: OSError, or bare Exception for a bad header
             raise GenotypeFileError(f"{source}: not a readable VCF/BCF file (or its header is malformed)") from exc
+        text: Generator[str, None, None] | None = None
         try:
             try:
                 samples = list(vcf.samples)
@@ -496,7 +497,8 @@ def _convert(
             block_rows = max(1, min(4096, _MAX_BLOCK_BYTES // row_bytes))
             block = np.empty((1 if with_dosages else block_rows, n_samples), dtype=np.int8)
             dblock = np.empty((block_rows if with_dosages else 0, n_samples), dtype=np.uint16)
-            text = _text_lines(source) if with_dosages else None
+            if with_dosages:
+                text = _text_lines(source)
             n_kept = n_multi = n_non_snv = n_gt = 0
             filled = 0
             out = tmp["dos" if with_dosages else "bed"]
@@ -566,6 +568,8 @@ def _convert(
                 raise GenotypeFileError(f"{source}: the VCF text has more records than htslib parsed")
         finally:
             vcf.close()
+            if text is not None:
+                text.close()
         if n_kept and not n_gt and not with_dosages:
             raise GenotypeFileError(
                 f"{source}: no record has a GT field, so no sample has a genotype call; a VCF without GT "
