@@ -22,6 +22,7 @@ import pytest
 from fedstat.cli import poc
 from fedstat.cli.main import main as cli
 from fedstat.data.genotypes import open_genotypes
+from fedstat.data.import_cache import ImportOptions
 from fedstat.data.pgen_header import dosage_variant_count
 from fedstat.data.samples import read_sample_table
 from fedstat.errors import GenotypeFileError, InputError, PolicyRefused
@@ -175,7 +176,7 @@ def test_site_policy__text_column_as_covariate_is_categorical_with_its_categorie
         )
 
 
-# --- dosages: a .pgen dosage track is read; VCF dosage fields are refused, never hard-called without a word
+# --- dosages: a .pgen dosage track is read; a VCF's with vcf_dosage set, else it is refused, never hard-called
 
 
 def _vcf_ds(path: Path) -> np.ndarray:
@@ -217,24 +218,42 @@ def test_open_genotypes__hard_call_file_gives_hard_calls_for_dosages():
 
 
 @pytest.mark.parametrize(
-    "name,holds,convert",
+    "name,holds,or_gt",
     [
-        ("gtds.vcf", "(FORMAT DS)", "plink2 --vcf {path} dosage=DS --make-pgen --out NEW"),
-        (
-            "dsonly.vcf",
-            "(FORMAT DS, and no GT: its calls are only in dosage fields)",
-            "plink2 --vcf {path} dosage=DS --make-pgen --out NEW",
-        ),
+        ("gtds.vcf", "(FORMAT DS)", True),
+        ("dsonly.vcf", "(FORMAT DS, and no GT)", False),
     ],
 )
-def test_open_genotypes__vcf_with_dosages_is_refused_and_leaves_no_cache(tmp_path: Path, name, holds, convert):
+def test_open_genotypes__vcf_with_dosages_and_no_vcf_dosage_is_refused_and_leaves_no_cache(
+    tmp_path: Path, name, holds, or_gt
+):
     path = DOSAGE / name
     with pytest.raises(GenotypeFileError) as info:
         open_genotypes(path, cache_dir=tmp_path / "cache")
     message = str(info.value)
     assert message.startswith(f"{path}: holds imputed dosages {holds}")
-    assert convert.format(path=path) in message
+    assert 'Set vcf_dosage = "DS" in this dataset\'s [[datasets]] entry in site.toml' in message
+    assert f"`plink2 --vcf {path} dosage=DS` does" in message
+    assert ('or vcf_dosage = "GT" to use its GT hard calls only' in message) == or_gt
     assert not any((tmp_path / "cache").glob("*.pgen"))
+
+
+@pytest.mark.parametrize("name", ["gtds.vcf", "dsonly.vcf"])
+def test_open_genotypes__vcf_dosage_ds_reads_what_plink2_imported(tmp_path: Path, name):
+    # dosage.pgen is plink2's own import of gtds.vcf (dosage=DS); dsonly.vcf holds the same DS values
+    want = open_genotypes(DOSAGE / "dosage.pgen")
+    src = open_genotypes(DOSAGE / name, cache_dir=tmp_path / "cache", options=ImportOptions(vcf_dosage="DS"))
+    assert src.has_dosages
+    n_var = len(want.variants)
+    ((_, expect),) = want.read_blocks(np.arange(n_var), block_size=n_var, values="both")
+    ((_, got),) = src.read_blocks(np.arange(n_var), block_size=n_var, values="both")
+    assert np.array_equal(got.dosages, expect.dosages) and np.array_equal(got.hardcalls, expect.hardcalls)
+    # vcf_dosage = "GT": the hard calls of GT only, as plink2 without dosage=
+    if name == "gtds.vcf":
+        hard = open_genotypes(DOSAGE / name, cache_dir=tmp_path / "cache", options=ImportOptions(vcf_dosage="GT"))
+        assert not hard.has_dosages
+        ((_, gt),) = hard.read_blocks(np.arange(n_var), block_size=n_var)
+        assert (gt >= 0).all() and not np.array_equal(gt, expect.hardcalls)
 
 
 def test_open_genotypes__dosage_field_used_by_a_record_but_not_declared(tmp_path: Path):

@@ -7,7 +7,7 @@ cached dosage ``.pgen`` as ``plink2 --bgen`` imports it (:mod:`fedstat.data.bgen
 read the same way, so no job ever parses text genotypes or BGEN probabilities.
 
 Imputed dosages (a ``.pgen`` dosage track, as ``plink2 --vcf … dosage=DS`` or ``--bgen`` writes
-it) are read beside the hard calls: a block of float32 dosages costs 4 bytes per genotype against
+it, or as the VCF cache holds it when the dataset sets ``vcf_dosage``) are read beside the hard calls: a block of float32 dosages costs 4 bytes per genotype against
 the hard calls' 1, and only the computations that use dosages as plink2 does (``--freq``,
 ``--glm``) ask for them; a file without a dosage track is read as hard calls throughout.
 
@@ -686,7 +686,8 @@ def open_genotypes(
     cache_dir : VCF/BCF/BGEN only: where the binary cache lives (default: a
         ``.fedstat-cache`` directory next to the source)
     threads : VCF/BCF only: htslib threads used when the cache is (re)built
-    options : how a VCF or BGEN is imported (:class:`~fedstat.data.import_cache.ImportOptions`)
+    options : how a VCF or BGEN is imported (:class:`~fedstat.data.import_cache.ImportOptions`);
+        a VCF's dosages are read only with ``vcf_dosage`` set to the field holding them
 
     Returns
     -------
@@ -697,14 +698,16 @@ def open_genotypes(
     GenotypeFileError
         If a file is missing, malformed or inconsistent with its companions (naming the file
         and line), or the genotype file is truncated or corrupt; or if a VCF/BCF carries imputed
-        dosages (``DS``/``GP``/``HDS``, not read from a VCF in this version) or no hard calls at
-        all (no ``GT``): such a file is refused, never hard-called without a word, and the message
-        says how to convert it (``plink2 --vcf … dosage=DS --make-pgen`` keeps the dosages).
-        A ``.pgen`` dosage track is read (:attr:`GenotypeSource.has_dosages`). A BGEN (v1.2/v1.3) is
-        converted once to a cached dosage ``.pgen`` equal to ``plink2 --bgen F ref-first|ref-last
-        --sample F.sample --make-pgen``'s (:mod:`fedstat.data.bgen_cache`); it is refused unless
-        ``options.bgen_ref`` says which allele is REF, and its ``.sample`` (needed when the BGEN
-        embeds no IDs) must agree with the BGEN's sample count and IDs.
+        dosages (``DS``/``GP``/``HDS``) and ``options.vcf_dosage`` is unset: such a file is refused,
+        never hard-called without a word, and the message says which ``vcf_dosage`` to set
+        (``"DS"`` etc. imports the dosages exactly as ``plink2 --vcf FILE dosage=DS`` does, into the
+        cache's dosage track; ``"GT"`` reads the hard calls only); or if a VCF has no hard calls at
+        all (no ``GT``) and no dosages to import, or a dosage it imports is malformed. A ``.pgen``
+        dosage track, the VCF cache's included, is read (:attr:`GenotypeSource.has_dosages`).
+        A BGEN (v1.2/v1.3) is converted once to a cached dosage ``.pgen`` equal to ``plink2 --bgen F
+        ref-first|ref-last --sample F.sample --make-pgen``'s (:mod:`fedstat.data.bgen_cache`); it is
+        refused unless ``options.bgen_ref`` says which allele is REF, and its ``.sample`` (needed
+        when the BGEN embeds no IDs) must agree with the BGEN's sample count and IDs.
     """
     target = Path(directory_or_file)
     path = find_genotype_source(target) if target.is_dir() else target
@@ -732,7 +735,7 @@ def open_genotypes(
         samples = source.samples
     else:
         cdir = Path(cache_dir) if cache_dir is not None else path.parent / DEFAULT_CACHE_DIRNAME
-        info = ensure_vcf_cache(path, cdir, threads=threads)
+        info = ensure_vcf_cache(path, cdir, threads=threads, dosage=options.vcf_dosage)
         rows = _read_pvar(info.pvar)
         samples = _read_psam(info.psam)
         _check_pgen_header(info.pgen, rows.n_file_rows, len(samples), info.pvar, info.psam)
@@ -750,6 +753,7 @@ def open_genotypes(
             samples=samples,
             rows=rows,
             non_snv_skipped=info.non_snv_skipped,
+            has_dosages=dosage_variant_count(info.pgen, rows.n_file_rows, len(samples)) > 0,
         )
     if len(samples) == 0:
         raise GenotypeFileError(f"{path}: no samples")
