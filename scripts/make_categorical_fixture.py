@@ -12,11 +12,14 @@ pooled .pgen); the sample tables are its tables with three columns added:
 - ``ARRAY``: a second categorical covariate, ``axiom``/``gsa``, so that two expand in order.
 - ``CCW``: the case/control ``CC`` with every ``west10`` participant a control: the category
   separates the phenotype, and plink2's default firth-fallback then fits every variant by Firth.
+- ``YOB``: a year of birth, whose scale is too far from SEX's for plink2's single-precision fit:
+  plink2 stops (``expected/yob.error.txt``) unless ``--covar-variance-standardize`` rescales it
+  (``vstd.*``: every quantitative covariate; ``vstdyob.*``: YOB only).
 
 The covariates are named in the file's column order (``AGE,SEX,CENTRE,ARRAY``), which is the
 order plink2 gives them in the design, whatever order ``--covar-name`` lists. Reference outputs
-are plink2 2.00a3.5 on the pooled data, chromosomes 1-2, with ``--require-pheno --require-covar``
-(one cohort for every release), covariate rows shown::
+are plink2 2.00a3.5 on the pooled data, chromosomes 1-2, with ``--require-pheno QT CC CCW
+--require-covar`` (one cohort for every release), covariate rows shown::
 
     python scripts/make_categorical_fixture.py           # rebuild tests/data/categorical (commit it)
     python scripts/make_categorical_fixture.py --check   # rebuild in a temp dir, fail on any difference
@@ -76,12 +79,13 @@ def build(out_dir: Path, plink2: str) -> None:
         head = lines[0].split("\t")
         cc = head.index("CC")
         centre, array = _columns(site, len(lines) - 1, rng)
-        header = lines[0] + "\tCENTRE\tARRAY\tCCW"
+        header = lines[0] + "\tCENTRE\tARRAY\tCCW\tYOB"
+        yob = rng.integers(1940, 2001, size=len(lines) - 1)
         rows = []
-        for line, c, a in zip(lines[1:], centre, array, strict=True):
+        for line, c, a, y in zip(lines[1:], centre, array, yob.tolist(), strict=True):
             fields = line.split("\t")
             ccw = "1" if c == "west10" and fields[cc] in ("1", "2") else fields[cc]
-            rows.append(f"{line}\t{c}\t{a}\t{ccw}")
+            rows.append(f"{line}\t{c}\t{a}\t{ccw}\t{y}")
         (out_dir / site).mkdir(exist_ok=True)
         (out_dir / site / "samples.tsv").write_text("\n".join([header, *rows]) + "\n")
         pooled_lines.extend(rows)
@@ -93,12 +97,32 @@ def build(out_dir: Path, plink2: str) -> None:
     genotypes = str(GWAS / "pooled" / "genotypes")
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        common = ["--pfile", genotypes, "--pheno", str(samples), "--require-pheno", "--covar", str(samples),
+        common = ["--pfile", genotypes, "--pheno", str(samples), "--covar", str(samples),
                   "--covar-name", COVARS, "--require-covar", "--chr", CHROMS, "--threads", "1"]  # fmt: skip
-        _run([plink2, *common, "--pheno-name", "QT,CC,CCW", "--glm", "--out", str(t / "cat")])
-        _run([plink2, *common, "--pheno-name", "CC", "--glm", "firth", "--out", str(t / "firth")])
-        for f in sorted([*t.glob("cat.*.glm.*"), *t.glob("firth.*.glm.*")]):
-            (expected / f.name).write_bytes(f.read_bytes())
+        # every run on one cohort (the sites' release ledgers refuse cohorts a few people apart):
+        # plink2 requires the phenotypes loaded, and analyses them all; the files kept are listed
+        common += ["--pheno-name", "QT,CC,CCW", "--require-pheno", "QT", "CC", "CCW"]
+        _run([plink2, *common, "--glm", "--out", str(t / "cat")])
+        _run([plink2, *common, "--glm", "firth", "--out", str(t / "firth")])
+        yob = [x if x != COVARS else f"{COVARS},YOB" for x in common]
+        done = subprocess.run([plink2, *yob, "--glm", "--out", str(t / "yob")],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        log = (t / "yob.log").read_text()
+        error = log[log.index("Error:") :].split("\n\n")[0] if "Error:" in log else ""
+        if done.returncode == 0 or "scales vary too widely" not in error:
+            raise RuntimeError("plink2 --glm with YOB was expected to stop on the covariates' scales")
+        (expected / "yob.error.txt").write_text(" ".join(error.split()) + "\n")  # unwrapped
+        _run([plink2, *yob, "--glm", "--covar-variance-standardize", "--out", str(t / "vstd")])
+        _run([plink2, *yob, "--glm", "--covar-variance-standardize", "YOB", "--out", str(t / "vstdyob")])
+        keep = [
+            "cat.QT.glm.linear", "cat.CC.glm.logistic.hybrid", "cat.CCW.glm.logistic.hybrid", "firth.CC.glm.firth",
+            "vstd.QT.glm.linear", "vstd.CC.glm.logistic.hybrid", "vstdyob.QT.glm.linear",
+        ]  # fmt: skip
+        for name in keep:
+            (expected / name).write_bytes((t / name).read_bytes())
+        for stem in ("vstd", "vstdyob"):  # what plink2 says it transformed
+            lines = (t / f"{stem}.log").read_text().splitlines()
+            (expected / f"{stem}.log.txt").write_text("".join(f"{x}\n" for x in lines if "standardize:" in x))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,7 @@ def test_natural_compare__orders_as_plink2s_strcmp_natural(smaller: str, larger:
 
 
 def test_natural_sorted__fixture_categories_in_the_order_plink2_printed_them():
-    # plink2's own TEST column in the fixture: CENTRE=East, =south, =west9, =west10 (north the reference)
+    # plink2's own TEST column in the fixture: CENTRE=East, =north, =west9, =west10 (south the reference)
     assert natural_sorted(["west10", "south", "north", "west9", "East"]) == (
         "East",
         "north",
@@ -76,14 +76,15 @@ def _tables() -> tuple[np.ndarray, SampleTable, np.ndarray, object]:
 
 
 def _cohorts(
-    table: SampleTable, phenos: tuple[str, ...] = PHENOS
+    table: SampleTable, phenos: tuple[str, ...] = PHENOS, covars: tuple[str, ...] = COVARS
 ) -> tuple[list[tuple[Cohort, np.ndarray]], dict[str, tuple[str, ...]]]:
     """Each site's cohort under --require-pheno --require-covar, and the categories it reports."""
     ok = np.ones(table.n_samples, dtype=bool)
     for name in phenos:
         v = np.asarray(table.column(name))
         ok &= ~np.isnan(v) & (v != 0.0 if name != "QT" else True)
-    for name in ("AGE", "SEX"):
+    numeric = tuple(c for c in covars if c not in CATEGORICAL)
+    for name in numeric:
         ok &= ~np.isnan(np.asarray(table.column(name)))
     cats = {c: np.asarray(table.categorical(c), dtype=object) for c in CATEGORICAL}
     for c in CATEGORICAL:
@@ -93,16 +94,24 @@ def _cohorts(
     cohorts, reported = [], {}
     for s in h.SITES:
         idx = np.flatnonzero(ok & (site == s))
-        columns = {n: np.asarray(table.column(n))[idx] for n in (*phenos, "AGE", "SEX")}
+        columns = {n: np.asarray(table.column(n))[idx] for n in (*phenos, *numeric)}
         cohorts.append((Cohort(n=idx.size, columns=columns, categories={c: cats[c][idx] for c in CATEGORICAL}), idx))
         reported[s] = {c: category_levels(c, cats[c][idx], policy) for c in CATEGORICAL}
-    return cohorts, merged_levels(COVARS, reported)
+    return cohorts, merged_levels(covars, reported)
 
 
-def _run(phenos: tuple[str, ...], mods: frozenset[str], tmp_path: Path, prefix: str) -> tuple[GlmJob, list[Path]]:
+def _run(
+    phenos: tuple[str, ...],
+    mods: frozenset[str],
+    tmp_path: Path,
+    prefix: str,
+    *,
+    covars: tuple[str, ...] = COVARS,
+    standardize: tuple[str, ...] | None = None,
+) -> tuple[GlmJob, list[Path]]:
     geno, table, keep_var, pooled = _tables()
-    cohorts, categories = _cohorts(table, phenos)
-    job = GlmJob(phenos, COVARS, mods, categories=categories)
+    cohorts, categories = _cohorts(table, PHENOS, covars)  # --require-pheno QT,CC,CCW as the fixture
+    job = GlmJob(phenos, covars, mods, categories=categories, standardize=standardize)
     h.run_job(job, geno, cohorts)
     return job, write_result(job.result(pooled.variants.take(keep_var)), tmp_path / prefix)
 
@@ -126,9 +135,9 @@ def test_glm__categorical_covariates_equal_plink2_linear_logistic_and_separated(
     for path in paths:
         _assert_equal(path)
     # the design as plink2 builds it: covariates in order, each categorical one expanded in place,
-    # the most common category (north; axiom/gsa: gsa) left out as the reference
+    # the most common category (south; axiom/gsa: gsa) left out as the reference
     tests = [line.split("\t")[7] for line in paths[1].read_text().splitlines()[1:9]]
-    assert tests == ["ADD", "AGE", "SEX", "CENTRE=East", "CENTRE=south", "CENTRE=west9", "CENTRE=west10", "ARRAY=axiom"]
+    assert tests == ["ADD", "AGE", "SEX", "CENTRE=East", "CENTRE=north", "CENTRE=west9", "CENTRE=west10", "ARRAY=axiom"]
     # CCW: west10 holds only controls, so firth-fallback fits every variant by Firth, as plink2
     firth = {line.split("\t")[6] for line in paths[2].read_text().splitlines()[1:] if "\tNA\t" not in line}
     assert firth == {"Y"}
@@ -155,6 +164,35 @@ def test_glm__a_category_with_no_member_in_the_regression_gets_no_column(tmp_pat
     h.run_job(job, geno, cohorts)
     (path,) = write_result(job.result(pooled.variants.take(keep_var)), tmp_path / "cat")
     _assert_equal(path)
+
+
+# --- --covar-variance-standardize, and the scales plink2 refuses without it ----------------
+
+
+def test_glm__covariate_scales_too_far_apart_skip_the_phenotype_with_plink2s_reason(tmp_path: Path):
+    job, paths = _run(("QT",), frozenset(), tmp_path, "yob", covars=(*COVARS, "YOB"))
+    assert paths == []
+    # plink2 stops with this reason (expected/yob.error.txt); fedstat skips the phenotype with it
+    reason = (CAT / "expected" / "yob.error.txt").read_text().split(", since ", 1)[1].strip()
+    assert job.log_lines() == [f"Note: Skipping --glm regression on phenotype 'QT', since {reason}"]
+
+
+@pytest.mark.parametrize(
+    "prefix, phenos, standardize",
+    [("vstd", ("QT", "CC"), ()), ("vstdyob", ("QT",), ("YOB", "NOT_A_COVARIATE"))],
+)
+def test_glm__covar_variance_standardize_equals_plink2(tmp_path: Path, prefix, phenos, standardize):
+    job, paths = _run(phenos, frozenset(), tmp_path, prefix, covars=(*COVARS, "YOB"), standardize=standardize)
+    assert len(paths) == len(phenos)
+    for path in paths:
+        _assert_equal(path)
+    expected = (CAT / "expected" / f"{prefix}.log.txt").read_text().splitlines()
+    assert [x for x in job.log_lines() if "standardize:" in x] == expected
+
+
+def test_glm__covar_variance_standardize_of_a_categorical_covariate_is_refused_as_plink2(tmp_path: Path):
+    with pytest.raises(InputError, match="'CENTRE' is not a quantitative covariate"):
+        _run(("QT",), frozenset(), tmp_path, "bad", standardize=("CENTRE",))
 
 
 # --- what a site releases, and what it refuses -------------------------------------------
@@ -256,6 +294,19 @@ def test_e2e_glm__categorical_covariates_equal_plink2_through_the_daemons(worksp
         _assert_equal(tmp_path / name)
     log = Path(f"{out}.provenance.json").read_text()
     assert "(quasi-)separated by phenotype 'CCW'" in log
+
+
+def test_e2e_glm__covar_variance_standardize_through_the_daemons(workspace: Path, tmp_path: Path, capsys):
+    from fedstat.cli.main import main as cli
+
+    out = tmp_path / "vstdyob"
+    rc = cli(
+        ["submit", "--profile", str(workspace / "analyst.toml"), "--glm", "show-covar", "--pheno-name", "QT",
+         "--require-pheno", ",".join(PHENOS), "--covar-name", ",".join((*COVARS, "YOB")), "--require-covar", "--chr", "1-2",
+         "--covar-variance-standardize", "YOB", "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    _assert_equal(tmp_path / "vstdyob.QT.glm.linear")
 
 
 def test_e2e_glm__a_rare_category_at_one_site_refuses_the_job_without_naming_it(

@@ -90,6 +90,9 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
                         or not set(d["mask_covars"]) <= covars
                     ):
                         raise refuse("its phenotype or covariates are not the job's")
+                    scaled = "covar_variance_standardize" in spec.options
+                    if "scale" in d and (not scaled or not {c for c, _, _ in d["scale"]} <= covars):
+                        raise refuse("it rescales columns that are not the job's covariates")
         except (ValueError, KeyError, TypeError):
             raise refuse("its parameters cannot be read") from None
         expected = {k: params[k] for k in ("columns", "spec") if k in params}

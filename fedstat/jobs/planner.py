@@ -4,7 +4,15 @@ its steps in plink2's order."""
 from __future__ import annotations
 
 from fedstat.formats.numbers import format_g_array
-from fedstat.jobs.options import derived_columns, glm_adjust, glm_ci, pca_components, qc_filters, reads_dosages
+from fedstat.jobs.options import (
+    covar_standardize,
+    derived_columns,
+    glm_adjust,
+    glm_ci,
+    pca_components,
+    qc_filters,
+    reads_dosages,
+)
 from fedstat.jobs.spec import JobSpec
 from fedstat.jobs.steps import (
     AlleleAnalysis,
@@ -61,6 +69,7 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
             ci=glm_ci(spec),
             adjust=glm_adjust(spec),
             categories=ctx.categories,
+            standardize=covar_standardize(spec),
         )
         parts.append(SubsetAnalysis(glm_job, kept))
     if "assoc" in spec.analyses or "model" in spec.analyses:

@@ -255,6 +255,7 @@ class GlmJob:
         ci: float = 0.0,
         adjust: AdjustOptions | None = None,
         categories: Mapping[str, Sequence[str]] | None = None,
+        standardize: Sequence[str] | None = None,
     ):
         unknown = set(modifiers) - MODIFIERS
         if unknown:
@@ -280,6 +281,8 @@ class GlmJob:
             for c in covar_names
             if c in (categories or {})
         }
+        # --covar-variance-standardize: None off, () every quantitative covariate, else those named
+        self.standardize = None if standardize is None else tuple(standardize)
         self.hide_covar = "hide-covar" in modifiers
         self.firth_mode = "firth" if "firth" in modifiers else ("no-firth" if "no-firth" in modifiers else "fallback")
         self.results: dict[str, GlmResult] = {}
@@ -363,6 +366,7 @@ class GlmJob:
         # plink2 ComputeMajAlleles: major = ALT iff REF frequency < 0.5 (an exact tie keeps REF
         # major), frequencies over all samples; A1 = the non-major allele
         self._a1_is_ref = alt > nobs * DOSAGE_UNIT
+        scale = self._standardized(names, g)  # plink2 standardizes when loading, before --glm
         covars: list[str] = []
         mask: list[str] = []
         for name in self.covar_names:
@@ -375,8 +379,45 @@ class GlmJob:
                 covars.extend(ind or (name,))
                 mask.append(name)
         for name in self.pheno_names:
-            spec = PhenoSpec(name, self._cols.binary[name], tuple(covars), tuple(mask))
+            spec = PhenoSpec(name, self._cols.binary[name], tuple(covars), tuple(mask), scale)
             (self._binary_specs if spec.binary else self._linear_specs).append(spec)
+
+    def _standardized(self, names: list[str], g: Mapping[str, np.ndarray]) -> tuple[tuple[str, float, float], ...]:
+        """``--covar-variance-standardize``: (covariate, mean, 1 / SD) of each quantitative covariate
+        named (all without names), over the cohort's samples holding a value, as plink2's
+        PhenoVarianceStandardize: sample SD (n - 1); a constant one (or one value) becomes missing,
+        which leaves it out of the regression as a constant covariate."""
+        if self.standardize is None:
+            return ()
+        named = self.standardize or tuple(c for c in self.covar_names if c not in self.indicators)
+        wrong = [c for c in named if c in self.indicators]
+        if wrong:
+            raise InputError(f"--covar-variance-standardize: '{wrong[0]}' is not a quantitative covariate")
+        chosen = [c for c in self.covar_names if c in named and c not in self.indicators]
+        out = []
+        for c in chosen:
+            j = names.index(c)
+            n, total, ssq = float(g["nonmiss"][j]), float(g["sum"][j]), float(g["ssq"][j])
+            if n < 2:
+                if n:
+                    self._log.append(
+                        f"Warning: Exactly one value present for covariate '{c}'; standardizing to missing."
+                    )
+                self._cols.const[c] = True
+                continue
+            mean = total / n
+            numer = ssq - total * mean  # Σ (x - mean)²
+            if not numer > 0.0:
+                self._log.append(f"Warning: Covariate '{c}' is constant; standardizing to all-missing.")
+                self._cols.const[c] = True
+                continue
+            out.append((c, mean, math.sqrt((n - 1.0) / numer)))
+        if chosen:
+            self._log.insert(
+                0,
+                f"--covar-variance-standardize: {len(chosen)} covariate{'s' if len(chosen) != 1 else ''} transformed.",
+            )
+        return tuple(out)
 
     def log_lines(self) -> list[str]:
         return list(self._log)
@@ -533,6 +574,7 @@ def plan_glm(
     ci: float = 0.0,
     adjust: AdjustOptions | None = None,
     categories: Mapping[str, Sequence[str]] | None = None,
+    standardize: Sequence[str] | None = None,
 ) -> GlmJob:
     """The coordinator-side job for ``--glm`` on the given phenotypes and covariates.
 
@@ -548,9 +590,17 @@ def plan_glm(
         are computed at the coordinator from the per-variant results, with no round of their own
     categories : categorical covariate -> its categories over the sites (natural order); each
         becomes indicator columns ``COL=LEVEL``, all but plink2's reference category
+    standardize : ``--covar-variance-standardize``: None off, empty for every quantitative
+        covariate, else the covariates named
     """
     return GlmJob(
-        tuple(pheno_names), tuple(covar_names), frozenset(modifiers), ci=ci, adjust=adjust, categories=categories
+        tuple(pheno_names),
+        tuple(covar_names),
+        frozenset(modifiers),
+        ci=ci,
+        adjust=adjust,
+        categories=categories,
+        standardize=standardize,
     )
 
 

@@ -62,30 +62,44 @@ class PhenoSpec:
     ----------
     name : phenotype column
     binary : case/control (1 = control, 2 = case, anything else missing) coding of the phenotype
-    covars : covariates used as predictors, in order (always numbers, as plink2 reads them)
-    mask_covars : covariates whose missingness drops a sample (a superset of ``covars``)
+    covars : covariates used as predictors, in order (numbers, and a categorical covariate's
+        indicator columns ``COL=LEVEL``)
+    mask_covars : covariates whose missingness drops a sample (a categorical one by its name)
+    scale : ``--covar-variance-standardize``: (covariate, mean, 1 / SD) for each standardized
+        covariate; a site uses ``(x - mean) / SD`` in its design, as plink2 transforms the column
     """
 
     name: str
     binary: bool
     covars: tuple[str, ...]
     mask_covars: tuple[str, ...]
+    scale: tuple[tuple[str, float, float], ...] = ()
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "name": self.name,
             "binary": self.binary,
             "covars": list(self.covars),
             "mask_covars": list(self.mask_covars),
         }
+        if self.scale:
+            out["scale"] = [[c, m, r] for c, m, r in self.scale]
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> PhenoSpec:
+        raw = d.get("scale", [])
+        if not isinstance(raw, list):
+            raise TypeError("scale must be a list")
+        scale = tuple((str(c), float(m), float(r)) for c, m, r in raw)
+        if not all(np.isfinite([m for _, m, _ in scale] + [r for _, _, r in scale])):
+            raise ValueError("scale must be finite numbers")
         return cls(
             name=str(d["name"]),
             binary=bool(d["binary"]),
             covars=_names(d["covars"]),
             mask_covars=_names(d["mask_covars"]),
+            scale=scale,
         )
 
 
@@ -214,6 +228,9 @@ def site_design(cohort: Cohort, spec: PhenoSpec) -> Design:
     for name in spec.covars:
         if name not in values:
             values[name] = cohort_column(cohort, name)
+    for name, mean, recip in spec.scale:
+        if name in values:
+            values[name] = (values[name] - mean) * recip
     cols = [np.ones(idx.size)] + [values[name][idx] for name in spec.covars]
     c = np.ascontiguousarray(np.column_stack(cols)) if idx.size else np.zeros((0, len(cols)))
     return Design(idx=idx, y=np.ascontiguousarray(y[idx]), c=c, full=bool(idx.size == cohort.n))
@@ -395,6 +412,27 @@ def safe_inv(m: np.ndarray) -> np.ndarray:
             except np.linalg.LinAlgError:
                 pass
         return out
+
+
+#: plink2's reason (PrintPrescanErrmsg) for a phenotype whose covariate scales fail :func:`unstable_scale`.
+UNSTABLE_SCALE = (
+    "genotype/covariate scales vary too widely for numerical stability of the current implementation. Try "
+    "rescaling your covariates with e.g. --covar-variance-standardize"
+)
+
+
+def unstable_scale(xtx: np.ndarray, n: float) -> bool:
+    """plink2's prescan of the covariates' scales (GlmFillAndTestCovars): True when they vary too
+    widely for its single-precision fit, i.e. the smallest centred sum of squares (genotype columns
+    of MAF 0.01 included: ``0.0198 (n-1)``) times 2^20 is below the largest raw one (``1.5 n``).
+
+    ``xtx``: [shape: (q, q)] Σ c cᵀ over the phenotype's samples, intercept first.
+    """
+    sums, ssq = xtx[0, 1:], np.diagonal(xtx)[1:]
+    max_ssq = max(1.5 * n, float(ssq.max(initial=0.0)))
+    centred = ssq - sums * sums / n
+    min_centred = min(0.0198 * (n - 1), float(centred.min(initial=np.inf)))
+    return bool(min_centred * 1048576.0 < max_ssq)
 
 
 def covariate_check(xtx: np.ndarray, n: float) -> int:

@@ -32,6 +32,7 @@ from fedstat.stats.glm_common import (
     ERR_INVALID,
     ERR_NONE,
     ERR_RANK,
+    UNSTABLE_SCALE,
     Design,
     Fit,
     JobView,
@@ -46,6 +47,7 @@ from fedstat.stats.glm_common import (
     round_design,
     safe_inv,
     specs_of,
+    unstable_scale,
     valid_parameters,
 )
 
@@ -220,6 +222,9 @@ def finish_linear(sums: Mapping[str, np.ndarray], *, specs: Sequence[PhenoSpec],
         keep = job.drop_constant_in_mask(spec, xtx, n)
         ck = np.array([0] + [j + 1 for j in keep])
         covars = tuple(spec.covars[j] for j in keep)
+        if unstable_scale(xtx[np.ix_(ck, ck)], n):
+            job.skip(spec.name, UNSTABLE_SCALE)
+            continue
         err_cov = covariate_check(xtx[np.ix_(ck, ck)], n)
         if err_cov:
             job.skip(spec.name, "the covariates fail the correlation / VIF check")

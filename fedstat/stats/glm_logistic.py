@@ -45,6 +45,7 @@ from fedstat.stats.glm_common import (
     ERR_LOGISTIC,
     ERR_NONE,
     ERR_SEPARATION,
+    UNSTABLE_SCALE,
     Design,
     Fit,
     JobView,
@@ -62,6 +63,7 @@ from fedstat.stats.glm_common import (
     safe_inv,
     specs_of,
     triple_products,
+    unstable_scale,
     valid_parameters,
 )
 
@@ -463,13 +465,19 @@ class LogisticFit:
         keep = job.drop_constant_in_mask(spec, xtx, float(n))
         ck = np.array([0] + [j + 1 for j in keep])
         separated = self._separated_categories(sums, xtx, [spec.covars[j] for j in keep])
+        if unstable_scale(xtx[np.ix_(ck, ck)], float(n)):
+            job.skip(spec.name, UNSTABLE_SCALE)
+            self.skipped = True
+            return None
         if covariate_check(xtx[np.ix_(ck, ck)], float(n)):
             job.skip(spec.name, "the covariates fail the correlation / VIF check")
             self.skipped = True
             return None
         pk = np.array([0, 1, *(j + 2 for j in keep)])
         if len(keep) != len(spec.covars):
-            self.spec = PhenoSpec(spec.name, spec.binary, tuple(spec.covars[j] for j in keep), spec.mask_covars)
+            self.spec = PhenoSpec(
+                spec.name, spec.binary, tuple(spec.covars[j] for j in keep), spec.mask_covars, spec.scale
+            )
             self.n_pred = pk.size
             self.coef = self.coef[:, : pk.size].copy()
             self.beta, self.var = self.beta[:, : pk.size].copy(), self.var[:, : pk.size].copy()
