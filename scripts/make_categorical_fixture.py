@@ -12,6 +12,8 @@ pooled .pgen); the sample tables are its tables with three columns added:
 - ``ARRAY``: a second categorical covariate, ``axiom``/``gsa``, so that two expand in order.
 - ``CCW``: the case/control ``CC`` with every ``west10`` participant a control: the category
   separates the phenotype, and plink2's default firth-fallback then fits every variant by Firth.
+- ``CCS``: the case/control ``CC`` with every participant of SEX 2 a control: a numeric covariate
+  holding two values separates the phenotype, and again firth-fallback goes Firth everywhere.
 - ``YOB``: a year of birth, whose scale is too far from SEX's for plink2's single-precision fit:
   plink2 stops (``expected/yob.error.txt``) unless ``--covar-variance-standardize`` rescales it
   (``vstd.*``: every quantitative covariate; ``vstdyob.*``: YOB only).
@@ -79,13 +81,15 @@ def build(out_dir: Path, plink2: str) -> None:
         head = lines[0].split("\t")
         cc = head.index("CC")
         centre, array = _columns(site, len(lines) - 1, rng)
-        header = lines[0] + "\tCENTRE\tARRAY\tCCW\tYOB"
+        header = lines[0] + "\tCENTRE\tARRAY\tCCW\tYOB\tCCS"
+        sex = head.index("SEX")
         yob = rng.integers(1940, 2001, size=len(lines) - 1)
         rows = []
         for line, c, a, y in zip(lines[1:], centre, array, yob.tolist(), strict=True):
             fields = line.split("\t")
             ccw = "1" if c == "west10" and fields[cc] in ("1", "2") else fields[cc]
-            rows.append(f"{line}\t{c}\t{a}\t{ccw}\t{y}")
+            ccs = "1" if fields[sex] == "2" and fields[cc] in ("1", "2") else fields[cc]
+            rows.append(f"{line}\t{c}\t{a}\t{ccw}\t{y}\t{ccs}")
         (out_dir / site).mkdir(exist_ok=True)
         (out_dir / site / "samples.tsv").write_text("\n".join([header, *rows]) + "\n")
         pooled_lines.extend(rows)
@@ -103,6 +107,8 @@ def build(out_dir: Path, plink2: str) -> None:
         # plink2 requires the phenotypes loaded, and analyses them all; the files kept are listed
         common += ["--pheno-name", "QT,CC,CCW", "--require-pheno", "QT", "CC", "CCW"]
         _run([plink2, *common, "--glm", "--out", str(t / "cat")])
+        _run([plink2, *common[:-6], "--pheno-name", "QT,CC,CCW,CCS", "--require-pheno", "QT", "CC", "CCW", "CCS", "--glm",
+              "--out", str(t / "sexsep")])  # fmt: skip
         _run([plink2, *common, "--glm", "firth", "--out", str(t / "firth")])
         yob = [x if x != COVARS else f"{COVARS},YOB" for x in common]
         done = subprocess.run([plink2, *yob, "--glm", "--out", str(t / "yob")],
@@ -117,6 +123,7 @@ def build(out_dir: Path, plink2: str) -> None:
         keep = [
             "cat.QT.glm.linear", "cat.CC.glm.logistic.hybrid", "cat.CCW.glm.logistic.hybrid", "firth.CC.glm.firth",
             "vstd.QT.glm.linear", "vstd.CC.glm.logistic.hybrid", "vstdyob.QT.glm.linear",
+            "sexsep.CCS.glm.logistic.hybrid",
         ]  # fmt: skip
         for name in keep:
             (expected / name).write_bytes((t / name).read_bytes())

@@ -8,7 +8,7 @@ inflated and principal components correct it. Genotypes are complete, so plink2'
 correction of the relationship matrix does not apply (see docs/pca.md; tests/test_pca.py checks
 the case with missing calls on tests/data/consortium). plink2 refuses covariates of such
 different scales (AGE against PCs) unless ``--covar-variance-standardize``, which leaves every
-ADD test unchanged; fedstat needs no such rescaling.
+ADD test unchanged; fedstat refuses them as plink2 does, and takes the same flag.
 
 Reference outputs (plink2 2.00a3.5 on the pooled data)::
 

@@ -173,9 +173,7 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
 
 def categorical_covariates(spec: JobSpec, dataset: Dataset) -> dict[str, np.ndarray]:
     """The job's covariates that are categorical in this site's table: each one's categories,
-    [array, shape: (n_table_rows,), dtype object], ``""`` where missing. Only ``--glm`` reads them."""
-    if "glm" not in spec.analyses:
-        return {}
+    [array, shape: (n_table_rows,), dtype object], ``""`` where missing (``--glm`` reads them)."""
     out = {}
     for name in spec.covar_names:
         if name in dataset.samples.text and name.lower() != "consent":

@@ -327,6 +327,8 @@ class _LogisticJob:
     def categorical_levels(self, spec, kept):
         return {}
 
+    two_valued: dict = {}
+
     def skip(self, pheno, why):
         raise AssertionError(why)
 

@@ -5,6 +5,7 @@ and what a site releases about them: names of categories held by min_group or mo
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,8 @@ def _run(
     standardize: tuple[str, ...] | None = None,
 ) -> tuple[GlmJob, list[Path]]:
     geno, table, keep_var, pooled = _tables()
-    cohorts, categories = _cohorts(table, PHENOS, covars)  # --require-pheno QT,CC,CCW as the fixture
+    # --require-pheno QT,CC,CCW as the fixture (CCS: missing where CC is)
+    cohorts, categories = _cohorts(table, tuple(dict.fromkeys((*PHENOS, *phenos))), covars)
     job = GlmJob(phenos, covars, mods, categories=categories, standardize=standardize)
     h.run_job(job, geno, cohorts)
     return job, write_result(job.result(pooled.variants.take(keep_var)), tmp_path / prefix)
@@ -142,6 +144,51 @@ def test_glm__categorical_covariates_equal_plink2_linear_logistic_and_separated(
     firth = {line.split("\t")[6] for line in paths[2].read_text().splitlines()[1:] if "\tNA\t" not in line}
     assert firth == {"Y"}
     assert any("covariate 'CENTRE' is (quasi-)separated by phenotype 'CCW'" in line for line in job.log_lines())
+
+
+def test_glm__a_two_valued_numeric_covariate_separating_the_phenotype_goes_firth_as_plink2(tmp_path: Path):
+    # CCS: every SEX=2 participant a control; plink2's firth-fallback then fits every variant by Firth
+    job, (path,) = _run(("CCS",), frozenset(), tmp_path, "sexsep")
+
+    # The Firth likelihood is flat along the separating SEX coefficient, so plink2's single-precision
+    # fit stops up to 7e-4 SE from ours on SEX rows, and 0.013 SE on rs100025 (the fixture's planted
+    # separating variant, separated by its genotype too); every other row within the usual tolerance
+    def strict(line: str) -> bool:
+        return "\trs100025\t" not in line and "\tSEX\t" not in line
+
+    ours, theirs = tmp_path / "ours" / path.name, tmp_path / "plink2" / path.name
+    for src, dst in ((path, ours), (CAT / "expected" / path.name, theirs)):
+        dst.parent.mkdir(exist_ok=True)
+        dst.write_text("".join(x + "\n" for x in src.read_text().splitlines() if strict(x)))
+    c = h.compare(ours, theirs)
+    assert c.rows == 511 and c.key_mismatch == 0 and c.max_beta_dev_se <= 5e-4 and c.max_log10p_dev <= 2e-4
+    c = h.compare(path, CAT / "expected" / path.name)
+    assert c.key_mismatch == 0 and c.max_beta_dev_se <= 0.02
+    assert any("covariate 'SEX' is (quasi-)separated by phenotype 'CCS'" in line for line in job.log_lines())
+    with pytest.raises(InputError, match="covariate 'SEX' is \\(quasi-\\)separated"):
+        _run(("CCS",), frozenset({"no-firth"}), tmp_path, "sexsep-nofirth")
+
+
+def test_glm__a_covariate_constant_in_a_phenotypes_samples_skips_it_without_require_covar(tmp_path: Path):
+    # QTN measured only at CENTRE north: CENTRE is constant among its samples, and plink2 would then
+    # re-select them without CENTRE's missing values (more samples than this job's); with
+    # --require-covar nobody misses CENTRE, and leaving it out is all plink2 does
+    geno, table, keep_var, pooled = _tables()
+    cohorts, categories = _cohorts(table)
+    for cohort, _ in cohorts:
+        qt = np.asarray(cohort.columns["QT"])
+        cohort.columns["QTN"] = np.where(cohort.categories["CENTRE"] == "north", qt, np.nan)  # type: ignore[index]
+    for require_covar, analysed in ((False, []), (True, ["QTN"])):
+        job = GlmJob(("QTN",), COVARS, frozenset(), categories=categories, require_covar=require_covar)
+        h.run_job(job, geno, cohorts)
+        assert list(job.results) == analysed
+        if not require_covar:
+            assert job.log_lines()[-1].startswith(
+                "Note: Skipping --glm regression on phenotype 'QTN', since covariate 'CENTRE' is constant among "
+                "its samples"
+            )
+        else:
+            assert job.results["QTN"].covariates == ("AGE", "SEX", "ARRAY=axiom")
 
 
 def test_glm__categorical_covariates_equal_plink2_firth(tmp_path: Path):
@@ -232,6 +279,28 @@ def test_check_round__indicators_of_the_jobs_covariates_only():
     check_round(spec, "glm_describe", {"columns": '["QT", "AGE", "CENTRE=north", "CENTRE=south"]'})
     with pytest.raises(ProtocolError):
         check_round(spec, "glm_describe", {"columns": '["QT", "AGE", "BMI=high"]'})
+    with pytest.raises(ProtocolError, match="twice"):
+        check_round(spec, "glm_describe", {"columns": '["QT", "AGE", "CENTRE=north", "CENTRE=north"]'})
+    wide = json.dumps(["QT", *(f"CENTRE=l{k}" for k in range(201))])
+    with pytest.raises(ProtocolError, match="more than 200 categories"):
+        check_round(spec, "glm_describe", {"columns": wide})
+
+
+def _lin_spec(*specs: dict) -> dict[str, str]:
+    return {"spec": json.dumps([{"binary": False, **d} for d in specs])}
+
+
+def test_check_round__two_regressions_of_one_phenotype_are_refused():
+    # a deviating coordinator's attack: QT masked by AGE, and QT unmasked, in one round; the
+    # difference of the two regressions' sums is the participants who miss AGE (one, perhaps)
+    spec = JobSpec(analyses=("glm",), pheno_names=("QT",), covar_names=("AGE", "CENTRE"))
+    one = {"name": "QT", "covars": ["AGE"], "mask_covars": ["AGE"]}
+    check_round(spec, "glm_linear", _lin_spec(one))
+    with pytest.raises(ProtocolError, match="names a phenotype twice"):
+        check_round(spec, "glm_linear", _lin_spec(one, {"name": "QT", "covars": [], "mask_covars": []}))
+    # an indicator in the design must have its covariate's missingness in the mask
+    with pytest.raises(ProtocolError, match="do not mask"):
+        check_round(spec, "glm_linear", _lin_spec({"name": "QT", "covars": ["CENTRE=a"], "mask_covars": []}))
 
 
 def test_merged_levels__a_hostile_site_cannot_smuggle_text_or_columns():

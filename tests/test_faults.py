@@ -201,7 +201,7 @@ PIPELINE = JobSpec(
     covar_names=("AGE", "SEX", "PC1-PC2"),
     out_name="p",
     privacy="secagg",
-    options={"mind": "0.1", "maf": "0.01", "pca": "2", "require_pheno": "1"},
+    options={"mind": "0.1", "maf": "0.01", "pca": "2", "require_pheno": "1", "covar_variance_standardize": "1"},
 )
 
 

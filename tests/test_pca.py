@@ -44,7 +44,9 @@ def data():
 @pytest.fixture(scope="module")
 def pipeline(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("pca") / "fed"
-    run = run_pipeline(_pipeline_spec("AGE,SEX,PC1-PC10", pca="10"), *data, out_prefix=out)
+    run = run_pipeline(
+        _pipeline_spec("AGE,SEX,PC1-PC10", pca="10", covar_variance_standardize="1"), *data, out_prefix=out
+    )
     return run, out
 
 

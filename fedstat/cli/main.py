@@ -35,12 +35,12 @@ if TYPE_CHECKING:
 EPILOG_SUBMIT = """\
 examples:
   fedstat submit --profile W/analyst.toml --freq --geno-counts --hardy --missing --out results/run1
-  fedstat submit --profile W/analyst.toml --glm --pheno-name QT,CC --covar-name AGE,SEX,PC1-PC10 --out results/gwas
+  fedstat submit --profile W/analyst.toml --glm --pheno-name QT,CC --covar-name AGE,SEX,PC1-PC10 --covar-variance-standardize --out results/gwas
   fedstat submit --profile W/analyst.toml --assoc --model --pheno-name CC --out results/cc
   fedstat submit --profile W/analyst.toml --freq --sites AFR,EUR --no-wait
   # the whole pipeline as one job: QC, then PCA, then a GWAS with the PCs as covariates
   fedstat submit --profile W/analyst.toml --maf 0.01 --geno 0.05 --hwe 1e-6 --pca 10 \
-      --glm --pheno-name CC --covar-name AGE,SEX,PC1-PC10 --out results/pipeline
+      --glm --pheno-name CC --covar-name AGE,SEX,PC1-PC10 --covar-variance-standardize --out results/pipeline
 
 Output files are named as plink2 names them: <out>.afreq, <out>.gcount, <out>.hardy, <out>.vmiss,
 <out>.<PHENO>.glm.linear / .glm.logistic.hybrid, <out>.assoc, <out>.model, <out>.eigenval and

@@ -155,6 +155,8 @@ def level_problem(level: str) -> str | None:
     """Why ``level`` cannot name a category (None when it can); never quotes the level."""
     if any(ch.isspace() for ch in level):
         return "a category holds whitespace (plink2 reads whitespace as a field separator)"
+    if not level.isprintable():
+        return "a category holds a control character"
     if len(level.encode("utf-8")) > MAX_LEVEL_BYTES:
         return f"a category name is longer than {MAX_LEVEL_BYTES} bytes (free text, not a category?)"
     return None

@@ -135,13 +135,13 @@ class SampleTable:
             number = _parse_number(v)
             if number is not None and not math.isnan(number):
                 raise InputError(
-                    f"column {shown(name)} in {self.path} holds words and numbers (line {self._line(row)} is a "
+                    f"column {shown(name)} in {self.path.name} holds words and numbers (line {self._line(row)} is a "
                     "number): plink2 reads a column as categorical or numeric, never both; write the categories "
                     "as words (e.g. batch7, not 7), or the whole column as numbers"
                 )
             problem = level_problem(v)
             if problem:
-                raise InputError(f"column {shown(name)} in {self.path}, line {self._line(row)}: {problem}")
+                raise InputError(f"column {shown(name)} in {self.path.name}, line {self._line(row)}: {problem}")
         return out
 
     def _line(self, row: int) -> int:

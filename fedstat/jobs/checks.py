@@ -7,9 +7,9 @@ here :func:`check_round` ties a round's computation and parameters to the signed
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from fedstat.data.categories import split_indicator
+from fedstat.data.categories import MAX_LEVELS, split_indicator
 from fedstat.errors import ProtocolError
 from fedstat.jobs.options import derived_columns, qc_filters, reads_dosages
 from fedstat.jobs.spec import JobSpec
@@ -73,23 +73,25 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
         if "glm" not in analyses:
             raise refuse("the job has no --glm")
         try:
-            # a categorical covariate COL enters as indicators COL=LEVEL (any level: a site declares
-            # each category's members as a release group, so a rare one is refused by its ledger)
-            def job_covariates(names: list[str]) -> bool:
-                return all(n in covars or split_indicator(n, covars) is not None for n in names)
-
             if computation == "glm_describe":
                 columns = json.loads(params.get("columns", "[]"))
-                if not job_covariates([c for c in columns if c not in phenos]):
-                    raise refuse("it describes columns the job does not name")
+                check_glm_columns([c for c in columns if c not in phenos], covars, refuse)
+                if len(set(columns)) != len(columns):
+                    raise refuse("it names a column twice")
             else:
-                for d in json.loads(params.get("spec", "[]")):
-                    if (
-                        d["name"] not in phenos
-                        or not job_covariates(d["covars"])
-                        or not set(d["mask_covars"]) <= covars
-                    ):
+                specs = json.loads(params.get("spec", "[]"))
+                # one regression per phenotype: two specs of one phenotype differing in their mask
+                # would difference out the participants between the masks
+                if len({d["name"] for d in specs}) != len(specs):
+                    raise refuse("it names a phenotype twice")
+                for d in specs:
+                    if d["name"] not in phenos or not set(d["mask_covars"]) <= covars:
                         raise refuse("its phenotype or covariates are not the job's")
+                    check_glm_columns(d["covars"], covars, refuse)
+                    # an indicator's covariate masks its regression (NONE is missing)
+                    splits = (split_indicator(c, covars) for c in d["covars"] if c not in covars)
+                    if not {x[0] for x in splits if x is not None} <= set(d["mask_covars"]):
+                        raise refuse("its indicator columns' covariates do not mask the regression")
                     scaled = "covar_variance_standardize" in spec.options
                     if "scale" in d and (not scaled or not {c for c, _, _ in d["scale"]} <= covars):
                         raise refuse("it rescales columns that are not the job's covariates")
@@ -100,3 +102,21 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
         raise refuse("unknown computation")
     if dict(params) != expected:
         raise refuse(f"unexpected parameters {sorted(set(params) ^ set(expected))}")
+
+
+def check_glm_columns(names: list[str], covars: set[str], refuse: Callable[[str], ProtocolError]) -> None:
+    """A glm round's covariate columns: the job's covariates, or indicators ``COL=LEVEL`` of them
+    (any level: a site declares each category's members as a release group, so a rare one meets
+    its ledger), each once, at most :data:`MAX_LEVELS` per covariate."""
+    if len(set(names)) != len(names):
+        raise refuse("it names a covariate column twice")
+    per_covariate: dict[str, int] = {}
+    for n in names:
+        if n in covars:
+            continue
+        split = split_indicator(n, covars)
+        if split is None:
+            raise refuse("its covariates are not the job's")
+        per_covariate[split[0]] = per_covariate.get(split[0], 0) + 1
+    if any(k > MAX_LEVELS for k in per_covariate.values()):
+        raise refuse(f"it gives a covariate more than {MAX_LEVELS} categories")

@@ -70,6 +70,7 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
             adjust=glm_adjust(spec),
             categories=ctx.categories,
             standardize=covar_standardize(spec),
+            require_covar=spec.options.get("require_covar") == "1",
         )
         parts.append(SubsetAnalysis(glm_job, kept))
     if "assoc" in spec.analyses or "model" in spec.analyses:

@@ -256,6 +256,7 @@ class GlmJob:
         adjust: AdjustOptions | None = None,
         categories: Mapping[str, Sequence[str]] | None = None,
         standardize: Sequence[str] | None = None,
+        require_covar: bool = False,
     ):
         unknown = set(modifiers) - MODIFIERS
         if unknown:
@@ -283,6 +284,10 @@ class GlmJob:
         }
         # --covar-variance-standardize: None off, () every quantitative covariate, else those named
         self.standardize = None if standardize is None else tuple(standardize)
+        self.require_covar = require_covar  # --require-covar: no cohort member misses a covariate
+        # numeric covariates holding two of the values 0, 1, 2 over the cohort (e.g. SEX 1/2): the
+        # logistic separation check reads their cases per value from the sums (after describe)
+        self.two_valued: dict[str, tuple[float, float]] = {}
         self.hide_covar = "hide-covar" in modifiers
         self.firth_mode = "firth" if "firth" in modifiers else ("no-firth" if "no-firth" in modifiers else "fallback")
         self.results: dict[str, GlmResult] = {}
@@ -376,8 +381,13 @@ class GlmJob:
             if const:
                 self._log.append(f"Warning: Excluding constant covariate '{name}' from --glm.")
             else:
-                covars.extend(ind or (name,))
+                # a category no cohort member holds gets no column (plink2 never sees it)
+                covars.extend((x for x in ind if g["sum"][names.index(x)] > 0) if ind else (name,))
                 mask.append(name)
+                j = names.index(name) if ind is None else -1
+                values = [v for v, k in ((0.0, "n0"), (1.0, "n1"), (2.0, "n2")) if j >= 0 and g[k][j] > 0]
+                if len(values) == 2 and sum(int(g[k][j]) for k in ("n0", "n1", "n2")) == int(g["nonmiss"][j]):
+                    self.two_valued[name] = (values[0], values[1])
         for name in self.pheno_names:
             spec = PhenoSpec(name, self._cols.binary[name], tuple(covars), tuple(mask), scale)
             (self._binary_specs if spec.binary else self._linear_specs).append(spec)
@@ -482,15 +492,35 @@ class GlmJob:
     def note(self, line: str) -> None:
         self._log.append(line)
 
-    def drop_constant_in_mask(self, spec: PhenoSpec, xtx: np.ndarray, n: float) -> list[int]:
-        """Indices (into the spec's covars) of covariates kept; logs the ones constant in the mask.
+    def drop_constant_in_mask(self, spec: PhenoSpec, xtx: np.ndarray, n: float) -> list[int] | None:
+        """Indices (into the spec's covars) of covariates kept, or None when the phenotype is skipped.
 
         A categorical covariate's indicators come in with every category; kept are those of the
         categories its regression samples hold, but the most common one (the reference; a tie goes
         to the first in natural order), as plink2's GlmFillAndTestCovars leaves it out. With one
         category left the covariate is constant.
+
+        A covariate constant among the phenotype's samples is left out, and plink2 then re-selects
+        the samples without that covariate's missing values (GlmDetermineCovars): more samples,
+        unless no cohort member misses it. Without ``--require-covar`` this job cannot tell, so the
+        phenotype is skipped, saying why, rather than fitted on other samples than plink2's.
         """
+        keep, dropped = self._kept_in_mask(spec, xtx, n)
+        if dropped and not self.require_covar:
+            name = dropped[0]
+            self.skip(
+                spec.name,
+                f"covariate '{name}' is constant among its samples: plink2 then leaves it out and re-selects the "
+                f"samples without that covariate's missing values, which this job cannot do; add --require-covar "
+                f"(no participant then misses a covariate), or leave '{name}' out",
+            )
+            return None
+        return keep
+
+    def _kept_in_mask(self, spec: PhenoSpec, xtx: np.ndarray, n: float) -> tuple[list[int], list[str]]:
+        """(indices of the columns kept, covariates left out as constant), logging the latter."""
         keep: list[int] = []
+        dropped: list[str] = []
         groups = {x: c for c, ind in self.indicators.items() for x in ind}
         done: set[str] = set()
         for j, name in enumerate(spec.covars):
@@ -506,6 +536,7 @@ class GlmJob:
                     self._log.append(
                         f"Warning: Not including covariate '{column}' in --glm regression on phenotype '{spec.name}'."
                     )
+                    dropped.append(column)
                     continue
                 if not spec.binary and (counts == 1).any():
                     raise InputError(
@@ -523,7 +554,8 @@ class GlmJob:
                 self._log.append(
                     f"Warning: Not including covariate '{name}' in --glm regression on phenotype '{spec.name}'."
                 )
-        return sorted(keep)
+                dropped.append(name)
+        return sorted(keep), dropped
 
     def categorical_levels(self, spec: PhenoSpec, kept: Sequence[str]) -> dict[str, list[str]]:
         """Each categorical covariate of ``spec`` -> its indicator columns among the full set (every
@@ -575,6 +607,7 @@ def plan_glm(
     adjust: AdjustOptions | None = None,
     categories: Mapping[str, Sequence[str]] | None = None,
     standardize: Sequence[str] | None = None,
+    require_covar: bool = False,
 ) -> GlmJob:
     """The coordinator-side job for ``--glm`` on the given phenotypes and covariates.
 
@@ -592,6 +625,7 @@ def plan_glm(
         becomes indicator columns ``COL=LEVEL``, all but plink2's reference category
     standardize : ``--covar-variance-standardize``: None off, empty for every quantitative
         covariate, else the covariates named
+    require_covar : ``--require-covar`` is on (no cohort member misses a covariate)
     """
     return GlmJob(
         tuple(pheno_names),
@@ -601,6 +635,7 @@ def plan_glm(
         adjust=adjust,
         categories=categories,
         standardize=standardize,
+        require_covar=require_covar,
     )
 
 

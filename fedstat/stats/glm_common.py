@@ -511,13 +511,19 @@ class JobView(Protocol):
         """TEST names of a regression on ``covars`` (``ADD`` first)."""
         ...
 
-    def drop_constant_in_mask(self, spec: PhenoSpec, xtx: np.ndarray, n: float) -> list[int]:
-        """Indices (into ``spec.covars``) of covariates kept; logs the ones constant in the mask.
-        A categorical covariate keeps the indicators of its categories present, but the reference."""
+    def drop_constant_in_mask(self, spec: PhenoSpec, xtx: np.ndarray, n: float) -> list[int] | None:
+        """Indices (into ``spec.covars``) of covariates kept, or None when the phenotype is skipped (a
+        covariate constant in the mask, without --require-covar); logs the ones left out. A
+        categorical covariate keeps the indicators of its categories present, but the reference."""
         ...
 
     def categorical_levels(self, spec: PhenoSpec, kept: Sequence[str]) -> dict[str, list[str]]:
         """Each categorical covariate with an indicator in ``kept`` -> all its indicators in ``spec.covars``."""
+        ...
+
+    @property
+    def two_valued(self) -> Mapping[str, tuple[float, float]]:
+        """Numeric covariates holding two of the values 0, 1, 2 over the cohort -> those values."""
         ...
 
     def skip(self, pheno: str, why: str) -> None:

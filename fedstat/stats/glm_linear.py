@@ -100,8 +100,9 @@ class LinearSums:
         out: dict[str, np.ndarray] = {}
         for k, spec in enumerate(decode_specs(inp)):
             mask = _mask(cohort.n, round_design(cohort, spec, inp, f"lin{k}").idx)
-            out[spec.name] = mask
-            out |= category_groups(cohort, mask, spec.name)
+            # keyed by position: two specs of one name must not hide a group (checks.check_round refuses them too)
+            out[f"{k}:{spec.name}"] = mask
+            out |= category_groups(cohort, mask, f"{k}:{spec.name}")
         return out
 
     @staticmethod
@@ -220,6 +221,8 @@ def finish_linear(sums: Mapping[str, np.ndarray], *, specs: Sequence[PhenoSpec],
             job.note(f"--glm: Skipping constant quantitative phenotype '{spec.name}'.")
             continue
         keep = job.drop_constant_in_mask(spec, xtx, n)
+        if keep is None:
+            continue
         ck = np.array([0] + [j + 1 for j in keep])
         covars = tuple(spec.covars[j] for j in keep)
         if unstable_scale(xtx[np.ix_(ck, ck)], n):

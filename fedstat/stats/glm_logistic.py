@@ -463,6 +463,9 @@ class LogisticFit:
             self.skipped = True
             return None
         keep = job.drop_constant_in_mask(spec, xtx, float(n))
+        if keep is None:
+            self.skipped = True
+            return None
         ck = np.array([0] + [j + 1 for j in keep])
         separated = self._separated_categories(sums, xtx, [spec.covars[j] for j in keep])
         if unstable_scale(xtx[np.ix_(ck, ck)], float(n)):
@@ -524,19 +527,35 @@ class LogisticFit:
         return self._plan()
 
     def _separated_categories(self, sums: Mapping[str, np.ndarray], xtx: np.ndarray, kept: list[str]) -> bool:
-        """Whether a categorical covariate in the model has a category of only cases or only controls.
+        """Whether a covariate in the model has a value or category held by only cases or only controls.
 
-        plink2 (CheckForSeparatedCatCovar, over every category the regression's samples hold):
-        under firth-fallback such a covariate makes every regression Firth; without Firth plink2
-        leaves those categories' samples out (or stops), which takes a new sample set: refused here.
+        plink2 (CheckForSeparatedCovar, over the regression's samples): under firth-fallback such a
+        covariate makes every regression Firth; without Firth plink2 leaves those samples out (or
+        stops), which takes a new sample set: refused here. Checked from the sums for categorical
+        covariates and for numeric ones holding two values (e.g. SEX 1/2), whose cases per value
+        follow from Σc and Σcy; a numeric covariate with more values is not checked (plink2 compares
+        the cases' and controls' ranges, which no sum gives).
         """
         if self.mode == "firth":
             return False
         spec = self.spec
+        groups: list[tuple[str, np.ndarray, np.ndarray]] = []
+        xty = None
         for column, cols in self.job.categorical_levels(spec, kept).items():
             xty = np.asarray(sums["lg.xty"], dtype=np.float64).reshape(xtx.shape[0])
             idx = [spec.covars.index(x) + 1 for x in cols]
-            n_l, case_l = xtx[0, idx], xty[idx]
+            groups.append((column, xtx[0, idx], xty[idx]))
+        for column in kept:
+            pair = self.job.two_valued.get(column)
+            if pair is None:
+                continue
+            xty = np.asarray(sums["lg.xty"], dtype=np.float64).reshape(xtx.shape[0])
+            (a, b), j = pair, spec.covars.index(column) + 1
+            n_b = (xtx[0, j] - a * self.n) / (b - a)  # Σc = a n_a + b n_b
+            case_b = (xty[j] - a * self.n_case) / (b - a)
+            groups.append((column, np.array([self.n - n_b, n_b]), np.array([self.n_case - case_b, case_b])))
+        for column, n_l, case_l in groups:
+            n_l, case_l = np.rint(n_l), np.rint(case_l)
             present = n_l > 0
             both = present & (case_l > 0) & (case_l < n_l)
             if both.sum() == present.sum():
@@ -544,12 +563,12 @@ class LogisticFit:
             if self.mode == "no-firth":
                 raise InputError(
                     f"--glm no-firth: covariate '{column}' is (quasi-)separated by phenotype '{spec.name}' (a category "
-                    "holds only cases or only controls); plink2 would leave its samples out, which fedstat does not "
-                    "do: use the default firth-fallback, or merge the category in the sample tables"
+                    "or value holds only cases or only controls); plink2 would leave its samples out, which fedstat "
+                    "does not do: use the default firth-fallback, or leave the covariate out"
                 )
             self.job.note(
-                f"--glm: covariate '{column}' is (quasi-)separated by phenotype '{spec.name}' (a category holds only "
-                "cases or only controls): Firth regression for every variant, as plink2."
+                f"--glm: covariate '{column}' is (quasi-)separated by phenotype '{spec.name}' (a category or value "
+                "holds only cases or only controls): Firth regression for every variant, as plink2."
             )
             return True
         return False
