@@ -56,11 +56,11 @@ class Job:
 def build_cohort(
     spec: JobSpec, dataset: Dataset, members: np.ndarray, zero_dropped: dict[str, int] | None = None
 ) -> Cohort:
-    """The job's phenotype and covariate columns for ``members`` (sorted genotype columns)."""
+    """The job's phenotype and covariate columns, and the sexes, for ``members`` (sorted genotype columns)."""
     row_of_column = np.empty(dataset.genotypes.n_samples, dtype=np.int64)
     row_of_column[dataset.genotype_index] = np.arange(len(dataset.genotype_index))
     rows = row_of_column[members]
     derived = derived_columns(spec)  # e.g. PC1… of the job's own --pca: computed in a later round
     names = dict.fromkeys(n for n in (*spec.pheno_names, *spec.covar_names) if n not in derived)
     columns = {n: np.asarray(dataset.samples.column(n), dtype=np.float64)[rows] for n in names}
-    return Cohort(n=len(members), columns=columns, zero_dropped=zero_dropped or {})
+    return Cohort(n=len(members), columns=columns, zero_dropped=zero_dropped or {}, sex=dataset.sex[rows])
