@@ -44,6 +44,14 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
             raise refuse("the job has no --freq/--geno-counts/--hardy/--missing/--pca")
         # with dosage sums only for a --freq that reads dosages (fedstat.jobs.reads_dosages)
         expected: dict[str, str] = {"dosage": "1"} if params.get("dosage") == "1" and reads_dosages(spec) else {}
+    elif computation == "allele_counts_sex":
+        sex = params.get("sex", "")
+        if not analyses & set(allele.ANALYSES):
+            raise refuse("the job has no --freq/--geno-counts/--hardy/--missing")
+        if sex not in ("male", "female") or (sex == "female" and "hardy" not in analyses):
+            raise refuse("its sex is not one the job's allele reports count by (males; females for --hardy)")
+        dosage = sex == "male" and params.get("dosage") == "1" and reads_dosages(spec)
+        expected = {"sex": sex} | ({"dosage": "1"} if dosage else {})
     elif computation == "sample_missing":
         if mind is None:
             raise refuse("the job has no --mind")

@@ -375,7 +375,9 @@ def hardy_x(
     ``r = 1 / n_female``, ``d = (2 hom_ref + het) r`` (twice the female REF frequency),
     O = het r, E = d (1 - 0.5 d), FEMALE_A1_FREQ = 0.5 d, MALE_A1_FREQ = ref / (ref + alt).
     """
-    fr, fh, fa, mr, ma = (np.asarray(a, dtype=np.int64) for a in (female_hom_ref, female_het, female_hom_alt, male_ref, male_alt))
+    fr, fh, fa, mr, ma = (
+        np.asarray(a, dtype=np.int64) for a in (female_hom_ref, female_het, female_hom_alt, male_ref, male_alt)
+    )
     n_f = fr + fh + fa
     with np.errstate(divide="ignore", invalid="ignore"):
         recip = 1.0 / n_f.astype(np.float64)
