@@ -11,6 +11,7 @@ build_cohort, the harmonized plan's rows and flips); the coordinator side is pla
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,10 @@ from fedstat.errors import InputError
 from fedstat.formats.results import write_result
 from fedstat.jobs import JobSpec, check_round, plan_job
 from fedstat.stats import sexchr
-from fedstat.stats.base import Output, RoundInput, genotype_values, release_groups, run_local
+from fedstat.stats.base import Cohort, Output, RoundInput, genotype_values, release_groups, run_local
 from fedstat.stats.hwe_x import hwe_x_p
 from site_agent.job import build_cohort
+from site_agent.release_ledger import DifferencingRefused, ReleaseLedger
 
 DATA = Path(__file__).parent / "data" / "sexchr"
 EXPECTED = DATA / "expected"
@@ -148,7 +150,7 @@ def test_genotype_file_sex__fam_psam_and_vcf(datasets):
     assert genotype_file_sex(eur.path, "pgen", 40).tolist() == [0 if v == "NA" else int(v) for v in psam]
     eas = datasets["EAS"]
     assert genotype_file_sex(eas.genotypes.path, "vcf", 40).tolist() == [0] * 40
-    assert (eas.sex != UNKNOWN).sum() == 37  # from samples.tsv SEX
+    assert (eas.sex != UNKNOWN).sum() == 30  # from samples.tsv SEX
     with pytest.raises(Exception, match="lists 40 samples, the genotype file holds 41"):
         genotype_file_sex(afr.path, "bed", 41)
 
@@ -187,3 +189,51 @@ def test_hwe_x_p__hand_cases():
     assert hwe_x_p(0, 5, 5, 0, 0) == pytest.approx(0.0013639611162830976, rel=1e-12)
     # the plink2 fixture's first chrX row
     assert f"{hwe_x_p(14, 33, 2, 41, 12):.6g}" == "0.696885"
+
+
+# --- disclosure control: the sums by sex go through the site's release ledger ---------------------
+
+
+def _releases(sex: np.ndarray, tmp_path: Path, analyses: tuple[str, ...]) -> list[str]:
+    """The rounds of a job over chrX at one site of 30 with sexes ``sex``, through its release ledger:
+    what each round's release groups make of it ("ok" or the refusal)."""
+    ledger = ReleaseLedger(tmp_path / "releases.sqlite", min_group=10)
+    keys = ledger.participant_keys([f"p{i}" for i in range(sex.size)])
+    cohort = Cohort(n=sex.size, columns={}, sex=sex.astype(np.int8))
+    plan = sexchr.sex_rounds(["1", "X", "X", "Y"], analyses)
+    outcomes = []
+    for group in plan.rows:
+        name, params = ("allele_counts", {}) if group == sexchr.TOTALS else ("allele_counts_sex", {"sex": group})
+        inp = RoundInput(params=params, arrays={}, variants=plan.rows[group])
+        groups = release_groups(COMPUTATIONS[name].kernel, cohort, inp)
+        try:
+            ledger.release("main", keys, groups, computation=name, params=params, sites=["A", "B", "C"])
+            outcomes.append("ok")
+        except DifferencingRefused as exc:
+            assert not re.search(r"\bp\d+\b", str(exc))  # no participant named
+            outcomes.append("refused")
+    return outcomes
+
+
+def test_attack__a_job_over_x_cannot_single_out_a_lone_male(tmp_path: Path):
+    # the haploid/diploid split would hand out the one male's chrX calls (the males' counts), and the
+    # cohort's minus the males' the others': the site's ledger refuses the males' round
+    one_male = np.array([1] + [2] * 29)
+    assert _releases(one_male, tmp_path / "a", ("freq",)) == ["ok", "refused"]
+    one_female = np.array([1] * 29 + [2])  # the non-males' counts = the cohort's minus the males'
+    assert _releases(one_female, tmp_path / "b", ("geno-counts",)) == ["ok", "refused"]
+    # .hardy.x's females beside the males: one person of unknown sex is their difference
+    one_unknown = np.array([1] * 15 + [2] * 14 + [0])
+    assert _releases(one_unknown, tmp_path / "c", ("hardy",)) == ["ok", "ok", "refused"]
+    balanced = np.array([1] * 10 + [2] * 10 + [0] * 10)
+    assert _releases(balanced, tmp_path / "d", ("freq", "hardy")) == ["ok", "ok", "ok"]
+
+
+def test_attack__a_site_without_males_sends_zeros_and_releases_no_male_group():
+    cohort = Cohort(n=12, columns={}, sex=np.full(12, 2, dtype=np.int8))
+    kernel = COMPUTATIONS["allele_counts_sex"].kernel
+    inp = RoundInput(params={"sex": "male"}, arrays={}, variants=np.arange(3))
+    assert set(release_groups(kernel, cohort, inp)) == {"cohort"}
+    block = np.ones((3, 12), dtype=np.int8)
+    sums = kernel.block_sums(block, cohort, inp, slice(0, 3))
+    assert all(v.tolist() == [0, 0, 0] for v in sums.values())
