@@ -8,12 +8,11 @@ and codes and allele rules measured with the plink2 binary (the hand-written tab
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import gzip
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
