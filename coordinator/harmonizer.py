@@ -16,7 +16,9 @@ import numpy as np
 from fedstat.data.variants import HAPLOID_CHROMS, Harmonization, VariantTable, harmonize
 from fedstat.errors import InputError, JobFailed, ProtocolError
 from fedstat.jobs import JobSpec, qc_filters, variant_selection
+from fedstat.jobs.par import split_par, split_par_bounds
 from fedstat.privacy import psi
+from fedstat.privacy.modes import get_mode
 from fedstat.protocol import HashAssembler, KeysAssembler, intersection_chunks
 from fedstat.stats.allele import ANALYSES as ALLELE_ANALYSES
 from fedstat.wire import site_pb2
@@ -180,7 +182,8 @@ def site_rows(table: VariantTable, local_index: np.ndarray) -> VariantTable:
 
 
 def select_variants(h: Harmonization, spec: JobSpec) -> tuple[Harmonization, list[str]]:
-    """The job's variants: the harmonized ``h`` as the spec's variant selection (``--chr``,
+    """The job's variants: the harmonized ``h``, its chrX pseudo-autosomal positions renamed PAR1/PAR2
+    under ``--split-par`` (:mod:`fedstat.jobs.par`), as the spec's variant selection (``--chr``,
     ``--extract``, ...; :mod:`fedstat.jobs.selection`) chooses, less the variants on chrX, chrY and
     MT where the job cannot count them, with the job-log lines saying what each left out. Every
     harmonization of a job (the first and each after a reconnect) goes through here, so all select
@@ -191,7 +194,8 @@ def select_variants(h: Harmonization, spec: JobSpec) -> tuple[Harmonization, lis
     ``.hardy.x``; :mod:`fedstat.stats.sexchr`). ``--pca``, ``--glm``, ``--assoc`` and ``--model``
     leave them out (plink2 would add a SEX covariate to --glm on X, ...): their results are
     plink2's with ``--not-chr X,Y,MT``. A job with ``--mind``, ``--geno``, ``--hwe`` or ``--maf``
-    leaves them out of everything, since those filters do not count them yet. XY, PAR1 and PAR2
+    leaves them out of everything, since those filters do not count them yet, and so does a job
+    under differential privacy (noisy counts by sex are not calibrated yet). XY, PAR1 and PAR2
     (pseudo-autosomal, diploid) are counted as autosomes.
 
     Raises
@@ -200,12 +204,21 @@ def select_variants(h: Harmonization, spec: JobSpec) -> tuple[Harmonization, lis
         If no variant is left.
     """
     lines: list[str] = []
+    bounds = split_par_bounds(spec.options)
+    if bounds is not None:
+        try:
+            variants, n_par = split_par(h.variants, bounds)
+        except InputError as exc:
+            raise JobFailed(str(exc)) from exc
+        h = replace(h, variants=variants)
+        lines.append(f"--split-par: {n_par} variants on chrX renamed PAR1/PAR2")
     chrom = h.variants.chrom.astype(str)
     sex = np.isin(chrom, sorted(HAPLOID_CHROMS))
     reports = [a for a in spec.analyses if a in ALLELE_ANALYSES]
     others = [a for a in spec.analyses if a not in ALLELE_ANALYSES]
     mind, qc, _ = qc_filters(spec)
-    counted = bool(reports) and mind is None and not qc.active  # the allele reports count X/Y/MT
+    noisy = get_mode(spec.privacy).adds_noise
+    counted = bool(reports) and mind is None and not qc.active and not noisy  # the allele reports count X/Y/MT
     keep = np.ones(len(chrom), dtype=bool)
     selection = variant_selection(spec)
     if selection.flags:
@@ -220,11 +233,12 @@ def select_variants(h: Harmonization, spec: JobSpec) -> tuple[Harmonization, lis
         keep &= chosen
     n_sex = int((keep & sex).sum())
     if n_sex and not counted:
-        why = (
-            "--mind/--geno/--hwe/--maf do not count them yet"
-            if reports
-            else f"--{'/--'.join(others)} do not count them yet"
-        )
+        if not reports:
+            why = f"--{'/--'.join(others)} do not count them yet"
+        elif noisy:
+            why = f"--privacy {spec.privacy} does not count them by sex yet"
+        else:
+            why = "--mind/--geno/--hwe/--maf do not count them yet"
         lines.append(f"{n_sex} variants on chrX/chrY/MT left out: {why} (results are plink2's with --not-chr X,Y,MT)")
         keep &= ~sex
     elif n_sex and others:

@@ -14,7 +14,8 @@ its format does:
 
 The reference outputs are plink2 2.00a3.5 on the pooled ``.pgen`` (the same sexes in its .psam):
 ``--freq --geno-counts --hardy --missing variant-only``, which writes ``.afreq``, ``.gcount``,
-``.hardy`` (chr1, PAR1, XY), ``.hardy.x`` and ``.vmiss``::
+``.hardy`` (chr1, PAR1, XY), ``.hardy.x`` and ``.vmiss``; and the same with ``--split-par b37`` on
+the pooled data less PAR1 (``splitpar.*``)::
 
     python scripts/make_sexchr_fixture.py           # rebuild tests/data/sexchr (commit the result)
     python scripts/make_sexchr_fixture.py --check   # rebuild in a temp dir, fail on any difference
@@ -161,7 +162,12 @@ def build(out_dir: Path, plink2: str) -> None:
         expected.mkdir()
         _run([plink2, "--pfile", str(out_dir / "pooled" / "genotypes"), "--freq", "--geno-counts", "--hardy",
               "--missing", "variant-only", "--threads", "1", "--out", str(t / "pooled")])  # fmt: skip
-        for f in sorted(t.glob("pooled.*")):
+        # --split-par b37 on the pooled data less PAR1 (plink2 refuses a dataset that holds PAR1)
+        _run([plink2, "--pfile", str(out_dir / "pooled" / "genotypes"), "--not-chr", "PAR1", "--make-pgen",
+              "--threads", "1", "--out", str(t / "nopar")])  # fmt: skip
+        _run([plink2, "--pfile", str(t / "nopar"), "--split-par", "b37", "--freq", "--geno-counts", "--hardy",
+              "--missing", "variant-only", "--threads", "1", "--out", str(t / "splitpar")])  # fmt: skip
+        for f in sorted([*t.glob("pooled.*"), *t.glob("splitpar.*")]):
             if f.suffix not in (".log", ".vcf", ".sex", ".pgen", ".pvar", ".psam"):
                 shutil.copyfile(f, expected / f.name)
 

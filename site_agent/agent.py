@@ -38,7 +38,7 @@ from fedstat.errors import (
     ProtocolError,
     SiteUnavailable,
 )
-from fedstat.jobs import JobSpec, check_round
+from fedstat.jobs import JobSpec, check_round, check_round_variants
 from fedstat.net import secure_channel, server_certificate
 from fedstat.pki import (
     RevocationList,
@@ -640,6 +640,7 @@ class SiteAgent:
         if variants.size and (variants.min() < 0 or variants.max() >= n_global):
             raise ProtocolError(f"round {req.round}: variant subset outside the harmonized list")
         check_round_inputs(arrays, len(variants))
+        check_round_variants(req.analysis, req.params, job.dataset.genotypes.variants.chrom[plan.local_index[variants]])
         inp = RoundInput(params=dict(req.params), arrays=arrays, variants=variants)
         ctx = RoundContext(
             job_id=job.job_id,

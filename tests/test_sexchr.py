@@ -22,9 +22,9 @@ from fedstat.computations import COMPUTATIONS
 from fedstat.data.dataset import Dataset, open_dataset
 from fedstat.data.sex import FEMALE, INVALID, MALE, UNKNOWN, genotype_file_sex, sex_codes
 from fedstat.data.variants import harmonize
-from fedstat.errors import InputError
+from fedstat.errors import InputError, JobFailed, ProtocolError
 from fedstat.formats.results import write_result
-from fedstat.jobs import JobSpec, check_round, plan_job
+from fedstat.jobs import JobSpec, check_round, check_round_variants, plan_job
 from fedstat.stats import sexchr
 from fedstat.stats.base import Cohort, Output, RoundInput, genotype_values, release_groups, run_local
 from fedstat.stats.hwe_x import hwe_x_p
@@ -43,10 +43,15 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Dataset]:
     return {s: open_dataset(s, DATA / s, cache_dir=cache) for s in SITES}
 
 
-def _run(spec: JobSpec, datasets: dict[str, Dataset], out: Path) -> tuple[list[str], list[Path], list[dict]]:
-    """The job over the three sites in-process: (rounds, files written, each round's release groups)."""
+def _run(
+    spec: JobSpec, datasets: dict[str, Dataset], out: Path, *, drop: str = ""
+) -> tuple[list[str], list[Path], list[dict]]:
+    """The job over the three sites in-process: (rounds, files written, each round's release groups);
+    ``drop``: a chromosome left out of the pooled data (and so of the harmonized variants) beforehand."""
     spec = spec.validated()
     h = harmonize({s: d.genotypes.variants for s, d in datasets.items()})
+    if drop:
+        h = h.take(np.flatnonzero(h.variants.chrom.astype(str) != drop))
     h, _ = select_variants(h, spec)
     analysis = plan_job(spec, None, h.variants)
     rounds: list[str] = []
@@ -91,6 +96,32 @@ def test_reports__x_y_mt_par_equal_plink2_on_pooled_data(datasets, tmp_path: Pat
     females = [int((d.sex == FEMALE).sum()) for d in datasets.values()]
     assert [g["male"] for g in groups[3:6]] == males and [g["female"] for g in groups[6:]] == females
     assert all(g["cohort"] == 40 for g in groups)
+
+
+def test_split_par__renames_x_in_the_pars_as_plink2(datasets, tmp_path: Path):
+    # plink2 --split-par b37 on the pooled data less PAR1: X at <= 2699520 -> PAR1, >= 154931044 -> PAR2
+    spec = JobSpec(analyses=REPORTS, out_name="s", options={"split_par": "b37"})
+    _, files, _ = _run(spec, datasets, tmp_path / "s", drop="PAR1")
+    assert [f.name for f in files] == ["s.afreq", "s.gcount", "s.hardy", "s.hardy.x", "s.vmiss"]
+    for f in files:
+        assert f.read_bytes() == (EXPECTED / f"splitpar.{f.name[2:]}").read_bytes(), f.name
+    assert "PAR2\tX_155000000" in (tmp_path / "s.hardy").read_text()
+    # as plink2, refused where the variants already hold PAR1
+    with pytest.raises(JobFailed, match="--split-par cannot be used on variants that already include PAR1"):
+        _run(spec, datasets, tmp_path / "t")
+    for bad in ("b99", "5 3", "x y"):
+        with pytest.raises(InputError, match="--split-par"):
+            JobSpec(analyses=REPORTS, out_name="s", options={"split_par": bad}).validated()
+
+
+def test_check_round_variants__the_sexes_only_on_x_and_y():
+    check_round_variants("allele_counts_sex", {"sex": "male"}, np.array(["X", "Y"], dtype=object))
+    check_round_variants("allele_counts_sex", {"sex": "female"}, np.array(["X"], dtype=object))
+    check_round_variants("allele_counts", {}, np.array(["1", "Y"], dtype=object))
+    with pytest.raises(ProtocolError, match="sums by sex on variants outside chrX/chrY"):
+        check_round_variants("allele_counts_sex", {"sex": "male"}, np.array(["X", "1"], dtype=object))
+    with pytest.raises(ProtocolError, match="outside chrX"):
+        check_round_variants("allele_counts_sex", {"sex": "female"}, np.array(["Y"], dtype=object))
 
 
 def test_reports__expected_tables_exercise_every_rule():
@@ -237,3 +268,18 @@ def test_attack__a_site_without_males_sends_zeros_and_releases_no_male_group():
     block = np.ones((3, 12), dtype=np.int8)
     sums = kernel.block_sums(block, cohort, inp, slice(0, 3))
     assert all(v.tolist() == [0, 0, 0] for v in sums.values())
+
+
+def test_select_variants__dp_and_qc_jobs_leave_x_y_mt_out_with_a_log_line(datasets):
+    h = harmonize({s: d.genotypes.variants for s, d in datasets.items()})
+    dp = JobSpec(analyses=("freq",), out_name="s", privacy="dp", options={"dp_epsilon": "1", "dp_delta": "1e-6"})
+    chosen, lines = select_variants(h, dp.validated())
+    assert set(chosen.variants.chrom) == {"1", "XY", "PAR1"}
+    assert lines == [
+        "45 variants on chrX/chrY/MT left out: --privacy dp does not count them by sex yet (results are plink2's "
+        "with --not-chr X,Y,MT)"
+    ]
+    _, lines = select_variants(h, JobSpec(analyses=("hardy",), out_name="s", options={"hwe": "1e-6"}).validated())
+    assert lines[-1].startswith("45 variants on chrX/chrY/MT left out: --mind/--geno/--hwe/--maf do not count")
+    with pytest.raises(Exception, match="counts no variant by sex"):
+        check_round(dp.validated(), "allele_counts_sex", {"sex": "male"})

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+import numpy as np
+
 from fedstat.errors import ProtocolError
 from fedstat.jobs.options import derived_columns, qc_filters, reads_dosages
 from fedstat.jobs.spec import JobSpec
+from fedstat.privacy.modes import get_mode
 from fedstat.stats import allele
 
-__all__ = ["check_round"]
+__all__ = ["check_round", "check_round_variants"]
 
 
 def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> None:
@@ -50,6 +53,8 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
             raise refuse("the job has no --freq/--geno-counts/--hardy/--missing")
         if sex not in ("male", "female") or (sex == "female" and "hardy" not in analyses):
             raise refuse("its sex is not one the job's allele reports count by (males; females for --hardy)")
+        if mind is not None or qc.active or get_mode(spec.privacy).adds_noise:
+            raise refuse("under --mind/--geno/--hwe/--maf or dp the job counts no variant by sex")
         dosage = sex == "male" and params.get("dosage") == "1" and reads_dosages(spec)
         expected = {"sex": sex} | ({"dosage": "1"} if dosage else {})
     elif computation == "sample_missing":
@@ -94,3 +99,23 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
         raise refuse("unknown computation")
     if dict(params) != expected:
         raise refuse(f"unexpected parameters {sorted(set(params) ^ set(expected))}")
+
+
+def check_round_variants(computation: str, params: Mapping[str, str], chrom: np.ndarray) -> None:
+    """Refuse a round of counts by sex over variants the job does not count by sex (a deviating
+    coordinator asking for the males' counts on autosomes): the males' only on chrX and chrY, the
+    females' only on chrX, as this site's own files name the round's variants (``chrom``).
+
+    Raises
+    ------
+    ProtocolError
+        naming the computation and what it asked for
+    """
+    if computation != "allele_counts_sex":
+        return
+    allowed = ["X"] if params.get("sex") == "female" else ["X", "Y"]
+    if not np.isin(np.asarray(chrom).astype(str), allowed).all():
+        raise ProtocolError(
+            f"round {computation!r} does not belong to the job the analyst signed: it asks for sums by sex on "
+            f"variants outside chr{'/chr'.join(allowed)}"
+        )

@@ -74,6 +74,7 @@ KNOWN_OPTIONS = {
     "ci": 40,  # --glm's --ci level, e.g. "0.95"
     "adjust": 200,  # --glm's --adjust: its modifiers separated by spaces ("" for none)
     # variant selection (fedstat.jobs.selection), applied to the harmonized variants before any round
+    "split_par": 40,  # plink2's --split-par: a build code or "bp1 bp2" (fedstat.jobs.par)
     "chr": 1000,
     "not_chr": 1000,
     "from_bp": 20,
