@@ -11,7 +11,8 @@ samples across sites.
 References
 ----------
 plink2 2.00a3.5 ``--freq``, ``--geno-counts``, ``--hardy``, ``--missing`` on autosomal
-biallelic variants; see :mod:`fedstat.formats.plink2` for the column layouts.
+biallelic variants (chrX, chrY and MT: :mod:`fedstat.stats.sexchr`, from the same sums over the
+cohort's males and females); see :mod:`fedstat.formats.plink2` for the column layouts.
 """
 
 from __future__ import annotations
