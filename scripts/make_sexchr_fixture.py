@@ -15,7 +15,9 @@ its format does:
 The reference outputs are plink2 2.00a3.5 on the pooled ``.pgen`` (the same sexes in its .psam):
 ``--freq --geno-counts --hardy --missing variant-only``, which writes ``.afreq``, ``.gcount``,
 ``.hardy`` (chr1, PAR1, XY), ``.hardy.x`` and ``.vmiss``; and the same with ``--split-par b37`` on
-the pooled data less PAR1 (``splitpar.*``)::
+the pooled data less PAR1 (``splitpar.*``). ``dosage/`` holds the same participants with soft
+dosages on chr1, X, Y and MT in ``.pgen`` dosage tracks, and plink2's ``--freq`` (from the
+dosages) ``--geno-counts --missing`` on them::
 
     python scripts/make_sexchr_fixture.py           # rebuild tests/data/sexchr (commit the result)
     python scripts/make_sexchr_fixture.py --check   # rebuild in a temp dir, fail on any difference
@@ -114,6 +116,47 @@ def _vcf(path: Path, site: str, ids: list[str], g: np.ndarray, swapped: np.ndarr
     path.write_text("\n".join(lines) + "\n")
 
 
+def _dosage_vcf(path: Path, ids: list[str], d: np.ndarray, layout: list[tuple[str, int]]) -> None:
+    lines = [
+        "##fileformat=VCFv4.2",
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+        '##FORMAT=<ID=DS,Number=1,Type=Float,Description="ALT dosage">',
+        "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *ids]),
+    ]
+    for v, (c, pos) in enumerate(layout):
+        cells = ["./.:." if np.isnan(x) else f"{('0/0', '0/1', '1/1')[int(np.floor(x + 0.5))]}:{x:.3f}" for x in d[v]]
+        lines.append("\t".join([c, str(pos), f"{c}_{pos}", "A", "G", ".", ".", ".", "GT:DS", *cells]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _build_dosage(out_dir: Path, plink2: str, ids: list[str], sex: np.ndarray, rng: np.random.Generator, t: Path) -> None:
+    """``dosage/``: soft ALT dosages (plink2's import of DS) on chr1, X, Y and MT at the three sites,
+    and plink2's ``--freq`` (from the dosages: a male's counts half) with ``--geno-counts --missing``."""
+    layout = [("1", 1000 + 10 * i) for i in range(4)] + [("X", 3_000_000 + 100 * i) for i in range(10)]
+    layout += [("Y", 3_000_000 + 100 * i) for i in range(6)] + [("MT", 100 + 10 * i) for i in range(6)]
+    g = rng.binomial(2, rng.uniform(0.1, 0.6, (len(layout), 1)), (len(layout), len(ids))).astype(np.float64)
+    d = np.round(np.clip(g + rng.normal(0.0, 0.35, g.shape), 0.0, 2.0), 3)
+    certain = rng.random(d.shape) < 0.3
+    d[certain] = np.round(d[certain])
+    d[rng.random(d.shape) < 0.05] = np.nan
+    for site in (*SITES, "pooled"):
+        sd = out_dir / site
+        sd.mkdir(parents=True)
+        cols = [k for k, i in enumerate(ids) if site == "pooled" or i.startswith(site)]
+        _dosage_vcf(t / f"d{site}.vcf", [ids[k] for k in cols], d[:, cols], layout)
+        (t / f"d{site}.sex").write_text("".join(f"{ids[k]}\t{ids[k]}\t{sex[k]}\n" for k in cols))
+        _run([plink2, "--vcf", str(t / f"d{site}.vcf"), "dosage=DS", "--double-id", "--update-sex",
+              str(t / f"d{site}.sex"), "--make-pgen", "--threads", "1", "--out", str(t / f"d{site}")])  # fmt: skip
+        for ext in ("pgen", "pvar", "psam"):
+            shutil.copyfile(t / f"d{site}.{ext}", sd / f"genotypes.{ext}")
+        (sd / "samples.tsv").write_text("#FID\tIID\n" + "".join(f"{ids[k]}\t{ids[k]}\n" for k in cols))
+    (out_dir / "expected").mkdir()
+    _run([plink2, "--pfile", str(out_dir / "pooled" / "genotypes"), "--freq", "--geno-counts", "--missing",
+          "variant-only", "--threads", "1", "--out", str(t / "dosage")])  # fmt: skip
+    for ext in ("afreq", "gcount", "vmiss"):
+        shutil.copyfile(t / f"dosage.{ext}", out_dir / "expected" / f"dosage.{ext}")
+
+
 def _run(cmd: list[str]) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -121,7 +164,7 @@ def _run(cmd: list[str]) -> None:
 
 
 def build(out_dir: Path, plink2: str) -> None:
-    for sub in (*SITES, "pooled", "expected"):
+    for sub in (*SITES, "pooled", "expected", "dosage"):
         shutil.rmtree(out_dir / sub, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(SEED)
@@ -170,6 +213,7 @@ def build(out_dir: Path, plink2: str) -> None:
         for f in sorted([*t.glob("pooled.*"), *t.glob("splitpar.*")]):
             if f.suffix not in (".log", ".vcf", ".sex", ".pgen", ".pvar", ".psam"):
                 shutil.copyfile(f, expected / f.name)
+        _build_dosage(out_dir / "dosage", plink2, ids, sex, rng, t)
 
 
 def main(argv: list[str] | None = None) -> int:
