@@ -129,7 +129,9 @@ def _dosage_vcf(path: Path, ids: list[str], d: np.ndarray, layout: list[tuple[st
     path.write_text("\n".join(lines) + "\n")
 
 
-def _build_dosage(out_dir: Path, plink2: str, ids: list[str], sex: np.ndarray, rng: np.random.Generator, t: Path) -> None:
+def _build_dosage(
+    out_dir: Path, plink2: str, ids: list[str], sex: np.ndarray, rng: np.random.Generator, t: Path
+) -> None:
     """``dosage/``: soft ALT dosages (plink2's import of DS) on chr1, X, Y and MT at the three sites,
     and plink2's ``--freq`` (from the dosages: a male's counts half) with ``--geno-counts --missing``."""
     layout = [("1", 1000 + 10 * i) for i in range(4)] + [("X", 3_000_000 + 100 * i) for i in range(10)]
