@@ -27,6 +27,7 @@ from fedstat.bounds import round_arrays
 from fedstat.computations import COMPUTATIONS
 from fedstat.config import CoordinatorConfig
 from fedstat.counts import WITHHELD, describe_count
+from fedstat.data.categories import merged_levels
 from fedstat.data.variants import Harmonization, VariantTable
 from fedstat.errors import (
     FedstatError,
@@ -186,6 +187,7 @@ class _JobRunner:
         self.accepted: dict[str, str] = {}  # each site's cohort fingerprint when it accepted the job
         self.state_rounds: list[tuple[int, RoundPlan]] = []  # rounds whose effect stays at the sites
         self.min_cell: dict[str, int] = {}  # each accepting site's min_cell_count (disclosure control)
+        self.levels: dict[str, dict[str, tuple[str, ...]]] = {}  # each site's categories of categorical covariates
         self.settled: set[str] = set()  # sites that refused or failed: keep their state
         self.round_no = 0
         self.unmasked = False  # some round's totals have been combined (released to the coordinator)
@@ -332,6 +334,7 @@ class _JobRunner:
             spec=spec.to_json(),
             genome_assembly=spec.options.get("genome_assembly", "NR"),
             min_cell_count=max((self.min_cell.get(s, 0) for s in self.sites), default=0),
+            categories=merged_levels(spec.covar_names, {s: self.levels.get(s, {}) for s in sorted(self.sites)}),
         )
 
     def run_rounds(self, spec: JobSpec, analysis: Any, n_variants: int, sums: Any = None) -> None:
@@ -515,6 +518,7 @@ class _JobRunner:
             self.cohort[site], self.granularity[site] = int(d.cohort_size), g
             self.accepted[site] = d.cohort_fingerprint
             self.min_cell[site] = int(d.min_cell_count)
+            self.levels[site] = {c.covariate: tuple(c.levels) for c in d.covariate_levels}
             self.store.set_site(
                 self.job_id,
                 site,

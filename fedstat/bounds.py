@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedstat.computations import COMPUTATIONS
+from fedstat.data.categories import MAX_LEVELS
 from fedstat.errors import ProtocolError, shown
 from fedstat.jobs import JobSpec, derived_columns, expand_names, pca_components, qc_filters
 from fedstat.privacy.base import PlannedArray
@@ -149,19 +150,20 @@ class InputLimit:
             )
 
 
-def round_input_limits(spec: JobSpec, n_variants: int) -> dict[str, InputLimit]:
+def round_input_limits(spec: JobSpec, n_variants: int, *, categorical: int = 0) -> dict[str, InputLimit]:
     """The arrays a coordinator may send in a round of ``spec`` over ``n_variants`` harmonized
     variants, each with its largest shape: variants × the per-variant width the signed spec allows
     (the round's variant subset; --pca's frequencies, basis and weights; --glm's Newton
     coefficients and Firth flags). A site refuses any other array, or a larger one, before it
-    allocates anything."""
+    allocates anything. ``categorical``: how many of the job's covariates are categorical at the
+    site; each enters as up to :data:`~fedstat.data.categories.MAX_LEVELS` indicator columns."""
     limits = {"variants": InputLimit(n_variants)}
     k = pca_components(spec)
     if k:
         limits |= {"freq": InputLimit(n_variants), "v": InputLimit(n_variants, pca.basis_width(k))}
         limits["w"] = InputLimit(n_variants, k)
     if "glm" in spec.analyses:
-        n_pred = 2 + len(expand_names(spec.covar_names))  # x = [1, g, covariates]
+        n_pred = 2 + len(expand_names(spec.covar_names)) + categorical * (MAX_LEVELS - 1)  # x = [1, g, covariates]
         limits |= {"coef": InputLimit(n_variants, n_pred), "firth": InputLimit(n_variants)}
     return limits
 

@@ -43,6 +43,9 @@ site.toml::
     [[datasets]]
     name = "main"                    # the first dataset is the default
     path = "/data/afr"               # directory with genotypes.* and samples.tsv
+    # bgen_ref = "first"             # genotypes.bgen only: REF is each record's first allele ("last": the second)
+    # vcf_dosage = "DS"              # a VCF's imputed dosages, as plink2 --vcf ... dosage=DS (or HDS, GP;
+                                     # "GT": hard calls only); unset, a VCF holding dosages is refused
 
     [policy]
     allowed_analyses = ["freq", "geno-counts", "hardy", "missing"]

@@ -67,7 +67,7 @@ from .audit_log import AuditLog
 from .audit_schema import spec_digest
 from .gate import ReleaseGate, reported_count
 from .harmonize import SiteHarmonizer, SiteIdentity, reveal_recorder
-from .job import Job, build_cohort
+from .job import Job, build_cohort, covariate_levels_pb
 from .offers import check_analyst, dp_fields, record_offer
 from .policy import ConsentSetup, check_access, decide
 
@@ -425,6 +425,7 @@ class SiteAgent:
                     min_cell_count=self.config.policy.min_cell_count,
                     count_granularity=granularity,
                     cohort_fingerprint=self.gate.cohort_fingerprint(dataset, self.config.policy, job.job_id, members),
+                    covariate_levels=covariate_levels_pb(decision.levels),
                 )
             )
         )
@@ -595,7 +596,8 @@ class SiteAgent:
             raise ProtocolError(f"round {d.round}: round arrays arrived before the variant plan")
         key = (d.round, d.attempt)
         if key not in job.round_data:
-            job.round_data = {key: RoundDataAssembler(round_input_limits(job.spec, len(job.plan.local_index)))}
+            limits = round_input_limits(job.spec, len(job.plan.local_index), categorical=len(job.cohort.categories))
+            job.round_data = {key: RoundDataAssembler(limits)}
         job.round_data[key].add(d.chunk)
 
     def _verified_keys(
@@ -637,10 +639,8 @@ class SiteAgent:
         plan = job.plan
         n_global = len(plan.local_index)
         variants = arrays.pop("variants") if req.subset else np.arange(n_global, dtype=np.int64)
-        if variants.size and (variants.min() < 0 or variants.max() >= n_global):
-            raise ProtocolError(f"round {req.round}: variant subset outside the harmonized list")
+        check_round_variants(req.round, req.analysis, req.params, variants, plan, job.dataset.genotypes.variants)
         check_round_inputs(arrays, len(variants))
-        check_round_variants(req.analysis, req.params, job.dataset.genotypes.variants.chrom[plan.local_index[variants]])
         inp = RoundInput(params=dict(req.params), arrays=arrays, variants=variants)
         ctx = RoundContext(
             job_id=job.job_id,

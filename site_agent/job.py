@@ -20,6 +20,7 @@ from fedstat.stats.base import Cohort
 from fedstat.wire import site_pb2
 
 from .harmonize import SiteHarmonizer
+from .policy import categorical_covariates
 
 
 @dataclass
@@ -61,6 +62,15 @@ def build_cohort(
     row_of_column[dataset.genotype_index] = np.arange(len(dataset.genotype_index))
     rows = row_of_column[members]
     derived = derived_columns(spec)  # e.g. PC1… of the job's own --pca: computed in a later round
+    categorical = categorical_covariates(spec, dataset)
     names = dict.fromkeys(n for n in (*spec.pheno_names, *spec.covar_names) if n not in derived)
-    columns = {n: np.asarray(dataset.samples.column(n), dtype=np.float64)[rows] for n in names}
-    return Cohort(n=len(members), columns=columns, zero_dropped=zero_dropped or {}, sex=dataset.sex[rows])
+    columns = {n: np.asarray(dataset.samples.column(n), dtype=np.float64)[rows] for n in names if n not in categorical}
+    categories = {n: cats[rows] for n, cats in categorical.items()}
+    return Cohort(
+        n=len(members), columns=columns, zero_dropped=zero_dropped or {}, categories=categories, sex=dataset.sex[rows]
+    )
+
+
+def covariate_levels_pb(levels: dict[str, tuple[str, ...]]) -> list[site_pb2.CovariateLevels]:
+    """The categories of the job's categorical covariates, as the decision reports them (names only)."""
+    return [site_pb2.CovariateLevels(covariate=k, levels=v) for k, v in levels.items()]

@@ -13,7 +13,7 @@ included again. Without any consent information every participant of the table t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from fedstat.consent import (
     select_participants,
 )
 from fedstat.counts import coarsen
+from fedstat.data.categories import MAX_LEVELS, natural_sorted
 from fedstat.data.dataset import Dataset
 from fedstat.data.samples import text_column_message
 from fedstat.errors import InputError, PolicyRefused
@@ -60,6 +61,8 @@ class Decision:
     members: np.ndarray
     consent: ConsentSummary | None
     zero_dropped: dict[str, int] | None = None  # --require-pheno: participants left out for a 0 (case/control missing)
+    # categorical covariate -> the categories its cohort holds (each by >= min_group participants)
+    levels: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def check_access(spec: JobSpec, policy: SitePolicy, dataset: str, analyst: str, roles: frozenset[str]) -> None:
@@ -114,13 +117,14 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
             )
     columns = set(dataset.samples.numeric)  # text columns (consent, words) are never phenotypes
     derived = derived_columns(spec)  # PC1… of the job's own --pca are computed at the site
+    categorical = categorical_covariates(spec, dataset)
     for kind, names in (("phenotype", spec.pheno_names), ("covariate", spec.covar_names)):
-        text = [n for n in names if n in dataset.samples.text and n not in derived]
+        text = [n for n in names if n in dataset.samples.text and n not in derived and n not in categorical]
         if text:
             raise InputError(
                 f"{kind} " + text_column_message(text[0], f"{dataset.samples.path.name} of dataset {dataset.name}")
             )
-        unknown = [n for n in names if n not in columns and n not in derived]
+        unknown = [n for n in names if n not in columns and n not in derived and n not in categorical]
         if unknown:
             raise InputError(
                 f"unknown {kind} {', '.join(repr(n) for n in unknown)} in {dataset.samples.path.name} of dataset "
@@ -152,7 +156,9 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
             "minimum of "
             f"{policy.min_cohort} participants (policy min_cohort)"
         )
-    n_params = fitted_parameters(spec)
+    levels = {name: category_levels(name, cats[rows], policy) for name, cats in categorical.items()}
+    # each categorical covariate fits one parameter per category but one
+    n_params = fitted_parameters(spec) + sum(max(0, len(v) - 2) for v in levels.values())
     if n_params:
         # decided on the coarsened count: the analyst chooses n_params, so a decision on the exact
         # count would tell it to within one participant (a --pca K stepped one PC at a time)
@@ -162,7 +168,42 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
                 f"({count_words(policy, len(cohort), noisy=noisy)}) "
                 f"allows fewer (policy max_params_ratio {policy.max_params_ratio:g}: parameters per participant)"
             )
-    return Decision(members=cohort, consent=summary, zero_dropped=zero_dropped)
+    return Decision(members=cohort, consent=summary, zero_dropped=zero_dropped, levels=levels)
+
+
+def categorical_covariates(spec: JobSpec, dataset: Dataset) -> dict[str, np.ndarray]:
+    """The job's covariates that are categorical in this site's table: each one's categories,
+    [array, shape: (n_table_rows,), dtype object], ``""`` where missing. Only ``--glm`` reads them."""
+    if "glm" not in spec.analyses:
+        return {}
+    out = {}
+    for name in spec.covar_names:
+        if name in dataset.samples.text and name.lower() != "consent":
+            out[name] = np.asarray(dataset.samples.categorical(name), dtype=object)
+    return out
+
+
+def category_levels(name: str, cats: np.ndarray, policy: SitePolicy) -> tuple[str, ...]:
+    """The categories the cohort holds for covariate ``name`` (natural order), each held by at least
+    ``min_group`` of its participants; a job whose cohort holds a rarer one is refused.
+
+    The levels leave the site (the coordinator needs their names for the indicator columns
+    ``COL=LEVEL``), so a category held by a few participants is never named: its members' sums
+    would single them out, and its name could (a rare ancestry, a village). The refusal names
+    neither the category nor how many hold it.
+    """
+    present = cats[cats != ""]
+    found, counts = np.unique(present, return_counts=True) if present.size else (np.zeros(0, object), np.zeros(0))
+    if (counts < policy.min_group).any():
+        raise PolicyRefused(
+            f"covariate {name}: a category is held by fewer than {policy.min_group} of this job's participants at "
+            "this site (policy min_group); their sums would single them out, so the job is refused without naming "
+            "it. Merge rare categories into a larger one (or write NONE for them) in the sample table, or leave "
+            f"{name} out of --covar-name"
+        )
+    if len(found) > MAX_LEVELS:
+        raise InputError(f"covariate {name} has more than {MAX_LEVELS} categories here: is it a category?")
+    return natural_sorted(str(v) for v in found)
 
 
 def required_rows(spec: JobSpec, dataset: Dataset, rows: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
@@ -200,7 +241,10 @@ def required_rows(spec: JobSpec, dataset: Dataset, rows: np.ndarray) -> tuple[np
         )
     zero_dropped = {n: k for n, k in zero_dropped.items() if n in spec.pheno_names}
     if spec.options.get("require_covar") == "1":
+        categorical = categorical_covariates(spec, dataset)
         for name in spec.covar_names:
-            if name not in derived:
+            if name in categorical:
+                keep &= categorical[name][rows] != ""
+            elif name not in derived:
                 keep &= ~np.isnan(np.asarray(dataset.samples.column(name))[rows])
     return rows[keep], zero_dropped

@@ -294,7 +294,7 @@ def test_read_sample_table__ten_megabyte_value_makes_a_text_column_refused_when_
     path.write_text("#IID\tAGE\tBMI\na\t50\t21.5\nb\t61\t" + "7" * 10_000_000 + "\n")
     table = read_sample_table(path)  # an unused column never blocks the dataset
     np.testing.assert_array_equal(table.column("AGE"), [50.0, 61.0])
-    assert "column 'BMI' in samples.tsv holds text" in _column_error(table, "BMI")
+    assert "column 'BMI' in samples.tsv holds words" in _column_error(table, "BMI")
 
 
 def test_read_sample_table__ten_megabyte_column_name_is_quoted_cut_short(tmp_path):
@@ -316,7 +316,7 @@ def test_read_sample_table__text_in_phenotype_column_loads_as_text_and_is_named_
     assert table.columns == () and set(table.text) == {"T2D", "AGE"}
     for name in ("T2D", "AGE"):
         message = _column_error(table, name)
-        assert f"column '{name}' in samples.tsv holds text" in message
+        assert f"column '{name}' in samples.tsv holds words" in message
         assert "case" not in message and "male" not in message and "s137" not in message
 
 

@@ -327,6 +327,9 @@ class _LogisticJob:
     def drop_constant_in_mask(self, spec, xtx, n):
         return []
 
+    def categorical_levels(self, spec, kept):
+        return {}
+
     def skip(self, pheno, why):
         raise AssertionError(why)
 

@@ -22,9 +22,10 @@ import pytest
 from fedstat.cli import poc
 from fedstat.cli.main import main as cli
 from fedstat.data.genotypes import open_genotypes
+from fedstat.data.import_cache import ImportOptions
 from fedstat.data.pgen_header import dosage_variant_count
 from fedstat.data.samples import read_sample_table
-from fedstat.errors import GenotypeFileError, InputError
+from fedstat.errors import GenotypeFileError, InputError, PolicyRefused
 from fedstat.formats.results import write_result
 from fedstat.jobs import JobSpec
 from site_agent.policy import decide
@@ -148,23 +149,34 @@ def test_site_policy__unused_text_column_leaves_the_dataset_usable(tmp_path: Pat
     assert len(decision.members) == dataset.n_samples
 
 
-@pytest.mark.parametrize("field", ["pheno_names", "covar_names"])
-def test_site_policy__used_text_column_is_refused_naming_column_and_dataset(tmp_path: Path, field: str):
+def test_site_policy__text_column_as_phenotype_is_refused_naming_column_and_dataset(tmp_path: Path):
     from fedstat.config import SitePolicy
 
     dataset = _dataset(tmp_path)
     policy = SitePolicy(allowed_analyses=("glm",), allowed_privacy=("secagg",), min_cohort=10)
-    names = {"pheno_names": ("QT2",), "covar_names": ("AGE",)} | {field: ("CAT",)}
     with pytest.raises(InputError) as info:
-        decide(JobSpec(analyses=("glm",), **names), policy, dataset)
-    kind = "phenotype" if field == "pheno_names" else "covariate"
+        decide(JobSpec(analyses=("glm",), pheno_names=("CAT",), covar_names=("AGE",)), policy, dataset)
     message = str(info.value)
-    assert message.startswith(f"{kind} column 'CAT' in samples.tsv of dataset EUR holds text, not numbers")
-    assert "categorical covariates are not supported yet" in message
+    assert message.startswith("phenotype column 'CAT' in samples.tsv of dataset EUR holds words, not numbers")
     assert "'A'" not in message and "'B'" not in message
 
 
-# --- dosages: a .pgen dosage track is read; VCF dosage fields are refused, never hard-called without a word
+def test_site_policy__text_column_as_covariate_is_categorical_with_its_categories_reported(tmp_path: Path):
+    from fedstat.config import SitePolicy
+
+    dataset = _dataset(tmp_path)
+    policy = SitePolicy(allowed_analyses=("glm",), allowed_privacy=("secagg",), min_cohort=10)
+    decision = decide(JobSpec(analyses=("glm",), pheno_names=("QT2",), covar_names=("AGE", "CAT")), policy, dataset)
+    assert decision.levels == {"CAT": ("A", "B", "C")}  # EUR holds 81, 97 and 82 of them
+    with pytest.raises(PolicyRefused, match="a category is held by fewer than 90"):
+        decide(
+            JobSpec(analyses=("glm",), pheno_names=("QT2",), covar_names=("AGE", "CAT")),
+            SitePolicy(allowed_analyses=("glm",), allowed_privacy=("secagg",), min_cohort=10, min_group=90),
+            dataset,
+        )
+
+
+# --- dosages: a .pgen dosage track is read; a VCF's with vcf_dosage set, else it is refused, never hard-called
 
 
 def _vcf_ds(path: Path) -> np.ndarray:
@@ -206,24 +218,42 @@ def test_open_genotypes__hard_call_file_gives_hard_calls_for_dosages():
 
 
 @pytest.mark.parametrize(
-    "name,holds,convert",
+    "name,holds,or_gt",
     [
-        ("gtds.vcf", "(FORMAT DS)", "plink2 --vcf {path} dosage=DS --make-pgen --out NEW"),
-        (
-            "dsonly.vcf",
-            "(FORMAT DS, and no GT: its calls are only in dosage fields)",
-            "plink2 --vcf {path} dosage=DS --make-pgen --out NEW",
-        ),
+        ("gtds.vcf", "(FORMAT DS)", True),
+        ("dsonly.vcf", "(FORMAT DS, and no GT)", False),
     ],
 )
-def test_open_genotypes__vcf_with_dosages_is_refused_and_leaves_no_cache(tmp_path: Path, name, holds, convert):
+def test_open_genotypes__vcf_with_dosages_and_no_vcf_dosage_is_refused_and_leaves_no_cache(
+    tmp_path: Path, name, holds, or_gt
+):
     path = DOSAGE / name
     with pytest.raises(GenotypeFileError) as info:
         open_genotypes(path, cache_dir=tmp_path / "cache")
     message = str(info.value)
     assert message.startswith(f"{path}: holds imputed dosages {holds}")
-    assert convert.format(path=path) in message
+    assert 'Set vcf_dosage = "DS" in this dataset\'s [[datasets]] entry in site.toml' in message
+    assert f"`plink2 --vcf {path} dosage=DS` does" in message
+    assert ('or vcf_dosage = "GT" to use its GT hard calls only' in message) == or_gt
     assert not any((tmp_path / "cache").glob("*.pgen"))
+
+
+@pytest.mark.parametrize("name", ["gtds.vcf", "dsonly.vcf"])
+def test_open_genotypes__vcf_dosage_ds_reads_what_plink2_imported(tmp_path: Path, name):
+    # dosage.pgen is plink2's own import of gtds.vcf (dosage=DS); dsonly.vcf holds the same DS values
+    want = open_genotypes(DOSAGE / "dosage.pgen")
+    src = open_genotypes(DOSAGE / name, cache_dir=tmp_path / "cache", options=ImportOptions(vcf_dosage="DS"))
+    assert src.has_dosages
+    n_var = len(want.variants)
+    ((_, expect),) = want.read_blocks(np.arange(n_var), block_size=n_var, values="both")
+    ((_, got),) = src.read_blocks(np.arange(n_var), block_size=n_var, values="both")
+    assert np.array_equal(got.dosages, expect.dosages) and np.array_equal(got.hardcalls, expect.hardcalls)
+    # vcf_dosage = "GT": the hard calls of GT only, as plink2 without dosage=
+    if name == "gtds.vcf":
+        hard = open_genotypes(DOSAGE / name, cache_dir=tmp_path / "cache", options=ImportOptions(vcf_dosage="GT"))
+        assert not hard.has_dosages
+        ((_, gt),) = hard.read_blocks(np.arange(n_var), block_size=n_var)
+        assert (gt >= 0).all() and not np.array_equal(gt, expect.hardcalls)
 
 
 def test_open_genotypes__dosage_field_used_by_a_record_but_not_declared(tmp_path: Path):
@@ -307,14 +337,14 @@ def test_e2e_glm__zero_one_covariate_equals_plink2_through_the_daemons(workspace
     assert "constant covariate" not in log
 
 
-def test_e2e__used_text_column_is_refused_naming_column_and_site(workspace: Path, tmp_path: Path, capsys):
+def test_e2e__text_column_as_phenotype_is_refused_naming_column_and_site(workspace: Path, tmp_path: Path, capsys):
     rc = cli(
-        ["submit", "--profile", str(workspace / "analyst.toml"), "--glm", "--pheno-name", "QT2",
-         "--covar-name", "AGE,CAT", "--out", str(tmp_path / "cat")]
+        ["submit", "--profile", str(workspace / "analyst.toml"), "--glm", "--pheno-name", "CAT",
+         "--covar-name", "AGE", "--out", str(tmp_path / "cat")]
     )  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 1
-    assert "covariate column 'CAT' in samples.tsv of dataset" in err and "holds text" in err
+    assert "phenotype column 'CAT' in samples.tsv of dataset" in err and "holds words" in err
     assert any(f"site {s}" in err for s in SITES)
 
 

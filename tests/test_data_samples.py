@@ -98,7 +98,9 @@ def test_read_sample_table__text_column_loads_as_text_and_leaves_numeric_columns
     with pytest.raises(InputError) as info:
         table.column("CAT")
     message = str(info.value)
-    assert "column 'CAT' in samples.tsv holds text" in message and "--covar-name" in message
+    assert "column 'CAT' in samples.tsv holds words, not numbers: a phenotype is a number" in message
+    assert "can be a covariate (categorical" in message
+    assert table.categorical("CAT") == ("A", "B", "")
     assert "'A'" not in message and "'B'" not in message
 
 

@@ -21,7 +21,7 @@ from coordinator.harmonizer import select_variants
 from fedstat.computations import COMPUTATIONS
 from fedstat.data.dataset import Dataset, open_dataset
 from fedstat.data.sex import FEMALE, INVALID, MALE, UNKNOWN, genotype_file_sex, sex_codes
-from fedstat.data.variants import harmonize
+from fedstat.data.variants import SitePlan, VariantTable, harmonize
 from fedstat.errors import InputError, JobFailed, ProtocolError
 from fedstat.formats.results import write_result
 from fedstat.jobs import JobSpec, check_round, check_round_variants, plan_job
@@ -117,13 +117,21 @@ def test_split_par__renames_x_in_the_pars_as_plink2(datasets, tmp_path: Path):
 
 
 def test_check_round_variants__the_sexes_only_on_x_and_y():
-    check_round_variants("allele_counts_sex", {"sex": "male"}, np.array(["X", "Y"], dtype=object))
-    check_round_variants("allele_counts_sex", {"sex": "female"}, np.array(["X"], dtype=object))
-    check_round_variants("allele_counts", {}, np.array(["1", "Y"], dtype=object))
+    site = VariantTable.from_lists(["Y", "1", "X"], [5, 6, 7], list("abc"), list("AAA"), list("GGG"))
+    plan = SitePlan(local_index=np.array([1, 2, 0]), flip=np.zeros(3, dtype=bool))  # harmonized: 1, X, Y
+
+    def check(computation: str, params: dict, rows: list[int]) -> None:
+        check_round_variants(4, computation, params, np.array(rows), plan, site)
+
+    check("allele_counts_sex", {"sex": "male"}, [1, 2])
+    check("allele_counts_sex", {"sex": "female"}, [1])
+    check("allele_counts", {}, [0, 1, 2])
     with pytest.raises(ProtocolError, match="sums by sex on variants outside chrX/chrY"):
-        check_round_variants("allele_counts_sex", {"sex": "male"}, np.array(["X", "1"], dtype=object))
+        check("allele_counts_sex", {"sex": "male"}, [0, 1])
     with pytest.raises(ProtocolError, match="outside chrX"):
-        check_round_variants("allele_counts_sex", {"sex": "female"}, np.array(["Y"], dtype=object))
+        check("allele_counts_sex", {"sex": "female"}, [2])
+    with pytest.raises(ProtocolError, match="round 4: variant subset outside the harmonized list"):
+        check("allele_counts", {}, [3])
 
 
 def test_reports__expected_tables_exercise_every_rule():

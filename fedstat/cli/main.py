@@ -111,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
         "gc (correct the GC p-values), log10 (-log10 values), cols=+qq,+pos,+ref,+alt1,+alt. Computed at the "
         "coordinator from the released results: no extra round at the sites",
     )
+    g.add_argument(
+        "--covar-variance-standardize",
+        nargs="*",
+        metavar="COVARIATE",
+        default=None,
+        help="with --glm: rescale quantitative covariates (all, or those named) to mean 0 and SD 1 over the "
+        "job's cohort, as plink2 does; needed when covariate scales differ too much for plink2's "
+        "single-precision fit (e.g. year of birth), which plink2 and fedstat refuse otherwise. Computed from "
+        "the cohort's pooled sums: no extra release",
+    )
     g.add_argument("--assoc", action="store_true", help="allelic chi-square test (PLINK 1.9) → <out>.assoc")
     g.add_argument(
         "--model", action="store_true", help="genotypic tests incl. Cochran-Armitage TREND (PLINK 1.9) → <out>.model"
@@ -430,6 +440,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["ci"] = repr(args.ci)
     if args.adjust is not None:
         options["adjust"] = " ".join(args.adjust)
+    if args.covar_variance_standardize is not None:
+        options["covar_variance_standardize"] = ",".join(_split(",".join(args.covar_variance_standardize))) or "1"
     options.update(selection_options(args))
     out = Path(args.out)
     spec = JobSpec(

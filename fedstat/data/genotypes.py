@@ -1,12 +1,13 @@
-"""Genotype sources: PLINK1 (.bed), PLINK2 (.pgen) and VCF/BCF, read in variant blocks.
+"""Genotype sources: PLINK1 (.bed), PLINK2 (.pgen), VCF/BCF and BGEN, read in variant blocks.
 
 Every source is read through :class:`GenotypeSource`, which yields ALT allele counts (0, 1, 2;
 -9 missing) as int8 blocks of bounded size. PLINK files are read with pgenlib directly; a VCF or
-BCF is first converted once to a cached ``.pgen`` (:mod:`fedstat.data.vcf_cache`) and then read
-the same way, so no job ever parses text genotypes.
+BCF is first converted once to a cached ``.pgen`` (:mod:`fedstat.data.vcf_cache`), a BGEN to a
+cached dosage ``.pgen`` as ``plink2 --bgen`` imports it (:mod:`fedstat.data.bgen_cache`), and then
+read the same way, so no job ever parses text genotypes or BGEN probabilities.
 
 Imputed dosages (a ``.pgen`` dosage track, as ``plink2 --vcf … dosage=DS`` or ``--bgen`` writes
-it) are read beside the hard calls: a block of float32 dosages costs 4 bytes per genotype against
+it, or as the VCF cache holds it when the dataset sets ``vcf_dosage``) are read beside the hard calls: a block of float32 dosages costs 4 bytes per genotype against
 the hard calls' 1, and only the computations that use dosages as plink2 does (``--freq``,
 ``--glm``) ask for them; a file without a dosage track is read as hard calls throughout.
 
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from fedstat.data.bgen_cache import ensure_bgen_cache
 from fedstat.data.import_cache import DEFAULT_IMPORT, ImportOptions
 from fedstat.data.pgen_header import dosage_variant_count
 from fedstat.data.variants import VariantTable, normalise_chrom
@@ -47,6 +49,7 @@ SOURCE_NAMES = (
     "genotypes.vcf.gz",
     "genotypes.vcf",
     "genotypes.bcf",
+    "genotypes.bgen",
 )
 
 #: Default directory, next to a VCF, for its binary cache when no ``cache_dir`` is given.
@@ -317,15 +320,15 @@ class GenotypeSource:
 
     Attributes
     ----------
-    format : ``"bed"``, ``"pgen"``, ``"vcf"`` or ``"bcf"``
+    format : ``"bed"``, ``"pgen"``, ``"vcf"``, ``"bcf"`` or ``"bgen"``
     path : the file the user pointed at (e.g. ``genotypes.bed``, ``genotypes.vcf.gz``)
     samples : sample IDs from the .fam / .psam / VCF header
     variants : the exposed (biallelic) variants, in file order
     multiallelic_skipped : file rows not exposed because they have more than one ALT allele
-    non_snv_skipped : VCF/BCF only: biallelic records skipped as not SNVs (0 for PLINK input)
+    non_snv_skipped : VCF/BCF/BGEN only: biallelic records skipped as not SNVs (0 for PLINK input)
     has_dosages : the file carries imputed dosages (a ``.pgen`` dosage track) besides hard calls;
         :meth:`read_blocks` returns them with ``values="dosages"`` or ``"both"``
-    genotype_path : the file actually read (the cached ``.pgen`` for VCF/BCF)
+    genotype_path : the file actually read (the cached ``.pgen`` for VCF/BCF/BGEN)
 
     Notes
     -----
@@ -601,7 +604,9 @@ def _format_of(path: Path) -> str:
         return "vcf"
     if name.endswith(".bcf"):
         return "bcf"
-    raise GenotypeFileError(f"{path}: unknown genotype format (expected .bed, .pgen, .vcf, .vcf.gz or .bcf)")
+    if name.endswith(".bgen"):
+        return "bgen"
+    raise GenotypeFileError(f"{path}: unknown genotype format (expected .bed, .pgen, .vcf, .vcf.gz, .bcf or .bgen)")
 
 
 def _companion(path: Path, suffix: str) -> Path:
@@ -643,6 +648,27 @@ def _check_pgen_header(path: Path, n_variants: int, n_samples: int, pvar: Path, 
             raise GenotypeFileError(f"{path}: holds {file_samples} samples, {psam.name} lists {n_samples}")
 
 
+def _open_bgen(path: Path, cache_dir: str | Path | None, options: ImportOptions) -> GenotypeSource:
+    """A BGEN through its cached dosage ``.pgen``; the ``.sample`` next to it is used when present."""
+    cdir = Path(cache_dir) if cache_dir is not None else path.parent / DEFAULT_CACHE_DIRNAME
+    sample = _companion(path, ".sample")
+    info = ensure_bgen_cache(path, cdir, ref=options.bgen_ref, sample_path=sample if sample.is_file() else None)
+    rows = _read_pvar(info.pvar)
+    samples = _read_psam(info.psam)
+    _check_pgen_header(info.pgen, rows.n_file_rows, len(samples), info.pvar, info.psam)
+    n_dosage = dosage_variant_count(info.pgen, rows.n_file_rows, len(samples))
+    rows = _VariantRows(rows.variants, rows.file_rows, rows.n_file_rows, info.multiallelic_skipped, None)
+    return GenotypeSource(
+        format="bgen",
+        path=path,
+        genotype_path=info.pgen,
+        samples=samples,
+        rows=rows,
+        non_snv_skipped=info.non_snv_skipped,
+        has_dosages=n_dosage > 0,
+    )
+
+
 def open_genotypes(
     directory_or_file: str | Path,
     *,
@@ -655,12 +681,13 @@ def open_genotypes(
     Parameters
     ----------
     directory_or_file : a site directory (see :func:`find_genotype_source`) or a ``.bed``,
-        ``.pgen``, ``.vcf``, ``.vcf.gz`` or ``.bcf`` file; companions (``.bim/.fam``,
-        ``.pvar/.psam``) must sit next to it under the same stem
-    cache_dir : VCF/BCF only: where the binary cache lives (default: a
-        ``.fedstat-cache`` directory next to the VCF)
+        ``.pgen``, ``.vcf``, ``.vcf.gz``, ``.bcf`` or ``.bgen`` file; companions (``.bim/.fam``,
+        ``.pvar/.psam``; for a BGEN, an optional ``.sample``) must sit next to it under the same stem
+    cache_dir : VCF/BCF/BGEN only: where the binary cache lives (default: a
+        ``.fedstat-cache`` directory next to the source)
     threads : VCF/BCF only: htslib threads used when the cache is (re)built
-    options : how a VCF or BGEN is imported (:class:`~fedstat.data.import_cache.ImportOptions`)
+    options : how a VCF or BGEN is imported (:class:`~fedstat.data.import_cache.ImportOptions`);
+        a VCF's dosages are read only with ``vcf_dosage`` set to the field holding them
 
     Returns
     -------
@@ -671,10 +698,16 @@ def open_genotypes(
     GenotypeFileError
         If a file is missing, malformed or inconsistent with its companions (naming the file
         and line), or the genotype file is truncated or corrupt; or if a VCF/BCF carries imputed
-        dosages (``DS``/``GP``/``HDS``, not read from a VCF in this version) or no hard calls at
-        all (no ``GT``): such a file is refused, never hard-called without a word, and the message
-        says how to convert it (``plink2 --vcf … dosage=DS --make-pgen`` keeps the dosages).
-        A ``.pgen`` dosage track is read (:attr:`GenotypeSource.has_dosages`).
+        dosages (``DS``/``GP``/``HDS``) and ``options.vcf_dosage`` is unset: such a file is refused,
+        never hard-called without a word, and the message says which ``vcf_dosage`` to set
+        (``"DS"`` etc. imports the dosages exactly as ``plink2 --vcf FILE dosage=DS`` does, into the
+        cache's dosage track; ``"GT"`` reads the hard calls only); or if a VCF has no hard calls at
+        all (no ``GT``) and no dosages to import, or a dosage it imports is malformed. A ``.pgen``
+        dosage track, the VCF cache's included, is read (:attr:`GenotypeSource.has_dosages`).
+        A BGEN (v1.2/v1.3) is converted once to a cached dosage ``.pgen`` equal to ``plink2 --bgen F
+        ref-first|ref-last --sample F.sample --make-pgen``'s (:mod:`fedstat.data.bgen_cache`); it is
+        refused unless ``options.bgen_ref`` says which allele is REF, and its ``.sample`` (needed
+        when the BGEN embeds no IDs) must agree with the BGEN's sample count and IDs.
     """
     target = Path(directory_or_file)
     path = find_genotype_source(target) if target.is_dir() else target
@@ -697,9 +730,12 @@ def open_genotypes(
         source = GenotypeSource(
             format=fmt, path=path, genotype_path=path, samples=samples, rows=rows, has_dosages=n_dosage > 0
         )
+    elif fmt == "bgen":
+        source = _open_bgen(path, cache_dir, options)
+        samples = source.samples
     else:
         cdir = Path(cache_dir) if cache_dir is not None else path.parent / DEFAULT_CACHE_DIRNAME
-        info = ensure_vcf_cache(path, cdir, threads=threads)
+        info = ensure_vcf_cache(path, cdir, threads=threads, dosage=options.vcf_dosage)
         rows = _read_pvar(info.pvar)
         samples = _read_psam(info.psam)
         _check_pgen_header(info.pgen, rows.n_file_rows, len(samples), info.pvar, info.psam)
@@ -717,6 +753,7 @@ def open_genotypes(
             samples=samples,
             rows=rows,
             non_snv_skipped=info.non_snv_skipped,
+            has_dosages=dosage_variant_count(info.pgen, rows.n_file_rows, len(samples)) > 0,
         )
     if len(samples) == 0:
         raise GenotypeFileError(f"{path}: no samples")

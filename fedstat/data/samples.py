@@ -39,6 +39,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from fedstat.data.categories import MISSING_CATEGORY, level_problem
 from fedstat.errors import InputError, SampleTableError, shown
 
 #: Tokens read as a missing value, compared case-insensitively: plink2's ``NA`` / ``nan``, its
@@ -112,13 +113,46 @@ class SampleTable:
         known = ", ".join(self.numeric) or "(none)"
         raise InputError(f"unknown phenotype/covariate {name!r} in {self.path}; columns are: {known}")
 
+    def categorical(self, name: str) -> tuple[str, ...]:
+        """The categorical column ``name``: one category per sample, ``""`` where missing.
+
+        ``NONE`` (plink2's missing category), ``NA`` and an empty field are missing.
+
+        Raises
+        ------
+        InputError
+            If ``name`` is not a text column (``consent`` never is a category), holds a number
+            beside its words (plink2 refuses such a column as either type), or a category that
+            cannot be one (whitespace, over-long); the message names the file and line, never a value.
+        """
+        values = self.text.get(name) if name.lower() not in TEXT_COLUMNS else None
+        if values is None:
+            raise InputError(f"column {shown(name)} in {self.path.name} is not a categorical column")
+        out = tuple("" if v == MISSING_CATEGORY else v for v in values)
+        for row, v in enumerate(out):
+            if not v:
+                continue
+            number = _parse_number(v)
+            if number is not None and not math.isnan(number):
+                raise InputError(
+                    f"column {shown(name)} in {self.path} holds words and numbers (line {self._line(row)} is a "
+                    "number): plink2 reads a column as categorical or numeric, never both; write the categories "
+                    "as words (e.g. batch7, not 7), or the whole column as numbers"
+                )
+            problem = level_problem(v)
+            if problem:
+                raise InputError(f"column {shown(name)} in {self.path}, line {self._line(row)}: {problem}")
+        return out
+
+    def _line(self, row: int) -> int:
+        return self.lines[row] if self.lines else row + 2
+
 
 def text_column_message(name: str, where: str) -> str:
-    """Why the text column ``name`` (of the table ``where``) cannot be used as a phenotype or covariate."""
+    """Why the text column ``name`` (of the table ``where``) cannot be used as a phenotype."""
     return (
-        f"column {shown(name)} in {where} holds text, not numbers: it cannot be a phenotype or covariate "
-        "(categorical covariates are not supported yet); leave it out of --pheno-name/--covar-name, or "
-        "code it as numbers (e.g. 0/1 indicator columns) in the sample table"
+        f"column {shown(name)} in {where} holds words, not numbers: a phenotype is a number (plink2's 1/2 "
+        "coding, or a quantitative trait); a column of words can be a covariate (categorical, as plink2 reads it)"
     )
 
 

@@ -18,13 +18,28 @@ How calls become ALT allele counts (0, 1, 2; -9 missing):
   as with plink2's ``--vcf-half-call missing``;
 * a record without a GT field is missing for every sample.
 
+Imputed dosages (``DS``, ``HDS``, ``GP``) are read only when the dataset says which field holds
+them (``vcf_dosage`` in ``site.toml``, :class:`~fedstat.data.import_cache.ImportOptions`):
+
+* ``vcf_dosage = "DS"`` / ``"HDS"`` / ``"GP"`` imports them exactly as plink2's ``--vcf FILE
+  dosage=DS|HDS|GP`` does (:mod:`fedstat.data.vcf_dosage` says how); the cache then has plink2's
+  dosage track, and hard calls derived from it with the default ``--hard-call-threshold`` 0.1
+  (a dosage more than 0.1 from an integer is a missing hard call). A sample without a dosage
+  keeps its GT hard call. VCF text only: a BCF with ``vcf_dosage`` set is refused.
+* ``vcf_dosage = "GT"`` reads the GT hard calls only and ignores dosage fields, as plink2 without
+  ``dosage=``.
+* unset, a VCF that declares or uses a dosage field is refused, with a message saying which
+  ``vcf_dosage`` to set: its hard calls alone would silently differ from what plink2 computes
+  from the dosages.
+
 What is refused (:class:`~fedstat.errors.GenotypeFileError` naming the record): a record
 htslib cannot parse, a GT allele index above 1 in a biallelic record, ploidy above 2,
 whitespace in CHROM or ID, text that is not UTF-8, and a BGZF file (``.vcf.gz``, ``.bcf``)
 without its end-of-file block, which is what a copy cut at a block boundary looks like.
 
 The cache is written under temporary names and renamed into place, fingerprint last, so a
-crash or a full disk never leaves a half-written cache that looks valid.
+crash or a full disk never leaves a half-written cache that looks valid. It is keyed by the
+VCF's path and ``vcf_dosage``, so changing the option builds another cache.
 
 References
 ----------
@@ -35,19 +50,38 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedstat.data.import_cache import cache_paths, cache_stem, commit, load_valid, source_fingerprint, temporary_files
+from fedstat.data.import_cache import (
+    VCF_DOSAGE_FIELDS,
+    cache_paths,
+    cache_stem,
+    commit,
+    load_valid,
+    source_fingerprint,
+    temporary_files,
+)
+from fedstat.data.variants import normalise_chrom
+from fedstat.data.vcf_dosage import (
+    DOSAGE_MODES,
+    DOSAGE_UNIT,
+    HAPLOID_CHROMS,
+    MISSING,
+    DosageParseError,
+    dosage_row,
+    field_layout,
+)
 from fedstat.errors import GenotypeFileError
 
 #: Bump when the cache layout or the genotype conversion changes; old caches are rebuilt.
 #: 3: VCFs holding dosages (DS/GP/HDS) or no GT are refused, so older caches of them must go.
-CACHE_FORMAT_VERSION = 3
+#: 4: the ``vcf_dosage`` option (a dosage track, the option in the key and the fingerprint).
+CACHE_FORMAT_VERSION = 4
 
 #: FORMAT fields holding imputed dosages, as plink2's ``--vcf … dosage=`` reads them.
 DOSAGE_FIELDS = ("DS", "HDS", "GP")
@@ -92,7 +126,7 @@ class CacheInfo:
     rebuilt: bool
 
 
-def ensure_vcf_cache(vcf_path: str | Path, cache_dir: str | Path, *, threads: int = 1) -> CacheInfo:
+def ensure_vcf_cache(vcf_path: str | Path, cache_dir: str | Path, *, threads: int = 1, dosage: str = "") -> CacheInfo:
     """Build, or reuse, the binary cache of a VCF / BCF.
 
     Parameters
@@ -100,6 +134,9 @@ def ensure_vcf_cache(vcf_path: str | Path, cache_dir: str | Path, *, threads: in
     vcf_path : a ``.vcf``, ``.vcf.gz`` (gzip or bgzip) or ``.bcf`` file
     cache_dir : directory for the cache (created if needed); several VCFs may share one
     threads : htslib decompression threads used while parsing
+    dosage : the dataset's ``vcf_dosage``: ``"DS"``, ``"HDS"`` or ``"GP"`` (import that field's
+        dosages as plink2's ``--vcf FILE dosage=FIELD``), ``"GT"`` (hard calls only, dosage
+        fields ignored) or ``""`` (refuse a VCF with dosage fields)
 
     Returns
     -------
@@ -111,24 +148,32 @@ def ensure_vcf_cache(vcf_path: str | Path, cache_dir: str | Path, *, threads: in
     GenotypeFileError
         If the VCF cannot be read, is malformed (naming the record number and the last good
         position), has no samples, duplicate or whitespace-containing sample names, ploidy
-        above 2, or no biallelic SNV; or if the cache cannot be written.
+        above 2, or no biallelic SNV; if it holds dosage fields and ``dosage`` is ``""``; if a
+        dosage it should import is not a number, out of range or malformed (naming the record
+        and CHROM:POS, never the sample or the value); or if the cache cannot be written.
 
     Notes
     -----
     The VCF is parsed once and streamed: genotypes go, one bounded block at a time, to a
     temporary PLINK1 ``.bed`` (the variant count is not known until the end, and pgenlib's
     ``PgenWriter`` needs it up front), which is then converted block by block to ``.pgen``.
-    Peak memory is one block (at most 64 MiB of int8 genotypes), not the whole matrix.
+    Peak memory is one block (at most 64 MiB of int8 genotypes), not the whole matrix. With
+    dosages, the rows go instead to a temporary raw file of uint16 dosage units (1/16384 steps,
+    one row of ``n_samples`` per kept variant), which is then written block by block, as exact
+    multiples of 1/16384, with ``PgenWriter.append_dosages_batch``.
     """
+    if dosage and dosage not in VCF_DOSAGE_FIELDS:
+        raise ValueError(f"vcf_dosage must be one of {', '.join(VCF_DOSAGE_FIELDS)} or empty, got {dosage!r}")
     source = Path(vcf_path).absolute()
     cache_dir = Path(cache_dir)
     fingerprint = source_fingerprint(source, "VCF")
-    stem = cache_stem(source, (".vcf.gz", ".vcf.bgz", ".vcf", ".bcf"))
+    fingerprint["vcf_dosage"] = dosage
+    stem = cache_stem(source, (".vcf.gz", ".vcf.bgz", ".vcf", ".bcf"), options=f"vcf_dosage={dosage}" if dosage else "")
     paths = cache_paths(cache_dir, stem)
     record = load_valid(paths, fingerprint, CACHE_FORMAT_VERSION)
     rebuilt = False
     if record is None:
-        record = _build(source, cache_dir, stem, paths, fingerprint, threads=threads)
+        record = _build(source, cache_dir, stem, paths, fingerprint, threads=threads, dosage=dosage)
         rebuilt = True
     return CacheInfo(
         source=source,
@@ -144,14 +189,18 @@ def ensure_vcf_cache(vcf_path: str | Path, cache_dir: str | Path, *, threads: in
     )
 
 
-def dosage_refusal(path: Path, holds: str, convert: str) -> str:
-    """Why a VCF with imputed dosages is refused, and how to convert it so that its dosages are read."""
-    return (
-        f"{path}: holds imputed dosages ({holds}). fedstat does not read dosages from a VCF in this version, "
-        "and plink2 would use them in --freq, --glm and --pca (given dosage=), so results would silently differ "
-        f"from plink2's; the file is refused. Convert it as plink2 would import it, e.g. `{convert}` (fedstat "
-        "reads a .pgen's dosages), and point the dataset at the result"
+def dosage_refusal(path: Path, holds: str, field: str, *, has_gt: bool) -> str:
+    """Why a VCF with imputed dosages is refused when its dataset sets no ``vcf_dosage``, and which
+    to set: ``field`` (a dosage field it holds) reads them as plink2's ``dosage=FIELD``."""
+    text = (
+        f"{path}: holds imputed dosages ({holds}), and the dataset does not say whether to read them: its hard "
+        "calls alone would silently differ from plink2's results given dosage= (--freq, --glm and --pca use the "
+        f'dosages), so the file is refused. Set vcf_dosage = "{field}" in this dataset\'s [[datasets]] entry in '
+        f"site.toml to read them as `plink2 --vcf {path} dosage={field}` does"
     )
+    if has_gt:
+        return text + ', or vcf_dosage = "GT" to use its GT hard calls only (as plink2 without dosage=)'
+    return text + " (it has no GT, so its calls are only in the dosage fields)"
 
 
 def _format_fields(vcf: Any) -> set[str]:
@@ -163,11 +212,9 @@ def _refuse_dosages(source: Path, fields: set[str] | list[str], where: str = "")
     held = [f for f in DOSAGE_FIELDS if f in fields]
     if held:
         at = f"FORMAT {'/'.join(held)}{where}"
-        # the dosages kept, hard calls from them by plink2's --hard-call-threshold (0.1)
-        convert = f"plink2 --vcf {source} dosage={held[0]} --make-pgen --out NEW"
         if "GT" not in fields:
-            at += ", and no GT: its calls are only in dosage fields"
-        raise GenotypeFileError(dosage_refusal(source, at, convert))
+            at += ", and no GT"
+        raise GenotypeFileError(dosage_refusal(source, at, held[0], has_gt="GT" in fields))
 
 
 def pack_bed(geno: np.ndarray) -> np.ndarray:
@@ -295,13 +342,108 @@ def _build(
     fingerprint: dict[str, Any],
     *,
     threads: int,
+    dosage: str,
 ) -> dict[str, Any]:
     import cyvcf2
     import pgenlib
 
     _quiet_htslib(cyvcf2)
-    with temporary_files(cache_dir, stem, ("bed", "pgen", "pvar", "psam", "json"), "VCF cache") as tmp:
-        return _convert(source, cache_dir, paths, tmp, fingerprint, threads=threads, cyvcf2=cyvcf2, pgenlib=pgenlib)
+    with temporary_files(cache_dir, stem, ("bed", "dos", "pgen", "pvar", "psam", "json"), "VCF cache") as tmp:
+        return _convert(
+            source, cache_dir, paths, tmp, fingerprint, threads=threads, dosage=dosage, cyvcf2=cyvcf2, pgenlib=pgenlib
+        )
+
+
+def _check_dosage_header(source: Path, dosage: str, declared: set[str]) -> None:
+    """Refuse what plink2 refuses, or would import without dosages, given ``dosage=``."""
+    if source.name.lower().endswith(".bcf"):
+        raise GenotypeFileError(
+            f'{source}: vcf_dosage = "{dosage}", but fedstat reads dosages from VCF text only, not from a BCF; '
+            f"import it with `plink2 --bcf {source} dosage={dosage} --make-pgen --out NEW` and point the dataset "
+            "at NEW.pgen, or write it as a VCF"
+        )
+    wanted = ("HDS", "DS") if dosage == "HDS" else (dosage,)
+    if not any(f in declared for f in wanted):
+        raise GenotypeFileError(
+            f'{source}: vcf_dosage = "{dosage}", but the VCF header declares no FORMAT {" or ".join(wanted)}, so '
+            f"plink2 would import no dosages from it (FORMAT fields declared: {', '.join(sorted(declared)) or 'none'}); "
+            'set vcf_dosage to the dosage field the file holds, or to "GT" for its hard calls'
+        )
+    if dosage == "GP" and "DS" in declared:
+        raise GenotypeFileError(
+            f'{source}: vcf_dosage = "GP", but the header also declares FORMAT DS, and plink2 refuses dosage=GP then '
+            '(it reduces probabilities to dosages, so DS holds the same information): set vcf_dosage = "DS"'
+        )
+
+
+def _text_lines(source: Path) -> Generator[str, None, None]:
+    """The VCF's record lines as text (header lines skipped), read beside htslib for the dosages'
+    exact text."""
+    import gzip  # noqa: PLC0415
+
+    with source.open("rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"
+    opened: Any = gzip.open(source, "rb") if compressed else source.open("rb")
+    with opened as fh:
+        for line in fh:
+            if line.startswith(b"#") or not line.strip():
+                continue
+            try:
+                yield line.rstrip(b"\r\n").decode("utf-8")
+            except UnicodeDecodeError:
+                raise GenotypeFileError(f"{source}: a VCF record is not UTF-8 text") from None
+
+
+def _dosage_record(
+    source: Path,
+    where: str,
+    line: str | None,
+    rec: Any,
+    *,
+    dosage: str,
+    declared: set[str],
+    n_samples: int,
+    hard: np.ndarray,
+    gt: np.ndarray | None,
+    out: np.ndarray,
+) -> None:
+    """Fill ``out`` with one kept record's dosage row (:func:`~fedstat.data.vcf_dosage.dosage_row`)."""
+    cols = line.split("\t") if line is not None else []
+    if len(cols) < 9 or cols[0] != rec.CHROM or not cols[1].isdigit() or int(cols[1]) != rec.POS:
+        raise GenotypeFileError(f"{source}: {where}: the record's text does not match what htslib parsed")
+    if len(cols) - 9 != n_samples:
+        raise GenotypeFileError(f"{source}: {where}: {len(cols) - 9} sample columns, the header names {n_samples}")
+    keys = cols[8].split(":")
+    primary = ("HDS", "DS") if dosage == "HDS" else (dosage,)
+    undeclared = [f for f in primary if f in keys and f not in declared]
+    if undeclared:
+        raise GenotypeFileError(
+            f"{source}: {where}: uses FORMAT {'/'.join(undeclared)}, which the header does not declare (plink2 "
+            "ignores an undeclared field); declare it in the header (e.g. with bcftools annotate)"
+        )
+    layout = field_layout(keys, dosage, declared)
+    if "GT" in keys and layout.gt is None:
+        raise GenotypeFileError(f"{source}: {where}: GT is not the first FORMAT field (plink2 reads it only there)")
+    if layout.dosage is None and layout.hds is None:
+        if layout.gt is None:
+            raise GenotypeFileError(
+                f"{source}: {where}: neither GT nor {' nor '.join(primary)}, so no sample has a call or a dosage "
+                "(plink2 would misread the first FORMAT field as GT)"
+            )
+        out[:] = np.where(hard >= 0, hard.astype(np.int32) * DOSAGE_UNIT, MISSING).astype(np.uint16)
+        return
+    if layout.gt is None and layout.hds is None and normalise_chrom(rec.CHROM) in HAPLOID_CHROMS:
+        raise GenotypeFileError(
+            f"{source}: {where}: DS without GT on chrX, chrY or MT, where a DS may be on the 0..1 (haploid) or "
+            "0..2 scale; plink2 refuses this too: regenerate the file with GT"
+        )
+    haploid = np.zeros(n_samples, dtype=bool)
+    if gt is not None:  # as plink2 reads the GT text: a haploid call has no "/" or "|" after its first allele
+        haploid = np.ones(n_samples, dtype=bool) if gt.shape[1] == 1 else gt[:, 1] == _GT_VECTOR_END
+    try:
+        dosage_row(cols[9:], layout, dosage, hard, haploid, out)
+    except DosageParseError as exc:
+        raise GenotypeFileError(f"{source}: {where}: {exc}") from None
 
 
 def _convert(
@@ -312,15 +454,18 @@ def _convert(
     fingerprint: dict[str, Any],
     *,
     threads: int,
+    dosage: str,
     cyvcf2: Any,
     pgenlib: Any,
 ) -> dict[str, Any]:
+    with_dosages = dosage in DOSAGE_MODES
     try:
         _check_bgzf_end(source)
         try:
             vcf = cyvcf2.VCF(str(source), gts012=True, threads=max(1, threads))
         except Exception as exc:  # cyvcf2: OSError, or bare Exception for a bad header
             raise GenotypeFileError(f"{source}: not a readable VCF/BCF file (or its header is malformed)") from exc
+        text: Generator[str, None, None] | None = None
         try:
             try:
                 samples = list(vcf.samples)
@@ -342,18 +487,28 @@ def _convert(
                     )
                 first_col[name] = j
             header_fields = _format_fields(vcf)
-            _refuse_dosages(source, header_fields)
+            if with_dosages:
+                _check_dosage_header(source, dosage, header_fields)
+            elif not dosage:
+                _refuse_dosages(source, header_fields)
             tmp["psam"].write_text("#IID\n" + "".join(f"{s}\n" for s in samples), encoding="utf-8")
 
-            block_rows = max(1, min(4096, _MAX_BLOCK_BYTES // n_samples))
-            block = np.empty((block_rows, n_samples), dtype=np.int8)
+            row_bytes = n_samples * (4 if with_dosages else 1)  # float32 dosages when writing the .pgen
+            block_rows = max(1, min(4096, _MAX_BLOCK_BYTES // row_bytes))
+            block = np.empty((1 if with_dosages else block_rows, n_samples), dtype=np.int8)
+            dblock = np.empty((block_rows if with_dosages else 0, n_samples), dtype=np.uint16)
+            if with_dosages:
+                text = _text_lines(source)
             n_kept = n_multi = n_non_snv = n_gt = 0
             filled = 0
-            with tmp["bed"].open("wb") as bed, tmp["pvar"].open("w", encoding="utf-8") as pvar:
-                bed.write(_BED_MAGIC)
+            out = tmp["dos" if with_dosages else "bed"]
+            with out.open("wb") as bed, tmp["pvar"].open("w", encoding="utf-8") as pvar:
+                if not with_dosages:
+                    bed.write(_BED_MAGIC)
                 pvar.write("#CHROM\tPOS\tID\tREF\tALT\n")
                 pvar_lines: list[str] = []
                 for n, rec, chrom, ref, alts in _records(vcf, source):
+                    line = next(text, None) if text is not None else None
                     if len(alts) > 1:
                         n_multi += 1
                         continue
@@ -367,7 +522,10 @@ def _convert(
                     if _WHITESPACE.search(chrom) or _WHITESPACE.search(vid):
                         raise GenotypeFileError(f"{source}: {where}: whitespace in CHROM or ID")
                     fields: list[str] = rec.FORMAT or []
-                    _refuse_dosages(source, fields, f" at {where}, undeclared in the header")
+                    if not dosage:
+                        _refuse_dosages(source, fields, f" at {where}, undeclared in the header")
+                    row = block[0 if with_dosages else filled]
+                    gt = None
                     if "GT" in fields:
                         n_gt += 1
                         try:
@@ -378,24 +536,41 @@ def _convert(
                             raise GenotypeFileError(f"{source}: {where}: cannot decode GT")
                         if gt.shape[1] > 2:
                             raise GenotypeFileError(f"{source}: {where}: ploidy above 2 is not supported")
-                        if not _alt_counts(gt, block[filled]):
+                        if not _alt_counts(gt, row):
                             raise GenotypeFileError(f"{source}: {where}: GT allele index above 1 in a biallelic record")
                     else:
-                        block[filled] = -9
+                        row[:] = -9
+                    if with_dosages:
+                        _dosage_record(
+                            source,
+                            where,
+                            line,
+                            rec,
+                            dosage=dosage,
+                            declared=header_fields,
+                            n_samples=n_samples,
+                            hard=row,
+                            gt=gt,
+                            out=dblock[filled],
+                        )
                     pvar_lines.append(f"{chrom}\t{rec.POS}\t{vid}\t{ref}\t{alt}\n")
                     filled += 1
                     n_kept += 1
                     if filled == block_rows:
-                        bed.write(pack_bed(block).tobytes())
+                        bed.write(dblock.tobytes() if with_dosages else pack_bed(block).tobytes())
                         pvar.write("".join(pvar_lines))
                         pvar_lines.clear()
                         filled = 0
                 if filled:
-                    bed.write(pack_bed(block[:filled]).tobytes())
+                    bed.write(dblock[:filled].tobytes() if with_dosages else pack_bed(block[:filled]).tobytes())
                     pvar.write("".join(pvar_lines))
+            if text is not None and next(text, None) is not None:
+                raise GenotypeFileError(f"{source}: the VCF text has more records than htslib parsed")
         finally:
             vcf.close()
-        if n_kept and not n_gt:
+            if text is not None:
+                text.close()
+        if n_kept and not n_gt and not with_dosages:
             raise GenotypeFileError(
                 f"{source}: no record has a GT field, so no sample has a genotype call; a VCF without GT "
                 "cannot be read as hard calls (FORMAT fields declared: "
@@ -405,18 +580,11 @@ def _convert(
             raise GenotypeFileError(
                 f"{source}: no biallelic SNV to cache ({n_multi} multiallelic and {n_non_snv} other records skipped)"
             )
-
-        # .bed -> .pgen, one bounded block at a time
         try:
-            reader = pgenlib.PgenReader(os.fsencode(tmp["bed"]), raw_sample_ct=n_samples, variant_ct=n_kept)
-            writer = pgenlib.PgenWriter(os.fsencode(tmp["pgen"]), n_samples, variant_ct=n_kept, nonref_flags=False)
-            for start in range(0, n_kept, block_rows):
-                stop = min(n_kept, start + block_rows)
-                buf = block[: stop - start]
-                reader.read_range(start, stop, buf)
-                writer.append_biallelic_batch(buf)
-            writer.close()
-            reader.close()
+            if with_dosages:
+                _dosages_to_pgen(tmp["dos"], tmp["pgen"], n_samples, n_kept, block_rows, pgenlib)
+            else:
+                _bed_to_pgen(tmp["bed"], tmp["pgen"], n_samples, n_kept, block, pgenlib)
         except RuntimeError as exc:
             raise GenotypeFileError(f"cannot write VCF cache {tmp['pgen']} ({exc})") from exc
 
@@ -430,3 +598,37 @@ def _convert(
         return commit(paths, tmp, record, CACHE_FORMAT_VERSION)
     except OSError as exc:
         raise GenotypeFileError(f"cannot write VCF cache in {cache_dir} ({exc.strerror or exc})") from exc
+
+
+def _bed_to_pgen(bed: Path, pgen: Path, n_samples: int, n_variants: int, block: np.ndarray, pgenlib: Any) -> None:
+    """The temporary ``.bed`` as a hard-call ``.pgen``, one ``block`` of rows at a time."""
+    reader = pgenlib.PgenReader(os.fsencode(bed), raw_sample_ct=n_samples, variant_ct=n_variants)
+    writer = pgenlib.PgenWriter(os.fsencode(pgen), n_samples, variant_ct=n_variants, nonref_flags=False)
+    for start in range(0, n_variants, block.shape[0]):
+        stop = min(n_variants, start + block.shape[0])
+        buf = block[: stop - start]
+        reader.read_range(start, stop, buf)
+        writer.append_biallelic_batch(buf)
+    writer.close()
+    reader.close()
+
+
+def _dosages_to_pgen(dos: Path, pgen: Path, n_samples: int, n_variants: int, block_rows: int, pgenlib: Any) -> None:
+    """The temporary dosage rows (uint16 units, :data:`~fedstat.data.vcf_dosage.MISSING`) as a
+    ``.pgen`` with a dosage track.
+
+    Each value goes to pgenlib as an exact float32 multiple of 1/16384, which pgenlib stores as
+    that many units: a non-integer one as a dosage with its hard call by the 0.1 threshold (as
+    plink2 derives it), an integer one as a hard call only (as plink2 keeps it), -9 as missing.
+    """
+    writer = pgenlib.PgenWriter(
+        os.fsencode(pgen), n_samples, variant_ct=n_variants, nonref_flags=False, dosage_present=True
+    )
+    with dos.open("rb") as fh:
+        for start in range(0, n_variants, block_rows):
+            rows = min(block_rows, n_variants - start)
+            units = np.fromfile(fh, dtype=np.uint16, count=rows * n_samples).reshape(rows, n_samples)
+            values = units.astype(np.float32) / np.float32(DOSAGE_UNIT)
+            values[units == MISSING] = -9.0
+            writer.append_dosages_batch(values)
+    writer.close()

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from fedstat.data.categories import split_indicator
+from fedstat.data.variants import SitePlan, VariantTable
 from fedstat.errors import ProtocolError
 from fedstat.jobs.options import derived_columns, qc_filters, reads_dosages
 from fedstat.jobs.spec import JobSpec
@@ -85,13 +87,26 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
         if "glm" not in analyses:
             raise refuse("the job has no --glm")
         try:
+            # a categorical covariate COL enters as indicators COL=LEVEL (any level: a site declares
+            # each category's members as a release group, so a rare one is refused by its ledger)
+            def job_covariates(names: list[str]) -> bool:
+                return all(n in covars or split_indicator(n, covars) is not None for n in names)
+
             if computation == "glm_describe":
-                if not set(json.loads(params.get("columns", "[]"))) <= phenos | covars:
+                columns = json.loads(params.get("columns", "[]"))
+                if not job_covariates([c for c in columns if c not in phenos]):
                     raise refuse("it describes columns the job does not name")
             else:
                 for d in json.loads(params.get("spec", "[]")):
-                    if d["name"] not in phenos or not set(d["covars"]) | set(d["mask_covars"]) <= covars:
+                    if (
+                        d["name"] not in phenos
+                        or not job_covariates(d["covars"])
+                        or not set(d["mask_covars"]) <= covars
+                    ):
                         raise refuse("its phenotype or covariates are not the job's")
+                    scaled = "covar_variance_standardize" in spec.options
+                    if "scale" in d and (not scaled or not {c for c, _, _ in d["scale"]} <= covars):
+                        raise refuse("it rescales columns that are not the job's covariates")
         except (ValueError, KeyError, TypeError):
             raise refuse("its parameters cannot be read") from None
         expected = {k: params[k] for k in ("columns", "spec") if k in params}
@@ -101,19 +116,36 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
         raise refuse(f"unexpected parameters {sorted(set(params) ^ set(expected))}")
 
 
-def check_round_variants(computation: str, params: Mapping[str, str], chrom: np.ndarray) -> None:
-    """Refuse a round of counts by sex over variants the job does not count by sex (a deviating
-    coordinator asking for the males' counts on autosomes): the males' only on chrX and chrY, the
-    females' only on chrX, as this site's own files name the round's variants (``chrom``).
+def check_round_variants(
+    round_no: int,
+    computation: str,
+    params: Mapping[str, str],
+    variants: np.ndarray,
+    plan: SitePlan,
+    site_variants: VariantTable,
+) -> None:
+    """Refuse a round over variants it cannot cover: indices outside the harmonized list, or counts
+    by sex over variants the job does not count by sex (a deviating coordinator asking for the
+    males' counts on autosomes): the males' only on chrX and chrY, the females' only on chrX, as
+    this site's own files name the round's variants.
+
+    Parameters
+    ----------
+    variants : [array, shape: (n_round,), integer] the round's indices into the harmonized list
+    plan : the site's harmonization plan (its row of each harmonized variant)
+    site_variants : the site's own variants (rows of ``plan.local_index``)
 
     Raises
     ------
     ProtocolError
-        naming the computation and what it asked for
+        naming the round or the computation and what it asked for
     """
+    if variants.size and (variants.min() < 0 or variants.max() >= len(plan.local_index)):
+        raise ProtocolError(f"round {round_no}: variant subset outside the harmonized list")
     if computation != "allele_counts_sex":
         return
     allowed = ["X"] if params.get("sex") == "female" else ["X", "Y"]
+    chrom = site_variants.chrom[np.asarray(plan.local_index)[variants]]
     if not np.isin(np.asarray(chrom).astype(str), allowed).all():
         raise ProtocolError(
             f"round {computation!r} does not belong to the job the analyst signed: it asks for sums by sex on "

@@ -73,6 +73,8 @@ KNOWN_OPTIONS = {
     "require_covar": 1,  # "1": plink2's --require-covar over the job's --covar-name columns
     "ci": 40,  # --glm's --ci level, e.g. "0.95"
     "adjust": 200,  # --glm's --adjust: its modifiers separated by spaces ("" for none)
+    # --covar-variance-standardize: "1" (every quantitative covariate) or the covariates named, comma-separated
+    "covar_variance_standardize": 20_000,
     # variant selection (fedstat.jobs.selection), applied to the harmonized variants before any round
     "split_par": 40,  # plink2's --split-par: a build code or "bp1 bp2" (fedstat.jobs.par)
     "chr": 1000,
@@ -254,3 +256,23 @@ def glm_adjust(spec: JobSpec) -> AdjustOptions | None:
     if "glm" not in spec.analyses:
         raise InputError("--adjust corrects --glm's p-values for multiple testing: it needs --glm")
     return AdjustOptions.parse(raw.split())
+
+
+def covar_standardize(spec: JobSpec) -> tuple[str, ...] | None:
+    """``--covar-variance-standardize``'s covariates: None when absent, () for every quantitative
+    covariate, else those named (plink2 ignores a name that is not a covariate, and so does fedstat)."""
+    raw = spec.options.get("covar_variance_standardize")
+    if raw is None:
+        return None
+    if "glm" not in spec.analyses:
+        raise InputError("--covar-variance-standardize rescales --glm's covariates: it needs --glm")
+    if raw == "1":
+        return ()
+    names = tuple(raw.split(","))
+    bad = [n for n in names if not NAME_RE.match(n)]
+    if bad or len(set(names)) != len(names):
+        raise InputError(
+            "--covar-variance-standardize takes distinct covariate names separated by commas, got "
+            f"{shown(bad[0] if bad else raw)}"
+        )
+    return names

@@ -8,7 +8,15 @@ import numpy as np
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.formats.numbers import format_g_array
-from fedstat.jobs.options import derived_columns, glm_adjust, glm_ci, pca_components, qc_filters, reads_dosages
+from fedstat.jobs.options import (
+    covar_standardize,
+    derived_columns,
+    glm_adjust,
+    glm_ci,
+    pca_components,
+    qc_filters,
+    reads_dosages,
+)
 from fedstat.jobs.spec import JobSpec
 from fedstat.jobs.steps import (
     AlleleAnalysis,
@@ -73,7 +81,13 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None, variants: VariantTabl
         else:
             mods.add("hide-covar")  # fedstat's default: covariate rows hidden
         glm_job = glm.plan_glm(
-            spec.pheno_names, spec.covar_names, frozenset(mods), ci=glm_ci(spec), adjust=glm_adjust(spec)
+            spec.pheno_names,
+            spec.covar_names,
+            frozenset(mods),
+            ci=glm_ci(spec),
+            adjust=glm_adjust(spec),
+            categories=ctx.categories,
+            standardize=covar_standardize(spec),
         )
         parts.append(SubsetAnalysis(glm_job, kept))
     if "assoc" in spec.analyses or "model" in spec.analyses:

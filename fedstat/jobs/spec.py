@@ -25,6 +25,7 @@ from fedstat.jobs.options import (
     NAME_RE,
     QC_OPTIONS,
     check_dp,
+    covar_standardize,
     expand_names,
     glm_adjust,
     glm_ci,
@@ -144,6 +145,7 @@ class JobSpec:
             raise InputError("--glm firth and no-firth exclude each other")
         glm_ci(self)  # InputError naming a bad --ci
         glm_adjust(self)  # InputError naming a bad --adjust modifier
+        covar_standardize(self)  # InputError naming a bad --covar-variance-standardize
         if any(a in self.analyses for a in ("glm", "assoc", "model")) and not pheno:
             raise InputError("--glm, --assoc and --model need --pheno-name (the phenotype column(s) to test)")
         if ("assoc" in self.analyses or "model" in self.analyses) and len(pheno) != 1:

@@ -47,6 +47,7 @@ class JobContext:
     genome_assembly : declared by the analyst (``NR`` when not reported)
     min_cell_count : disclosure control, the strictest participating site's smallest releasable
         case/control genotype cell (0: off)
+    categories : each categorical covariate's categories over the sites (natural order)
     """
 
     job_id: str = ""
@@ -57,6 +58,7 @@ class JobContext:
     spec: Mapping[str, object] = field(default_factory=dict)
     genome_assembly: str = "NR"
     min_cell_count: int = 0
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _rsid(ids: np.ndarray) -> np.ndarray:

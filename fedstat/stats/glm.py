@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedstat.data.categories import indicator_name
 from fedstat.data.genotypes import DOSAGE_UNIT, DOSAGES
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
@@ -53,6 +54,7 @@ from fedstat.stats.glm_common import (
     VIF_THRESH,
     Fit,
     PhenoSpec,
+    category_groups,
     cohort_column,
     encode_specs,
 )
@@ -211,6 +213,12 @@ class GlmDescribe:
             out["ssq"][j] = present @ present
         return {f"describe.{k}": v for k, v in out.items()}
 
+    def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        """The cohort, and its members of each category of a categorical covariate (whose counts
+        the indicator columns' sums are)."""
+        everyone = np.ones(cohort.n, dtype=bool)
+        return {"cohort": everyone} | category_groups(cohort, everyone, "cohort")
+
     def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
         block = np.asarray(block)
         if block.ndim != 2 or block.shape[1] != cohort.n:
@@ -246,6 +254,8 @@ class GlmJob:
         *,
         ci: float = 0.0,
         adjust: AdjustOptions | None = None,
+        categories: Mapping[str, Sequence[str]] | None = None,
+        standardize: Sequence[str] | None = None,
     ):
         unknown = set(modifiers) - MODIFIERS
         if unknown:
@@ -264,6 +274,15 @@ class GlmJob:
         self.adjust = adjust
         self.pheno_names = tuple(pheno_names)
         self.covar_names = tuple(covar_names)
+        # categorical covariate -> its indicator columns COL=LEVEL, every category (natural order);
+        # plink2 fills the design in covariate order, a categorical one expanded in place
+        self.indicators = {
+            c: tuple(indicator_name(c, level) for level in (categories or {})[c])
+            for c in covar_names
+            if c in (categories or {})
+        }
+        # --covar-variance-standardize: None off, () every quantitative covariate, else those named
+        self.standardize = None if standardize is None else tuple(standardize)
         self.hide_covar = "hide-covar" in modifiers
         self.firth_mode = "firth" if "firth" in modifiers else ("no-firth" if "no-firth" in modifiers else "fallback")
         self.results: dict[str, GlmResult] = {}
@@ -281,8 +300,7 @@ class GlmJob:
     def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
         if self._stage == "start":
             self._stage = "describe"
-            cols = json.dumps([*self.pheno_names, *self.covar_names])
-            return RoundPlan("glm_describe", params={"columns": cols})
+            return RoundPlan("glm_describe", params={"columns": json.dumps(self._describe_columns())})
         if sums is None:
             raise InputError("glm: a round finished without sums")
         if self._stage == "describe":
@@ -314,8 +332,13 @@ class GlmJob:
         self._stage = "done"
         return None
 
+    def _describe_columns(self) -> list[str]:
+        """The describe round's columns: phenotypes, then covariates with each categorical one's indicators."""
+        covars = [x for c in self.covar_names for x in self.indicators.get(c, (c,))]
+        return [*self.pheno_names, *covars]
+
     def _finish_describe(self, sums: Mapping[str, np.ndarray]) -> None:
-        names = [*self.pheno_names, *self.covar_names]
+        names = self._describe_columns()
         g = {k: np.asarray(sums[f"describe.{k}"]) for k in ("nonmiss", "n0", "n1", "n2", "sum", "ssq")}
         for j, name in enumerate(names):
             nonmiss, n0, n1, n2 = (int(g[k][j]) for k in ("nonmiss", "n0", "n1", "n2"))
@@ -343,15 +366,58 @@ class GlmJob:
         # plink2 ComputeMajAlleles: major = ALT iff REF frequency < 0.5 (an exact tie keeps REF
         # major), frequencies over all samples; A1 = the non-major allele
         self._a1_is_ref = alt > nobs * DOSAGE_UNIT
-        covars = []
+        scale = self._standardized(names, g)  # plink2 standardizes when loading, before --glm
+        covars: list[str] = []
+        mask: list[str] = []
         for name in self.covar_names:
-            if self._cols.const[name]:
+            ind = self.indicators.get(name)
+            # plink2 IsConstCovar over all samples: a categorical covariate with one category is constant
+            const = self._cols.const[name] if ind is None else sum(g["sum"][names.index(x)] > 0 for x in ind) <= 1
+            if const:
                 self._log.append(f"Warning: Excluding constant covariate '{name}' from --glm.")
             else:
-                covars.append(name)
+                covars.extend(ind or (name,))
+                mask.append(name)
         for name in self.pheno_names:
-            spec = PhenoSpec(name, self._cols.binary[name], tuple(covars), tuple(covars))
+            spec = PhenoSpec(name, self._cols.binary[name], tuple(covars), tuple(mask), scale)
             (self._binary_specs if spec.binary else self._linear_specs).append(spec)
+
+    def _standardized(self, names: list[str], g: Mapping[str, np.ndarray]) -> tuple[tuple[str, float, float], ...]:
+        """``--covar-variance-standardize``: (covariate, mean, 1 / SD) of each quantitative covariate
+        named (all without names), over the cohort's samples holding a value, as plink2's
+        PhenoVarianceStandardize: sample SD (n - 1); a constant one (or one value) becomes missing,
+        which leaves it out of the regression as a constant covariate."""
+        if self.standardize is None:
+            return ()
+        named = self.standardize or tuple(c for c in self.covar_names if c not in self.indicators)
+        wrong = [c for c in named if c in self.indicators]
+        if wrong:
+            raise InputError(f"--covar-variance-standardize: '{wrong[0]}' is not a quantitative covariate")
+        chosen = [c for c in self.covar_names if c in named and c not in self.indicators]
+        out = []
+        for c in chosen:
+            j = names.index(c)
+            n, total, ssq = float(g["nonmiss"][j]), float(g["sum"][j]), float(g["ssq"][j])
+            if n < 2:
+                if n:
+                    self._log.append(
+                        f"Warning: Exactly one value present for covariate '{c}'; standardizing to missing."
+                    )
+                self._cols.const[c] = True
+                continue
+            mean = total / n
+            numer = ssq - total * mean  # Σ (x - mean)²
+            if not numer > 0.0:
+                self._log.append(f"Warning: Covariate '{c}' is constant; standardizing to all-missing.")
+                self._cols.const[c] = True
+                continue
+            out.append((c, mean, math.sqrt((n - 1.0) / numer)))
+        if chosen:
+            self._log.insert(
+                0,
+                f"--covar-variance-standardize: {len(chosen)} covariate{'s' if len(chosen) != 1 else ''} transformed.",
+            )
+        return tuple(out)
 
     def log_lines(self) -> list[str]:
         return list(self._log)
@@ -417,9 +483,39 @@ class GlmJob:
         self._log.append(line)
 
     def drop_constant_in_mask(self, spec: PhenoSpec, xtx: np.ndarray, n: float) -> list[int]:
-        """Indices (into the spec's covars) of covariates kept; logs the ones constant in the mask."""
-        keep = []
+        """Indices (into the spec's covars) of covariates kept; logs the ones constant in the mask.
+
+        A categorical covariate's indicators come in with every category; kept are those of the
+        categories its regression samples hold, but the most common one (the reference; a tie goes
+        to the first in natural order), as plink2's GlmFillAndTestCovars leaves it out. With one
+        category left the covariate is constant.
+        """
+        keep: list[int] = []
+        groups = {x: c for c, ind in self.indicators.items() for x in ind}
+        done: set[str] = set()
         for j, name in enumerate(spec.covars):
+            column = groups.get(name)
+            if column is not None:
+                if column in done:
+                    continue
+                done.add(column)
+                cols = [k for k, x in enumerate(spec.covars) if groups.get(x) == column]
+                counts = np.rint(xtx[0, [k + 1 for k in cols]]).astype(np.int64)
+                present = [k for k, ct in zip(cols, counts.tolist(), strict=True) if ct > 0]
+                if len(present) <= 1:
+                    self._log.append(
+                        f"Warning: Not including covariate '{column}' in --glm regression on phenotype '{spec.name}'."
+                    )
+                    continue
+                if not spec.binary and (counts == 1).any():
+                    raise InputError(
+                        f"--glm phenotype '{spec.name}': a category of covariate '{column}' is held by a single sample "
+                        "of the regression; plink2 leaves such a sample out and fits again, which would take a release "
+                        "over one participant (sites' min_group is 1?)"
+                    )
+                reference = cols[int(np.argmax(counts))]  # first of the largest: natural order
+                keep.extend(k for k in present if k != reference)
+                continue
             s, ss = xtx[0, j + 1], xtx[j + 1, j + 1]
             if n > 0 and ss - s * s / n > CONST_REL_TOL * ss:
                 keep.append(j)
@@ -427,7 +523,18 @@ class GlmJob:
                 self._log.append(
                     f"Warning: Not including covariate '{name}' in --glm regression on phenotype '{spec.name}'."
                 )
-        return keep
+        return sorted(keep)
+
+    def categorical_levels(self, spec: PhenoSpec, kept: Sequence[str]) -> dict[str, list[str]]:
+        """Each categorical covariate of ``spec`` -> its indicator columns among the full set (every
+        category), for the separation check of logistic regression; ``kept`` says which are in the model."""
+        groups = {x: c for c, ind in self.indicators.items() for x in ind}
+        out: dict[str, list[str]] = {}
+        for name in spec.covars:
+            column = groups.get(name)
+            if column is not None and any(groups.get(x) == column for x in kept):
+                out.setdefault(column, []).append(name)
+        return out
 
     def skip(self, pheno: str, why: str) -> None:
         self._log.append(f"Note: Skipping --glm regression on phenotype '{pheno}', since {why}.")
@@ -466,6 +573,8 @@ def plan_glm(
     *,
     ci: float = 0.0,
     adjust: AdjustOptions | None = None,
+    categories: Mapping[str, Sequence[str]] | None = None,
+    standardize: Sequence[str] | None = None,
 ) -> GlmJob:
     """The coordinator-side job for ``--glm`` on the given phenotypes and covariates.
 
@@ -479,8 +588,20 @@ def plan_glm(
     ci : ``--ci`` level in [0.01, 1) (confidence-interval columns), 0 for none
     adjust : ``--adjust``'s modifiers (a ``.adjusted`` file per phenotype), None for none; both
         are computed at the coordinator from the per-variant results, with no round of their own
+    categories : categorical covariate -> its categories over the sites (natural order); each
+        becomes indicator columns ``COL=LEVEL``, all but plink2's reference category
+    standardize : ``--covar-variance-standardize``: None off, empty for every quantitative
+        covariate, else the covariates named
     """
-    return GlmJob(tuple(pheno_names), tuple(covar_names), frozenset(modifiers), ci=ci, adjust=adjust)
+    return GlmJob(
+        tuple(pheno_names),
+        tuple(covar_names),
+        frozenset(modifiers),
+        ci=ci,
+        adjust=adjust,
+        categories=categories,
+        standardize=standardize,
+    )
 
 
 #: plink2's smallest ``--ci`` level

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fedstat.data.categories import split_indicator
 from fedstat.errors import InputError
 from fedstat.stats.base import Cohort, RoundInput
 
@@ -61,30 +62,44 @@ class PhenoSpec:
     ----------
     name : phenotype column
     binary : case/control (1 = control, 2 = case, anything else missing) coding of the phenotype
-    covars : covariates used as predictors, in order (always numbers, as plink2 reads them)
-    mask_covars : covariates whose missingness drops a sample (a superset of ``covars``)
+    covars : covariates used as predictors, in order (numbers, and a categorical covariate's
+        indicator columns ``COL=LEVEL``)
+    mask_covars : covariates whose missingness drops a sample (a categorical one by its name)
+    scale : ``--covar-variance-standardize``: (covariate, mean, 1 / SD) for each standardized
+        covariate; a site uses ``(x - mean) / SD`` in its design, as plink2 transforms the column
     """
 
     name: str
     binary: bool
     covars: tuple[str, ...]
     mask_covars: tuple[str, ...]
+    scale: tuple[tuple[str, float, float], ...] = ()
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "name": self.name,
             "binary": self.binary,
             "covars": list(self.covars),
             "mask_covars": list(self.mask_covars),
         }
+        if self.scale:
+            out["scale"] = [[c, m, r] for c, m, r in self.scale]
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> PhenoSpec:
+        raw = d.get("scale", [])
+        if not isinstance(raw, list):
+            raise TypeError("scale must be a list")
+        scale = tuple((str(c), float(m), float(r)) for c, m, r in raw)
+        if not all(np.isfinite([m for _, m, _ in scale] + [r for _, _, r in scale])):
+            raise ValueError("scale must be finite numbers")
         return cls(
             name=str(d["name"]),
             binary=bool(d["binary"]),
             covars=_names(d["covars"]),
             mask_covars=_names(d["mask_covars"]),
+            scale=scale,
         )
 
 
@@ -133,14 +148,62 @@ class Design:
 
 
 def cohort_column(cohort: Cohort, name: str) -> np.ndarray:
-    """The cohort's column ``name`` as float64 [shape: (cohort.n,)]; InputError if it is absent or misshapen."""
-    try:
-        values = np.asarray(cohort.columns[name], dtype=np.float64)
-    except KeyError:
-        raise InputError(f"glm: the cohort has no column {name!r}") from None
+    """The cohort's column ``name`` as float64 [shape: (cohort.n,)]; InputError if it is absent or misshapen.
+
+    A categorical covariate ``COL`` gives 0 where its category is present and NaN where missing
+    (its missingness, for the regression's sample set); its indicator ``COL=LEVEL`` gives 1 for
+    the level, 0 for another category and NaN where missing, as plink2's expansion does.
+    """
+    if name not in cohort.columns:
+        return _categorical_column(cohort, name)
+    values = np.asarray(cohort.columns[name], dtype=np.float64)
     if values.shape != (cohort.n,):
         raise InputError(f"glm: column {name!r} has shape {values.shape}, expected ({cohort.n},)")
     return values
+
+
+def _categorical_column(cohort: Cohort, name: str) -> np.ndarray:
+    cats = cohort.categories.get(name)
+    level = None
+    if cats is None:
+        split = split_indicator(name, frozenset(cohort.categories) | frozenset(cohort.columns))
+        if split is None:
+            raise InputError(f"glm: the cohort has no column {name!r}")
+        column, level = split
+        cats = cohort.categories.get(column)
+        if cats is None:
+            numeric = np.asarray(cohort.columns[column], dtype=np.float64)
+            if not np.isnan(numeric).all():
+                raise InputError(
+                    f"covariate {column!r} holds numbers at this site and words (categories) at another: plink2 "
+                    "reads one type per column; write it the same way at every site"
+                )
+            return np.full(cohort.n, np.nan)  # no value here: none of this site's participants is in the regression
+    cats = np.asarray(cats, dtype=object)
+    if cats.shape != (cohort.n,):
+        raise InputError(f"glm: column {name!r} has shape {cats.shape}, expected ({cohort.n},)")
+    present = cats != ""
+    out = np.where(present, 0.0, np.nan)
+    if level is not None:
+        out[cats == level] = 1.0
+    return out
+
+
+def category_groups(cohort: Cohort, members: np.ndarray, name: str) -> dict[str, np.ndarray]:
+    """The release groups a categorical covariate adds to a group ``members`` [shape: (cohort.n,),
+    bool] named ``name``: the members of each category, one group per category they hold.
+
+    A site's sums over a regression with indicator columns are sums over each category's
+    members, so its release ledger must know them as groups: then a category held by fewer than
+    ``min_group`` of a regression's participants (a rare one, or one whose other members lack the
+    phenotype) is refused there, whatever level names the coordinator sends.
+    """
+    out = {}
+    for column, cats in cohort.categories.items():
+        cats = np.asarray(cats, dtype=object)
+        for level in sorted({str(v) for v in cats[members] if v}):
+            out[f"{name}|{column}={level}"] = members & (cats == level)
+    return out
 
 
 def _coded(values: np.ndarray, binary: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +224,13 @@ def site_design(cohort: Cohort, spec: PhenoSpec) -> Design:
         valid &= ~np.isnan(v)
         values[name] = v
     idx = np.flatnonzero(valid).astype(np.int64)
+    # a categorical covariate masks by its name and enters as indicators COL=LEVEL
+    for name in spec.covars:
+        if name not in values:
+            values[name] = cohort_column(cohort, name)
+    for name, mean, recip in spec.scale:
+        if name in values:
+            values[name] = (values[name] - mean) * recip
     cols = [np.ones(idx.size)] + [values[name][idx] for name in spec.covars]
     c = np.ascontiguousarray(np.column_stack(cols)) if idx.size else np.zeros((0, len(cols)))
     return Design(idx=idx, y=np.ascontiguousarray(y[idx]), c=c, full=bool(idx.size == cohort.n))
@@ -344,6 +414,27 @@ def safe_inv(m: np.ndarray) -> np.ndarray:
         return out
 
 
+#: plink2's reason (PrintPrescanErrmsg) for a phenotype whose covariate scales fail :func:`unstable_scale`.
+UNSTABLE_SCALE = (
+    "genotype/covariate scales vary too widely for numerical stability of the current implementation. Try "
+    "rescaling your covariates with e.g. --covar-variance-standardize"
+)
+
+
+def unstable_scale(xtx: np.ndarray, n: float) -> bool:
+    """plink2's prescan of the covariates' scales (GlmFillAndTestCovars): True when they vary too
+    widely for its single-precision fit, i.e. the smallest centred sum of squares (genotype columns
+    of MAF 0.01 included: ``0.0198 (n-1)``) times 2^20 is below the largest raw one (``1.5 n``).
+
+    ``xtx``: [shape: (q, q)] Σ c cᵀ over the phenotype's samples, intercept first.
+    """
+    sums, ssq = xtx[0, 1:], np.diagonal(xtx)[1:]
+    max_ssq = max(1.5 * n, float(ssq.max(initial=0.0)))
+    centred = ssq - sums * sums / n
+    min_centred = min(0.0198 * (n - 1), float(centred.min(initial=np.inf)))
+    return bool(min_centred * 1048576.0 < max_ssq)
+
+
 def covariate_check(xtx: np.ndarray, n: float) -> int:
     """plink2's phenotype-level check on the covariates alone (no intercept)."""
     if xtx.shape[0] <= 2:
@@ -421,7 +512,12 @@ class JobView(Protocol):
         ...
 
     def drop_constant_in_mask(self, spec: PhenoSpec, xtx: np.ndarray, n: float) -> list[int]:
-        """Indices (into ``spec.covars``) of covariates kept; logs the ones constant in the mask."""
+        """Indices (into ``spec.covars``) of covariates kept; logs the ones constant in the mask.
+        A categorical covariate keeps the indicators of its categories present, but the reference."""
+        ...
+
+    def categorical_levels(self, spec: PhenoSpec, kept: Sequence[str]) -> dict[str, list[str]]:
+        """Each categorical covariate with an indicator in ``kept`` -> all its indicators in ``spec.covars``."""
         ...
 
     def skip(self, pheno: str, why: str) -> None:

@@ -32,10 +32,12 @@ from fedstat.stats.glm_common import (
     ERR_INVALID,
     ERR_NONE,
     ERR_RANK,
+    UNSTABLE_SCALE,
     Design,
     Fit,
     JobView,
     PhenoSpec,
+    category_groups,
     corr_vif_check,
     covariate_check,
     decode_specs,
@@ -45,6 +47,7 @@ from fedstat.stats.glm_common import (
     round_design,
     safe_inv,
     specs_of,
+    unstable_scale,
     valid_parameters,
 )
 
@@ -92,11 +95,14 @@ class LinearSums:
         return out
 
     def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
-        """Each phenotype's regression cohort (phenotype and covariates present)."""
-        return {
-            spec.name: _mask(cohort.n, round_design(cohort, spec, inp, f"lin{k}").idx)
-            for k, spec in enumerate(decode_specs(inp))
-        }
+        """Each phenotype's regression cohort (phenotype and covariates present), and its members of
+        each category of a categorical covariate."""
+        out: dict[str, np.ndarray] = {}
+        for k, spec in enumerate(decode_specs(inp)):
+            mask = _mask(cohort.n, round_design(cohort, spec, inp, f"lin{k}").idx)
+            out[spec.name] = mask
+            out |= category_groups(cohort, mask, spec.name)
+        return out
 
     @staticmethod
     def _z(d: Design, local: dict[str, np.ndarray], key: str) -> np.ndarray:
@@ -216,6 +222,9 @@ def finish_linear(sums: Mapping[str, np.ndarray], *, specs: Sequence[PhenoSpec],
         keep = job.drop_constant_in_mask(spec, xtx, n)
         ck = np.array([0] + [j + 1 for j in keep])
         covars = tuple(spec.covars[j] for j in keep)
+        if unstable_scale(xtx[np.ix_(ck, ck)], n):
+            job.skip(spec.name, UNSTABLE_SCALE)
+            continue
         err_cov = covariate_check(xtx[np.ix_(ck, ck)], n)
         if err_cov:
             job.skip(spec.name, "the covariates fail the correlation / VIF check")

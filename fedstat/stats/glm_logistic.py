@@ -37,6 +37,7 @@ import numpy as np
 from scipy import special, stats
 
 from fedstat.data.genotypes import DOSAGES
+from fedstat.errors import InputError
 from fedstat.stats.base import Cohort, RoundInput, RoundPlan, SumArray, cohort_level, per_variant
 from fedstat.stats.glm_common import (
     ERR_FIRTH,
@@ -44,11 +45,13 @@ from fedstat.stats.glm_common import (
     ERR_LOGISTIC,
     ERR_NONE,
     ERR_SEPARATION,
+    UNSTABLE_SCALE,
     Design,
     Fit,
     JobView,
     PhenoSpec,
     assemble,
+    category_groups,
     corr_vif_check,
     covariate_check,
     decode_specs,
@@ -60,6 +63,7 @@ from fedstat.stats.glm_common import (
     safe_inv,
     specs_of,
     triple_products,
+    unstable_scale,
     valid_parameters,
 )
 
@@ -106,7 +110,8 @@ class LogisticSums:
         (spec,) = specs_of(params)
         q = 1 + len(spec.covars)  # design c = [1, covariates]; x = [1, g, c]
         n_q2, n_q3 = q * (q + 1) // 2, (q * (q + 1) * (q + 2)) // 6
-        out = cohort_level(["lg.xtx"], q, q) | cohort_level(["lg.n", "lg.ncase"], 1, integer=True)
+        out = cohort_level(["lg.xtx"], q, q) | cohort_level(["lg.xty"], q)
+        out |= cohort_level(["lg.n", "lg.ncase"], 1, integer=True)
         out |= per_variant(["lg.hc"], n_q2) | per_variant(["lg.hg", "lg.sc"], q) | per_variant(["lg.hgg", "lg.sg"])
         if (np.asarray(arrays.get("firth", ())) > 0).any():  # Firth pieces in rounds with a Firth variant
             out |= per_variant(["lg.ll", "lg.t0"]) | per_variant(["lg.t3"], n_q3) | per_variant(["lg.t2"], n_q2)
@@ -118,13 +123,14 @@ class LogisticSums:
         (spec,) = decode_specs(inp)
         mask = np.zeros(cohort.n, dtype=bool)
         mask[round_design(cohort, spec, inp, "lg").idx] = True
-        return {spec.name: mask}
+        return {spec.name: mask} | category_groups(cohort, mask, spec.name)
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         (spec,) = decode_specs(inp)
         d = round_design(cohort, spec, inp, "lg")
         return {
             "lg.xtx": d.c.T @ d.c,
+            "lg.xty": d.c.T @ d.y,  # Σ c y: cases per category, for plink2's separation check
             "lg.n": np.array([d.idx.size], dtype=np.int64),
             "lg.ncase": np.array([int(np.rint(d.y.sum()))], dtype=np.int64),
         }
@@ -458,13 +464,20 @@ class LogisticFit:
             return None
         keep = job.drop_constant_in_mask(spec, xtx, float(n))
         ck = np.array([0] + [j + 1 for j in keep])
+        separated = self._separated_categories(sums, xtx, [spec.covars[j] for j in keep])
+        if unstable_scale(xtx[np.ix_(ck, ck)], float(n)):
+            job.skip(spec.name, UNSTABLE_SCALE)
+            self.skipped = True
+            return None
         if covariate_check(xtx[np.ix_(ck, ck)], float(n)):
             job.skip(spec.name, "the covariates fail the correlation / VIF check")
             self.skipped = True
             return None
         pk = np.array([0, 1, *(j + 2 for j in keep)])
         if len(keep) != len(spec.covars):
-            self.spec = PhenoSpec(spec.name, spec.binary, tuple(spec.covars[j] for j in keep), spec.mask_covars)
+            self.spec = PhenoSpec(
+                spec.name, spec.binary, tuple(spec.covars[j] for j in keep), spec.mask_covars, spec.scale
+            )
             self.n_pred = pk.size
             self.coef = self.coef[:, : pk.size].copy()
             self.beta, self.var = self.beta[:, : pk.size].copy(), self.var[:, : pk.size].copy()
@@ -495,6 +508,8 @@ class LogisticFit:
         if self.mode == "firth":
             self.state[ok] = _FIRTH
         elif self.mode == "fallback":
+            if separated:  # plink2: a (quasi-)separated covariate makes every variant's regression Firth
+                sep = ok
             self.state[sep] = _FIRTH
             self.firth_used[sep] = True
         else:
@@ -507,6 +522,37 @@ class LogisticFit:
             logistic = self.state == _LOGISTIC
             self._logistic(np.flatnonzero(logistic), ev["h"][logistic], ev["u"][logistic])
         return self._plan()
+
+    def _separated_categories(self, sums: Mapping[str, np.ndarray], xtx: np.ndarray, kept: list[str]) -> bool:
+        """Whether a categorical covariate in the model has a category of only cases or only controls.
+
+        plink2 (CheckForSeparatedCatCovar, over every category the regression's samples hold):
+        under firth-fallback such a covariate makes every regression Firth; without Firth plink2
+        leaves those categories' samples out (or stops), which takes a new sample set: refused here.
+        """
+        if self.mode == "firth":
+            return False
+        spec = self.spec
+        for column, cols in self.job.categorical_levels(spec, kept).items():
+            xty = np.asarray(sums["lg.xty"], dtype=np.float64).reshape(xtx.shape[0])
+            idx = [spec.covars.index(x) + 1 for x in cols]
+            n_l, case_l = xtx[0, idx], xty[idx]
+            present = n_l > 0
+            both = present & (case_l > 0) & (case_l < n_l)
+            if both.sum() == present.sum():
+                continue
+            if self.mode == "no-firth":
+                raise InputError(
+                    f"--glm no-firth: covariate '{column}' is (quasi-)separated by phenotype '{spec.name}' (a category "
+                    "holds only cases or only controls); plink2 would leave its samples out, which fedstat does not "
+                    "do: use the default firth-fallback, or merge the category in the sample tables"
+                )
+            self.job.note(
+                f"--glm: covariate '{column}' is (quasi-)separated by phenotype '{spec.name}' (a category holds only "
+                "cases or only controls): Firth regression for every variant, as plink2."
+            )
+            return True
+        return False
 
     # -- the two algorithms, vectorised over variants ----------------------------------------
 

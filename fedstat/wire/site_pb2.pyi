@@ -686,6 +686,7 @@ class JobDecision(_message.Message):
     COUNT_GRANULARITY_FIELD_NUMBER: _builtins.int
     COHORT_FINGERPRINT_FIELD_NUMBER: _builtins.int
     AUDIT_HEAD_FIELD_NUMBER: _builtins.int
+    COVARIATE_LEVELS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     accept: _builtins.bool
     reason: _builtins.str
@@ -711,6 +712,12 @@ class JobDecision(_message.Message):
     def audit_head(self) -> Global___AuditHead:
         """the site's signed audit head after recording this decision"""
 
+    @_builtins.property
+    def covariate_levels(self) -> _containers.RepeatedCompositeFieldContainer[Global___CovariateLevels]:
+        """--glm: the categories of each categorical covariate in this site's cohort, each held by at
+        least min_group of its participants (a cohort holding a rarer one is refused); names only
+        """
+
     def __init__(
         self,
         *,
@@ -725,14 +732,40 @@ class JobDecision(_message.Message):
         count_granularity: _builtins.int = ...,
         cohort_fingerprint: _builtins.str = ...,
         audit_head: Global___AuditHead | None = ...,
+        covariate_levels: _abc.Iterable[Global___CovariateLevels] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audit_head", b"audit_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "audit_head", b"audit_head", "cohort_fingerprint", b"cohort_fingerprint", "cohort_size", b"cohort_size", "consent_excluded", b"consent_excluded", "count_granularity", b"count_granularity", "dp_budget", b"dp_budget", "job_id", b"job_id", "min_cell_count", b"min_cell_count", "n_variants", b"n_variants", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "audit_head", b"audit_head", "cohort_fingerprint", b"cohort_fingerprint", "cohort_size", b"cohort_size", "consent_excluded", b"consent_excluded", "count_granularity", b"count_granularity", "covariate_levels", b"covariate_levels", "dp_budget", b"dp_budget", "job_id", b"job_id", "min_cell_count", b"min_cell_count", "n_variants", b"n_variants", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobDecision: _TypeAlias = JobDecision  # noqa: Y015
+
+@_typing.final
+class CovariateLevels(_message.Message):
+    """One categorical covariate's categories at a site (plink2's natural order)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COVARIATE_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    covariate: _builtins.str
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        covariate: _builtins.str = ...,
+        levels: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["covariate", b"covariate", "levels", b"levels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CovariateLevels: _TypeAlias = CovariateLevels  # noqa: Y015
 
 @_typing.final
 class KeysChunk(_message.Message):
