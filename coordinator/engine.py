@@ -280,7 +280,7 @@ class _JobRunner:
         harmonized = self.harmonize(spec)
         sums = None
         while True:
-            analysis = plan_job(spec, self.job_context(spec, job))
+            analysis = plan_job(spec, self.job_context(spec, job), harmonized.variants)
             if done:
                 sums = self.replay(analysis, done)
                 done = []

@@ -15,9 +15,12 @@ import numpy as np
 
 from fedstat.data.variants import HAPLOID_CHROMS, Harmonization, VariantTable, harmonize
 from fedstat.errors import InputError, JobFailed, ProtocolError
-from fedstat.jobs import JobSpec, variant_selection
+from fedstat.jobs import JobSpec, qc_filters, variant_selection
+from fedstat.jobs.par import split_par, split_par_bounds
 from fedstat.privacy import psi
+from fedstat.privacy.modes import get_mode
 from fedstat.protocol import HashAssembler, KeysAssembler, intersection_chunks
+from fedstat.stats.allele import ANALYSES as ALLELE_ANALYSES
 from fedstat.wire import site_pb2
 
 #: Messages a site may still send from an abandoned round attempt while an exchange runs.
@@ -179,15 +182,21 @@ def site_rows(table: VariantTable, local_index: np.ndarray) -> VariantTable:
 
 
 def select_variants(h: Harmonization, spec: JobSpec) -> tuple[Harmonization, list[str]]:
-    """The job's variants: the harmonized ``h`` less the variants on X, Y and MT, and as the
-    spec's variant selection (``--chr``, ``--extract``, ...; :mod:`fedstat.jobs.selection`) chooses,
-    with the job-log lines saying what each left out. Every harmonization of a job (the first and
-    each after a reconnect) goes through here, so all select the same variants.
+    """The job's variants: the harmonized ``h``, its chrX pseudo-autosomal positions renamed PAR1/PAR2
+    under ``--split-par`` (:mod:`fedstat.jobs.par`), as the spec's variant selection (``--chr``,
+    ``--extract``, ...; :mod:`fedstat.jobs.selection`) chooses, less the variants on chrX, chrY and
+    MT where the job cannot count them, with the job-log lines saying what each left out. Every
+    harmonization of a job (the first and each after a reconnect) goes through here, so all select
+    the same variants.
 
-    Variants on X, Y and MT are left out of every analysis: plink2 counts males haploid on X, Y in
-    males only and MT haploid (and writes --hardy on X to .hardy.x, adds a SEX covariate to --glm on
-    X), which fedstat does not yet do; XY, PAR1 and PAR2 (pseudo-autosomal, diploid) stay. Results
-    equal plink2's on the pooled data with ``--not-chr X,Y,MT``.
+    Variants on X, Y and MT are counted by ``--freq``, ``--geno-counts``, ``--hardy`` and
+    ``--missing`` as plink2 counts them (males haploid on X, Y in males only, MT haploid,
+    ``.hardy.x``; :mod:`fedstat.stats.sexchr`). ``--pca``, ``--glm``, ``--assoc`` and ``--model``
+    leave them out (plink2 would add a SEX covariate to --glm on X, ...): their results are
+    plink2's with ``--not-chr X,Y,MT``. A job with ``--mind``, ``--geno``, ``--hwe`` or ``--maf``
+    leaves them out of everything, since those filters do not count them yet, and so does a job
+    under differential privacy (noisy counts by sex are not calibrated yet). XY, PAR1 and PAR2
+    (pseudo-autosomal, diploid) are counted as autosomes.
 
     Raises
     ------
@@ -195,25 +204,53 @@ def select_variants(h: Harmonization, spec: JobSpec) -> tuple[Harmonization, lis
         If no variant is left.
     """
     lines: list[str] = []
-    haploid = np.isin(h.variants.chrom.astype(str), sorted(HAPLOID_CHROMS))
-    n_haploid = int(haploid.sum())
-    if n_haploid:
-        lines.append(
-            f"{n_haploid} variants on chrX/chrY/MT left out: fedstat does not yet apply plink2's haploid "
-            "handling of them (results are plink2's with --not-chr X,Y,MT)"
-        )
-    keep = ~haploid
+    bounds = split_par_bounds(spec.options)
+    if bounds is not None:
+        try:
+            variants, n_par = split_par(h.variants, bounds)
+        except InputError as exc:
+            raise JobFailed(str(exc)) from exc
+        h = replace(h, variants=variants)
+        lines.append(f"--split-par: {n_par} variants on chrX renamed PAR1/PAR2")
+    chrom = h.variants.chrom.astype(str)
+    sex = np.isin(chrom, sorted(HAPLOID_CHROMS))
+    reports = [a for a in spec.analyses if a in ALLELE_ANALYSES]
+    others = [a for a in spec.analyses if a not in ALLELE_ANALYSES]
+    mind, qc, _ = qc_filters(spec)
+    noisy = get_mode(spec.privacy).adds_noise
+    counted = bool(reports) and mind is None and not qc.active and not noisy  # the allele reports count X/Y/MT
+    keep = np.ones(len(chrom), dtype=bool)
     selection = variant_selection(spec)
     if selection.flags:
         chosen = selection.keep(h.variants)
         flags = "/".join(selection.flags)
-        if not (keep & chosen).any():
-            also = f" ({int(chosen.sum())} on chrX/chrY/MT, which fedstat leaves out)" if chosen.any() else ""
+        if not chosen.any() or not (counted or (chosen & ~sex).any()):
+            also = f" ({int(chosen.sum())} on chrX/chrY/MT, which this job leaves out)" if chosen.any() else ""
             raise JobFailed(
                 f"no variant selected: {flags} keep none of the {len(h.variants)} harmonized variants{also}"
             )
-        lines.append(f"{int((keep & chosen).sum())} of {int(keep.sum())} variants selected by {flags}")
+        lines.append(f"{int(chosen.sum())} of {len(chosen)} variants selected by {flags}")
         keep &= chosen
+    n_sex = int((keep & sex).sum())
+    if n_sex and not counted:
+        if not reports:
+            why = f"--{'/--'.join(others)} do not count them yet"
+        elif noisy:
+            why = f"--privacy {spec.privacy} does not count them by sex yet"
+        else:
+            why = "--mind/--geno/--hwe/--maf do not count them yet"
+        lines.append(f"{n_sex} variants on chrX/chrY/MT left out: {why} (results are plink2's with --not-chr X,Y,MT)")
+        keep &= ~sex
+    elif n_sex and others:
+        if not (keep & ~sex).any():
+            raise JobFailed(
+                f"no variant left for --{'/--'.join(others)}: all {int(keep.sum())} selected variants are on "
+                "chrX/chrY/MT, which they leave out"
+            )
+        lines.append(
+            f"{n_sex} variants on chrX/chrY/MT are counted in --{'/--'.join(reports)} only: --{'/--'.join(others)} "
+            "leave them out (their results are plink2's with --not-chr X,Y,MT)"
+        )
     if not keep.any():
         raise JobFailed(f"no variant left: all {len(h.variants)} harmonized variants are on chrX/chrY/MT")
     return (h if keep.all() else h.take(np.flatnonzero(keep))), lines

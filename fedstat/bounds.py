@@ -21,6 +21,7 @@ from fedstat.data.categories import MAX_LEVELS
 from fedstat.errors import ProtocolError, shown
 from fedstat.jobs import JobSpec, derived_columns, expand_names, pca_components, qc_filters
 from fedstat.privacy.base import PlannedArray
+from fedstat.privacy.modes import get_mode
 from fedstat.stats import allele, glm_logistic, pca
 from fedstat.stats.base import RoundPlan, declared_arrays
 
@@ -47,7 +48,9 @@ class RoundCaps:
 def round_caps(spec: JobSpec) -> RoundCaps:
     """The rounds a job can need, from its spec alone: every site refuses a round beyond them.
 
-    One round each for ``--mind``, the variant filters, the allele reports, ``--assoc``/``--model``
+    One round each for ``--mind``, the variant filters, the allele reports (and, without ``--mind``,
+    a filter or dp, their rounds over chrX/chrY's males and for ``--hardy`` chrX's females,
+    :mod:`fedstat.stats.sexchr`), ``--assoc``/``--model``
     and ``--glm``'s describe and linear rounds; ``--pca``: its allele counts, at most
     :data:`fedstat.stats.pca.MAX_ITERATIONS` subspace iterations and the PC-scores round; each
     ``--glm`` phenotype at most :func:`fedstat.stats.glm_logistic.max_rounds` logistic rounds.
@@ -57,6 +60,8 @@ def round_caps(spec: JobSpec) -> RoundCaps:
     mind, qc, _ = qc_filters(spec)
     analyses = set(spec.analyses)
     rounds = int(mind is not None) + int(qc.active) + int(bool(analyses & set(allele.ANALYSES)))
+    if analyses & set(allele.ANALYSES) and mind is None and not qc.active and not get_mode(spec.privacy).adds_noise:
+        rounds += 1 + int("hardy" in analyses)  # by sex, where the job's variants are on chrX/chrY
     rounds += int(bool(analyses & {"assoc", "model"}))
     if pca_components(spec):
         rounds += 1 + pca.MAX_ITERATIONS + int(bool(derived_columns(spec)))

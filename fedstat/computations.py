@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 
 from fedstat.data.genotypes import BOTH, HARDCALLS, GenotypeBlock
+from fedstat.data.sex import FEMALE, INVALID, MALE, invalid_sex_message
+from fedstat.errors import InputError, ProtocolError
 from fedstat.privacy.dp import CountSensitivity
-from fedstat.stats import allele, assoc, glm, pca
+from fedstat.stats import allele, assoc, glm, pca, sexchr
 from fedstat.stats.base import (
     Cohort,
     LocalComputation,
@@ -77,6 +79,39 @@ class _AlleleCounts:
             return allele.local_sums(block)
         counts = allele.local_sums(block.hardcalls)
         return counts | allele.local_dosage_sums(block.dosages, counts)
+
+
+class _AlleleCountsBySex(_AlleleCounts):
+    """Site side of the allele reports on chrX/chrY: the same counts over the cohort's males or
+    females (``params['sex']``), which plink2 counts haploid (males) or alone (.hardy.x, females)."""
+
+    def _members(self, cohort: Cohort, params: Mapping[str, str]) -> np.ndarray:
+        """[array, shape: (cohort.n,), dtype bool] the participants of the round's sex."""
+        code = {sexchr.MALE: MALE, sexchr.FEMALE: FEMALE}.get(params.get("sex", ""))
+        if code is None:
+            raise ProtocolError("a round of genotype counts by sex names no sex (male or female)")
+        if cohort.sex is None:
+            raise InputError("this round needs the participants' sex, which this site's cohort does not carry")
+        if bool((cohort.sex == INVALID).any()):
+            raise InputError(invalid_sex_message())
+        return np.asarray(cohort.sex == code)
+
+    def release_groups(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
+        """The cohort (whose counts the job releases on the same variants, or may) and the round's
+        sex, when this site has anyone of it: the ledger then refuses a split that leaves fewer
+        than ``min_group`` on either side (one male, or one non-male)."""
+        members = self._members(cohort, inp.params)
+        groups = {"cohort": np.ones(cohort.n, dtype=bool)}
+        if members.any():
+            groups[inp.params["sex"]] = members
+        return groups
+
+    def block_sums(self, block: Any, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
+        members = self._members(cohort, inp.params)
+        if isinstance(block, GenotypeBlock):
+            dosages = None if block.dosages is None else block.dosages[:, members]
+            return super().block_sums(GenotypeBlock(block.hardcalls[:, members], dosages), cohort, inp, rows)
+        return super().block_sums(np.asarray(block)[:, members], cohort, inp, rows)
 
 
 class _SampleMissing:
@@ -145,6 +180,12 @@ COMPUTATIONS: Mapping[str, Computation] = {
             _AlleleCounts(),
             # a person's call is in one of four genotype classes (missing included)
             dp=CountSensitivity((*allele.SUM_NAMES,), 1),
+        ),
+        Computation(
+            "allele_counts_sex",
+            _AlleleCountsBySex(),
+            dp=CountSensitivity((*allele.SUM_NAMES,), 1),  # as allele_counts, over one sex
+            label="chrX/chrY counts by sex",
         ),
         Computation(
             "sample_missing",

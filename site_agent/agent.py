@@ -38,7 +38,7 @@ from fedstat.errors import (
     ProtocolError,
     SiteUnavailable,
 )
-from fedstat.jobs import JobSpec, check_round
+from fedstat.jobs import JobSpec, check_round, check_round_variants
 from fedstat.net import secure_channel, server_certificate
 from fedstat.pki import (
     RevocationList,
@@ -639,8 +639,7 @@ class SiteAgent:
         plan = job.plan
         n_global = len(plan.local_index)
         variants = arrays.pop("variants") if req.subset else np.arange(n_global, dtype=np.int64)
-        if variants.size and (variants.min() < 0 or variants.max() >= n_global):
-            raise ProtocolError(f"round {req.round}: variant subset outside the harmonized list")
+        check_round_variants(req.round, req.analysis, req.params, variants, plan, job.dataset.genotypes.variants)
         check_round_inputs(arrays, len(variants))
         inp = RoundInput(params=dict(req.params), arrays=arrays, variants=variants)
         ctx = RoundContext(

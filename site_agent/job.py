@@ -57,7 +57,7 @@ class Job:
 def build_cohort(
     spec: JobSpec, dataset: Dataset, members: np.ndarray, zero_dropped: dict[str, int] | None = None
 ) -> Cohort:
-    """The job's phenotype and covariate columns for ``members`` (sorted genotype columns)."""
+    """The job's phenotype and covariate columns, and the sexes, for ``members`` (sorted genotype columns)."""
     row_of_column = np.empty(dataset.genotypes.n_samples, dtype=np.int64)
     row_of_column[dataset.genotype_index] = np.arange(len(dataset.genotype_index))
     rows = row_of_column[members]
@@ -66,7 +66,9 @@ def build_cohort(
     names = dict.fromkeys(n for n in (*spec.pheno_names, *spec.covar_names) if n not in derived)
     columns = {n: np.asarray(dataset.samples.column(n), dtype=np.float64)[rows] for n in names if n not in categorical}
     categories = {n: cats[rows] for n, cats in categorical.items()}
-    return Cohort(n=len(members), columns=columns, zero_dropped=zero_dropped or {}, categories=categories)
+    return Cohort(
+        n=len(members), columns=columns, zero_dropped=zero_dropped or {}, categories=categories, sex=dataset.sex[rows]
+    )
 
 
 def covariate_levels_pb(levels: dict[str, tuple[str, ...]]) -> list[site_pb2.CovariateLevels]:

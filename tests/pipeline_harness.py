@@ -68,7 +68,8 @@ def run_pipeline(
 ) -> Run:
     spec = spec.validated()
     sites = make_sites(table, spec, names)
-    analysis = plan_job(spec, JobContext(spec=spec.to_json(), sites=tuple((s.name, s.cohort.n) for s in sites)))
+    ctx = JobContext(spec=spec.to_json(), sites=tuple((s.name, s.cohort.n) for s in sites))
+    analysis = plan_job(spec, ctx, variants)
     sums = None
     rounds: list[str] = []
     n_var = geno.shape[0]

@@ -59,6 +59,7 @@ def _cohort(n: int = 40) -> Cohort:
             "QT": rng.normal(size=n),
             "AGE": rng.normal(50, 5, n),
         },
+        sex=rng.integers(0, 3, n).astype(np.int8),  # male, female, unknown
     )
 
 
@@ -70,6 +71,7 @@ def _rounds(n_var: int) -> list[RoundPlan]:
     coef = rng.normal(scale=0.1, size=(n_var, 3))
     return [
         RoundPlan("allele_counts"),
+        RoundPlan("allele_counts_sex", params={"sex": "male"}),
         RoundPlan("sample_missing", params={"mind": "0.1"}),
         RoundPlan("qc_counts", params={"controls": "CC"}),
         RoundPlan("pca_multiply", arrays={"freq": freq, "v": rng.normal(size=(n_var, 5))}),
@@ -288,7 +290,8 @@ SLACK = MAX_ATTEMPTS_PER_ROUND - 1  # rounds a restart without a dropped site ma
 @pytest.mark.parametrize(
     ("analyses", "options", "phenos", "covars", "rounds"),
     [
-        (("freq", "hardy"), {}, (), (), 1),
+        (("freq", "hardy"), {}, (), (), 3),  # the cohort, chrX/chrY's males, chrX's females
+        (("freq", "missing"), {}, (), (), 2),
         (("freq",), {"mind": "0.1", "geno": "0.1", "maf": "0.01"}, (), (), 3),
         (("pca",), {"pca": "10"}, (), (), 1 + pca.MAX_ITERATIONS),
         (("pca", "glm"), {"pca": "2"}, ("QT",), ("PC1", "PC2"), 1 + 400 + 1 + 2 + 166),
@@ -447,7 +450,7 @@ def test_caps__a_deviating_coordinator_asking_for_more_rounds_than_the_spec_need
         def log_lines(self):
             return []
 
-    monkeypatch.setattr(engine, "plan_job", lambda spec, ctx=None: Endless())
+    monkeypatch.setattr(engine, "plan_job", lambda spec, ctx=None, variants=None: Endless())
     coord, port = consortium
     spec = JobSpec(analyses=("freq",), out_name="f")
     caps = round_caps(spec.validated())

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_registry__holds_every_computation_of_the_analyses_once():
     assert set(COMPUTATIONS) == {
         "allele_counts",
+        "allele_counts_sex",
         "sample_missing",
         "qc_counts",
         *pca.LOCAL_COMPUTATIONS,

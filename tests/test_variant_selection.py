@@ -12,6 +12,7 @@ import gzip
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -155,12 +156,14 @@ def _run(session_pki, port: int, spec: JobSpec, out: Path) -> tuple[object, list
 
 @pytest.mark.parametrize("consortium_data", ["renamed"], indirect=True)
 def test_job__chromosome_names_harmonize_and_x_is_left_out_with_a_log_line(session_pki, consortium, tmp_path):
+    # under a variant filter (here --geno 1, which keeps every variant) fedstat leaves X/Y/MT out:
+    # the filters do not count them by sex yet (tests/test_sexchr.py: the reports without filters do)
     _, port = consortium
-    job, _ = _run(session_pki, port, JobSpec(analyses=("freq",), out_name="f"), tmp_path / "out")
+    job, _ = _run(session_pki, port, JobSpec(analyses=("freq",), out_name="f", options={"geno": "1"}), tmp_path / "out")
     assert job.state == "DONE", job.error
     log = "\n".join(job.log)
     assert "harmonized 1500 variants present at all 3 sites; 0 excluded" in log
-    assert "68 variants on chrX/chrY/MT left out: fedstat does not yet apply plink2's haploid handling of them" in log
+    assert "68 variants on chrX/chrY/MT left out: --mind/--geno/--hwe/--maf do not count them yet" in log
     # plink2 on the pooled data with --not-chr X,Y,MT: chromosomes 1-19 and 22, then XY (diploid, kept)
     head, *rows = _rows(EXPECTED / "pooled.afreq")
     kept = [r for r in rows if r.split("\t")[0] not in ("20", "21")]
@@ -251,17 +254,33 @@ def test_select_variants__subsets_every_site_plan_and_leaves_out_x_y_mt():
     )
     b = a.flipped(np.array([True, False, True, False, False])).take(np.array([4, 3, 2, 1, 0]))
     h = harmonize({"A": a, "B": b})
-    chosen, lines = select_variants(h, _spec(["--not-chr", "2"]))
+    # under a variant filter X/Y/MT are left out of the whole job
+    chosen, lines = select_variants(h, _spec(["--not-chr", "2", "--geno", "1"]))
     assert list(chosen.variants.id) == ["a", "e"]
     assert lines == [
-        "2 variants on chrX/chrY/MT left out: fedstat does not yet apply plink2's haploid handling of them "
+        "4 of 5 variants selected by --not-chr",
+        "2 variants on chrX/chrY/MT left out: --mind/--geno/--hwe/--maf do not count them yet "
         "(results are plink2's with --not-chr X,Y,MT)",
-        "2 of 3 variants selected by --not-chr",
     ]
     assert list(chosen.plans["A"].local_index) == [0, 4] and list(chosen.plans["B"].local_index) == [4, 0]
     assert list(chosen.plans["B"].flip) == [True, False]
     with pytest.raises(JobFailed, match=r"keep none of the 5 harmonized variants \(1 on chrX/chrY/MT"):
-        select_variants(h, _spec(["--chr", "X"]))
+        select_variants(h, _spec(["--chr", "X", "--geno", "1"]))
+    # the allele reports alone count them (fedstat.stats.sexchr); --chr X selects them
+    chosen, lines = select_variants(h, _spec(["--not-chr", "2"]))
+    assert list(chosen.variants.id) == ["a", "b", "e", "d"] and lines == ["4 of 5 variants selected by --not-chr"]
+    chosen, _ = select_variants(h, _spec(["--chr", "X"]))
+    assert list(chosen.variants.id) == ["b"]
+    # beside --glm they are in the reports only, said in the job log
+    glm = JobSpec(analyses=("freq", "glm"), out_name="f", pheno_names=("QT",)).validated()
+    chosen, lines = select_variants(h, glm)
+    assert len(chosen.variants) == 5
+    assert lines == [
+        "2 variants on chrX/chrY/MT are counted in --freq only: --glm leave them out (their results are "
+        "plink2's with --not-chr X,Y,MT)"
+    ]
+    with pytest.raises(JobFailed, match="no variant left for --glm: all 1 selected variants are on chrX/chrY/MT"):
+        select_variants(h, replace(glm, options={"chr": "X"}))
 
 
 # --- refusals ---------------------------------------------------------------------------------------

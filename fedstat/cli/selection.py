@@ -18,9 +18,11 @@ def add_variant_selection(p: argparse.ArgumentParser) -> None:
         "The coordinator keeps only these variants of the harmonized list, as plink2 would on the pooled "
         "file: --mind, --geno, --hwe, --maf and every analysis then see the selected variants only. IDs are "
         "the harmonized ones, as the pooled .pvar would list them. Under --privacy dp fewer variants mean "
-        "less noise per variant for the same epsilon. Variants on X, Y and MT are always left out in this "
-        "version (plink2 counts them haploid for males; fedstat does not yet): results equal plink2's with "
-        "--not-chr X,Y,MT. The job log says how many variants each step kept.",
+        "less noise per variant for the same epsilon. Variants on X, Y and MT are counted as plink2 counts them "
+        "by --freq, --geno-counts, --hardy and --missing (males haploid on X, Y in males only, MT haploid); "
+        "--pca, --glm, --assoc, --model leave them out, and a job with --mind, --geno, --hwe, --maf or under "
+        "dp leaves them out of everything (results then equal plink2's with --not-chr X,Y,MT). The job log "
+        "says how many variants each step kept.",
     )
     s.add_argument(
         "--chr",
@@ -30,6 +32,13 @@ def add_variant_selection(p: argparse.ArgumentParser) -> None:
         "(chr1, 01 and 1 are the same; 23-26 are X, Y, XY, MT as in plink2)",
     )
     s.add_argument("--not-chr", nargs="+", metavar="CODES", help="leave out these chromosomes (syntax as --chr)")
+    s.add_argument(
+        "--split-par",
+        nargs="+",
+        metavar="BUILD|BP",
+        help="rename chrX variants in the pseudo-autosomal regions PAR1/PAR2 before the selection, as plink2: "
+        "a build (b36/hg18, b37/hg19, b38/hg38) or two positions bp1 bp2",
+    )
     s.add_argument(
         "--from-bp",
         metavar="N",
@@ -79,6 +88,8 @@ def selection_options(args: argparse.Namespace) -> dict[str, str]:
         codes = getattr(args, key)
         if codes:
             options[key] = ",".join(codes)
+    if getattr(args, "split_par", None):
+        options["split_par"] = " ".join(args.split_par)
     for key in ("from_bp", "to_bp"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)

@@ -16,6 +16,7 @@ import numpy as np
 from fedstat.data.genotypes import GenotypeSource, open_genotypes
 from fedstat.data.import_cache import DEFAULT_IMPORT, ImportOptions
 from fedstat.data.samples import SampleTable, read_sample_table
+from fedstat.data.sex import SEX_COLUMN, genotype_file_sex, sex_codes
 from fedstat.errors import SampleTableError
 
 SAMPLES_FILE = "samples.tsv"
@@ -33,6 +34,8 @@ class Dataset:
     samples : the sample table
     genotype_index : [array, shape: (n_table_rows,), dtype int64] for each row of the sample
         table, the column of that sample in the genotype files
+    sex : [array, shape: (n_table_rows,), dtype int8] each sample's sex in plink2's codes, from the
+        sample table's ``SEX`` column or else the genotype files (:mod:`fedstat.data.sex`)
     """
 
     name: str
@@ -40,6 +43,7 @@ class Dataset:
     genotypes: GenotypeSource
     samples: SampleTable
     genotype_index: np.ndarray
+    sex: np.ndarray
 
     @property
     def n_samples(self) -> int:
@@ -89,7 +93,9 @@ def open_dataset(
                 f"(first is genotype sample #{extra[0] + 1}); add them to the table (with NA values) or remove them"
             )
         index = np.fromiter((gpos[k] for k in tkeys), dtype=np.int64, count=len(tkeys))
+        file_sex = genotype_file_sex(genotypes.path, genotypes.format, genotypes.n_samples)[index]
+        sex = sex_codes(file_sex, table.numeric.get(SEX_COLUMN, table.text.get(SEX_COLUMN)))
     except BaseException:
         genotypes.close()
         raise
-    return Dataset(name=name, directory=directory, genotypes=genotypes, samples=table, genotype_index=index)
+    return Dataset(name=name, directory=directory, genotypes=genotypes, samples=table, genotype_index=index, sex=sex)

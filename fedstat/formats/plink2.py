@@ -1,12 +1,13 @@
 """plink2-format output files, byte for byte as plink2 2.00a3.5 writes them.
 
 Report tables for ``--freq``, ``--geno-counts``, ``--hardy`` and ``--missing`` (variant report)
-on autosomal biallelic variants (:func:`write_reports`):
+on biallelic variants (:func:`write_reports`; chrX, chrY and MT as :mod:`fedstat.stats.sexchr`
+counts them, chrX's ``--hardy`` in ``.hardy.x``, :func:`write_hardy_x`):
 
 =========  ==========================================================================
 ``.afreq`` ``#CHROM ID REF ALT ALT_FREQS OBS_CT`` (OBS_CT: allele observations)
 ``.gcount````#CHROM ID REF ALT HOM_REF_CT HET_REF_ALT_CTS TWO_ALT_GENO_CTS HAP_REF_CT
-           HAP_ALT_CTS MISSING_CT`` (haploid counts are 0 on autosomes)
+           HAP_ALT_CTS MISSING_CT`` (haploid counts are 0 but on chrX, chrY, MT)
 ``.hardy`` ``#CHROM ID A1 AX HOM_A1_CT HET_A1_CT TWO_AX_CT O(HET_A1) E(HET_A1) P``
            (A1 = REF, AX = ALT)
 ``.vmiss`` ``#CHROM ID MISSING_CT OBS_CT F_MISS`` (OBS_CT: all samples, missing included)
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,7 @@ from fedstat.formats.atomic import atomic_write_text
 from fedstat.formats.numbers import CachedFormat, format_g, format_g_array, int_strings, lntoa_g
 from fedstat.stats.allele import ANALYSES, AlleleReports, AlleleStats
 from fedstat.stats.glm import GlmResult, GlmTables
+from fedstat.stats.hwe_x import HardyX
 from fedstat.stats.pca import PcaResult, pc_names
 
 __all__ = [
@@ -51,6 +54,7 @@ __all__ = [
     "EXTENSIONS",
     "GCOUNT_HEADER",
     "HARDY_HEADER",
+    "HARDY_X_HEADER",
     "VMISS_HEADER",
     "write_adjusted",
     "write_afreq",
@@ -59,6 +63,7 @@ __all__ = [
     "write_glm",
     "write_glm_tables",
     "write_hardy",
+    "write_hardy_x",
     "write_pca",
     "write_reports",
     "write_vmiss",
@@ -87,6 +92,22 @@ HARDY_HEADER = (
     "TWO_AX_CT",
     "O(HET_A1)",
     "E(HET_A1)",
+    "P",
+)
+HARDY_X_HEADER = (
+    "#CHROM",
+    "ID",
+    "A1",
+    "AX",
+    "FEMALE_HOM_A1_CT",
+    "FEMALE_HET_A1_CT",
+    "FEMALE_TWO_AX_CT",
+    "MALE_A1_CT",
+    "MALE_AX_CT",
+    "O(FEMALE_HET_A1)",
+    "E(FEMALE_HET_A1)",
+    "FEMALE_A1_FREQ",
+    "MALE_A1_FREQ",
     "P",
 )
 VMISS_HEADER = ("#CHROM", "ID", "MISSING_CT", "OBS_CT", "F_MISS")
@@ -134,7 +155,8 @@ def write_afreq(path: str | Path, variants: VariantTable, stats: AlleleStats) ->
 
 
 def write_gcount(path: str | Path, variants: VariantTable, stats: AlleleStats) -> Path:
-    """Write a plink2 ``.gcount`` table (``--geno-counts``); haploid counts are 0."""
+    """Write a plink2 ``.gcount`` table (``--geno-counts``); haploid counts are 0 where
+    ``stats`` has none (autosomes)."""
     _check_rows(variants, stats, "write_gcount")
     zeros = ["0"] * len(variants)
     cols = [
@@ -142,16 +164,21 @@ def write_gcount(path: str | Path, variants: VariantTable, stats: AlleleStats) -
         int_strings(stats.hom_ref),
         int_strings(stats.het),
         int_strings(stats.hom_alt),
-        zeros,
-        zeros,
+        zeros if stats.hap_ref is None else int_strings(stats.hap_ref),
+        zeros if stats.hap_alt is None else int_strings(stats.hap_alt),
         int_strings(stats.missing),
     ]
     return atomic_write_text(path, _table_lines(GCOUNT_HEADER, cols))
 
 
-def write_hardy(path: str | Path, variants: VariantTable, stats: AlleleStats) -> Path:
-    """Write a plink2 ``.hardy`` table (``--hardy``), A1 = REF, AX = ALT."""
+def write_hardy(path: str | Path, variants: VariantTable, stats: AlleleStats, rows: np.ndarray | None = None) -> Path:
+    """Write a plink2 ``.hardy`` table (``--hardy``), A1 = REF, AX = ALT, over ``rows`` (None: all)."""
     _check_rows(variants, stats, "write_hardy")
+    if rows is not None:
+        variants = variants.take(rows)
+        stats = replace(
+            stats, **{f.name: getattr(stats, f.name)[rows] for f in fields(stats) if getattr(stats, f.name) is not None}
+        )
     cols = [
         *_keys(variants),
         int_strings(stats.hom_ref),
@@ -167,20 +194,48 @@ def write_hardy(path: str | Path, variants: VariantTable, stats: AlleleStats) ->
 def write_vmiss(path: str | Path, variants: VariantTable, stats: AlleleStats) -> Path:
     """Write a plink2 ``.vmiss`` table (``--missing``); OBS_CT counts all samples."""
     _check_rows(variants, stats, "write_vmiss")
-    total = stats.hom_ref + stats.het + stats.hom_alt + stats.missing
+    total = stats.hom_ref + stats.het + stats.hom_alt + stats.missing if stats.call_total is None else stats.call_total
     cols = [
         _strs(variants.chrom),
         _strs(variants.id),
-        int_strings(stats.missing),
+        int_strings(stats.missing if stats.call_missing is None else stats.call_missing),
         int_strings(total),
         format_g_array(stats.f_miss),
     ]
     return atomic_write_text(path, _table_lines(VMISS_HEADER, cols))
 
 
+def write_hardy_x(path: str | Path, variants: VariantTable, table: HardyX) -> Path:
+    """Write a plink2 ``.hardy.x`` table (``--hardy`` on chrX) over the rows of ``table``.
+
+    Columns ``#CHROM ID A1 AX FEMALE_HOM_A1_CT FEMALE_HET_A1_CT FEMALE_TWO_AX_CT MALE_A1_CT
+    MALE_AX_CT O(FEMALE_HET_A1) E(FEMALE_HET_A1) FEMALE_A1_FREQ MALE_A1_FREQ P``, A1 = REF.
+    """
+    rows = variants.take(table.rows)
+    cols = [
+        *_keys(rows),
+        int_strings(table.female_hom_ref),
+        int_strings(table.female_het),
+        int_strings(table.female_hom_alt),
+        int_strings(table.male_ref),
+        int_strings(table.male_alt),
+        format_g_array(table.o_het),
+        format_g_array(table.e_het),
+        format_g_array(table.female_ref_freq),
+        format_g_array(table.male_ref_freq),
+        format_g_array(table.p),
+    ]
+    return atomic_write_text(path, _table_lines(HARDY_X_HEADER, cols))
+
+
 #: the file extension of each allele report (:data:`fedstat.stats.allele.ANALYSES`)
 EXTENSIONS = {"freq": "afreq", "geno-counts": "gcount", "hardy": "hardy", "missing": "vmiss"}
-_WRITERS = {"freq": write_afreq, "geno-counts": write_gcount, "hardy": write_hardy, "missing": write_vmiss}
+_WRITERS: dict[str, Callable[[Path, VariantTable, AlleleStats], Path]] = {
+    "freq": write_afreq,
+    "geno-counts": write_gcount,
+    "hardy": write_hardy,
+    "missing": write_vmiss,
+}
 
 
 def write_reports(
@@ -188,6 +243,9 @@ def write_reports(
     variants: VariantTable,
     stats: AlleleStats,
     analyses: Iterable[str],
+    *,
+    hardy_rows: np.ndarray | None = None,
+    hardy_x: HardyX | None = None,
 ) -> list[Path]:
     """Write the plink2 tables for the requested analyses.
 
@@ -199,6 +257,9 @@ def write_reports(
     analyses : any of :data:`~fedstat.stats.allele.ANALYSES` (``freq`` -> .afreq,
         ``geno-counts`` -> .gcount, ``hardy`` -> .hardy, ``missing`` -> .vmiss); a leading
         ``--`` is accepted.
+    hardy_rows : the rows of ``.hardy`` (None: all); when empty no ``.hardy`` is written (plink2
+        writes none when every variant is on chrX, chrY or MT)
+    hardy_x : the ``.hardy.x`` table (chrX), written after ``.hardy`` when given
 
     Returns
     -------
@@ -220,12 +281,29 @@ def write_reports(
     if len(variants) != len(stats):
         raise InputError(f"write_reports: {len(variants)} variants but statistics for {len(stats)}")
     prefix = str(out_prefix)
-    return [_WRITERS[key](Path(f"{prefix}.{EXTENSIONS[key]}"), variants, stats) for key in wanted]
+    files = []
+    for key in wanted:
+        path = Path(f"{prefix}.{EXTENSIONS[key]}")
+        if key != "hardy":
+            files.append(_WRITERS[key](path, variants, stats))
+            continue
+        if hardy_rows is None or len(hardy_rows):
+            files.append(write_hardy(path, variants, stats, hardy_rows))
+        if hardy_x is not None:
+            files.append(write_hardy_x(Path(f"{prefix}.hardy.x"), variants, hardy_x))
+    return files
 
 
 def write_allele_reports(reports: AlleleReports, out_prefix: str | Path) -> list[Path]:
     """:func:`write_reports` for an :class:`~fedstat.stats.allele.AlleleReports`."""
-    return write_reports(out_prefix, reports.variants, reports.stats, reports.analyses)
+    return write_reports(
+        out_prefix,
+        reports.variants,
+        reports.stats,
+        reports.analyses,
+        hardy_rows=reports.hardy_rows,
+        hardy_x=reports.hardy_x,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

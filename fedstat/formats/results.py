@@ -4,7 +4,7 @@ An analysis returns a frozen result object (:meth:`fedstat.stats.base.JobAnalysi
 never writes a file. This module maps each result type to its writer, statically, at import:
 
 =============================================  ====================================================
-:class:`~fedstat.stats.allele.AlleleReports`    ``.afreq``, ``.gcount``, ``.hardy``, ``.vmiss``
+:class:`~fedstat.stats.allele.AlleleReports`    ``.afreq``, ``.gcount``, ``.hardy``, ``.hardy.x``, ``.vmiss``
                                                (:func:`fedstat.formats.plink2.write_reports`)
 :class:`~fedstat.stats.pca.PcaResult`           ``.eigenval``, ``.eigenvec.allele``
 :class:`~fedstat.stats.glm.GlmTables`           ``.<PHENO>.glm.*`` (:func:`~fedstat.formats.plink2.write_glm`)

@@ -15,7 +15,7 @@ the global sums into the next round or the final results.
 The site side of every computation, with what it declares, is in :mod:`fedstat.computations`.
 """
 
-from fedstat.jobs.checks import check_round
+from fedstat.jobs.checks import check_round, check_round_variants
 from fedstat.jobs.options import (
     DP_ANALYSES,
     GLM_MODIFIERS,
@@ -59,6 +59,7 @@ __all__ = [
     "RoundPlan",
     "VariantSelection",
     "check_round",
+    "check_round_variants",
     "checks_pooled_coding",
     "derived_columns",
     "dosage_refusal",

@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 
+import numpy as np
+
 from fedstat.data.categories import MAX_LEVELS, split_indicator
+from fedstat.data.variants import SitePlan, VariantTable
 from fedstat.errors import ProtocolError
 from fedstat.jobs.options import derived_columns, qc_filters, reads_dosages
 from fedstat.jobs.spec import JobSpec
+from fedstat.privacy.modes import get_mode
 from fedstat.stats import allele
 
-__all__ = ["check_round"]
+__all__ = ["check_round", "check_round_variants"]
 
 
 def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> None:
@@ -45,6 +49,16 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
             raise refuse("the job has no --freq/--geno-counts/--hardy/--missing/--pca")
         # with dosage sums only for a --freq that reads dosages (fedstat.jobs.reads_dosages)
         expected: dict[str, str] = {"dosage": "1"} if params.get("dosage") == "1" and reads_dosages(spec) else {}
+    elif computation == "allele_counts_sex":
+        sex = params.get("sex", "")
+        if not analyses & set(allele.ANALYSES):
+            raise refuse("the job has no --freq/--geno-counts/--hardy/--missing")
+        if sex not in ("male", "female") or (sex == "female" and "hardy" not in analyses):
+            raise refuse("its sex is not one the job's allele reports count by (males; females for --hardy)")
+        if mind is not None or qc.active or get_mode(spec.privacy).adds_noise:
+            raise refuse("under --mind/--geno/--hwe/--maf or dp the job counts no variant by sex")
+        dosage = sex == "male" and params.get("dosage") == "1" and reads_dosages(spec)
+        expected = {"sex": sex} | ({"dosage": "1"} if dosage else {})
     elif computation == "sample_missing":
         if mind is None:
             raise refuse("the job has no --mind")
@@ -120,3 +134,40 @@ def check_glm_columns(names: list[str], covars: set[str], refuse: Callable[[str]
         per_covariate[split[0]] = per_covariate.get(split[0], 0) + 1
     if any(k > MAX_LEVELS for k in per_covariate.values()):
         raise refuse(f"it gives a covariate more than {MAX_LEVELS} categories")
+
+
+def check_round_variants(
+    round_no: int,
+    computation: str,
+    params: Mapping[str, str],
+    variants: np.ndarray,
+    plan: SitePlan,
+    site_variants: VariantTable,
+) -> None:
+    """Refuse a round over variants it cannot cover: indices outside the harmonized list, or counts
+    by sex over variants the job does not count by sex (a deviating coordinator asking for the
+    males' counts on autosomes): the males' only on chrX and chrY, the females' only on chrX, as
+    this site's own files name the round's variants.
+
+    Parameters
+    ----------
+    variants : [array, shape: (n_round,), integer] the round's indices into the harmonized list
+    plan : the site's harmonization plan (its row of each harmonized variant)
+    site_variants : the site's own variants (rows of ``plan.local_index``)
+
+    Raises
+    ------
+    ProtocolError
+        naming the round or the computation and what it asked for
+    """
+    if variants.size and (variants.min() < 0 or variants.max() >= len(plan.local_index)):
+        raise ProtocolError(f"round {round_no}: variant subset outside the harmonized list")
+    if computation != "allele_counts_sex":
+        return
+    allowed = ["X"] if params.get("sex") == "female" else ["X", "Y"]
+    chrom = site_variants.chrom[np.asarray(plan.local_index)[variants]]
+    if not np.isin(np.asarray(chrom).astype(str), allowed).all():
+        raise ProtocolError(
+            f"round {computation!r} does not belong to the job the analyst signed: it asks for sums by sex on "
+            f"variants outside chr{'/chr'.join(allowed)}"
+        )

@@ -76,6 +76,7 @@ KNOWN_OPTIONS = {
     # --covar-variance-standardize: "1" (every quantitative covariate) or the covariates named, comma-separated
     "covar_variance_standardize": 20_000,
     # variant selection (fedstat.jobs.selection), applied to the harmonized variants before any round
+    "split_par": 40,  # plink2's --split-par: a build code or "bp1 bp2" (fedstat.jobs.par)
     "chr": 1000,
     "not_chr": 1000,
     "from_bp": 20,

@@ -3,6 +3,10 @@ its steps in plink2's order."""
 
 from __future__ import annotations
 
+import numpy as np
+
+from fedstat.data.variants import VariantTable
+from fedstat.errors import InputError
 from fedstat.formats.numbers import format_g_array
 from fedstat.jobs.options import (
     covar_standardize,
@@ -24,18 +28,23 @@ from fedstat.jobs.steps import (
     SubsetAnalysis,
 )
 from fedstat.report.gwas import JobContext
-from fedstat.stats import allele, assoc, glm, pca
+from fedstat.stats import allele, assoc, glm, pca, sexchr
 from fedstat.stats.base import JobAnalysis
 
 __all__ = ["plan_job"]
 
 
-def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
+def plan_job(spec: JobSpec, ctx: JobContext | None = None, variants: VariantTable | None = None) -> JobAnalysis:
     """The coordinator-side analysis for a validated spec (``ctx``: facts for the HTML report).
 
     Steps run in plink2's order: ``--mind`` (at each site), the variant filters on pooled
     counts, then the analyses over the variants kept: allele reports, ``--pca`` (whose PCs later
     steps may use as covariates), ``--glm`` / ``--assoc`` / ``--model`` and the GWAS outputs.
+
+    ``variants`` are the job's variants (after :func:`coordinator.harmonizer.select_variants`):
+    the allele reports count those on chrX, chrY and MT by sex and ploidy, as plink2 does
+    (:mod:`fedstat.stats.sexchr`); ``--pca``, ``--glm``, ``--assoc`` and ``--model`` run on the
+    others only. Without them every variant must be diploid.
     """
     ctx = ctx or JobContext(spec=spec.to_json())
     parts: list[JobAnalysis] = []
@@ -45,9 +54,18 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
     kept = KeptVariants()
     if qc.active:
         parts.append(QcAnalysis(qc, kept, controls=spec.pheno_names[0] if controls else ""))
+    rest = kept  # the variants of the analyses after the allele reports: none on chrX/chrY/MT
+    sex = None if variants is None else np.isin(variants.chrom.astype(str), sorted(sexchr.SEX_CHROMS))
+    if sex is not None and sex.any():
+        if mind is not None or qc.active:
+            raise InputError("--mind/--geno/--hwe/--maf do not count chrX/chrY/MT yet; their variants must be left out")
+        rest = KeptVariants()
+        rest.index = np.flatnonzero(~sex).astype(np.int64)
     allele_flags = tuple(a for a in spec.analyses if a in allele.ANALYSES)
     if allele_flags:
-        parts.append(SubsetAnalysis(AlleleAnalysis(allele_flags, dosage=reads_dosages(spec)), kept))
+        chrom = None if variants is None or mind is not None or qc.active else variants.chrom.astype(str)
+        parts.append(SubsetAnalysis(AlleleAnalysis(allele_flags, dosage=reads_dosages(spec), chrom=chrom), kept))
+    kept = rest
     k = pca_components(spec)
     if k:
         scores = tuple(c for c in spec.covar_names if c in derived_columns(spec))

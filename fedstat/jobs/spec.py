@@ -32,6 +32,7 @@ from fedstat.jobs.options import (
     pca_components,
     qc_filters,
 )
+from fedstat.jobs.par import split_par_bounds
 from fedstat.jobs.selection import variant_selection
 from fedstat.privacy.modes import canonical_mode, get_mode
 from fedstat.privacy.paillier import job_public_key
@@ -72,6 +73,7 @@ class JobSpec:
 
     def validated(self) -> JobSpec:
         """Return the spec with analyses in canonical order; InputError naming what is wrong."""
+
         unknown_options = sorted(set(self.options) - set(KNOWN_OPTIONS))
         if unknown_options:
             raise InputError(
@@ -81,6 +83,7 @@ class JobSpec:
         for key, value in self.options.items():
             if not isinstance(value, str) or len(value) > KNOWN_OPTIONS[key]:
                 raise InputError(f"job option {key} must be text of at most {KNOWN_OPTIONS[key]} characters")
+        split_par_bounds(self.options)  # InputError naming a bad --split-par
         if self.options.get("require_covar", "1") != "1":
             raise InputError("job option require_covar must be '1' (on) or absent")
         required = self.options.get("require_pheno", "1")

@@ -9,7 +9,7 @@ files: ``--mind``, the variant filters), written by :func:`fedstat.formats.resul
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -17,9 +17,13 @@ import numpy as np
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.report.gwas import GwasReport, JobContext
-from fedstat.stats import allele, assoc, glm
+from fedstat.stats import allele, assoc, glm, sexchr
 from fedstat.stats.base import JobAnalysis, Results, RoundPlan
+from fedstat.stats.hwe_x import HardyX
 from fedstat.stats.qc import QcResult, VariantQc, variant_filter
+
+#: The groups of the allele rounds, in the order they run.
+SEX_GROUPS = (sexchr.TOTALS, sexchr.MALE, sexchr.FEMALE)
 
 __all__ = [
     "AlleleAnalysis",
@@ -33,25 +37,60 @@ __all__ = [
 
 
 class AlleleAnalysis:
-    """``--freq --geno-counts --hardy --missing``: one round of genotype counts."""
+    """``--freq --geno-counts --hardy --missing``: a round of the cohort's genotype counts and, where
+    the job has variants on chrX, chrY or MT, rounds over the males and the females
+    (:mod:`fedstat.stats.sexchr`).
 
-    def __init__(self, analyses: tuple[str, ...], *, dosage: bool = False):
+    ``chrom`` (one code per job variant) is what the sex-aware plan is made from; None plans the one
+    round of old, over variants that must then all be diploid (checked in :meth:`result`).
+    """
+
+    def __init__(
+        self, analyses: tuple[str, ...], *, dosage: bool = False, chrom: Sequence[str] | np.ndarray | None = None
+    ):
         self.analyses = analyses
         self.dosage = dosage  # --freq from the sites' dosages (plink2's); see fedstat.jobs.reads_dosages
         self.stats: allele.AlleleStats | None = None
+        self.plan = None if chrom is None else sexchr.sex_rounds(chrom, analyses)
+        self.groups = [] if self.plan is None else [g for g in SEX_GROUPS if g in self.plan.rows]
+        self.sums: dict[str, Mapping[str, np.ndarray]] = {}
+        self.hardy_rows: np.ndarray | None = None
+        self.hardy_x: HardyX | None = None
 
     def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
-        if sums is None:
-            return RoundPlan("allele_counts", params={"dosage": "1"} if self.dosage else {})
-        self.stats = allele.finish(sums)
+        dosage = {"dosage": "1"} if self.dosage else {}
+        if self.plan is None or not self.plan.any_sex:
+            if sums is None:
+                return RoundPlan("allele_counts", params=dosage)
+            self.stats = allele.finish(sums)
+            return None
+        if not self.groups:
+            return None  # nothing to count (e.g. --hardy over chrY and MT only)
+        if sums is not None:
+            self.sums[self.groups[len(self.sums)]] = sums
+        if len(self.sums) < len(self.groups):
+            group = self.groups[len(self.sums)]
+            rows = self.plan.rows[group]
+            if group == sexchr.TOTALS:
+                return RoundPlan("allele_counts", params=dosage, variants=rows)
+            params = {"sex": group} | (dosage if group == sexchr.MALE else {})
+            return RoundPlan("allele_counts_sex", params=params, variants=rows)
+        self.stats, self.hardy_rows, self.hardy_x = sexchr.combine(self.plan, self.sums)
         return None
 
-    def result(self, variants: VariantTable) -> allele.AlleleReports:
-        assert self.stats is not None, "result() before the counts round finished"
-        return allele.AlleleReports(variants, self.stats, self.analyses)
+    def result(self, variants: VariantTable) -> allele.AlleleReports | None:
+        if self.plan is None and np.isin(variants.chrom.astype(str), sorted(sexchr.SEX_CHROMS)).any():
+            raise InputError("allele reports planned without the variants' chromosomes cannot count chrX/chrY/MT")
+        if self.stats is None and self.plan is not None and not self.groups:
+            return None  # e.g. --hardy over chrY and MT only: plink2 writes no table
+        assert self.stats is not None, "result() before the counts rounds finished"
+        return allele.AlleleReports(variants, self.stats, self.analyses, self.hardy_rows, self.hardy_x)
 
     def log_lines(self) -> list[str]:
-        return []
+        if self.plan is None or "hardy" not in self.analyses:
+            return []
+        skipped = int(np.isin(self.plan.kind, ["Y", "MT"]).sum())
+        return [f"--hardy: Skipping {skipped} haploid variants."] if skipped else []
 
 
 class MindAnalysis:

@@ -11,7 +11,8 @@ samples across sites.
 References
 ----------
 plink2 2.00a3.5 ``--freq``, ``--geno-counts``, ``--hardy``, ``--missing`` on autosomal
-biallelic variants; see :mod:`fedstat.formats.plink2` for the column layouts.
+biallelic variants (chrX, chrY and MT: :mod:`fedstat.stats.sexchr`, from the same sums over the
+cohort's males and females); see :mod:`fedstat.formats.plink2` for the column layouts.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from fedstat.data.genotypes import DOSAGE_UNIT
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.stats.hwe import hwe_exact_p
+from fedstat.stats.hwe_x import HardyX
 
 __all__ = [
     "ANALYSES",
     "SUM_NAMES",
     "AlleleReports",
     "AlleleStats",
+    "checked_counts",
     "finish",
     "local_sums",
 ]
@@ -119,6 +122,11 @@ class AlleleStats:
         REF frequency; 0 when no genotype is observed (.hardy E(HET_A1))
     f_miss : float64 share of missing calls among all samples (.vmiss F_MISS); NaN when
         there are no samples
+    hap_ref, hap_alt : int64 haploid REF / ALT calls (.gcount HAP_REF_CT, HAP_ALT_CTS): males on
+        chrX/chrY, everyone on MT (:mod:`fedstat.stats.sexchr`); None: 0 everywhere
+    call_missing, call_total : int64 .vmiss MISSING_CT and OBS_CT where they differ from
+        ``missing`` and all samples (chrY: males only; chrX/MT: ``missing`` also counts haploid
+        hets, .vmiss does not); None: ``missing`` and :attr:`n_samples`
     """
 
     hom_ref: np.ndarray
@@ -131,6 +139,10 @@ class AlleleStats:
     het_obs_frac: np.ndarray
     het_exp_frac: np.ndarray
     f_miss: np.ndarray
+    hap_ref: np.ndarray | None = None
+    hap_alt: np.ndarray | None = None
+    call_missing: np.ndarray | None = None
+    call_total: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.hom_ref.shape[0])
@@ -142,19 +154,9 @@ class AlleleStats:
         return total
 
 
-def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
-    """Turn global (summed over sites) genotype counts into the reported statistics.
-
-    Parameters
-    ----------
-    sums : for each name in :data:`SUM_NAMES`, [array, shape: (n_variants,)] of
-        non-negative integers (any integer or integral float dtype); and, where the round read
-        dosages, :data:`DOSAGE_SUM_NAMES` (the frequencies then come from the dosages, as plink2's
-        ``--freq``; the other reports from the hard calls).
-
-    Returns
-    -------
-    AlleleStats
+def checked_counts(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The :data:`SUM_NAMES` (and, where present, :data:`DOSAGE_SUM_NAMES`) of ``sums`` as int64
+    arrays, checked: 1-d, one shape, whole and non-negative.
 
     Raises
     ------
@@ -181,6 +183,29 @@ def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
         if arr.size and int(arr.min()) < 0:
             raise InputError(f"sum {name!r} holds a negative count")
         counts[name] = arr
+    return counts
+
+
+def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
+    """Turn global (summed over sites) genotype counts into the reported statistics.
+
+    Parameters
+    ----------
+    sums : for each name in :data:`SUM_NAMES`, [array, shape: (n_variants,)] of
+        non-negative integers (any integer or integral float dtype); and, where the round read
+        dosages, :data:`DOSAGE_SUM_NAMES` (the frequencies then come from the dosages, as plink2's
+        ``--freq``; the other reports from the hard calls).
+
+    Returns
+    -------
+    AlleleStats
+
+    Raises
+    ------
+    InputError
+        If a sum is missing, the arrays differ in shape, or a count is negative or not whole.
+    """
+    counts = checked_counts(sums)
     hom_ref, het, hom_alt, missing = (counts[n] for n in SUM_NAMES)
 
     n_obs = hom_ref + het + hom_alt  # genotyped samples
@@ -223,8 +248,14 @@ class AlleleReports:
     variants : the variants counted, one row per entry of ``stats``
     stats : from :func:`finish`
     analyses : the requested :data:`ANALYSES`, in order
+    hardy_rows : [array, shape: (n_hardy,), dtype int64] the rows of ``.hardy`` (the diploid
+        variants: plink2 writes chrX to ``.hardy.x`` and skips chrY and MT); None: every row. No
+        ``.hardy`` is written when it is empty, as plink2 writes none.
+    hardy_x : the ``.hardy.x`` table when the job has chrX variants and ``--hardy``
     """
 
     variants: VariantTable
     stats: AlleleStats
     analyses: tuple[str, ...]
+    hardy_rows: np.ndarray | None = None
+    hardy_x: HardyX | None = None

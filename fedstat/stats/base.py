@@ -48,12 +48,16 @@ class Cohort:
     categories : categorical covariate -> [array, shape: (n,), dtype object] each participant's
         category, ``""`` where missing (:mod:`fedstat.data.categories`); ``--glm`` reads its
         indicator columns ``COL=LEVEL`` through :func:`fedstat.stats.glm_common.cohort_column`
+    sex : [array, shape: (n,), dtype int8] each participant's sex in plink2's codes (1 male,
+        2 female, 0 unknown; -1 a sample-table value that is no sex, :mod:`fedstat.data.sex`), which
+        the allele reports on chrX/chrY need; None when not given (then a round that needs it refuses)
     """
 
     n: int
     columns: Mapping[str, np.ndarray]
     zero_dropped: Mapping[str, int] = field(default_factory=dict)
     categories: Mapping[str, np.ndarray] = field(default_factory=dict)
+    sex: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -341,11 +345,18 @@ def updated_cohort(cohort: Cohort, update: SiteUpdate) -> Cohort:
     """The cohort for later rounds after ``update``: derived columns added, dropped participants gone."""
     columns = {**cohort.columns, **{k: np.asarray(v, dtype=np.float64) for k, v in update.columns.items()}}
     if update.keep is None:
-        return Cohort(n=cohort.n, columns=columns, zero_dropped=cohort.zero_dropped, categories=cohort.categories)
+        return Cohort(
+            n=cohort.n,
+            columns=columns,
+            zero_dropped=cohort.zero_dropped,
+            categories=cohort.categories,
+            sex=cohort.sex,
+        )
     keep = np.asarray(update.keep, dtype=bool)
     return Cohort(
         n=int(keep.sum()),
         columns={k: v[keep] for k, v in columns.items()},
         zero_dropped=cohort.zero_dropped,
         categories={k: v[keep] for k, v in cohort.categories.items()},
+        sex=None if cohort.sex is None else cohort.sex[keep],
     )
