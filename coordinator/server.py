@@ -560,7 +560,7 @@ def strictest_policy(policies: list[common_pb2.DisclosurePolicy]) -> common_pb2.
         count_granularity=max(p.count_granularity for p in policies),
         dp_analyst_share=min(p.dp_analyst_share for p in policies),
         # names only: a set of the same name is each site's own
-        sample_sets=[n for n in policies[0].sample_sets if all(n in p.sample_sets for p in policies)],
+        set_names=[n for n in policies[0].set_names if all(n in p.set_names for p in policies)],
     )
 
 

@@ -181,7 +181,7 @@ class SiteAgent:
             dp_delta=p.dp_delta,
             count_granularity=p.granularity,
             dp_analyst_share=p.dp_analyst_share,
-            sample_sets=list(self.datasets[dataset].sample_sets),  # the operator's names only, never members
+            set_names=list(self.datasets[dataset].sample_sets),  # the operator's names only, never members
         )
 
     # --- connection -----------------------------------------------------------------------

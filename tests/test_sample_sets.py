@@ -296,7 +296,7 @@ def _restart_with_sets(coord, agents, tmp_path: Path, sets: dict[str, dict[str, 
     def ready() -> bool:
         for site in GWAS_SITES:
             s = coord.registry.get(site)
-            if s is None or not s.hello.policies or list(s.hello.policies[0].sample_sets) != list(sets[site]):
+            if s is None or not s.hello.policies or list(s.hello.policies[0].set_names) != list(sets[site]):
                 return False
         return True
 
@@ -319,8 +319,8 @@ def test_attack__a_set_and_everyone_differing_by_one_participant_is_refused_by_t
     _restart_with_sets(coord, consortium_agents, tmp_path, sets)
     with Client(analyst_profile(session_pki, port)) as c:
         policies = c.policies()
-        assert {p.site: list(p.sample_sets) for p in policies.sites} == {s: ["qc_pass"] for s in GWAS_SITES}
-        assert list(policies.strictest.sample_sets) == ["qc_pass"]  # the sets every site defines
+        assert {p.site: list(p.set_names) for p in policies.sites} == {s: ["qc_pass"] for s in GWAS_SITES}
+        assert list(policies.strictest.set_names) == ["qc_pass"]  # the sets every site defines
         first = c.wait(c.submit(JobSpec(analyses=("freq",), out_name="q", options={"sample_set": "qc_pass"})).job_id)
         assert first.state == "DONE"
         second = c.wait(c.submit(JobSpec(analyses=("freq",), out_name="all")).job_id, raise_on_failure=False)
@@ -340,3 +340,31 @@ def test_attack__a_set_and_everyone_differing_by_one_participant_is_refused_by_t
             third.error
         )
         assert "qc_pass)" in third.error
+
+
+def test_site_check__shows_each_set_to_the_operator_and_a_bad_set_marks_the_dataset_broken(
+    session_pki, tmp_path: Path, capsys
+):
+    from fedstat.cli.main import main as cli
+
+    tls = session_pki.tls("EUR")
+    (tmp_path / "sets").mkdir()
+    (tmp_path / "sets" / "few.txt").write_text("#FID IID\nEUR_00002 EUR_00002\nEUR_00001 EUR_00001\n")
+    (tmp_path / "sets" / "bad.txt").write_text("EUR_00002 EUR_00002\nEUR_00002\n")
+
+    def check(sets: str) -> int:
+        path = tmp_path / "site.toml"
+        path.write_text(
+            f'[site]\ncoordinator = "localhost:7443"\nstate_dir = "{tmp_path / "state"}"\n\n'
+            f'[tls]\nca = "{tls.ca}"\ncert = "{tls.cert}"\nkey = "{tls.key}"\n\n'
+            f'[[datasets]]\nname = "main"\npath = "{FIXTURE / "EUR"}"\nsample_sets = {{ {sets} }}\n'
+        )
+        return cli(["site", "check", "--config", str(path)])
+
+    assert check(f'few = "{tmp_path / "sets" / "few.txt"}"') == 0
+    assert "dataset main: OK, pgen, 180 samples" in (out := capsys.readouterr().out)
+    assert "  sample set few: 2 samples\n" in out
+    assert check(f'few = "{tmp_path / "sets" / "few.txt"}", bad = "{tmp_path / "sets" / "bad.txt"}"') == 2
+    out = capsys.readouterr().out
+    assert f"dataset main: BROKEN: {tmp_path / 'sets' / 'bad.txt'}: line 2: sample set bad names a sample" in out
+    assert "FID is 0" in out and "EUR_00002" not in out.split("bad.txt: ", 1)[1]

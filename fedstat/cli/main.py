@@ -591,7 +591,7 @@ def _print_policies(resp: analyst_pb2.SitePoliciesResponse) -> None:
                 f"{p.dp_epsilon_remaining:.3g} (δ={p.dp_delta:g})",
                 str(p.count_granularity),
                 f"{p.dp_analyst_share:g}",
-                ",".join(p.sample_sets) or "-",
+                ",".join(p.set_names) or "-",
             )
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
@@ -698,6 +698,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         agent.load_datasets()
         for name, d in agent.datasets.items():
             print(f"dataset {name}: OK, {d.genotypes.format}, {d.n_samples} samples, {d.genotypes.n_variants} variants")
+            for set_name, rows in d.sample_sets.items():  # shown to the operator here; sizes never leave the site
+                print(f"  sample set {set_name}: {len(rows)} samples")
         for name, problem in agent.problems.items():
             print(f"dataset {name}: BROKEN: {problem}")
         return 2 if agent.problems else 0
