@@ -55,6 +55,7 @@ def _read(tmp_path: Path, text: str, *, fid: bool = True) -> list[int]:
         ("# FID IID\nf5 s6\n", [5]),  # "# FID" (a space after #) is a comment, not a header
         ("#FID IID SID\nf0 s1 x\n", [0]),  # a SID column is read and ignored
         ("#FID IID\r\nf3 s4\r\n", [3]),  # CRLF
+        ("f3 s4\n  \t \n", [3]),  # a blank line at the end
     ],
 )
 def test_read_sample_set__keep_layouts_select_the_rows_plink2_keeps(tmp_path: Path, text: str, rows: list[int]):
@@ -80,6 +81,7 @@ def test_read_sample_set__one_id_lines_name_fid_0_as_in_plink2(tmp_path: Path):
         ("f0 s1\nf1 s2\nf0 s1\n", r"line 3: sample set qc_pass names the sample of line 1 again"),
         ("\nf0 s1\n", r"line 1: empty line"),  # plink2: "Unexpected interior empty line"
         ("f0 s1\n\nf1 s2\n", r"line 2: empty line"),
+        ("f0 s1\n \t \nf1 s2\n", r"line 2: empty line"),  # blanks only: empty to plink2 too
         ("#FID IID\nf0\n", r"line 2: fewer IDs than the header names"),  # plink2: "fewer tokens than expected"
         ("#IID SID\ns1\n", r"line 2: fewer IDs"),
         ("#FID NAME\nf0 s1\n", r"line 1: header has no IID column"),  # plink2: "No IID column"

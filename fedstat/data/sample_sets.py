@@ -46,6 +46,12 @@ SET_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
 #: plink2's FID for a sample (or a --keep line) without one.
 NO_FID = "0"
+_DELIMITERS = re.compile(r"[ \t]+")
+
+
+def _tokens(line: str) -> list[str]:
+    """A line's tokens as plink2 splits them: on runs of spaces and tabs only."""
+    return [t for t in _DELIMITERS.split(line) if t]
 
 
 def _table_keys(table: SampleTable) -> dict[tuple[str, str], int]:
@@ -56,11 +62,11 @@ def _table_keys(table: SampleTable) -> dict[tuple[str, str], int]:
 def _header(path: Path, lines: list[str]) -> tuple[int, int, bool]:
     """(first data line's index, ID columns per line, whether the first token is the IID) of a
     --keep file: plink2 skips ``#`` lines up to a ``#FID IID`` / ``#IID`` header; without one the
-    data start at the first line, each line ``FID IID`` or a lone IID."""
+    data start at the first other line, each line ``FID IID`` or a lone IID."""
     for at, line in enumerate(lines):
         if not line.startswith("#"):
             return at, 0, False  # no header: plink2 skips the comments above
-        tokens = line[1:].split() if line[1:2].strip() else []  # "#FID" is a header, "# FID" a comment
+        tokens = _tokens(line[1:]) if line[1:2] not in (" ", "\t", "") else []  # "#FID" a header, "# FID" not
         if tokens[:1] == ["FID"]:
             if tokens[1:2] != ["IID"]:
                 raise SampleTableError(f"{path}: line {at + 1}: header has no IID column (expected #FID IID or #IID)")
@@ -100,7 +106,7 @@ def read_sample_set(path: Path, table: SampleTable, *, name: str, dataset: str) 
         raise SampleTableError(f"{path}: cannot read sample set {name} ({exc.strerror})") from exc
     except UnicodeDecodeError:
         raise SampleTableError(f"{path}: sample set {name} is not UTF-8 text") from None
-    while lines and not lines[-1].strip():
+    while lines and not _tokens(lines[-1]):
         lines.pop()  # plink2 allows empty lines at the end only
     keys = _table_keys(table)
     at, columns, one_id = _header(path, lines)
@@ -108,7 +114,7 @@ def read_sample_set(path: Path, table: SampleTable, *, name: str, dataset: str) 
     first_line: dict[int, int] = {}
     for k in range(at, len(lines)):
         lineno = k + 1
-        tokens = lines[k].split()
+        tokens = _tokens(lines[k])
         if not tokens:
             raise SampleTableError(f"{path}: line {lineno}: empty line (only allowed at the end, as plink2 --keep)")
         if len(tokens) < columns:
