@@ -559,6 +559,8 @@ def strictest_policy(policies: list[common_pb2.DisclosurePolicy]) -> common_pb2.
         dp_delta=min(p.dp_delta for p in policies),
         count_granularity=max(p.count_granularity for p in policies),
         dp_analyst_share=min(p.dp_analyst_share for p in policies),
+        # names only: a set of the same name is each site's own
+        set_names=[n for n in policies[0].set_names if all(n in p.set_names for p in policies)],
     )
 
 

@@ -46,6 +46,9 @@ site.toml::
     # bgen_ref = "first"             # genotypes.bgen only: REF is each record's first allele ("last": the second)
     # vcf_dosage = "DS"              # a VCF's imputed dosages, as plink2 --vcf ... dosage=DS (or HDS, GP;
                                      # "GT": hard calls only); unset, a VCF holding dosages is refused
+    # sample_sets = { unrelated = "sets/unrelated.txt", qc_pass = "sets/qc_pass.txt" }
+                                     # named subsets analysts select with --sample-set NAME: plink2 --keep
+                                     # files (FID IID per line), relative to the dataset's path
 
     [policy]
     allowed_analyses = ["freq", "geno-counts", "hardy", "missing"]
@@ -84,6 +87,7 @@ from pathlib import Path
 from typing import Any
 
 from fedstat.data.import_cache import BGEN_REF_ALLELES, DEFAULT_IMPORT, VCF_DOSAGE_FIELDS, ImportOptions
+from fedstat.data.sample_sets import SET_NAME_RE
 from fedstat.errors import ConfigError
 from fedstat.jobs import KNOWN_ANALYSES as ALL_ANALYSES
 from fedstat.pki import TlsFiles
@@ -290,6 +294,8 @@ class DatasetConfig:
     path: Path
     consent_default: str = ""  # DUO code for participants with an empty consent cell (e.g. "HMB;NPU")
     import_options: ImportOptions = DEFAULT_IMPORT  # vcf_dosage / bgen_ref: how a VCF or BGEN is read
+    # the site's named sample sets: (name, plink2 --keep file), read when the dataset opens
+    sample_sets: tuple[tuple[str, Path], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -386,7 +392,7 @@ def load_site_config(path: Path) -> SiteConfig:
     datasets = []
     for i, raw in enumerate(raw_datasets):
         dr = _Reader(path, f"datasets[{i}]", raw)
-        dr.check_unknown({"name", "path", "consent_default", "vcf_dosage", "bgen_ref"})
+        dr.check_unknown({"name", "path", "consent_default", "vcf_dosage", "bgen_ref", "sample_sets"})
         default = dr.get("consent_default", str, "")
         if default:
             from fedstat.consent import parse_consent  # noqa: PLC0415
@@ -407,12 +413,14 @@ def load_site_config(path: Path) -> SiteConfig:
                 f'{dr.where("bgen_ref")} must be "first" or "last" (which allele of a BGEN record is REF, '
                 f"as plink2's --bgen ref-first / ref-last), got {bgen_ref!r}"
             )
+        data = dr.path_("path")
         datasets.append(
             DatasetConfig(
                 name=dr.get("name", str),
-                path=dr.path_("path"),
+                path=data,
                 consent_default=default,
                 import_options=ImportOptions(vcf_dosage=vcf_dosage, bgen_ref=bgen_ref),
+                sample_sets=_sample_sets(dr, data),
             )
         )
     names = [d.name for d in datasets]
@@ -495,6 +503,24 @@ def load_site_config(path: Path) -> SiteConfig:
         max_concurrent_jobs=r.positive_int("max_concurrent_jobs", 2),
         log_format=_log_format(r),
     )
+
+
+def _sample_sets(dr: _Reader, data: Path) -> tuple[tuple[str, Path], ...]:
+    """A dataset's ``sample_sets = { NAME = "file", ... }``: each file relative to the dataset's
+    directory (or absolute). The files are read when the dataset opens (:mod:`fedstat.data.sample_sets`)."""
+    sr = _Reader(dr.path, f"{dr.section}.sample_sets", dr.get("sample_sets", dict, {}))
+    out = []
+    for name in sr.table:
+        if not SET_NAME_RE.match(name):
+            raise ConfigError(
+                f"{sr.where(name)}: a sample set's name is letters, digits, _ . - (at most 100): analysts type it "
+                "after --sample-set"
+            )
+        file = Path(sr.get(name, str)).expanduser()
+        if not str(file).strip() or file == Path():
+            raise ConfigError(f"{sr.where(name)} must name a file (plink2 --keep format, relative to the dataset)")
+        out.append((name, file if file.is_absolute() else data / file))
+    return tuple(out)
 
 
 def _access_rules(path: Path, pr: _Reader) -> tuple[AccessRule, ...]:

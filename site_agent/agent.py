@@ -116,17 +116,13 @@ class SiteAgent:
             log.info("disease ontology %s: %d terms", self.config.policy.disease_ontology, len(self._ontology))
         for ds in self.config.datasets:
             try:
-                cache, threads = self.config.cache_dir / ds.name, self.config.threads
-                opened = open_dataset(ds.name, ds.path, cache_dir=cache, threads=threads, options=ds.import_options)
-                self.datasets[ds.name] = opened
-                d = self.datasets[ds.name]
-                log.info(
-                    "dataset %s: %s, %d samples, %d variants",
-                    ds.name,
-                    d.genotypes.format,
-                    d.n_samples,
-                    d.genotypes.n_variants,
+                cache, threads, sets = self.config.cache_dir / ds.name, self.config.threads, ds.sample_sets
+                opened = open_dataset(
+                    ds.name, ds.path, cache_dir=cache, threads=threads, options=ds.import_options, sample_sets=sets
                 )
+                d, g = opened, opened.genotypes
+                self.datasets[ds.name] = d
+                log.info("dataset %s: %s, %d samples, %d variants", ds.name, g.format, d.n_samples, g.n_variants)
             except FedstatError as exc:
                 self.problems[ds.name] = str(exc)
                 log.error("dataset %s cannot be used: %s", ds.name, exc)
@@ -185,6 +181,7 @@ class SiteAgent:
             dp_delta=p.dp_delta,
             count_granularity=p.granularity,
             dp_analyst_share=p.dp_analyst_share,
+            set_names=list(self.datasets[dataset].sample_sets),  # the operator's names only, never members
         )
 
     # --- connection -----------------------------------------------------------------------

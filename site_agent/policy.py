@@ -9,6 +9,13 @@ Consent: when the sample table has a ``consent`` column or the dataset declares
 part (:mod:`fedstat.consent`; a job that declares no purpose is general research use,
 GRU). A participant once marked WITHDRAWN is recorded in the site's withdrawal registry and never
 included again. Without any consent information every participant of the table takes part.
+
+Sample sets: a job naming ``--sample-set NAME`` runs over the members of the set this site defines
+under that name for the dataset (``sample_sets`` in ``site.toml``), intersected with the
+consent-matching participants and ``--require-pheno`` / ``--require-covar``. The consent step still
+runs over the whole table (it records every withdrawal), so the consent counts a job reports
+describe the dataset, not the set. A site that defines no such set refuses, listing the sets it
+defines. The cohort then passes the release gate and ledger like any other.
 """
 
 from __future__ import annotations
@@ -88,8 +95,9 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
     ------
     PolicyRefused
         analysis or privacy mode not allowed here (or weaker than ``weakest_privacy``), the cohort
-        is smaller than ``min_cohort``, or ``--glm`` has more parameters than ``max_params_ratio``
-        of the cohort allows
+        is smaller than ``min_cohort``, ``--glm`` has more parameters than ``max_params_ratio``
+        of the cohort allows, or the job's ``--sample-set`` is not a set this site defines for the
+        dataset
     InputError
         a phenotype or covariate the job names is not a column of this site's sample table
     """
@@ -130,6 +138,7 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
                 f"unknown {kind} {', '.join(repr(n) for n in unknown)} in {dataset.samples.path.name} of dataset "
                 f"{dataset.name}; its columns are: {', '.join(sorted(columns)) or '(none)'}"
             )
+    members_of_set = sample_set_rows(spec, dataset)
     summary = None
     rows = np.arange(dataset.n_samples)
     cells = dataset.samples.text.get("consent")
@@ -147,6 +156,8 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
         )
         rows = np.flatnonzero(selection.mask)
         summary = selection.summary
+    if members_of_set is not None:
+        rows = np.intersect1d(rows, members_of_set)
     rows, zero_dropped = required_rows(spec, dataset, rows)
     cohort = np.sort(dataset.genotype_index[rows])
     noisy = get_mode(spec.privacy).adds_noise
@@ -169,6 +180,23 @@ def decide(spec: JobSpec, policy: SitePolicy, dataset: Dataset, consent: Consent
                 f"allows fewer (policy max_params_ratio {policy.max_params_ratio:g}: parameters per participant)"
             )
     return Decision(members=cohort, consent=summary, zero_dropped=zero_dropped, levels=levels)
+
+
+def sample_set_rows(spec: JobSpec, dataset: Dataset) -> np.ndarray | None:
+    """The sample-table rows of the job's ``--sample-set`` at this site (sorted), or None for a job
+    that names no set. A set this site does not define refuses the job, naming the ones it does
+    (operator-chosen names, which the site also states in its disclosure policy)."""
+    name = spec.options.get("sample_set")
+    if name is None:
+        return None
+    rows = dataset.sample_sets.get(name)
+    if rows is None:
+        defined = ", ".join(dataset.sample_sets) or "none"
+        raise PolicyRefused(
+            f"this site defines no sample set {name!r} for dataset {dataset.name} (its sample sets: {defined}); "
+            "a set is named by each site's operator, and its members are that site's own"
+        )
+    return rows
 
 
 def categorical_covariates(spec: JobSpec, dataset: Dataset) -> dict[str, np.ndarray]:

@@ -38,6 +38,7 @@ examples:
   fedstat submit --profile W/analyst.toml --glm --pheno-name QT,CC --covar-name AGE,SEX,PC1-PC10 --covar-variance-standardize --out results/gwas
   fedstat submit --profile W/analyst.toml --assoc --model --pheno-name CC --out results/cc
   fedstat submit --profile W/analyst.toml --freq --sites AFR,EUR --no-wait
+  fedstat submit --profile W/analyst.toml --freq --sample-set unrelated --out results/unrelated
   # the whole pipeline as one job: QC, then PCA, then a GWAS with the PCs as covariates
   fedstat submit --profile W/analyst.toml --maf 0.01 --geno 0.05 --hwe 1e-6 --pca 10 \
       --glm --pheno-name CC --covar-name AGE,SEX,PC1-PC10 --covar-variance-standardize --out results/pipeline
@@ -165,6 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="likewise for participants missing any --covar-name covariate (as plink2 --require-covar)",
     )
     add_variant_selection(p)
+    p.add_argument(
+        "--sample-set",
+        metavar="NAME",
+        help="run over the sample set NAME that each site's operator defines (e.g. unrelated, qc_pass; "
+        "`fedstat jobs policies` lists them), as plink2 --keep would over the union of the sites' sets. "
+        "A set is a name, never a list of IDs: two jobs over lists that differ by one person would give that "
+        "person's genotype sums (a differencing 'tracker'), so participant IDs are not accepted. Releases over "
+        "a set pass each site's release ledger like any other cohort; a site without the set refuses the job",
+    )
+    p.add_argument("--keep", "--remove", dest="id_list", metavar="FILE", help=argparse.SUPPRESS)  # refused
     p.add_argument("--out", required=True, help="output prefix, e.g. results/run1 (as plink2's --out)")
     p.add_argument(
         "--genome-assembly",
@@ -232,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = jobs.add_parser(
         "policies",
         help="each connected site's disclosure-control settings (privacy modes, minimum cohort and cell "
-        "counts, --glm parameter ratio, DP budget left) and the strictest, which your job must meet",
+        "counts, --glm parameter ratio, DP budget left, the names of its sample sets) and the strictest, which "
+        "your job must meet",
     )
     add_profile(p)
     p.add_argument("--dataset", default="", help="dataset name at each site (default: each site's first)")
@@ -442,6 +454,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["adjust"] = " ".join(args.adjust)
     if args.covar_variance_standardize is not None:
         options["covar_variance_standardize"] = ",".join(_split(",".join(args.covar_variance_standardize))) or "1"
+    if args.id_list is not None:
+        raise InputError(
+            "--keep/--remove take a list of participant IDs, which fedstat does not accept from an analyst: two "
+            "jobs over lists that differ by one person give that person's genotype sums. Use --sample-set NAME, "
+            "a set each site's operator defines (`fedstat jobs policies` lists them)"
+        )
+    if args.sample_set is not None:
+        options["sample_set"] = args.sample_set
     options.update(selection_options(args))
     out = Path(args.out)
     spec = JobSpec(
@@ -567,6 +587,7 @@ def _print_policies(resp: analyst_pb2.SitePoliciesResponse) -> None:
         "DP ε left",
         "counts by",
         "DP share/analyst",
+        "sample sets",
     )
     table = [head]
     for p in [*rows, resp.strictest]:
@@ -582,6 +603,7 @@ def _print_policies(resp: analyst_pb2.SitePoliciesResponse) -> None:
                 f"{p.dp_epsilon_remaining:.3g} (δ={p.dp_delta:g})",
                 str(p.count_granularity),
                 f"{p.dp_analyst_share:g}",
+                ",".join(p.set_names) or "-",
             )
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
@@ -688,6 +710,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         agent.load_datasets()
         for name, d in agent.datasets.items():
             print(f"dataset {name}: OK, {d.genotypes.format}, {d.n_samples} samples, {d.genotypes.n_variants} variants")
+            for set_name, rows in d.sample_sets.items():  # shown to the operator here; sizes never leave the site
+                print(f"  sample set {set_name}: {len(rows)} samples")
         for name, problem in agent.problems.items():
             print(f"dataset {name}: BROKEN: {problem}")
         return 2 if agent.problems else 0

@@ -4,17 +4,24 @@ A dataset directory holds exactly one of ``genotypes.bed/.bim/.fam``, ``genotype
 .psam``, ``genotypes.vcf.gz`` / ``genotypes.vcf`` / ``genotypes.bcf``, and ``samples.tsv``. Every
 sample of the table must be in the genotypes and vice versa; otherwise opening fails with an
 error naming the file and the first offending line (never a participant's values).
+
+A dataset may also carry the site's named **sample sets** (``sample_sets`` in its ``[[datasets]]``
+entry, :mod:`fedstat.data.sample_sets`): each is read and checked against the sample table when the
+dataset opens, so a set naming an unknown sample, or none, keeps the dataset from loading.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
 from fedstat.data.genotypes import GenotypeSource, open_genotypes
 from fedstat.data.import_cache import DEFAULT_IMPORT, ImportOptions
+from fedstat.data.sample_sets import read_sample_set
 from fedstat.data.samples import SampleTable, read_sample_table
 from fedstat.data.sex import SEX_COLUMN, genotype_file_sex, sex_codes
 from fedstat.errors import SampleTableError
@@ -36,6 +43,8 @@ class Dataset:
         table, the column of that sample in the genotype files
     sex : [array, shape: (n_table_rows,), dtype int8] each sample's sex in plink2's codes, from the
         sample table's ``SEX`` column or else the genotype files (:mod:`fedstat.data.sex`)
+    sample_sets : the site's named sample sets (``sample_sets`` in site.toml) -> [array, dtype
+        int64] the sorted sample-table rows of each set's members (:mod:`fedstat.data.sample_sets`)
     """
 
     name: str
@@ -44,6 +53,7 @@ class Dataset:
     samples: SampleTable
     genotype_index: np.ndarray
     sex: np.ndarray
+    sample_sets: Mapping[str, np.ndarray] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def n_samples(self) -> int:
@@ -60,11 +70,18 @@ def _keys(fid: tuple[str, ...] | None, iid: tuple[str, ...], use_fid: bool) -> l
 
 
 def open_dataset(
-    name: str, directory: Path, *, cache_dir: Path, threads: int = 1, options: ImportOptions = DEFAULT_IMPORT
+    name: str,
+    directory: Path,
+    *,
+    cache_dir: Path,
+    threads: int = 1,
+    options: ImportOptions = DEFAULT_IMPORT,
+    sample_sets: Sequence[tuple[str, Path]] = (),
 ) -> Dataset:
     """Open and cross-check a dataset directory; raises InputError subclasses naming the problem.
 
-    ``options`` says how a VCF or BGEN is imported (the dataset's ``vcf_dosage`` / ``bgen_ref``)."""
+    ``options`` says how a VCF or BGEN is imported (the dataset's ``vcf_dosage`` / ``bgen_ref``);
+    ``sample_sets`` are the site's named sets, ``(name, file)`` (a relative file is in ``directory``)."""
     directory = Path(directory)
     genotypes = open_genotypes(directory, cache_dir=cache_dir, threads=threads, options=options)
     try:
@@ -95,7 +112,16 @@ def open_dataset(
         index = np.fromiter((gpos[k] for k in tkeys), dtype=np.int64, count=len(tkeys))
         file_sex = genotype_file_sex(genotypes.path, genotypes.format, genotypes.n_samples)[index]
         sex = sex_codes(file_sex, table.numeric.get(SEX_COLUMN, table.text.get(SEX_COLUMN)))
+        sets = {s: read_sample_set(directory / f, table, name=s, dataset=name) for s, f in sample_sets}
     except BaseException:
         genotypes.close()
         raise
-    return Dataset(name=name, directory=directory, genotypes=genotypes, samples=table, genotype_index=index, sex=sex)
+    return Dataset(
+        name=name,
+        directory=directory,
+        genotypes=genotypes,
+        samples=table,
+        genotype_index=index,
+        sex=sex,
+        sample_sets=MappingProxyType(sets),
+    )

@@ -86,6 +86,8 @@ KNOWN_OPTIONS = {
     "extract": 2_000_000,
     "exclude": 2_000_000,
     "snps_only": 20,  # "1" or "just-acgt"
+    # --sample-set: the name of a sample set each site defines (its own members there); never a list of IDs
+    "sample_set": 100,
 }
 #: Job options that filter samples or variants before the analyses (plink2's order of application).
 QC_OPTIONS = ("mind", "geno", "hwe", "maf")

@@ -57,7 +57,8 @@ class JobSpec:
     out_name : result file prefix (a plain name, no directories)
     block_size : variants per block at the sites; 0 = each site's default
     dataset : dataset name at each site; empty = each site's default
-    options : analysis modifiers for later analyses
+    options : analysis modifiers for later analyses, and ``sample_set``: the name of a sample
+        set each site defines (``--sample-set``), the cohort's participants at each site
     """
 
     analyses: tuple[str, ...]
@@ -95,7 +96,12 @@ class JobSpec:
                     f"job option require_pheno must be '1' (the job's --pheno-name columns) or distinct column "
                     f"names separated by commas, got {shown(required)}"
                 )
-        for what, names in (("site", self.sites), ("dataset", (self.dataset,) if self.dataset else ())):
+        sample_set = self.options.get("sample_set")
+        for what, names in (
+            ("site", self.sites),
+            ("dataset", (self.dataset,) if self.dataset else ()),
+            ("sample set", (sample_set,) if sample_set is not None else ()),
+        ):
             bad = [n for n in names if not NAME_RE.match(n)]
             if bad:
                 raise InputError(f"invalid {what} name {shown(bad[0])}: letters, digits, _ . - only (at most 100)")

@@ -255,6 +255,7 @@ class DisclosurePolicy(_message.Message):
     DATASET_FIELD_NUMBER: _builtins.int
     COUNT_GRANULARITY_FIELD_NUMBER: _builtins.int
     DP_ANALYST_SHARE_FIELD_NUMBER: _builtins.int
+    SET_NAMES_FIELD_NUMBER: _builtins.int
     site: _builtins.str
     weakest_privacy: _builtins.str
     min_cohort: _builtins.int
@@ -274,6 +275,12 @@ class DisclosurePolicy(_message.Message):
     def allowed_analyses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def allowed_privacy(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def set_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """names of the dataset's sample sets (--sample-set NAME), chosen by the site's operator; no
+        member, size or ID of a set ever leaves the site
+        """
+
     def __init__(
         self,
         *,
@@ -290,10 +297,11 @@ class DisclosurePolicy(_message.Message):
         dataset: _builtins.str = ...,
         count_granularity: _builtins.int = ...,
         dp_analyst_share: _builtins.float = ...,
+        set_names: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_analyses", b"allowed_analyses", "allowed_privacy", b"allowed_privacy", "count_granularity", b"count_granularity", "dataset", b"dataset", "dp_analyst_share", b"dp_analyst_share", "dp_delta", b"dp_delta", "dp_epsilon_remaining", b"dp_epsilon_remaining", "max_params_ratio", b"max_params_ratio", "min_cell_count", b"min_cell_count", "min_cohort", b"min_cohort", "min_sites", b"min_sites", "site", b"site", "weakest_privacy", b"weakest_privacy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_analyses", b"allowed_analyses", "allowed_privacy", b"allowed_privacy", "count_granularity", b"count_granularity", "dataset", b"dataset", "dp_analyst_share", b"dp_analyst_share", "dp_delta", b"dp_delta", "dp_epsilon_remaining", b"dp_epsilon_remaining", "max_params_ratio", b"max_params_ratio", "min_cell_count", b"min_cell_count", "min_cohort", b"min_cohort", "min_sites", b"min_sites", "set_names", b"set_names", "site", b"site", "weakest_privacy", b"weakest_privacy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
