@@ -578,10 +578,13 @@ class _JobRunner:
         self.exchanges += 1
         revealed = Exchange(self, names, self.exchanges, self.engine.config.round_timeout_s).run()
         for name in sorted(names):
+            split = revealed.multiallelic_split.get(name, 0)
+            if split:
+                self.log(f"site {name}: split {split} multiallelic records into biallelic ones (one per SNV ALT allele)")
             if revealed.multiallelic[name] or revealed.non_snv[name]:
                 self.log(
-                    f"site {name}: skipped {revealed.multiallelic[name]} multiallelic and "
-                    f"{revealed.non_snv[name]} non-SNV variants"
+                    f"site {name}: skipped {revealed.multiallelic[name]} multiallelic records that could not be split "
+                    f"and {revealed.non_snv[name]} non-SNV variants (biallelic, or an ALT of a split record)"
                 )
         return revealed
 

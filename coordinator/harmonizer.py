@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -33,6 +33,7 @@ class Revealed:
     tables : per site, the plaintext keys it revealed (the intersection, in its file order)
     intersection : the hashes present at every site and the number of distinct hashes overall
     n_duplicate, multiallelic, non_snv : per site, counts about its file (aggregate facts)
+    multiallelic_split : per site, its multiallelic records split into biallelic ones
     """
 
     tables: dict[str, VariantTable]
@@ -40,6 +41,7 @@ class Revealed:
     n_duplicate: dict[str, int]
     multiallelic: dict[str, int]
     non_snv: dict[str, int]
+    multiallelic_split: dict[str, int] = field(default_factory=dict)
 
 
 class Exchange:
@@ -152,6 +154,7 @@ class Exchange:
             n_duplicate={n: a.duplicates for n, a in hashes.items()},
             multiallelic={n: a.multiallelic for n, a in hashes.items()},
             non_snv={n: a.non_snv for n, a in hashes.items()},
+            multiallelic_split={n: a.multiallelic_split for n, a in hashes.items()},
         )
 
 
