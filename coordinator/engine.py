@@ -580,7 +580,9 @@ class _JobRunner:
         for name in sorted(names):
             split = revealed.multiallelic_split.get(name, 0)
             if split:
-                self.log(f"site {name}: split {split} multiallelic records into biallelic ones (one per SNV ALT allele)")
+                self.log(
+                    f"site {name}: split {split} multiallelic records into biallelic ones (one per SNV ALT allele)"
+                )
             if revealed.multiallelic[name] or revealed.non_snv[name]:
                 self.log(
                     f"site {name}: skipped {revealed.multiallelic[name]} multiallelic records that could not be split "
