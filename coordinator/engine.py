@@ -577,17 +577,8 @@ class _JobRunner:
         reveal the plaintext keys of the variants present at all of them, nothing else."""
         self.exchanges += 1
         revealed = Exchange(self, names, self.exchanges, self.engine.config.round_timeout_s).run()
-        for name in sorted(names):
-            split = revealed.multiallelic_split.get(name, 0)
-            if split:
-                self.log(
-                    f"site {name}: split {split} multiallelic records into biallelic ones (one per SNV ALT allele)"
-                )
-            if revealed.multiallelic[name] or revealed.non_snv[name]:
-                self.log(
-                    f"site {name}: skipped {revealed.multiallelic[name]} multiallelic records that could not be split "
-                    f"and {revealed.non_snv[name]} non-SNV variants (biallelic, or an ALT of a split record)"
-                )
+        for line in revealed.file_notes():
+            self.log(line)
         return revealed
 
     def send_plan(self, site: str, *, recheck: bool = False) -> None:

@@ -43,6 +43,16 @@ class Revealed:
     non_snv: dict[str, int]
     multiallelic_split: dict[str, int] = field(default_factory=dict)
 
+    def file_notes(self) -> list[str]:
+        """Job-log lines about each site's file: multiallelic records split or skipped, non-SNVs skipped."""
+        return [
+            f"site {n}: split {self.multiallelic_split.get(n, 0)} multiallelic records into biallelic ones (one per "
+            f"SNV ALT); skipped {self.multiallelic[n]} multiallelic records that could not be split and "
+            f"{self.non_snv[n]} non-SNV variants"
+            for n in sorted(self.multiallelic)
+            if self.multiallelic_split.get(n, 0) or self.multiallelic[n] or self.non_snv[n]
+        ]
+
 
 class Exchange:
     """One harmonization exchange among ``names``, driven by a job runner's send/receive."""
