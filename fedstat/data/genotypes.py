@@ -14,13 +14,10 @@ the hard calls' 1, and only the computations that use dosages as plink2 does (``
 Allele convention (plink2): in a ``.bim``, column 5 (A1) is ALT and column 6 (A2) is REF;
 pgenlib returns counts of allele 1 (ALT) for both ``.bed`` and ``.pgen``.
 
-Multiallelic records are split into biallelic ones when read, as ``bcftools norm -m-`` splits
-them (:mod:`fedstat.data.multiallelic` says how): a ``.pvar`` row with ALT ``C,T`` is exposed as two
-rows of :attr:`variants`, ``REF>C`` and ``REF>T``, read with pgenlib as the counts of ALT 1 and of
-ALT 2; split records that are not SNVs are skipped. :attr:`GenotypeSource.multiallelic_split`,
-:attr:`~GenotypeSource.multiallelic_skipped` and :attr:`~GenotypeSource.non_snv_skipped` count what
-happened. Variant indices given to :meth:`GenotypeSource.read_blocks` refer to rows of
-:attr:`variants`.
+Multiallelic records are split into biallelic SNV records as ``bcftools norm -m-`` splits them
+(:mod:`fedstat.data.multiallelic`): a ``.pvar`` row with ALT ``C,T`` is two rows of :attr:`variants`,
+read with pgenlib as the counts of ALT 1 and of ALT 2. Variant indices given to
+:meth:`GenotypeSource.read_blocks` refer to rows of :attr:`variants`.
 
 References
 ----------
