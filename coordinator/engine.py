@@ -577,12 +577,8 @@ class _JobRunner:
         reveal the plaintext keys of the variants present at all of them, nothing else."""
         self.exchanges += 1
         revealed = Exchange(self, names, self.exchanges, self.engine.config.round_timeout_s).run()
-        for name in sorted(names):
-            if revealed.multiallelic[name] or revealed.non_snv[name]:
-                self.log(
-                    f"site {name}: skipped {revealed.multiallelic[name]} multiallelic and "
-                    f"{revealed.non_snv[name]} non-SNV variants"
-                )
+        for line in revealed.file_notes():
+            self.log(line)
         return revealed
 
     def send_plan(self, site: str, *, recheck: bool = False) -> None:

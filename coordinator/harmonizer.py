@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -36,6 +36,7 @@ class Revealed:
     tables : per site, the plaintext keys it revealed (the intersection, in its file order)
     intersection : the hashes present at every site and the number of distinct hashes overall
     n_duplicate, multiallelic, non_snv : per site, counts about its file (aggregate facts)
+    multiallelic_split : per site, its multiallelic records split into biallelic ones
     """
 
     tables: dict[str, VariantTable]
@@ -43,6 +44,17 @@ class Revealed:
     n_duplicate: dict[str, int]
     multiallelic: dict[str, int]
     non_snv: dict[str, int]
+    multiallelic_split: dict[str, int] = field(default_factory=dict)
+
+    def file_notes(self) -> list[str]:
+        """Job-log lines about each site's file: multiallelic records split or skipped, non-SNVs skipped."""
+        return [
+            f"site {n}: split {self.multiallelic_split.get(n, 0)} multiallelic records into biallelic ones (one per "
+            f"SNV ALT); skipped {self.multiallelic[n]} multiallelic records that could not be split and "
+            f"{self.non_snv[n]} non-SNV variants"
+            for n in sorted(self.multiallelic)
+            if self.multiallelic_split.get(n, 0) or self.multiallelic[n] or self.non_snv[n]
+        ]
 
 
 class Exchange:
@@ -155,6 +167,7 @@ class Exchange:
             n_duplicate={n: a.duplicates for n, a in hashes.items()},
             multiallelic={n: a.multiallelic for n, a in hashes.items()},
             non_snv={n: a.non_snv for n, a in hashes.items()},
+            multiallelic_split={n: a.multiallelic_split for n, a in hashes.items()},
         )
 
 

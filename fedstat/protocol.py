@@ -131,7 +131,13 @@ HASHES_PER_CHUNK = 65_536
 
 
 def hash_chunks(
-    job_id: str, attempt: int, hashed: HashedVariants, *, multiallelic: int, non_snv: int
+    job_id: str,
+    attempt: int,
+    hashed: HashedVariants,
+    *,
+    multiallelic: int,
+    non_snv: int,
+    multiallelic_split: int = 0,
 ) -> Iterator[site_pb2.KeysChunk]:
     """A site's keyed variant hashes (sorted) as KeysChunk messages, with its file's counts."""
     n = len(hashed.hashes)
@@ -144,6 +150,7 @@ def hash_chunks(
             hashes=piece,
             multiallelic_skipped=multiallelic if start == 0 else 0,
             non_snv_skipped=non_snv if start == 0 else 0,
+            multiallelic_split=multiallelic_split if start == 0 else 0,
             duplicates=hashed.n_duplicate if start == 0 else 0,
         )
 
@@ -172,7 +179,7 @@ class HashAssembler:
         self.total: int | None = None
         self.parts: dict[int, np.ndarray] = {}
         self.received = 0
-        self.multiallelic = self.non_snv = self.duplicates = 0
+        self.multiallelic = self.non_snv = self.duplicates = self.multiallelic_split = 0
 
     def add(self, c: site_pb2.KeysChunk | site_pb2.HarmonizeIntersection) -> bool:
         """Add a chunk; True when every hash arrived."""
@@ -187,6 +194,7 @@ class HashAssembler:
         self.received += len(hashes)
         if isinstance(c, site_pb2.KeysChunk):
             self.multiallelic += c.multiallelic_skipped
+            self.multiallelic_split += c.multiallelic_split
             self.non_snv += c.non_snv_skipped
             self.duplicates += c.duplicates
         return self.received >= self.total
@@ -250,6 +258,7 @@ class KeysAssembler:
         self.parts: dict[int, common_pb2.VariantKeys] = {}
         self.received = 0
         self.multiallelic = 0
+        self.multiallelic_split = 0
         self.non_snv = 0
 
     def add(self, c: site_pb2.KeysChunk) -> bool:
@@ -260,6 +269,7 @@ class KeysAssembler:
         self.parts[c.offset] = c.keys
         self.received += len(c.keys.pos)
         self.multiallelic += c.multiallelic_skipped
+        self.multiallelic_split += c.multiallelic_split
         self.non_snv += c.non_snv_skipped
         return self.received >= self.total
 

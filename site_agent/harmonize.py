@@ -158,6 +158,7 @@ class SiteHarmonizer:
             self._hashed,
             multiallelic=g.multiallelic_skipped,
             non_snv=getattr(g, "non_snv_skipped", 0),
+            multiallelic_split=getattr(g, "multiallelic_split", 0),
         ):
             yield self._out(keys=chunk)
 

@@ -322,7 +322,7 @@ def test_read_blocks__closed_source_raises(pgen_source):
         src.read_blocks(np.arange(2))
 
 
-def test_open_genotypes__multiallelic_pvar_rows_are_skipped(tmp_path):
+def test_open_genotypes__multiallelic_pvar_rows_are_split(tmp_path):
     g = np.array([[0, 1, 2, -9], [1, 1, 0, 2], [2, 0, 1, 1], [-9, 2, 2, 0]], dtype=np.int8)
     stem = tmp_path / "genotypes"
     writer = pgenlib.PgenWriter(
@@ -346,12 +346,20 @@ def test_open_genotypes__multiallelic_pvar_rows_are_skipped(tmp_path):
         "#CHROM\tPOS\tID\tREF\tALT\n1\t10\ta\tA\tG\n1\t20\tb\tC\tT\n1\t30\tc\tG\tA,T\n1\t40\td\tT\tC\n"
     )
     stem.with_suffix(".psam").write_text("#FID\tIID\nf\ts1\nf\ts2\nf\ts3\nf\ts4\n")
+    # G>A,T split as plink2 --make-pgen multiallelics=- splits it: the other ALT counts as REF
+    g_a = np.array([0, 1, 0, 0], dtype=np.int8)  # 0/2 1/2 0/0 2/2
+    g_t = np.array([1, 1, 0, 2], dtype=np.int8)
+    split = np.stack([g[0], g[1], g_a, g_t, g[3]])
     with open_genotypes(tmp_path) as src:
-        assert src.multiallelic_skipped == 1
-        assert list(src.variants.id) == ["a", "b", "d"]
+        assert (src.multiallelic_split, src.multiallelic_skipped, src.non_snv_skipped) == (1, 0, 0)
+        assert list(src.variants.id) == ["a", "b", "c", "c", "d"]
+        assert list(src.variants.alt) == ["G", "T", "A", "T", "C"]
         assert src.samples.fid == ("f",) * 4
-        np.testing.assert_array_equal(read_all(src), g[[0, 1, 3]])
-        np.testing.assert_array_equal(read_all(src, variant_index=np.array([2, 0])), g[[3, 0]])
+        np.testing.assert_array_equal(read_all(src), split)
+        np.testing.assert_array_equal(read_all(src, variant_index=np.array([3, 0, 2])), split[[3, 0, 2]])
+        # one block mixing ALT 1 and ALT 2 reads, flipped and subset
+        ((_, b),) = src.read_blocks(np.array([3, 4, 2]), flip=np.array([True, False, False]), sample_index=[3, 0])
+        np.testing.assert_array_equal(b, [[0, 1], [0, -9], [0, 0]])
 
 
 # ------------------------------------------------------------------------------------- VCF cache
@@ -361,7 +369,7 @@ def test_ensure_vcf_cache__skips_and_counts_non_snvs_haploid_and_half_calls(tmp_
     text = (
         VCF_HEADER + "\tm1\tm2\tf1\n"
         "1\t100\trs1\ta\tg\t.\t.\t.\tGT\t0/0\t0/1\t1|1\n"  # lower-case bases are SNVs
-        "1\t200\t.\tA\tG,T\t.\t.\t.\tGT\t0/0\t0/2\t1/1\n"  # multiallelic
+        "1\t200\t.\tA\tG,T,<DEL>\t.\t.\t.\tGT\t0/0\t0/2\t1/3\n"  # multiallelic: A>G, A>T, one non-SNV
         "1\t300\trs3\tAT\tG\t.\t.\t.\tGT\t0/0\t0/1\t1/1\n"  # indel
         "1\t400\trs4\tC\t<DEL>\t.\t.\t.\tGT\t0/0\t0/1\t1/1\n"  # symbolic
         "1\t450\trs45\tC\t.\t.\t.\t.\tGT\t0/0\t0/0\t0/0\n"  # no ALT
@@ -371,17 +379,17 @@ def test_ensure_vcf_cache__skips_and_counts_non_snvs_haploid_and_half_calls(tmp_
     )
     vcf = write_vcf(tmp_path, text)
     info = ensure_vcf_cache(vcf, tmp_path / "cache")
-    assert (info.n_samples, info.n_variants) == (3, 4)
-    assert (info.multiallelic_skipped, info.non_snv_skipped) == (1, 3)
+    assert (info.n_samples, info.n_variants) == (3, 6)
+    assert (info.multiallelic_split, info.multiallelic_skipped, info.non_snv_skipped) == (1, 0, 4)
     with open_genotypes(vcf, cache_dir=tmp_path / "cache") as src:
-        assert (src.multiallelic_skipped, src.non_snv_skipped) == (1, 3)
-        assert list(src.variants.id) == ["rs1", ".", "rs6", "rs7"]
-        assert list(src.variants.ref) == ["A", "C", "G", "T"]
-        assert list(src.variants.alt) == ["G", "T", "A", "C"]
-        assert list(src.variants.chrom) == ["1", "X", "X", "2"]
+        assert (src.multiallelic_split, src.multiallelic_skipped, src.non_snv_skipped) == (1, 0, 4)
+        assert list(src.variants.id) == ["rs1", ".", ".", ".", "rs6", "rs7"]
+        assert list(src.variants.ref) == ["A", "A", "A", "C", "G", "T"]
+        assert list(src.variants.alt) == ["G", "G", "T", "T", "A", "C"]
+        assert list(src.variants.chrom) == ["1", "1", "1", "X", "X", "2"]
         np.testing.assert_array_equal(
             read_all(src),
-            [[0, 1, 2], [0, 2, 1], [-9, 2, -9], [-9, -9, -9]],
+            [[0, 1, 2], [0, 0, 1], [0, 1, 0], [0, 2, 1], [-9, 2, -9], [-9, -9, -9]],
         )
 
 
@@ -675,6 +683,16 @@ def test_open_genotypes__vcf_without_any_biallelic_snv(tmp_path):
         "0 multiallelic and 1 other",
         cache_dir=tmp_path / "c",
     )
+
+
+def test_open_genotypes__vcf_whose_multiallelic_records_split_into_no_snv(tmp_path):
+    text = VCF_HEADER + "\ta\n1\t10\trs1\tA\tAT,*\t.\t.\t.\tGT\t1/2\n"
+    _raises(write_vcf(tmp_path, text), "0 multiallelic and 2 other", "after splitting 1", cache_dir=tmp_path / "c")
+
+
+def test_open_genotypes__vcf_multiallelic_allele_index_above_alt_count(tmp_path):
+    text = VCF_HEADER + "\ta\tb\n1\t10\trs1\tA\tG,T\t.\t.\t.\tGT\t0/1\t0/3\n"
+    _raises(write_vcf(tmp_path, text), "record 1 (1:10)", "GT allele index above the record's 2 ALT alleles")
 
 
 def test_open_genotypes__vcf_allele_index_above_one(tmp_path):

@@ -23,8 +23,9 @@ a ``.sample``: IID is column ``ID_2`` (or the first column when the second is no
 columns (phenotypes, ``missing``) are not carried over: phenotypes come from ``samples.tsv``.
 
 What is kept: biallelic SNVs (each allele one of A, C, G, T; stored upper-case), as in the VCF
-cache. Multiallelic records (which plink2 2.00a3.5 skips too) and other biallelic records are
-skipped and counted. Chromosome codes are written as plink2 writes them (``chr1`` -> ``1``,
+cache. Multiallelic records (which plink2 2.00a3.5 skips too: "multiallelic variants skipped (not
+yet supported)"; fedstat does not split them, :mod:`fedstat.data.multiallelic`) and other biallelic
+records are skipped and counted. Chromosome codes are written as plink2 writes them (``chr1`` -> ``1``,
 ``NA`` -> ``0``; :func:`~fedstat.data.variants.normalise_chrom`), the variant ID is the record's
 rsid field (plink2 ignores the SNPID field).
 

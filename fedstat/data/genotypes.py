@@ -14,9 +14,10 @@ the hard calls' 1, and only the computations that use dosages as plink2 does (``
 Allele convention (plink2): in a ``.bim``, column 5 (A1) is ALT and column 6 (A2) is REF;
 pgenlib returns counts of allele 1 (ALT) for both ``.bed`` and ``.pgen``.
 
-Multiallelic ``.pvar`` rows (ALT containing a comma) are not exposed: :attr:`variants` holds
-biallelic rows only and :attr:`GenotypeSource.multiallelic_skipped` counts the rest; variant
-indices given to :meth:`GenotypeSource.read_blocks` refer to rows of :attr:`variants`.
+Multiallelic records are split into biallelic SNV records as ``bcftools norm -m-`` splits them
+(:mod:`fedstat.data.multiallelic`): a ``.pvar`` row with ALT ``C,T`` is two rows of :attr:`variants`,
+read with pgenlib as the counts of ALT 1 and of ALT 2. Variant indices given to
+:meth:`GenotypeSource.read_blocks` refer to rows of :attr:`variants`.
 
 References
 ----------
@@ -37,6 +38,7 @@ import numpy as np
 
 from fedstat.data.bgen_cache import ensure_bgen_cache
 from fedstat.data.import_cache import DEFAULT_IMPORT, ImportOptions
+from fedstat.data.multiallelic import read_split_block, snv_alts
 from fedstat.data.pgen_header import dosage_variant_count
 from fedstat.data.variants import VariantTable, normalise_chrom
 from fedstat.data.vcf_cache import ensure_vcf_cache
@@ -111,6 +113,9 @@ class _VariantRows:
     n_file_rows: int
     multiallelic_skipped: int
     allele_idx_offsets: np.ndarray | None  # [shape: (n_file_rows + 1,), uintp] if multiallelic
+    allele_idx: np.ndarray | None = None  # [shape: (n_variants,), uint32] ALT read per row; None: all 1
+    multiallelic_split: int = 0
+    non_snv_skipped: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,10 +148,13 @@ def _variant_rows(
     path: Path,
     lineno_fields: list[tuple[int, list[str]]],
     cols: tuple[int, int, int, int, int],
+    *,
+    split: bool = False,
 ) -> _VariantRows:
     """Build the exposed table from split lines; ``cols`` = (chrom, pos, id, ref, alt). Chromosome
     codes are read as plink2 reads them (:func:`~fedstat.data.variants.normalise_chrom`), so sites
-    writing ``chr22`` and ``22`` hold the same variants."""
+    writing ``chr22`` and ``22`` hold the same variants. With ``split``, a multiallelic row becomes
+    one exposed row per SNV ALT (:func:`~fedstat.data.multiallelic.snv_alts`), else it is skipped."""
     c_chrom, c_pos, c_id, c_ref, c_alt = cols
     chroms: dict[str, str] = {}  # as written -> plink2's code, one str object per chromosome
     chrom: list[str] = []
@@ -155,26 +163,36 @@ def _variant_rows(
     ref: list[str] = []
     alt: list[str] = []
     rows: list[int] = []
+    which: list[int] = []  # per exposed row, the ALT read (1 unless split)
     allele_ct = np.empty(len(lineno_fields), dtype=np.uintp)
+    n_multi = n_split = n_non_snv = 0
     for row, (lineno, f) in enumerate(lineno_fields):
         a = f[c_alt]
         n_alt = a.count(",") + 1
         allele_ct[row] = n_alt + 1
         p = _parse_pos(f[c_pos], path, lineno)
         if n_alt > 1:
-            continue
+            n_multi += 1
+            if not split:
+                continue
+            n_split += 1
+            kept, n_bad = snv_alts(f[c_ref], a.split(","))
+            n_non_snv += n_bad
+        else:
+            kept = [(1, a)]
         c = f[c_chrom]
         code = chroms.get(c)
         if code is None:
             code = chroms[c] = normalise_chrom(c)
-        chrom.append(code)
-        pos.append(p)
-        ids.append(f[c_id])
-        ref.append(f[c_ref])
-        alt.append(a)
-        rows.append(row)
+        for k, allele in kept:
+            chrom.append(code)
+            pos.append(p)
+            ids.append(f[c_id])
+            ref.append(f[c_ref])
+            alt.append(allele)
+            rows.append(row)
+            which.append(k)
     n_file = len(lineno_fields)
-    n_multi = n_file - len(rows)
     offsets = None
     if n_multi:
         offsets = np.zeros(n_file + 1, dtype=np.uintp)
@@ -183,8 +201,11 @@ def _variant_rows(
         variants=VariantTable.from_lists(chrom, pos, ids, ref, alt),
         file_rows=np.asarray(rows, dtype=np.uint32),
         n_file_rows=n_file,
-        multiallelic_skipped=n_multi,
+        multiallelic_skipped=n_multi - n_split,
         allele_idx_offsets=offsets,
+        allele_idx=np.asarray(which, dtype=np.uint32) if n_split else None,
+        multiallelic_split=n_split,
+        non_snv_skipped=n_non_snv,
     )
 
 
@@ -202,8 +223,9 @@ def _read_bim(path: Path) -> _VariantRows:
     return _variant_rows(path, parsed, (0, 3, 1, 5, 4))
 
 
-def _read_pvar(path: Path) -> _VariantRows:
-    """.pvar with a ``#CHROM`` header (columns by name), or header-less in .bim order."""
+def _read_pvar(path: Path, *, split: bool = False) -> _VariantRows:
+    """.pvar with a ``#CHROM`` header (columns by name), or header-less in .bim order; ``split``:
+    multiallelic rows are split (a ``.pgen``'s), else skipped."""
     lines = _open_text(path, "variant table of a .pgen")
     i = 0
     while i < len(lines) and (lines[i].startswith("##") or not lines[i].strip()):
@@ -236,7 +258,7 @@ def _read_pvar(path: Path) -> _VariantRows:
         parsed.append((j + 1, fields))
     if cols is None:
         cols = (0, 1, 2, 3, 4)
-    return _variant_rows(path, parsed, cols)
+    return _variant_rows(path, parsed, cols, split=split)
 
 
 def _check_unique(path: Path, keys: list[tuple[str, str]], linenos: list[int]) -> None:
@@ -323,9 +345,12 @@ class GenotypeSource:
     format : ``"bed"``, ``"pgen"``, ``"vcf"``, ``"bcf"`` or ``"bgen"``
     path : the file the user pointed at (e.g. ``genotypes.bed``, ``genotypes.vcf.gz``)
     samples : sample IDs from the .fam / .psam / VCF header
-    variants : the exposed (biallelic) variants, in file order
-    multiallelic_skipped : file rows not exposed because they have more than one ALT allele
-    non_snv_skipped : VCF/BCF/BGEN only: biallelic records skipped as not SNVs (0 for PLINK input)
+    variants : the exposed (biallelic) variants, in file order, a split multiallelic record's in ALT order
+    multiallelic_split : multiallelic records split into biallelic ones (:mod:`fedstat.data.multiallelic`)
+    multiallelic_skipped : multiallelic records skipped whole, not split (a ``.bim`` row with a comma
+        in ALT, a ``.pgen`` that also has dosages, BGEN, a VCF read with ``vcf_dosage = "HDS"``)
+    non_snv_skipped : biallelic records, original or from a split, skipped as not SNVs (VCF/BCF/BGEN;
+        for PLINK input only the alleles of split records, since its biallelic rows are all kept)
     has_dosages : the file carries imputed dosages (a ``.pgen`` dosage track) besides hard calls;
         :meth:`read_blocks` returns them with ``values="dosages"`` or ``"both"``
     genotype_path : the file actually read (the cached ``.pgen`` for VCF/BCF/BGEN)
@@ -353,8 +378,9 @@ class GenotypeSource:
         self.genotype_path = genotype_path
         self.samples = samples
         self.variants = rows.variants
+        self.multiallelic_split = rows.multiallelic_split
         self.multiallelic_skipped = rows.multiallelic_skipped
-        self.non_snv_skipped = non_snv_skipped
+        self.non_snv_skipped = non_snv_skipped + rows.non_snv_skipped
         self.has_dosages = has_dosages
         self._rows = rows
         self._closed = False
@@ -465,6 +491,7 @@ class GenotypeSource:
         if vidx.size and (vidx.min() < 0 or vidx.max() >= self.n_variants):
             raise InputError(f"variant_index out of range for {self.path} ({self.n_variants} variants)")
         file_rows = self._rows.file_rows[vidx.astype(np.int64)]
+        alleles = None if self._rows.allele_idx is None else self._rows.allele_idx[vidx.astype(np.int64)]
         flips = None
         if flip is not None:
             flips = np.asarray(flip, dtype=bool)
@@ -484,11 +511,11 @@ class GenotypeSource:
             if subset.size != sidx.size or not np.array_equal(subset, sidx):
                 order = inverse.reshape(-1)  # column j of the result = subset column order[j]
         blocks: Iterator[tuple[int, Any]] = self._blocks(
-            file_rows, flips, subset, order, n_cols, block_size, dosages=False
+            file_rows, alleles, flips, subset, order, n_cols, block_size, dosages=False
         )
         if values == HARDCALLS or not self.has_dosages:
             return blocks if values != BOTH else ((o, GenotypeBlock(b, None)) for o, b in blocks)
-        doses = self._blocks(file_rows, flips, subset, order, n_cols, block_size, dosages=True)
+        doses = self._blocks(file_rows, alleles, flips, subset, order, n_cols, block_size, dosages=True)
         if values == DOSAGES:
             return doses
         return ((o, GenotypeBlock(h, d)) for (o, h), (_, d) in zip(blocks, doses, strict=True))
@@ -496,6 +523,7 @@ class GenotypeSource:
     def _blocks(
         self,
         file_rows: np.ndarray,
+        alleles: np.ndarray | None,
         flips: np.ndarray | None,
         subset: np.ndarray | None,
         order: np.ndarray | None,
@@ -521,8 +549,13 @@ class GenotypeSource:
                 rows = file_rows[start:stop]
                 wide = rows.astype(np.int64)
                 block = np.empty((stop - start, n_read), dtype=dtype)
+                split = alleles is not None and bool((alleles[start:stop] > 1).any())
                 try:
-                    if wide[-1] - wide[0] == wide.size - 1 and bool((np.diff(wide) == 1).all()):
+                    if split:  # a split multiallelic record: each row's own ALT, one read per ALT index
+                        assert alleles is not None
+                        read = reader.read_dosages_list if dosages else reader.read_list
+                        read_split_block(read, rows, alleles[start:stop], block)
+                    elif wide[-1] - wide[0] == wide.size - 1 and bool((np.diff(wide) == 1).all()):
                         # one run of consecutive file rows: the faster range read
                         (reader.read_dosages_range if dosages else reader.read_range)(
                             int(wide[0]), int(wide[-1]) + 1, block
@@ -723,10 +756,12 @@ def open_genotypes(
         source = GenotypeSource(format=fmt, path=path, genotype_path=path, samples=samples, rows=rows)
     elif fmt == "pgen":
         pvar, psam = _companion(path, ".pvar"), _companion(path, ".psam")
-        rows = _read_pvar(pvar)
+        rows = _read_pvar(pvar, split=True)
         samples = _read_psam(psam)
         _check_pgen_header(path, rows.n_file_rows, len(samples), pvar, psam)
         n_dosage = dosage_variant_count(path, rows.n_file_rows, len(samples))
+        if n_dosage and rows.multiallelic_split:  # no reference for split dosages: skip those records
+            rows = _read_pvar(pvar)
         source = GenotypeSource(
             format=fmt, path=path, genotype_path=path, samples=samples, rows=rows, has_dosages=n_dosage > 0
         )
@@ -745,6 +780,7 @@ def open_genotypes(
             n_file_rows=rows.n_file_rows,
             multiallelic_skipped=info.multiallelic_skipped,
             allele_idx_offsets=None,
+            multiallelic_split=info.multiallelic_split,
         )
         source = GenotypeSource(
             format=fmt,

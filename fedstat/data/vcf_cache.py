@@ -6,8 +6,11 @@ is keyed by the VCF's absolute path and invalidated by a fingerprint (size, mtim
 the first and last MiB), so editing or replacing the VCF triggers a rebuild.
 
 What is kept: biallelic SNVs only (REF and ALT each one of A, C, G, T; stored upper-case).
-Multiallelic records and everything else (indels, symbolic alleles, ``ALT = .``) are skipped
-and counted.
+A multiallelic record is split into biallelic records first, as ``bcftools norm -m-`` splits it
+(:mod:`fedstat.data.multiallelic`: the other ALTs count as REF, the ID is kept, ``DS`` and ``GP``
+are cut down per ALT), and its SNV records are kept. Everything else (indels, symbolic alleles,
+``*``, ``ALT = .``) is skipped and counted, as are multiallelic records read with
+``vcf_dosage = "HDS"``, which are not split.
 
 How calls become ALT allele counts (0, 1, 2; -9 missing):
 
@@ -33,7 +36,9 @@ them (``vcf_dosage`` in ``site.toml``, :class:`~fedstat.data.import_cache.Import
   from the dosages.
 
 What is refused (:class:`~fedstat.errors.GenotypeFileError` naming the record): a record
-htslib cannot parse, a GT allele index above 1 in a biallelic record, ploidy above 2,
+htslib cannot parse, a GT allele index above the record's number of ALT alleles, ploidy above 2,
+a multiallelic record read with ``vcf_dosage = "DS"`` or ``"GP"`` whose header does not declare DS
+with ``Number=A`` or GP with ``Number=G`` (so that the split of its values is known),
 whitespace in CHROM or ID, text that is not UTF-8, and a BGZF file (``.vcf.gz``, ``.bcf``)
 without its end-of-file block, which is what a copy cut at a block boundary looks like.
 
@@ -66,6 +71,7 @@ from fedstat.data.import_cache import (
     source_fingerprint,
     temporary_files,
 )
+from fedstat.data.multiallelic import alt_counts_by_allele, snv_alts, split_cells
 from fedstat.data.variants import normalise_chrom
 from fedstat.data.vcf_dosage import (
     DOSAGE_MODES,
@@ -81,7 +87,8 @@ from fedstat.errors import GenotypeFileError
 #: Bump when the cache layout or the genotype conversion changes; old caches are rebuilt.
 #: 3: VCFs holding dosages (DS/GP/HDS) or no GT are refused, so older caches of them must go.
 #: 4: the ``vcf_dosage`` option (a dosage track, the option in the key and the fingerprint).
-CACHE_FORMAT_VERSION = 4
+#: 5: multiallelic records split into biallelic ones (``multiallelic_split``).
+CACHE_FORMAT_VERSION = 5
 
 #: FORMAT fields holding imputed dosages, as plink2's ``--vcf … dosage=`` reads them.
 DOSAGE_FIELDS = ("DS", "HDS", "GP")
@@ -109,8 +116,10 @@ class CacheInfo:
     pgen, pvar, psam : the cached plink2 files
     fingerprint : the JSON file recording what the cache was built from
     n_samples, n_variants : dimensions of the cached genotype matrix (biallelic SNVs only)
-    multiallelic_skipped : VCF records with more than one ALT allele, not cached
-    non_snv_skipped : biallelic records that are not SNVs (indels, symbolic, ``ALT = .``)
+    multiallelic_split : VCF records with more than one ALT allele, split into biallelic ones
+    multiallelic_skipped : multiallelic records not split and not cached (``vcf_dosage = "HDS"``)
+    non_snv_skipped : biallelic records, original or from a split, that are not SNVs (indels,
+        symbolic, ``*``, ``ALT = .``)
     rebuilt : true when this call parsed the VCF, false when an existing cache was reused
     """
 
@@ -124,6 +133,7 @@ class CacheInfo:
     multiallelic_skipped: int
     non_snv_skipped: int
     rebuilt: bool
+    multiallelic_split: int = 0
 
 
 def ensure_vcf_cache(vcf_path: str | Path, cache_dir: str | Path, *, threads: int = 1, dosage: str = "") -> CacheInfo:
@@ -186,6 +196,7 @@ def ensure_vcf_cache(vcf_path: str | Path, cache_dir: str | Path, *, threads: in
         multiallelic_skipped=int(record["multiallelic_skipped"]),
         non_snv_skipped=int(record["non_snv_skipped"]),
         rebuilt=rebuilt,
+        multiallelic_split=int(record["multiallelic_split"]),
     )
 
 
@@ -275,6 +286,58 @@ def _alt_counts(gt: np.ndarray, out: np.ndarray) -> bool:
     out[:] = (a0 == 1).astype(np.int8) + (a1 == 1).astype(np.int8)
     out[missing] = -9
     return True
+
+
+def _split_counts(gt: np.ndarray, n_alts: int, alleles: list[int]) -> np.ndarray | None:
+    """A multiallelic record's GT as the hard calls of its split records (ALT indices ``alleles``).
+
+    ``gt`` is htslib's raw encoding as in :func:`_alt_counts`. Returns [array, shape: (len(alleles),
+    n_samples), dtype int8] each ALT's count, the other ALTs counted as REF (-9 missing), or None
+    when an allele index exceeds ``n_alts``.
+    """
+    n = gt.shape[0]
+    if gt.shape[1] == 0:
+        return np.full((len(alleles), n), -9, dtype=np.int8)
+    allele = (gt >> 1) - 1
+    a0 = allele[:, 0]
+    a1 = a0 if gt.shape[1] == 1 else np.where(gt[:, 1] == _GT_VECTOR_END, a0, allele[:, 1])
+    if (a0 > n_alts).any() or (a1 > n_alts).any():
+        return None
+    return alt_counts_by_allele(np.stack([a0, a1], axis=1), (a0 < 0) | (a1 < 0), alleles)
+
+
+def _format_numbers(vcf: Any) -> dict[str, str]:
+    """The ``Number`` the VCF header declares for each FORMAT field."""
+    return {
+        str(h.info().get("ID", "")): str(h.info().get("Number", "")) for h in vcf.header_iter() if h.type == "FORMAT"
+    }
+
+
+#: How a split cuts a dosage field, by the ``Number`` it must be declared with.
+_SPLIT_NUMBER = {"DS": "A", "GP": "G"}
+
+
+def _check_split_numbers(source: Path, where: str, dosage: str, numbers: dict[str, str]) -> None:
+    """Refuse to split a record whose dosage field's ``Number`` does not say how its values split."""
+    want = _SPLIT_NUMBER[dosage]
+    if dosage in numbers and numbers[dosage] != want:
+        raise GenotypeFileError(
+            f"{source}: {where}: a multiallelic record, but the header declares FORMAT {dosage} with "
+            f"Number={numbers[dosage]}, not Number={want}, so how its values split per ALT is not known (plink2 "
+            f"refuses multiallelic dosages); split the file with `bcftools norm -m-` after fixing the header, "
+            'or set vcf_dosage = "GT"'
+        )
+
+
+def _split_line(line: str | None, k: int, n_alts: int) -> str | None:
+    """A multiallelic record's text as the text of its split record for ALT ``k``: the dosage fields
+    cut down as ``bcftools norm -m-`` cuts them (:func:`~fedstat.data.multiallelic.split_cells`)."""
+    if line is None:
+        return None
+    cols = line.split("\t")
+    if len(cols) < 9:
+        return line
+    return "\t".join([*cols[:9], *split_cells(cols[9:], cols[8].split(":"), _SPLIT_NUMBER, k, n_alts)])
 
 
 def _records(vcf: Any, source: Path) -> Iterator[tuple[int, Any, str, str, list[str]]]:
@@ -499,7 +562,8 @@ def _convert(
             dblock = np.empty((block_rows if with_dosages else 0, n_samples), dtype=np.uint16)
             if with_dosages:
                 text = _text_lines(source)
-            n_kept = n_multi = n_non_snv = n_gt = 0
+            n_kept = n_multi = n_split = n_non_snv = n_gt = 0
+            numbers = _format_numbers(vcf)
             filled = 0
             out = tmp["dos" if with_dosages else "bed"]
             with out.open("wb") as bed, tmp["pvar"].open("w", encoding="utf-8") as pvar:
@@ -509,14 +573,23 @@ def _convert(
                 pvar_lines: list[str] = []
                 for n, rec, chrom, ref, alts in _records(vcf, source):
                     line = next(text, None) if text is not None else None
-                    if len(alts) > 1:
-                        n_multi += 1
-                        continue
                     ref = ref.upper()
-                    alt = alts[0].upper() if alts else "."
-                    if ref not in _SNV_BASES or alt not in _SNV_BASES:
-                        n_non_snv += 1
-                        continue
+                    multi = len(alts) > 1
+                    if multi:  # split as bcftools norm -m- (fedstat.data.multiallelic)
+                        if dosage == "HDS":
+                            n_multi += 1
+                            continue
+                        n_split += 1
+                        kept, n_bad = snv_alts(ref, [a.upper() for a in alts])
+                        n_non_snv += n_bad
+                        if not kept:
+                            continue
+                    else:
+                        alt = alts[0].upper() if alts else "."
+                        if ref not in _SNV_BASES or alt not in _SNV_BASES:
+                            n_non_snv += 1
+                            continue
+                        kept = [(1, alt)]
                     where = f"record {n} ({chrom}:{rec.POS})"
                     vid = rec.ID or "."
                     if _WHITESPACE.search(chrom) or _WHITESPACE.search(vid):
@@ -524,8 +597,11 @@ def _convert(
                     fields: list[str] = rec.FORMAT or []
                     if not dosage:
                         _refuse_dosages(source, fields, f" at {where}, undeclared in the header")
+                    if multi and with_dosages:
+                        _check_split_numbers(source, where, dosage, numbers)
                     row = block[0 if with_dosages else filled]
                     gt = None
+                    hard: np.ndarray | None = None  # a split record's hard calls, one row per kept ALT
                     if "GT" in fields:
                         n_gt += 1
                         try:
@@ -536,31 +612,41 @@ def _convert(
                             raise GenotypeFileError(f"{source}: {where}: cannot decode GT")
                         if gt.shape[1] > 2:
                             raise GenotypeFileError(f"{source}: {where}: ploidy above 2 is not supported")
-                        if not _alt_counts(gt, row):
+                        if multi:
+                            hard = _split_counts(gt, len(alts), [k for k, _ in kept])
+                            if hard is None:
+                                raise GenotypeFileError(
+                                    f"{source}: {where}: GT allele index above the record's {len(alts)} ALT alleles"
+                                )
+                        elif not _alt_counts(gt, row):
                             raise GenotypeFileError(f"{source}: {where}: GT allele index above 1 in a biallelic record")
                     else:
                         row[:] = -9
-                    if with_dosages:
-                        _dosage_record(
-                            source,
-                            where,
-                            line,
-                            rec,
-                            dosage=dosage,
-                            declared=header_fields,
-                            n_samples=n_samples,
-                            hard=row,
-                            gt=gt,
-                            out=dblock[filled],
-                        )
-                    pvar_lines.append(f"{chrom}\t{rec.POS}\t{vid}\t{ref}\t{alt}\n")
-                    filled += 1
-                    n_kept += 1
-                    if filled == block_rows:
-                        bed.write(dblock.tobytes() if with_dosages else pack_bed(block).tobytes())
-                        pvar.write("".join(pvar_lines))
-                        pvar_lines.clear()
-                        filled = 0
+                    for r, (k, alt) in enumerate(kept):
+                        row = block[0 if with_dosages else filled]
+                        if multi:
+                            row[:] = hard[r] if hard is not None else -9
+                        if with_dosages:
+                            _dosage_record(
+                                source,
+                                f"{where}, ALT {k}" if multi else where,
+                                _split_line(line, k, len(alts)) if multi else line,
+                                rec,
+                                dosage=dosage,
+                                declared=header_fields,
+                                n_samples=n_samples,
+                                hard=row,
+                                gt=gt,
+                                out=dblock[filled],
+                            )
+                        pvar_lines.append(f"{chrom}\t{rec.POS}\t{vid}\t{ref}\t{alt}\n")
+                        filled += 1
+                        n_kept += 1
+                        if filled == block_rows:
+                            bed.write(dblock.tobytes() if with_dosages else pack_bed(block).tobytes())
+                            pvar.write("".join(pvar_lines))
+                            pvar_lines.clear()
+                            filled = 0
                 if filled:
                     bed.write(dblock[:filled].tobytes() if with_dosages else pack_bed(block[:filled]).tobytes())
                     pvar.write("".join(pvar_lines))
@@ -578,7 +664,8 @@ def _convert(
             )
         if n_kept == 0:
             raise GenotypeFileError(
-                f"{source}: no biallelic SNV to cache ({n_multi} multiallelic and {n_non_snv} other records skipped)"
+                f"{source}: no biallelic SNV to cache ({n_multi} multiallelic and {n_non_snv} other records skipped, "
+                f"after splitting {n_split} multiallelic records)"
             )
         try:
             if with_dosages:
@@ -593,6 +680,7 @@ def _convert(
             n_samples=n_samples,
             n_variants=n_kept,
             multiallelic_skipped=n_multi,
+            multiallelic_split=n_split,
             non_snv_skipped=n_non_snv,
         )
         return commit(paths, tmp, record, CACHE_FORMAT_VERSION)

@@ -781,6 +781,7 @@ class KeysChunk(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     DUPLICATES_FIELD_NUMBER: _builtins.int
     REVEALED_FIELD_NUMBER: _builtins.int
+    MULTIALLELIC_SPLIT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     offset: _builtins.int
     total: _builtins.int
@@ -796,6 +797,8 @@ class KeysChunk(_message.Message):
     duplicates: _builtins.int
     """distinct variant keys listed more than once (first chunk)"""
     revealed: _builtins.bool
+    multiallelic_split: _builtins.int
+    """multiallelic records split into biallelic ones (first chunk)"""
     @_builtins.property
     def keys(self) -> _common_pb2.VariantKeys: ...
     def __init__(
@@ -811,10 +814,11 @@ class KeysChunk(_message.Message):
         attempt: _builtins.int = ...,
         duplicates: _builtins.int = ...,
         revealed: _builtins.bool = ...,
+        multiallelic_split: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "duplicates", b"duplicates", "hashes", b"hashes", "job_id", b"job_id", "keys", b"keys", "multiallelic_skipped", b"multiallelic_skipped", "non_snv_skipped", b"non_snv_skipped", "offset", b"offset", "revealed", b"revealed", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "duplicates", b"duplicates", "hashes", b"hashes", "job_id", b"job_id", "keys", b"keys", "multiallelic_skipped", b"multiallelic_skipped", "multiallelic_split", b"multiallelic_split", "non_snv_skipped", b"non_snv_skipped", "offset", b"offset", "revealed", b"revealed", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
