@@ -14,6 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 from fedstat.errors import InputError, shown
+from fedstat.formats.columns import freq_columns, glm_columns
 from fedstat.privacy.modes import get_mode
 from fedstat.stats import allele, pca
 from fedstat.stats.adjust import AdjustOptions
@@ -37,8 +38,10 @@ __all__ = [
     "reads_dosages",
     "expand_names",
     "fitted_parameters",
+    "freq_cols",
     "glm_adjust",
     "glm_ci",
+    "glm_cols",
     "pca_components",
     "qc_filters",
     "required_phenotypes",
@@ -73,6 +76,10 @@ KNOWN_OPTIONS = {
     "require_covar": 1,  # "1": plink2's --require-covar over the job's --covar-name columns
     "ci": 40,  # --glm's --ci level, e.g. "0.95"
     "adjust": 200,  # --glm's --adjust: its modifiers separated by spaces ("" for none)
+    # --glm cols= and --freq cols=: plink2's column set descriptor (the text after "cols="), e.g.
+    # "+a1freq,+a1freqcc"; kept out of the comma-separated "glm" modifiers it would split
+    "glm_cols": 400,
+    "freq_cols": 400,
     # variant selection (fedstat.jobs.selection), applied to the harmonized variants before any round
     "chr": 1000,
     "not_chr": 1000,
@@ -253,3 +260,55 @@ def glm_adjust(spec: JobSpec) -> AdjustOptions | None:
     if "glm" not in spec.analyses:
         raise InputError("--adjust corrects --glm's p-values for multiple testing: it needs --glm")
     return AdjustOptions.parse(raw.split())
+
+
+#: --glm columns that need sums a --glm job does not release, and why (fedstat refuses them rather
+#: than add a release)
+GLM_COLS_REFUSED = {
+    "gcountcc": "plink2's case/control hard-call genotype counts (CASE_NON_A1_CT ... CTRL_HOM_A1_CT) need "
+    "per-variant genotype counts by case status, which the --glm rounds do not release (they release "
+    "dosage sums); fedstat refuses the column rather than add a release",
+    "machr2": "MACH_R2 needs each variant's sum of squared dosages over the regression's samples, which the "
+    "--glm rounds do not release",
+}
+#: --freq columns not computed in this version, and why
+FREQ_COLS_REFUSED = {
+    "machr2": "MACH_R2 needs each variant's sum of squared dosages, which the --freq round does not release",
+    "minimac3r2": "MINIMAC3_R2 needs each variant's sum of squared dosages, which the --freq round does not release",
+}
+
+
+def glm_cols(spec: JobSpec) -> frozenset[str]:
+    """--glm cols='s column set (plink2's default when absent); InputError naming --glm for a
+    descriptor plink2 refuses or a column fedstat cannot compute from what the job releases."""
+    raw = spec.options.get("glm_cols")
+    if raw is not None and "glm" not in spec.analyses:
+        raise InputError("--glm cols= selects --glm's output columns: it needs --glm")
+    cols = glm_columns(raw, ci=glm_ci(spec))
+    refused = [c for c in GLM_COLS_REFUSED if c in cols]
+    if refused:
+        raise InputError(f"--glm cols=: column {refused[0]} cannot be written: {GLM_COLS_REFUSED[refused[0]]}")
+    modifiers = spec.options.get("glm", "").split(",")
+    if "test" not in cols and "show-covar" in modifiers and spec.covar_names:
+        # plink2 stops when it writes a file with more than one test per variant and no TEST column
+        raise InputError(
+            "--glm cols=: the 'test' column cannot be left out when covariate rows are shown (show-covar): "
+            "plink2 stops with \"--glm's 'test' column cannot be omitted when results for multiple predictors "
+            'are reported"'
+        )
+    return cols
+
+
+def freq_cols(spec: JobSpec) -> frozenset[str]:
+    """--freq cols='s column set (plink2's default when absent); InputError naming --freq for a
+    descriptor plink2 refuses or a column this version does not compute."""
+    raw = spec.options.get("freq_cols")
+    if raw is not None and "freq" not in spec.analyses:
+        raise InputError("--freq cols= selects --freq's output columns: it needs --freq")
+    cols = freq_columns(raw)
+    refused = [c for c in FREQ_COLS_REFUSED if c in cols]
+    if refused:
+        raise InputError(
+            f"--freq cols=: column {refused[0]} cannot be written in this version: {FREQ_COLS_REFUSED[refused[0]]}"
+        )
+    return cols

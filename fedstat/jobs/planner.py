@@ -4,7 +4,16 @@ its steps in plink2's order."""
 from __future__ import annotations
 
 from fedstat.formats.numbers import format_g_array
-from fedstat.jobs.options import derived_columns, glm_adjust, glm_ci, pca_components, qc_filters, reads_dosages
+from fedstat.jobs.options import (
+    derived_columns,
+    freq_cols,
+    glm_adjust,
+    glm_ci,
+    glm_cols,
+    pca_components,
+    qc_filters,
+    reads_dosages,
+)
 from fedstat.jobs.spec import JobSpec
 from fedstat.jobs.steps import (
     AlleleAnalysis,
@@ -39,7 +48,9 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
         parts.append(QcAnalysis(qc, kept, controls=spec.pheno_names[0] if controls else ""))
     allele_flags = tuple(a for a in spec.analyses if a in allele.ANALYSES)
     if allele_flags:
-        parts.append(SubsetAnalysis(AlleleAnalysis(allele_flags, dosage=reads_dosages(spec)), kept))
+        freq_columns = freq_cols(spec) if "freq_cols" in spec.options else None
+        analysis = AlleleAnalysis(allele_flags, dosage=reads_dosages(spec), freq_columns=freq_columns)
+        parts.append(SubsetAnalysis(analysis, kept))
     k = pca_components(spec)
     if k:
         scores = tuple(c for c in spec.covar_names if c in derived_columns(spec))
@@ -61,6 +72,7 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
             ci=glm_ci(spec),
             adjust=glm_adjust(spec),
             categories=ctx.categories,
+            columns=glm_cols(spec) if "glm_cols" in spec.options else None,
         )
         parts.append(SubsetAnalysis(glm_job, kept))
     if "assoc" in spec.analyses or "model" in spec.analyses:

@@ -35,9 +35,10 @@ __all__ = [
 class AlleleAnalysis:
     """``--freq --geno-counts --hardy --missing``: one round of genotype counts."""
 
-    def __init__(self, analyses: tuple[str, ...], *, dosage: bool = False):
+    def __init__(self, analyses: tuple[str, ...], *, dosage: bool = False, freq_columns: frozenset[str] | None = None):
         self.analyses = analyses
         self.dosage = dosage  # --freq from the sites' dosages (plink2's); see fedstat.jobs.reads_dosages
+        self.freq_columns = freq_columns  # --freq cols=: written from the same counts
         self.stats: allele.AlleleStats | None = None
 
     def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
@@ -48,7 +49,7 @@ class AlleleAnalysis:
 
     def result(self, variants: VariantTable) -> allele.AlleleReports:
         assert self.stats is not None, "result() before the counts round finished"
-        return allele.AlleleReports(variants, self.stats, self.analyses)
+        return allele.AlleleReports(variants, self.stats, self.analyses, freq_columns=self.freq_columns)
 
     def log_lines(self) -> list[str]:
         return []

@@ -223,8 +223,10 @@ class AlleleReports:
     variants : the variants counted, one row per entry of ``stats``
     stats : from :func:`finish`
     analyses : the requested :data:`ANALYSES`, in order
+    freq_columns : ``--freq cols=``'s columns (plink2's names); None for plink2's default set
     """
 
     variants: VariantTable
     stats: AlleleStats
     analyses: tuple[str, ...]
+    freq_columns: frozenset[str] | None = None

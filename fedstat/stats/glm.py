@@ -106,6 +106,12 @@ class GlmResult:
         quantile of ``(1 + ci_size) / 2`` (log-odds for logistic; plink2 uses z, not t, for linear
         too); NaN where ERRCODE is an error; None without ``--ci``
     adjusted : ``--adjust``'s corrections of the ADD test's p-values, or None
+    a1_ct : [shape: (V,), float64] A1 dosage summed over the OBS_CT samples (``cols=+a1count``);
+        None where unknown
+    case_obs_ct : [shape: (V,), int64] cases among the OBS_CT samples (``+totallelecc``); None
+        for linear
+    a1_case_ct : [shape: (V,), float64] A1 dosage summed over those cases (``+a1countcc``,
+        ``+a1freqcc``); None for linear
     """
 
     pheno: str
@@ -129,6 +135,9 @@ class GlmResult:
     ci_lower: np.ndarray | None = None
     ci_upper: np.ndarray | None = None
     adjusted: Adjusted | None = None
+    a1_ct: np.ndarray | None = None
+    case_obs_ct: np.ndarray | None = None
+    a1_case_ct: np.ndarray | None = None
 
     @property
     def p(self) -> np.ndarray:
@@ -154,10 +163,13 @@ class GlmTables:
     ----------
     variants : the variants tested, one row per row of each result
     results : per phenotype, written as ``<out>.<PHENO>.<GlmResult.extension>``
+    columns : ``cols=``'s column names (plink2's, e.g. ``{"chrom", "pos", "a1freq", ...}``); None
+        for plink2's default set
     """
 
     variants: VariantTable
     results: tuple[GlmResult, ...]
+    columns: frozenset[str] | None = None
 
 
 def errcode_strings(err: np.ndarray, sep_allele: np.ndarray | None = None) -> np.ndarray:
@@ -255,6 +267,7 @@ class GlmJob:
         ci: float = 0.0,
         adjust: AdjustOptions | None = None,
         categories: Mapping[str, Sequence[str]] | None = None,
+        columns: frozenset[str] | None = None,
     ):
         unknown = set(modifiers) - MODIFIERS
         if unknown:
@@ -271,6 +284,7 @@ class GlmJob:
             raise InputError(f"--ci: the confidence level must be in [{MIN_CI}, 1), got {ci!r}")
         self.ci = float(ci)
         self.adjust = adjust
+        self.columns = columns  # cols=: written from the results, no round of its own
         self.pheno_names = tuple(pheno_names)
         self.covar_names = tuple(covar_names)
         # categorical covariate -> its indicator columns COL=LEVEL, every category (natural order);
@@ -421,6 +435,9 @@ class GlmJob:
             ci_lower=lower,
             ci_upper=upper,
             adjusted=adjusted,
+            a1_ct=fit.a1_ct,
+            case_obs_ct=fit.case_obs_ct,
+            a1_case_ct=fit.a1_case_ct,
         )
 
     # -- what the linear and logistic halves read and log (fedstat.stats.glm_common.JobView) --
@@ -500,7 +517,9 @@ class GlmJob:
 
     def result(self, variants: VariantTable) -> GlmTables:
         """The phenotypes' results over ``variants``, in the order of :attr:`pheno_names` (those analysed)."""
-        return GlmTables(variants, tuple(self.results[n] for n in self.pheno_names if n in self.results))
+        return GlmTables(
+            variants, tuple(self.results[n] for n in self.pheno_names if n in self.results), columns=self.columns
+        )
 
 
 def case_control_refusal(name: str, *, n0: int, n1: int, n2: int) -> str:
@@ -533,6 +552,7 @@ def plan_glm(
     ci: float = 0.0,
     adjust: AdjustOptions | None = None,
     categories: Mapping[str, Sequence[str]] | None = None,
+    columns: frozenset[str] | None = None,
 ) -> GlmJob:
     """The coordinator-side job for ``--glm`` on the given phenotypes and covariates.
 
@@ -548,9 +568,16 @@ def plan_glm(
         are computed at the coordinator from the per-variant results, with no round of their own
     categories : categorical covariate -> its categories over the sites (natural order); each
         becomes indicator columns ``COL=LEVEL``, all but plink2's reference category
+    columns : ``cols=``'s output columns (None: plink2's default), written from the results
     """
     return GlmJob(
-        tuple(pheno_names), tuple(covar_names), frozenset(modifiers), ci=ci, adjust=adjust, categories=categories
+        tuple(pheno_names),
+        tuple(covar_names),
+        frozenset(modifiers),
+        ci=ci,
+        adjust=adjust,
+        categories=categories,
+        columns=columns,
     )
 
 
