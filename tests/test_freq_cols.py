@@ -7,6 +7,7 @@ the dosage fixture's run goes through the daemons in tests/test_glm_cols.py.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,14 @@ def test_spec__freq_cols_refusals(options, analyses, match):
     with pytest.raises(InputError, match=match):
         JobSpec(analyses=analyses, options=options).validated()
     assert JobSpec(analyses=("freq",), options={"freq_cols": "+pos,+reffreq"}).validated()
+
+
+def test_write_afreq__refuses_frequencies_that_are_not_dosage_quotients(chr1, tmp_path):
+    """REF_FREQ and the lists come from the ALT dosage the frequency implies: a frequency computed any
+    other way (so the REF one could be off in a last digit) is refused, not written."""
+    variants, stats = chr1
+    shifted = dataclasses.replace(stats, alt_freq=np.nextafter(stats.alt_freq, 1.0))
+    with pytest.raises(InputError, match="not allele dosages over their total"):
+        write_afreq(tmp_path / "x", variants, shifted, freq_columns("+reffreq"))
+    assert not (tmp_path / "x").exists()
+    write_afreq(tmp_path / "y", variants, shifted)  # the default columns print ALT_FREQS as given

@@ -12,6 +12,9 @@ on autosomal biallelic variants (:func:`write_reports`):
 ``.vmiss`` ``#CHROM ID MISSING_CT OBS_CT F_MISS`` (OBS_CT: all samples, missing included)
 =========  ==========================================================================
 
+``--freq cols=`` and ``--glm cols=`` select other columns as plink2 2.00a3.5 does
+(:mod:`fedstat.formats.columns`; :func:`write_afreq`, :func:`write_glm`).
+
 ``--glm`` results, ``<out>.<PHENO>.glm.linear`` / ``.glm.logistic.hybrid`` / ``.glm.logistic``
 / ``.glm.firth`` (:func:`write_glm`), and ``--pca``'s ``.eigenval`` and ``.eigenvec.allele``
 (:func:`write_pca`).
@@ -153,17 +156,20 @@ def write_afreq(
     for name in ("machr2", "minimac3r2"):
         if name in cols_on:
             raise InputError(f"write_afreq: column {name} is not computed in this version")
-    # each allele's dosage in plink2's units (1/32768 of a copy, ``ddosage``): the ALT dosage is the
-    # frequency times the total, exactly (frequency = dosage × (1 / total) below 2^50 units)
-    tot = stats.obs_ct.astype(np.float64) * 32768.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recip = 1.0 / tot
-        alt_dd = np.rint(np.where(stats.obs_ct > 0, stats.alt_freq * tot, 0.0))
-        freqs = ((tot - alt_dd) * recip, alt_dd * recip)
-    if not np.array_equal(freqs[1], stats.alt_freq, equal_nan=True):
-        raise InputError("write_afreq: the ALT frequencies are not allele dosages over their total")
+    alt_text = format_g_array(stats.alt_freq)
+    text, dosages = [alt_text, alt_text], None
+    if cols_on & {"reffreq", *FREQ_EXCLUSIVE} - {"altfreq"}:
+        # each allele's dosage in plink2's units (1/32768 of a copy, ``ddosage``): the ALT dosage is
+        # the frequency times the total, exactly (frequency = dosage × (1 / total) below 2^50 units)
+        tot = stats.obs_ct.astype(np.float64) * 32768.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recip = 1.0 / tot
+            alt_dd = np.rint(np.where(stats.obs_ct > 0, stats.alt_freq * tot, 0.0))
+            if not np.array_equal(alt_dd * recip, stats.alt_freq, equal_nan=True):
+                raise InputError("write_afreq: the ALT frequencies are not allele dosages over their total")
+            dosages = (tot - alt_dd, alt_dd)
+            text[0] = format_g_array(dosages[0] * recip)
     alleles = (_strs(variants.ref), _strs(variants.alt))
-    text = [format_g_array(f) for f in freqs]
     header = ["CHROM"] if "chrom" in cols_on else []
     cols: list[list[str]] = [_strs(variants.chrom)] if "chrom" in cols_on else []
     keyed: tuple[tuple[str, str, Callable[[], list[str]]], ...] = (
@@ -188,7 +194,7 @@ def write_afreq(
             cols.append([",".join(v) for v in zip(*text[first:], strict=True)])
         else:
             zeros = kind.endswith("z")
-            dosages = (tot - alt_dd, alt_dd)
+            assert dosages is not None
             out = []
             for i in range(len(variants)):
                 items = []
