@@ -91,7 +91,7 @@ def assert_matches_plink2(ours_path: Path, theirs_path: Path, *, identical_share
     return {name: sum(r[c] == "nan" for r in ours[1:]) for c, name in enumerate(head) if not _fitted(name)}
 
 
-def _gwas_job(run: str) -> tuple[GlmJob, object]:
+def _gwas_job(run: str, *, min_cell_count: int = 0) -> tuple[GlmJob, object]:
     mods, cols, ci = RUNS[run]
     pooled = h.load_pooled()
     keep = pooled.variants.chrom == "1"
@@ -103,7 +103,7 @@ def _gwas_job(run: str) -> tuple[GlmJob, object]:
     for s in range(len(h.SITES)):
         idx = np.flatnonzero(pooled.site_of == s)
         cohorts.append((h.make_cohort(pooled.table, idx, ("QT", "CC", *h.COVARS)), idx))
-    job = GlmJob(("QT", "CC"), h.COVARS, mods, ci=ci, columns=glm_columns(cols, ci=ci))
+    job = GlmJob(("QT", "CC"), h.COVARS, mods, ci=ci, columns=glm_columns(cols, ci=ci), min_cell_count=min_cell_count)
     h.run_job(job, geno, cohorts)
     return job, pooled.variants.take(rows)
 
@@ -151,6 +151,33 @@ def test_write_glm__case_control_counts_by_hand(tmp_path):
         assert row[head.index("CTRL_ALLELE_CT")] == str(2 * ctrl.sum())
         assert res.case_obs_ct[v] == case.sum() and res.a1_case_ct[v] == a1[case].sum()
     assert theirs[26][head.index("FIRTH?")] == "Y" and theirs[26][head.index("A1_CTRL_CT")] == "0"
+
+
+def test_write_glm__case_control_counts_under_disclosure_control(tmp_path):
+    """A site's min_cell_count (DataSHIELD's nfilter.tab, as --assoc applies it): a variant whose
+    case/control A1 or non-A1 count is in (0, min) has its four case/control A1 columns written NA;
+    every other cell is plink2's, and the job log says how many were withheld."""
+    job, variants = _gwas_job("ccfreq", min_cell_count=10)
+    (_, path) = write_result(job.result(variants), tmp_path / "dc")
+    ours, theirs = _rows(path), _rows(EXPECTED / "ccfreq.CC.glm.logistic.hybrid")
+    head = theirs[0]
+    cc = [head.index(c) for c in ("A1_CASE_CT", "A1_CTRL_CT", "A1_CASE_FREQ", "A1_CTRL_FREQ")]
+    cells = {c: head.index(c) for c in ("A1_CASE_CT", "A1_CTRL_CT", "CASE_ALLELE_CT", "CTRL_ALLELE_CT")}
+    withheld = 0
+    for a, b in zip(ours[1:], theirs[1:], strict=True):
+        case, ctrl = float(b[cells["A1_CASE_CT"]]), float(b[cells["A1_CTRL_CT"]])
+        four = (case, int(b[cells["CASE_ALLELE_CT"]]) - case, ctrl, int(b[cells["CTRL_ALLELE_CT"]]) - ctrl)
+        small = any(0 < x < 10 for x in four)
+        withheld += small
+        assert [a[c] for c in cc] == (["NA"] * 4 if small else [b[c] for c in cc])
+        assert [x for i, x in enumerate(a) if i not in cc][:10] == [x for i, x in enumerate(b) if i not in cc][:10]
+    assert 0 < withheld < len(theirs) - 1  # the separating variant (9 case copies) among them
+    assert ours[26][cc[0]] == "NA"
+    assert any(f"disclosure control: {withheld} variants' case/control A1 counts" in line for line in job.log_lines())
+    # no cc column asked for: nothing to withhold, nothing logged
+    plain, _ = _gwas_job("short", min_cell_count=10)
+    assert plain.results["CC"].cc_suppressed is None
+    assert not any("disclosure control" in line for line in plain.log_lines())
 
 
 def test_write_glm__default_columns_unchanged(tmp_path):

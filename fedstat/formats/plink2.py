@@ -374,6 +374,14 @@ def write_glm(path: str | Path, variants: VariantTable, res: GlmResult, columns:
             raise InputError(f"write_glm: column {name} needs sums a --glm job does not release")
     g, ln = CachedFormat(format_g, na="NA"), CachedFormat(lntoa_g, na="NA")
     counts = CachedFormat(format_g)  # dosage sums and their quotients: 0/0 prints nan, as plink2's dtoa_g
+    withheld = [] if res.cc_suppressed is None else np.flatnonzero(res.cc_suppressed).tolist()
+
+    def cc_text(values: np.ndarray) -> list[str]:
+        """Case/control counts or frequencies; NA where disclosure control withholds them."""
+        text = counts.column(values)
+        for i in withheld:
+            text[i] = "NA"
+        return text
 
     def need(values: np.ndarray | None, name: str) -> np.ndarray:
         if values is None:
@@ -414,7 +422,7 @@ def write_glm(path: str | Path, variants: VariantTable, res: GlmResult, columns:
         case_allele_ct = 2 * need(res.case_obs_ct, "totallelecc")
         a1_ctrl = a1_ct - a1_case
         if "a1countcc" in cols_on:
-            add(["A1_CASE_CT", "A1_CTRL_CT"], counts.column(a1_case), counts.column(a1_ctrl))
+            add(["A1_CASE_CT", "A1_CTRL_CT"], cc_text(a1_case), cc_text(a1_ctrl))
         if "totallelecc" in cols_on:
             add(
                 ["CASE_ALLELE_CT", "CTRL_ALLELE_CT"],
@@ -427,7 +435,7 @@ def write_glm(path: str | Path, variants: VariantTable, res: GlmResult, columns:
         with np.errstate(invalid="ignore", divide="ignore"):
             case_freq = a1_case / case_allele_ct.astype(np.float64)
             ctrl_freq = a1_ctrl / (allele_ct - case_allele_ct).astype(np.float64)
-        add(["A1_CASE_FREQ", "A1_CTRL_FREQ"], counts.column(case_freq), counts.column(ctrl_freq))
+        add(["A1_CASE_FREQ", "A1_CTRL_FREQ"], cc_text(case_freq), cc_text(ctrl_freq))
     if res.method == "logistic-firth-hybrid" and "firth" in cols_on:
         add(["FIRTH?"], ["Y" if f else "N" for f in res.firth.tolist()])
     n_t = len(res.tests)

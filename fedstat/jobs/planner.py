@@ -73,6 +73,7 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None) -> JobAnalysis:
             adjust=glm_adjust(spec),
             categories=ctx.categories,
             columns=glm_cols(spec) if "glm_cols" in spec.options else None,
+            min_cell_count=ctx.min_cell_count,
         )
         parts.append(SubsetAnalysis(glm_job, kept))
     if "assoc" in spec.analyses or "model" in spec.analyses:

@@ -112,6 +112,8 @@ class GlmResult:
         for linear
     a1_case_ct : [shape: (V,), float64] A1 dosage summed over those cases (``+a1countcc``,
         ``+a1freqcc``); None for linear
+    cc_suppressed : [shape: (V,), bool] variants whose case/control A1 and non-A1 counts are
+        withheld (written NA) by disclosure control; None when nothing is
     """
 
     pheno: str
@@ -138,6 +140,7 @@ class GlmResult:
     a1_ct: np.ndarray | None = None
     case_obs_ct: np.ndarray | None = None
     a1_case_ct: np.ndarray | None = None
+    cc_suppressed: np.ndarray | None = None
 
     @property
     def p(self) -> np.ndarray:
@@ -268,6 +271,7 @@ class GlmJob:
         adjust: AdjustOptions | None = None,
         categories: Mapping[str, Sequence[str]] | None = None,
         columns: frozenset[str] | None = None,
+        min_cell_count: int = 0,
     ):
         unknown = set(modifiers) - MODIFIERS
         if unknown:
@@ -285,6 +289,7 @@ class GlmJob:
         self.ci = float(ci)
         self.adjust = adjust
         self.columns = columns  # cols=: written from the results, no round of its own
+        self.min_cell_count = min_cell_count  # disclosure control of cols='s case/control counts
         self.pheno_names = tuple(pheno_names)
         self.covar_names = tuple(covar_names)
         # categorical covariate -> its indicator columns COL=LEVEL, every category (natural order);
@@ -438,7 +443,27 @@ class GlmJob:
             a1_ct=fit.a1_ct,
             case_obs_ct=fit.case_obs_ct,
             a1_case_ct=fit.a1_case_ct,
+            cc_suppressed=self._small_cells(fit),
         )
+
+    def _small_cells(self, fit: Fit) -> np.ndarray | None:
+        """Variants whose case/control allele counts (A1 and non-A1 in cases and in controls) hold a
+        value in (0, min_cell_count), when cols= writes them: DataSHIELD's ``nfilter.tab``, as
+        ``--assoc`` applies it to its genotype tables (those counts are written NA, and logged)."""
+        cc_cols = {"a1countcc", "a1freqcc"}
+        if self.min_cell_count <= 1 or not (self.columns or frozenset()) & cc_cols or fit.a1_case_ct is None:
+            return None
+        assert fit.case_obs_ct is not None
+        case_alleles, alleles = 2.0 * fit.case_obs_ct, 2.0 * fit.obs_ct
+        a1_ctrl = fit.a1_ct - fit.a1_case_ct
+        cells = np.stack([fit.a1_case_ct, case_alleles - fit.a1_case_ct, a1_ctrl, alleles - case_alleles - a1_ctrl])
+        small = np.asarray(((cells > 0) & (cells < self.min_cell_count)).any(axis=0))
+        self._log.append(
+            f"disclosure control: {int(small.sum())} variants' case/control A1 counts for phenotype '{fit.pheno}' "
+            f"have a cell below {self.min_cell_count} (the strictest site's min_cell_count); their A1_CASE_CT, "
+            "A1_CTRL_CT, A1_CASE_FREQ and A1_CTRL_FREQ are written as NA"
+        )
+        return small
 
     # -- what the linear and logistic halves read and log (fedstat.stats.glm_common.JobView) --
 
@@ -553,6 +578,7 @@ def plan_glm(
     adjust: AdjustOptions | None = None,
     categories: Mapping[str, Sequence[str]] | None = None,
     columns: frozenset[str] | None = None,
+    min_cell_count: int = 0,
 ) -> GlmJob:
     """The coordinator-side job for ``--glm`` on the given phenotypes and covariates.
 
@@ -569,6 +595,8 @@ def plan_glm(
     categories : categorical covariate -> its categories over the sites (natural order); each
         becomes indicator columns ``COL=LEVEL``, all but plink2's reference category
     columns : ``cols=``'s output columns (None: plink2's default), written from the results
+    min_cell_count : disclosure control (the strictest site's): case/control A1 counts of a variant
+        with a cell in (0, min_cell_count) are written NA (``cols=+a1countcc``, ``+a1freqcc``)
     """
     return GlmJob(
         tuple(pheno_names),
@@ -578,6 +606,7 @@ def plan_glm(
         adjust=adjust,
         categories=categories,
         columns=columns,
+        min_cell_count=min_cell_count,
     )
 
 
