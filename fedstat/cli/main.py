@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import fedstat
 from fedstat.cli.common import add_profile
+from fedstat.cli.modifiers import modifier_options
 from fedstat.cli.selection import add_variant_selection, selection_options
 from fedstat.counts import WITHHELD, describe_count
 from fedstat.errors import (
@@ -77,7 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_profile(p)
     g = p.add_argument_group("analyses (plink2 flags)")
-    g.add_argument("--freq", action="store_true", help="allele frequencies → <out>.afreq")
+    g.add_argument(
+        "--freq",
+        nargs="*",
+        metavar="MODIFIER",
+        default=None,
+        help="allele frequencies → <out>.afreq. Modifier as plink2: cols=… selects the columns, either a list "
+        "(cols=chrom,pos,ref,alt,reffreq,nobs) or edits of the default chrom,ref,alt,altfreq,nobs "
+        "(cols=+pos,+reffreq): chrom, pos, ref, alt1, alt, reffreq, alt1freq, and one of altfreq, freq, eq, "
+        "eqz, alteq, alteqz, numeq, altnumeq; nobs",
+    )
     g.add_argument("--geno-counts", action="store_true", help="genotype counts → <out>.gcount")
     g.add_argument("--hardy", action="store_true", help="exact Hardy–Weinberg test → <out>.hardy")
     g.add_argument(
@@ -92,7 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="association: linear (quantitative) or logistic with firth-fallback (1/2 case/control) regression "
         "per variant → <out>.<PHENO>.glm.linear / .glm.logistic.hybrid, plus GWAS-SSF, plots and an HTML "
-        "report. Modifiers as plink2: firth, no-firth; covariate rows are hidden unless show-covar",
+        "report. Modifiers as plink2: firth, no-firth; covariate rows are hidden unless show-covar; cols=… "
+        "selects the columns as plink2 2.00a3.5 names them, a list (cols=chrom,pos,ref,alt,a1freq,beta,se,p) or "
+        "edits of the default chrom,pos,ref,alt,firth,test,nobs,orbeta,se,ci,tz,p,err "
+        "(cols=+a1freq,+a1freqcc): chrom, pos, ref, alt1, alt, ax, a1count, totallele, a1freq; logistic only "
+        "a1countcc, totallelecc, a1freqcc (A1 counts and frequencies in cases and controls), firth; test, "
+        "nobs, beta (logistic: log-odds instead of OR), orbeta, se, ci, tz, p, err. Written from the "
+        "released sums: gcountcc and machr2 would need new ones and are refused",
     )
     g.add_argument(
         "--ci",
@@ -420,7 +436,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from fedstat.privacy.modes import get_mode  # noqa: PLC0415
 
     flags = (
-        ("freq", args.freq),
+        ("freq", args.freq is not None),
         ("geno-counts", args.geno_counts),
         ("hardy", args.hardy),
         ("missing", args.missing),
@@ -430,7 +446,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         ("model", args.model),
     )
     analyses = tuple(a for a, on in flags if on)
-    options = {"glm": ",".join(args.glm)} if args.glm else {}
+    options = modifier_options(args)
     if args.genome_assembly != "NR":
         options["genome_assembly"] = args.genome_assembly
     if args.epsilon is not None:

@@ -13,6 +13,9 @@ counts them, chrX's ``--hardy`` in ``.hardy.x``, :func:`write_hardy_x`):
 ``.vmiss`` ``#CHROM ID MISSING_CT OBS_CT F_MISS`` (OBS_CT: all samples, missing included)
 =========  ==========================================================================
 
+``--freq cols=`` and ``--glm cols=`` select other columns as plink2 2.00a3.5 does
+(:mod:`fedstat.formats.columns`; :func:`write_afreq`, :func:`write_glm`).
+
 ``--glm`` results, ``<out>.<PHENO>.glm.linear`` / ``.glm.logistic.hybrid`` / ``.glm.logistic``
 / ``.glm.firth`` (:func:`write_glm`), and ``--pca``'s ``.eigenval`` and ``.eigenvec.allele``
 (:func:`write_pca`).
@@ -43,6 +46,7 @@ import numpy as np
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.formats.atomic import atomic_write_text
+from fedstat.formats.columns import FREQ_DEFAULT, FREQ_EXCLUSIVE, GLM_DEFAULT
 from fedstat.formats.numbers import CachedFormat, format_g, format_g_array, int_strings, lntoa_g
 from fedstat.stats.allele import ANALYSES, AlleleReports, AlleleStats
 from fedstat.stats.glm import GlmResult, GlmTables
@@ -140,18 +144,100 @@ def _keys(variants: VariantTable) -> list[list[str]]:
     return [_strs(variants.chrom), _strs(variants.id), _strs(variants.ref), _strs(variants.alt)]
 
 
-def write_afreq(path: str | Path, variants: VariantTable, stats: AlleleStats) -> Path:
-    """Write a plink2 ``.afreq`` table (``--freq``).
+def write_afreq(
+    path: str | Path, variants: VariantTable, stats: AlleleStats, columns: frozenset[str] | None = None
+) -> Path:
+    """Write a plink2 ``.afreq`` table (``--freq``), with the columns ``cols=`` selects.
 
-    Columns ``#CHROM ID REF ALT ALT_FREQS OBS_CT``; ALT_FREQS is ``nan`` when OBS_CT is 0.
+    Parameters
+    ----------
+    path : the file to write (atomically)
+    variants : the variants counted, one row per entry of ``stats``
+    stats : their allele statistics
+    columns : plink2's ``--freq cols=`` names (:data:`fedstat.formats.columns.FREQ_COLUMNS`);
+        None for its default set ``chrom,ref,alt,altfreq,nobs``
+
+    Notes
+    -----
+    Columns in plink2's order: ``#CHROM POS ID REF ALT1 ALT REF_FREQ ALT1_FREQ``, then one
+    frequency list (``FREQS`` ``REF,ALT``; ``ALT_FREQS``; ``eq``: ``FREQS`` as ``A=0.8,C=0.2``
+    (alleles of non-zero frequency, ``.`` for none), ``eqz`` with every allele, ``alteq``/``alteqz``
+    as ``ALT_FREQS``, ``numeq``/``altnumeq`` as ``NUM_FREQS``/``ALT_NUM_FREQS`` numbering the
+    alleles 0 = REF, 1 = ALT), then ``OBS_CT``. A frequency is the allele's dosage times the
+    reciprocal of the total (plink2's own arithmetic); ``nan`` when OBS_CT is 0.
+
+    Raises
+    ------
+    InputError
+        If ``machr2``/``minimac3r2`` is asked for (not computed), an ``eq`` column would print an
+        allele holding ``=`` (plink2 refuses those too), or the frequencies are not dosage quotients.
     """
     _check_rows(variants, stats, "write_afreq")
-    cols = [
-        *_keys(variants),
-        format_g_array(stats.alt_freq),
-        int_strings(stats.obs_ct),
-    ]
-    return atomic_write_text(path, _table_lines(AFREQ_HEADER, cols))
+    cols_on = FREQ_DEFAULT if columns is None else columns
+    for name in ("machr2", "minimac3r2"):
+        if name in cols_on:
+            raise InputError(f"write_afreq: column {name} is not computed in this version")
+    alt_text = format_g_array(stats.alt_freq)
+    text, dosages = [alt_text, alt_text], None
+    if cols_on & {"reffreq", *FREQ_EXCLUSIVE} - {"altfreq"}:
+        # each allele's dosage in plink2's units (1/32768 of a copy, ``ddosage``): the ALT dosage is
+        # the frequency times the total, exactly (frequency = dosage × (1 / total) below 2^50 units)
+        tot = stats.obs_ct.astype(np.float64) * 32768.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recip = 1.0 / tot
+            alt_dd = np.rint(np.where(stats.obs_ct > 0, stats.alt_freq * tot, 0.0))
+            if not np.array_equal(alt_dd * recip, stats.alt_freq, equal_nan=True):
+                raise InputError("write_afreq: the ALT frequencies are not allele dosages over their total")
+            dosages = (tot - alt_dd, alt_dd)
+            text[0] = format_g_array(dosages[0] * recip)
+    alleles = (_strs(variants.ref), _strs(variants.alt))
+    header = ["CHROM"] if "chrom" in cols_on else []
+    cols: list[list[str]] = [_strs(variants.chrom)] if "chrom" in cols_on else []
+    keyed: tuple[tuple[str, str, Callable[[], list[str]]], ...] = (
+        ("pos", "POS", lambda: _strs(variants.pos)),
+        ("id", "ID", lambda: _strs(variants.id)),
+        ("ref", "REF", lambda: alleles[0]),
+        ("alt1", "ALT1", lambda: alleles[1]),
+        ("alt", "ALT", lambda: alleles[1]),
+        ("reffreq", "REF_FREQ", lambda: text[0]),
+        ("alt1freq", "ALT1_FREQ", lambda: text[1]),
+    )
+    for key, name, column in keyed:
+        if key == "id" or key in cols_on:
+            header.append(name)
+            cols.append(column())
+    listed = [c for c in FREQ_EXCLUSIVE if c in cols_on]
+    if listed:
+        (kind,) = listed
+        first = 1 if kind.startswith("alt") else 0  # the list leaves REF out
+        header.append(("ALT_" if first else "") + ("NUM_" if "num" in kind else "") + "FREQS")
+        if kind in ("freq", "altfreq"):
+            cols.append([",".join(v) for v in zip(*text[first:], strict=True)])
+        else:
+            zeros = kind.endswith("z")
+            assert dosages is not None
+            out = []
+            for i in range(len(variants)):
+                items = []
+                for k in range(first, 2):
+                    if zeros or dosages[k][i] != 0:
+                        if "num" in kind:
+                            label = str(k)
+                        elif "=" in alleles[k][i]:
+                            raise InputError(
+                                f"write_afreq: --freq cols={kind} cannot print variant {variants.id[i]}, whose "
+                                "allele code holds '=' (plink2 refuses it too); choose another frequency column"
+                            )
+                        else:
+                            label = alleles[k][i]
+                        items.append(f"{label}={text[k][i]}")
+                out.append(",".join(items) or ".")
+            cols.append(out)
+    if "nobs" in cols_on:
+        header.append("OBS_CT")
+        cols.append(int_strings(stats.obs_ct))
+    header[0] = "#" + header[0]
+    return atomic_write_text(path, _table_lines(header, cols))
 
 
 def write_gcount(path: str | Path, variants: VariantTable, stats: AlleleStats) -> Path:
@@ -246,6 +332,7 @@ def write_reports(
     *,
     hardy_rows: np.ndarray | None = None,
     hardy_x: HardyX | None = None,
+    freq_columns: frozenset[str] | None = None,
 ) -> list[Path]:
     """Write the plink2 tables for the requested analyses.
 
@@ -260,6 +347,7 @@ def write_reports(
     hardy_rows : the rows of ``.hardy`` (None: all); when empty no ``.hardy`` is written (plink2
         writes none when every variant is on chrX, chrY or MT)
     hardy_x : the ``.hardy.x`` table (chrX), written after ``.hardy`` when given
+    freq_columns : ``--freq cols=``'s columns (:func:`write_afreq`); None for plink2's default
 
     Returns
     -------
@@ -284,6 +372,9 @@ def write_reports(
     files = []
     for key in wanted:
         path = Path(f"{prefix}.{EXTENSIONS[key]}")
+        if key == "freq":
+            files.append(write_afreq(path, variants, stats, freq_columns))
+            continue
         if key != "hardy":
             files.append(_WRITERS[key](path, variants, stats))
             continue
@@ -303,6 +394,7 @@ def write_allele_reports(reports: AlleleReports, out_prefix: str | Path) -> list
         reports.analyses,
         hardy_rows=reports.hardy_rows,
         hardy_x=reports.hardy_x,
+        freq_columns=reports.freq_columns,
     )
 
 
@@ -311,46 +403,144 @@ def write_allele_reports(reports: AlleleReports, out_prefix: str | Path) -> list
 # ---------------------------------------------------------------------------------------------
 
 
-def write_glm(path: str | Path, variants: VariantTable, res: GlmResult) -> Path:
-    """Write ``res`` as plink2 writes ``--glm`` output (default columns of 2.00a3.5).
+def write_glm(path: str | Path, variants: VariantTable, res: GlmResult, columns: frozenset[str] | None = None) -> Path:
+    """Write ``res`` as plink2 2.00a3.5 writes ``--glm`` output, with the columns ``cols=`` selects.
 
-    ``#CHROM POS ID REF ALT A1 [FIRTH?] TEST OBS_CT BETA|OR SE|LOG(OR)_SE [L95 U95] T_STAT|Z_STAT P
-    ERRCODE``; one row per variant and test; OR, P and (logistic) the ``--ci`` bounds printed from
-    their logarithms (``lntoa_g``).
+    Parameters
+    ----------
+    path : the file to write (atomically)
+    variants : the variants tested, one row per row of ``res``
+    res : one phenotype's results
+    columns : plink2's ``cols=`` names (:data:`fedstat.formats.columns.GLM_COLUMNS`); None for its
+        default set ``chrom,pos,ref,alt,firth,test,nobs,orbeta,se,ci,tz,p,err``
+
+    Notes
+    -----
+    Columns in plink2's order: ``#CHROM POS ID REF ALT1 ALT A1 AX A1_CT ALLELE_CT
+    [A1_CASE_CT A1_CTRL_CT CASE_ALLELE_CT CTRL_ALLELE_CT] A1_FREQ [A1_CASE_FREQ A1_CTRL_FREQ]
+    [FIRTH?] TEST OBS_CT BETA|OR SE|LOG(OR)_SE [L95 U95] T_STAT|Z_STAT P ERRCODE`` (ID and A1 always;
+    the bracketed case/control columns in logistic files only, FIRTH? under firth-fallback only,
+    L/U with ``--ci`` only). One row per variant and test. Counts of A1 are dosage sums printed
+    with 6 significant digits, frequencies are their quotients (``nan`` for 0/0); OR, P and the
+    logistic ``--ci`` bounds print from their logarithms (``lntoa_g``), with ``cols=+beta`` a
+    logistic file shows the log-odds (BETA, SE and bounds on that scale) instead.
+
+    Raises
+    ------
+    InputError
+        If ``variants`` and ``res`` differ in length, or a column needs a count ``res`` lacks
+        (``gcountcc`` and ``machr2``: sums a --glm job does not release).
     """
+    cols_on = GLM_DEFAULT if columns is None else columns
     n_var = len(variants)
     if res.obs_ct.shape[0] != n_var:
         raise InputError(f"write_glm: {n_var} variants but results for {res.obs_ct.shape[0]}")
+    binary = res.is_binary
+    for name in ("machr2", *(("gcountcc",) if binary else ())):
+        if name in cols_on:
+            raise InputError(f"write_glm: column {name} needs sums a --glm job does not release")
+    g, ln = CachedFormat(format_g, na="NA"), CachedFormat(lntoa_g, na="NA")
+    counts = CachedFormat(format_g)  # dosage sums and their quotients: 0/0 prints nan, as plink2's dtoa_g
+    withheld = [] if res.cc_suppressed is None else np.flatnonzero(res.cc_suppressed).tolist()
+
+    def cc_text(values: np.ndarray) -> list[str]:
+        """Case/control counts or frequencies; NA where disclosure control withholds them."""
+        text = counts.column(values)
+        for i in withheld:
+            text[i] = "NA"
+        return text
+
+    def need(values: np.ndarray | None, name: str) -> np.ndarray:
+        if values is None:
+            raise InputError(f"write_glm: phenotype {res.pheno} has no counts for column {name}")
+        return values
+
+    # per variant, joined: #CHROM … FIRTH?
+    head: list[str] = []
+    parts: list[list[str]] = []
+
+    def add(names: Sequence[str], *columns_: list[str]) -> None:
+        head.extend(names)
+        parts.extend(columns_)
+
+    a1 = np.where(res.a1_is_ref, variants.ref, variants.alt)
+    if "chrom" in cols_on:
+        add(["CHROM"], _strs(variants.chrom))
+    if "pos" in cols_on:
+        add(["POS"], _strs(variants.pos))
+    add(["ID"], _strs(variants.id))
+    if "ref" in cols_on:
+        add(["REF"], _strs(variants.ref))
+    if "alt1" in cols_on:
+        add(["ALT1"], _strs(variants.alt))
+    if "alt" in cols_on:
+        add(["ALT"], _strs(variants.alt))
+    add(["A1"], _strs(a1))
+    if "ax" in cols_on:
+        add(["AX"], _strs(np.where(res.a1_is_ref, variants.alt, variants.ref)))
+    allele_ct = 2 * res.obs_ct  # autosomes: two alleles per sample
+    if "a1count" in cols_on:
+        add(["A1_CT"], counts.column(need(res.a1_ct, "a1count")))
+    if "totallele" in cols_on:
+        add(["ALLELE_CT"], int_strings(allele_ct))
+    if binary and cols_on & {"a1countcc", "totallelecc", "a1freqcc"}:
+        a1_ct = need(res.a1_ct, "a1countcc")
+        a1_case = need(res.a1_case_ct, "a1countcc")
+        case_allele_ct = 2 * need(res.case_obs_ct, "totallelecc")
+        a1_ctrl = a1_ct - a1_case
+        if "a1countcc" in cols_on:
+            add(["A1_CASE_CT", "A1_CTRL_CT"], cc_text(a1_case), cc_text(a1_ctrl))
+        if "totallelecc" in cols_on:
+            add(
+                ["CASE_ALLELE_CT", "CTRL_ALLELE_CT"],
+                int_strings(case_allele_ct),
+                int_strings(allele_ct - case_allele_ct),
+            )
+    if "a1freq" in cols_on:
+        add(["A1_FREQ"], counts.column(res.a1_freq))
+    if binary and "a1freqcc" in cols_on:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            case_freq = a1_case / case_allele_ct.astype(np.float64)
+            ctrl_freq = a1_ctrl / (allele_ct - case_allele_ct).astype(np.float64)
+        add(["A1_CASE_FREQ", "A1_CTRL_FREQ"], cc_text(case_freq), cc_text(ctrl_freq))
+    if res.method == "logistic-firth-hybrid" and "firth" in cols_on:
+        add(["FIRTH?"], ["Y" if f else "N" for f in res.firth.tolist()])
     n_t = len(res.tests)
-    hybrid = res.method == "logistic-firth-hybrid"
-    header = ["#CHROM", "POS", "ID", "REF", "ALT", "A1"]
-    if hybrid:
-        header.append("FIRTH?")
-    header += ["TEST", "OBS_CT"]
-    header += ["OR", "LOG(OR)_SE"] if res.is_binary else ["BETA", "SE"]
-    if res.ci_lower is not None:
+    rep = np.repeat(np.arange(n_var), n_t)
+    prefix = ["\t".join(x) for x in zip(*parts, strict=True)]
+    cols: list[list[str]] = [[prefix[i] for i in rep.tolist()]]
+    header = list(head)
+    if "test" in cols_on:
+        header.append("TEST")
+        cols.append(list(res.tests) * n_var)
+    if "nobs" in cols_on:
+        header.append("OBS_CT")
+        cols.append(_strs(res.obs_ct[rep]))
+    # logistic: OR (printed from the log-odds) unless cols= names beta
+    odds = binary and "beta" not in cols_on
+    effect = ln if odds else g
+    if cols_on & {"beta", "orbeta"}:
+        header.append("OR" if odds else "BETA")
+        cols.append(effect.column(res.beta.reshape(-1)))
+    if "se" in cols_on:
+        header.append("LOG(OR)_SE" if odds else "SE")
+        cols.append(g.column(res.se.reshape(-1)))
+    if "ci" in cols_on and res.ci_lower is not None and res.ci_upper is not None:
         pct = format_g(res.ci_size * 100)  # plink2: "L" + dtoa_g(ci * 100), e.g. L95, L99.9
         header += [f"L{pct}", f"U{pct}"]
-    header += ["Z_STAT", "P", "ERRCODE"] if res.is_binary else ["T_STAT", "P", "ERRCODE"]
-    rep = np.repeat(np.arange(n_var), n_t)
-    a1 = np.where(res.a1_is_ref, variants.ref, variants.alt)
-    chrom, ids, ref, alt = _keys(variants)
-    prefix = ["\t".join(x) for x in zip(chrom, _strs(variants.pos), ids, ref, alt, _strs(a1), strict=True)]
-    cols: list[list[str]] = [[prefix[i] for i in rep.tolist()]]
-    if hybrid:
-        cols.append(["Y" if f else "N" for f in res.firth[rep].tolist()])
-    cols.append(list(res.tests) * n_var)
-    cols.append(_strs(res.obs_ct[rep]))
-    g, ln = CachedFormat(format_g, na="NA"), CachedFormat(lntoa_g, na="NA")
-    cols.append((ln if res.is_binary else g).column(res.beta.reshape(-1)))
-    cols.append(g.column(res.se.reshape(-1)))
-    if res.ci_lower is not None and res.ci_upper is not None:
-        # on the scale of BETA|OR: exp(beta ∓ z·se) for logistic
-        cols.append((ln if res.is_binary else g).column(res.ci_lower.reshape(-1)))
-        cols.append((ln if res.is_binary else g).column(res.ci_upper.reshape(-1)))
-    cols.append(g.column(res.stat.reshape(-1)))
-    cols.append(ln.column(res.log_p.reshape(-1)))
-    cols.append(_strs(res.errcode[rep]))
+        # on the scale of BETA|OR: exp(beta ∓ z·se) for OR
+        cols.append(effect.column(res.ci_lower.reshape(-1)))
+        cols.append(effect.column(res.ci_upper.reshape(-1)))
+    if "tz" in cols_on:
+        header.append("Z_STAT" if binary else "T_STAT")
+        cols.append(g.column(res.stat.reshape(-1)))
+    if "p" in cols_on:
+        header.append("P")
+        cols.append(ln.column(res.log_p.reshape(-1)))
+    if "err" in cols_on:
+        header.append("ERRCODE")
+        cols.append(_strs(res.errcode[rep]))
+    header[0] = "#" + header[0]
     return atomic_write_text(path, _table_lines(header, cols))
 
 
@@ -359,7 +549,7 @@ def write_glm_tables(tables: GlmTables, out_prefix: str | Path) -> list[Path]:
     followed by its ``<…>.adjusted`` file under ``--adjust``."""
     files = []
     for res in tables.results:
-        path = write_glm(Path(f"{out_prefix}.{res.pheno}.{res.extension}"), tables.variants, res)
+        path = write_glm(Path(f"{out_prefix}.{res.pheno}.{res.extension}"), tables.variants, res, tables.columns)
         files.append(path)
         if res.adjusted is not None:
             files.append(write_adjusted(path.with_name(path.name + ".adjusted"), tables.variants, res))

@@ -14,6 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 from fedstat.errors import InputError, shown
+from fedstat.formats.columns import freq_columns, glm_columns
 from fedstat.privacy.modes import get_mode
 from fedstat.stats import allele, pca
 from fedstat.stats.adjust import AdjustOptions
@@ -37,8 +38,10 @@ __all__ = [
     "reads_dosages",
     "expand_names",
     "fitted_parameters",
+    "freq_cols",
     "glm_adjust",
     "glm_ci",
+    "glm_cols",
     "pca_components",
     "qc_filters",
     "required_phenotypes",
@@ -75,6 +78,10 @@ KNOWN_OPTIONS = {
     "adjust": 200,  # --glm's --adjust: its modifiers separated by spaces ("" for none)
     # --covar-variance-standardize: "1" (every quantitative covariate) or the covariates named, comma-separated
     "covar_variance_standardize": 20_000,
+    # --glm cols= and --freq cols=: plink2's column set descriptor (the text after "cols="), e.g.
+    # "+a1freq,+a1freqcc"; kept out of the comma-separated "glm" modifiers it would split
+    "glm_cols": 400,
+    "freq_cols": 400,
     # variant selection (fedstat.jobs.selection), applied to the harmonized variants before any round
     "split_par": 40,  # plink2's --split-par: a build code or "bp1 bp2" (fedstat.jobs.par)
     "chr": 1000,
@@ -278,3 +285,55 @@ def covar_standardize(spec: JobSpec) -> tuple[str, ...] | None:
             f"{shown(bad[0] if bad else raw)}"
         )
     return names
+
+
+#: --glm columns that need sums a --glm job does not release, and why (fedstat refuses them rather
+#: than add a release)
+GLM_COLS_REFUSED = {
+    "gcountcc": "plink2's case/control hard-call genotype counts (CASE_NON_A1_CT ... CTRL_HOM_A1_CT) need "
+    "per-variant genotype counts by case status, which the --glm rounds do not release (they release "
+    "dosage sums); fedstat refuses the column rather than add a release",
+    "machr2": "MACH_R2 needs each variant's sum of squared dosages over the regression's samples, which the "
+    "--glm rounds do not release",
+}
+#: --freq columns not computed in this version, and why
+FREQ_COLS_REFUSED = {
+    "machr2": "MACH_R2 needs each variant's sum of squared dosages, which the --freq round does not release",
+    "minimac3r2": "MINIMAC3_R2 needs each variant's sum of squared dosages, which the --freq round does not release",
+}
+
+
+def glm_cols(spec: JobSpec) -> frozenset[str]:
+    """--glm cols='s column set (plink2's default when absent); InputError naming --glm for a
+    descriptor plink2 refuses or a column fedstat cannot compute from what the job releases."""
+    raw = spec.options.get("glm_cols")
+    if raw is not None and "glm" not in spec.analyses:
+        raise InputError("--glm cols= selects --glm's output columns: it needs --glm")
+    cols = glm_columns(raw, ci=glm_ci(spec))
+    refused = [c for c in GLM_COLS_REFUSED if c in cols]
+    if refused:
+        raise InputError(f"--glm cols=: column {refused[0]} cannot be written: {GLM_COLS_REFUSED[refused[0]]}")
+    modifiers = spec.options.get("glm", "").split(",")
+    if "test" not in cols and "show-covar" in modifiers and spec.covar_names:
+        # plink2 stops when it writes a file with more than one test per variant and no TEST column
+        raise InputError(
+            "--glm cols=: the 'test' column cannot be left out when covariate rows are shown (show-covar): "
+            "plink2 stops with \"--glm's 'test' column cannot be omitted when results for multiple predictors "
+            'are reported"'
+        )
+    return cols
+
+
+def freq_cols(spec: JobSpec) -> frozenset[str]:
+    """--freq cols='s column set (plink2's default when absent); InputError naming --freq for a
+    descriptor plink2 refuses or a column this version does not compute."""
+    raw = spec.options.get("freq_cols")
+    if raw is not None and "freq" not in spec.analyses:
+        raise InputError("--freq cols= selects --freq's output columns: it needs --freq")
+    cols = freq_columns(raw)
+    refused = [c for c in FREQ_COLS_REFUSED if c in cols]
+    if refused:
+        raise InputError(
+            f"--freq cols=: column {refused[0]} cannot be written in this version: {FREQ_COLS_REFUSED[refused[0]]}"
+        )
+    return cols

@@ -11,8 +11,10 @@ from fedstat.formats.numbers import format_g_array
 from fedstat.jobs.options import (
     covar_standardize,
     derived_columns,
+    freq_cols,
     glm_adjust,
     glm_ci,
+    glm_cols,
     pca_components,
     qc_filters,
     reads_dosages,
@@ -64,7 +66,9 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None, variants: VariantTabl
     allele_flags = tuple(a for a in spec.analyses if a in allele.ANALYSES)
     if allele_flags:
         chrom = None if variants is None or mind is not None or qc.active else variants.chrom.astype(str)
-        parts.append(SubsetAnalysis(AlleleAnalysis(allele_flags, dosage=reads_dosages(spec), chrom=chrom), kept))
+        freq_columns = freq_cols(spec) if "freq_cols" in spec.options else None
+        analysis = AlleleAnalysis(allele_flags, dosage=reads_dosages(spec), chrom=chrom, freq_columns=freq_columns)
+        parts.append(SubsetAnalysis(analysis, kept))
     kept = rest
     k = pca_components(spec)
     if k:
@@ -89,6 +93,8 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None, variants: VariantTabl
             categories=ctx.categories,
             standardize=covar_standardize(spec),
             require_covar=spec.options.get("require_covar") == "1",
+            columns=glm_cols(spec) if "glm_cols" in spec.options else None,
+            min_cell_count=ctx.min_cell_count,
         )
         parts.append(SubsetAnalysis(glm_job, kept))
     if "assoc" in spec.analyses or "model" in spec.analyses:

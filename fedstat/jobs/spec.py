@@ -27,8 +27,10 @@ from fedstat.jobs.options import (
     check_dp,
     covar_standardize,
     expand_names,
+    freq_cols,
     glm_adjust,
     glm_ci,
+    glm_cols,
     pca_components,
     qc_filters,
 )
@@ -142,6 +144,10 @@ class JobSpec:
             raise InputError(f"{', '.join(sorted(both))} named as both phenotype and covariate")
         modifiers = tuple(m for m in self.options.get("glm", "").split(",") if m)
         unknown_mods = [m for m in modifiers if m not in GLM_MODIFIERS]
+        if any(m.startswith("cols=") for m in modifiers):
+            raise InputError(
+                "--glm cols= goes in the job option glm_cols (its text after 'cols='), not among the modifiers"
+            )
         if unknown_mods:
             raise InputError(
                 f"unknown --glm modifier {', '.join(shown(m) for m in unknown_mods[:3])}; "
@@ -152,6 +158,8 @@ class JobSpec:
         glm_ci(self)  # InputError naming a bad --ci
         glm_adjust(self)  # InputError naming a bad --adjust modifier
         covar_standardize(self)  # InputError naming a bad --covar-variance-standardize
+        glm_cols(self)  # InputError naming --glm for a bad or uncomputable cols= column
+        freq_cols(self)  # InputError naming --freq for a bad or uncomputable cols= column
         if any(a in self.analyses for a in ("glm", "assoc", "model")) and not pheno:
             raise InputError("--glm, --assoc and --model need --pheno-name (the phenotype column(s) to test)")
         if ("assoc" in self.analyses or "model" in self.analyses) and len(pheno) != 1:

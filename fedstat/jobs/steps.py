@@ -43,13 +43,20 @@ class AlleleAnalysis:
 
     ``chrom`` (one code per job variant) is what the sex-aware plan is made from; None plans the one
     round of old, over variants that must then all be diploid (checked in :meth:`result`).
+    ``freq_columns``: ``--freq cols=``, written from the same counts.
     """
 
     def __init__(
-        self, analyses: tuple[str, ...], *, dosage: bool = False, chrom: Sequence[str] | np.ndarray | None = None
+        self,
+        analyses: tuple[str, ...],
+        *,
+        dosage: bool = False,
+        chrom: Sequence[str] | np.ndarray | None = None,
+        freq_columns: frozenset[str] | None = None,
     ):
         self.analyses = analyses
         self.dosage = dosage  # --freq from the sites' dosages (plink2's); see fedstat.jobs.reads_dosages
+        self.freq_columns = freq_columns  # --freq cols=: written from the same counts
         self.stats: allele.AlleleStats | None = None
         self.plan = None if chrom is None else sexchr.sex_rounds(chrom, analyses)
         self.groups = [] if self.plan is None else [g for g in SEX_GROUPS if g in self.plan.rows]
@@ -84,7 +91,9 @@ class AlleleAnalysis:
         if self.stats is None and self.plan is not None and not self.groups:
             return None  # e.g. --hardy over chrY and MT only: plink2 writes no table
         assert self.stats is not None, "result() before the counts rounds finished"
-        return allele.AlleleReports(variants, self.stats, self.analyses, self.hardy_rows, self.hardy_x)
+        return allele.AlleleReports(
+            variants, self.stats, self.analyses, self.hardy_rows, self.hardy_x, freq_columns=self.freq_columns
+        )
 
     def log_lines(self) -> list[str]:
         if self.plan is None or "hardy" not in self.analyses:

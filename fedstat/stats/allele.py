@@ -252,6 +252,7 @@ class AlleleReports:
         variants: plink2 writes chrX to ``.hardy.x`` and skips chrY and MT); None: every row. No
         ``.hardy`` is written when it is empty, as plink2 writes none.
     hardy_x : the ``.hardy.x`` table when the job has chrX variants and ``--hardy``
+    freq_columns : ``--freq cols=``'s columns (plink2's names); None for plink2's default set
     """
 
     variants: VariantTable
@@ -259,3 +260,4 @@ class AlleleReports:
     analyses: tuple[str, ...]
     hardy_rows: np.ndarray | None = None
     hardy_x: HardyX | None = None
+    freq_columns: frozenset[str] | None = None

@@ -106,6 +106,14 @@ class GlmResult:
         quantile of ``(1 + ci_size) / 2`` (log-odds for logistic; plink2 uses z, not t, for linear
         too); NaN where ERRCODE is an error; None without ``--ci``
     adjusted : ``--adjust``'s corrections of the ADD test's p-values, or None
+    a1_ct : [shape: (V,), float64] A1 dosage summed over the OBS_CT samples (``cols=+a1count``);
+        None where unknown
+    case_obs_ct : [shape: (V,), int64] cases among the OBS_CT samples (``+totallelecc``); None
+        for linear
+    a1_case_ct : [shape: (V,), float64] A1 dosage summed over those cases (``+a1countcc``,
+        ``+a1freqcc``); None for linear
+    cc_suppressed : [shape: (V,), bool] variants whose case/control A1 and non-A1 counts are
+        withheld (written NA) by disclosure control; None when nothing is
     """
 
     pheno: str
@@ -129,6 +137,10 @@ class GlmResult:
     ci_lower: np.ndarray | None = None
     ci_upper: np.ndarray | None = None
     adjusted: Adjusted | None = None
+    a1_ct: np.ndarray | None = None
+    case_obs_ct: np.ndarray | None = None
+    a1_case_ct: np.ndarray | None = None
+    cc_suppressed: np.ndarray | None = None
 
     @property
     def p(self) -> np.ndarray:
@@ -154,10 +166,13 @@ class GlmTables:
     ----------
     variants : the variants tested, one row per row of each result
     results : per phenotype, written as ``<out>.<PHENO>.<GlmResult.extension>``
+    columns : ``cols=``'s column names (plink2's, e.g. ``{"chrom", "pos", "a1freq", ...}``); None
+        for plink2's default set
     """
 
     variants: VariantTable
     results: tuple[GlmResult, ...]
+    columns: frozenset[str] | None = None
 
 
 def errcode_strings(err: np.ndarray, sep_allele: np.ndarray | None = None) -> np.ndarray:
@@ -257,6 +272,8 @@ class GlmJob:
         categories: Mapping[str, Sequence[str]] | None = None,
         standardize: Sequence[str] | None = None,
         require_covar: bool = False,
+        columns: frozenset[str] | None = None,
+        min_cell_count: int = 0,
     ):
         unknown = set(modifiers) - MODIFIERS
         if unknown:
@@ -273,6 +290,8 @@ class GlmJob:
             raise InputError(f"--ci: the confidence level must be in [{MIN_CI}, 1), got {ci!r}")
         self.ci = float(ci)
         self.adjust = adjust
+        self.columns = columns  # cols=: written from the results, no round of its own
+        self.min_cell_count = min_cell_count  # disclosure control of cols='s case/control counts
         self.pheno_names = tuple(pheno_names)
         self.covar_names = tuple(covar_names)
         # categorical covariate -> its indicator columns COL=LEVEL, every category (natural order);
@@ -472,7 +491,30 @@ class GlmJob:
             ci_lower=lower,
             ci_upper=upper,
             adjusted=adjusted,
+            a1_ct=fit.a1_ct,
+            case_obs_ct=fit.case_obs_ct,
+            a1_case_ct=fit.a1_case_ct,
+            cc_suppressed=self._small_cells(fit),
         )
+
+    def _small_cells(self, fit: Fit) -> np.ndarray | None:
+        """Variants whose case/control allele counts (A1 and non-A1 in cases and in controls) hold a
+        value in (0, min_cell_count), when cols= writes them: DataSHIELD's ``nfilter.tab``, as
+        ``--assoc`` applies it to its genotype tables (those counts are written NA, and logged)."""
+        cc_cols = {"a1countcc", "a1freqcc"}
+        if self.min_cell_count <= 1 or not (self.columns or frozenset()) & cc_cols or fit.a1_case_ct is None:
+            return None
+        assert fit.case_obs_ct is not None
+        case_alleles, alleles = 2.0 * fit.case_obs_ct, 2.0 * fit.obs_ct
+        a1_ctrl = fit.a1_ct - fit.a1_case_ct
+        cells = np.stack([fit.a1_case_ct, case_alleles - fit.a1_case_ct, a1_ctrl, alleles - case_alleles - a1_ctrl])
+        small = np.asarray(((cells > 0) & (cells < self.min_cell_count)).any(axis=0))
+        self._log.append(
+            f"disclosure control: {int(small.sum())} variants' case/control A1 counts for phenotype '{fit.pheno}' "
+            f"have a cell below {self.min_cell_count} (the strictest site's min_cell_count); their A1_CASE_CT, "
+            "A1_CTRL_CT, A1_CASE_FREQ and A1_CTRL_FREQ are written as NA"
+        )
+        return small
 
     # -- what the linear and logistic halves read and log (fedstat.stats.glm_common.JobView) --
 
@@ -573,7 +615,9 @@ class GlmJob:
 
     def result(self, variants: VariantTable) -> GlmTables:
         """The phenotypes' results over ``variants``, in the order of :attr:`pheno_names` (those analysed)."""
-        return GlmTables(variants, tuple(self.results[n] for n in self.pheno_names if n in self.results))
+        return GlmTables(
+            variants, tuple(self.results[n] for n in self.pheno_names if n in self.results), columns=self.columns
+        )
 
 
 def case_control_refusal(name: str, *, n0: int, n1: int, n2: int) -> str:
@@ -608,6 +652,8 @@ def plan_glm(
     categories: Mapping[str, Sequence[str]] | None = None,
     standardize: Sequence[str] | None = None,
     require_covar: bool = False,
+    columns: frozenset[str] | None = None,
+    min_cell_count: int = 0,
 ) -> GlmJob:
     """The coordinator-side job for ``--glm`` on the given phenotypes and covariates.
 
@@ -626,6 +672,9 @@ def plan_glm(
     standardize : ``--covar-variance-standardize``: None off, empty for every quantitative
         covariate, else the covariates named
     require_covar : ``--require-covar`` is on (no cohort member misses a covariate)
+    columns : ``cols=``'s output columns (None: plink2's default), written from the results
+    min_cell_count : disclosure control (the strictest site's): case/control A1 counts of a variant
+        with a cell in (0, min_cell_count) are written NA (``cols=+a1countcc``, ``+a1freqcc``)
     """
     return GlmJob(
         tuple(pheno_names),
@@ -636,6 +685,8 @@ def plan_glm(
         categories=categories,
         standardize=standardize,
         require_covar=require_covar,
+        columns=columns,
+        min_cell_count=min_cell_count,
     )
 
 

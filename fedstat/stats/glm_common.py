@@ -468,6 +468,9 @@ class Fit:
     reported : [shape: (V,), bool] variants whose results are printed (ERRCODE ``.`` or ``UNFINISHED``)
     unfinished : [shape: (V,), bool] fits that stopped at the iteration limit
     firth : [shape: (V,), bool] Firth regression was used
+    a1_ct : [shape: (V,), float64] A1 dosage summed over the OBS_CT samples (plink2's A1_CT)
+    case_obs_ct : [shape: (V,), int64] cases among the OBS_CT samples; None for linear
+    a1_case_ct : [shape: (V,), float64] A1 dosage summed over those cases; None for linear
     """
 
     pheno: str
@@ -489,6 +492,9 @@ class Fit:
     reported: np.ndarray
     unfinished: np.ndarray
     firth: np.ndarray
+    a1_ct: np.ndarray
+    case_obs_ct: np.ndarray | None = None
+    a1_case_ct: np.ndarray | None = None
 
 
 class JobView(Protocol):

@@ -316,6 +316,7 @@ def finish_linear(sums: Mapping[str, np.ndarray], *, specs: Sequence[PhenoSpec],
                 reported=err == ERR_NONE,
                 unfinished=np.zeros(n_var, dtype=bool),
                 firth=np.zeros(n_var, dtype=bool),
+                a1_ct=a1_ct,
             )
         )
     return results

@@ -369,6 +369,8 @@ class LogisticFit:
         self.var = np.full((v, p), np.nan)
         self.n_v = np.zeros(v)
         self.sum_g = np.zeros(v)
+        self.case_v = np.zeros(v)  # cases with a genotype
+        self.sum_gy = np.zeros(v)  # their ALT dosage
         # Firth state (plink2 FirthRegression locals, one per variant)
         self.f_phase = np.zeros(v, dtype=np.int64)  # 0: initial evaluation, 1: half-step loop
         self.f_iter = np.zeros(v, dtype=np.int64)
@@ -494,8 +496,9 @@ class LogisticFit:
         self.n_v = n_v = xtx_v[:, 0, 0]
         self.sum_g = sum_g = xtx_v[:, 0, 1]
         sum_gg = xtx_v[:, 1, 1]
-        case_v = ev["u"][:, 0] + 0.5 * n_v
-        sum_gy = ev["u"][:, 1] + 0.5 * sum_g
+        # Σ (y − ½) x at β = 0: the cases with a genotype and their ALT dosage
+        self.case_v = case_v = ev["u"][:, 0] + 0.5 * n_v
+        self.sum_gy = sum_gy = ev["u"][:, 1] + 0.5 * sum_g
         err = pre_checks(n_v, self.n_pred, sum_g, sum_gg)
         todo = np.flatnonzero(err == ERR_NONE)
         err[todo] = corr_vif_check(xtx_v[todo], n_v[todo])
@@ -745,4 +748,7 @@ class LogisticFit:
             reported=ok,
             unfinished=self.unfinished,
             firth=self.firth_used if self.mode == "fallback" else np.full(self.n_var, self.mode == "firth"),
+            a1_ct=a1_ct,
+            case_obs_ct=np.rint(self.case_v).astype(np.int64),
+            a1_case_ct=np.where(self.flip, 2.0 * self.case_v - self.sum_gy, self.sum_gy),
         )

@@ -1,0 +1,46 @@
+"""The job options of ``--glm``'s and ``--freq``'s modifiers as the command line gives them.
+
+plink2 writes ``--glm hide-covar cols=+a1freq,+a1freqcc``: the modifiers travel in the job option
+``glm`` (comma-separated), so ``cols=``, whose text holds commas itself, travels apart in
+``glm_cols`` (and ``--freq cols=…`` in ``freq_cols``); :mod:`fedstat.jobs.options` reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from fedstat.errors import InputError, shown
+
+__all__ = ["modifier_options"]
+
+
+def _split_cols(flag: str, words: list[str]) -> tuple[list[str], str | None]:
+    """``words`` without their ``cols=…`` modifier, and the text after ``cols=`` (None: absent)."""
+    cols = [w for w in words if w.startswith("cols=")]
+    if len(cols) > 1:
+        raise InputError(f"--{flag}: cols= is given more than once (plink2: Multiple --{flag} cols= modifiers)")
+    return [w for w in words if not w.startswith("cols=")], cols[0][len("cols=") :] if cols else None
+
+
+def modifier_options(args: argparse.Namespace) -> dict[str, str]:
+    """Job options ``glm``, ``glm_cols`` and ``freq_cols`` from ``--glm MODIFIER…`` and ``--freq MODIFIER…``.
+
+    Raises
+    ------
+    InputError
+        If ``cols=`` is given twice, or ``--freq`` has a modifier other than ``cols=``.
+    """
+    options: dict[str, str] = {}
+    if args.glm:
+        mods, cols = _split_cols("glm", args.glm)
+        if mods:
+            options["glm"] = ",".join(mods)
+        if cols is not None:
+            options["glm_cols"] = cols
+    if args.freq:
+        mods, cols = _split_cols("freq", args.freq)
+        if mods:
+            raise InputError(f"--freq: unsupported modifier {shown(mods[0])}; this version takes cols= only")
+        if cols is not None:
+            options["freq_cols"] = cols
+    return options
