@@ -29,7 +29,7 @@ from fedstat.data.genotypes import BOTH, HARDCALLS, GenotypeBlock
 from fedstat.data.sex import FEMALE, INVALID, MALE, invalid_sex_message
 from fedstat.errors import InputError, ProtocolError
 from fedstat.privacy.dp import CountSensitivity
-from fedstat.stats import allele, assoc, glm, pca, sexchr
+from fedstat.stats import allele, assoc, glm, machr2, pca, sexchr
 from fedstat.stats.base import (
     Cohort,
     LocalComputation,
@@ -60,16 +60,35 @@ class Computation:
 # --- kernels of the allele reports and QC (the others live with their analyses) ----------------
 
 
+def _dosage_names(params: Mapping[str, str]) -> tuple[str, ...]:
+    """The dosage sums of a counts round: ``dosage=1`` (``--freq``) the ALT dosage sums, and with
+    ``machr2=1`` (MaCH r²: ``--freq cols=+machr2``, ``--mach-r2-filter``) the squared dosages too."""
+    if params.get("machr2") == "1":
+        return (*allele.DOSAGE_SUM_NAMES, machr2.SSQ_NAME)
+    return allele.DOSAGE_SUM_NAMES if params.get("dosage") == "1" else ()
+
+
+def _dosage_sums(
+    block: GenotypeBlock, counts: Mapping[str, np.ndarray], params: Mapping[str, str]
+) -> dict[str, np.ndarray]:
+    """A block's :func:`_dosage_names` sums."""
+    names = _dosage_names(params)
+    out = allele.local_dosage_sums(block.dosages, counts) if names else {}
+    if machr2.SSQ_NAME in names:
+        out |= machr2.local_ssq(block.dosages, counts)
+    return out
+
+
 class _AlleleCounts:
     """Site side of --freq/--geno-counts/--hardy/--missing: four genotype counts per variant (hard
-    calls), and with ``dosage=1`` (``--freq``) the ALT dosage sums plink2 computes frequencies from."""
+    calls), and with ``dosage=1`` (``--freq``) the ALT dosage sums plink2 computes frequencies from
+    (with ``machr2=1`` also their squares, for MaCH r²)."""
 
     def genotypes(self, params: Mapping[str, str]) -> str:
-        return BOTH if params.get("dosage") == "1" else HARDCALLS
+        return BOTH if _dosage_names(params) else HARDCALLS
 
     def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
-        names = allele.SUM_NAMES + (allele.DOSAGE_SUM_NAMES if params.get("dosage") == "1" else ())
-        return per_variant(names, integer=True)
+        return per_variant(allele.SUM_NAMES + _dosage_names(params), integer=True)
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         return {}
@@ -78,7 +97,7 @@ class _AlleleCounts:
         if not isinstance(block, GenotypeBlock):
             return allele.local_sums(block)
         counts = allele.local_sums(block.hardcalls)
-        return counts | allele.local_dosage_sums(block.dosages, counts)
+        return counts | _dosage_sums(block, counts, inp.params)
 
 
 class _AlleleCountsBySex(_AlleleCounts):
@@ -144,11 +163,15 @@ class _SampleMissing:
 
 
 class _QcCounts:
-    """Site side of the QC round: genotype counts, plus counts among the controls of ``params['controls']``."""
+    """Site side of the QC round: genotype counts, plus counts among the controls of ``params['controls']``,
+    and with ``machr2=1`` (``--mach-r2-filter``) the dosage sums MaCH r² needs, over the cohort."""
+
+    def genotypes(self, params: Mapping[str, str]) -> str:
+        return BOTH if _dosage_names(params) else HARDCALLS
 
     def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
         names = [*allele.SUM_NAMES, *(f"control_{k}" for k in allele.SUM_NAMES if params.get("controls"))]
-        return per_variant(names, integer=True)
+        return per_variant([*names, *_dosage_names(params)], integer=True)
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         return {}
@@ -160,8 +183,12 @@ class _QcCounts:
             groups["controls"] = assoc.case_control_masks(cohort, pheno, "--hwe controls")[1]
         return groups
 
-    def block_sums(self, block: np.ndarray, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
+    def block_sums(self, block: Any, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
+        full = block if isinstance(block, GenotypeBlock) else None
+        block = np.asarray(block.hardcalls if full is not None else block)
         out = allele.local_sums(block)
+        if full is not None:
+            out |= _dosage_sums(full, out, inp.params)
         pheno = inp.params.get("controls")
         if pheno:
             _, controls = assoc.case_control_masks(cohort, pheno, "--hwe controls")

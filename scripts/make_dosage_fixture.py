@@ -13,7 +13,15 @@ constant soft dosage), all 1 (a constant hard call).
 The reference outputs are plink2 2.00a3.5 on the pooled VCF imported the same way: ``--freq
 --geno-counts --hardy --missing`` and ``--glm`` on QT and CC with AGE and SEX, all on the
 phenotypes' and covariates' common cohort (``--require-pheno --require-covar``: one cohort for every
-release, as the sites' release ledgers need it)::
+release, as the sites' release ledgers need it); MaCH r² (``--freq cols=+machr2``, ``machr2.afreq``)
+and ``--geno --hwe --mach-r2-filter`` (``r2filter.snplist``, the log's removal lines in
+``r2filter.removed``) on the same cohort.
+
+``edge/`` holds MaCH r²'s edge cases at three small sites (AFR a hard-call .pgen imported from GT
+alone, EAS and EUR dosages, EUR with REF/ALT exchanged on some variants): monomorphic REF and ALT,
+a soft dosage constant at the dosage sites, hard calls only (with and without hets: r² = 2 exactly), a variant missing
+at most samples, one observed at a single sample, one missing everywhere; ``edge/expected`` has
+plink2's ``--freq cols=+machr2`` and a ``--mach-r2-filter`` at those bounds::
 
     python scripts/make_dosage_fixture.py           # rebuild tests/data/dosage (commit the result)
     python scripts/make_dosage_fixture.py --check   # rebuild in a temp dir, fail on any difference
@@ -87,7 +95,7 @@ def _run(cmd: list[str]) -> None:
 
 
 def build(out_dir: Path, plink2: str) -> None:
-    for sub in (*SITES, "pooled", "expected"):
+    for sub in (*SITES, "pooled", "expected", "edge"):
         shutil.rmtree(out_dir / sub, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(SEED)
@@ -121,6 +129,73 @@ def build(out_dir: Path, plink2: str) -> None:
         for f in sorted(t.glob("required.*")):
             if f.suffix not in (".log", ".pgen", ".pvar", ".psam", ".vcf"):
                 shutil.copyfile(f, expected / f.name)
+        cohort = ["--pheno", samples, "--pheno-name", "QT,CC", "--require-pheno", "--covar", samples,
+                  "--covar-name", COVARS, "--require-covar"]  # fmt: skip
+        _run([plink2, "--pfile", str(pooled / "genotypes"), *cohort, "--freq", "cols=+machr2", "--threads", "1",
+              "--out", str(t / "machr2")])  # fmt: skip
+        shutil.copyfile(t / "machr2.afreq", expected / "machr2.afreq")
+        _filter_run(plink2, pooled / "genotypes", [*cohort, *R2_FILTER], t / "r2filter", expected)
+        _build_edge(out_dir / "edge", plink2, t)
+
+
+#: The QC run of the main fixture: --geno and --hwe (hard calls), then --mach-r2-filter (dosages).
+R2_FILTER = ["--geno", "0.4", "--hwe", "1e-3", "--mach-r2-filter", "0.85", "0.95"]
+#: Log lines of a filter run kept in ``<name>.removed``.
+_REMOVED_LINES = ("--geno:", "--hwe:", "--mach-r2-filter:", "variants remaining after main filters")
+
+
+def _filter_run(plink2: str, pfile: Path, flags: list[str], prefix: Path, expected: Path) -> None:
+    """plink2 ``flags --write-snplist``: keep the .snplist and the log's removal lines (``.removed``)."""
+    _run([plink2, "--pfile", str(pfile), *flags, "--write-snplist", "--threads", "1", "--out", str(prefix)])
+    shutil.copyfile(prefix.with_suffix(".snplist"), expected / f"{prefix.name}.snplist")
+    log = prefix.with_suffix(".log").read_text().splitlines()
+    kept = [line for line in log if any(k in line for k in _REMOVED_LINES)]
+    (expected / f"{prefix.name}.removed").write_text("".join(f"{line}\n" for line in kept))
+
+
+def _edge_dosages(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(variants, samples) ALT dosages of the edge cases, then soft ones; NaN missing."""
+    g = rng.binomial(2, rng.uniform(0.1, 0.5, 12)[:, None], (12, n)).astype(np.float64)
+    soft = np.round(np.clip(g + rng.normal(0.0, 0.3, g.shape), 0.0, 2.0), 3)
+    soft[rng.random(soft.shape) < 0.03] = np.nan
+    special = np.full((8, n), np.nan)  # the last one: missing everywhere
+    special[0] = 0.0  # monomorphic REF: 0/0, nan
+    special[1] = 2.0  # monomorphic ALT: nan
+    special[2] = 0.25  # a constant soft dosage: r2 = 0
+    special[3] = rng.binomial(2, 0.3, n)  # hard calls only
+    special[4] = 2.0 * rng.binomial(1, 0.4, n)  # hard calls without hets: r2 = 2 exactly
+    special[5, : n // 6] = soft[0, : n // 6]  # missing at most samples
+    special[6, n // 2] = 1.234  # one sample observed
+    return np.concatenate([special, soft])
+
+
+def _build_edge(out_dir: Path, plink2: str, t: Path) -> None:
+    """``edge/``: see the module docstring."""
+    rng = np.random.default_rng(SEED + 1)
+    sites = {"AFR": 30, "EAS": 25, "EUR": 35}
+    n = sum(sites.values())
+    d = _edge_dosages(rng, n)
+    ids = [f"{s}_{i:03d}" for s, k in sites.items() for i in range(1, k + 1)]
+    afr = np.array([i.startswith("AFR") for i in ids])
+    d[:, afr] = np.where(np.isnan(d[:, afr]), np.nan, np.floor(d[:, afr] + 0.5))  # AFR: hard calls only
+    swapped = rng.random(d.shape[0]) < 0.3
+    expected = out_dir / "expected"
+    expected.mkdir(parents=True)
+    for site in (*sites, "pooled"):
+        (out_dir / site).mkdir()
+        cols = [k for k, i in enumerate(ids) if site == "pooled" or i.startswith(site)]
+        flip = swapped if site == "EUR" else np.zeros(d.shape[0], dtype=bool)
+        _vcf(t / f"edge{site}.vcf", [ids[k] for k in cols], d[:, cols], flip)
+        dosage = [] if site == "AFR" else ["dosage=DS"]  # AFR's file has no dosage track
+        _run([plink2, "--vcf", str(t / f"edge{site}.vcf"), *dosage, "--double-id", "--make-pgen", "--threads", "1",
+              "--out", str(t / f"edge{site}")])  # fmt: skip
+        for ext in ("pgen", "pvar", "psam"):
+            shutil.copyfile(t / f"edge{site}.{ext}", out_dir / site / f"genotypes.{ext}")
+        (out_dir / site / "samples.tsv").write_text("#FID\tIID\n" + "".join(f"{ids[k]}\t{ids[k]}\n" for k in cols))
+    pooled = out_dir / "pooled" / "genotypes"
+    _run([plink2, "--pfile", str(pooled), "--freq", "cols=+machr2", "--threads", "1", "--out", str(t / "edge")])
+    shutil.copyfile(t / "edge.afreq", expected / "edge.afreq")
+    _filter_run(plink2, pooled, ["--mach-r2-filter", "0.5", "2"], t / "edgefilter", expected)
 
 
 def main(argv: list[str] | None = None) -> int:

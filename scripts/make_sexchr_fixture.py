@@ -133,7 +133,8 @@ def _build_dosage(
     out_dir: Path, plink2: str, ids: list[str], sex: np.ndarray, rng: np.random.Generator, t: Path
 ) -> None:
     """``dosage/``: soft ALT dosages (plink2's import of DS) on chr1, X, Y and MT at the three sites,
-    and plink2's ``--freq`` (from the dosages: a male's counts half) with ``--geno-counts --missing``."""
+    and plink2's ``--freq`` (from the dosages: a male's counts half) with ``--geno-counts --missing``,
+    and ``--freq cols=+machr2``."""
     layout = [("1", 1000 + 10 * i) for i in range(4)] + [("X", 3_000_000 + 100 * i) for i in range(10)]
     layout += [("Y", 3_000_000 + 100 * i) for i in range(6)] + [("MT", 100 + 10 * i) for i in range(6)]
     g = rng.binomial(2, rng.uniform(0.1, 0.6, (len(layout), 1)), (len(layout), len(ids))).astype(np.float64)
@@ -157,6 +158,10 @@ def _build_dosage(
           "variant-only", "--threads", "1", "--out", str(t / "dosage")])  # fmt: skip
     for ext in ("afreq", "gcount", "vmiss"):
         shutil.copyfile(t / f"dosage.{ext}", out_dir / "expected" / f"dosage.{ext}")
+    # MaCH r²: NA on X and MT, the males' halved on Y
+    _run([plink2, "--pfile", str(out_dir / "pooled" / "genotypes"), "--freq", "cols=+machr2", "--threads", "1",
+          "--out", str(t / "machr2")])  # fmt: skip
+    shutil.copyfile(t / "machr2.afreq", out_dir / "expected" / "machr2.afreq")
 
 
 def _run(cmd: list[str]) -> None:

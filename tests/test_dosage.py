@@ -8,6 +8,7 @@ dosage columns).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,3 +102,19 @@ def test_freq_from_hard_calls_would_differ_from_plink2():
 def test_dosage_refusal__only_what_still_reads_hard_calls(spec: JobSpec, why: str | None):
     got = dosage_refusal(spec)
     assert (got is None) if why is None else (got is not None and why in got)
+
+
+def test_machr2_and_filter__through_the_daemons_equal_plink2(workspace: Path, tmp_path: Path, capsys):
+    # --freq cols=+machr2 with --geno/--hwe/--mach-r2-filter under secagg: the variants plink2 keeps,
+    # each with plink2's MACH_R2 line (--require-covar removes no one here, so the cohort is plink2's)
+    out = tmp_path / "r"
+    args = ["submit", "--profile", str(workspace / "analyst.toml"), "--freq", "cols=+machr2", "--geno", "0.4"]
+    args += ["--hwe", "1e-3", "--mach-r2-filter", "0.85", "0.95", "--pheno-name", "QT,CC", "--require-pheno"]
+    assert cli([*args, "--out", str(out)]) == 0, capsys.readouterr().err
+    ours = (tmp_path / "r.afreq").read_text().splitlines()
+    theirs = {r.split("\t")[1]: r for r in (EXPECTED / "machr2.afreq").read_text().splitlines()}
+    kept = (EXPECTED / "r2filter.snplist").read_text().split()
+    assert ours == [theirs["ID"], *(theirs[i] for i in kept)]
+    log = json.loads((tmp_path / "r.provenance.json").read_text())["log"]
+    assert any(line.endswith("--mach-r2-filter: 63 variants removed.") for line in log)
+    assert any(line.endswith("21 variants remaining after main filters") for line in log)

@@ -146,7 +146,7 @@ def test_freq_columns__sets():
 @pytest.mark.parametrize(
     ("options", "analyses", "match"),
     [
-        ({"freq_cols": "+machr2"}, ("freq",), "machr2 cannot be written in this version"),
+        ({"freq_cols": "+machr2,+minimac3r2"}, ("freq",), "machr2 and minimac3r2 exclude each other"),
         ({"freq_cols": "-altfreq,+minimac3r2"}, ("freq",), "minimac3r2 cannot be written"),
         ({"freq_cols": "+pos"}, ("hardy",), "needs --freq"),
         ({"freq_cols": "+freq"}, ("freq",), "--freq cols="),

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import fedstat
 from fedstat.cli.common import add_profile
-from fedstat.cli.modifiers import split_names, submit_options
+from fedstat.cli.modifiers import add_mach_r2_filter, split_names, submit_options
 from fedstat.cli.selection import add_variant_selection, selection_options
 from fedstat.counts import WITHHELD, describe_count
 from fedstat.errors import (
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="allele frequencies → <out>.afreq. Modifier as plink2: cols=… selects the columns, either a list "
         "(cols=chrom,pos,ref,alt,reffreq,nobs) or edits of the default chrom,ref,alt,altfreq,nobs "
         "(cols=+pos,+reffreq): chrom, pos, ref, alt1, alt, reffreq, alt1freq, and one of altfreq, freq, eq, "
-        "eqz, alteq, alteqz, numeq, altnumeq; nobs",
+        "eqz, alteq, alteqz, numeq, altnumeq; machr2 (MaCH r², from the sites' sums of squared dosages); nobs",
     )
     g.add_argument("--geno-counts", action="store_true", help="genotype counts → <out>.gcount")
     g.add_argument("--hardy", action="store_true", help="exact Hardy–Weinberg test → <out>.hardy")
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "case/control --pheno-name only",
     )
     q.add_argument("--maf", type=float, metavar="FREQ", help="drop variants with minor allele frequency below FREQ")
+    add_mach_r2_filter(q)
     q.add_argument(
         "--require-pheno",
         nargs="?",

@@ -1,4 +1,5 @@
-"""The job options of ``--glm``'s and ``--freq``'s modifiers as the command line gives them.
+"""The job options of ``--glm``'s and ``--freq``'s modifiers as the command line gives them (and of
+``--mach-r2-filter``, whose bounds are optional words too).
 
 plink2 writes ``--glm hide-covar cols=+a1freq,+a1freqcc``: the modifiers travel in the job option
 ``glm`` (comma-separated), so ``cols=``, whose text holds commas itself, travels apart in
@@ -8,10 +9,25 @@ plink2 writes ``--glm hide-covar cols=+a1freq,+a1freqcc``: the modifiers travel 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from fedstat.errors import InputError, shown
 
-__all__ = ["modifier_options", "split_names", "submit_options"]
+__all__ = ["add_mach_r2_filter", "modifier_options", "split_names", "submit_options"]
+
+
+def add_mach_r2_filter(group: Any) -> None:
+    """``--mach-r2-filter MIN [MAX]`` in ``fedstat submit``'s quality-control group (an argparse
+    argument group, whose class argparse keeps private)."""
+    group.add_argument(
+        "--mach-r2-filter",
+        nargs="*",
+        metavar="MIN [MAX]",
+        default=None,
+        help="drop variants whose MaCH r² (imputation quality, from the sites' dosage sums and their squares) "
+        "is below MIN or above MAX (default 2), after --geno/--hwe/--maf as plink2; chrX, MT and undefined "
+        "(nan) values are kept. Give the bounds: plink2 2.00a3.5 ignores the bare flag",
+    )
 
 
 def _split_cols(flag: str, words: list[str]) -> tuple[list[str], str | None]:
@@ -23,7 +39,8 @@ def _split_cols(flag: str, words: list[str]) -> tuple[list[str], str | None]:
 
 
 def modifier_options(args: argparse.Namespace) -> dict[str, str]:
-    """Job options ``glm``, ``glm_cols`` and ``freq_cols`` from ``--glm MODIFIER…`` and ``--freq MODIFIER…``.
+    """Job options ``glm``, ``glm_cols`` and ``freq_cols`` from ``--glm MODIFIER…`` and ``--freq MODIFIER…``,
+    and ``mach_r2_filter`` from ``--mach-r2-filter`` (its words; "" for the bare flag, which the job refuses).
 
     Raises
     ------
@@ -43,6 +60,8 @@ def modifier_options(args: argparse.Namespace) -> dict[str, str]:
             raise InputError(f"--freq: unsupported modifier {shown(mods[0])}; this version takes cols= only")
         if cols is not None:
             options["freq_cols"] = cols
+    if getattr(args, "mach_r2_filter", None) is not None:
+        options["mach_r2_filter"] = " ".join(args.mach_r2_filter)
     return options
 
 

@@ -51,6 +51,7 @@ from fedstat.formats.numbers import CachedFormat, format_g, format_g_array, int_
 from fedstat.stats.allele import ANALYSES, AlleleReports, AlleleStats
 from fedstat.stats.glm import GlmResult, GlmTables
 from fedstat.stats.hwe_x import HardyX
+from fedstat.stats.machr2 import NOT_COMPUTED as MACH_R2_NA_CHROMS
 from fedstat.stats.pca import PcaResult, pc_names
 
 __all__ = [
@@ -163,20 +164,22 @@ def write_afreq(
     frequency list (``FREQS`` ``REF,ALT``; ``ALT_FREQS``; ``eq``: ``FREQS`` as ``A=0.8,C=0.2``
     (alleles of non-zero frequency, ``.`` for none), ``eqz`` with every allele, ``alteq``/``alteqz``
     as ``ALT_FREQS``, ``numeq``/``altnumeq`` as ``NUM_FREQS``/``ALT_NUM_FREQS`` numbering the
-    alleles 0 = REF, 1 = ALT), then ``OBS_CT``. A frequency is the allele's dosage times the
-    reciprocal of the total (plink2's own arithmetic); ``nan`` when OBS_CT is 0.
+    alleles 0 = REF, 1 = ALT), then ``MACH_R2`` (``machr2``: 6 significant digits, ``nan`` for 0/0,
+    ``NA`` on chrX and MT as plink2 prints them), then ``OBS_CT``. A frequency is the allele's dosage
+    times the reciprocal of the total (plink2's own arithmetic); ``nan`` when OBS_CT is 0.
 
     Raises
     ------
     InputError
-        If ``machr2``/``minimac3r2`` is asked for (not computed), an ``eq`` column would print an
+        If ``minimac3r2`` is asked for (not computed), ``machr2`` without MaCH r² values, an ``eq`` column would print an
         allele holding ``=`` (plink2 refuses those too), or the frequencies are not dosage quotients.
     """
     _check_rows(variants, stats, "write_afreq")
     cols_on = FREQ_DEFAULT if columns is None else columns
-    for name in ("machr2", "minimac3r2"):
-        if name in cols_on:
-            raise InputError(f"write_afreq: column {name} is not computed in this version")
+    if "minimac3r2" in cols_on:
+        raise InputError("write_afreq: column minimac3r2 is not computed in this version")
+    if "machr2" in cols_on and stats.mach_r2 is None:
+        raise InputError("write_afreq: column machr2 needs MaCH r² values, which these statistics lack")
     alt_text = format_g_array(stats.alt_freq)
     text, dosages = [alt_text, alt_text], None
     if cols_on & {"reffreq", *FREQ_EXCLUSIVE} - {"altfreq"}:
@@ -233,6 +236,12 @@ def write_afreq(
                         items.append(f"{label}={text[k][i]}")
                 out.append(",".join(items) or ".")
             cols.append(out)
+    if "machr2" in cols_on:
+        assert stats.mach_r2 is not None
+        header.append("MACH_R2")
+        r2 = format_g_array(stats.mach_r2)  # 0/0 prints nan, as plink2's dtoa_g
+        suppressed = np.isin(variants.chrom.astype(str), sorted(MACH_R2_NA_CHROMS))
+        cols.append(["NA" if na else v for v, na in zip(r2, suppressed.tolist(), strict=True)])
     if "nobs" in cols_on:
         header.append("OBS_CT")
         cols.append(int_strings(stats.obs_ct))

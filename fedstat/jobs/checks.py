@@ -14,7 +14,7 @@ import numpy as np
 from fedstat.data.categories import MAX_LEVELS, split_indicator
 from fedstat.data.variants import SitePlan, VariantTable
 from fedstat.errors import ProtocolError
-from fedstat.jobs.options import derived_columns, qc_filters, reads_dosages
+from fedstat.jobs.options import derived_columns, freq_machr2, qc_filters, reads_dosages
 from fedstat.jobs.spec import JobSpec
 from fedstat.privacy.modes import get_mode
 from fedstat.stats import allele
@@ -47,8 +47,10 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
     if computation == "allele_counts":
         if not analyses & {*allele.ANALYSES, "pca"}:
             raise refuse("the job has no --freq/--geno-counts/--hardy/--missing/--pca")
-        # with dosage sums only for a --freq that reads dosages (fedstat.jobs.reads_dosages)
+        # with dosage sums only for a --freq that reads dosages (fedstat.jobs.reads_dosages), their
+        # squares only for its MACH_R2 column
         expected: dict[str, str] = {"dosage": "1"} if params.get("dosage") == "1" and reads_dosages(spec) else {}
+        expected |= _machr2(spec, params, expected)
     elif computation == "allele_counts_sex":
         sex = params.get("sex", "")
         if not analyses & set(allele.ANALYSES):
@@ -59,6 +61,7 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
             raise refuse("under --mind/--geno/--hwe/--maf or dp the job counts no variant by sex")
         dosage = sex == "male" and params.get("dosage") == "1" and reads_dosages(spec)
         expected = {"sex": sex} | ({"dosage": "1"} if dosage else {})
+        expected |= _machr2(spec, params, expected)
     elif computation == "sample_missing":
         if mind is None:
             raise refuse("the job has no --mind")
@@ -72,6 +75,8 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
         if not qc.active:
             raise refuse("the job has no --geno/--hwe/--maf")
         expected = {"controls": spec.pheno_names[0]} if controls else {}
+        if qc.mach_r2 is not None:  # --mach-r2-filter: the cohort's dosage sums and their squares
+            expected["machr2"] = "1"
     elif computation in ("pca_multiply", "pca_scores"):
         if "pca" not in analyses:
             raise refuse("the job has no --pca")
@@ -116,6 +121,12 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
         raise refuse("unknown computation")
     if dict(params) != expected:
         raise refuse(f"unexpected parameters {sorted(set(params) ^ set(expected))}")
+
+
+def _machr2(spec: JobSpec, params: Mapping[str, str], expected: Mapping[str, str]) -> dict[str, str]:
+    """``{"machr2": "1"}`` when an allele round asks for squared dosage sums and may: the job writes
+    --freq's MACH_R2 and the round reads dosages; else nothing (so the parameter is refused)."""
+    return {"machr2": "1"} if params.get("machr2") == "1" and "dosage" in expected and freq_machr2(spec) else {}
 
 
 def check_glm_columns(names: list[str], covars: set[str], refuse: Callable[[str], ProtocolError], what: str) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "expand_names",
     "fitted_parameters",
     "freq_cols",
+    "freq_machr2",
     "glm_adjust",
     "glm_ci",
     "glm_cols",
@@ -69,6 +70,7 @@ KNOWN_OPTIONS = {
     "geno": 40,
     "hwe": 60,
     "maf": 40,
+    "mach_r2_filter": 60,  # plink2's --mach-r2-filter: "min max" (or "min": max 2)
     "pca": 40,
     # "1": plink2's --require-pheno over the job's --pheno-name columns; or the phenotype columns
     # named (comma-separated), as plink2's --require-pheno NAMES
@@ -97,7 +99,7 @@ KNOWN_OPTIONS = {
     "sample_set": 100,
 }
 #: Job options that filter samples or variants before the analyses (plink2's order of application).
-QC_OPTIONS = ("mind", "geno", "hwe", "maf")
+QC_OPTIONS = ("mind", "geno", "hwe", "maf", "mach_r2_filter")
 #: --hwe modifiers: ``controls`` (test the controls of the case/control --pheno-name only; PLINK
 #: 1.9's default for case/control data). plink2's ``midp`` is not supported.
 HWE_MODIFIERS = frozenset({"controls"})
@@ -129,8 +131,58 @@ def qc_filters(spec: JobSpec) -> tuple[float | None, VariantQc, bool]:
     controls = "controls" in hwe_words[1:]
     if controls and len(expand_names(spec.pheno_names)) != 1:
         raise InputError("--hwe ... controls tests the controls of one case/control phenotype: give one --pheno-name")
-    qc = VariantQc(geno=_unit_option(spec, "geno"), hwe=_unit_option(spec, "hwe"), maf=_unit_option(spec, "maf"))
+    qc = VariantQc(
+        geno=_unit_option(spec, "geno"),
+        hwe=_unit_option(spec, "hwe"),
+        maf=_unit_option(spec, "maf"),
+        mach_r2=mach_r2_bounds(spec),
+    )
     return mind, qc, controls
+
+
+def mach_r2_bounds(spec: JobSpec) -> tuple[float, float] | None:
+    """``--mach-r2-filter min [max]``'s bounds (plink2: max 2 when only min is given); None when absent.
+
+    Raises
+    ------
+    InputError
+        For plink2's invalid arguments, for the bare flag (plink2 2.00a3.5 documents the defaults
+        0.1 and 2 but then filters nothing, its maximum left unset: fedstat asks for the bounds
+        rather than guess which was meant), and under a mode that adds noise (the squared dosage
+        sums have no DP sensitivity).
+    """
+    raw = spec.options.get("mach_r2_filter")
+    if raw is None:
+        return None
+    words = raw.split()
+    if not words:
+        raise InputError(
+            "--mach-r2-filter needs its bounds: plink2 2.00a3.5 documents the defaults 0.1 and 2 but, given none, "
+            "filters nothing; write --mach-r2-filter 0.1 2 for the documented filter"
+        )
+    if len(words) > 2:
+        raise InputError(f"--mach-r2-filter takes at most two numbers (min, max), got {shown(raw)}")
+
+    def number(word: str, which: str) -> float:
+        try:
+            value = float(word)
+        except ValueError:
+            value = math.nan
+        if math.isnan(value) or value < 0 or (which == "max" and value == 0):
+            must = " (must be nonnegative)" if which == "min" and value < 0 else ""
+            raise InputError(f"Invalid --mach-r2-filter {which} argument {shown(word)}{must}")
+        return value
+
+    low = number(words[0], "min")
+    high = number(words[1], "max") if len(words) == 2 else 2.0
+    if high < low:
+        raise InputError("--mach-r2-filter min argument cannot be larger than max argument")
+    if get_mode(spec.privacy).adds_noise:
+        raise InputError(
+            f"--mach-r2-filter cannot run under --privacy {spec.privacy}: its squared dosage sums have no DP "
+            "sensitivity in this version"
+        )
+    return low, high
 
 
 def pca_components(spec: JobSpec) -> int:
@@ -298,8 +350,8 @@ GLM_COLS_REFUSED = {
 }
 #: --freq columns not computed in this version, and why
 FREQ_COLS_REFUSED = {
-    "machr2": "MACH_R2 needs each variant's sum of squared dosages, which the --freq round does not release",
-    "minimac3r2": "MINIMAC3_R2 needs each variant's sum of squared dosages, which the --freq round does not release",
+    "minimac3r2": "MINIMAC3_R2 needs each variant's phased haplotype dosages (its sum of squared haplotype "
+    "dosages), which no round releases; MACH_R2 (cols=+machr2) is available",
 }
 
 
@@ -336,4 +388,15 @@ def freq_cols(spec: JobSpec) -> frozenset[str]:
         raise InputError(
             f"--freq cols=: column {refused[0]} cannot be written in this version: {FREQ_COLS_REFUSED[refused[0]]}"
         )
+    if "machr2" in cols and not reads_dosages(spec):
+        raise InputError(
+            f"--freq cols=: column machr2 cannot be written under --privacy {spec.privacy}: its squared dosage sums "
+            "have no DP sensitivity in this version"
+        )
     return cols
+
+
+def freq_machr2(spec: JobSpec) -> bool:
+    """Whether the job's ``--freq`` writes MACH_R2 (``cols=+machr2``): its allele rounds then also
+    release each variant's sum of squared dosages (``machr2=1``)."""
+    return "freq" in spec.analyses and "freq_cols" in spec.options and "machr2" in freq_cols(spec)

@@ -60,7 +60,9 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None, variants: VariantTabl
     sex = None if variants is None else np.isin(variants.chrom.astype(str), sorted(sexchr.SEX_CHROMS))
     if sex is not None and sex.any():
         if mind is not None or qc.active:
-            raise InputError("--mind/--geno/--hwe/--maf do not count chrX/chrY/MT yet; their variants must be left out")
+            raise InputError(
+                "--mind/--geno/--hwe/--maf/--mach-r2-filter do not count chrX/chrY/MT yet; their variants must be left out"
+            )
         rest = KeptVariants()
         rest.index = np.flatnonzero(~sex).astype(np.int64)
     allele_flags = tuple(a for a in spec.analyses if a in allele.ANALYSES)

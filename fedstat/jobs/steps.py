@@ -17,10 +17,10 @@ import numpy as np
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.report.gwas import GwasReport, JobContext
-from fedstat.stats import allele, assoc, glm, sexchr
+from fedstat.stats import allele, assoc, glm, machr2, sexchr
 from fedstat.stats.base import JobAnalysis, Results, RoundPlan
 from fedstat.stats.hwe_x import HardyX
-from fedstat.stats.qc import QcResult, VariantQc, variant_filter
+from fedstat.stats.qc import QcResult, VariantQc, variant_filter, with_mach_r2
 
 #: The groups of the allele rounds, in the order they run.
 SEX_GROUPS = (sexchr.TOTALS, sexchr.MALE, sexchr.FEMALE)
@@ -43,7 +43,8 @@ class AlleleAnalysis:
 
     ``chrom`` (one code per job variant) is what the sex-aware plan is made from; None plans the one
     round of old, over variants that must then all be diploid (checked in :meth:`result`).
-    ``freq_columns``: ``--freq cols=``, written from the same counts.
+    ``freq_columns``: ``--freq cols=``, written from the same counts; with ``machr2`` (MACH_R2) the
+    rounds reading dosages also sum their squares.
     """
 
     def __init__(
@@ -56,6 +57,9 @@ class AlleleAnalysis:
     ):
         self.analyses = analyses
         self.dosage = dosage  # --freq from the sites' dosages (plink2's); see fedstat.jobs.reads_dosages
+        if freq_columns is not None and "machr2" in freq_columns and not dosage:
+            raise InputError("--freq cols=+machr2 needs the rounds to read dosages")
+        self.machr2 = freq_columns is not None and "machr2" in freq_columns
         self.freq_columns = freq_columns  # --freq cols=: written from the same counts
         self.stats: allele.AlleleStats | None = None
         self.plan = None if chrom is None else sexchr.sex_rounds(chrom, analyses)
@@ -65,7 +69,7 @@ class AlleleAnalysis:
         self.hardy_x: HardyX | None = None
 
     def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
-        dosage = {"dosage": "1"} if self.dosage else {}
+        dosage = ({"dosage": "1"} if self.dosage else {}) | ({"machr2": "1"} if self.machr2 else {})
         if self.plan is None or not self.plan.any_sex:
             if sums is None:
                 return RoundPlan("allele_counts", params=dosage)
@@ -137,7 +141,8 @@ class KeptVariants:
 
 
 class QcAnalysis:
-    """``--geno``, ``--hwe``, ``--maf``: one round of pooled genotype counts, then plink2's filters."""
+    """``--geno``, ``--hwe``, ``--maf``, ``--mach-r2-filter``: one round of pooled genotype counts (and
+    for MaCH r² the dosage sums and their squares), then plink2's filters in plink2's order."""
 
     def __init__(self, qc: VariantQc, kept: KeptVariants, *, controls: str = ""):
         self.qc, self.kept, self.controls = qc, kept, controls
@@ -145,7 +150,10 @@ class QcAnalysis:
 
     def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
         if sums is None:
-            return RoundPlan("qc_counts", params={"controls": self.controls} if self.controls else {})
+            params = ({"controls": self.controls} if self.controls else {}) | (
+                {"machr2": "1"} if self.qc.mach_r2 is not None else {}
+            )
+            return RoundPlan("qc_counts", params=params)
         counts = {k: np.asarray(sums[k]) for k in allele.SUM_NAMES}
         if not self.controls:
             result = variant_filter(self.qc, **counts)
@@ -159,6 +167,12 @@ class QcAnalysis:
             if self.qc.maf is not None:
                 removed["maf"] = int((~maf.keep & geno.keep & ~hwe_fail).sum())
             result = QcResult(keep=geno.keep & ~hwe_fail & maf.keep, removed=removed)
+        if self.qc.mach_r2 is not None:  # last, as plink2 (after --maf)
+            pooled = allele.checked_counts(sums)
+            if machr2.SSQ_NAME not in pooled or "dosage_sum" not in pooled:
+                raise InputError("--mach-r2-filter needs the QC round's dosage sums, which the sites did not send")
+            r2 = machr2.mach_r2(pooled["dosage_sum"], pooled[machr2.SSQ_NAME], pooled["dosage_obs"])
+            result = with_mach_r2(result, r2, self.qc.mach_r2)
         self.outcome = result
         self.kept.index = np.flatnonzero(result.keep).astype(np.int64)
         return None

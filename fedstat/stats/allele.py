@@ -27,6 +27,7 @@ from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.stats.hwe import hwe_exact_p
 from fedstat.stats.hwe_x import HardyX
+from fedstat.stats.machr2 import SSQ_NAME, mach_r2
 
 __all__ = [
     "ANALYSES",
@@ -127,6 +128,8 @@ class AlleleStats:
     call_missing, call_total : int64 .vmiss MISSING_CT and OBS_CT where they differ from
         ``missing`` and all samples (chrY: males only; chrX/MT: ``missing`` also counts haploid
         hets, .vmiss does not); None: ``missing`` and :attr:`n_samples`
+    mach_r2 : float64 MaCH r² (.afreq MACH_R2, :mod:`fedstat.stats.machr2`) where the round summed
+        squared dosages; NaN where plink2 prints nan (0/0) and on chrX/MT (printed NA); None: not asked
     """
 
     hom_ref: np.ndarray
@@ -143,6 +146,7 @@ class AlleleStats:
     hap_alt: np.ndarray | None = None
     call_missing: np.ndarray | None = None
     call_total: np.ndarray | None = None
+    mach_r2: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.hom_ref.shape[0])
@@ -169,6 +173,7 @@ def checked_counts(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     counts = {}
     shape = None
     names = SUM_NAMES + (DOSAGE_SUM_NAMES if DOSAGE_SUM_NAMES[0] in sums else ())
+    names += (SSQ_NAME,) if SSQ_NAME in sums else ()
     for name in names:
         raw = np.asarray(sums[name])
         if raw.ndim != 1:
@@ -194,7 +199,8 @@ def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
     sums : for each name in :data:`SUM_NAMES`, [array, shape: (n_variants,)] of
         non-negative integers (any integer or integral float dtype); and, where the round read
         dosages, :data:`DOSAGE_SUM_NAMES` (the frequencies then come from the dosages, as plink2's
-        ``--freq``; the other reports from the hard calls).
+        ``--freq``; the other reports from the hard calls), with the squared dosages
+        (:data:`fedstat.stats.machr2.SSQ_NAME`) where the job asks for MaCH r².
 
     Returns
     -------
@@ -225,6 +231,11 @@ def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
         f_miss = missing.astype(np.float64) / n_all
     het_exp = np.where(n_obs > 0, 2.0 * ref_freq * (1.0 - ref_freq), 0.0)
     hwe_p = hwe_exact_p(hom_ref, het, hom_alt)
+    r2 = None
+    if SSQ_NAME in counts:
+        if "dosage_sum" not in counts:
+            raise InputError(f"MaCH r² needs the dosage sums {DOSAGE_SUM_NAMES} with {SSQ_NAME!r}")
+        r2 = mach_r2(counts["dosage_sum"], counts[SSQ_NAME], counts["dosage_obs"])
     return AlleleStats(
         hom_ref=hom_ref,
         het=het,
@@ -236,6 +247,7 @@ def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
         het_obs_frac=het_obs,
         het_exp_frac=het_exp,
         f_miss=f_miss,
+        mach_r2=r2,
     )
 
 

@@ -1,4 +1,5 @@
-"""Variant quality control on pooled counts: plink2's ``--geno``, ``--hwe`` and ``--maf``.
+"""Variant quality control on pooled counts: plink2's ``--geno``, ``--hwe``, ``--maf`` and
+``--mach-r2-filter``.
 
 Each filter is a function of one variant's pooled genotype counts (hom-ref, het, hom-alt,
 missing), which the sites already sum for ``--geno-counts``. So the consortium applies exactly
@@ -13,7 +14,8 @@ plink2 2.00a3.5 (``plink2_filter.cc``): ``--geno`` removes variants whose missin
 exceeds the threshold; ``--hwe`` removes variants whose Hardy–Weinberg exact-test p-value
 (founders; here every participant is a founder) is below it; ``--maf`` removes variants whose
 nonmajor allele frequency is below it. A variant with no call at all has no frequency and is
-kept by ``--maf`` (plink2 2.00a3.5 keeps it; ``--geno`` removes it).
+kept by ``--maf`` (plink2 2.00a3.5 keeps it; ``--geno`` removes it). ``--mach-r2-filter`` comes
+last, on MaCH r² from the pooled dosage sums (:mod:`fedstat.stats.machr2`, :func:`with_mach_r2`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 
 from fedstat.errors import InputError
 from fedstat.stats.hwe import hwe_exact_p
+from fedstat.stats.machr2 import outside_bounds
 
 
 @dataclass(frozen=True)
@@ -36,21 +39,26 @@ class VariantQc:
         when the flag is given bare is 0.1)
     hwe : keep variants whose HWE exact-test p-value is at least this (``--hwe``)
     maf : keep variants whose minor (nonmajor) allele frequency is at least this (``--maf``)
+    mach_r2 : (min, max): keep variants whose MaCH r² lies in [min, max] (``--mach-r2-filter``;
+        NaN is kept), applied after the others
     """
 
     geno: float | None = None
     hwe: float | None = None
     maf: float | None = None
+    mach_r2: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("geno", "hwe", "maf"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 1:
                 raise InputError(f"--{name} must be between 0 and 1, got {value:g}")
+        if self.mach_r2 is not None and not 0 <= self.mach_r2[0] <= self.mach_r2[1]:
+            raise InputError(f"--mach-r2-filter needs 0 <= min <= max, got {self.mach_r2[0]:g} {self.mach_r2[1]:g}")
 
     @property
     def active(self) -> bool:
-        return any(v is not None for v in (self.geno, self.hwe, self.maf))
+        return any(v is not None for v in (self.geno, self.hwe, self.maf, self.mach_r2))
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,8 @@ class QcResult:
     Attributes
     ----------
     keep : [array, shape: (n_variants,), dtype bool] True for variants that pass every filter
-    removed : filter name (``geno``, ``hwe``, ``maf``) -> variants it removed among those the
-        earlier filters kept
+    removed : filter name (``geno``, ``hwe``, ``maf``, ``mach_r2``) -> variants it removed among
+        those the earlier filters kept
     """
 
     keep: np.ndarray
@@ -73,7 +81,12 @@ class QcResult:
             "hwe": "--hwe: {} variants removed due to Hardy-Weinberg exact test",
             "maf": "--maf: {} variants removed due to allele frequency threshold",
         }
-        lines = [what[name].format(n) for name, n in self.removed.items()]
+        lines = []
+        for name, n in self.removed.items():
+            if name == "mach_r2":  # plink2's own line (EnforceImpR2Thresh)
+                lines.append(f"--mach-r2-filter: {n} variant{'' if n == 1 else 's'} removed.")
+            else:
+                lines.append(what[name].format(n))
         return [*lines, f"{int(self.keep.sum())} variants remaining after main filters"]
 
 
@@ -118,3 +131,20 @@ def variant_filter(
         removed["maf"] = int((fails & keep).sum())
         keep &= ~fails
     return QcResult(keep=keep, removed=removed)
+
+
+def with_mach_r2(
+    result: QcResult, r2: np.ndarray, bounds: tuple[float, float], chrom: np.ndarray | None = None
+) -> QcResult:
+    """``result`` followed by ``--mach-r2-filter bounds`` (plink2 applies it after ``--maf``).
+
+    Parameters
+    ----------
+    r2 : [array, shape: (n_variants,), float64] pooled MaCH r² (:func:`fedstat.stats.machr2.mach_r2`)
+    chrom : [array, shape: (n_variants,), str] chromosome codes (chrX and MT are kept); None: no
+        variant on them
+    """
+    assert r2.shape == result.keep.shape
+    fails = outside_bounds(r2, np.full(r2.shape, "") if chrom is None else chrom, *bounds)
+    removed = {**result.removed, "mach_r2": int((fails & result.keep).sum())}
+    return QcResult(keep=result.keep & ~fails, removed=removed)

@@ -25,7 +25,7 @@ covers and :func:`combine` turns the pooled sums into plink2's reports.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +34,7 @@ from fedstat.data.genotypes import DOSAGE_UNIT
 from fedstat.errors import InputError
 from fedstat.stats.allele import AlleleStats, checked_counts, finish
 from fedstat.stats.hwe_x import HardyX, hardy_x
+from fedstat.stats.machr2 import SSQ_NAME, mach_r2
 
 __all__ = ["FEMALE", "MALE", "SEX_CHROMS", "TOTALS", "SexRounds", "combine", "sex_rounds"]
 
@@ -182,6 +183,7 @@ def combine(
         f_miss = out["call_missing"].astype(np.float64) / out["call_total"]
     if dip.size:
         alt_freq[dip] = s.alt_freq  # the same numbers (scaled by 2), as allele.finish computes them
+    r2 = _mach_r2(plan, counts, at, None if not dip.size else s.mach_r2)
     stats = AlleleStats(
         hom_ref=out["hom_ref"],
         het=out["het"],
@@ -197,5 +199,32 @@ def combine(
         hap_alt=out["hap_alt"],
         call_missing=out["call_missing"],
         call_total=out["call_total"],
+        mach_r2=r2,
     )
     return stats, dip, hardy_x_table
+
+
+def _mach_r2(
+    plan: SexRounds,
+    counts: Mapping[str, Mapping[str, np.ndarray]],
+    at: Callable[[str, np.ndarray], dict[str, np.ndarray]],
+    diploid: np.ndarray | None,
+) -> np.ndarray | None:
+    """MaCH r² over every variant where the rounds summed squared dosages (None where none did):
+    the diploid variants' from the cohort's sums (``diploid``), chrY's from the males', halved (as
+    plink2), NaN on chrX and MT (plink2 prints NA there)."""
+    if not any(SSQ_NAME in c for c in counts.values()):
+        return None
+    r2 = np.full(plan.kind.shape[0], np.nan)
+    dip = np.flatnonzero(plan.kind == "")
+    if dip.size:
+        if diploid is None:
+            raise InputError(f"MaCH r² needs the cohort round's {SSQ_NAME!r}")
+        r2[dip] = diploid
+    y = np.flatnonzero(plan.kind == "Y")
+    if y.size:
+        if MALE not in counts or SSQ_NAME not in counts[MALE]:
+            raise InputError(f"MaCH r² on chrY needs the males' round's {SSQ_NAME!r}")
+        m = at(MALE, y)
+        r2[y] = mach_r2(m["dosage_sum"], m[SSQ_NAME], m["dosage_obs"], haploid=True)
+    return r2
