@@ -68,15 +68,6 @@ def test_reports_and_glm__dosage_pgens_equal_plink2_on_pooled_data(workspace: Pa
     assert "CONST_OMITTED_ALLELE" in errcodes and "." in errcodes  # the constant soft-dosage column too
 
 
-def test_pca_on_dosages_is_refused_naming_the_dataset(workspace: Path, tmp_path: Path, capsys):
-    args = ["submit", "--profile", str(workspace / "analyst.toml"), "--pca", "2", "--glm", *COHORT]
-    args += ["--out", str(tmp_path / "p")]
-    assert cli(args) == 1
-    err = capsys.readouterr().err
-    assert "dataset main holds imputed dosages: --pca reads hard calls only in this version" in err
-    assert not list(tmp_path.glob("p*"))
-
-
 def test_freq_from_hard_calls_would_differ_from_plink2():
     # the point of reading dosages: plink2's hard calls of these files give other frequencies
     counts = {k: np.zeros(240, dtype=np.int64) for k in allele.SUM_NAMES}
@@ -96,6 +87,7 @@ def test_freq_from_hard_calls_would_differ_from_plink2():
         (JobSpec(analyses=("freq",), out_name="f", privacy="dp"), "--freq under --privacy dp reads hard calls only"),
         (JobSpec(analyses=("freq",), out_name="f", options={"maf": "0.01"}), "--maf reads hard-call frequencies"),
         (JobSpec(analyses=("freq", "glm"), out_name="f", pheno_names=("QT",)), None),
+        (JobSpec(analyses=("pca",), out_name="f", options={"pca": "5"}), None),  # tests/test_pca_dosage.py
         (JobSpec(analyses=("hardy", "geno-counts", "missing"), out_name="f", privacy="dp"), None),
     ],
 )

@@ -9,7 +9,7 @@ read the same way, so no job ever parses text genotypes or BGEN probabilities.
 Imputed dosages (a ``.pgen`` dosage track, as ``plink2 --vcf … dosage=DS`` or ``--bgen`` writes
 it, or as the VCF cache holds it when the dataset sets ``vcf_dosage``) are read beside the hard calls: a block of float32 dosages costs 4 bytes per genotype against
 the hard calls' 1, and only the computations that use dosages as plink2 does (``--freq``,
-``--glm``) ask for them; a file without a dosage track is read as hard calls throughout.
+``--glm``, ``--pca``) ask for them; a file without a dosage track is read as hard calls throughout.
 
 Allele convention (plink2): in a ``.bim``, column 5 (A1) is ALT and column 6 (A2) is REF;
 pgenlib returns counts of allele 1 (ALT) for both ``.bed`` and ``.pgen``.

@@ -47,9 +47,10 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
     if computation == "allele_counts":
         if not analyses & {*allele.ANALYSES, "pca"}:
             raise refuse("the job has no --freq/--geno-counts/--hardy/--missing/--pca")
-        # with dosage sums only for a --freq that reads dosages (fedstat.jobs.reads_dosages), their
-        # squares only for its MACH_R2 column
-        expected: dict[str, str] = {"dosage": "1"} if params.get("dosage") == "1" and reads_dosages(spec) else {}
+        # with dosage sums only for a --freq that reads dosages (fedstat.jobs.reads_dosages) or a --pca
+        # (its frequencies; never under a mode that adds noise), their squares only for MACH_R2
+        dosage = reads_dosages(spec) or ("pca" in analyses and not get_mode(spec.privacy).adds_noise)
+        expected: dict[str, str] = {"dosage": "1"} if params.get("dosage") == "1" and dosage else {}
         expected |= _machr2(spec, params, expected)
     elif computation == "allele_counts_sex":
         sex = params.get("sex", "")

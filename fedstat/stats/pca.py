@@ -11,7 +11,8 @@ A federation cannot form ``XXᵀ`` (it pairs participants of different sites), b
 an ``M × L`` matrix ``V`` is a sum over participants, so it runs as **subspace iteration with
 Rayleigh–Ritz** in variant space:
 
-1. ``allele_counts`` — pooled genotype counts give ``p`` for every PCA variant;
+1. ``allele_counts`` — pooled ALT dosage sums give ``p`` for every PCA variant (the hard-call counts
+   at a site without dosages);
 2. ``pca_multiply`` (repeated) — the coordinator sends ``V``; each site makes two passes over
    its blocks, ``U = X_s V`` (kept at the site) then ``X_sᵀ U`` per variant, and the secure sum
    is ``XᵀX V``. The coordinator solves the small ``L × L`` Ritz problem and orthonormalizes; it
@@ -22,6 +23,13 @@ Rayleigh–Ritz** in variant space:
    ``.eigenvec`` values, up to sign) and keeps them as cohort columns. Only the sums of the
    scores and of their squares leave the site, a check that the pooled eigenvectors have unit
    length.
+
+Dosages. plink2 reads every genotype with ``PgrGetD`` (``LoadBiallelicCenteredVarmaj`` in
+``plink2_matrix_calc.cc``): an imputed ALT dosage where the file stores one, else the hard call, and
+standardizes it as above with ``p`` the dosage frequency (``ComputeAlleleFreqs``); a genotype is
+missing only where neither a dosage nor a hard call is present. The site kernels therefore read
+their blocks as dosages (:data:`~fedstat.data.genotypes.DOSAGES`; a file without a dosage track is
+read as its int8 hard calls, unchanged), and the counts round sends the ALT dosage sums.
 
 Missing calls. plink2 divides each relationship entry by the number of variants observed in
 *both* participants, which pairs participants across sites and so cannot be federated exactly.
@@ -38,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedstat.data.genotypes import DOSAGES
 from fedstat.data.variants import VariantTable
 from fedstat.errors import InputError
 from fedstat.stats import allele
@@ -86,7 +95,12 @@ def pc_names(k: int) -> tuple[str, ...]:
 
 
 def standardized(block: np.ndarray, freq: np.ndarray) -> np.ndarray:
-    """plink2's variance-standardized genotypes [shape: (b, n), float64]; 0 where missing or monomorphic."""
+    """plink2's variance-standardized genotypes [shape: (b, n), float64]; 0 where missing or monomorphic.
+
+    ``block`` holds int8 hard calls or float32 ALT dosages (multiples of 1/16384, exact in float64),
+    negative where missing: plink2 standardizes a dosage as it does a hard call, and a missing one is
+    mean-imputed (0 after centring).
+    """
     p = np.asarray(freq, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         sd = np.sqrt(2.0 * p * (1.0 - p))
@@ -131,6 +145,10 @@ def _columns(arrays: Mapping[str, np.ndarray], name: str) -> int:
 class _Multiply:
     """``X_sᵀ (D⁻² X_s V)`` per variant, in two passes over the round's blocks."""
 
+    def genotypes(self, params: Mapping[str, str]) -> str:
+        """Dosages where the site's file has them (int8 hard calls otherwise), as plink2's ``--pca``."""
+        return DOSAGES
+
     def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
         return per_variant(("z",), _columns(arrays, "v"))
 
@@ -149,6 +167,9 @@ class _Multiply:
 
 class _Scores:
     """Each participant's scores ``D⁻¹ X_s W`` on the released weights; they stay at the site."""
+
+    def genotypes(self, params: Mapping[str, str]) -> str:
+        return DOSAGES
 
     def sum_arrays(self, params: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> dict[str, SumArray]:
         return cohort_level(("score_sum", "score_sumsq"), _columns(arrays, "w"))
@@ -251,9 +272,14 @@ class PcaAnalysis:
 
     @property
     def weights(self) -> np.ndarray:
-        """Unit variant-space eigenvectors [shape: (M, n_pcs)], each with its largest entry positive."""
-        assert self.vectors is not None
+        """Unit variant-space eigenvectors [shape: (M, n_pcs)], each with its largest entry positive.
+
+        A monomorphic variant's entries are 0 (its standardized genotypes are, so they are in exact
+        arithmetic; plink2 prints 0), not the rounding residue of the iteration.
+        """
+        assert self.vectors is not None and self.freq is not None
         v = self.vectors[:, : self.n_pcs].copy()
+        v[~((self.freq > 0) & (self.freq < 1))] = 0.0
         for j in range(v.shape[1]):
             if v[np.argmax(np.abs(v[:, j])), j] < 0:
                 v[:, j] = -v[:, j]
@@ -262,7 +288,9 @@ class PcaAnalysis:
     def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
         if self._stage == "start":
             self._stage = "counts"
-            return RoundPlan("allele_counts")
+            # with the ALT dosage sums: plink2 standardizes with the dosage frequencies (a site
+            # without dosages sends its hard-call counts as dosage sums, the same frequencies)
+            return RoundPlan("allele_counts", params={"dosage": "1"})
         assert sums is not None
         if self._stage == "counts":
             stats = allele.finish(sums)
