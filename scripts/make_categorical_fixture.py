@@ -51,7 +51,7 @@ CHROMS = "1-2"  # 74 of the fixture's 800 variants keep the expected files small
 CENTRES = {
     "AFR": {"East": 0.2, "north": 0.2, "south": 0.2, "west9": 0.2, "west10": 0.2},
     "EAS": {"north": 0.4, "south": 0.3, "west9": 0.3},
-    "EUR": {"East": 0.3, "north": 0.2, "south": 0.3, "west9": 0.2},
+    "EUR": {"East": 0.25, "north": 0.15, "south": 0.25, "west9": 0.15, "west10": 0.2},
 }
 
 

@@ -145,7 +145,13 @@ def test_noisy_protector__allele_counts_keep_the_scale_of_before():
     d = 500  # one cell per person per variant over 4 arrays, no cohort sums: Δ₂ = √(2d), as before
     expected = dp.calibrate_distributed(1.0, 1e-6, sensitivity=math.sqrt(2 * d), k_min=2, dimension=4 * d)
     assert _noisy("allele_counts", d, k_min=2).sigma == pytest.approx(expected.sigma_site, rel=1e-12)
-    assert {n for n, c in COMPUTATIONS.items() if c.dp is not None} == {"allele_counts", "assoc_counts"}
+    # allele_counts_sex: the same counts over one sex (chrX/chrY), declared alike though a dp job
+    # leaves X/Y/MT out
+    assert {n for n, c in COMPUTATIONS.items() if c.dp is not None} == {
+        "allele_counts",
+        "allele_counts_sex",
+        "assoc_counts",
+    }
 
 
 def test_noisy_protector__undeclared_arrays_and_computations_are_refused():

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import fedstat
 from fedstat.cli.common import add_profile
-from fedstat.cli.modifiers import modifier_options
+from fedstat.cli.modifiers import split_names, submit_options
 from fedstat.cli.selection import add_variant_selection, selection_options
 from fedstat.counts import WITHHELD, describe_count
 from fedstat.errors import (
@@ -401,10 +401,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _split(s: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in s.split(",") if x.strip())
-
-
 #: Without a terminal (logs, CI), progress is printed on every phase change and at most this often.
 PROGRESS_LOG_INTERVAL_S = 5.0
 
@@ -454,47 +450,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
         ("model", args.model),
     )
     analyses = tuple(a for a, on in flags if on)
-    options = modifier_options(args)
-    if args.genome_assembly != "NR":
-        options["genome_assembly"] = args.genome_assembly
-    if args.epsilon is not None:
-        options["dp_epsilon"] = repr(args.epsilon)
-    if args.delta is not None:
-        options["dp_delta"] = repr(args.delta)
-    for key in ("mind", "geno", "maf"):
-        if getattr(args, key) is not None:
-            options[key] = repr(getattr(args, key))
-    if args.hwe:
-        options["hwe"] = " ".join(args.hwe)
-    if args.pca is not None:
-        options["pca"] = str(args.pca)
-    if args.require_pheno is not None:
-        options["require_pheno"] = ",".join(_split(args.require_pheno)) or "1"
-    if args.require_covar:
-        options["require_covar"] = "1"
-    if args.ci is not None:
-        options["ci"] = repr(args.ci)
-    if args.adjust is not None:
-        options["adjust"] = " ".join(args.adjust)
-    if args.covar_variance_standardize is not None:
-        options["covar_variance_standardize"] = ",".join(_split(",".join(args.covar_variance_standardize))) or "1"
-    if args.id_list is not None:
-        raise InputError(
-            "--keep/--remove take a list of participant IDs, which fedstat does not accept from an analyst: two "
-            "jobs over lists that differ by one person give that person's genotype sums. Use --sample-set NAME, "
-            "a set each site's operator defines (`fedstat jobs policies` lists them)"
-        )
-    if args.sample_set is not None:
-        options["sample_set"] = args.sample_set
+    options = submit_options(args)
     options.update(selection_options(args))
     out = Path(args.out)
     spec = JobSpec(
         analyses=analyses,
-        pheno_names=_split(args.pheno_name),
-        covar_names=_split(args.covar_name),
+        pheno_names=split_names(args.pheno_name),
+        covar_names=split_names(args.covar_name),
         privacy=args.privacy,
         purpose=args.purpose,
-        sites=_split(args.sites),
+        sites=split_names(args.sites),
         out_name=out.name,
         block_size=args.block_size,
         dataset=args.dataset,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from fedstat.errors import ProtocolError
+from fedstat.errors import PolicyRefused, ProtocolError
 
 #: The category name plink2 reads as missing (``--missing-catname``).
 MISSING_CATEGORY = "NONE"
@@ -181,8 +181,13 @@ def merged_levels(
     ProtocolError
         A site reported a covariate the job does not name, a category that cannot be one, or too
         many (a hostile or broken peer).
+    PolicyRefused
+        A category is held at one site only (of several): its indicator's sums would be that site's
+        own, which secure aggregation exists to hide. (A coordinator that deviates from the protocol
+        could still ask for them: docs/privacy.md states this residual risk.)
     """
     out: dict[str, set[str]] = {}
+    holders: dict[tuple[str, str], list[str]] = {}
     for site, reported in per_site.items():
         for covariate, levels in reported.items():
             if covariate not in covariates:
@@ -190,7 +195,19 @@ def merged_levels(
             if len(levels) > MAX_LEVELS or any(not level or level_problem(level) for level in levels):
                 raise ProtocolError(f"site {site} reported categories for covariate {covariate!r} that cannot be ones")
             out.setdefault(covariate, set()).update(levels)
+            for level in levels:
+                holders.setdefault((covariate, level), []).append(site)
     for covariate, merged in out.items():
         if len(merged) > MAX_LEVELS:
             raise ProtocolError(f"covariate {covariate!r} has more than {MAX_LEVELS} categories over the sites")
+    if len(per_site) > 1:
+        lone = sorted((c, lv, h[0]) for (c, lv), h in holders.items() if len(h) == 1)
+        if lone:
+            c, level, site = lone[0]
+            raise PolicyRefused(
+                f"covariate {c}: category {level} is held at site {site} only, so the sums of its indicator column "
+                f"would be that site's own sums, which secure aggregation keeps from the coordinator; merge it into "
+                f"a category other sites hold (or write NONE for it), or analyse that site alone"
+                + (f" ({len(lone) - 1} more such categories)" if len(lone) > 1 else "")
+            )
     return {c: natural_sorted(out[c]) for c in covariates if c in out}

@@ -89,7 +89,7 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
         try:
             if computation == "glm_describe":
                 columns = json.loads(params.get("columns", "[]"))
-                check_glm_columns([c for c in columns if c not in phenos], covars, refuse)
+                check_glm_columns([c for c in columns if c not in phenos], covars, refuse, "it describes columns")
                 if len(set(columns)) != len(columns):
                     raise refuse("it names a column twice")
             else:
@@ -101,7 +101,7 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
                 for d in specs:
                     if d["name"] not in phenos or not set(d["mask_covars"]) <= covars:
                         raise refuse("its phenotype or covariates are not the job's")
-                    check_glm_columns(d["covars"], covars, refuse)
+                    check_glm_columns(d["covars"], covars, refuse, "its covariates include columns")
                     # an indicator's covariate masks its regression (NONE is missing)
                     splits = (split_indicator(c, covars) for c in d["covars"] if c not in covars)
                     if not {x[0] for x in splits if x is not None} <= set(d["mask_covars"]):
@@ -118,7 +118,7 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
         raise refuse(f"unexpected parameters {sorted(set(params) ^ set(expected))}")
 
 
-def check_glm_columns(names: list[str], covars: set[str], refuse: Callable[[str], ProtocolError]) -> None:
+def check_glm_columns(names: list[str], covars: set[str], refuse: Callable[[str], ProtocolError], what: str) -> None:
     """A glm round's covariate columns: the job's covariates, or indicators ``COL=LEVEL`` of them
     (any level: a site declares each category's members as a release group, so a rare one meets
     its ledger), each once, at most :data:`MAX_LEVELS` per covariate."""
@@ -130,7 +130,7 @@ def check_glm_columns(names: list[str], covars: set[str], refuse: Callable[[str]
             continue
         split = split_indicator(n, covars)
         if split is None:
-            raise refuse("its covariates are not the job's")
+            raise refuse(f"{what} the job does not name")
         per_covariate[split[0]] = per_covariate.get(split[0], 0) + 1
     if any(k > MAX_LEVELS for k in per_covariate.values()):
         raise refuse(f"it gives a covariate more than {MAX_LEVELS} categories")
