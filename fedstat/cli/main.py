@@ -361,6 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=DIR",
         help="a site and its data directory (genotypes.* + samples.tsv); repeat per site",
     )
+    p.add_argument(
+        "--dataset-option",
+        action="append",
+        metavar="SITE:KEY=VALUE",
+        help="a key of the site's [[datasets]] entry in site.toml: vcf_dosage (DS, HDS, GP or GT: the "
+        "FORMAT field a VCF's dosages are read from) or bgen_ref (first or last: a BGEN's REF allele), "
+        "e.g. VCF:vcf_dosage=DS; repeat per key",
+    )
     p.add_argument("--analyst", default="analyst", help="the analyst's name (default: analyst)")
     p.add_argument("--port", type=int, default=0, help="coordinator port (default: a free one)")
     p.add_argument("--skip-check", action="store_true", help="do not open the datasets now")

@@ -32,6 +32,8 @@ from fedstat.jobs import KNOWN_ANALYSES
 
 COORDINATOR = "coordinator"
 START_TIMEOUT_S = 180.0
+#: ``[[datasets]]`` keys ``prepare`` can set per site: how a VCF's dosages or a BGEN's REF are read
+DATASET_OPTIONS = ("vcf_dosage", "bgen_ref")
 _CHILDREN: list[subprocess.Popen[bytes]] = []
 
 
@@ -54,9 +56,25 @@ def _toml_str(p: Path | str) -> str:
 
 
 def prepare(
-    workspace: Path, sites: dict[str, Path], *, analyst: str = "analyst", port: int = 0, check: bool = True
+    workspace: Path,
+    sites: dict[str, Path],
+    *,
+    analyst: str = "analyst",
+    port: int = 0,
+    check: bool = True,
+    dataset_options: dict[str, dict[str, str]] | None = None,
 ) -> Path:
-    """Create certificates and configs for a coordinator, the sites and one analyst."""
+    """Create certificates and configs for a coordinator, the sites and one analyst.
+
+    ``dataset_options`` gives a site's ``[[datasets]]`` entry keys from :data:`DATASET_OPTIONS`
+    (``{"VCF": {"vcf_dosage": "DS"}}``); the site's config loader validates their values."""
+    dataset_options = dataset_options or {}
+    for name, options in dataset_options.items():
+        if name not in sites:
+            raise InputError(f"--dataset-option for site {name}, which no --site names")
+        for key in options:
+            if key not in DATASET_OPTIONS:
+                raise InputError(f"--dataset-option {name}:{key}: expected one of {', '.join(DATASET_OPTIONS)}")
     from fedstat.data.genotypes import find_genotype_source  # noqa: PLC0415
 
     workspace = workspace.resolve()
@@ -106,7 +124,9 @@ def prepare(
             'crl = "../../ca/crl.pem"\n\n'
             "[[datasets]]\n"
             'name = "main"\n'
-            f"path = {_toml_str(data.resolve())}\n\n"
+            f"path = {_toml_str(data.resolve())}\n"
+            + "".join(f"{k} = {_toml_str(v)}\n" for k, v in dataset_options.get(name, {}).items())
+            + "\n"
             "[policy]\n"
             f"allowed_analyses = {json.dumps(list(KNOWN_ANALYSES))}\n"
             'allowed_privacy = ["secagg", "paillier", "dp", "paillier,dp", "none"]\n'
@@ -355,7 +375,21 @@ def run(args: argparse.Namespace) -> int:
             if name in sites:
                 raise InputError(f"site {name} given twice")
             sites[name] = Path(path)
-        ws = prepare(args.workspace, sites, analyst=args.analyst, port=args.port, check=not args.skip_check)
+        options: dict[str, dict[str, str]] = {}
+        for item in args.dataset_option or ():
+            name, sep, setting = item.partition(":")
+            key, eq, value = setting.partition("=")
+            if not sep or not eq or not name or not key or not value:
+                raise InputError(f"--dataset-option {item!r}: expected SITE:KEY=VALUE, e.g. VCF:vcf_dosage=DS")
+            options.setdefault(name, {})[key] = value
+        ws = prepare(
+            args.workspace,
+            sites,
+            analyst=args.analyst,
+            port=args.port,
+            check=not args.skip_check,
+            dataset_options=options,
+        )
         print(f"prepared {ws}: coordinator, {len(sites)} site(s), analyst profile {ws / 'analyst.toml'}")
         print(f"next: fedstat poc start --workspace {args.workspace}")
         return 0
