@@ -138,6 +138,16 @@ def test_ensure_bgen_cache__equals_plink2_import(made: Path, tmp_path: Path, nam
         assert np.abs(np.where(original < 0, 0, original) - np.where(hard < 0, 0, hard)).max() <= 2
 
 
+def test_ensure_bgen_cache__plink2_export_of_samples_with_family_ids_reads_as_plink2(made: Path, tmp_path: Path):
+    # plink2 embeds FID_IID for a sample with a family ID, and its .sample gives FID and IID apart;
+    # plink2 reads the .sample alone, and so the two must agree in that form too
+    _plink2("--vcf", made / "x.vcf", "dosage=DS", "--const-fid", "FAM1", "--make-pgen", "--out", tmp_path / "f")
+    _plink2("--pfile", tmp_path / "f", "--export", "bgen-1.2", "bits=8", "ref-first", "--out", tmp_path / "fb")
+    ours, theirs = _compare(tmp_path / "fb.bgen", tmp_path / "fb.sample", "first", tmp_path / "c", tmp_path / "p")
+    assert ours.read_text() == theirs.read_text()
+    assert (tmp_path / "p.psam").read_text().startswith("#FID\tIID")
+
+
 def test_ensure_bgen_cache__psam_sex_and_ids_as_plink2(made: Path, tmp_path: Path):
     info = ensure_bgen_cache(made / "noids.bgen", tmp_path, ref="first", sample_path=made / "noids.sample")
     lines = info.psam.read_text().splitlines()

@@ -16,7 +16,8 @@ needs ``ref-first`` or ``ref-last``. A BGEN without it is refused; plink2's ``re
 supported. Note that ``plink2 --export bgen-1.x`` writes ALT first unless told ``ref-first``.
 
 Sample IDs: from ``genotypes.sample`` next to the BGEN when present (UK Biobank's files have no IDs
-of their own), else from the IDs embedded in the BGEN; with both, they must agree. As plink2 reads
+of their own), else from the IDs embedded in the BGEN; with both, they must agree (an embedded ID
+may also be ``FID_IID``, which ``plink2 --export bgen`` writes for a sample with a family ID). As plink2 reads
 a ``.sample``: IID is column ``ID_2`` (or the first column when the second is not ``ID_2``), FID is
 ``ID_1`` unless every ``ID_1`` is ``0``, and a ``sex`` column (type ``D``: 1 male, 2 female,
 0 / NA unknown) becomes the ``.psam``'s SEX column (``NA`` without one). Other ``.sample``
@@ -320,7 +321,10 @@ def _samples(source: Path, sample: Path | None, header: _Header, reader: Any) ->
         raise GenotypeFileError(
             f"{sample}: holds {len(samples.iid)} samples, while the BGEN {source.name} holds {header.n_samples}"
         )
-    if embedded is not None and embedded != samples.iid:
+    # plink2 writes FID_IID as the embedded ID of a sample with a family ID (--export bgen), and
+    # reads the .sample alone when given one; either form agrees here
+    joined = [f"{f}_{i}" for f, i in zip(samples.fid, samples.iid, strict=True)] if samples.fid else samples.iid
+    if embedded is not None and embedded != samples.iid and embedded != joined:
         j = next(j for j, (a, b) in enumerate(zip(embedded, samples.iid, strict=True)) if a != b)
         raise GenotypeFileError(
             f"{sample}: sample IDs differ from those embedded in {source.name}, first at sample {j + 1}; the "
