@@ -189,9 +189,11 @@ def _glm_columns(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarr
 
 
 def _glm(plink2: str, pfile: Path, table: Path, out: Path, *extra: str) -> None:
-    """plink2's default ``--glm`` on QT and CC with AGE (covariate rows shown)."""
+    """plink2's default ``--glm`` on QT and CC with AGE (standardized, as plink2 advises for its
+    single-precision logistic fit; covariate rows shown)."""
     _run([plink2, "--pfile", str(pfile), "--pheno", str(table), "--pheno-name", "QT,CC", "--covar", str(table),
-          "--covar-name", "AGE", *extra, "--glm", "--threads", "1", "--out", str(out)])  # fmt: skip
+          "--covar-name", "AGE", "--covar-variance-standardize", *extra, "--glm", "--threads", "1", "--out",
+          str(out)])  # fmt: skip
 
 
 def _run(cmd: list[str]) -> None:
