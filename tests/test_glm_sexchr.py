@@ -64,7 +64,9 @@ def _run(spec: JobSpec, datasets: dict[str, Dataset], out: Path) -> tuple[list[s
         for name, d in datasets.items():
             check_round(spec, plan.computation, dict(plan.params))  # what every site checks
             site_plan = h.plans[name]
-            check_round_variants(len(rounds), plan.computation, dict(plan.params), vidx, site_plan, d.genotypes.variants)
+            check_round_variants(
+                len(rounds), plan.computation, dict(plan.params), vidx, site_plan, d.genotypes.variants
+            )
             members = np.arange(d.genotypes.n_samples)
             cohort = build_cohort(spec, d, members)
             inp = RoundInput(params=dict(plan.params), arrays=dict(plan.arrays), variants=vidx)
@@ -131,7 +133,9 @@ def test_glm__x_y_mt_par_linear_and_logistic_equal_plink2(datasets, tmp_path: Pa
     assert all(r.startswith("glm_logistic:") for r in rounds[5:])
     text = (tmp_path / "g.QT.glm.linear").read_text()
     # SEX is a test on chrX only; chrY's OBS_CT counts males only
-    assert re.search(r"^X\t3000000\t.*\tSEX\t", text, re.M) and not re.search(r"^(1|Y|MT|XY|PAR1)\t.*\tSEX\t", text, re.M)
+    assert re.search(r"^X\t3000000\t.*\tSEX\t", text, re.M) and not re.search(
+        r"^(1|Y|MT|XY|PAR1)\t.*\tSEX\t", text, re.M
+    )
     assert not any("Skipping" in line for line in log)
 
 
@@ -256,13 +260,18 @@ def _ledger_outcomes(sex: np.ndarray, tmp_path: Path) -> list[str]:
     ledger = ReleaseLedger(tmp_path / "releases.sqlite", min_group=10)
     keys = ledger.participant_keys([f"p{i}" for i in range(sex.size)])
     qt = np.linspace(0.0, 1.0, sex.size)
-    cohort = Cohort(n=sex.size, columns={"QT": qt, "AGE": 20 + np.arange(sex.size, dtype=float)}, sex=sex.astype(np.int8))
+    cohort = Cohort(
+        n=sex.size, columns={"QT": qt, "AGE": 20 + np.arange(sex.size, dtype=float)}, sex=sex.astype(np.int8)
+    )
     base = PhenoSpec("QT", False, ("AGE",), ("AGE",))
     rounds = [
         ("glm_describe", {"columns": '["QT", "AGE"]'}),
         ("glm_describe_males", {}),
         ("glm_linear", {"spec": encode_specs([base])}),
-        ("glm_linear", {"spec": encode_specs([replace(base, covars=("AGE", "SEX"), mask_covars=("AGE", "SEX"), sex="x")])}),
+        (
+            "glm_linear",
+            {"spec": encode_specs([replace(base, covars=("AGE", "SEX"), mask_covars=("AGE", "SEX"), sex="x")])},
+        ),
         ("glm_linear", {"spec": encode_specs([replace(base, sex="male")])}),
     ]
     out = []

@@ -271,7 +271,8 @@ def finish_linear(sums: Mapping[str, np.ndarray], *, specs: Sequence[PhenoSpec],
         m[flip] = t @ m[flip] @ t.T
         bvec[flip] = bvec[flip] @ t.T
         # haploid variants (chrY, MT) in plink2's units, the genotype halved: X'X -> D X'X D, X'y -> D X'y
-        scale = job.geno_scale if job.geno_scale is not None else np.ones(n_var)
+        scale = getattr(job, "geno_scale", None)
+        scale = np.ones(n_var) if scale is None else scale
         half = np.flatnonzero(scale != 1.0)
         if half.size:
             d = scale_vector(p, scale[half])

@@ -354,7 +354,7 @@ class LogisticFit:
         self.n_var = job.n_var
         self.mode = job.firth_mode
         self.flip = job.a1_is_ref
-        self.scale = job.geno_scale  # haploid variants: plink2's genotype 0..1 (None: all diploid)
+        self.scale = getattr(job, "geno_scale", None)  # haploid variants: plink2's genotype 0..1 (None: all diploid)
         self.n_pred = len(spec.covars) + 2
         self.round_vars = np.arange(self.n_var)
         self.first = True
