@@ -20,12 +20,14 @@ dosages on chr1, X, Y and MT in ``.pgen`` dosage tracks, and plink2's ``--freq``
 dosages) ``--geno-counts --missing`` on them.
 
 For ``--glm`` every ``samples.tsv`` also holds a case/control phenotype ``CC`` and a covariate
-``AGE`` (drawn from their own seed, so the genotypes and the reports above stay as they were), and
-``expected/glm.*`` is plink2's ``--glm`` (its defaults: ``xchr-model 2``, SEX added on chrX,
-chrY over the males, chrY/MT haploid) on ``QT`` and ``CC`` with ``AGE``, ``dosage/expected/glm.*``
-the same on the dosages. Both leave out the one variant without a missing call in its regression
-(``Y_2900042``, among the males): plink2 2.00a3.5 reports ``CORR_TOO_HIGH`` for many variants with no
-missing call, on autosomes too (its precomputed covariate path), which fedstat does not mimic::
+``AGE`` (drawn from their own seed, so the genotypes and the reports above stay as they were; none
+missing, so each site's regressions run over one cohort and its sexes), and ``expected/glm.*`` is
+plink2's ``--glm`` (its defaults: ``xchr-model 2``, SEX added on chrX, chrY over the males, chrY/MT
+haploid) on ``QT`` and ``CC`` with ``AGE`` (``--covar-variance-standardize``),
+``dosage/expected/glm.*`` the same on the dosages. The first leaves out ``Y_2900042``, the one
+variant without a missing call in its regression (among the males): plink2 2.00a3.5 reports
+``CORR_TOO_HIGH`` for many variants with no missing call, on autosomes too, which fedstat does not
+mimic::
 
     python scripts/make_sexchr_fixture.py           # rebuild tests/data/sexchr (commit the result)
     python scripts/make_sexchr_fixture.py --check   # rebuild in a temp dir, fail on any difference
