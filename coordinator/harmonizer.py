@@ -204,9 +204,10 @@ def select_variants(h: Harmonization, spec: JobSpec) -> tuple[Harmonization, lis
 
     Variants on X, Y and MT are counted by ``--freq``, ``--geno-counts``, ``--hardy`` and
     ``--missing`` as plink2 counts them (males haploid on X, Y in males only, MT haploid,
-    ``.hardy.x``; :mod:`fedstat.stats.sexchr`). ``--pca``, ``--glm``, ``--assoc`` and ``--model``
-    leave them out (plink2 would add a SEX covariate to --glm on X, ...): their results are
-    plink2's with ``--not-chr X,Y,MT``. A job with ``--mind``, ``--geno``, ``--hwe`` or ``--maf``
+    ``.hardy.x``; :mod:`fedstat.stats.sexchr`), and regressed by ``--glm`` as plink2 does (SEX
+    covariate on X, Y over the males, Y and MT haploid; :mod:`fedstat.stats.glm_sexchr`) unless the
+    job has ``--assoc``/``--model`` too. ``--pca``, ``--assoc`` and ``--model`` leave them out: their
+    results are plink2's with ``--not-chr X,Y,MT``. A job with ``--mind``, ``--geno``, ``--hwe`` or ``--maf``
     leaves them out of everything, since those filters do not count them yet, and so does a job
     under differential privacy (noisy counts by sex are not calibrated yet). XY, PAR1 and PAR2
     (pseudo-autosomal, diploid) are counted as autosomes.
@@ -227,11 +228,13 @@ def select_variants(h: Harmonization, spec: JobSpec) -> tuple[Harmonization, lis
         lines.append(f"--split-par: {n_par} variants on chrX renamed PAR1/PAR2")
     chrom = h.variants.chrom.astype(str)
     sex = np.isin(chrom, sorted(HAPLOID_CHROMS))
-    reports = [a for a in spec.analyses if a in ALLELE_ANALYSES]
-    others = [a for a in spec.analyses if a not in ALLELE_ANALYSES]
+    # the analyses that count X/Y/MT: the allele reports, and --glm unless --assoc/--model share its outputs
+    glm = "glm" in spec.analyses and not {"assoc", "model"} & set(spec.analyses)
+    reports = [a for a in spec.analyses if a in ALLELE_ANALYSES or (a == "glm" and glm)]
+    others = [a for a in spec.analyses if a not in reports]
     mind, qc, _ = qc_filters(spec)
     noisy = get_mode(spec.privacy).adds_noise
-    counted = bool(reports) and mind is None and not qc.active and not noisy  # the allele reports count X/Y/MT
+    counted = bool(reports) and mind is None and not qc.active and not noisy
     keep = np.ones(len(chrom), dtype=bool)
     selection = variant_selection(spec)
     if selection.flags:

@@ -51,9 +51,10 @@ def round_caps(spec: JobSpec) -> RoundCaps:
     One round each for ``--mind``, the variant filters, the allele reports (and, without ``--mind``,
     a filter or dp, their rounds over chrX/chrY's males and for ``--hardy`` chrX's females,
     :mod:`fedstat.stats.sexchr`), ``--assoc``/``--model``
-    and ``--glm``'s describe and linear rounds; ``--pca``: its allele counts, at most
+    and ``--glm``'s describe rounds (the cohort's, chrX/chrY's males') and a linear round per
+    regression design (autosomes, chrX, chrY); ``--pca``: its allele counts, at most
     :data:`fedstat.stats.pca.MAX_ITERATIONS` subspace iterations and the PC-scores round; each
-    ``--glm`` phenotype at most :func:`fedstat.stats.glm_logistic.max_rounds` logistic rounds.
+    ``--glm`` phenotype at most :func:`fedstat.stats.glm_logistic.max_rounds` logistic rounds per design.
     Plus ``MAX_ATTEMPTS_PER_ROUND - 1`` rounds a job restarted without a dropped site may have
     abandoned before any total was released (their numbers are not reused).
     """
@@ -68,7 +69,10 @@ def round_caps(spec: JobSpec) -> RoundCaps:
     if "glm" in analyses:
         mods = set(spec.options.get("glm", "").split(","))
         mode = "firth" if "firth" in mods else ("no-firth" if "no-firth" in mods else "fallback")
-        rounds += 2 + len(expand_names(spec.pheno_names)) * glm_logistic.max_rounds(mode)
+        # describe, the males' describe (chrX/chrY), then per regression design (autosomes, chrX with
+        # SEX, chrY's males: fedstat.stats.glm_sexchr) a linear round and each phenotype's logistic rounds
+        groups = 3
+        rounds += 2 + groups * (1 + len(expand_names(spec.pheno_names)) * glm_logistic.max_rounds(mode))
     return RoundCaps(rounds=rounds + MAX_ATTEMPTS_PER_ROUND - 1)
 
 
@@ -163,7 +167,8 @@ def round_input_limits(spec: JobSpec, n_variants: int, *, categorical: int = 0) 
         limits |= {"freq": InputLimit(n_variants), "v": InputLimit(n_variants, pca.basis_width(k))}
         limits["w"] = InputLimit(n_variants, k)
     if "glm" in spec.analyses:
-        n_pred = 2 + len(expand_names(spec.covar_names)) + categorical * (MAX_LEVELS - 1)  # x = [1, g, covariates]
+        # x = [1, g, covariates], and on chrX plink2's SEX (fedstat.stats.glm_sexchr)
+        n_pred = 3 + len(expand_names(spec.covar_names)) + categorical * (MAX_LEVELS - 1)
         limits |= {"coef": InputLimit(n_variants, n_pred), "firth": InputLimit(n_variants)}
     return limits
 

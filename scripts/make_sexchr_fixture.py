@@ -17,7 +17,17 @@ The reference outputs are plink2 2.00a3.5 on the pooled ``.pgen`` (the same sexe
 ``.hardy`` (chr1, PAR1, XY), ``.hardy.x`` and ``.vmiss``; and the same with ``--split-par b37`` on
 the pooled data less PAR1 (``splitpar.*``). ``dosage/`` holds the same participants with soft
 dosages on chr1, X, Y and MT in ``.pgen`` dosage tracks, and plink2's ``--freq`` (from the
-dosages) ``--geno-counts --missing`` on them::
+dosages) ``--geno-counts --missing`` on them.
+
+For ``--glm`` every ``samples.tsv`` also holds a case/control phenotype ``CC`` and a covariate
+``AGE`` (drawn from their own seed, so the genotypes and the reports above stay as they were; none
+missing, so each site's regressions run over one cohort and its sexes), and ``expected/glm.*`` is
+plink2's ``--glm`` (its defaults: ``xchr-model 2``, SEX added on chrX, chrY over the males, chrY/MT
+haploid) on ``QT`` and ``CC`` with ``AGE`` (``--covar-variance-standardize``),
+``dosage/expected/glm.*`` the same on the dosages. The first leaves out ``Y_2900042``, the one
+variant without a missing call in its regression (among the males): plink2 2.00a3.5 reports
+``CORR_TOO_HIGH`` for many variants with no missing call, on autosomes too, which fedstat does not
+mimic::
 
     python scripts/make_sexchr_fixture.py           # rebuild tests/data/sexchr (commit the result)
     python scripts/make_sexchr_fixture.py --check   # rebuild in a temp dir, fail on any difference
@@ -42,6 +52,9 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "tests" / "data" / "sexchr"
 SITES = ("AFR", "EAS", "EUR")
 SEED = 20261205
+GLM_SEED = 20261206  # CC and AGE: their own stream, so the rest of the fixture is unchanged
+#: plink2 2.00a3.5 writes CORR_TOO_HIGH for this variant (no missing call among the males)
+GLM_EXCLUDE = "Y_2900042"
 PER_SITE = 40
 #: (chromosome, first position, count, step); PAR1 of GRCh37 ends at 2699520
 LAYOUT = (
@@ -154,6 +167,14 @@ def _build_dosage(
             shutil.copyfile(t / f"d{site}.{ext}", sd / f"genotypes.{ext}")
         (sd / "samples.tsv").write_text("#FID\tIID\n" + "".join(f"{ids[k]}\t{ids[k]}\n" for k in cols))
     (out_dir / "expected").mkdir()
+    glm_rng = np.random.default_rng(GLM_SEED + 1)
+    qt = np.round(glm_rng.normal(0, 1, len(ids)), 3)
+    cc, age = _glm_columns(glm_rng, len(ids))
+    for site in (*SITES, "pooled"):
+        cols = [k for k, i in enumerate(ids) if site == "pooled" or i.startswith(site)]
+        rows = "".join(f"{ids[k]}\t{ids[k]}\t{qt[k]}\t{cc[k] or 'NA'}\t{age[k]}\n" for k in cols)
+        (out_dir / site / "samples.tsv").write_text("#FID\tIID\tQT\tCC\tAGE\n" + rows)
+    _glm(plink2, out_dir / "pooled" / "genotypes", out_dir / "pooled" / "samples.tsv", t / "dglm")
     _run([plink2, "--pfile", str(out_dir / "pooled" / "genotypes"), "--freq", "--geno-counts", "--missing",
           "variant-only", "--threads", "1", "--out", str(t / "dosage")])  # fmt: skip
     for ext in ("afreq", "gcount", "vmiss"):
@@ -162,6 +183,22 @@ def _build_dosage(
     _run([plink2, "--pfile", str(out_dir / "pooled" / "genotypes"), "--freq", "cols=+machr2", "--threads", "1",
           "--out", str(t / "machr2")])  # fmt: skip
     shutil.copyfile(t / "machr2.afreq", out_dir / "expected" / "machr2.afreq")
+    for ext in ("QT.glm.linear", "CC.glm.logistic.hybrid"):
+        shutil.copyfile(t / f"dglm.{ext}", out_dir / "expected" / f"glm.{ext}")
+
+
+def _glm_columns(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A case/control phenotype (1/2) and an AGE covariate for ``n`` participants, none missing: every
+    regression of a site then runs over one cohort (or its sexes), which its release ledger allows."""
+    return rng.integers(1, 3, n).astype(np.int64), rng.integers(20, 80, n).astype(np.int64)
+
+
+def _glm(plink2: str, pfile: Path, table: Path, out: Path, *extra: str) -> None:
+    """plink2's default ``--glm`` on QT and CC with AGE (standardized, as plink2 advises for its
+    single-precision logistic fit; covariate rows shown)."""
+    _run([plink2, "--pfile", str(pfile), "--pheno", str(table), "--pheno-name", "QT,CC", "--covar", str(table),
+          "--covar-name", "AGE", "--covar-variance-standardize", *extra, "--glm", "--threads", "1", "--out",
+          str(out)])  # fmt: skip
 
 
 def _run(cmd: list[str]) -> None:
@@ -180,6 +217,7 @@ def build(out_dir: Path, plink2: str) -> None:
     g = _genotypes(chroms, sex, rng)
     swapped = rng.random(len(chroms)) < 0.2
     qt = np.round(rng.normal(0, 1, len(ids)), 3)
+    cc, age = _glm_columns(np.random.default_rng(GLM_SEED), len(ids))
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         for site in (*SITES, "pooled"):
@@ -187,10 +225,10 @@ def build(out_dir: Path, plink2: str) -> None:
             d.mkdir()
             cols = [k for k, i in enumerate(ids) if site == "pooled" or i.startswith(site)]
             site_ids = [ids[k] for k in cols]
-            table = ["#FID\tIID\tQT" + ("\tSEX" if site == "EAS" else "")]
+            table = ["#FID\tIID\tQT" + ("\tSEX" if site == "EAS" else "") + "\tCC\tAGE"]
             for k in cols:
                 sex_field = "\t" + ("NA" if sex[k] == 0 else str(sex[k])) if site == "EAS" else ""
-                table.append(f"{ids[k]}\t{ids[k]}\t{qt[k]}{sex_field}")
+                table.append(f"{ids[k]}\t{ids[k]}\t{qt[k]}{sex_field}\t{cc[k] or 'NA'}\t{age[k]}")
             (d / "samples.tsv").write_text("\n".join(table) + "\n")
             (t / f"{site}.sex").write_text("".join(f"{ids[k]}\t{ids[k]}\t{sex[k]}\n" for k in cols))
             flip = swapped if site == "EAS" else np.zeros(len(chroms), dtype=bool)
@@ -220,6 +258,10 @@ def build(out_dir: Path, plink2: str) -> None:
         for f in sorted([*t.glob("pooled.*"), *t.glob("splitpar.*")]):
             if f.suffix not in (".log", ".vcf", ".sex", ".pgen", ".pvar", ".psam"):
                 shutil.copyfile(f, expected / f.name)
+        pooled = out_dir / "pooled"
+        _glm(plink2, pooled / "genotypes", pooled / "samples.tsv", t / "glm", "--exclude-snp", GLM_EXCLUDE)
+        for ext in ("QT.glm.linear", "CC.glm.logistic.hybrid"):
+            shutil.copyfile(t / f"glm.{ext}", expected / f"glm.{ext}")
         _build_dosage(out_dir / "dosage", plink2, ids, sex, rng, t)
 
 

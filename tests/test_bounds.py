@@ -67,6 +67,9 @@ def _rounds(n_var: int) -> list[RoundPlan]:
     rng = np.random.default_rng(4)
     lin = encode_specs([PhenoSpec("QT", False, ("AGE",), ("AGE",)), PhenoSpec("CC", False, (), ())])
     logi = encode_specs([PhenoSpec("CC", True, ("AGE",), ("AGE",))])
+    # chrX's regression (SEX appended) and chrY's (the males only), as fedstat.stats.glm_sexchr plans them
+    lin_x = encode_specs([PhenoSpec("QT", False, ("AGE", "SEX"), ("AGE", "SEX"), sex="x")])
+    logi_y = encode_specs([PhenoSpec("CC", True, ("AGE",), ("AGE",), sex="male")])
     freq = rng.uniform(0.1, 0.9, n_var)
     coef = rng.normal(scale=0.1, size=(n_var, 3))
     return [
@@ -81,6 +84,9 @@ def _rounds(n_var: int) -> list[RoundPlan]:
         RoundPlan("glm_linear", params={"spec": lin}),
         RoundPlan("glm_logistic", params={"spec": logi}, arrays={"coef": coef, "firth": np.zeros(n_var)}),
         RoundPlan("glm_logistic", params={"spec": logi}, arrays={"coef": coef, "firth": np.ones(n_var)}),
+        RoundPlan("glm_describe_males"),
+        RoundPlan("glm_linear", params={"spec": lin_x}),
+        RoundPlan("glm_logistic", params={"spec": logi_y}, arrays={"coef": coef, "firth": np.ones(n_var)}),
     ]
 
 
@@ -229,7 +235,7 @@ def test_round_input_limits__variants_times_the_widths_the_spec_allows():
         "freq": InputLimit(100),
         "v": InputLimit(100, pca.basis_width(3)),
         "w": InputLimit(100, 3),
-        "coef": InputLimit(100, 6),  # [1, g, AGE, PC1, PC2, PC3]
+        "coef": InputLimit(100, 7),  # [1, g, AGE, PC1, PC2, PC3] and chrX's SEX
         "firth": InputLimit(100),
     }
     assert round_input_limits(JobSpec(analyses=("freq",)).validated(), 100) == {"variants": InputLimit(100)}
@@ -294,10 +300,11 @@ SLACK = MAX_ATTEMPTS_PER_ROUND - 1  # rounds a restart without a dropped site ma
         (("freq", "missing"), {}, (), (), 2),
         (("freq",), {"mind": "0.1", "geno": "0.1", "maf": "0.01"}, (), (), 3),
         (("pca",), {"pca": "10"}, (), (), 1 + pca.MAX_ITERATIONS),
-        (("pca", "glm"), {"pca": "2"}, ("QT",), ("PC1", "PC2"), 1 + 400 + 1 + 2 + 166),
-        (("glm",), {}, ("CC", "QT"), ("AGE",), 2 + 2 * 166),
-        (("glm",), {"glm": "no-firth"}, ("CC",), (), 2 + 15),
-        (("glm",), {"glm": "firth"}, ("CC",), (), 2 + 151),
+        # --glm: two describe rounds, then per design (autosomes, chrX, chrY) a linear round and logistic ones
+        (("pca", "glm"), {"pca": "2"}, ("QT",), ("PC1", "PC2"), 1 + 400 + 1 + 2 + 3 * (1 + 166)),
+        (("glm",), {}, ("CC", "QT"), ("AGE",), 2 + 3 * (1 + 2 * 166)),
+        (("glm",), {"glm": "no-firth"}, ("CC",), (), 2 + 3 * (1 + 15)),
+        (("glm",), {"glm": "firth"}, ("CC",), (), 2 + 3 * (1 + 151)),
         (("assoc", "model"), {}, ("CC",), (), 1),
     ],
 )

@@ -39,17 +39,30 @@ def test_reports__x_y_mt_through_the_daemons_equal_plink2(workspace: Path, tmp_p
         assert (tmp_path / f"s.{ext}").read_bytes() == (EXPECTED / f"pooled.{ext}").read_bytes(), ext
 
 
-def test_glm_beside_the_reports_leaves_x_y_mt_out_with_a_log_line(workspace: Path, tmp_path: Path, capsys):
+def test_glm_beside_the_reports_regresses_x_y_mt_as_plink2(workspace: Path, tmp_path: Path, capsys):
     out = tmp_path / "g"
     profile = str(workspace / "analyst.toml")
-    # PAR1 left out too: GWAS-SSF (written beside --glm) has no code for it
-    args = ["submit", "--profile", profile, "--freq", "--glm", "--pheno-name", "QT", "--not-chr", "PAR1"]
+    # PAR1 left out: GWAS-SSF (written beside --glm) has no code for it; Y_2900042: plink2's quirk
+    # (scripts/make_sexchr_fixture.py)
+    args = ["submit", "--profile", profile, "--freq", "--glm", "show-covar", "--pheno-name", "QT,CC"]
+    (tmp_path / "exclude.txt").write_text("Y_2900042\n")
+    args += ["--covar-name", "AGE", "--covar-variance-standardize", "--not-chr", "PAR1"]
+    args += ["--exclude", str(tmp_path / "exclude.txt")]
     assert cli([*args, "--out", str(out)]) == 0, capsys.readouterr().err
-    expected = [r for r in (EXPECTED / "pooled.afreq").read_text().splitlines() if not r.startswith("PAR1")]
+    afreq = [r.split("\t") for r in (EXPECTED / "pooled.afreq").read_text().splitlines()]
+    expected = ["\t".join(r) for r in afreq if r[0] != "PAR1" and r[1] != "Y_2900042"]
     assert (tmp_path / "g.afreq").read_text().splitlines() == expected
-    glm_rows = (tmp_path / "g.QT.glm.linear").read_text().splitlines()[1:]
-    assert {r.split("\t")[0] for r in glm_rows} == {"1", "XY"} and len(glm_rows) == 11
+    theirs = [r for r in (EXPECTED / "glm.QT.glm.linear").read_text().splitlines() if not r.startswith("PAR1")]
+    ours = (tmp_path / "g.QT.glm.linear").read_text().splitlines()
+    assert {r.split("\t")[0] for r in ours[1:]} == {"1", "X", "Y", "XY", "MT"} and len(ours) == len(theirs)
+    assert ours[0] == theirs[0]
+    for a, b in zip(ours[1:], theirs[1:], strict=True):  # equal but for the last printed digit
+        fa, fb = a.split("\t"), b.split("\t")
+        assert fa[:8] == fb[:8] and fa[-1] == fb[-1]
+        assert [float(x) for x in fa[8:12]] == pytest.approx([float(x) for x in fb[8:12]], rel=2e-5, abs=1e-12)
+    assert (tmp_path / "g.CC.glm.logistic.hybrid").read_text().count("\tSEX\t") == 29  # every chrX variant
     with Client.from_profile(profile) as c:
         log = "\n".join(c.list_jobs(limit=1)[0].log)  # this job: the newest
-    assert "45 variants on chrX/chrY/MT are counted in --freq only: --glm leave them out" in log
-    assert "round 2: allele_counts_sex over 37 variants" in log  # the males' round: chrX and chrY
+    assert "chrX/chrY/MT" not in log  # nothing left out
+    assert "round 2: allele_counts_sex over 36 variants" in log  # the males' round: chrX and chrY
+    assert "glm_describe_males over 36 variants" in log

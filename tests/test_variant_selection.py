@@ -271,16 +271,21 @@ def test_select_variants__subsets_every_site_plan_and_leaves_out_x_y_mt():
     assert list(chosen.variants.id) == ["a", "b", "e", "d"] and lines == ["4 of 5 variants selected by --not-chr"]
     chosen, _ = select_variants(h, _spec(["--chr", "X"]))
     assert list(chosen.variants.id) == ["b"]
-    # beside --glm they are in the reports only, said in the job log
+    # --glm regresses them too (fedstat.stats.glm_sexchr); beside --assoc it leaves them out, said in the log
     glm = JobSpec(analyses=("freq", "glm"), out_name="f", pheno_names=("QT",)).validated()
     chosen, lines = select_variants(h, glm)
+    assert len(chosen.variants) == 5 and lines == []
+    chosen, _ = select_variants(h, replace(glm, options={"chr": "X"}))
+    assert list(chosen.variants.id) == ["b"]
+    assoc = JobSpec(analyses=("freq", "glm", "assoc"), out_name="f", pheno_names=("CC",)).validated()
+    chosen, lines = select_variants(h, assoc)
     assert len(chosen.variants) == 5
     assert lines == [
-        "2 variants on chrX/chrY/MT are counted in --freq only: --glm leave them out (their results are "
+        "2 variants on chrX/chrY/MT are counted in --freq only: --glm/--assoc leave them out (their results are "
         "plink2's with --not-chr X,Y,MT)"
     ]
-    with pytest.raises(JobFailed, match="no variant left for --glm: all 1 selected variants are on chrX/chrY/MT"):
-        select_variants(h, replace(glm, options={"chr": "X"}))
+    with pytest.raises(JobFailed, match="no variant left for --glm/--assoc: all 1 selected variants are on chrX"):
+        select_variants(h, replace(assoc, options={"chr": "X"}))
 
 
 # --- refusals ---------------------------------------------------------------------------------------

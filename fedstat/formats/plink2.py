@@ -487,7 +487,8 @@ def write_glm(path: str | Path, variants: VariantTable, res: GlmResult, columns:
     add(["A1"], _strs(a1))
     if "ax" in cols_on:
         add(["AX"], _strs(np.where(res.a1_is_ref, variants.alt, variants.ref)))
-    allele_ct = 2 * res.obs_ct  # autosomes: two alleles per sample
+    ploidy = 2 if res.haploid is None else np.where(res.haploid, 1, 2)
+    allele_ct = ploidy * res.obs_ct  # two alleles per sample; one on chrY and MT (plink2's haploid --glm)
     if "a1count" in cols_on:
         add(["A1_CT"], counts.column(need(res.a1_ct, "a1count")))
     if "totallele" in cols_on:
@@ -495,7 +496,7 @@ def write_glm(path: str | Path, variants: VariantTable, res: GlmResult, columns:
     if binary and cols_on & {"a1countcc", "totallelecc", "a1freqcc"}:
         a1_ct = need(res.a1_ct, "a1countcc")
         a1_case = need(res.a1_case_ct, "a1countcc")
-        case_allele_ct = 2 * need(res.case_obs_ct, "totallelecc")
+        case_allele_ct = ploidy * need(res.case_obs_ct, "totallelecc")
         a1_ctrl = a1_ct - a1_case
         if "a1countcc" in cols_on:
             add(["A1_CASE_CT", "A1_CTRL_CT"], cc_text(a1_case), cc_text(a1_ctrl))
@@ -549,6 +550,9 @@ def write_glm(path: str | Path, variants: VariantTable, res: GlmResult, columns:
     if "err" in cols_on:
         header.append("ERRCODE")
         cols.append(_strs(res.errcode[rep]))
+    if res.test_mask is not None:  # chrX's SEX test, and the chromosomes plink2 skips, row by row
+        keep = np.flatnonzero(np.asarray(res.test_mask).reshape(-1)).tolist()
+        cols = [[c[i] for i in keep] for c in cols]
     header[0] = "#" + header[0]
     return atomic_write_text(path, _table_lines(header, cols))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -89,11 +90,13 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
         if not analyses & {"assoc", "model"} or params.get("pheno") != spec.pheno_names[0]:
             raise refuse("the job has no --assoc/--model on this phenotype")
         expected = {"pheno": spec.pheno_names[0]}
-    elif computation in ("glm_describe", "glm_linear", "glm_logistic"):
+    elif computation in ("glm_describe", "glm_linear", "glm_logistic", "glm_describe_males"):
         if "glm" not in analyses:
             raise refuse("the job has no --glm")
         try:
-            if computation == "glm_describe":
+            if computation == "glm_describe_males":
+                pass  # no parameters; its variants (chrX, chrY only) are checked by check_round_variants
+            elif computation == "glm_describe":
                 columns = json.loads(params.get("columns", "[]"))
                 check_glm_columns([c for c in columns if c not in phenos], covars, refuse, "it describes columns")
                 if len(set(columns)) != len(columns):
@@ -105,6 +108,7 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
                 if len({d["name"] for d in specs}) != len(specs):
                     raise refuse("it names a phenotype twice")
                 for d in specs:
+                    d = _without_sex_covariate(d, refuse)
                     if d["name"] not in phenos or not set(d["mask_covars"]) <= covars:
                         raise refuse("its phenotype or covariates are not the job's")
                     check_glm_columns(d["covars"], covars, refuse, "its covariates include columns")
@@ -128,6 +132,19 @@ def _machr2(spec: JobSpec, params: Mapping[str, str], expected: Mapping[str, str
     """``{"machr2": "1"}`` when an allele round asks for squared dosage sums and may: the job writes
     --freq's MACH_R2 and the round reads dosages; else nothing (so the parameter is refused)."""
     return {"machr2": "1"} if params.get("machr2") == "1" and "dosage" in expected and freq_machr2(spec) else {}
+
+
+def _without_sex_covariate(d: dict[str, Any], refuse: Callable[[str], ProtocolError]) -> dict[str, Any]:
+    """A glm round's phenotype spec less plink2's chrX covariate SEX (``"sex": "x"``: last in its
+    covariates and mask); ``"sex": "male"`` (chrY) adds none. Any other ``sex`` is refused."""
+    sex = d.get("sex", "")
+    if sex not in ("", "x", "male"):
+        raise refuse("its sample set by sex is not one --glm uses (chrX's SEX covariate, chrY's males)")
+    if sex != "x":
+        return d
+    if d["covars"][-1:] != ["SEX"] or d["mask_covars"][-1:] != ["SEX"]:
+        raise refuse("its chrX regression does not end with plink2's SEX covariate")
+    return d | {"covars": d["covars"][:-1], "mask_covars": d["mask_covars"][:-1]}
 
 
 def check_glm_columns(names: list[str], covars: set[str], refuse: Callable[[str], ProtocolError], what: str) -> None:
@@ -159,7 +176,8 @@ def check_round_variants(
     """Refuse a round over variants it cannot cover: indices outside the harmonized list, or counts
     by sex over variants the job does not count by sex (a deviating coordinator asking for the
     males' counts on autosomes): the males' only on chrX and chrY, the females' only on chrX, as
-    this site's own files name the round's variants.
+    this site's own files name the round's variants; ``--glm``'s males' describe round on chrX and
+    chrY, its regressions with the SEX covariate on chrX and over the males on chrY only.
 
     Parameters
     ----------
@@ -174,9 +192,23 @@ def check_round_variants(
     """
     if variants.size and (variants.min() < 0 or variants.max() >= len(plan.local_index)):
         raise ProtocolError(f"round {round_no}: variant subset outside the harmonized list")
-    if computation != "allele_counts_sex":
+    if computation == "allele_counts_sex":
+        allowed = ["X"] if params.get("sex") == "female" else ["X", "Y"]
+    elif computation == "glm_describe_males":
+        allowed = ["X", "Y"]  # the males' sums fix A1 on chrX and chrY
+    elif computation in ("glm_linear", "glm_logistic"):
+        # plink2's chrX regression (SEX covariate) on chrX only, its males-only one on chrY only
+        try:
+            sexes = {d.get("sex", "") for d in json.loads(params.get("spec", "[]"))}
+        except (ValueError, TypeError, AttributeError):
+            raise ProtocolError(f"round {computation!r}: its parameters cannot be read") from None
+        if sexes == {""}:
+            return
+        if len(sexes) != 1:
+            raise ProtocolError(f"round {computation!r} mixes regressions by sex and others")
+        allowed = ["X"] if sexes == {"x"} else ["Y"]
+    else:
         return
-    allowed = ["X"] if params.get("sex") == "female" else ["X", "Y"]
     chrom = site_variants.chrom[np.asarray(plan.local_index)[variants]]
     if not np.isin(np.asarray(chrom).astype(str), allowed).all():
         raise ProtocolError(

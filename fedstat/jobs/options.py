@@ -56,7 +56,9 @@ KNOWN_ANALYSES: tuple[str, ...] = (*allele.ANALYSES, "pca", "glm", "assoc", "mod
 DP_ANALYSES = ("freq", "geno-counts", "hardy", "missing", "assoc", "model")
 #: --glm modifiers as plink2 spells them, plus fedstat's ``show-covar`` (covariate rows are
 #: hidden by default, as with plink2's ``hide-covar``).
-GLM_MODIFIERS = frozenset({"hide-covar", "show-covar", "firth", "no-firth", "firth-fallback", "allow-no-covars"})
+GLM_MODIFIERS = frozenset(
+    {"hide-covar", "show-covar", "firth", "no-firth", "firth-fallback", "allow-no-covars", "no-x-sex"}
+)
 #: A site, dataset, column or output name.
 NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 #: Job options the coordinator and sites understand, with the longest value each may hold.

@@ -45,8 +45,9 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None, variants: VariantTabl
 
     ``variants`` are the job's variants (after :func:`coordinator.harmonizer.select_variants`):
     the allele reports count those on chrX, chrY and MT by sex and ploidy, as plink2 does
-    (:mod:`fedstat.stats.sexchr`); ``--pca``, ``--glm``, ``--assoc`` and ``--model`` run on the
-    others only. Without them every variant must be diploid.
+    (:mod:`fedstat.stats.sexchr`), and so does ``--glm`` (:mod:`fedstat.stats.glm_sexchr`) unless the
+    job also has ``--assoc``/``--model``; ``--pca``, ``--assoc`` and ``--model`` run on the others
+    only. Without them every variant must be diploid.
     """
     ctx = ctx or JobContext(spec=spec.to_json())
     parts: list[JobAnalysis] = []
@@ -80,6 +81,10 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None, variants: VariantTabl
             SubsetAnalysis(pca.PcaAnalysis(k, scores=scores, n_samples=n_samples, number_format=format_g_array), kept)
         )
     glm_job = assoc_job = None
+    # --glm regresses chrX/chrY/MT as plink2 (its own variant set), unless --assoc/--model, which test
+    # autosomes only, share its GWAS outputs
+    glm_sex = sex is not None and bool(sex.any()) and not {"assoc", "model"} & set(spec.analyses)
+    glm_kept = KeptVariants() if glm_sex else kept
     if "glm" in spec.analyses:
         mods = {m for m in spec.options.get("glm", "").split(",") if m}
         if "show-covar" in mods:
@@ -97,8 +102,9 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None, variants: VariantTabl
             require_covar=spec.options.get("require_covar") == "1",
             columns=glm_cols(spec) if "glm_cols" in spec.options else None,
             min_cell_count=ctx.min_cell_count,
+            chrom=variants.chrom.astype(str) if glm_sex and variants is not None else None,
         )
-        parts.append(SubsetAnalysis(glm_job, kept))
+        parts.append(SubsetAnalysis(glm_job, glm_kept))
     if "assoc" in spec.analyses or "model" in spec.analyses:
         assoc_job = assoc.plan_assoc(
             spec.pheno_names[0],
@@ -108,5 +114,5 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None, variants: VariantTabl
         )
         parts.append(SubsetAnalysis(assoc_job, kept))
     if glm_job is not None or assoc_job is not None:
-        parts.append(SubsetAnalysis(GwasOutputs(ctx, glm_job, assoc_job, spec.pheno_names[0]), kept))
+        parts.append(SubsetAnalysis(GwasOutputs(ctx, glm_job, assoc_job, spec.pheno_names[0]), glm_kept))
     return CompositeAnalysis(parts)

@@ -46,13 +46,16 @@ from fedstat.stats.base import (
     cohort_level,
     per_variant,
 )
+from fedstat.stats.glm_ci import MIN_CI, ci_zscore
 from fedstat.stats.glm_common import (
     CONST_REL_TOL,
     ERR_SEPARATION,
     ERRCODE_STRS,
     MAX_CORR,
+    SEX_COVAR,
     VIF_THRESH,
     Fit,
+    JobView,
     PhenoSpec,
     category_groups,
     cohort_column,
@@ -60,6 +63,16 @@ from fedstat.stats.glm_common import (
 )
 from fedstat.stats.glm_linear import LinearSums, finish_linear
 from fedstat.stats.glm_logistic import LogisticFit, LogisticSums
+from fedstat.stats.glm_sexchr import COMPUTATION as MALES_COMPUTATION
+from fedstat.stats.glm_sexchr import (
+    GlmDescribeMales,
+    GlmGroup,
+    GroupView,
+    chrom_kinds,
+    merge_fits,
+    plan_groups,
+    sex_aware_a1,
+)
 
 __all__ = [
     "LOCAL_COMPUTATIONS",
@@ -72,7 +85,7 @@ __all__ = [
     "plan_glm",
 ]
 
-MODIFIERS = frozenset({"hide-covar", "firth", "no-firth", "firth-fallback", "allow-no-covars"})
+MODIFIERS = frozenset({"hide-covar", "firth", "no-firth", "firth-fallback", "allow-no-covars", "no-x-sex"})
 # the round spec, a site's design, the packed sums and plink2's checks: fedstat.stats.glm_common
 
 
@@ -114,6 +127,9 @@ class GlmResult:
         ``+a1freqcc``); None for linear
     cc_suppressed : [shape: (V,), bool] variants whose case/control A1 and non-A1 counts are
         withheld (written NA) by disclosure control; None when nothing is
+    test_mask : [shape: (V, len(tests)), bool] the (variant, test) rows written (chrX adds SEX;
+        a chromosome plink2 skips has none); None: every row
+    haploid : [shape: (V,), bool] variants regressed haploid (chrY, MT: ALLELE_CT = OBS_CT); None: none
     """
 
     pheno: str
@@ -141,6 +157,8 @@ class GlmResult:
     case_obs_ct: np.ndarray | None = None
     a1_case_ct: np.ndarray | None = None
     cc_suppressed: np.ndarray | None = None
+    test_mask: np.ndarray | None = None
+    haploid: np.ndarray | None = None
 
     @property
     def p(self) -> np.ndarray:
@@ -274,6 +292,7 @@ class GlmJob:
         require_covar: bool = False,
         columns: frozenset[str] | None = None,
         min_cell_count: int = 0,
+        chrom: Sequence[str] | np.ndarray | None = None,
     ):
         unknown = set(modifiers) - MODIFIERS
         if unknown:
@@ -307,6 +326,14 @@ class GlmJob:
         # numeric covariates holding two of the values 0, 1, 2 over the cohort (e.g. SEX 1/2): the
         # logistic separation check reads their cases per value from the sums (after describe)
         self.two_valued: dict[str, tuple[float, float]] = {}
+        # each variant's chromosome class (fedstat.stats.glm_sexchr); None: all diploid
+        self.kind = None if chrom is None else chrom_kinds(chrom)
+        if self.kind is not None and (self.kind == "X").any() and SEX_COVAR in covar_names:
+            raise InputError(
+                f"--glm on chrX: plink2 adds a covariate '{SEX_COVAR}' there, which a covariate of that name would "
+                "clash with; rename the covariate, or leave chrX out (--not-chr X)"
+            )
+        self.no_x_sex = "no-x-sex" in modifiers
         self.hide_covar = "hide-covar" in modifiers
         self.firth_mode = "firth" if "firth" in modifiers else ("no-firth" if "no-firth" in modifiers else "fallback")
         self.results: dict[str, GlmResult] = {}
@@ -318,6 +345,12 @@ class GlmJob:
         self._linear_specs: list[PhenoSpec] = []
         self._binary_specs: list[PhenoSpec] = []
         self._fit: LogisticFit | None = None
+        self._groups: list[GlmGroup] = []
+        self._linear_rounds: list[tuple[GlmGroup, list[PhenoSpec]]] = []
+        self._logistic_fits: list[tuple[GlmGroup, PhenoSpec]] = []
+        self._group: GlmGroup | None = None
+        self._parts: dict[str, list[tuple[GlmGroup, Fit | None]]] = {}
+        self._alt_nobs = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
     # -- protocol ---------------------------------------------------------------------------
 
@@ -329,32 +362,86 @@ class GlmJob:
             raise InputError("glm: a round finished without sums")
         if self._stage == "describe":
             self._finish_describe(sums)
+            rows = np.zeros(0, dtype=np.int64) if self.kind is None else np.flatnonzero(np.isin(self.kind, ["X", "Y"]))
+            if rows.size:
+                self._stage = "males"
+                return RoundPlan(MALES_COMPUTATION, variants=rows.astype(np.int64))
+            self._plan_groups(None)
+        elif self._stage == "males":
+            self._plan_groups(sums)
         elif self._stage == "linear":
-            for fit in finish_linear(sums, specs=self._linear_specs, job=self):
-                self.results[fit.pheno] = self._result(fit)
-            self._linear_specs = []
+            group, specs = self._linear_rounds.pop(0)
+            fits = {f.pheno: f for f in finish_linear(sums, specs=specs, job=self._view(group))}
+            for spec in specs:
+                self._done(group, spec.name, fits.get(spec.name))
         elif self._stage == "logistic":
-            assert self._fit is not None
+            assert self._fit is not None and self._group is not None
             plan = self._fit.step(sums)
             if plan is not None:
-                return plan
-            done = self._fit.result()
-            if done is not None:
-                self.results[done.pheno] = self._result(done)
+                return self._group.over(plan)
+            self._done(self._group, self._fit.spec.name, self._fit.result())
             self._fit = None
         return self._advance()
 
     def _advance(self) -> RoundPlan | None:
-        if self._linear_specs:
+        if self._linear_rounds:
             self._stage = "linear"
-            return RoundPlan("glm_linear", params={"spec": encode_specs(self._linear_specs)})
-        while self._binary_specs:
-            spec = self._binary_specs.pop(0)
+            group, specs = self._linear_rounds[0]
+            return RoundPlan("glm_linear", params={"spec": encode_specs(specs)}, variants=group.rows)
+        while self._logistic_fits:
+            group, spec = self._logistic_fits.pop(0)
             self._stage = "logistic"
-            self._fit = LogisticFit(self, spec)
-            return self._fit.first_plan()
+            self._group = group
+            self._fit = LogisticFit(self._view(group), spec)
+            return group.over(self._fit.first_plan())
         self._stage = "done"
         return None
+
+    def _view(self, group: GlmGroup) -> JobView:
+        return (
+            self
+            if group.rows is None and group.scale is None and not group.sex
+            else GroupView(self, group, self._a1_is_ref)
+        )
+
+    def _plan_groups(self, males: Mapping[str, np.ndarray] | None) -> None:
+        """The regressions per chromosome class (fedstat.stats.glm_sexchr), after the describe rounds."""
+        if males is None or self.kind is None:
+            self._groups = (
+                [GlmGroup("", None)]
+                if self.kind is None
+                else plan_groups(self.kind, n_male=0, n_female=0, n_total=0, no_x_sex=True)[0]
+            )
+        else:
+            rows = np.flatnonzero(np.isin(self.kind, ["X", "Y"])).astype(np.int64)
+            alt, nobs = self._alt_nobs
+            self._a1_is_ref = sex_aware_a1(self._a1_is_ref, self.kind, rows, alt, nobs, males)
+            n_male, n_female, n_total = (int(x) for x in np.asarray(males["males.sex_ct"]).reshape(3))
+            self._groups, _, lines = plan_groups(
+                self.kind, n_male=n_male, n_female=n_female, n_total=n_total, no_x_sex=self.no_x_sex
+            )
+            self._log.extend(lines)
+        if not self._groups:
+            raise InputError("--glm: no variants remaining (plink2 skips chrY without males)")
+        if self._linear_specs:
+            self._linear_rounds = [(g, [g.spec_of(s) for s in self._linear_specs]) for g in self._groups]
+        self._logistic_fits = [(g, g.spec_of(s)) for s in self._binary_specs for g in self._groups]
+        self._parts = {s.name: [] for s in (*self._linear_specs, *self._binary_specs)}
+        self._linear_specs, self._binary_specs = [], []
+
+    def _done(self, group: GlmGroup, pheno: str, fit: Fit | None) -> None:
+        """A group's fit of ``pheno`` (None: skipped there); the phenotype's result once all are in."""
+        parts = self._parts[pheno]
+        parts.append((group, fit))
+        if len(parts) < len(self._groups):
+            return
+        first = parts[0][1]
+        if first is None:
+            return  # plink2 skips the phenotype
+        if len(self._groups) == 1 and self._view(group) is self:
+            self.results[pheno] = self._result(first)
+            return
+        self.results[pheno] = self._result(merge_fits(self._n_var, [(g, f) for g, f in parts if f is not None], self))
 
     def _describe_columns(self) -> list[str]:
         """The describe round's columns: phenotypes, then covariates with each categorical one's indicators."""
@@ -387,6 +474,7 @@ class GlmJob:
         alt = np.asarray(sums["describe.alt_ct"], dtype=np.int64)
         nobs = np.asarray(sums["describe.nobs"], dtype=np.int64)
         self._n_var = int(alt.shape[0])
+        self._alt_nobs = (alt, nobs)
         # plink2 ComputeMajAlleles: major = ALT iff REF frequency < 0.5 (an exact tie keeps REF
         # major), frequencies over all samples; A1 = the non-major allele
         self._a1_is_ref = alt > nobs * DOSAGE_UNIT
@@ -495,6 +583,8 @@ class GlmJob:
             case_obs_ct=fit.case_obs_ct,
             a1_case_ct=fit.a1_case_ct,
             cc_suppressed=self._small_cells(fit),
+            test_mask=fit.test_mask,
+            haploid=fit.haploid,
         )
 
     def _small_cells(self, fit: Fit) -> np.ndarray | None:
@@ -527,6 +617,11 @@ class GlmJob:
     def a1_is_ref(self) -> np.ndarray:
         """[array, shape: (n_var,), dtype bool] A1 (the tested allele) is REF, else ALT; after describe."""
         return self._a1_is_ref
+
+    @property
+    def geno_scale(self) -> np.ndarray | None:
+        """None: the job's own view is the autosomes' (diploid) regression; see :class:`GroupView`."""
+        return None
 
     def tests_for(self, covars: Sequence[str]) -> tuple[str, ...]:
         return ("ADD",) if self.hide_covar else ("ADD", *covars)
@@ -654,6 +749,7 @@ def plan_glm(
     require_covar: bool = False,
     columns: frozenset[str] | None = None,
     min_cell_count: int = 0,
+    chrom: Sequence[str] | np.ndarray | None = None,
 ) -> GlmJob:
     """The coordinator-side job for ``--glm`` on the given phenotypes and covariates.
 
@@ -675,6 +771,8 @@ def plan_glm(
     columns : ``cols=``'s output columns (None: plink2's default), written from the results
     min_cell_count : disclosure control (the strictest site's): case/control A1 counts of a variant
         with a cell in (0, min_cell_count) are written NA (``cols=+a1countcc``, ``+a1freqcc``)
+    chrom : each variant's chromosome code, for plink2's regressions on chrX, chrY and MT
+        (:mod:`fedstat.stats.glm_sexchr`); None when every variant is diploid
     """
     return GlmJob(
         tuple(pheno_names),
@@ -687,45 +785,8 @@ def plan_glm(
         require_covar=require_covar,
         columns=columns,
         min_cell_count=min_cell_count,
+        chrom=chrom,
     )
-
-
-#: plink2's smallest ``--ci`` level
-MIN_CI = 0.01
-# Acklam's rational approximation of the normal quantile, as plink2's QuantileToZscore
-_IVN_A = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
-          -3.066479806614716e01, 2.506628277459239e00)  # fmt: skip
-_IVN_B = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
-          -1.328068155288572e01)  # fmt: skip
-_IVN_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
-          4.374664141464968e00, 2.938163982698783e00)  # fmt: skip
-_IVN_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
-
-
-def _acklam_tail(q: float) -> float:
-    c, d = _IVN_C, _IVN_D
-    num = ((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]
-    return num / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
-
-
-def ci_zscore(ci: float) -> float:
-    """The z with ``Φ(z) = (1 + ci) / 2`` as plink2 computes it for ``--ci``.
-
-    References
-    ----------
-    plink2 ``QuantileToZscore`` (``plink2_stats.cc``): P. J. Acklam's rational approximation
-    (relative error below 1.15e-9), evaluated in the same order, so the bounds print as plink2's.
-    """
-    pp = (ci + 1.0) * 0.5
-    if pp < 0.02425:
-        return _acklam_tail(math.sqrt(-2 * math.log(pp)))
-    if pp > 0.97575:
-        return -_acklam_tail(math.sqrt(-2 * math.log(1 - pp)))
-    a, b = _IVN_A, _IVN_B
-    q = pp - 0.5
-    r = q * q
-    num = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
-    return num / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
 
 
 #: Site-side computations of ``--glm``, by RoundPlan name.
@@ -733,4 +794,5 @@ LOCAL_COMPUTATIONS: dict[str, LocalComputation] = {
     "glm_describe": GlmDescribe(),
     "glm_linear": LinearSums(),
     "glm_logistic": LogisticSums(),
+    MALES_COMPUTATION: GlmDescribeMales(),
 }

@@ -23,12 +23,18 @@ from typing import Protocol
 import numpy as np
 
 from fedstat.data.categories import split_indicator
+from fedstat.data.sex import FEMALE, INVALID, MALE, invalid_sex_message
 from fedstat.errors import InputError
 from fedstat.stats.base import Cohort, RoundInput
 
 MAX_CORR = 0.999  # plink2 --max-corr default
 VIF_THRESH = 50.0  # plink2 --vif default
 CONST_REL_TOL = 1e-10  # a sum-of-squares about the mean below this share of the raw one is "constant"
+
+#: The covariate plink2 adds on chrX when both sexes are present (1 male, 2 female; unknown missing).
+SEX_COVAR = "SEX"
+#: PhenoSpec.sex: the chrX regression (SEX covariate appended, unknown sex masked), the males only (chrY).
+SEX_X, SEX_MALES = "x", "male"
 
 # error codes, plink2's kGlmErrcodeStrs order
 ERR_NONE, ERR_SAMPLE_CT, ERR_CONST_OMITTED, ERR_CONST, ERR_CORR, ERR_VIF_INF, ERR_VIF = 0, 1, 2, 3, 4, 5, 6
@@ -67,6 +73,9 @@ class PhenoSpec:
     mask_covars : covariates whose missingness drops a sample (a categorical one by its name)
     scale : ``--covar-variance-standardize``: (covariate, mean, 1 / SD) for each standardized
         covariate; a site uses ``(x - mean) / SD`` in its design, as plink2 transforms the column
+    sex : ``""`` (the regression of the autosomes), :data:`SEX_X` (plink2's chrX regression: the
+        last of ``covars`` and ``mask_covars`` is :data:`SEX_COVAR`, each participant's sex coded
+        1 male / 2 female, unknown sex missing) or :data:`SEX_MALES` (chrY: the males only)
     """
 
     name: str
@@ -74,6 +83,7 @@ class PhenoSpec:
     covars: tuple[str, ...]
     mask_covars: tuple[str, ...]
     scale: tuple[tuple[str, float, float], ...] = ()
+    sex: str = ""
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -84,6 +94,8 @@ class PhenoSpec:
         }
         if self.scale:
             out["scale"] = [[c, m, r] for c, m, r in self.scale]
+        if self.sex:
+            out["sex"] = self.sex
         return out
 
     @classmethod
@@ -94,12 +106,19 @@ class PhenoSpec:
         scale = tuple((str(c), float(m), float(r)) for c, m, r in raw)
         if not all(np.isfinite([m for _, m, _ in scale] + [r for _, _, r in scale])):
             raise ValueError("scale must be finite numbers")
+        sex = d.get("sex", "")
+        if sex not in ("", SEX_X, SEX_MALES):
+            raise ValueError("sex must be 'x' or 'male'")
+        covars, mask = _names(d["covars"]), _names(d["mask_covars"])
+        if sex == SEX_X and (covars[-1:] != (SEX_COVAR,) or mask[-1:] != (SEX_COVAR,)):
+            raise ValueError("a chrX regression ends its covariates and mask with SEX")
         return cls(
             name=str(d["name"]),
             binary=bool(d["binary"]),
-            covars=_names(d["covars"]),
-            mask_covars=_names(d["mask_covars"]),
+            covars=covars,
+            mask_covars=mask,
             scale=scale,
+            sex=str(sex),
         )
 
 
@@ -206,6 +225,23 @@ def category_groups(cohort: Cohort, members: np.ndarray, name: str) -> dict[str,
     return out
 
 
+def sex_groups(cohort: Cohort, members: np.ndarray, name: str, spec: PhenoSpec) -> dict[str, np.ndarray]:
+    """The release groups a chrX regression (``spec.sex`` :data:`SEX_X`) adds to its group ``members``
+    [shape: (cohort.n,), bool] named ``name``: its males and its females, whose sums follow from the
+    sums with and without the SEX column, so that the ledger refuses a site with fewer than
+    ``min_group`` of either sex in the regression. Empty for other regressions.
+    """
+    if spec.sex != SEX_X:
+        return {}
+    sex = cohort_sex(cohort)
+    out = {}
+    for label, code in (("male", MALE), ("female", FEMALE)):
+        group = members & (sex == code)
+        if group.any():
+            out[f"{name}|{SEX_COVAR}={label}"] = group
+    return out
+
+
 def _coded(values: np.ndarray, binary: bool) -> tuple[np.ndarray, np.ndarray]:
     """(valid mask, value) of a phenotype: case/control 1/2 -> 0/1 with anything else (0) missing,
     as plink2 codes a case/control phenotype; a quantitative one (or a covariate) as written."""
@@ -215,12 +251,35 @@ def _coded(values: np.ndarray, binary: bool) -> tuple[np.ndarray, np.ndarray]:
     return ~np.isnan(values), values
 
 
+def cohort_sex(cohort: Cohort) -> np.ndarray:
+    """[array, shape: (cohort.n,), dtype int8] the participants' sex codes (:mod:`fedstat.data.sex`);
+    InputError when the cohort carries none or a value that is no sex code."""
+    if cohort.sex is None:
+        raise InputError("this --glm round needs the participants' sex, which this site's cohort does not carry")
+    sex = np.asarray(cohort.sex)
+    if sex.shape != (cohort.n,):
+        raise InputError(f"glm: the cohort's sex codes have shape {sex.shape}, expected ({cohort.n},)")
+    if bool((sex == INVALID).any()):
+        raise InputError(invalid_sex_message())
+    return sex
+
+
+def sex_covariate(cohort: Cohort) -> np.ndarray:
+    """plink2's chrX SEX covariate [shape: (cohort.n,)]: 1.0 male, 2.0 female, NaN unknown sex."""
+    sex = cohort_sex(cohort)
+    return np.where(sex == MALE, 1.0, np.where(sex == FEMALE, 2.0, np.nan))
+
+
 def site_design(cohort: Cohort, spec: PhenoSpec) -> Design:
     """The site's design for ``spec`` (built anew on each call; see :func:`round_design`)."""
     valid, y = _coded(cohort_column(cohort, spec.name), spec.binary)
     values: dict[str, np.ndarray] = {}
+    if spec.sex == SEX_MALES:  # chrY: plink2 regresses the males only
+        valid &= cohort_sex(cohort) == MALE
+    elif spec.sex == SEX_X:
+        values[SEX_COVAR] = sex_covariate(cohort)
     for name in spec.mask_covars:
-        v = cohort_column(cohort, name)
+        v = values[name] if name in values else cohort_column(cohort, name)
         valid &= ~np.isnan(v)
         values[name] = v
     idx = np.flatnonzero(valid).astype(np.int64)
@@ -305,6 +364,13 @@ def assemble(pieces: Sequence[np.ndarray], n_pred: int, order: int) -> np.ndarra
     v = pieces[0].shape[0]
     flat = np.concatenate([np.asarray(p, dtype=np.float64).reshape(v, -1) for p in pieces], axis=1)
     return flat[:, _gather_map(n_pred, order)].reshape((v,) + (n_pred,) * order)
+
+
+def scale_vector(n_pred: int, scale: np.ndarray) -> np.ndarray:
+    """[shape: (V, n_pred)] the diagonal of ``D`` with ``[1, s g, c] = D [1, g, c]`` per variant."""
+    d = np.ones((scale.shape[0], n_pred))
+    d[:, 1] = scale
+    return d
 
 
 def flip_matrix(n_pred: int) -> np.ndarray:
@@ -471,6 +537,9 @@ class Fit:
     a1_ct : [shape: (V,), float64] A1 dosage summed over the OBS_CT samples (plink2's A1_CT)
     case_obs_ct : [shape: (V,), int64] cases among the OBS_CT samples; None for linear
     a1_case_ct : [shape: (V,), float64] A1 dosage summed over those cases; None for linear
+    test_mask : [shape: (V, len(tests)), bool] the (variant, test) rows printed, when chromosome
+        classes differ in their tests (SEX on chrX) or leave variants out; None: every row
+    haploid : [shape: (V,), bool] variants regressed haploid (chrY, MT: one allele per sample); None: none
     """
 
     pheno: str
@@ -495,6 +564,8 @@ class Fit:
     a1_ct: np.ndarray
     case_obs_ct: np.ndarray | None = None
     a1_case_ct: np.ndarray | None = None
+    test_mask: np.ndarray | None = None
+    haploid: np.ndarray | None = None
 
 
 class JobView(Protocol):
@@ -512,6 +583,12 @@ class JobView(Protocol):
 
     @property
     def firth_mode(self) -> str: ...
+
+    @property
+    def geno_scale(self) -> np.ndarray | None:
+        """[array, shape: (n_var,)] each variant's genotype scale in plink2's model: 0.5 on haploid
+        chromosomes (chrY, MT: a genotype counts 0..1), 1.0 elsewhere; None when all are 1."""
+        ...
 
     def tests_for(self, covars: Sequence[str]) -> tuple[str, ...]:
         """TEST names of a regression on ``covars`` (``ADD`` first)."""

@@ -46,6 +46,8 @@ from fedstat.stats.glm_common import (
     pre_checks,
     round_design,
     safe_inv,
+    scale_vector,
+    sex_groups,
     specs_of,
     unstable_scale,
     valid_parameters,
@@ -103,6 +105,7 @@ class LinearSums:
             # keyed by position: two specs of one name must not hide a group (checks.check_round refuses them too)
             out[f"{k}:{spec.name}"] = mask
             out |= category_groups(cohort, mask, f"{k}:{spec.name}")
+            out |= sex_groups(cohort, mask, f"{k}:{spec.name}", spec)
         return out
 
     @staticmethod
@@ -267,6 +270,14 @@ def finish_linear(sums: Mapping[str, np.ndarray], *, specs: Sequence[PhenoSpec],
         t = flip_matrix(p)
         m[flip] = t @ m[flip] @ t.T
         bvec[flip] = bvec[flip] @ t.T
+        # haploid variants (chrY, MT) in plink2's units, the genotype halved: X'X -> D X'X D, X'y -> D X'y
+        scale = getattr(job, "geno_scale", None)
+        scale = np.ones(n_var) if scale is None else scale
+        half = np.flatnonzero(scale != 1.0)
+        if half.size:
+            d = scale_vector(p, scale[half])
+            m[half] *= d[:, :, None] * d[:, None, :]
+            bvec[half] *= d
         sum_g, sum_gg = gc[:, 0], gg
         err = pre_checks(n_v, p, sum_g, sum_gg)
         todo = np.flatnonzero(err == ERR_NONE)
@@ -295,6 +306,8 @@ def finish_linear(sums: Mapping[str, np.ndarray], *, specs: Sequence[PhenoSpec],
         a1_ct = np.where(flip, 2.0 * n_v - sum_g, sum_g)
         with np.errstate(invalid="ignore", divide="ignore"):
             a1_freq = a1_ct / (2.0 * n_v)
+        if half.size:
+            a1_ct[half] *= scale[half]  # plink2's A1 dosage on a haploid chromosome: half the diploid sum
         results.append(
             Fit(
                 pheno=spec.name,

@@ -61,6 +61,8 @@ from fedstat.stats.glm_common import (
     pre_checks,
     round_design,
     safe_inv,
+    scale_vector,
+    sex_groups,
     specs_of,
     triple_products,
     unstable_scale,
@@ -123,7 +125,7 @@ class LogisticSums:
         (spec,) = decode_specs(inp)
         mask = np.zeros(cohort.n, dtype=bool)
         mask[round_design(cohort, spec, inp, "lg").idx] = True
-        return {spec.name: mask} | category_groups(cohort, mask, spec.name)
+        return {spec.name: mask} | category_groups(cohort, mask, spec.name) | sex_groups(cohort, mask, spec.name, spec)
 
     def cohort_sums(self, cohort: Cohort, inp: RoundInput) -> dict[str, np.ndarray]:
         (spec,) = decode_specs(inp)
@@ -352,6 +354,7 @@ class LogisticFit:
         self.n_var = job.n_var
         self.mode = job.firth_mode
         self.flip = job.a1_is_ref
+        self.scale = getattr(job, "geno_scale", None)  # haploid variants: plink2's genotype 0..1 (None: all diploid)
         self.n_pred = len(spec.covars) + 2
         self.round_vars = np.arange(self.n_var)
         self.first = True
@@ -403,6 +406,8 @@ class LogisticFit:
         if active.size == 0:
             return None
         coef = self.coef[active].copy()
+        if self.scale is not None:
+            coef *= scale_vector(self.n_pred, self.scale[active])  # β of the sites' genotype 0..2: D β
         fl = self.flip[active]
         coef[fl] = coef[fl] @ flip_matrix(self.n_pred)  # β_ALT = Tᵀ β_A1
         self.round_vars = active
@@ -443,6 +448,12 @@ class LogisticFit:
             ev["u"][fl] = ev["u"][fl] @ t.T
             if "t" in ev:
                 ev["t"][fl] = np.einsum("ai,bj,ck,vijk->vabc", t, t, t, ev["t"][fl])
+        if self.scale is not None:  # haploid: the genotype halved, h -> D h D, u -> D u, t -> D⊗D⊗D t
+            d = scale_vector(keep.size, self.scale[self.round_vars])
+            ev["h"] *= d[:, :, None] * d[:, None, :]
+            ev["u"] *= d
+            if "t" in ev:
+                ev["t"] *= d[:, :, None, None] * d[:, None, :, None] * d[:, None, None, :]
 
     def step(self, sums: Mapping[str, np.ndarray]) -> RoundPlan | None:
         if self.first:
@@ -726,8 +737,11 @@ class LogisticFit:
         out["stat"][ok] = z
         out["log_p"][ok] = _LN2 + stats.norm.logsf(np.abs(z))
         a1_ct = np.where(self.flip, 2.0 * self.n_v - self.sum_g, self.sum_g)
+        a1_case = np.where(self.flip, 2.0 * self.case_v - self.sum_gy, self.sum_gy)
         with np.errstate(invalid="ignore", divide="ignore"):
             a1_freq = a1_ct / (2.0 * self.n_v)
+        if self.scale is not None:  # plink2's A1 dosages on a haploid chromosome: half the diploid sums
+            a1_ct, a1_case = a1_ct * self.scale, a1_case * self.scale
         return Fit(
             pheno=spec.name,
             is_binary=True,
@@ -750,5 +764,5 @@ class LogisticFit:
             firth=self.firth_used if self.mode == "fallback" else np.full(self.n_var, self.mode == "firth"),
             a1_ct=a1_ct,
             case_obs_ct=np.rint(self.case_v).astype(np.int64),
-            a1_case_ct=np.where(self.flip, 2.0 * self.case_v - self.sum_gy, self.sum_gy),
+            a1_case_ct=a1_case,
         )
