@@ -328,12 +328,13 @@ class GlmJob:
         self.two_valued: dict[str, tuple[float, float]] = {}
         # each variant's chromosome class (fedstat.stats.glm_sexchr); None: all diploid
         self.kind = None if chrom is None else chrom_kinds(chrom)
-        if self.kind is not None and (self.kind == "X").any() and SEX_COVAR in covar_names:
+        self.no_x_sex = "no-x-sex" in modifiers
+        if self.kind is not None and (self.kind == "X").any() and SEX_COVAR in covar_names and not self.no_x_sex:
             raise InputError(
                 f"--glm on chrX: plink2 adds a covariate '{SEX_COVAR}' there, which a covariate of that name would "
-                "clash with; rename the covariate, or leave chrX out (--not-chr X)"
+                "clash with; add the no-x-sex modifier (--glm no-x-sex: the covariate as given), rename the "
+                "covariate, or leave chrX out (--not-chr X)"
             )
-        self.no_x_sex = "no-x-sex" in modifiers
         self.hide_covar = "hide-covar" in modifiers
         self.firth_mode = "firth" if "firth" in modifiers else ("no-firth" if "no-firth" in modifiers else "fallback")
         self.results: dict[str, GlmResult] = {}
