@@ -15,7 +15,7 @@ The reference outputs are plink2 2.00a3.5 on the pooled VCF imported the same wa
 phenotypes' and covariates' common cohort (``--require-pheno --require-covar``: one cohort for every
 release, as the sites' release ledgers need it); MaCH r² (``--freq cols=+machr2``, ``machr2.afreq``)
 and ``--geno --hwe --mach-r2-filter`` (``r2filter.snplist``, the log's removal lines in
-``r2filter.removed``) on the same cohort.
+``r2filter.removed``) and ``--geno --maf`` (``maf.*``: on the dosage frequencies) on the same cohort.
 
 ``edge/`` holds MaCH r²'s edge cases at three small sites (AFR a hard-call .pgen imported from GT
 alone, EAS and EUR dosages, EUR with REF/ALT exchanged on some variants): monomorphic REF and ALT,
@@ -135,13 +135,22 @@ def build(out_dir: Path, plink2: str) -> None:
               "--out", str(t / "machr2")])  # fmt: skip
         shutil.copyfile(t / "machr2.afreq", expected / "machr2.afreq")
         _filter_run(plink2, pooled / "genotypes", [*cohort, *R2_FILTER], t / "r2filter", expected)
+        _filter_run(plink2, pooled / "genotypes", [*cohort, *MAF_FILTER], t / "maf", expected)
         _build_edge(out_dir / "edge", plink2, t)
 
 
 #: The QC run of the main fixture: --geno and --hwe (hard calls), then --mach-r2-filter (dosages).
 R2_FILTER = ["--geno", "0.4", "--hwe", "1e-3", "--mach-r2-filter", "0.85", "0.95"]
+#: --maf on the dosage frequencies (plink2's): --geno first, as plink2 orders them.
+MAF_FILTER = ["--geno", "0.4", "--maf", "0.2"]
 #: Log lines of a filter run kept in ``<name>.removed``.
-_REMOVED_LINES = ("--geno:", "--hwe:", "--mach-r2-filter:", "variants remaining after main filters")
+_REMOVED_LINES = (
+    "--geno:",
+    "--hwe:",
+    "allele frequency threshold",
+    "--mach-r2-filter:",
+    "variants remaining after main filters",
+)
 
 
 def _filter_run(plink2: str, pfile: Path, flags: list[str], prefix: Path, expected: Path) -> None:

@@ -279,6 +279,21 @@ def test_open_genotypes__bgen_directory_reads_plink2_dosages(made: Path, tmp_pat
     np.testing.assert_array_equal(np.concatenate(blocks).astype(np.float64), _reads(tmp_path / "p.pgen")[1])
 
 
+def test_open_dataset__bgen_sample_file_sex_is_the_datasets_sex(made: Path, tmp_path: Path):
+    # plink2 --bgen --sample reads sex from the .sample; chrX/Y counts and --glm need it
+    from fedstat.data.dataset import open_dataset
+    from fedstat.data.sex import FEMALE, MALE
+
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(made / "b12_8.bgen", site / "genotypes.bgen")
+    shutil.copy(made / "b12_8.sample", site / "genotypes.sample")
+    (site / "samples.tsv").write_text("#IID\tQT\n" + "".join(f"{s}\t1\n" for s in IDS))
+    ds = open_dataset("B", site, cache_dir=tmp_path / "cache", options=ImportOptions(bgen_ref="first"))
+    expected = [MALE if i % 2 == 0 else FEMALE for i in range(N)]  # the fixture's --update-sex: 1, 2, 1, ...
+    assert ds.sex.tolist() == expected
+
+
 # ---------------------------------------------------------------------------------------------
 # refusals: each names the file and what is wrong, never a sample ID or a value
 

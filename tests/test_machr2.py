@@ -138,6 +138,22 @@ def test_mach_r2_filter__after_geno_and_hwe_as_plink2(tmp_path: Path):
     assert "21 variants remaining after main filters" in log and len(kept) == 21
 
 
+def test_maf__on_dosage_frequencies_keeps_plink2s_variants(tmp_path: Path):
+    # plink2's --maf filters on the dosage frequencies --freq writes (read as hard calls: 0.01+ off)
+    expected = DATA / "dosage" / "expected"
+    options = {"geno": "0.4", "maf": "0.2", "require_pheno": "1", "require_covar": "1"}
+    spec = JobSpec(
+        analyses=("freq", "glm"), out_name="f", pheno_names=("QT", "CC"), covar_names=("AGE", "SEX"), options=options
+    )
+    _, files, log = _run(spec, _datasets(DATA / "dosage", tmp_path / "cache"), tmp_path / "f")
+    kept = [line.split("\t")[1] for line in files[0].read_text().splitlines()[1:]]
+    assert kept == (expected / "maf.snplist").read_text().split()
+    removed = (expected / "maf.removed").read_text().splitlines()
+    n_maf = int(removed[1].split()[0])  # plink2: "60 variants removed due to allele frequency threshold(s)"
+    assert f"--maf: {n_maf} variants removed due to allele frequency threshold" in log and n_maf > 0
+    assert removed[0].rstrip(".") in log and f"{len(kept)} variants remaining after main filters" in log
+
+
 def test_freq_machr2__cohort_values_equal_plink2(tmp_path: Path):
     # the main fixture (soft, integral and missing dosages, hard calls missing where the dosage is far
     # from an integer, REF/ALT exchanged at EUR) on the common cohort: every line byte for byte

@@ -110,7 +110,9 @@ def open_dataset(
                 f"(first is genotype sample #{extra[0] + 1}); add them to the table (with NA values) or remove them"
             )
         index = np.fromiter((gpos[k] for k in tkeys), dtype=np.int64, count=len(tkeys))
-        file_sex = genotype_file_sex(genotypes.path, genotypes.format, genotypes.n_samples)[index]
+        # the files read: a BGEN's cache .psam holds its .sample's sex; a VCF cache's records none
+        fmt = {"bed": "bed", "pgen": "pgen", "bgen": "pgen"}.get(genotypes.format, genotypes.format)
+        file_sex = genotype_file_sex(genotypes.genotype_path, fmt, genotypes.n_samples)[index]
         sex = sex_codes(file_sex, table.numeric.get(SEX_COLUMN, table.text.get(SEX_COLUMN)))
         sets = {s: read_sample_set(directory / f, table, name=s, dataset=name) for s, f in sample_sets}
     except BaseException:

@@ -63,8 +63,9 @@ def genotype_file_sex(genotype_path: Path, fmt: str, n_samples: int) -> np.ndarr
 
     Parameters
     ----------
-    genotype_path : the ``.bed`` / ``.pgen`` / VCF the source was opened from
-    fmt : its format (``bed``, ``pgen``, ``vcf``, ``bcf``)
+    genotype_path : the ``.bed`` / ``.pgen`` the genotypes are read from (for a BGEN its cached
+        ``.pgen``, whose ``.psam`` holds the ``.sample``'s sex), or the VCF
+    fmt : the format of that file (``bed``, ``pgen``; ``vcf``, ``bcf``: no sex recorded)
     n_samples : the samples the source holds (checked against the file read)
 
     Returns

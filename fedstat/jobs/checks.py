@@ -79,6 +79,8 @@ def check_round(spec: JobSpec, computation: str, params: Mapping[str, str]) -> N
         expected = {"controls": spec.pheno_names[0]} if controls else {}
         if qc.mach_r2 is not None:  # --mach-r2-filter: the cohort's dosage sums and their squares
             expected["machr2"] = "1"
+        if qc.maf is not None and not get_mode(spec.privacy).adds_noise:  # --maf on dosage frequencies
+            expected["dosage"] = "1"
     elif computation in ("pca_multiply", "pca_scores"):
         if "pca" not in analyses:
             raise refuse("the job has no --pca")

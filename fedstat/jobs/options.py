@@ -236,13 +236,17 @@ def dosage_refusal(spec: JobSpec) -> str | None:
     """Why a dataset with imputed dosages cannot take part in the job, or None.
 
     plink2 computes ``--freq``, ``--glm`` and ``--pca``, and ``--maf`` through the frequencies, from
-    dosages; the others from hard calls. fedstat reads dosages in ``--freq``, ``--glm`` and ``--pca``;
-    a job that would use them anywhere else is refused rather than computed from the hard calls.
+    dosages; the others from hard calls. fedstat reads dosages there too, except under a privacy
+    mode that adds noise (its noise covers the counts): such a job is refused rather than computed
+    from the hard calls.
     """
     if "freq" in spec.analyses and not reads_dosages(spec):
         return f"--freq under --privacy {spec.privacy} reads hard calls only in this version, and plink2 would use the dosages"
-    if spec.options.get("maf") is not None:
-        return "--maf reads hard-call frequencies in this version, and plink2 filters on dosage frequencies"
+    if spec.options.get("maf") is not None and get_mode(spec.privacy).adds_noise:
+        return (
+            f"--maf under --privacy {spec.privacy} reads hard-call frequencies in this version, and plink2 filters "
+            "on dosage frequencies"
+        )
     return None
 
 

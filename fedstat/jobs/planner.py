@@ -29,6 +29,7 @@ from fedstat.jobs.steps import (
     QcAnalysis,
     SubsetAnalysis,
 )
+from fedstat.privacy.modes import get_mode
 from fedstat.report.gwas import JobContext
 from fedstat.stats import allele, assoc, glm, pca, sexchr
 from fedstat.stats.base import JobAnalysis
@@ -56,7 +57,8 @@ def plan_job(spec: JobSpec, ctx: JobContext | None = None, variants: VariantTabl
         parts.append(MindAnalysis(mind))
     kept = KeptVariants()
     if qc.active:
-        parts.append(QcAnalysis(qc, kept, controls=spec.pheno_names[0] if controls else ""))
+        dosage = not get_mode(spec.privacy).adds_noise  # noise covers the counts only
+        parts.append(QcAnalysis(qc, kept, controls=spec.pheno_names[0] if controls else "", dosage=dosage))
     rest = kept  # the variants of the analyses after the allele reports: none on chrX/chrY/MT
     sex = None if variants is None else np.isin(variants.chrom.astype(str), sorted(sexchr.SEX_CHROMS))
     if sex is not None and sex.any():

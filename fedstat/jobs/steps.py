@@ -144,8 +144,9 @@ class QcAnalysis:
     """``--geno``, ``--hwe``, ``--maf``, ``--mach-r2-filter``: one round of pooled genotype counts (and
     for MaCH r² the dosage sums and their squares), then plink2's filters in plink2's order."""
 
-    def __init__(self, qc: VariantQc, kept: KeptVariants, *, controls: str = ""):
+    def __init__(self, qc: VariantQc, kept: KeptVariants, *, controls: str = "", dosage: bool = False):
         self.qc, self.kept, self.controls = qc, kept, controls
+        self.dosage = dosage  # --maf on the dosage frequencies, as plink2 (not under noise: see reads_dosages)
         self.outcome: QcResult | None = None
 
     def next_round(self, sums: Mapping[str, np.ndarray] | None) -> RoundPlan | None:
@@ -153,15 +154,19 @@ class QcAnalysis:
             params = ({"controls": self.controls} if self.controls else {}) | (
                 {"machr2": "1"} if self.qc.mach_r2 is not None else {}
             )
+            if self.dosage and self.qc.maf is not None:
+                params["dosage"] = "1"
             return RoundPlan("qc_counts", params=params)
         counts = {k: np.asarray(sums[k]) for k in allele.SUM_NAMES}
+        # plink2's --maf filters on the frequencies --freq writes: from the dosages where sent
+        alt_freq = allele.alt_frequencies(allele.checked_counts(sums))[1] if "dosage_sum" in sums else None
         if not self.controls:
-            result = variant_filter(self.qc, **counts)
+            result = variant_filter(self.qc, **counts, alt_freq=alt_freq)
         else:  # plink2's order, geno then hwe then maf; hwe on the controls' counts
             controls = {k: np.asarray(sums[f"control_{k}"]) for k in allele.SUM_NAMES}
             geno = variant_filter(VariantQc(geno=self.qc.geno), **counts)
             hwe_fail = ~variant_filter(VariantQc(hwe=self.qc.hwe), **controls).keep & geno.keep
-            maf = variant_filter(VariantQc(maf=self.qc.maf), **counts)
+            maf = variant_filter(VariantQc(maf=self.qc.maf), **counts, alt_freq=alt_freq)
             removed = {"geno": geno.removed["geno"]} if self.qc.geno is not None else {}
             removed["hwe"] = int(hwe_fail.sum())
             if self.qc.maf is not None:

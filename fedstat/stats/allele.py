@@ -191,6 +191,22 @@ def checked_counts(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return counts
 
 
+def alt_frequencies(counts: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(allele observations, ALT frequency) per variant, as plink2 computes them: from the ALT
+    dosage sums where the round has them (:data:`DOSAGE_SUM_NAMES`), else from the hard calls;
+    the ALT dosage times the reciprocal of the observations in dosage units; 0/0 -> NaN."""
+    if "dosage_sum" in counts:
+        obs_ct = 2 * np.asarray(counts["dosage_obs"], dtype=np.int64)
+        alt_units = np.asarray(counts["dosage_sum"], dtype=np.int64)
+    else:
+        het, hom_alt = (np.asarray(counts[n], dtype=np.int64) for n in ("het", "hom_alt"))
+        obs_ct = 2 * (np.asarray(counts["hom_ref"], dtype=np.int64) + het + hom_alt)
+        alt_units = (het + 2 * hom_alt) * DOSAGE_UNIT
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alt_freq = alt_units.astype(np.float64) * (1.0 / (obs_ct * DOSAGE_UNIT).astype(np.float64))
+    return obs_ct, alt_freq
+
+
 def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
     """Turn global (summed over sites) genotype counts into the reported statistics.
 
@@ -216,16 +232,8 @@ def finish(sums: Mapping[str, np.ndarray]) -> AlleleStats:
 
     n_obs = hom_ref + het + hom_alt  # genotyped samples
     n_all = n_obs + missing
-    if "dosage_sum" in counts:
-        obs_ct = 2 * counts["dosage_obs"]
-        alt_units = counts["dosage_sum"]
-    else:
-        obs_ct = 2 * n_obs  # allele observations
-        alt_units = (het + 2 * hom_alt) * DOSAGE_UNIT
+    obs_ct, alt_freq = alt_frequencies(counts)
     with np.errstate(invalid="ignore", divide="ignore"):
-        # ALT frequency = ALT dosage / allele observations, as plink2 computes it (times the
-        # reciprocal of the total, in its dosage units); 0/0 -> NaN as in plink2
-        alt_freq = alt_units.astype(np.float64) * (1.0 / (obs_ct * DOSAGE_UNIT).astype(np.float64))
         het_obs = het.astype(np.float64) / n_obs
         ref_freq = (2 * hom_ref + het).astype(np.float64) / (2 * n_obs)  # --hardy: hard calls
         f_miss = missing.astype(np.float64) / n_all

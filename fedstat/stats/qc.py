@@ -91,7 +91,13 @@ class QcResult:
 
 
 def variant_filter(
-    qc: VariantQc, *, hom_ref: np.ndarray, het: np.ndarray, hom_alt: np.ndarray, missing: np.ndarray
+    qc: VariantQc,
+    *,
+    hom_ref: np.ndarray,
+    het: np.ndarray,
+    hom_alt: np.ndarray,
+    missing: np.ndarray,
+    alt_freq: np.ndarray | None = None,
 ) -> QcResult:
     """Apply ``qc`` to pooled genotype counts.
 
@@ -99,6 +105,8 @@ def variant_filter(
     ----------
     hom_ref, het, hom_alt, missing : [array, shape: (n_variants,)] pooled counts per variant (the
         sums behind ``.gcount``)
+    alt_freq : [array, shape: (n_variants,)] the ALT frequencies ``--maf`` filters on, as plink2 from
+        the dosages (:func:`fedstat.stats.allele.alt_frequencies`); None: from the hard calls
 
     Returns
     -------
@@ -123,9 +131,11 @@ def variant_filter(
         removed["hwe"] = int((fails & keep).sum())
         keep &= ~fails
     if qc.maf is not None:
-        alleles = 2 * called
-        with np.errstate(invalid="ignore", divide="ignore"):
-            alt = (het + 2 * hom_alt) / alleles  # ALT_FREQS of .afreq
+        if alt_freq is None:
+            alleles = 2 * called
+            with np.errstate(invalid="ignore", divide="ignore"):
+                alt_freq = (het + 2 * hom_alt) / alleles  # ALT_FREQS of .afreq
+        alt = np.asarray(alt_freq, dtype=np.float64)
         minor = np.minimum(alt, 1.0 - alt)
         fails = minor < qc.maf  # NaN (no call at all) is kept, as plink2 keeps it
         removed["maf"] = int((fails & keep).sum())
