@@ -16,11 +16,11 @@ import numpy as np
 from fedstat.data.variants import HAPLOID_CHROMS, Harmonization, VariantTable, harmonize
 from fedstat.errors import InputError, JobFailed, ProtocolError
 from fedstat.jobs import JobSpec, qc_filters, variant_selection
+from fedstat.jobs.options import sex_chromosome_analyses
 from fedstat.jobs.par import split_par, split_par_bounds
 from fedstat.privacy import psi
 from fedstat.privacy.modes import get_mode
 from fedstat.protocol import HashAssembler, KeysAssembler, intersection_chunks
-from fedstat.stats.allele import ANALYSES as ALLELE_ANALYSES
 from fedstat.wire import site_pb2
 
 #: Messages a site may still send from an abandoned round attempt while an exchange runs.
@@ -228,10 +228,7 @@ def select_variants(h: Harmonization, spec: JobSpec) -> tuple[Harmonization, lis
         lines.append(f"--split-par: {n_par} variants on chrX renamed PAR1/PAR2")
     chrom = h.variants.chrom.astype(str)
     sex = np.isin(chrom, sorted(HAPLOID_CHROMS))
-    # the analyses that count X/Y/MT: the allele reports, and --glm unless --assoc/--model share its outputs
-    glm = "glm" in spec.analyses and not {"assoc", "model"} & set(spec.analyses)
-    reports = [a for a in spec.analyses if a in ALLELE_ANALYSES or (a == "glm" and glm)]
-    others = [a for a in spec.analyses if a not in reports]
+    reports, others = sex_chromosome_analyses(spec)
     mind, qc, _ = qc_filters(spec)
     noisy = get_mode(spec.privacy).adds_noise
     counted = bool(reports) and mind is None and not qc.active and not noisy

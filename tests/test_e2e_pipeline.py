@@ -65,8 +65,9 @@ def test_pipeline__one_command_under_secagg_equals_plink2(workspace: Path, tmp_p
 
 
 def test_pipeline__paillier_gives_the_same_results_as_secagg(workspace: Path, tmp_path: Path):
-    # common variants only, to keep Paillier's encryption of every XᵀXV product short
-    args = ("--maf", "0.3", "--pca", "2", "--glm", "--pheno-name", "QT,CC", "--require-pheno",
+    # common variants of a third of the genome only, to keep Paillier's encryption of every XᵀXV
+    # product short: the test is about the protocol (the same results as secagg), not key strength
+    args = ("--maf", "0.3", "--chr", "1-7", "--pca", "2", "--glm", "--pheno-name", "QT,CC", "--require-pheno",
             "--covar-name", "AGE,SEX,PC1-PC2", "--covar-variance-standardize")  # fmt: skip
     _submit(workspace, tmp_path / "s", *args)
     log = _submit(workspace, tmp_path / "p", *args, "--privacy", "paillier")
@@ -79,7 +80,7 @@ def test_pipeline__paillier_gives_the_same_results_as_secagg(workspace: Path, tm
         assert prov["seeds"] == {"pca_start_subspace": 0x5EED}
     rows = (tmp_path / "s.QT.glm.linear").read_text().count("\n") - 1
     c = compare(tmp_path / "p.QT.glm.linear", tmp_path / "s.QT.glm.linear")
-    assert c.rows == rows > 300 and c.key_mismatch == 0 and c.max_log10p_dev <= 1e-4
+    assert c.rows == rows > 100 and c.key_mismatch == 0 and c.max_log10p_dev <= 1e-4
 
 
 def test_pipeline__dp_is_refused_with_the_reason(workspace: Path, tmp_path: Path, capsys):

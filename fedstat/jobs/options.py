@@ -404,3 +404,11 @@ def freq_machr2(spec: JobSpec) -> bool:
     """Whether the job's ``--freq`` writes MACH_R2 (``cols=+machr2``): its allele rounds then also
     release each variant's sum of squared dosages (``machr2=1``)."""
     return "freq" in spec.analyses and "freq_cols" in spec.options and "machr2" in freq_cols(spec)
+
+
+def sex_chromosome_analyses(spec: JobSpec) -> tuple[list[str], list[str]]:
+    """(the job's analyses that count chrX/chrY/MT as plink2 does, the others): the allele reports,
+    and ``--glm`` unless ``--assoc``/``--model`` share its GWAS outputs."""
+    glm = "glm" in spec.analyses and not {"assoc", "model"} & set(spec.analyses)
+    reports = [a for a in spec.analyses if a in allele.ANALYSES or (a == "glm" and glm)]
+    return reports, [a for a in spec.analyses if a not in reports]
