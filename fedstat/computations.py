@@ -184,11 +184,11 @@ class _QcCounts:
         return groups
 
     def block_sums(self, block: Any, cohort: Cohort, inp: RoundInput, rows: slice) -> dict[str, np.ndarray]:
-        full = block if isinstance(block, GenotypeBlock) else None
-        block = np.asarray(block.hardcalls if full is not None else block)
+        # a plain hard-call block (a reader without a dosage track): its hard calls are its dosages
+        full = block if isinstance(block, GenotypeBlock) else GenotypeBlock(np.asarray(block), None)
+        block = np.asarray(full.hardcalls)
         out = allele.local_sums(block)
-        if full is not None:
-            out |= _dosage_sums(full, out, inp.params)
+        out |= _dosage_sums(full, out, inp.params)
         pheno = inp.params.get("controls")
         if pheno:
             _, controls = assoc.case_control_masks(cohort, pheno, "--hwe controls")

@@ -40,6 +40,7 @@ class FakeSite:
         variants: VariantTable = VARIANTS,
     ):
         self.name, self.vanish_in_round, self.refuse, self.variants = name, vanish_in_round, refuse, variants
+        self.params: dict[str, str] = {}  # the round being answered
         self.outbox: queue.Queue = queue.Queue()
         self.outbox.put(site_pb2.SiteMessage(hello=site_pb2.Hello(agent_version="fake")))
         self.channel = secure_channel(f"localhost:{port}", session_pki.tls(name))
@@ -83,6 +84,7 @@ class FakeSite:
                         self.call.cancel()
                         return
                     ctx = RoundContext(r.job_id, r.round, r.attempt, tuple(r.participants))
+                    self.params = dict(r.params)
                     for c in self.chunks(ctx):
                         self.outbox.put(
                             site_pb2.SiteMessage(
@@ -114,6 +116,9 @@ class FakeSite:
             "hom_alt": np.array([10, 10, 10]),
             "missing": np.array([0, 0, 0]),
         }
+        if self.params.get("dosage") == "1":  # a hard-call site's dosage sums (--freq, --maf)
+            sums["dosage_sum"] = (sums["het"] + 2 * sums["hom_alt"]) * 16384
+            sums["dosage_obs"] = sums["hom_ref"] + sums["het"] + sums["hom_alt"]
         protector = get_mode("none").protector(ctx, self.name)
         return [c for name, arr in sums.items() for c in protector.protect(name, 0, 3, arr)]
 
