@@ -73,6 +73,7 @@ from fedstat.data.import_cache import (
     source_fingerprint,
     temporary_files,
 )
+from fedstat.data.multiallelic import is_snv
 from fedstat.data.variants import normalise_chrom
 from fedstat.errors import GenotypeFileError
 
@@ -80,7 +81,6 @@ from fedstat.errors import GenotypeFileError
 CACHE_FORMAT_VERSION = 1
 
 _MAGIC = b"bgen"
-_SNV_BASES = frozenset("ACGT")
 _WHITESPACE = re.compile(r"\s")
 _MAX_ID_LEN = 16000  # plink2's kMaxIdSlen
 _MAX_POS = 2**31 - 2  # plink2's kMaxBp
@@ -476,7 +476,7 @@ def _convert(
                 if pos > _MAX_POS:
                     raise GenotypeFileError(f"{source}: {where}: position above 2^31 - 2 (plink2 refuses it)")
                 first, second = alleles[0].upper(), alleles[1].upper()
-                if first not in _SNV_BASES or second not in _SNV_BASES:
+                if not is_snv(first, second):
                     n_non_snv += 1
                     continue
                 ref_allele, alt_allele = (first, second) if ref == "first" else (second, first)

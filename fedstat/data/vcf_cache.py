@@ -71,7 +71,7 @@ from fedstat.data.import_cache import (
     source_fingerprint,
     temporary_files,
 )
-from fedstat.data.multiallelic import alt_counts_by_allele, snv_alts, split_cells
+from fedstat.data.multiallelic import alt_counts_by_allele, is_snv, snv_alts, split_cells
 from fedstat.data.variants import normalise_chrom
 from fedstat.data.vcf_dosage import (
     DOSAGE_MODES,
@@ -93,7 +93,6 @@ CACHE_FORMAT_VERSION = 5
 #: FORMAT fields holding imputed dosages, as plink2's ``--vcf … dosage=`` reads them.
 DOSAGE_FIELDS = ("DS", "HDS", "GP")
 
-_SNV_BASES = frozenset("ACGT")
 _MAX_BLOCK_BYTES = 1 << 26  # bound on one in-memory genotype block while converting
 _BED_MAGIC = bytes((0x6C, 0x1B, 0x01))
 _GT_VECTOR_END = -(2**31) + 1  # htslib's bcf_int32_vector_end: the call is shorter (haploid)
@@ -586,7 +585,7 @@ def _convert(
                             continue
                     else:
                         alt = alts[0].upper() if alts else "."
-                        if ref not in _SNV_BASES or alt not in _SNV_BASES:
+                        if not is_snv(ref, alt):
                             n_non_snv += 1
                             continue
                         kept = [(1, alt)]
