@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedstat.data.pgen_header import DOSAGE_UNIT
+
 #: plink2's 1/16384 dosage unit, and the dosage of two copies.
-DOSAGE_MID = 16384
+DOSAGE_MID = DOSAGE_UNIT
 DOSAGE_MAX = 2 * DOSAGE_MID
 #: The highest probability precision plink2 2.00a3.5 imports.
 MAX_BITS = 28

@@ -39,6 +39,7 @@ import numpy as np
 from fedstat.data.bgen_cache import ensure_bgen_cache
 from fedstat.data.import_cache import DEFAULT_IMPORT, ImportOptions
 from fedstat.data.multiallelic import read_split_block, snv_alts
+from fedstat.data.pgen_header import DOSAGE_UNIT as DOSAGE_UNIT  # re-exported: readers' unit
 from fedstat.data.pgen_header import dosage_variant_count
 from fedstat.data.variants import VariantTable, normalise_chrom
 from fedstat.data.vcf_cache import ensure_vcf_cache
@@ -60,9 +61,6 @@ DEFAULT_CACHE_DIRNAME = ".fedstat-cache"
 #: What a genotype block may hold (:meth:`GenotypeSource.read_blocks` ``values=``).
 HARDCALLS, DOSAGES, BOTH = "hardcalls", "dosages", "both"
 GENOTYPE_VALUES = (HARDCALLS, DOSAGES, BOTH)
-#: One allele's dosage in plink2's integer dosage units (a .pgen stores dosages in 1/16384 steps), in
-#: which sums of dosages are exact integers.
-DOSAGE_UNIT = 16384
 
 _BED_MAGIC = bytes((0x6C, 0x1B, 0x01))
 _PVAR_REQUIRED = ("#CHROM", "POS", "ID", "REF", "ALT")

@@ -33,6 +33,10 @@ _MAGIC = bytes((0x6C, 0x1B))
 _VBLOCK = 1 << 16  # variants per header block
 _DOSAGE_BITS = 0x60  # VrtypeDosage
 
+#: One allele's dosage in plink2's integer dosage units (a .pgen stores dosages in 1/16384 steps), in
+#: which sums of dosages are exact integers. The one definition: readers and importers use this.
+DOSAGE_UNIT = 16384
+
 
 def dosage_variant_count(path: Path, n_variants: int, n_samples: int) -> int:
     """How many of a ``.pgen``'s variant records carry a dosage track.

@@ -72,10 +72,10 @@ from fedstat.data.import_cache import (
     temporary_files,
 )
 from fedstat.data.multiallelic import alt_counts_by_allele, is_snv, snv_alts, split_cells
+from fedstat.data.pgen_header import DOSAGE_UNIT
 from fedstat.data.variants import normalise_chrom
 from fedstat.data.vcf_dosage import (
     DOSAGE_MODES,
-    DOSAGE_UNIT,
     HAPLOID_CHROMS,
     MISSING,
     DosageParseError,

@@ -48,8 +48,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: One ALT allele in plink2's dosage units.
-DOSAGE_UNIT = 16384
+from fedstat.data.pgen_header import DOSAGE_UNIT
+
 #: A sample without a dosage or a hard call, in a dosage row (uint16).
 MISSING = 0xFFFF
 #: ``vcf_dosage`` values that read a dosage field.
